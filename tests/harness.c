@@ -1,0 +1,126 @@
+#include "harness.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int case_failed;
+static jmp_buf case_jmp;
+static unsigned rand_state;
+static unsigned case_seed;
+
+static void fail_line(const char *expr, const char *file, int line) {
+  case_failed = 1;
+  printf("# FAILED %s:%d: %s\n", file, line, expr);
+}
+
+int xcm_test_check(int ok, const char *expr, const char *file, int line) {
+  if (!ok)
+    fail_line(expr, file, line);
+  return ok;
+}
+
+void xcm_test_require(int ok, const char *expr, const char *file, int line) {
+  if (ok)
+    return;
+  fail_line(expr, file, line);
+  longjmp(case_jmp, 1);
+}
+
+static void print_escaped(const char *label, const void *p, size_t len) {
+  const unsigned char *s = p;
+  size_t i;
+
+  printf("#   %s (%zu bytes): \"", label, len);
+  for (i = 0; i < len && i < 2000; i++) {
+    if (s[i] == '\n')
+      printf("\\n");
+    else if (s[i] < 0x20 || s[i] == 0x7f)
+      printf("\\x%02x", s[i]);
+    else
+      putchar(s[i]);
+  }
+  printf("%s\"\n", len > 2000 ? "..." : "");
+}
+
+int xcm_test_check_mem(const void *got, size_t got_len, const void *want,
+                       size_t want_len, const char *expr, const char *file,
+                       int line) {
+  if (got != NULL && got_len == want_len &&
+      (want_len == 0 || memcmp(got, want, want_len) == 0))
+    return 1;
+  fail_line(expr, file, line);
+  if (got == NULL)
+    printf("#   got NULL\n");
+  else
+    print_escaped("got ", got, got_len);
+  print_escaped("want", want, want_len);
+  return 0;
+}
+
+int xcm_test_check_str(const char *got, const char *want, const char *expr,
+                       const char *file, int line) {
+  return xcm_test_check_mem(got, got ? strlen(got) : 0, want, strlen(want),
+                            expr, file, line);
+}
+
+int xcm_test_check_int(long long got, long long want, const char *expr,
+                       const char *file, int line) {
+  if (got == want)
+    return 1;
+  fail_line(expr, file, line);
+  printf("#   got %lld, want %lld\n", got, want);
+  return 0;
+}
+
+void xcm_test_note(const char *fmt, ...) {
+  va_list ap;
+
+  printf("# ");
+  va_start(ap, fmt);
+  vprintf(fmt, ap);
+  va_end(ap);
+  printf("\n");
+}
+
+unsigned xcm_test_rand(void) {
+  /* xorshift32: reproducible across libcs, unlike rand(). */
+  rand_state ^= rand_state << 13;
+  rand_state ^= rand_state >> 17;
+  rand_state ^= rand_state << 5;
+  return rand_state;
+}
+
+int xcm_test_main(int argc, char **argv, const xcm_test *tests, size_t n) {
+  const char *only = argc > 1 ? argv[1] : NULL;
+  const char *seed_env = getenv("XCM_TEST_SEED");
+  unsigned base_seed = seed_env ? (unsigned)strtoul(seed_env, NULL, 0) : 1u;
+  size_t i, run = 0;
+  int failures = 0;
+
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  for (i = 0; i < n; i++)
+    if (only == NULL || strcmp(only, tests[i].name) == 0)
+      run++;
+  printf("1..%zu\n", run);
+  run = 0;
+  for (i = 0; i < n; i++) {
+    if (only != NULL && strcmp(only, tests[i].name) != 0)
+      continue;
+    case_failed = 0;
+    case_seed = base_seed + (unsigned)i * 2654435761u;
+    rand_state = case_seed ? case_seed : 1;
+    if (setjmp(case_jmp) == 0)
+      tests[i].fn();
+    run++;
+    if (case_failed) {
+      failures++;
+      printf("not ok %zu - %s (seed %u)\n", run, tests[i].name, case_seed);
+    } else {
+      printf("ok %zu - %s\n", run, tests[i].name);
+    }
+  }
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,47 @@
+/* A small test harness: each tests/test-<feature>.c lists its cases in a
+ * table and hands it to xcm_test_main(), which runs them and prints TAP
+ * (meson runs the executables with protocol 'tap').
+ *
+ * CHECK() records a failure and carries on; REQUIRE() records it and ends
+ * the case. Both need the file and line, so they are macros. */
+#ifndef XCM_TESTS_HARNESS_H
+#define XCM_TESTS_HARNESS_H
+
+#include <stddef.h>
+
+typedef struct xcm_test {
+  const char *name;
+  void (*fn)(void);
+} xcm_test;
+
+int xcm_test_main(int argc, char **argv, const xcm_test *tests, size_t n);
+
+int xcm_test_check(int ok, const char *expr, const char *file, int line);
+void xcm_test_require(int ok, const char *expr, const char *file, int line);
+/* Compare strings/bytes and print both on mismatch. */
+int xcm_test_check_str(const char *got, const char *want, const char *expr,
+                       const char *file, int line);
+int xcm_test_check_mem(const void *got, size_t got_len, const void *want,
+                       size_t want_len, const char *expr, const char *file,
+                       int line);
+int xcm_test_check_int(long long got, long long want, const char *expr,
+                       const char *file, int line);
+/* Print a diagnostic line (TAP comment). */
+void xcm_test_note(const char *fmt, ...);
+
+/* A deterministic pseudo-random sequence for split tests, seeded per case
+ * (XCM_TEST_SEED overrides; the seed is printed on failure). */
+unsigned xcm_test_rand(void);
+
+#define CHECK(c) xcm_test_check(!!(c), #c, __FILE__, __LINE__)
+#define REQUIRE(c) xcm_test_require(!!(c), #c, __FILE__, __LINE__)
+#define CHECK_STR(got, want)                                                   \
+  xcm_test_check_str((got), (want), #got, __FILE__, __LINE__)
+#define CHECK_MEM(got, glen, want, wlen)                                       \
+  xcm_test_check_mem((got), (glen), (want), (wlen), #got, __FILE__, __LINE__)
+#define CHECK_INT(got, want)                                                   \
+  xcm_test_check_int((long long)(got), (long long)(want), #got, __FILE__,      \
+                     __LINE__)
+#define XCM_TESTS(arr) (arr), (sizeof(arr) / sizeof((arr)[0]))
+
+#endif
