@@ -93,6 +93,13 @@ unsigned xcm_test_rand(void) {
   return rand_state;
 }
 
+/* setjmp lives in its own frame so no local of the caller can be
+ * clobbered by the longjmp of a failed REQUIRE. */
+static void run_case(void (*fn)(void)) {
+  if (setjmp(case_jmp) == 0)
+    fn();
+}
+
 int xcm_test_main(int argc, char **argv, const xcm_test *tests, size_t n) {
   const char *only = argc > 1 ? argv[1] : NULL;
   const char *seed_env = getenv("XCM_TEST_SEED");
@@ -112,8 +119,7 @@ int xcm_test_main(int argc, char **argv, const xcm_test *tests, size_t n) {
     case_failed = 0;
     case_seed = base_seed + (unsigned)i * 2654435761u;
     rand_state = case_seed ? case_seed : 1;
-    if (setjmp(case_jmp) == 0)
-      tests[i].fn();
+    run_case(tests[i].fn);
     run++;
     if (case_failed) {
       failures++;

@@ -115,9 +115,9 @@ typedef struct xcm_xml_callbacks {
   /* The start tag of a depth-1 element, before any of its content is
    * buffered. Return how many levels of tree to build for it (0: none,
    * 1: the element alone, 2: with its children, ...), or a negative error
-   * to refuse it right away. May be NULL: no trees. */
-  int (*stanza_start)(void *ud, const char *ns, const char *name,
-                      const xcm_xml_attr *attrs, size_t nattrs);
+   * to refuse it right away. The tree's root carries the attributes; the
+   * hot path that wants none copies none. May be NULL: no trees. */
+  int (*stanza_start)(void *ud, const char *ns, const char *name);
   /* One complete depth-1 element. Return 0, XCM_XML_RESTART or a negative
    * error. */
   int (*stanza)(void *ud, const xcm_xml_stanza *s);
@@ -126,8 +126,9 @@ typedef struct xcm_xml_callbacks {
 } xcm_xml_callbacks;
 
 typedef struct xcm_xml_limits {
-  size_t max_stanza; /* bytes of one depth-1 element, and of the header */
+  size_t max_stanza;  /* bytes of one depth-1 element, and of the header */
   unsigned max_depth; /* nesting below the root; a stanza is depth 1 */
+  /* A zero field means the default: 256 KiB, depth 32. */
 } xcm_xml_limits;
 
 /* The pool: parsers and buffers shared by every reader on one loop.

@@ -1,0 +1,1273 @@
+#include "xml/reader.h"
+
+#include <expat.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <uv.h>
+
+#include "util/alloc.h"
+#include "util/buf.h"
+#include "xcm/error.h"
+#include "xcm_config.h"
+
+/* Expat joins namespace URI, local name and prefix with this byte. It
+ * cannot occur in an XML name or a namespace URI that expat accepts. */
+#define SEP '\x01'
+
+/* Input is handed to expat in pieces of at most this size so that the
+ * stanza limit is checked often and expat's own buffer stays bounded. */
+#define PIECE_MAX 16384
+
+/* Buffers that grew past this for one large stanza are given back rather
+ * than kept for the next one. */
+#define KEEP_BUF_MAX 65536
+
+#define ARENA_CHUNK 4096
+
+enum reader_state { R_INIT, R_STREAM, R_ENDED, R_FAILED };
+
+enum stop_kind { STOP_NONE, STOP_ERROR, STOP_RESTART, STOP_END };
+
+typedef struct arena_chunk arena_chunk;
+struct arena_chunk {
+  arena_chunk *next;
+  size_t cap;
+  size_t used;
+  /* Followed by cap bytes. */
+};
+
+/* A tree node under construction. The public node comes first so that
+ * the links between public nodes can point straight at it. */
+typedef struct build_node build_node;
+struct build_node {
+  xcm_xml_node n;
+  size_t starttag_len;
+  size_t text_off; /* into the slot's text buffer until the fix-up */
+  int64_t start;   /* expat index of the start tag */
+  build_node *next_built;
+};
+
+struct xcm_xml_slot {
+  XML_Parser parser;
+  xcm_xml_slot *next_idle;
+  int dirty; /* the parser needs a reset before use */
+
+  /* Position bookkeeping, all as expat byte indices of this document. */
+  int64_t fed;          /* bytes given to expat */
+  int64_t chunk_base;   /* index of chunk[0] */
+  const char *chunk;    /* the piece being parsed now */
+  int64_t boundary;     /* just after the last depth-1 element or header */
+  int64_t stanza_start; /* start of the open depth-1 element */
+  size_t stanza_starttag_len;
+  unsigned depth; /* open elements, the root included */
+  int priming;
+
+  /* Bytes from earlier pieces still needed: [carry_base, chunk_base). */
+  xcm_buf carry;
+  int64_t carry_base;
+
+  enum stop_kind stop;
+  int stop_err;
+  int64_t stop_at;
+
+  /* Per stanza. */
+  unsigned tree_levels;
+  build_node *cur;   /* deepest open node that was built */
+  build_node *first; /* creation order, for the text fix-up */
+  build_node *last;
+  const char *stanza_ns;
+  const char *stanza_name;
+  size_t qname_len;
+  int declares_default;
+  uint32_t declared_mask; /* header prefixes redeclared on the start tag */
+  uint32_t used_mask;
+
+  /* Namespace declarations seen since the last start tag. */
+  xcm_xml_nsdecl pending[XCM_XML_MAX_HEADER_PREFIXES + 1];
+  size_t npending;
+  int pending_overflow;
+
+  arena_chunk *arena;
+  xcm_buf text;
+};
+
+struct xcm_xml_pool {
+  const xcm_allocator *alloc;
+  xcm_xml_slot *idle;
+  size_t nidle;
+  size_t keep;
+  size_t busy;
+  unsigned long salt;
+};
+
+struct xcm_xml_reader {
+  xcm_xml_pool *pool;
+  xcm_xml_slot *slot; /* NULL while idle */
+  xcm_xml_callbacks cb;
+  void *ud;
+  xcm_xml_limits limits;
+  enum reader_state state;
+  xcm_cond cond;
+  const char *err_text;
+  int err;
+  /* The stream's namespace context: a shared static table for the usual
+   * headers, else decls_mem owns it. */
+  const xcm_xml_nsdecl *decls;
+  size_t ndecls;
+  void *decls_mem;
+  /* The root's name as written, for the priming header to match the end
+   * tag: "stream:stream" is shared, anything else is in decls_mem. */
+  const char *root_qname;
+  uint64_t offset;
+};
+
+static const xcm_xml_nsdecl client_decls[] = {{"stream", XCM_NS_STREAMS},
+                                              {"", XCM_NS_CLIENT}};
+static const xcm_xml_nsdecl cm_decls[] = {{"stream", XCM_NS_STREAMS},
+                                          {"", XCM_NS_CM}};
+
+static const xcm_xml_limits default_limits = {262144, 32};
+
+static void apply_limits(xcm_xml_reader *r, const xcm_xml_limits *l) {
+  r->limits = default_limits;
+  if (l != NULL && l->max_stanza != 0)
+    r->limits.max_stanza = l->max_stanza;
+  if (l != NULL && l->max_depth != 0)
+    r->limits.max_depth = l->max_depth;
+}
+
+/* ---- arena ------------------------------------------------------------ */
+
+static void *arena_alloc(xcm_xml_reader *r, size_t size) {
+  xcm_xml_slot *s = r->slot;
+  arena_chunk *c = s->arena;
+  size_t cap;
+  void *p;
+
+  size = (size + 7) & ~(size_t)7;
+  if (c == NULL || c->cap - c->used < size) {
+    cap = size > ARENA_CHUNK ? size : ARENA_CHUNK;
+    c = xcm__alloc(r->pool->alloc, sizeof(*c) + cap);
+    if (c == NULL)
+      return NULL;
+    c->cap = cap;
+    c->used = 0;
+    c->next = s->arena;
+    s->arena = c;
+  }
+  p = (char *)(c + 1) + c->used;
+  c->used += size;
+  return p;
+}
+
+static char *arena_strndup(xcm_xml_reader *r, const char *str, size_t len) {
+  char *p = arena_alloc(r, len + 1);
+
+  if (p != NULL) {
+    memcpy(p, str, len);
+    p[len] = '\0';
+  }
+  return p;
+}
+
+/* Keep one chunk (the oldest, which is last in the list) for reuse. */
+static void arena_reset(const xcm_allocator *alloc, xcm_xml_slot *s) {
+  arena_chunk *c = s->arena, *next;
+
+  while (c != NULL && c->next != NULL) {
+    next = c->next;
+    xcm__free(alloc, c);
+    c = next;
+  }
+  s->arena = c;
+  if (c != NULL)
+    c->used = 0;
+}
+
+static void arena_free(const xcm_allocator *alloc, xcm_xml_slot *s) {
+  arena_reset(alloc, s);
+  xcm__free(alloc, s->arena);
+  s->arena = NULL;
+}
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static int is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Split an expat name "uri SEP local [SEP prefix]" (or a bare "local"). */
+static void split_name(const char *full, const char **ns, size_t *ns_len,
+                       const char **local, size_t *local_len,
+                       const char **prefix, size_t *prefix_len) {
+  const char *a = strchr(full, SEP), *b;
+
+  if (a == NULL) {
+    *ns = "";
+    *ns_len = 0;
+    *local = full;
+    *local_len = strlen(full);
+    *prefix = "";
+    *prefix_len = 0;
+    return;
+  }
+  *ns = full;
+  *ns_len = (size_t)(a - full);
+  *local = a + 1;
+  b = strchr(*local, SEP);
+  if (b == NULL) {
+    *local_len = strlen(*local);
+    *prefix = "";
+    *prefix_len = 0;
+  } else {
+    *local_len = (size_t)(b - *local);
+    *prefix = b + 1;
+    *prefix_len = strlen(*prefix);
+  }
+}
+
+static int header_prefix_index(const xcm_xml_reader *r, const char *prefix,
+                               size_t len) {
+  size_t i;
+
+  for (i = 0; i < r->ndecls; i++)
+    if (strlen(r->decls[i].prefix) == len &&
+        memcmp(r->decls[i].prefix, prefix, len) == 0 && len > 0)
+      return (int)i;
+  return -1;
+}
+
+static void stop(xcm_xml_reader *r, enum stop_kind kind, int err, int64_t at) {
+  xcm_xml_slot *s = r->slot;
+
+  if (s->stop != STOP_NONE)
+    return;
+  s->stop = kind;
+  s->stop_err = err;
+  s->stop_at = at;
+  XML_StopParser(s->parser, XML_FALSE);
+}
+
+static void stop_error(xcm_xml_reader *r, int err, xcm_cond cond,
+                       const char *text) {
+  xcm__xml_reader_fail(r, cond, text);
+  stop(r, STOP_ERROR, err, 0);
+}
+
+static int64_t cur_index(const xcm_xml_reader *r) {
+  return (int64_t)XML_GetCurrentByteIndex(r->slot->parser);
+}
+
+/* The byte at expat index idx, given the invariant that the carry
+ * buffer holds [carry_base, chunk_base). */
+static char byte_at(const xcm_xml_slot *s, int64_t idx) {
+  if (idx >= s->chunk_base)
+    return s->chunk[idx - s->chunk_base];
+  return s->carry.data[idx - s->carry_base];
+}
+
+/* ---- namespace context ------------------------------------------------ */
+
+static int decls_equal(const xcm_xml_nsdecl *a, size_t na,
+                       const xcm_xml_nsdecl *b, size_t nb) {
+  size_t i, j;
+
+  if (na != nb)
+    return 0;
+  for (i = 0; i < na; i++) {
+    for (j = 0; j < nb; j++)
+      if (strcmp(a[i].prefix, b[j].prefix) == 0 &&
+          strcmp(a[i].uri, b[j].uri) == 0)
+        break;
+    if (j == nb)
+      return 0;
+  }
+  return 1;
+}
+
+static void clear_decls(xcm_xml_reader *r) {
+  xcm__free(r->pool->alloc, r->decls_mem);
+  r->decls_mem = NULL;
+  r->decls = NULL;
+  r->ndecls = 0;
+  r->root_qname = NULL;
+}
+
+/* Remember the header's declarations beyond the slot's lifetime. The two
+ * usual headers share a static table, so an idle stream costs nothing. */
+static int save_decls(xcm_xml_reader *r, const xcm_xml_nsdecl *d, size_t n,
+                      const char *qname) {
+  static const char usual_qname[] = "stream:stream";
+  size_t i, size, off;
+  xcm_xml_nsdecl *copy;
+  char *strings;
+  int usual = strcmp(qname, usual_qname) == 0;
+
+  clear_decls(r);
+  if (usual && decls_equal(d, n, client_decls, 2)) {
+    r->decls = client_decls;
+    r->ndecls = 2;
+    r->root_qname = usual_qname;
+    return 0;
+  }
+  if (usual && decls_equal(d, n, cm_decls, 2)) {
+    r->decls = cm_decls;
+    r->ndecls = 2;
+    r->root_qname = usual_qname;
+    return 0;
+  }
+  size = n * sizeof(*copy) + strlen(qname) + 1;
+  for (i = 0; i < n; i++)
+    size += strlen(d[i].prefix) + strlen(d[i].uri) + 2;
+  copy = xcm__alloc(r->pool->alloc, size);
+  if (copy == NULL)
+    return XCM_ENOMEM;
+  strings = (char *)(copy + n);
+  memcpy(strings, qname, strlen(qname) + 1);
+  r->root_qname = strings;
+  off = strlen(qname) + 1;
+  for (i = 0; i < n; i++) {
+    size_t pl = strlen(d[i].prefix) + 1, ul = strlen(d[i].uri) + 1;
+    memcpy(strings + off, d[i].prefix, pl);
+    copy[i].prefix = strings + off;
+    off += pl;
+    memcpy(strings + off, d[i].uri, ul);
+    copy[i].uri = strings + off;
+    off += ul;
+  }
+  r->decls_mem = copy;
+  r->decls = copy;
+  r->ndecls = n;
+  return 0;
+}
+
+/* ---- expat handlers ---------------------------------------------------- */
+
+static void on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri) {
+  xcm_xml_reader *r = ud;
+  xcm_xml_slot *s = r->slot;
+  xcm_xml_nsdecl *d;
+
+  if (s->stop != STOP_NONE || s->priming || s->depth > 1)
+    return;
+  if (s->npending == XCM_XML_MAX_HEADER_PREFIXES) {
+    s->pending_overflow = 1;
+    return;
+  }
+  d = &s->pending[s->npending];
+  d->prefix =
+      arena_strndup(r, prefix ? prefix : "", prefix ? strlen(prefix) : 0);
+  d->uri = arena_strndup(r, uri ? uri : "", uri ? strlen(uri) : 0);
+  if (d->prefix == NULL || d->uri == NULL) {
+    stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT, "out of memory");
+    return;
+  }
+  s->npending++;
+}
+
+static xcm_xml_attr *copy_attrs(xcm_xml_reader *r, const XML_Char **atts,
+                                size_t *count) {
+  size_t n = 0, i;
+  xcm_xml_attr *a;
+
+  while (atts[2 * n] != NULL)
+    n++;
+  *count = n;
+  a = arena_alloc(r, (n ? n : 1) * sizeof(*a));
+  if (a == NULL)
+    return NULL;
+  for (i = 0; i < n; i++) {
+    const char *ns, *local, *prefix;
+    size_t ns_len, local_len, prefix_len;
+
+    split_name(atts[2 * i], &ns, &ns_len, &local, &local_len, &prefix,
+               &prefix_len);
+    a[i].ns = arena_strndup(r, ns, ns_len);
+    a[i].name = arena_strndup(r, local, local_len);
+    a[i].value = arena_strndup(r, atts[2 * i + 1], strlen(atts[2 * i + 1]));
+    if (a[i].ns == NULL || a[i].name == NULL || a[i].value == NULL)
+      return NULL;
+  }
+  return a;
+}
+
+static void on_header(xcm_xml_reader *r, const char *full,
+                      const XML_Char **atts) {
+  xcm_xml_slot *s = r->slot;
+  xcm_xml_header h;
+  const char *ns, *local, *prefix;
+  size_t ns_len, local_len, prefix_len;
+  char *qname;
+  int err;
+
+  if (s->pending_overflow) {
+    stop_error(r, XCM_ELIMIT, XCM_COND_POLICY_VIOLATION,
+               "too many namespace declarations on the stream header");
+    return;
+  }
+  split_name(full, &ns, &ns_len, &local, &local_len, &prefix, &prefix_len);
+  h.ns = arena_strndup(r, ns, ns_len);
+  h.name = arena_strndup(r, local, local_len);
+  h.attrs = copy_attrs(r, atts, &h.nattrs);
+  if (h.ns == NULL || h.name == NULL || h.attrs == NULL) {
+    stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT, "out of memory");
+    return;
+  }
+  h.decls = s->pending;
+  h.ndecls = s->npending;
+  qname = arena_alloc(r, local_len + prefix_len + 2);
+  if (qname == NULL) {
+    stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT, "out of memory");
+    return;
+  }
+  if (prefix_len > 0)
+    sprintf(qname, "%.*s:%.*s", (int)prefix_len, prefix, (int)local_len, local);
+  else
+    sprintf(qname, "%.*s", (int)local_len, local);
+  err = save_decls(r, s->pending, s->npending, qname);
+  if (err == 0 && r->cb.header != NULL)
+    err = r->cb.header(r->ud, &h);
+  s->npending = 0;
+  if (err < 0) {
+    stop(r, STOP_ERROR, err, 0);
+    return;
+  }
+  r->state = R_STREAM;
+  s->boundary = cur_index(r) + XML_GetCurrentByteCount(s->parser);
+  arena_reset(r->pool->alloc, s);
+}
+
+/* Note which header prefixes a stanza uses without declaring them on its
+ * own start tag: the route framing must declare those. */
+static void note_prefix(xcm_xml_reader *r, const char *prefix, size_t len) {
+  int i;
+
+  if (len == 0)
+    return;
+  i = header_prefix_index(r, prefix, len);
+  if (i >= 0)
+    r->slot->used_mask |= (uint32_t)1 << i;
+}
+
+static build_node *build(xcm_xml_reader *r, const char *ns, size_t ns_len,
+                         const char *local, size_t local_len,
+                         const XML_Char **atts, int64_t start) {
+  xcm_xml_slot *s = r->slot;
+  build_node *b = arena_alloc(r, sizeof(*b));
+
+  if (b == NULL)
+    return NULL;
+  memset(b, 0, sizeof(*b));
+  b->n.ns = arena_strndup(r, ns, ns_len);
+  b->n.name = arena_strndup(r, local, local_len);
+  b->n.attrs = copy_attrs(r, atts, &b->n.nattrs);
+  if (b->n.ns == NULL || b->n.name == NULL || b->n.attrs == NULL)
+    return NULL;
+  b->n.text = "";
+  b->start = start;
+  b->starttag_len = (size_t)XML_GetCurrentByteCount(s->parser);
+  b->n.off = (size_t)(start - s->stanza_start);
+  if (s->cur != NULL) {
+    xcm_xml_node *p = &s->cur->n, **link = &p->children;
+
+    while (*link != NULL)
+      link = &(*link)->next;
+    *link = &b->n;
+    b->n.parent = p;
+    p->nchildren++;
+  }
+  if (s->last != NULL)
+    s->last->next_built = b;
+  else
+    s->first = b;
+  s->last = b;
+  s->cur = b;
+  return b;
+}
+
+static void on_start(void *ud, const XML_Char *full, const XML_Char **atts) {
+  xcm_xml_reader *r = ud;
+  xcm_xml_slot *s = r->slot;
+  const char *ns, *local, *prefix;
+  size_t ns_len, local_len, prefix_len, i;
+  int64_t idx;
+  unsigned level;
+  int levels;
+
+  if (s->stop != STOP_NONE)
+    return;
+  if (s->priming) {
+    s->depth++;
+    return;
+  }
+  if (s->depth == 0) {
+    s->depth = 1;
+    on_header(r, full, atts);
+    return;
+  }
+  idx = cur_index(r);
+  level = s->depth; /* of the element starting now: a stanza is 1 */
+  s->depth++;
+  if (level > r->limits.max_depth) {
+    stop_error(r, XCM_ELIMIT, XCM_COND_POLICY_VIOLATION,
+               "elements nested deeper than the limit");
+    return;
+  }
+  split_name(full, &ns, &ns_len, &local, &local_len, &prefix, &prefix_len);
+
+  if (level == 1) {
+    s->stanza_start = idx;
+    s->stanza_starttag_len = (size_t)XML_GetCurrentByteCount(s->parser);
+    s->qname_len = local_len + (prefix_len ? prefix_len + 1 : 0);
+    s->declares_default = 0;
+    s->declared_mask = 0;
+    s->used_mask = 0;
+    s->first = s->last = s->cur = NULL;
+    for (i = 0; i < s->npending; i++) {
+      int hi;
+
+      if (s->pending[i].prefix[0] == '\0') {
+        s->declares_default = 1;
+        continue;
+      }
+      hi = header_prefix_index(r, s->pending[i].prefix,
+                               strlen(s->pending[i].prefix));
+      if (hi >= 0)
+        s->declared_mask |= (uint32_t)1 << hi;
+    }
+    s->npending = 0;
+    s->pending_overflow = 0;
+    s->stanza_ns = arena_strndup(r, ns, ns_len);
+    s->stanza_name = arena_strndup(r, local, local_len);
+    if (s->stanza_ns == NULL || s->stanza_name == NULL) {
+      stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT, "out of memory");
+      return;
+    }
+    levels = 0;
+    if (r->cb.stanza_start != NULL) {
+      levels = r->cb.stanza_start(r->ud, s->stanza_ns, s->stanza_name);
+      if (levels < 0) {
+        stop(r, STOP_ERROR, levels, 0);
+        return;
+      }
+    }
+    s->tree_levels = (unsigned)levels;
+  } else {
+    s->npending = 0;
+    if (idx - s->stanza_start > (int64_t)r->limits.max_stanza) {
+      stop_error(r, XCM_ELIMIT, XCM_COND_POLICY_VIOLATION,
+                 "stanza larger than the limit");
+      return;
+    }
+  }
+
+  note_prefix(r, prefix, prefix_len);
+  for (i = 0; atts[2 * i] != NULL; i++) {
+    const char *an, *al, *ap;
+    size_t anl, all, apl;
+
+    split_name(atts[2 * i], &an, &anl, &al, &all, &ap, &apl);
+    note_prefix(r, ap, apl);
+  }
+
+  if (level <= s->tree_levels &&
+      build(r, ns, ns_len, local, local_len, atts, idx) == NULL)
+    stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT, "out of memory");
+}
+
+/* Give each built node its text as a pointer, now that the text buffer
+ * no longer moves. */
+static void fix_up_text(xcm_xml_slot *s) {
+  build_node *b;
+
+  for (b = s->first; b != NULL; b = b->next_built)
+    if (b->n.text_len > 0)
+      b->n.text = s->text.data + b->text_off;
+}
+
+static void finish_stanza(xcm_xml_reader *r, int64_t end) {
+  xcm_xml_slot *s = r->slot;
+  xcm_xml_stanza st;
+  size_t len = (size_t)(end - s->stanza_start);
+  int rc;
+
+  if (len > r->limits.max_stanza) {
+    stop_error(r, XCM_ELIMIT, XCM_COND_POLICY_VIOLATION,
+               "stanza larger than the limit");
+    return;
+  }
+  if (s->stanza_start < s->chunk_base) {
+    /* The stanza began in an earlier piece: complete it in the carry. */
+    if (end > s->chunk_base &&
+        xcm__buf_append(&s->carry, s->chunk, (size_t)(end - s->chunk_base)) !=
+            0) {
+      stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT, "out of memory");
+      return;
+    }
+    st.bytes = s->carry.data + (s->stanza_start - s->carry_base);
+  } else {
+    st.bytes = s->chunk + (s->stanza_start - s->chunk_base);
+  }
+  st.len = len;
+  st.ns = s->stanza_ns;
+  st.name = s->stanza_name;
+  st.qname_len = s->qname_len;
+  fix_up_text(s);
+  st.root = s->first != NULL ? &s->first->n : NULL;
+  st.declares_default = s->declares_default;
+  st.header_prefixes_used = s->used_mask & ~s->declared_mask;
+
+  rc = r->cb.stanza != NULL ? r->cb.stanza(r->ud, &st) : 0;
+
+  /* Nothing before the end of this stanza is needed any more. */
+  s->boundary = end;
+  if (end >= s->chunk_base) {
+    xcm__buf_reset(&s->carry);
+    if (s->carry.cap > KEEP_BUF_MAX)
+      xcm__buf_free(&s->carry);
+    s->carry_base = s->chunk_base;
+  } else {
+    xcm__buf_consume(&s->carry, (size_t)(end - s->carry_base));
+    s->carry_base = end;
+  }
+  arena_reset(r->pool->alloc, s);
+  xcm__buf_reset(&s->text);
+  if (s->text.cap > KEEP_BUF_MAX)
+    xcm__buf_free(&s->text);
+  s->first = s->last = s->cur = NULL;
+  s->tree_levels = 0;
+
+  if (rc == XCM_XML_RESTART)
+    stop(r, STOP_RESTART, 0, end);
+  else if (rc < 0)
+    stop(r, STOP_ERROR, rc, 0);
+}
+
+static void on_end(void *ud, const XML_Char *full) {
+  xcm_xml_reader *r = ud;
+  xcm_xml_slot *s = r->slot;
+  int count = XML_GetCurrentByteCount(s->parser);
+  int64_t idx = cur_index(r), end;
+  unsigned level;
+
+  (void)full;
+  if (s->stop != STOP_NONE)
+    return;
+  if (s->priming) {
+    s->depth--;
+    return;
+  }
+  level = s->depth - 1;
+  s->depth--;
+  if (level == 0) {
+    if (r->cb.end != NULL)
+      r->cb.end(r->ud);
+    stop(r, STOP_END, 0, idx + count);
+    return;
+  }
+  if (level <= s->tree_levels && s->cur != NULL) {
+    build_node *b = s->cur;
+
+    /* An empty element's end event has no bytes of its own. */
+    end = count > 0 ? idx + count : b->start + (int64_t)b->starttag_len;
+    b->n.len = (size_t)(end - b->start);
+    if (b->n.text_len > 0) {
+      /* A child's text may have been appended after ours: move ours to
+       * the end so it stays contiguous, then terminate it. */
+      if (b->text_off + b->n.text_len != s->text.len) {
+        size_t off = s->text.len;
+
+        if (xcm__buf_reserve(&s->text, b->n.text_len) != 0) {
+          stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT,
+                     "out of memory");
+          return;
+        }
+        memcpy(s->text.data + off, s->text.data + b->text_off, b->n.text_len);
+        s->text.len += b->n.text_len;
+        b->text_off = off;
+      }
+      if (xcm__buf_append_char(&s->text, '\0') != 0) {
+        stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT,
+                   "out of memory");
+        return;
+      }
+    }
+    s->cur = b->n.parent != NULL ? (build_node *)b->n.parent : NULL;
+  }
+  if (level == 1) {
+    end = count > 0 ? idx + count
+                    : s->stanza_start + (int64_t)s->stanza_starttag_len;
+    finish_stanza(r, end);
+  }
+}
+
+static void on_text(void *ud, const XML_Char *text, int len) {
+  xcm_xml_reader *r = ud;
+  xcm_xml_slot *s = r->slot;
+  build_node *b;
+  int i;
+
+  if (s->stop != STOP_NONE || s->priming)
+    return;
+  if (s->depth <= 1) {
+    for (i = 0; i < len; i++)
+      if (!is_space(text[i])) {
+        stop_error(r, XCM_EXML, XCM_COND_BAD_FORMAT,
+                   "text outside of any stanza");
+        return;
+      }
+    return;
+  }
+  b = s->cur;
+  if (b == NULL || s->depth - 1 > s->tree_levels)
+    return;
+  if (b->n.text_len == 0) {
+    b->text_off = s->text.len;
+  } else if (b->text_off + b->n.text_len != s->text.len) {
+    /* Mixed content: a child's text came in between. */
+    size_t off = s->text.len;
+
+    if (xcm__buf_reserve(&s->text, b->n.text_len) != 0)
+      goto nomem;
+    memcpy(s->text.data + off, s->text.data + b->text_off, b->n.text_len);
+    s->text.len += b->n.text_len;
+    b->text_off = off;
+  }
+  if (xcm__buf_append(&s->text, text, (size_t)len) != 0)
+    goto nomem;
+  b->n.text_len += (size_t)len;
+  return;
+nomem:
+  stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT, "out of memory");
+}
+
+static void on_xmldecl(void *ud, const XML_Char *version,
+                       const XML_Char *encoding, int standalone) {
+  xcm_xml_reader *r = ud;
+
+  (void)version;
+  if (r->slot->stop != STOP_NONE)
+    return;
+  (void)standalone;
+  if (encoding != NULL && strcasecmp(encoding, "UTF-8") != 0)
+    stop_error(r, XCM_EXML, XCM_COND_UNSUPPORTED_ENCODING,
+               "only UTF-8 is allowed");
+}
+
+static void on_comment(void *ud, const XML_Char *data) {
+  (void)data;
+  stop_error(ud, XCM_EXML, XCM_COND_RESTRICTED_XML, "comments are not allowed");
+}
+
+static void on_pi(void *ud, const XML_Char *target, const XML_Char *data) {
+  (void)target;
+  (void)data;
+  stop_error(ud, XCM_EXML, XCM_COND_RESTRICTED_XML,
+             "processing instructions are not allowed");
+}
+
+static void on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
+                       const XML_Char *pubid, int has_internal_subset) {
+  (void)name;
+  (void)sysid;
+  (void)pubid;
+  (void)has_internal_subset;
+  stop_error(ud, XCM_EXML, XCM_COND_RESTRICTED_XML,
+             "document type declarations are not allowed");
+}
+
+static void on_entity_decl(void *ud, const XML_Char *name, int is_param,
+                           const XML_Char *value, int value_len,
+                           const XML_Char *base, const XML_Char *sysid,
+                           const XML_Char *pubid, const XML_Char *notation) {
+  (void)name;
+  (void)is_param;
+  (void)value;
+  (void)value_len;
+  (void)base;
+  (void)sysid;
+  (void)pubid;
+  (void)notation;
+  stop_error(ud, XCM_EXML, XCM_COND_RESTRICTED_XML,
+             "entity declarations are not allowed");
+}
+
+/* ---- slots and the pool ------------------------------------------------ */
+
+static void setup_parser(xcm_xml_reader *r, xcm_xml_slot *s) {
+  XML_Parser p = s->parser;
+
+  if (s->dirty)
+    XML_ParserReset(p, "UTF-8");
+  s->dirty = 1;
+  /* A fixed salt spares expat a getrandom() call at every reset; the
+   * pool drew it from the system's random source. */
+  XML_SetHashSalt(p, r->pool->salt);
+#if HAVE_XML_SETREPARSEDEFERRALENABLED
+  /* Hand a stanza over as soon as its last byte is read. */
+  XML_SetReparseDeferralEnabled(p, XML_FALSE);
+#endif
+  XML_SetUserData(p, r);
+  XML_SetElementHandler(p, on_start, on_end);
+  XML_SetCharacterDataHandler(p, on_text);
+  XML_SetNamespaceDeclHandler(p, on_ns_start, NULL);
+  XML_SetXmlDeclHandler(p, on_xmldecl);
+  XML_SetCommentHandler(p, on_comment);
+  XML_SetProcessingInstructionHandler(p, on_pi);
+  XML_SetStartDoctypeDeclHandler(p, on_doctype);
+  XML_SetEntityDeclHandler(p, on_entity_decl);
+  XML_SetParamEntityParsing(p, XML_PARAM_ENTITY_PARSING_NEVER);
+
+  s->fed = 0;
+  s->chunk_base = 0;
+  s->chunk = NULL;
+  s->boundary = 0;
+  s->stanza_start = 0;
+  s->depth = 0;
+  s->priming = 0;
+  xcm__buf_reset(&s->carry);
+  s->carry_base = 0;
+  s->stop = STOP_NONE;
+  s->tree_levels = 0;
+  s->first = s->last = s->cur = NULL;
+  s->npending = 0;
+  s->pending_overflow = 0;
+  xcm__buf_reset(&s->text);
+}
+
+static void slot_destroy(xcm_xml_pool *pool, xcm_xml_slot *s) {
+  XML_ParserFree(s->parser);
+  xcm__buf_free(&s->carry);
+  xcm__buf_free(&s->text);
+  arena_free(pool->alloc, s);
+  xcm__free(pool->alloc, s);
+}
+
+static xcm_xml_slot *slot_get(xcm_xml_pool *pool) {
+  xcm_xml_slot *s = pool->idle;
+
+  if (s != NULL) {
+    pool->idle = s->next_idle;
+    pool->nidle--;
+  } else {
+    s = xcm__calloc(pool->alloc, sizeof(*s));
+    if (s == NULL)
+      return NULL;
+    s->parser = XML_ParserCreateNS("UTF-8", SEP);
+    if (s->parser == NULL) {
+      xcm__free(pool->alloc, s);
+      return NULL;
+    }
+    XML_SetReturnNSTriplet(s->parser, XML_TRUE);
+    xcm__buf_init(&s->carry, pool->alloc);
+    xcm__buf_init(&s->text, pool->alloc);
+  }
+  pool->busy++;
+  return s;
+}
+
+static void slot_put(xcm_xml_pool *pool, xcm_xml_slot *s) {
+  pool->busy--;
+  if (pool->nidle >= pool->keep) {
+    slot_destroy(pool, s);
+    return;
+  }
+  /* An idle slot keeps its parser and first arena chunk, but no input. */
+  xcm__buf_free(&s->carry);
+  xcm__buf_free(&s->text);
+  arena_reset(pool->alloc, s);
+  s->next_idle = pool->idle;
+  pool->idle = s;
+  pool->nidle++;
+}
+
+int xcm__xml_pool_new(xcm_xml_pool **out, const xcm_allocator *alloc,
+                      unsigned keep) {
+  xcm_xml_pool *pool;
+
+  *out = NULL;
+  pool = xcm__calloc(alloc, sizeof(*pool));
+  if (pool == NULL)
+    return XCM_ENOMEM;
+  pool->alloc = alloc;
+  pool->keep = keep;
+  if (uv_random(NULL, NULL, &pool->salt, sizeof(pool->salt), 0, NULL) != 0 ||
+      pool->salt == 0)
+    pool->salt = (unsigned long)(uintptr_t)pool ^ 0x9e3779b97f4a7c15u;
+  *out = pool;
+  return 0;
+}
+
+void xcm__xml_pool_free(xcm_xml_pool *pool) {
+  xcm_xml_slot *s, *next;
+
+  if (pool == NULL)
+    return;
+  for (s = pool->idle; s != NULL; s = next) {
+    next = s->next_idle;
+    slot_destroy(pool, s);
+  }
+  xcm__free(pool->alloc, pool);
+}
+
+size_t xcm__xml_pool_busy(const xcm_xml_pool *pool) {
+  return pool->busy;
+}
+
+size_t xcm__xml_pool_idle(const xcm_xml_pool *pool) {
+  return pool->nidle;
+}
+
+/* ---- the reader ------------------------------------------------------- */
+
+int xcm__xml_reader_new(xcm_xml_reader **out, xcm_xml_pool *pool,
+                        const xcm_xml_callbacks *cb, void *ud,
+                        const xcm_xml_limits *limits) {
+  xcm_xml_reader *r;
+
+  *out = NULL;
+  r = xcm__calloc(pool->alloc, sizeof(*r));
+  if (r == NULL)
+    return XCM_ENOMEM;
+  r->pool = pool;
+  r->cb = *cb;
+  r->ud = ud;
+  apply_limits(r, limits);
+  r->state = R_INIT;
+  *out = r;
+  return 0;
+}
+
+static void release_slot(xcm_xml_reader *r) {
+  if (r->slot == NULL)
+    return;
+  slot_put(r->pool, r->slot);
+  r->slot = NULL;
+}
+
+void xcm__xml_reader_free(xcm_xml_reader *r) {
+  if (r == NULL)
+    return;
+  release_slot(r);
+  clear_decls(r);
+  xcm__free(r->pool->alloc, r);
+}
+
+/* Escape a URI for the priming header: it came from expat unescaped. */
+static int append_attr_value(xcm_buf *b, const char *v) {
+  int err = 0;
+
+  for (; *v != '\0' && err == 0; v++) {
+    switch (*v) {
+    case '"':
+      err = xcm__buf_append_str(b, "&quot;");
+      break;
+    case '&':
+      err = xcm__buf_append_str(b, "&amp;");
+      break;
+    case '<':
+      err = xcm__buf_append_str(b, "&lt;");
+      break;
+    default:
+      err = xcm__buf_append_char(b, *v);
+    }
+  }
+  return err;
+}
+
+/* Bring a fresh slot to where the stream was: inside the root, with the
+ * header's namespaces bound, by parsing a header made from them. */
+static int prime(xcm_xml_reader *r) {
+  xcm_xml_slot *s = r->slot;
+  xcm_buf hdr;
+  size_t i;
+  int err;
+
+  xcm__buf_init(&hdr, r->pool->alloc);
+  err = xcm__buf_append_char(&hdr, '<');
+  if (err == 0)
+    err = xcm__buf_append_str(&hdr, r->root_qname);
+  for (i = 0; i < r->ndecls && err == 0; i++) {
+    err =
+        xcm__buf_append_str(&hdr, r->decls[i].prefix[0] ? " xmlns:" : " xmlns");
+    if (err == 0)
+      err = xcm__buf_append_str(&hdr, r->decls[i].prefix);
+    if (err == 0)
+      err = xcm__buf_append_str(&hdr, "=\"");
+    if (err == 0)
+      err = append_attr_value(&hdr, r->decls[i].uri);
+    if (err == 0)
+      err = xcm__buf_append_char(&hdr, '"');
+  }
+  if (err == 0)
+    err = xcm__buf_append_char(&hdr, '>');
+  if (err == 0) {
+    s->priming = 1;
+    if (XML_Parse(s->parser, hdr.data, (int)hdr.len, XML_FALSE) !=
+        XML_STATUS_OK)
+      err = XCM_ENOMEM;
+    s->priming = 0;
+    s->fed = (int64_t)hdr.len;
+    s->boundary = s->fed;
+    s->carry_base = s->fed;
+  }
+  xcm__buf_free(&hdr);
+  return err;
+}
+
+static int fail_with(xcm_xml_reader *r, int err) {
+  if (r->cond == XCM_COND_NONE)
+    r->cond = err == XCM_ENOMEM ? XCM_COND_RESOURCE_CONSTRAINT
+                                : XCM_COND_UNDEFINED_CONDITION;
+  if (r->err_text == NULL)
+    r->err_text = xcm_strerror(err);
+  r->err = err;
+  r->state = R_FAILED;
+  release_slot(r);
+  return err;
+}
+
+static int map_expat_error(xcm_xml_reader *r) {
+  enum XML_Error code = XML_GetErrorCode(r->slot->parser);
+
+  r->err_text = XML_ErrorString(code);
+  switch (code) {
+  case XML_ERROR_NO_MEMORY:
+    r->cond = XCM_COND_RESOURCE_CONSTRAINT;
+    return XCM_ENOMEM;
+  case XML_ERROR_UNKNOWN_ENCODING:
+  case XML_ERROR_INCORRECT_ENCODING:
+    r->cond = XCM_COND_UNSUPPORTED_ENCODING;
+    return XCM_EXML;
+  case XML_ERROR_UNDEFINED_ENTITY:
+  case XML_ERROR_EXTERNAL_ENTITY_HANDLING:
+  case XML_ERROR_NOT_STANDALONE:
+    r->cond = XCM_COND_RESTRICTED_XML;
+    return XCM_EXML;
+  case XML_ERROR_UNBOUND_PREFIX:
+    r->err_text = "undeclared namespace prefix";
+    r->cond = XCM_COND_NOT_WELL_FORMED;
+    return XCM_EXML;
+  default:
+    r->cond = XCM_COND_NOT_WELL_FORMED;
+    return XCM_EXML;
+  }
+}
+
+/* Keep [keep_from, fed) for the next piece, and check the limit on what
+ * an unfinished element (or the header) may hold. */
+static int carry_over(xcm_xml_reader *r) {
+  xcm_xml_slot *s = r->slot;
+  int64_t keep_from, from, idx;
+
+  if (s->depth <= 1) {
+    /* Whitespace after the last stanza needs no keeping. */
+    for (idx = s->boundary; idx < s->fed; idx++)
+      if (!is_space(byte_at(s, idx)))
+        break;
+    if (idx == s->fed)
+      s->boundary = s->fed;
+    keep_from = s->boundary;
+  } else {
+    keep_from = s->stanza_start;
+  }
+  if (s->fed - keep_from > (int64_t)r->limits.max_stanza) {
+    xcm__xml_reader_fail(r, XCM_COND_POLICY_VIOLATION,
+                         "stanza larger than the limit");
+    return XCM_ELIMIT;
+  }
+  if (s->carry.len == 0 || keep_from >= s->chunk_base) {
+    xcm__buf_reset(&s->carry);
+    s->carry_base = keep_from;
+    from = keep_from;
+  } else {
+    if (keep_from > s->carry_base) {
+      xcm__buf_consume(&s->carry, (size_t)(keep_from - s->carry_base));
+      s->carry_base = keep_from;
+    }
+    from = s->chunk_base;
+  }
+  if (xcm__buf_append(&s->carry, s->chunk + (from - s->chunk_base),
+                      (size_t)(s->fed - from)) != 0)
+    return XCM_ENOMEM;
+  if (s->carry.len == 0 && s->carry.cap > KEEP_BUF_MAX)
+    xcm__buf_free(&s->carry);
+  return 0;
+}
+
+static void reset_document(xcm_xml_reader *r) {
+  release_slot(r);
+  clear_decls(r);
+  r->state = R_INIT;
+}
+
+static int parse_piece(xcm_xml_reader *r, const char *data, size_t n,
+                       size_t *used) {
+  xcm_xml_slot *s = r->slot;
+  enum XML_Status status;
+  int err;
+
+  *used = n;
+  s->chunk = data;
+  s->chunk_base = s->fed;
+  s->stop = STOP_NONE;
+  status = XML_Parse(s->parser, data, (int)n, XML_FALSE);
+  s->fed += (int64_t)n;
+  if (status != XML_STATUS_ERROR) {
+    err = carry_over(r);
+    s->chunk = NULL;
+    return err;
+  }
+  s->chunk = NULL;
+  if (s->stop == STOP_NONE || XML_GetErrorCode(s->parser) != XML_ERROR_ABORTED)
+    return map_expat_error(r);
+  switch (s->stop) {
+  case STOP_RESTART:
+    *used = (size_t)(s->stop_at - s->chunk_base);
+    reset_document(r);
+    return 0;
+  case STOP_END:
+    *used = (size_t)(s->stop_at - s->chunk_base);
+    release_slot(r);
+    r->state = R_ENDED;
+    return 0;
+  default:
+    return s->stop_err;
+  }
+}
+
+int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
+                         size_t *consumed) {
+  size_t used, piece;
+  int err;
+
+  *consumed = 0;
+  if (r->state == R_FAILED)
+    return r->err;
+  if (r->state == R_ENDED)
+    return XCM_ECLOSED;
+  if (len == 0)
+    return 0;
+  if (r->slot == NULL) {
+    r->slot = slot_get(r->pool);
+    if (r->slot == NULL)
+      return fail_with(r, XCM_ENOMEM);
+    setup_parser(r, r->slot);
+    if (r->state == R_STREAM && (err = prime(r)) != 0)
+      return fail_with(r, err);
+  }
+  while (len > 0) {
+    enum reader_state before = r->state;
+
+    piece = len < PIECE_MAX ? len : PIECE_MAX;
+    err = parse_piece(r, data, piece, &used);
+    if (err != 0)
+      return fail_with(r, err);
+    *consumed += used;
+    r->offset += used;
+    if (used < piece || r->state == R_ENDED ||
+        (before == R_STREAM && r->state == R_INIT))
+      return 0;
+    data += piece;
+    len -= piece;
+  }
+  return 0;
+}
+
+void xcm__xml_reader_restart(xcm_xml_reader *r) {
+  reset_document(r);
+  r->cond = XCM_COND_NONE;
+  r->err_text = NULL;
+  r->err = 0;
+}
+
+int xcm__xml_reader_assume_header(xcm_xml_reader *r,
+                                  const xcm_xml_nsdecl *decls, size_t ndecls) {
+  size_t i;
+  int err;
+
+  if (r->state != R_INIT)
+    return XCM_EINVAL;
+  if (ndecls > XCM_XML_MAX_HEADER_PREFIXES)
+    return XCM_ELIMIT;
+  release_slot(r);
+  for (i = 0; i < ndecls; i++)
+    if (strcmp(decls[i].prefix, "stream") == 0)
+      break;
+  /* Stream-level elements can only be written with the prefix if it is
+   * bound; otherwise a plain root serves. */
+  err = save_decls(r, decls, ndecls, i < ndecls ? "stream:stream" : "stream");
+  if (err != 0)
+    return err;
+  r->state = R_STREAM;
+  return 0;
+}
+
+int xcm__xml_reader_shrink(xcm_xml_reader *r) {
+  xcm_xml_slot *s = r->slot;
+
+  if (s == NULL)
+    return 1;
+  if (r->state == R_STREAM &&
+      (s->depth != 1 || s->boundary != s->fed || s->carry.len != 0))
+    return 0;
+  if (r->state == R_INIT && s->fed != 0)
+    return 0;
+  release_slot(r);
+  return 1;
+}
+
+void xcm__xml_reader_set_limits(xcm_xml_reader *r,
+                                const xcm_xml_limits *limits) {
+  apply_limits(r, limits);
+}
+
+void xcm__xml_reader_fail(xcm_xml_reader *r, xcm_cond cond, const char *text) {
+  if (r->cond != XCM_COND_NONE)
+    return;
+  r->cond = cond;
+  r->err_text = text;
+}
+
+xcm_cond xcm__xml_reader_condition(const xcm_xml_reader *r) {
+  return r->cond;
+}
+
+const char *xcm__xml_reader_error_text(const xcm_xml_reader *r) {
+  return r->err_text != NULL ? r->err_text : "";
+}
+
+const xcm_xml_nsdecl *xcm__xml_reader_decls(const xcm_xml_reader *r,
+                                            size_t *ndecls) {
+  *ndecls = r->ndecls;
+  return r->decls;
+}
+
+int xcm__xml_reader_in_stream(const xcm_xml_reader *r) {
+  return r->state == R_STREAM;
+}
+
+uint64_t xcm__xml_reader_offset(const xcm_xml_reader *r) {
+  return r->offset;
+}
+
+const xcm_xml_node *xcm__xml_node_child(const xcm_xml_node *n, const char *ns,
+                                        const char *name) {
+  const xcm_xml_node *c;
+
+  for (c = n->children; c != NULL; c = c->next)
+    if (strcmp(c->name, name) == 0 && (ns == NULL || strcmp(c->ns, ns) == 0))
+      return c;
+  return NULL;
+}
+
+const char *xcm__xml_node_attr(const xcm_xml_node *n, const char *name) {
+  size_t i;
+
+  for (i = 0; i < n->nattrs; i++)
+    if (n->attrs[i].ns[0] == '\0' && strcmp(n->attrs[i].name, name) == 0)
+      return n->attrs[i].value;
+  return NULL;
+}

@@ -1,0 +1,742 @@
+/* The XML stream reader: events, byte ranges, splits, restarts, restricted
+ * XML, limits, and memory that follows activity. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "util/buf.h"
+#include "xcm/error.h"
+#include "xml/reader.h"
+
+#define STREAM_HDR                                                             \
+  "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "            \
+  "xmlns='jabber:client' to='example.test' version='1.0'>"
+
+typedef struct log_ctx {
+  xcm_buf log;
+  xcm_xml_reader *r;
+  int tree_levels;
+  const char *restart_on; /* element name that ends the document */
+  int stanzas;
+  int ends;
+} log_ctx;
+
+/* The log stays NUL-terminated so tests can search it. */
+static void log_mem(log_ctx *c, const char *s, size_t len) {
+  xcm__buf_append(&c->log, s, len);
+  if (xcm__buf_reserve(&c->log, 1) == 0)
+    c->log.data[c->log.len] = '\0';
+}
+
+static void log_str(log_ctx *c, const char *s) {
+  log_mem(c, s, strlen(s));
+}
+
+static int cb_header(void *ud, const xcm_xml_header *h) {
+  log_ctx *c = ud;
+  size_t i;
+
+  log_str(c, "H{");
+  log_str(c, h->ns);
+  log_str(c, "}");
+  log_str(c, h->name);
+  for (i = 0; i < h->nattrs; i++) {
+    log_str(c, " ");
+    log_str(c, h->attrs[i].name);
+    log_str(c, "=");
+    log_str(c, h->attrs[i].value);
+  }
+  for (i = 0; i < h->ndecls; i++) {
+    log_str(c, " ns:");
+    log_str(c, h->decls[i].prefix);
+    log_str(c, "=");
+    log_str(c, h->decls[i].uri);
+  }
+  log_str(c, "\n");
+  return 0;
+}
+
+static int cb_stanza_start(void *ud, const char *ns, const char *name) {
+  log_ctx *c = ud;
+
+  (void)ns;
+  (void)name;
+  return c->tree_levels;
+}
+
+static void log_node(log_ctx *c, const xcm_xml_stanza *s,
+                     const xcm_xml_node *n) {
+  const xcm_xml_node *k;
+  size_t i;
+
+  log_str(c, "(");
+  log_str(c, n->name);
+  for (i = 0; i < n->nattrs; i++) {
+    log_str(c, " ");
+    log_str(c, n->attrs[i].name);
+    log_str(c, "=");
+    log_str(c, n->attrs[i].value);
+  }
+  if (n->text_len) {
+    log_str(c, " '");
+    log_mem(c, n->text, n->text_len);
+    log_str(c, "'");
+  }
+  /* The node's byte range must be exactly its element. */
+  if (n->off + n->len > s->len || s->bytes[n->off] != '<' ||
+      s->bytes[n->off + n->len - 1] != '>')
+    log_str(c, " BADRANGE");
+  for (k = n->children; k != NULL; k = k->next)
+    log_node(c, s, k);
+  log_str(c, ")");
+}
+
+static int cb_stanza(void *ud, const xcm_xml_stanza *s) {
+  log_ctx *c = ud;
+  char num[64];
+
+  c->stanzas++;
+  snprintf(num, sizeof num, "S{%s}%s d%d u%u [", s->ns, s->name,
+           s->declares_default, (unsigned)s->header_prefixes_used);
+  log_str(c, num);
+  log_mem(c, s->bytes, s->len);
+  log_str(c, "]");
+  if (s->root != NULL)
+    log_node(c, s, s->root);
+  log_str(c, "\n");
+  if (c->restart_on != NULL && strcmp(s->name, c->restart_on) == 0) {
+    log_str(c, "RESTART\n");
+    return XCM_XML_RESTART;
+  }
+  return 0;
+}
+
+static void cb_end(void *ud) {
+  log_ctx *c = ud;
+
+  c->ends++;
+  log_str(c, "E\n");
+}
+
+static const xcm_xml_callbacks callbacks = {cb_header, cb_stanza_start,
+                                            cb_stanza, cb_end};
+
+typedef struct fixture {
+  xcm_xml_pool *pool;
+  log_ctx ctx;
+} fixture;
+
+static void fx_init(fixture *f, const xcm_xml_limits *limits) {
+  memset(f, 0, sizeof(*f));
+  REQUIRE(xcm__xml_pool_new(&f->pool, NULL, 4) == 0);
+  xcm__buf_init(&f->ctx.log, NULL);
+  REQUIRE(xcm__xml_reader_new(&f->ctx.r, f->pool, &callbacks, &f->ctx,
+                              limits) == 0);
+}
+
+static void fx_free(fixture *f) {
+  xcm__xml_reader_free(f->ctx.r);
+  CHECK_INT(xcm__xml_pool_busy(f->pool), 0);
+  xcm__xml_pool_free(f->pool);
+  xcm__buf_free(&f->ctx.log);
+}
+
+/* Feed data in the given pieces (sizes cycle through split(); 0 means
+ * whole), following restarts, and return the reader's final result. */
+static int feed_split(fixture *f, const char *data, size_t len,
+                      size_t (*split)(size_t left)) {
+  size_t off = 0, consumed, n;
+  int err;
+
+  while (off < len) {
+    n = split ? split(len - off) : len - off;
+    err = xcm__xml_reader_feed(f->ctx.r, data + off, n, &consumed);
+    off += consumed;
+    if (err != 0)
+      return err;
+    if (f->ctx.ends > 0)
+      return 0; /* the stream ended; the rest is not ours */
+  }
+  return 0;
+}
+
+static size_t split_one(size_t left) {
+  (void)left;
+  return 1;
+}
+
+static size_t split_random(size_t left) {
+  size_t n = 1 + xcm_test_rand() % 37;
+  return n < left ? n : left;
+}
+
+static size_t split_large(size_t left) {
+  size_t n = 1 + xcm_test_rand() % 5000;
+  return n < left ? n : left;
+}
+
+/* Parse data whole, at random, and byte by byte: all three must give the
+ * same events. Returns the whole-feed log (caller frees). */
+static char *events_all_ways(const char *data, int tree_levels,
+                             const char *restart_on, int *result) {
+  size_t (*splits[])(size_t) = {NULL, split_random, split_one, split_large};
+  char *first = NULL;
+  int first_err = 0;
+  size_t i;
+
+  for (i = 0; i < sizeof(splits) / sizeof(splits[0]); i++) {
+    fixture f;
+    int err;
+
+    fx_init(&f, NULL);
+    f.ctx.tree_levels = tree_levels;
+    f.ctx.restart_on = restart_on;
+    err = feed_split(&f, data, strlen(data), splits[i]);
+    if (err != 0) {
+      char line[128];
+      snprintf(line, sizeof line, "ERR %s %s\n",
+               xcm_cond_name(xcm__xml_reader_condition(f.ctx.r)),
+               xcm_err_name(err));
+      log_str(&f.ctx, line);
+    }
+    log_str(&f.ctx, "");
+    if (i == 0) {
+      first = strdup(f.ctx.log.data);
+      first_err = err;
+    } else if (!CHECK_STR(f.ctx.log.data, first)) {
+      xcm_test_note("split strategy %zu differs", i);
+    }
+    fx_free(&f);
+  }
+  *result = first_err;
+  return first;
+}
+
+static void test_header_and_stanzas(void) {
+  int err;
+  char *log = events_all_ways(
+      "<?xml version='1.0'?>" STREAM_HDR "<message to='a@b'><body>hi</body>"
+      "</message> \n<presence/><iq type='get' id='1'><query "
+      "xmlns='jabber:iq:roster'/></iq></stream:stream>",
+      0, NULL, &err);
+
+  CHECK_INT(err, 0);
+  CHECK_STR(log, "H{http://etherx.jabber.org/streams}stream to=example.test "
+                 "version=1.0 ns:stream=http://etherx.jabber.org/streams "
+                 "ns:=jabber:client\n"
+                 "S{jabber:client}message d0 u0 [<message "
+                 "to='a@b'><body>hi</body></message>]\n"
+                 "S{jabber:client}presence d0 u0 [<presence/>]\n"
+                 "S{jabber:client}iq d0 u0 [<iq type='get' id='1'><query "
+                 "xmlns='jabber:iq:roster'/></iq>]\n"
+                 "E\n");
+  free(log);
+}
+
+static void test_tree(void) {
+  int err;
+  char *log = events_all_ways(
+      STREAM_HDR "<message from='x&amp;y' to=\"&lt;z&gt;\">a<body>h&#233;llo "
+                 "&lt;b&gt; \xe2\x98\x83</body>b<x xmlns='urn:x'><y "
+                 "k='v'/></x>c</message>",
+      2, NULL, &err);
+
+  CHECK_INT(err, 0);
+  CHECK_STR(log, "H{http://etherx.jabber.org/streams}stream to=example.test "
+                 "version=1.0 ns:stream=http://etherx.jabber.org/streams "
+                 "ns:=jabber:client\n"
+                 "S{jabber:client}message d0 u0 [<message from='x&amp;y' "
+                 "to=\"&lt;z&gt;\">a<body>h&#233;llo &lt;b&gt; "
+                 "\xe2\x98\x83</body>b<x xmlns='urn:x'><y "
+                 "k='v'/></x>c</message>](message from=x&y to=<z> "
+                 "'abc'(body 'h\xc3\xa9llo <b> \xe2\x98\x83')(x))\n");
+  free(log);
+}
+
+static void test_namespaces_of_stanza(void) {
+  int err;
+  char *log = events_all_ways(
+      "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
+      "xmlns='jabber:client' xmlns:foo='urn:foo' xmlns:bar='urn:bar'>"
+      "<message xmlns='jabber:client'/>"
+      "<message><foo:x/></message>"
+      "<message xmlns:foo='urn:other'><foo:x/></message>"
+      "<message><x bar:a='1'/><stream:error/></message>",
+      0, NULL, &err);
+
+  CHECK_INT(err, 0);
+  /* decls are indexed stream=0, ''=1, foo=2, bar=3 */
+  CHECK(strstr(log, "S{jabber:client}message d1 u0 [<message "
+                    "xmlns='jabber:client'/>]") != NULL);
+  CHECK(strstr(log, "d0 u4 [<message><foo:x/></message>]") != NULL);
+  CHECK(strstr(log, "d0 u0 [<message xmlns:foo='urn:other'>") != NULL);
+  CHECK(strstr(log, "d0 u9 [<message><x bar:a='1'/>") != NULL);
+  free(log);
+}
+
+static void test_restart_mid_buffer(void) {
+  int err;
+  char *log = events_all_ways(
+      STREAM_HDR
+      "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+      "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>" STREAM_HDR
+      "<iq type='set' id='b'/></stream:stream>",
+      0, "success", &err);
+
+  CHECK_INT(err, 0);
+  CHECK_STR(log, "H{http://etherx.jabber.org/streams}stream to=example.test "
+                 "version=1.0 ns:stream=http://etherx.jabber.org/streams "
+                 "ns:=jabber:client\n"
+                 "S{urn:ietf:params:xml:ns:xmpp-sasl}auth d1 u0 [<auth "
+                 "xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>]\n"
+                 "S{urn:ietf:params:xml:ns:xmpp-sasl}success d1 u0 [<success "
+                 "xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>]\nRESTART\n"
+                 "H{http://etherx.jabber.org/streams}stream to=example.test "
+                 "version=1.0 ns:stream=http://etherx.jabber.org/streams "
+                 "ns:=jabber:client\n"
+                 "S{jabber:client}iq d0 u0 [<iq type='set' id='b'/>]\nE\n");
+  free(log);
+}
+
+static void test_restart_consumed(void) {
+  fixture f;
+  const char *d =
+      STREAM_HDR "<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\x16\x03";
+  size_t consumed;
+
+  fx_init(&f, NULL);
+  f.ctx.restart_on = "proceed";
+  CHECK_INT(xcm__xml_reader_feed(f.ctx.r, d, strlen(d), &consumed), 0);
+  /* The TLS bytes after <proceed/> are left for the caller. */
+  CHECK_INT(consumed, strlen(d) - 2);
+  CHECK(!xcm__xml_reader_in_stream(f.ctx.r));
+  CHECK_INT(xcm__xml_pool_busy(f.pool), 0);
+  fx_free(&f);
+}
+
+typedef struct bad_case {
+  const char *name;
+  const char *input;
+  xcm_cond cond;
+} bad_case;
+
+static void test_restricted_xml(void) {
+  static const bad_case cases[] = {
+      {"doctype", "<!DOCTYPE stream:stream>" STREAM_HDR,
+       XCM_COND_RESTRICTED_XML},
+      {"entity decl",
+       "<!DOCTYPE s [<!ENTITY a 'aaaaaaaaaa'><!ENTITY b "
+       "'&a;&a;&a;'>]>" STREAM_HDR "<message>&b;</message>",
+       XCM_COND_RESTRICTED_XML},
+      {"comment before", "<!-- hi -->" STREAM_HDR, XCM_COND_RESTRICTED_XML},
+      {"comment in stanza", STREAM_HDR "<message><!-- hi --></message>",
+       XCM_COND_RESTRICTED_XML},
+      {"comment between", STREAM_HDR "<presence/><!-- hi -->",
+       XCM_COND_RESTRICTED_XML},
+      {"pi", STREAM_HDR "<message><?php echo 1; ?></message>",
+       XCM_COND_RESTRICTED_XML},
+      {"pi before header", "<?foo bar?>" STREAM_HDR, XCM_COND_RESTRICTED_XML},
+      {"undefined entity", STREAM_HDR "<message>&nbsp;</message>",
+       XCM_COND_RESTRICTED_XML},
+      {"unbound prefix", STREAM_HDR "<message><x:body/></message>",
+       XCM_COND_NOT_WELL_FORMED},
+      {"unbound attr prefix", STREAM_HDR "<message x:a='1'/>",
+       XCM_COND_NOT_WELL_FORMED},
+      {"unbound stanza prefix", STREAM_HDR "<db:result/>",
+       XCM_COND_NOT_WELL_FORMED},
+      {"mismatched tag", STREAM_HDR "<message></presence>",
+       XCM_COND_NOT_WELL_FORMED},
+      {"bad char", STREAM_HDR "<message>\x01</message>",
+       XCM_COND_NOT_WELL_FORMED},
+      {"invalid utf-8", STREAM_HDR "<message>\xc3\x28</message>",
+       XCM_COND_NOT_WELL_FORMED},
+      {"overlong utf-8", STREAM_HDR "<message>\xc0\xaf</message>",
+       XCM_COND_NOT_WELL_FORMED},
+      {"latin1 declared",
+       "<?xml version='1.0' encoding='ISO-8859-1'?>" STREAM_HDR,
+       XCM_COND_UNSUPPORTED_ENCODING},
+      {"text at depth 1", STREAM_HDR "hello", XCM_COND_BAD_FORMAT},
+      {"duplicate attribute", STREAM_HDR "<message to='a' to='b'/>",
+       XCM_COND_NOT_WELL_FORMED},
+      {"xml decl later", STREAM_HDR "<?xml version='1.0'?>",
+       XCM_COND_NOT_WELL_FORMED},
+      {"junk after end", STREAM_HDR "</stream:stream><x/>", XCM_COND_NONE},
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int err;
+    char *log = events_all_ways(cases[i].input, 0, NULL, &err);
+    char want[128];
+
+    if (cases[i].cond == XCM_COND_NONE) {
+      CHECK_INT(err, 0);
+    } else {
+      snprintf(want, sizeof want, "ERR %s ", xcm_cond_name(cases[i].cond));
+      if (!CHECK(strstr(log, want) != NULL))
+        xcm_test_note("case '%s' gave: %s", cases[i].name, log);
+      CHECK(err < 0);
+    }
+    free(log);
+  }
+}
+
+static void test_error_is_sticky(void) {
+  fixture f;
+  const char *d = STREAM_HDR "<!-- x -->";
+  size_t consumed;
+
+  fx_init(&f, NULL);
+  CHECK_INT(xcm__xml_reader_feed(f.ctx.r, d, strlen(d), &consumed), XCM_EXML);
+  CHECK_INT(xcm__xml_reader_condition(f.ctx.r), XCM_COND_RESTRICTED_XML);
+  CHECK_STR(xcm__xml_reader_error_text(f.ctx.r), "comments are not allowed");
+  CHECK_INT(xcm__xml_reader_feed(f.ctx.r, "<presence/>", 11, &consumed),
+            XCM_EXML);
+  CHECK_INT(xcm__xml_pool_busy(f.pool), 0);
+  fx_free(&f);
+}
+
+static void test_stanza_limit(void) {
+  xcm_xml_limits lim = {100, 8};
+  fixture f;
+  char big[400];
+  size_t consumed;
+  int err;
+
+  /* Exactly at the limit passes; one byte more fails. */
+  fx_init(&f, &lim);
+  memset(big, 0, sizeof big);
+  strcpy(big, STREAM_HDR "<message><body>");
+  {
+    size_t start = strlen(STREAM_HDR);
+    size_t fill = 100 - strlen("<message><body></body></message>");
+    memset(big + strlen(big), 'x', fill);
+    strcat(big, "</body></message>");
+    CHECK_INT(strlen(big) - start, 100);
+  }
+  CHECK_INT(xcm__xml_reader_feed(f.ctx.r, big, strlen(big), &consumed), 0);
+  CHECK_INT(f.ctx.stanzas, 1);
+  fx_free(&f);
+
+  fx_init(&f, &lim);
+  strcpy(big, STREAM_HDR "<message><body>");
+  memset(big + strlen(big), 'x',
+         100 - strlen("<message><body></body></message>") + 1);
+  strcat(big, "</body></message>");
+  err = feed_split(&f, big, strlen(big), split_random);
+  CHECK_INT(err, XCM_ELIMIT);
+  CHECK_INT(xcm__xml_reader_condition(f.ctx.r), XCM_COND_POLICY_VIOLATION);
+  CHECK_INT(f.ctx.stanzas, 0);
+  fx_free(&f);
+}
+
+/* A start tag that never ends must not make the reader (or expat) buffer
+ * without bound. */
+static void test_endless_start_tag(void) {
+  xcm_xml_limits lim = {1000, 8};
+  fixture f;
+  char chunk[512];
+  size_t consumed, total = 0;
+  int err = 0, i;
+
+  fx_init(&f, &lim);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, STREAM_HDR "<message to='",
+                               strlen(STREAM_HDR "<message to='"),
+                               &consumed) == 0);
+  memset(chunk, 'a', sizeof chunk);
+  for (i = 0; i < 100 && err == 0; i++) {
+    err = xcm__xml_reader_feed(f.ctx.r, chunk, sizeof chunk, &consumed);
+    total += sizeof chunk;
+  }
+  CHECK_INT(err, XCM_ELIMIT);
+  CHECK(total <= 1024 + 512);
+  CHECK_INT(xcm__xml_reader_condition(f.ctx.r), XCM_COND_POLICY_VIOLATION);
+  fx_free(&f);
+}
+
+static void test_header_limit(void) {
+  xcm_xml_limits lim = {200, 8};
+  fixture f;
+  char hdr[1024];
+  size_t n;
+  int err;
+
+  fx_init(&f, &lim);
+  strcpy(hdr, "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
+              "to='");
+  n = strlen(hdr);
+  memset(hdr + n, 'a', 600);
+  strcpy(hdr + n + 600, "'>");
+  err = feed_split(&f, hdr, strlen(hdr), split_random);
+  CHECK_INT(err, XCM_ELIMIT);
+  fx_free(&f);
+}
+
+static void test_depth_limit(void) {
+  xcm_xml_limits lim = {10000, 4};
+  int err;
+  fixture f;
+
+  fx_init(&f, &lim);
+  err = feed_split(&f, STREAM_HDR "<a><b><c><d/></c></b></a>",
+                   strlen(STREAM_HDR "<a><b><c><d/></c></b></a>"), NULL);
+  CHECK_INT(err, 0);
+  CHECK_INT(f.ctx.stanzas, 1);
+  fx_free(&f);
+
+  fx_init(&f, &lim);
+  err = feed_split(&f, STREAM_HDR "<a><b><c><d><e/></d></c></b></a>",
+                   strlen(STREAM_HDR "<a><b><c><d><e/></d></c></b></a>"),
+                   split_one);
+  CHECK_INT(err, XCM_ELIMIT);
+  CHECK_INT(xcm__xml_reader_condition(f.ctx.r), XCM_COND_POLICY_VIOLATION);
+  CHECK_INT(f.ctx.stanzas, 0);
+  fx_free(&f);
+}
+
+static void test_deep_nesting_attack(void) {
+  xcm_xml_limits lim = {1 << 20, 32};
+  fixture f;
+  xcm_buf b;
+  int i, err;
+
+  xcm__buf_init(&b, NULL);
+  xcm__buf_append_str(&b, STREAM_HDR);
+  for (i = 0; i < 100000; i++)
+    xcm__buf_append_str(&b, "<a>");
+  fx_init(&f, &lim);
+  err = feed_split(&f, b.data, b.len, split_large);
+  CHECK_INT(err, XCM_ELIMIT);
+  CHECK_INT(xcm__xml_reader_condition(f.ctx.r), XCM_COND_POLICY_VIOLATION);
+  fx_free(&f);
+  xcm__buf_free(&b);
+}
+
+/* The stanza is handed over on its last byte, not when more arrive. */
+static void test_no_deferral(void) {
+  fixture f;
+  const char *d = STREAM_HDR "<message><body>x</body></message>";
+  size_t i, consumed, hdr = strlen(STREAM_HDR);
+
+  fx_init(&f, NULL);
+  for (i = 0; i < strlen(d); i++) {
+    REQUIRE(xcm__xml_reader_feed(f.ctx.r, d + i, 1, &consumed) == 0);
+    if (i + 1 < strlen(d))
+      CHECK_INT(f.ctx.stanzas, 0);
+    if (i + 1 == hdr)
+      CHECK(strstr(f.ctx.log.data ? f.ctx.log.data : "", "H{") != NULL);
+  }
+  CHECK_INT(f.ctx.stanzas, 1);
+  fx_free(&f);
+}
+
+static void test_shrink_and_resume(void) {
+  fixture f;
+  const char *hdr = "<stream:stream xmlns:stream='http://etherx.jabber.org/"
+                    "streams' xmlns='jabber:client' xmlns:x='urn:x'>";
+  size_t consumed;
+
+  fx_init(&f, NULL);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, hdr, strlen(hdr), &consumed) == 0);
+  CHECK_INT(xcm__xml_pool_busy(f.pool), 1);
+  CHECK_INT(xcm__xml_reader_shrink(f.ctx.r), 1);
+  CHECK_INT(xcm__xml_pool_busy(f.pool), 0);
+  CHECK_INT(xcm__xml_pool_idle(f.pool), 1);
+
+  /* After the slot went back, the header's prefixes are still bound. */
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, "<message><x:y/></message>  ", 27,
+                               &consumed) == 0);
+  CHECK_INT(f.ctx.stanzas, 1);
+  CHECK(strstr(f.ctx.log.data, "u4 [<message><x:y/></message>]") != NULL);
+  CHECK_INT(xcm__xml_reader_shrink(f.ctx.r), 1);
+
+  /* Mid-stanza the slot must stay. */
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, "<message><bo", 12, &consumed) == 0);
+  CHECK_INT(xcm__xml_reader_shrink(f.ctx.r), 0);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, "dy/></message>", 14, &consumed) == 0);
+  CHECK_INT(f.ctx.stanzas, 2);
+  CHECK(strstr(f.ctx.log.data, "[<message><body/></message>]") != NULL);
+  /* A partial start tag also keeps it. */
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, "<pres", 5, &consumed) == 0);
+  CHECK_INT(xcm__xml_reader_shrink(f.ctx.r), 0);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, "ence/>", 6, &consumed) == 0);
+  CHECK_INT(xcm__xml_reader_shrink(f.ctx.r), 1);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, "</stream:stream>", 16, &consumed) ==
+          0);
+  CHECK_INT(f.ctx.ends, 1);
+  CHECK_INT(xcm__xml_reader_feed(f.ctx.r, "<a/>", 4, &consumed), XCM_ECLOSED);
+  fx_free(&f);
+}
+
+static void test_unusual_header_context(void) {
+  fixture f;
+  const char *hdr = "<s:stream xmlns:s='http://etherx.jabber.org/streams' "
+                    "xmlns='jabber:client' xmlns:q='urn:&quot;q&amp;'>";
+  size_t consumed, n;
+  const xcm_xml_nsdecl *d;
+
+  fx_init(&f, NULL);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, hdr, strlen(hdr), &consumed) == 0);
+  d = xcm__xml_reader_decls(f.ctx.r, &n);
+  REQUIRE(n == 3);
+  CHECK_STR(d[2].uri, "urn:\"q&");
+  CHECK_INT(xcm__xml_reader_shrink(f.ctx.r), 1);
+  /* Priming must re-escape the URI or this would fail. */
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, "<q:m/><s:error/>", 16, &consumed) ==
+          0);
+  CHECK_INT(f.ctx.stanzas, 2);
+  CHECK(strstr(f.ctx.log.data, "S{urn:\"q&}m d0 u4 [<q:m/>]") != NULL);
+  CHECK(strstr(f.ctx.log.data,
+               "S{http://etherx.jabber.org/streams}error d0 u1 [<s:error/>]") !=
+        NULL);
+  fx_free(&f);
+}
+
+static void test_assume_header(void) {
+  static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
+                                      {"", XCM_NS_CM}};
+  fixture f;
+  const char *d = "<route streamid='a'><message/></route>";
+  size_t consumed;
+
+  fx_init(&f, NULL);
+  f.ctx.tree_levels = 2;
+  REQUIRE(xcm__xml_reader_assume_header(f.ctx.r, cm, 2) == 0);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, d, strlen(d), &consumed) == 0);
+  CHECK_STR(f.ctx.log.data ? f.ctx.log.data : "",
+            "S{jabber:connectionmanager}route d0 u0 [<route "
+            "streamid='a'><message/></route>](route streamid=a(message))\n");
+  fx_free(&f);
+}
+
+static int count_stanzas(void *ud, const xcm_xml_stanza *s) {
+  int *n = ud;
+
+  (void)s;
+  (*n)++;
+  return 0;
+}
+
+/* Many readers share few parsers: idle readers hold none. */
+static void test_pool_sharing(void) {
+  static const xcm_xml_callbacks cb = {NULL, NULL, count_stanzas, NULL};
+  xcm_xml_pool *pool;
+  xcm_xml_reader *r[50];
+  size_t consumed;
+  int n = 0, i;
+
+  REQUIRE(xcm__xml_pool_new(&pool, NULL, 2) == 0);
+  for (i = 0; i < 50; i++) {
+    REQUIRE(xcm__xml_reader_new(&r[i], pool, &cb, &n, NULL) == 0);
+    REQUIRE(xcm__xml_reader_feed(r[i], STREAM_HDR, strlen(STREAM_HDR),
+                                 &consumed) == 0);
+    CHECK_INT(xcm__xml_reader_shrink(r[i]), 1);
+  }
+  CHECK_INT(xcm__xml_pool_busy(pool), 0);
+  CHECK(xcm__xml_pool_idle(pool) <= 2);
+  for (i = 0; i < 50; i++) {
+    REQUIRE(xcm__xml_reader_feed(r[i], "<presence/>", 11, &consumed) == 0);
+    CHECK_INT(xcm__xml_reader_shrink(r[i]), 1);
+  }
+  CHECK_INT(n, 50);
+  for (i = 0; i < 50; i++)
+    xcm__xml_reader_free(r[i]);
+  xcm__xml_pool_free(pool);
+}
+
+/* Every capture, read from the server's side: each connection's received
+ * bytes parse as one stream, in the pieces they arrived in, and give as
+ * many route elements as the captures contain. */
+#include "transcript.h"
+
+static void test_transcripts_server_side(void) {
+  const char *names[] = {"transcript-cm.txt",
+                         "transcript-probe-a-dup-names.txt",
+                         "transcript-probe-b-cm-tcp-close.txt",
+                         "transcript-probe-c-server-closes-client.txt",
+                         "transcript-probe-d-failed.txt",
+                         "transcript-probe-d2-failed-offline.txt",
+                         "transcript-probe-e-unknown-stream.txt",
+                         "transcript-probe-e2-no-streamid.txt",
+                         "transcript-probe-f-two-stanzas.txt",
+                         "transcript-probe-g-handshake.txt"};
+  size_t t;
+
+  for (t = 0; t < sizeof(names) / sizeof(names[0]); t++) {
+    xcm_transcript tr;
+    size_t i, j, consumed;
+    const char *conns[16];
+    size_t nconns = 0;
+
+    REQUIRE(xcm_transcript_load_named(names[t], &tr) == 0);
+    for (i = 0; i < tr.nchunks; i++) {
+      for (j = 0; j < nconns; j++)
+        if (strcmp(conns[j], tr.chunks[i].conn) == 0)
+          break;
+      if (j == nconns && nconns < 16 && strcmp(tr.chunks[i].conn, "CAROL") != 0)
+        conns[nconns++] = tr.chunks[i].conn;
+    }
+    for (j = 0; j < nconns; j++) {
+      fixture f;
+      size_t routes_in_text = 0;
+      const char *p;
+      int err = 0;
+
+      fx_init(&f, NULL);
+      f.ctx.tree_levels = 2;
+      for (i = 0; i < tr.nchunks && err == 0; i++) {
+        if (tr.chunks[i].is_send || strcmp(tr.chunks[i].conn, conns[j]) != 0)
+          continue;
+        for (p = tr.chunks[i].bytes; (p = strstr(p, "<route ")) != NULL &&
+                                     p < tr.chunks[i].bytes + tr.chunks[i].len;
+             p++)
+          routes_in_text++;
+        err = xcm__xml_reader_feed(f.ctx.r, tr.chunks[i].bytes,
+                                   tr.chunks[i].len, &consumed);
+        CHECK_INT(consumed, tr.chunks[i].len);
+        CHECK(xcm__xml_reader_shrink(f.ctx.r) == 1);
+      }
+      if (!CHECK_INT(err, 0))
+        xcm_test_note("%s %s: %s", names[t], conns[j],
+                      xcm__xml_reader_error_text(f.ctx.r));
+      {
+        size_t routes_seen = 0;
+        for (p = f.ctx.log.data; p && (p = strstr(p, "S{jabber:connection"
+                                                     "manager}route")) != NULL;
+             p++)
+          routes_seen++;
+        CHECK_INT(routes_seen, routes_in_text);
+      }
+      CHECK(f.ctx.log.data == NULL ||
+            strstr(f.ctx.log.data, "BADRANGE") == NULL);
+      fx_free(&f);
+    }
+    xcm_transcript_free(&tr);
+  }
+}
+
+static const xcm_test tests[] = {
+    {"header_and_stanzas", test_header_and_stanzas},
+    {"tree", test_tree},
+    {"namespaces_of_stanza", test_namespaces_of_stanza},
+    {"restart_mid_buffer", test_restart_mid_buffer},
+    {"restart_consumed", test_restart_consumed},
+    {"restricted_xml", test_restricted_xml},
+    {"error_is_sticky", test_error_is_sticky},
+    {"stanza_limit", test_stanza_limit},
+    {"endless_start_tag", test_endless_start_tag},
+    {"header_limit", test_header_limit},
+    {"depth_limit", test_depth_limit},
+    {"deep_nesting_attack", test_deep_nesting_attack},
+    {"no_deferral", test_no_deferral},
+    {"shrink_and_resume", test_shrink_and_resume},
+    {"unusual_header_context", test_unusual_header_context},
+    {"assume_header", test_assume_header},
+    {"pool_sharing", test_pool_sharing},
+    {"transcripts_server_side", test_transcripts_server_side},
+};
+
+int main(int argc, char **argv) {
+  return xcm_test_main(argc, argv, XCM_TESTS(tests));
+}
