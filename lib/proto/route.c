@@ -65,6 +65,64 @@ int xcm__route_put_element(xcm_buf *b, const char *bytes, size_t len,
   return err;
 }
 
+/* Attribute order as the captures show the CM writing it. */
+static int open_route(xcm_buf *b, const char *streamid, const char *to,
+                      const char *from) {
+  int err = xcm__buf_append_str(b, "<route");
+
+  if (err == 0)
+    err = xcm__xml_attr(b, "streamid", streamid);
+  if (err == 0 && to != NULL)
+    err = xcm__xml_attr(b, "to", to);
+  if (err == 0 && from != NULL)
+    err = xcm__xml_attr(b, "from", from);
+  if (err == 0)
+    err = xcm__buf_append_char(b, '>');
+  return err;
+}
+
+int xcm__route_wrap_bytes(xcm_buf *b, const char *bytes, size_t len,
+                          const char *streamid, const char *to,
+                          const char *from) {
+  size_t start = b->len;
+  int err = open_route(b, streamid, to, from);
+
+  if (err == 0)
+    err = xcm__buf_append(b, bytes, len);
+  if (err == 0)
+    err = xcm__buf_append_str(b, "</route>");
+  if (err != 0)
+    b->len = start;
+  return err;
+}
+
+/* The bytes passed through expat, so a simple walk over the start tag's
+ * attributes is exact: a value cannot hold its own quote character. */
+int xcm__xml_declares_default(const char *bytes, size_t len) {
+  size_t i = 1 + qname_length(bytes, len), name;
+  char q;
+
+  for (;;) {
+    while (i < len && is_space(bytes[i]))
+      i++;
+    if (i >= len || bytes[i] == '>' || bytes[i] == '/')
+      return 0;
+    name = i;
+    while (i < len && bytes[i] != '=' && !is_space(bytes[i]))
+      i++;
+    if (i - name == 5 && memcmp(bytes + name, "xmlns", 5) == 0)
+      return 1;
+    while (i < len && bytes[i] != '\'' && bytes[i] != '"')
+      i++;
+    if (i >= len)
+      return 0;
+    q = bytes[i++];
+    while (i < len && bytes[i] != q)
+      i++;
+    i++;
+  }
+}
+
 int xcm__route_wrap(xcm_buf *b, const xcm_xml_stanza *s,
                     const xcm_xml_nsdecl *decls, size_t ndecls,
                     const char *streamid, const char *to, const char *from) {
@@ -83,16 +141,7 @@ int xcm__route_wrap(xcm_buf *b, const xcm_xml_stanza *s,
       mask |= (uint32_t)1 << i;
     }
   }
-  /* Attribute order as the captures show the CM writing it. */
-  err = xcm__buf_append_str(b, "<route");
-  if (err == 0)
-    err = xcm__xml_attr(b, "streamid", streamid);
-  if (err == 0 && to != NULL)
-    err = xcm__xml_attr(b, "to", to);
-  if (err == 0 && from != NULL)
-    err = xcm__xml_attr(b, "from", from);
-  if (err == 0)
-    err = xcm__buf_append_char(b, '>');
+  err = open_route(b, streamid, to, from);
   if (err == 0)
     err = xcm__route_put_element(b, s->bytes, s->len, s->qname_len, default_ns,
                                  decls, ndecls, mask);

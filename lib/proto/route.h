@@ -31,6 +31,16 @@ int xcm__route_put_element(xcm_buf *b, const char *bytes, size_t len,
                            const xcm_xml_nsdecl *decls, size_t ndecls,
                            uint32_t mask);
 
+/* Append <route streamid to from>ELEMENT</route> for bytes that already
+ * carry their namespaces (an element the CM wrote itself). */
+int xcm__route_wrap_bytes(xcm_buf *b, const char *bytes, size_t len,
+                          const char *streamid, const char *to,
+                          const char *from);
+
+/* Whether the start tag of the well-formed element in bytes declares the
+ * default namespace (xmlns="..."). */
+int xcm__xml_declares_default(const char *bytes, size_t len);
+
 /* Read a server's route from s, a depth-1 element read with a tree of at
  * least two levels. Pointers in out point into s and its tree: valid
  * during the stanza callback. Returns 0, or XCM_EPROTO with *why saying
