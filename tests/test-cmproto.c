@@ -703,7 +703,7 @@ static void test_hostile_client(void) {
     REQUIRE(xcm__client_stream_open(&b, h, h, h, 1) == 0);
     REQUIRE(xcm__client_features(&b, &f) == 0);
     REQUIRE(xcm__stream_error(&b, XCM_COND_BAD_FORMAT, h) == 0);
-    REQUIRE(xcm__stream_close(&b) == 0);
+    REQUIRE(xcm__stream_close_tag(&b) == 0);
     parse(&p, b.data, b.len);
     CHECK(p.ok);
     /* stream; features mechanisms mechanism; error cond text */

@@ -325,7 +325,7 @@ int xcm__stream_error(xcm_buf *b, xcm_cond cond, const char *msg) {
   return done(&w);
 }
 
-int xcm__stream_close(xcm_buf *b) {
+int xcm__stream_close_tag(xcm_buf *b) {
   return xcm__buf_append_str(b, "</stream:stream>");
 }
 
@@ -577,7 +577,7 @@ int xcm_stream_close(char *out, size_t cap) {
   int ret;
 
   ob_start(&o, out, cap);
-  while (!ob_finish(&o, xcm__stream_close(&o.b), &ret))
+  while (!ob_finish(&o, xcm__stream_close_tag(&o.b), &ret))
     ;
   return ret;
 }

@@ -54,6 +54,6 @@ int xcm__client_stream_open(xcm_buf *b, const char *domain, const char *sid,
                             const char *lang, int version_1);
 int xcm__client_features(xcm_buf *b, const xcm_features *f);
 int xcm__stream_error(xcm_buf *b, xcm_cond cond, const char *text);
-int xcm__stream_close(xcm_buf *b);
+int xcm__stream_close_tag(xcm_buf *b);
 
 #endif
