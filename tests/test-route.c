@@ -457,7 +457,32 @@ static void test_unwrap_transcripts(void) {
   xcm__xml_pool_free(pool);
 }
 
+static void test_start_tag(void) {
+  const char *v, *q;
+  size_t vl, ql;
+  const char *t1 = "<success xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\"/>";
+  const char *t2 = "<iq id='a\"xmlns=\"x' type = 'result'><q xmlns='n'/></iq>";
+  const char *t3 = "<message\tto='a'\n xmlns:xmlns2='y'>";
+
+  CHECK(xcm__xml_start_tag(t1, strlen(t1), "xmlns", &v, &vl, &q, &ql));
+  CHECK_MEM(q, ql, "success", 7);
+  CHECK_MEM(v, vl, "urn:ietf:params:xml:ns:xmpp-sasl", 32);
+  /* A value holding the other quote and a look-alike is not a match. */
+  CHECK(!xcm__xml_start_tag(t2, strlen(t2), "xmlns", &v, &vl, &q, &ql));
+  CHECK(xcm__xml_start_tag(t2, strlen(t2), "type", &v, &vl, &q, &ql));
+  CHECK_MEM(v, vl, "result", 6);
+  CHECK(xcm__xml_start_tag(t2, strlen(t2), "id", &v, &vl, &q, &ql));
+  CHECK_MEM(v, vl, "a\"xmlns=\"x", 10);
+  /* Attributes on children do not count; prefixed names are not xmlns. */
+  CHECK(!xcm__xml_declares_default(t2, strlen(t2)));
+  CHECK(!xcm__xml_declares_default(t3, strlen(t3)));
+  CHECK(xcm__xml_declares_default(t1, strlen(t1)));
+  CHECK(!xcm__xml_start_tag("<a/>", 4, "b", &v, &vl, &q, &ql));
+  CHECK(!xcm__xml_start_tag("", 0, "b", &v, &vl, &q, &ql));
+}
+
 static const xcm_test tests[] = {
+    {"start_tag", test_start_tag},
     {"wrap_exact", test_wrap_exact},
     {"wrap_header_prefixes", test_wrap_header_prefixes},
     {"round_trips", test_round_trips},

@@ -98,29 +98,50 @@ int xcm__route_wrap_bytes(xcm_buf *b, const char *bytes, size_t len,
 
 /* The bytes passed through expat, so a simple walk over the start tag's
  * attributes is exact: a value cannot hold its own quote character. */
-int xcm__xml_declares_default(const char *bytes, size_t len) {
-  size_t i = 1 + qname_length(bytes, len), name;
+int xcm__xml_start_tag(const char *bytes, size_t len, const char *name,
+                       const char **value, size_t *value_len,
+                       const char **qname, size_t *qname_len) {
+  size_t nlen = strlen(name), i, at, at_end, vstart;
   char q;
 
+  if (len < 2 || bytes[0] != '<')
+    return 0;
+  *qname = bytes + 1;
+  *qname_len = qname_length(bytes, len);
+  i = 1 + *qname_len;
   for (;;) {
     while (i < len && is_space(bytes[i]))
       i++;
     if (i >= len || bytes[i] == '>' || bytes[i] == '/')
       return 0;
-    name = i;
+    at = i;
     while (i < len && bytes[i] != '=' && !is_space(bytes[i]))
       i++;
-    if (i - name == 5 && memcmp(bytes + name, "xmlns", 5) == 0)
-      return 1;
+    at_end = i;
     while (i < len && bytes[i] != '\'' && bytes[i] != '"')
       i++;
     if (i >= len)
       return 0;
     q = bytes[i++];
+    vstart = i;
     while (i < len && bytes[i] != q)
       i++;
+    if (i >= len)
+      return 0;
+    if (at_end - at == nlen && memcmp(bytes + at, name, nlen) == 0) {
+      *value = bytes + vstart;
+      *value_len = i - vstart;
+      return 1;
+    }
     i++;
   }
+}
+
+int xcm__xml_declares_default(const char *bytes, size_t len) {
+  const char *v, *q;
+  size_t vl, ql;
+
+  return xcm__xml_start_tag(bytes, len, "xmlns", &v, &vl, &q, &ql);
 }
 
 int xcm__route_wrap(xcm_buf *b, const xcm_xml_stanza *s,

@@ -41,6 +41,13 @@ int xcm__route_wrap_bytes(xcm_buf *b, const char *bytes, size_t len,
  * default namespace (xmlns="..."). */
 int xcm__xml_declares_default(const char *bytes, size_t len);
 
+/* Find attribute name on the start tag of the well-formed element in
+ * bytes: 1 with *value and *value_len set to its raw (still escaped)
+ * value, else 0. *qname and *qname_len get the element's name. */
+int xcm__xml_start_tag(const char *bytes, size_t len, const char *name,
+                       const char **value, size_t *value_len,
+                       const char **qname, size_t *qname_len);
+
 /* Read a server's route from s, a depth-1 element read with a tree of at
  * least two levels. Pointers in out point into s and its tree: valid
  * during the stanza callback. Returns 0, or XCM_EPROTO with *why saying
