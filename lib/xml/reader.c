@@ -407,6 +407,12 @@ static void on_header(xcm_xml_reader *r, const char *full,
                "too many namespace declarations on the stream header");
     return;
   }
+  if (cur_index(r) + XML_GetCurrentByteCount(s->parser) >
+      (int64_t)r->limits.max_stanza) {
+    stop_error(r, XCM_ELIMIT, XCM_COND_POLICY_VIOLATION,
+               "stream header larger than the limit");
+    return;
+  }
   split_name(full, &ns, &ns_len, &local, &local_len, &prefix, &prefix_len);
   h.ns = arena_strndup(r, ns, ns_len);
   h.name = arena_strndup(r, local, local_len);
