@@ -1,0 +1,154 @@
+/* One byte stream, whatever carries it: TCP, with TLS (mbedTLS) and zlib
+ * (XEP-0138) layered on when the XMPP stream negotiates them. The layers
+ * above see plaintext in and plaintext out and never ask which it is, as
+ * Redis's connection type does for TCP and TLS. Later transports (BOSH,
+ * WebSocket, a gateway's own) plug in behind the same calls.
+ *
+ * Reading: bytes arrive through cb.read, in a buffer that is only lent
+ * for the call. Writing: xcm__stream_write() copies into the stream's
+ * output, which the context flushes before the loop next polls (see
+ * core/ctx.h). A stream holds buffers only while it has bytes in
+ * flight: an idle plain stream costs its struct and its uv_tcp_t.
+ *
+ * Lifetime: xcm__stream_close() starts closing; cb.closed runs when the
+ * handle is closed, and the stream's memory goes right after it returns.
+ * Every other callback may call xcm__stream_close(). Once close or abort
+ * has been called, only cb.closed runs.
+ *
+ * The callback table is not copied: it must outlive the stream (a static
+ * const table, as every owner has). */
+#ifndef XCM_TRANSPORT_STREAM_H
+#define XCM_TRANSPORT_STREAM_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "core/ctx.h"
+
+typedef struct xcm_tls_config xcm_tls_config;
+
+typedef struct xcm_stream_cb {
+  /* Plaintext arrived (after TLS and inflate). data is lent for the
+   * call. The callee may pause, write, start TLS/zlib, or close. */
+  void (*read)(void *ud, const char *data, size_t len);
+  /* The stream ended: err is UV_EOF for an orderly close by the peer,
+   * another negative code (an xcm_error or libuv code) for a failure.
+   * Reported once; the owner should then call xcm__stream_close(). After
+   * UV_EOF the stream can still be written to (the peer only closed its
+   * half): write the answer, then close. */
+  void (*end)(void *ud, int err);
+  /* The TLS handshake finished (err 0) or failed. May be NULL. */
+  void (*tls_done)(void *ud, int err);
+  /* Output fell to the low-water mark after being above the high one.
+   * May be NULL. */
+  void (*drain)(void *ud);
+  /* The handle is closed; the stream is freed once this returns. */
+  void (*closed)(void *ud);
+} xcm_stream_cb;
+
+/* Every limit: 0 means none. A NULL limits pointer means all zero. */
+typedef struct xcm_stream_limits {
+  /* Output queued beyond this is refused: xcm__stream_write() returns
+   * XCM_ELIMIT. 0: unlimited (for links whose writer bounds itself). */
+  size_t max_out;
+  /* Above high_water, xcm__stream_over() says so; drain fires when the
+   * queue falls back to low_water. With high_water 0 there is no drain. */
+  size_t high_water;
+  size_t low_water;
+  /* The most bytes one socket read may inflate to before the stream fails
+   * with XCM_ELIMIT, so a zlib bomb is cut off early without the stream
+   * allocating anything for it. It is counted per read, not per stanza
+   * (the transport knows no stanzas): set it to at least the largest
+   * stanza allowed, and let the XML reader's stanza limit catch a bomb
+   * spread over many reads. */
+  size_t max_inflate;
+} xcm_stream_limits;
+
+/* Adopt an accepted (or connected) TCP handle: the stream takes ownership
+ * of tcp, which must have been allocated with the context's allocator and
+ * initialised on its loop. Reading starts at once. On failure the handle
+ * stays the caller's, to close. */
+int xcm__stream_from_tcp(xcm_stream **out, xcm_ctx *ctx, uv_tcp_t *tcp,
+                         const xcm_stream_cb *cb, void *ud,
+                         const xcm_stream_limits *limits);
+
+/* Connect to addr; cb.end(UV_E...) reports a failure to connect, and
+ * connected(ud) success (connected may be NULL). Writes made before then
+ * are queued and sent once connected. On failure *out is NULL and no
+ * callback runs. */
+int xcm__stream_connect(xcm_stream **out, xcm_ctx *ctx,
+                        const struct sockaddr *addr, const xcm_stream_cb *cb,
+                        void (*connected)(void *ud), void *ud,
+                        const xcm_stream_limits *limits);
+
+/* Queue len bytes (copied). Returns 0, XCM_ELIMIT when the output bound
+ * would be passed (nothing is queued then), XCM_ECLOSED, or XCM_ENOMEM. */
+int xcm__stream_write(xcm_stream *s, const void *data, size_t len);
+
+/* Bytes queued and not yet handed to the kernel. */
+size_t xcm__stream_queued(const xcm_stream *s);
+int xcm__stream_over(const xcm_stream *s);
+/* Write system calls made so far (uv_try_write and uv_write), to show
+ * that writes are batched. */
+unsigned long xcm__stream_write_calls(const xcm_stream *s);
+
+/* Stop and resume delivering reads (flow control). */
+void xcm__stream_pause(xcm_stream *s);
+void xcm__stream_resume(xcm_stream *s);
+
+/* Begin TLS now: bytes already queued go out in clear first (the
+ * <proceed/>), everything after is encrypted. For a client, hostname is
+ * checked against the server's certificate (unless the config says not
+ * to). Bytes the peer sent after its last clear element (the start of its
+ * handshake) are passed in early/early_len. */
+int xcm__stream_start_tls(xcm_stream *s, xcm_tls_config *cfg, int is_server,
+                          const char *hostname, const char *early,
+                          size_t early_len);
+
+/* Begin zlib both ways, as XEP-0138 asks after <compressed/>. early as
+ * above. */
+int xcm__stream_start_zlib(xcm_stream *s, const char *early, size_t early_len);
+
+int xcm__stream_is_tls(const xcm_stream *s);
+int xcm__stream_is_zlib(const xcm_stream *s);
+
+/* The peer's address as text (IPv4 or IPv6, no port; an IPv4-mapped IPv6
+ * address is shown as IPv4); "" if unknown, e.g. after a reset. It is
+ * computed on each call into a per-thread buffer, valid until the next
+ * call, so that an idle stream does not carry 46 bytes for it. */
+const char *xcm__stream_peer(const xcm_stream *s);
+
+/* Send what is queued (and a TLS close_notify), then close. A close with
+ * nothing queued closes at once. Safe to call twice. A peer that never
+ * reads keeps a closing stream open: the owner's timeout should then
+ * call xcm__stream_abort(). */
+void xcm__stream_close(xcm_stream *s);
+
+/* Close without sending what is queued, with a TCP reset. Safe after
+ * xcm__stream_close(). */
+void xcm__stream_abort(xcm_stream *s);
+
+/* Bytes of memory this stream holds right now, for the budget tests. */
+size_t xcm__stream_footprint(const xcm_stream *s);
+
+/* TLS configuration, shared by many streams. */
+typedef struct xcm_tls_options {
+  const char *cert_file; /* PEM chain (server); optional for a client */
+  const char *key_file;  /* PEM key */
+  const char *ca_file;   /* client: trust anchors for the server's cert */
+  int verify;            /* client: check the chain and host name */
+} xcm_tls_options;
+
+/* errbuf receives a message naming the file and the problem (expired,
+ * not yet valid, key does not match, unreadable). */
+int xcm__tls_config_new(xcm_tls_config **out, xcm_ctx *ctx, int is_server,
+                        const xcm_tls_options *opt, char *errbuf,
+                        size_t errlen);
+/* Add another certificate chosen by SNI (server). */
+int xcm__tls_config_add_cert(xcm_tls_config *cfg, const char *cert_file,
+                             const char *key_file, char *errbuf, size_t errlen);
+/* Configs are reference-counted: streams hold one while alive, so a
+ * reload can swap in a new one without touching live sessions. */
+void xcm__tls_config_unref(xcm_tls_config *cfg);
+
+#endif
