@@ -1,0 +1,165 @@
+/* libxcm: an XMPP connection manager for Openfire, as a library.
+ *
+ * One xcm_cm is one connection manager on one caller-supplied libuv loop:
+ * client listeners, the client streams, and a pool of upstream
+ * connections to Openfire that carries every session. It creates no
+ * threads and touches no globals; two instances on two loops run side by
+ * side (a multi-threaded daemon runs one per thread).
+ *
+ * Lifecycle: xcm_cm_new(), xcm_cm_listen() for each listener,
+ * xcm_cm_start(), ... xcm_cm_shutdown() (graceful, with a callback),
+ * then xcm_cm_free() once the callback ran. */
+#ifndef XCM_XCM_H
+#define XCM_XCM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "xcm/alloc.h"
+#include "xcm/condition.h"
+#include "xcm/error.h"
+#include "xcm/log.h"
+#include "xcm/policy.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct xcm_cm xcm_cm;
+
+typedef enum xcm_upstream_tls {
+  XCM_UPSTREAM_TLS_OFF = 0,
+  XCM_UPSTREAM_TLS_OPTIONAL, /* use it when the server offers it */
+  XCM_UPSTREAM_TLS_REQUIRED
+} xcm_upstream_tls;
+
+/* Zero (or NULL) fields take the defaults in brackets. Strings are
+ * copied. */
+typedef struct xcm_options {
+  const char *domain; /* the XMPP domain Openfire serves; required */
+
+  /* The upstream: Openfire's connection-manager port. */
+  const char *server_host;         /* [127.0.0.1]; names are resolved (v4/v6) */
+  int server_port;                 /* [5262] */
+  const char *name;                /* this CM's name; required */
+  const char *secret;              /* xmpp.multiplex.defaultSecret; required */
+  const char *resource_prefix;     /* ["w"]: upstream resources NAME/w1-1 */
+  unsigned connections;            /* [5] */
+  xcm_upstream_tls upstream_tls;   /* [optional] */
+  const char *upstream_ca_file;    /* trust for the server's certificate */
+  int upstream_accept_self_signed; /* skip verification (logged loudly) */
+  int upstream_zlib;               /* compress upstream links if offered */
+  unsigned keepalive_ms;           /* [30000] */
+  unsigned dead_after_ms;          /* [300000] */
+
+  /* Clients. */
+  size_t max_stanza_preauth; /* [8 KiB] */
+  size_t max_stanza;         /* [256 KiB] */
+  unsigned max_depth;        /* [32] */
+  unsigned auth_timeout_ms;  /* [60000] */
+  unsigned idle_timeout_ms;  /* [600000] */
+  size_t max_client_out;     /* [1 MiB] queued for one client */
+  unsigned rate;             /* [200] stanzas/s per client, sustained */
+  unsigned burst;            /* [1000] */
+  unsigned max_clients;      /* [0: no limit] */
+  unsigned max_per_address;  /* [0: no limit] */
+  int compression;           /* offer zlib to clients (inside TLS) */
+
+  xcm_log_fn log; /* [none] */
+  void *log_ud;
+  int log_level; /* [XCM_LOG_INFO] */
+
+  const xcm_allocator *alloc; /* [the C library's] */
+} xcm_options;
+
+typedef struct xcm_listen_options {
+  const char *host;      /* ["127.0.0.1"]; "::" or "0.0.0.0" for all */
+  int port;              /* 5222 or 5223 by custom; 0 picks a free one (see
+                            xcm_cm_listener_port) */
+  const char *cert_file; /* PEM chain: offers STARTTLS (or direct TLS) */
+  const char *key_file;
+  int direct_tls; /* XEP-0368: TLS from the first byte (port 5223) */
+  int reuseport;  /* SO_REUSEPORT, for one listener per worker thread */
+} xcm_listen_options;
+
+typedef struct xcm_stats {
+  uint64_t clients_accepted;
+  uint64_t clients_refused; /* over a limit, or no upstream */
+  uint64_t clients_now;
+  uint64_t sessions_authenticated;
+  uint64_t stanzas_in, stanzas_out; /* client -> server, server -> client */
+  uint64_t bytes_in, bytes_out;
+  uint64_t stream_errors[XCM_COND_COUNT_]; /* sent to clients */
+  uint64_t failed_returned; /* messages given back with <failed/> */
+  uint64_t sessions_lost;   /* to the loss of every upstream link */
+  uint64_t hook_dropped;    /* stanzas a hook dropped or replaced badly */
+  unsigned upstream_links_up;
+} xcm_stats;
+
+/* The stanza hook sees every stanza routed either way. */
+typedef enum xcm_direction {
+  XCM_TO_SERVER = 0, /* from a client, about to be routed upstream */
+  XCM_TO_CLIENT = 1  /* from the server, about to be written to a client */
+} xcm_direction;
+
+typedef enum xcm_verdict {
+  XCM_PASS = 0,   /* route it as it is */
+  XCM_DROP = 1,   /* forget it */
+  XCM_REPLACE = 2 /* route *replacement instead */
+} xcm_verdict;
+
+typedef struct xcm_stanza_info {
+  xcm_direction dir;
+  const char *sid;   /* the client's stream id */
+  const char *name;  /* "message", "presence", "iq", "auth", ... */
+  const char *bytes; /* the element exactly as it travels */
+  size_t len;
+} xcm_stanza_info;
+
+/* Return a verdict. For XCM_REPLACE set *replacement and *len to one
+ * complete element (valid until the hook returns; it is copied). It is
+ * read with the client's stream namespaces, like what the client sends,
+ * and refused (the original is dropped and the drop counted) unless it is
+ * exactly one well-formed element. Runs on the loop: keep it short. */
+typedef xcm_verdict (*xcm_stanza_hook)(void *ud, const xcm_stanza_info *st,
+                                       const char **replacement, size_t *len);
+
+/* Create an instance on loop. errbuf (may be NULL) receives a message
+ * naming the problem. */
+int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
+               char *errbuf, size_t errlen);
+
+/* Add a listener. Certificates are checked now: an expired, not yet
+ * valid or mismatched one is an error naming the file. */
+int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
+                  size_t errlen);
+/* The port of listener i (in the order added). */
+int xcm_cm_listener_port(const xcm_cm *cm, unsigned i);
+
+/* Start accepting clients and connect upstream. Clients that open a
+ * stream before the first upstream link is up are refused with
+ * remote-connection-failed. */
+int xcm_cm_start(xcm_cm *cm);
+
+/* Stop accepting, send system-shutdown to every client, close every
+ * session upstream, wait up to drain_ms for the server's answers, close
+ * the upstream links, then call cb. */
+void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
+                     void (*cb)(xcm_cm *cm, void *ud), void *ud);
+
+/* After the shutdown callback. */
+void xcm_cm_free(xcm_cm *cm);
+
+void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out);
+
+/* Install (or, with NULL, remove) the stanza hook. */
+void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook, void *ud);
+
+/* The policy the server gave (NULL before the first link is up). */
+const xcm_policy *xcm_cm_policy(const xcm_cm *cm);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,736 @@
+#include "client/client.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "proto/cmproto.h"
+#include "proto/route.h"
+#include "util/alloc.h"
+#include "xcm/error.h"
+#include "xcm/proto.h"
+
+#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
+#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_COMPRESS "http://jabber.org/protocol/compress"
+#define NS_IQ_AUTH "jabber:iq:auth"
+#define NS_IQ_REGISTER "jabber:iq:register"
+
+/* 128 random bits, base64url without padding. */
+#define SID_LEN 22
+
+enum {
+  F_HEADER_SENT = 1u << 0, /* our header for the current stream */
+  F_SECURED = 1u << 1,
+  F_COMPRESSED = 1u << 2,
+  F_AUTHED = 1u << 3,
+  F_V1 = 1u << 4,       /* the client's stream has version 1.0 */
+  F_OPENED = 1u << 5,   /* the owner accepted the session */
+  F_CLOSING = 1u << 6,  /* no more input: an end is under way */
+  F_NOTIFIED = 1u << 7, /* the owner heard of the end */
+  F_PAUSED = 1u << 8,   /* the upstream asked us to stop reading */
+  F_ENDED = 1u << 9     /* the stream ended (EOF or error) */
+};
+
+enum action { A_NONE, A_TLS, A_ZLIB };
+
+struct xcm_client {
+  xcm_ctx *ctx;
+  const xcm_client_cfg *cfg;
+  xcm_stream *stream;
+  xcm_xml_reader *reader;
+  const xcm_client_cb *cb;
+  void *ud;
+  uv_timer_t timer;
+  uint64_t created;
+  uint64_t last_active;
+  uint64_t bucket_at;
+  uint32_t tokens; /* thousandths of a stanza */
+  unsigned flags;
+  unsigned char action;
+  unsigned char handles; /* stream and timer still open */
+  char *legacy_id;       /* id of a pending jabber:iq:auth set */
+  char sid[SID_LEN + 1];
+  char lang[16];
+};
+
+static const xcm_xml_callbacks reader_cb;
+static const xcm_stream_cb stream_cb;
+static void on_timer_closed(uv_handle_t *h);
+
+static uint64_t now(const xcm_client *c) {
+  return uv_now(c->ctx->loop);
+}
+
+static size_t cfg_max_stanza(const xcm_client *c) {
+  size_t pre = c->cfg->max_stanza_preauth ? c->cfg->max_stanza_preauth : 8192;
+  size_t post = c->cfg->max_stanza ? c->cfg->max_stanza : 262144;
+
+  return (c->flags & F_AUTHED) ? post : pre;
+}
+
+static void apply_limits(xcm_client *c) {
+  xcm_xml_limits l;
+
+  l.max_stanza = cfg_max_stanza(c);
+  l.max_depth = c->cfg->max_depth ? c->cfg->max_depth : 32;
+  xcm__xml_reader_set_limits(c->reader, &l);
+}
+
+/* ---- the end of a client ------------------------------------------------ */
+
+static void maybe_free(xcm_client *c) {
+  if (c->handles > 0)
+    return;
+  xcm__xml_reader_free(c->reader);
+  xcm__free(c->ctx->alloc, c->legacy_id);
+  xcm__free(c->ctx->alloc, c);
+}
+
+static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
+  xcm_client_end end;
+
+  if (c->flags & F_NOTIFIED)
+    return;
+  c->flags |= F_NOTIFIED | F_CLOSING;
+  end.cond = cond;
+  end.err = err;
+  end.text = text;
+  uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+  c->cb->closed(c->ud, &end);
+}
+
+static int write_out(xcm_client *c, const char *data, size_t len);
+
+static void close_stream(xcm_client *c, int graceful) {
+  if (c->stream == NULL)
+    return;
+  if (graceful)
+    xcm__stream_close(c->stream);
+  else
+    xcm__stream_abort(c->stream);
+  c->stream = NULL;
+}
+
+static void start_header(xcm_client *c, xcm_buf *b) {
+  const char *lang = c->lang[0] ? c->lang : NULL;
+
+  if (!(c->flags & F_HEADER_SENT)) {
+    xcm__client_stream_open(b, c->cfg->domain, c->sid, lang,
+                            (c->flags & F_V1) != 0);
+    c->flags |= F_HEADER_SENT;
+  }
+}
+
+void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text) {
+  xcm_buf *b = &c->ctx->scratch;
+
+  if (c->flags & F_CLOSING)
+    return;
+  c->flags |= F_CLOSING;
+  xcm__buf_reset(b);
+  /* RFC 6120 4.9.1.1: an error before our header still needs one. */
+  start_header(c, b);
+  xcm__stream_error(b, cond, text);
+  xcm__stream_close_tag(b);
+  if (c->stream != NULL && !(c->flags & F_ENDED))
+    xcm__stream_write(c->stream, b->data, b->len);
+  xcm__buf_reset(b);
+  /* A peer that stopped reading would hold a graceful close forever. */
+  close_stream(c, !(c->flags & F_ENDED));
+  notify(c, cond, 0, text);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static int is_message(const char *bytes, size_t len) {
+  return len > 8 && memcmp(bytes, "<message", 8) == 0 &&
+         (bytes[8] == ' ' || bytes[8] == '>' || bytes[8] == '/' ||
+          bytes[8] == '\t' || bytes[8] == '\n' || bytes[8] == '\r');
+}
+
+/* A client that does not read cannot have more queued for it without
+ * bound: the message that did not fit goes back to the server, and the
+ * client is dropped. */
+static void overflow(xcm_client *c, const char *data, size_t len) {
+  if (is_message(data, len) && c->cb->undelivered != NULL)
+    c->cb->undelivered(c->ud, data, len);
+  c->flags |= F_ENDED; /* it would not read the error either */
+  xcm__client_fail(c, XCM_COND_POLICY_VIOLATION,
+                   "output buffer full: the client does not read");
+}
+
+static int write_out(xcm_client *c, const char *data, size_t len) {
+  int err;
+
+  if (c->stream == NULL)
+    return XCM_ECLOSED;
+  err = xcm__stream_write(c->stream, data, len);
+  if (err == XCM_ELIMIT)
+    overflow(c, data, len);
+  return err;
+}
+
+/* ---- the stream header and features ------------------------------------- */
+
+static const char *attr(const xcm_xml_header *h, const char *ns,
+                        const char *name) {
+  size_t i;
+
+  for (i = 0; i < h->nattrs; i++)
+    if (strcmp(h->attrs[i].name, name) == 0 && strcmp(h->attrs[i].ns, ns) == 0)
+      return h->attrs[i].value;
+  return NULL;
+}
+
+static const char *default_ns(const xcm_xml_header *h) {
+  size_t i;
+
+  for (i = 0; i < h->ndecls; i++)
+    if (h->decls[i].prefix[0] == '\0')
+      return h->decls[i].uri;
+  return NULL;
+}
+
+static void features(xcm_client *c, const xcm_policy *p, xcm_buf *b) {
+  xcm_features f;
+  unsigned state = 0;
+
+  if (c->flags & F_SECURED)
+    state |= XCM_STREAM_SECURED;
+  if (c->flags & F_COMPRESSED)
+    state |= XCM_STREAM_COMPRESSED;
+  if (c->flags & F_AUTHED)
+    state |= XCM_STREAM_AUTHENTICATED;
+  xcm_features_from_policy(&f, p, state);
+  if (c->cfg->tls == NULL)
+    f.flags &=
+        ~(unsigned)(XCM_FEATURE_STARTTLS | XCM_FEATURE_STARTTLS_REQUIRED);
+  /* Compression only inside TLS: compressing before encryption on a
+   * clear stream gains little and leaks much. */
+  f.flags &= ~(unsigned)XCM_FEATURE_COMPRESSION;
+  if (c->cfg->compression && p->compression_zlib && (c->flags & F_SECURED) &&
+      !(c->flags & F_COMPRESSED))
+    f.flags |= XCM_FEATURE_COMPRESSION;
+  xcm__client_features(b, &f);
+}
+
+static int header_error(xcm_client *c, xcm_cond cond, const char *text) {
+  xcm__client_fail(c, cond, text);
+  return XCM_ECLOSED;
+}
+
+static int on_header(void *ud, const xcm_xml_header *h) {
+  xcm_client *c = ud;
+  const char *to, *version, *lang, *ns;
+  const xcm_policy *p;
+  xcm_buf *b = &c->ctx->scratch;
+  int err;
+
+  c->flags &= ~(unsigned)F_HEADER_SENT;
+  version = attr(h, "", "version");
+  if (version != NULL && version[0] >= '1' && version[0] <= '9')
+    c->flags |= F_V1;
+  else
+    c->flags &= ~(unsigned)F_V1;
+  lang = attr(h, "http://www.w3.org/XML/1998/namespace", "lang");
+  if (lang != NULL && strlen(lang) < sizeof c->lang)
+    memcpy(c->lang, lang, strlen(lang) + 1);
+  if (strcmp(h->ns, XCM_NS_STREAMS) != 0 || strcmp(h->name, "stream") != 0)
+    return header_error(c, XCM_COND_INVALID_NAMESPACE,
+                        "the stream element is not in the streams namespace");
+  ns = default_ns(h);
+  if (ns == NULL || strcmp(ns, XCM_NS_CLIENT) != 0)
+    return header_error(c, XCM_COND_INVALID_NAMESPACE,
+                        "the default namespace must be jabber:client");
+  to = attr(h, "", "to");
+  if (to == NULL || strcasecmp(to, c->cfg->domain) != 0)
+    return header_error(c, XCM_COND_HOST_UNKNOWN,
+                        "this server does not serve that domain");
+  if (version != NULL &&
+      (version[0] < '0' || version[0] > '1' ||
+       (version[0] == '1' && version[1] != '.' && version[1] != '\0')))
+    return header_error(c, XCM_COND_UNSUPPORTED_VERSION,
+                        "only XMPP 1.0 streams are supported");
+  p = c->cfg->policy(c->cfg->policy_ud);
+  if (p == NULL)
+    return header_error(c, XCM_COND_REMOTE_CONNECTION_FAILED,
+                        "no connection to the XMPP server; try again later");
+  if (!(c->flags & F_OPENED)) {
+    err = c->cb->open(c->ud, c->sid, xcm__stream_peer(c->stream));
+    if (err != 0)
+      return header_error(c, XCM_COND_REMOTE_CONNECTION_FAILED,
+                          "the XMPP server cannot take the session now");
+    c->flags |= F_OPENED;
+  }
+  xcm__buf_reset(b);
+  start_header(c, b);
+  if (c->flags & F_V1)
+    features(c, p, b);
+  err = write_out(c, b->data, b->len);
+  xcm__buf_reset(b);
+  return err;
+}
+
+/* ---- what a client may send --------------------------------------------- */
+
+static int refuse(xcm_client *c, xcm_cond cond, const char *text) {
+  xcm__client_fail(c, cond, text);
+  return XCM_ECLOSED;
+}
+
+static int levels(void *ud, const char *ns, const char *name) {
+  xcm_client *c = ud;
+
+  /* Before authentication an iq may only be legacy auth or registration:
+   * look one level in to tell. */
+  if (!(c->flags & F_AUTHED) && strcmp(name, "iq") == 0 &&
+      strcmp(ns, XCM_NS_CLIENT) == 0)
+    return 2;
+  if (strcmp(ns, NS_COMPRESS) == 0)
+    return 2;
+  return 0;
+}
+
+static int rate_ok(xcm_client *c) {
+  unsigned rate = c->cfg->rate ? c->cfg->rate : 200;
+  uint64_t burst = (uint64_t)(c->cfg->burst ? c->cfg->burst : 1000) * 1000;
+  uint64_t n = now(c), t = c->tokens;
+
+  t += (n - c->bucket_at) * rate;
+  c->bucket_at = n;
+  if (t > burst)
+    t = burst;
+  if (t < 1000) {
+    c->tokens = (uint32_t)t;
+    return 0;
+  }
+  c->tokens = (uint32_t)(t - 1000);
+  return 1;
+}
+
+static int relay(xcm_client *c, const xcm_xml_stanza *s) {
+  const xcm_xml_nsdecl *decls;
+  size_t n;
+  int err;
+
+  decls = xcm__xml_reader_decls(c->reader, &n);
+  err = c->cb->stanza(c->ud, s, decls, n);
+  if (err == XCM_ELIMIT)
+    return refuse(c, XCM_COND_POLICY_VIOLATION,
+                  "too much sent before the server answered");
+  if (err != 0)
+    return refuse(c, XCM_COND_INTERNAL_SERVER_ERROR,
+                  "could not pass the stanza on");
+  return 0;
+}
+
+static int starttls(xcm_client *c) {
+  static const char proceed[] = "<proceed xmlns=\"" NS_TLS "\"/>";
+  static const char failure[] = "<failure xmlns=\"" NS_TLS "\"/>";
+
+  if (c->cfg->tls == NULL || (c->flags & (F_SECURED | F_AUTHED))) {
+    /* RFC 6120 5.4.2.2: failure, then the stream ends. */
+    write_out(c, failure, sizeof failure - 1);
+    c->flags |= F_HEADER_SENT;
+    return refuse(c, XCM_COND_POLICY_VIOLATION, "STARTTLS not possible now");
+  }
+  if (write_out(c, proceed, sizeof proceed - 1) != 0)
+    return XCM_ECLOSED;
+  c->action = A_TLS;
+  return XCM_XML_RESTART;
+}
+
+static int compress(xcm_client *c, const xcm_xml_stanza *s) {
+  static const char done[] = "<compressed xmlns=\"" NS_COMPRESS "\"/>";
+  static const char setup[] =
+      "<failure xmlns=\"" NS_COMPRESS "\"><setup-failed/></failure>";
+  static const char method[] =
+      "<failure xmlns=\"" NS_COMPRESS "\"><unsupported-method/></failure>";
+  const xcm_policy *p = c->cfg->policy(c->cfg->policy_ud);
+  const xcm_xml_node *m =
+      s->root ? xcm__xml_node_child(s->root, NS_COMPRESS, "method") : NULL;
+
+  if (strcmp(s->name, "compress") != 0)
+    return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+  if (p == NULL || !p->compression_zlib || !c->cfg->compression ||
+      !(c->flags & F_SECURED) || (c->flags & F_COMPRESSED))
+    return write_out(c, setup, sizeof setup - 1);
+  if (m == NULL || m->text_len != 4 || memcmp(m->text, "zlib", 4) != 0)
+    return write_out(c, method, sizeof method - 1);
+  if (write_out(c, done, sizeof done - 1) != 0)
+    return XCM_ECLOSED;
+  c->action = A_ZLIB;
+  return XCM_XML_RESTART;
+}
+
+/* Legacy auth and registration are the only iqs before authentication. */
+static int preauth_iq(xcm_client *c, const xcm_xml_stanza *s) {
+  const xcm_policy *p = c->cfg->policy(c->cfg->policy_ud);
+  const xcm_xml_node *q = s->root ? s->root->children : NULL;
+  const char *type, *id;
+
+  if (p == NULL || q == NULL || q->next != NULL)
+    return refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
+  if (strcmp(q->ns, NS_IQ_REGISTER) == 0 && p->registration)
+    return relay(c, s);
+  if (strcmp(q->ns, NS_IQ_AUTH) != 0 || !p->legacy_auth)
+    return refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
+  if (p->tls == XCM_TLS_REQUIRED && !(c->flags & F_SECURED))
+    return refuse(c, XCM_COND_POLICY_VIOLATION,
+                  "TLS is required before authentication");
+  type = xcm__xml_node_attr(s->root, "type");
+  id = xcm__xml_node_attr(s->root, "id");
+  if (type != NULL && strcmp(type, "set") == 0 && id != NULL) {
+    xcm__free(c->ctx->alloc, c->legacy_id);
+    c->legacy_id = xcm__strndup(c->ctx->alloc, id, strlen(id));
+    if (c->legacy_id == NULL)
+      return refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+  }
+  return relay(c, s);
+}
+
+static int on_stanza(void *ud, const xcm_xml_stanza *s) {
+  xcm_client *c = ud;
+  const xcm_policy *p;
+
+  if (c->flags & F_CLOSING)
+    return XCM_ECLOSED;
+  if (!rate_ok(c))
+    return refuse(c, XCM_COND_POLICY_VIOLATION,
+                  "stanzas sent faster than allowed");
+  if (strcmp(s->ns, XCM_NS_CLIENT) == 0 &&
+      (strcmp(s->name, "message") == 0 || strcmp(s->name, "presence") == 0 ||
+       strcmp(s->name, "iq") == 0)) {
+    if (c->flags & F_AUTHED)
+      return relay(c, s);
+    if (strcmp(s->name, "iq") == 0)
+      return preauth_iq(c, s);
+    return refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
+  }
+  if (strcmp(s->ns, NS_TLS) == 0 && strcmp(s->name, "starttls") == 0)
+    return starttls(c);
+  if (strcmp(s->ns, NS_COMPRESS) == 0)
+    return compress(c, s);
+  if (strcmp(s->ns, NS_SASL) == 0 && !(c->flags & F_AUTHED) &&
+      (c->flags & F_V1) &&
+      (strcmp(s->name, "auth") == 0 || strcmp(s->name, "response") == 0 ||
+       strcmp(s->name, "abort") == 0)) {
+    p = c->cfg->policy(c->cfg->policy_ud);
+    if (p != NULL && p->tls == XCM_TLS_REQUIRED && !(c->flags & F_SECURED))
+      return refuse(c, XCM_COND_POLICY_VIOLATION,
+                    "TLS is required before authentication");
+    return relay(c, s);
+  }
+  return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+}
+
+static void on_end(void *ud) {
+  xcm_client *c = ud;
+  xcm_buf *b = &c->ctx->scratch;
+
+  if (c->flags & F_CLOSING)
+    return;
+  c->flags |= F_CLOSING;
+  xcm__buf_reset(b);
+  start_header(c, b);
+  xcm__stream_close_tag(b);
+  write_out(c, b->data, b->len);
+  xcm__buf_reset(b);
+  close_stream(c, 1);
+  notify(c, XCM_COND_NONE, 0, NULL);
+}
+
+static const xcm_xml_callbacks reader_cb = {on_header, levels, on_stanza,
+                                            on_end};
+
+/* ---- the transport ------------------------------------------------------ */
+
+static void on_read(void *ud, const char *data, size_t len) {
+  xcm_client *c = ud;
+  size_t consumed;
+  int err;
+
+  c->last_active = now(c);
+  while (len > 0 && !(c->flags & F_CLOSING)) {
+    err = xcm__xml_reader_feed(c->reader, data, len, &consumed);
+    data += consumed;
+    len -= consumed;
+    if (err != 0) {
+      if (!(c->flags & F_CLOSING))
+        xcm__client_fail(c, xcm__xml_reader_condition(c->reader),
+                         xcm__xml_reader_error_text(c->reader));
+      return;
+    }
+    if (c->action == A_TLS) {
+      c->action = A_NONE;
+      c->flags &= ~(unsigned)F_HEADER_SENT;
+      err = xcm__stream_start_tls(c->stream, c->cfg->tls, 1, NULL, data, len);
+      if (err != 0)
+        xcm__client_fail(c, XCM_COND_INTERNAL_SERVER_ERROR,
+                         "could not start TLS");
+      return;
+    }
+    if (c->action == A_ZLIB) {
+      c->action = A_NONE;
+      c->flags |= F_COMPRESSED;
+      c->flags &= ~(unsigned)F_HEADER_SENT;
+      err = xcm__stream_start_zlib(c->stream, data, len);
+      if (err != 0)
+        xcm__client_fail(c, XCM_COND_INTERNAL_SERVER_ERROR,
+                         "could not start compression");
+      return;
+    }
+  }
+  /* Between stanzas the parser goes back to the context's pool: an idle
+   * client keeps only its stream's namespace context. */
+  if (!(c->flags & F_CLOSING))
+    xcm__xml_reader_shrink(c->reader);
+}
+
+static void on_stream_end(void *ud, int err) {
+  xcm_client *c = ud;
+
+  c->flags |= F_ENDED | F_CLOSING;
+  close_stream(c, 0);
+  notify(c, XCM_COND_NONE, err, NULL);
+}
+
+static void on_tls_done(void *ud, int err) {
+  xcm_client *c = ud;
+
+  if (err != 0) {
+    c->flags |= F_ENDED;
+    xcm__client_fail(c, XCM_COND_NONE, "TLS handshake failed");
+    return;
+  }
+  c->flags |= F_SECURED;
+}
+
+static void on_stream_closed(void *ud) {
+  xcm_client *c = ud;
+
+  c->handles--;
+  maybe_free(c);
+}
+
+static const xcm_stream_cb stream_cb = {on_read, on_stream_end, on_tls_done,
+                                        NULL, on_stream_closed};
+
+/* ---- timers ------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t) {
+  xcm_client *c = t->data;
+  unsigned auth_ms = c->cfg->auth_timeout_ms ? c->cfg->auth_timeout_ms : 60000;
+  unsigned idle_ms = c->cfg->idle_timeout_ms ? c->cfg->idle_timeout_ms : 600000;
+  uint64_t n = now(c), next;
+
+  if (!(c->flags & F_AUTHED) && n >= c->created + auth_ms) {
+    xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT,
+                     "authentication took too long");
+    return;
+  }
+  if (n >= c->last_active + idle_ms) {
+    xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT, "idle for too long");
+    return;
+  }
+  /* Reads only note the time; the timer re-arms itself lazily, so an
+   * active client costs no timer operations. */
+  next = c->last_active + idle_ms;
+  if (!(c->flags & F_AUTHED) && c->created + auth_ms < next)
+    next = c->created + auth_ms;
+  uv_timer_start(&c->timer, on_timer, next - n, 0);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  xcm_client *c = h->data;
+
+  c->handles--;
+  maybe_free(c);
+}
+
+/* ---- public face -------------------------------------------------------- */
+
+static int make_sid(char *out) {
+  static const char abc[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  unsigned char raw[17];
+  unsigned bits = 0, acc = 0;
+  size_t i, o = 0;
+  int err = xcm__random(raw, 16);
+
+  if (err != 0)
+    return err;
+  raw[16] = 0;
+  for (i = 0; i < 17 && o < SID_LEN; i++) {
+    acc = (acc << 8) | raw[i];
+    bits += 8;
+    while (bits >= 6 && o < SID_LEN) {
+      out[o++] = abc[(acc >> (bits - 6)) & 63];
+      bits -= 6;
+    }
+  }
+  out[o] = '\0';
+  return 0;
+}
+
+static void free_tcp(uv_handle_t *h) {
+  xcm_ctx *ctx = h->data;
+
+  xcm__free(ctx->alloc, h);
+}
+
+/* A connection we could not take on is closed here, so the caller's
+ * handle never leaks whatever failed. */
+static void close_tcp(xcm_ctx *ctx, uv_tcp_t *tcp) {
+  tcp->data = ctx;
+  uv_close((uv_handle_t *)tcp, free_tcp);
+}
+
+int xcm__client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
+                    uv_tcp_t *tcp, const xcm_client_cb *cb, void *ud) {
+  xcm_client *c;
+  xcm_stream_limits lim;
+  int err;
+
+  *out = NULL;
+  c = xcm__calloc(ctx->alloc, sizeof(*c));
+  if (c == NULL)
+    return XCM_ENOMEM;
+  c->ctx = ctx;
+  c->cfg = cfg;
+  c->cb = cb;
+  c->ud = ud;
+  c->created = c->last_active = c->bucket_at = uv_now(ctx->loop);
+  c->tokens = (cfg->burst ? cfg->burst : 1000) * 1000u;
+  err = make_sid(c->sid);
+  if (err == 0)
+    err = xcm__xml_reader_new(&c->reader, ctx->xml, &reader_cb, c, NULL);
+  if (err != 0) {
+    xcm__free(ctx->alloc, c);
+    close_tcp(ctx, tcp);
+    return err;
+  }
+  apply_limits(c);
+  memset(&lim, 0, sizeof lim);
+  lim.max_out = cfg->max_out ? cfg->max_out : (1u << 20);
+  lim.max_inflate = cfg_max_stanza(c) > 262144 ? cfg_max_stanza(c) : 262144;
+  err = xcm__stream_from_tcp(&c->stream, ctx, tcp, &stream_cb, c, &lim);
+  if (err != 0) {
+    xcm__xml_reader_free(c->reader);
+    xcm__free(ctx->alloc, c);
+    close_tcp(ctx, tcp);
+    return err;
+  }
+  c->handles = 2;
+  uv_timer_init(ctx->loop, &c->timer);
+  c->timer.data = c;
+  on_timer(&c->timer);
+  if (cfg->direct_tls && cfg->tls != NULL) {
+    err = xcm__stream_start_tls(c->stream, cfg->tls, 1, NULL, NULL, 0);
+    if (err != 0) {
+      /* The owner never hears of this client: it frees itself once its
+       * handles are closed. */
+      c->flags |= F_NOTIFIED | F_CLOSING | F_ENDED;
+      close_stream(c, 0);
+      uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+      return err;
+    }
+  }
+  *out = c;
+  return 0;
+}
+
+/* Whether the server's element authenticates the stream: a SASL success,
+ * or the result of the pending legacy auth. */
+static int authenticates(xcm_client *c, const char *bytes, size_t len) {
+  const char *v, *q;
+  size_t vl, ql;
+
+  if (xcm__xml_start_tag(bytes, len, "xmlns", &v, &vl, &q, &ql) && ql == 7 &&
+      memcmp(q, "success", 7) == 0 && vl == strlen(NS_SASL) &&
+      memcmp(v, NS_SASL, vl) == 0)
+    return 1;
+  if (c->legacy_id == NULL ||
+      !xcm__xml_start_tag(bytes, len, "type", &v, &vl, &q, &ql) || ql != 2 ||
+      memcmp(q, "iq", 2) != 0 || vl != 6 || memcmp(v, "result", 6) != 0)
+    return 0;
+  return xcm__xml_start_tag(bytes, len, "id", &v, &vl, &q, &ql) &&
+         vl == strlen(c->legacy_id) && memcmp(v, c->legacy_id, vl) == 0;
+}
+
+void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
+  int sasl;
+
+  if (c->flags & F_CLOSING) {
+    if (r->inner != NULL && is_message(r->inner, r->inner_len) &&
+        c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED))
+      c->cb->undelivered(c->ud, r->inner, r->inner_len);
+    return;
+  }
+  if (r->inner == NULL) {
+    write_out(c, r->text, r->text_len);
+    return;
+  }
+  if (write_out(c, r->inner, r->inner_len) != 0 || (c->flags & F_AUTHED) ||
+      !authenticates(c, r->inner, r->inner_len))
+    return;
+  sasl = c->legacy_id == NULL || r->inner[1] == 's';
+  c->flags |= F_AUTHED;
+  xcm__free(c->ctx->alloc, c->legacy_id);
+  c->legacy_id = NULL;
+  if (sasl) {
+    /* RFC 6120 6.4.6: after success the client opens a new stream. */
+    xcm__xml_reader_restart(c->reader);
+    c->flags &= ~(unsigned)F_HEADER_SENT;
+  }
+  apply_limits(c);
+  if (c->cb->authenticated != NULL)
+    c->cb->authenticated(c->ud);
+}
+
+void xcm__client_server_closed(xcm_client *c, const char *error, size_t len) {
+  xcm_buf *b = &c->ctx->scratch;
+
+  if (c->flags & F_CLOSING)
+    return;
+  c->flags |= F_CLOSING;
+  xcm__buf_reset(b);
+  start_header(c, b);
+  if (error != NULL)
+    xcm__buf_append(b, error, len);
+  xcm__stream_close_tag(b);
+  if (c->stream != NULL)
+    xcm__stream_write(c->stream, b->data, b->len);
+  xcm__buf_reset(b);
+  close_stream(c, 1);
+  notify(c, XCM_COND_NONE, 0, "closed by the server");
+}
+
+void xcm__client_pause(xcm_client *c) {
+  c->flags |= F_PAUSED;
+  if (c->stream != NULL)
+    xcm__stream_pause(c->stream);
+}
+
+void xcm__client_resume(xcm_client *c) {
+  c->flags &= ~(unsigned)F_PAUSED;
+  if (c->stream != NULL)
+    xcm__stream_resume(c->stream);
+}
+
+const char *xcm__client_sid(const xcm_client *c) {
+  return c->sid;
+}
+
+int xcm__client_authenticated(const xcm_client *c) {
+  return (c->flags & F_AUTHED) != 0;
+}
+
+size_t xcm__client_footprint(const xcm_client *c) {
+  return sizeof(*c) + (c->stream ? xcm__stream_footprint(c->stream) : 0);
+}
+
+void xcm__client_shrink(xcm_client *c) {
+  xcm__xml_reader_shrink(c->reader);
+}

@@ -1,0 +1,99 @@
+/* One client's XMPP stream, terminated at the CM: header checks, stream
+ * features, STARTTLS, compression, the restarts, the closed list of what a
+ * client may send, limits and timeouts, and every stream error. Stanzas
+ * the server must see (SASL, iq, message, presence) go to the owner, who
+ * routes them; what the server sends back comes in through
+ * xcm__client_deliver(), which also watches for the SASL success (or the
+ * legacy auth result) that authenticates the stream.
+ *
+ * The client knows nothing of the pool: the owner (session/) joins the
+ * two. */
+#ifndef XCM_CLIENT_CLIENT_H
+#define XCM_CLIENT_CLIENT_H
+
+#include <stdint.h>
+
+#include "core/ctx.h"
+#include "transport/stream.h"
+#include "xcm/condition.h"
+#include "xcm/policy.h"
+#include "xcm/route.h"
+#include "xml/reader.h"
+
+typedef struct xcm_client xcm_client;
+
+/* Shared by every client of a listener; owned by the instance. Zero
+ * fields take the defaults given. */
+typedef struct xcm_client_cfg {
+  const char *domain;
+  size_t max_stanza_preauth; /* 8 KiB */
+  size_t max_stanza;         /* 256 KiB */
+  unsigned max_depth;        /* 32 */
+  unsigned auth_timeout_ms;  /* 60 s to authenticate */
+  unsigned idle_timeout_ms;  /* 10 min without a byte (whitespace counts) */
+  size_t max_out;            /* 1 MiB queued for a client that does not read */
+  unsigned rate;             /* stanzas per second, sustained: 200 */
+  unsigned burst;            /* ... and in a burst: 1000 */
+  int compression;           /* offer zlib (after TLS) when the server does */
+  xcm_tls_config *tls;       /* NULL: no STARTTLS here */
+  int direct_tls;            /* XEP-0368: TLS from the first byte */
+  /* The server's current policy, or NULL while no link is up. */
+  const xcm_policy *(*policy)(void *ud);
+  void *policy_ud;
+} xcm_client_cfg;
+
+/* Why a client went away. */
+typedef struct xcm_client_end {
+  xcm_cond cond; /* the stream error sent, or NONE for an orderly close */
+  int err;       /* transport error (UV_EOF for a peer's close), or 0 */
+  const char *text;
+} xcm_client_end;
+
+typedef struct xcm_client_cb {
+  /* The first stream header was accepted: sid is the stream id given to
+   * the client. Return 0, or an error to refuse the client
+   * (remote-connection-failed). */
+  int (*open)(void *ud, const char *sid, const char *address);
+  /* A stanza for the server, with the namespaces of the client's stream
+   * header (for the route framing). Return 0 or an error (the client is
+   * failed with policy-violation for XCM_ELIMIT). */
+  int (*stanza)(void *ud, const xcm_xml_stanza *s, const xcm_xml_nsdecl *decls,
+                size_t ndecls);
+  /* The stream is now authenticated (SASL success or legacy auth). */
+  void (*authenticated)(void *ud);
+  /* A message the client will not receive (it stopped reading): return
+   * it to the server. May be NULL. */
+  void (*undelivered)(void *ud, const char *msg, size_t len);
+  /* The client is gone; the owner must not use c after this returns. */
+  void (*closed)(void *ud, const xcm_client_end *end);
+} xcm_client_cb;
+
+/* Take over an accepted TCP handle (allocated with ctx's allocator). On
+ * failure the handle is closed and freed all the same. */
+int xcm__client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
+                    uv_tcp_t *tcp, const xcm_client_cb *cb, void *ud);
+
+/* Write what the server routed to this client. */
+void xcm__client_deliver(xcm_client *c, const xcm_route *r);
+
+/* End the stream with a stream error (and </stream:stream>). text may be
+ * NULL; it must be static. */
+void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text);
+
+/* The server ended the session: error holds the <stream:error> bytes to
+ * write first, or NULL when one was already routed (Openfire 4.1.6). */
+void xcm__client_server_closed(xcm_client *c, const char *error, size_t len);
+
+/* Flow control from the upstream side. */
+void xcm__client_pause(xcm_client *c);
+void xcm__client_resume(xcm_client *c);
+
+const char *xcm__client_sid(const xcm_client *c);
+int xcm__client_authenticated(const xcm_client *c);
+/* Bytes this client holds now, its stream included. */
+size_t xcm__client_footprint(const xcm_client *c);
+
+/* Give the parser back to the pool if the client sits between stanzas. */
+void xcm__client_shrink(xcm_client *c);
+
+#endif

@@ -1,0 +1,393 @@
+#include "session/session.h"
+
+#include <string.h>
+
+#include "proto/route.h"
+#include "util/alloc.h"
+#include "xcm/error.h"
+
+struct xcm_session {
+  xcm_sessions *table;
+  xcm_client *client;
+  xcm_up_session *up;
+  xcm_session *prev, *next;
+  struct addr_count *addr;
+};
+
+/* Connections from one source address. */
+typedef struct addr_count {
+  xcm_map_entry e;
+  unsigned n;
+  char key[46]; /* INET6_ADDRSTRLEN */
+} addr_count;
+
+void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_stats *stats) {
+  memset(t, 0, sizeof(*t));
+  t->ctx = ctx;
+  t->stats = stats;
+  xcm__map_init(&t->per_address, ctx->alloc);
+}
+
+static void free_count(xcm_map_entry *e, void *ud) {
+  xcm_sessions *t = ud;
+
+  xcm__map_remove(&t->per_address, e);
+  xcm__free(t->ctx->alloc, e);
+}
+
+void xcm__sessions_free(xcm_sessions *t) {
+  xcm__map_each(&t->per_address, free_count, t);
+  xcm__map_free(&t->per_address);
+}
+
+/* ---- the stanza hook ----------------------------------------------------- */
+
+static const xcm_xml_nsdecl client_context[] = {{"stream", XCM_NS_STREAMS},
+                                                {"", XCM_NS_CLIENT}};
+
+typedef struct one_element one_element;
+struct one_element {
+  int count;
+  int (*fn)(one_element *o, const xcm_xml_stanza *st);
+  xcm_session *s;
+  const xcm_xml_nsdecl *decls; /* the client's stream context */
+  size_t ndecls;
+  int err;
+};
+
+static int one_stanza(void *ud, const xcm_xml_stanza *st) {
+  one_element *o = ud;
+
+  if (++o->count > 1)
+    return XCM_EXML;
+  o->err = o->fn(o, st);
+  return o->err;
+}
+
+/* A hook's replacement must be exactly one well-formed element in the
+ * client's namespace context, or it could break the route framing. */
+static int read_replacement(xcm_session *s, const xcm_xml_nsdecl *decls,
+                            size_t ndecls, const char *bytes, size_t len,
+                            int (*fn)(one_element *, const xcm_xml_stanza *)) {
+  static const xcm_xml_callbacks cb = {NULL, NULL, one_stanza, NULL};
+  one_element o = {0, fn, s, decls, ndecls, 0};
+  xcm_xml_limits lim = {len + 1, 64};
+  xcm_xml_reader *r;
+  size_t consumed;
+  int err;
+
+  err = xcm__xml_reader_new(&r, s->table->ctx->xml, &cb, &o, &lim);
+  if (err != 0)
+    return err;
+  err = xcm__xml_reader_assume_header(r, decls, ndecls);
+  if (err == 0)
+    err = xcm__xml_reader_feed(r, bytes, len, &consumed);
+  if (err == 0 && (o.count != 1 || xcm__xml_reader_shrink(r) != 1))
+    err = XCM_EXML;
+  xcm__xml_reader_free(r);
+  return err;
+}
+
+static xcm_verdict ask_hook(xcm_session *s, xcm_direction dir, const char *name,
+                            const char *bytes, size_t len, const char **rep,
+                            size_t *rep_len) {
+  xcm_stanza_info info;
+
+  info.dir = dir;
+  info.sid = xcm__client_sid(s->client);
+  info.name = name;
+  info.bytes = bytes;
+  info.len = len;
+  *rep = NULL;
+  *rep_len = 0;
+  return s->table->hook(s->table->hook_ud, &info, rep, rep_len);
+}
+
+/* ---- the upstream side -------------------------------------------------- */
+
+static void up_created(void *ud, int err) {
+  xcm_session *s = ud;
+
+  if (err == 0)
+    return;
+  /* The pool has forgotten the session already. */
+  s->up = NULL;
+  if (err == XCM_EAUTH)
+    xcm__client_fail(s->client, XCM_COND_POLICY_VIOLATION,
+                     "the server does not accept sessions from here");
+  else
+    xcm__client_fail(s->client, XCM_COND_REMOTE_CONNECTION_FAILED,
+                     "the XMPP server did not answer");
+}
+
+static int deliver_replacement(one_element *o, const xcm_xml_stanza *st) {
+  xcm_session *s = o->s;
+  xcm_route r;
+
+  memset(&r, 0, sizeof r);
+  r.streamid = xcm__client_sid(s->client);
+  r.inner = st->bytes;
+  r.inner_len = st->len;
+  xcm__client_deliver(s->client, &r);
+  return 0;
+}
+
+static void up_deliver(void *ud, const xcm_route *r) {
+  xcm_session *s = ud;
+
+  if (s->table->hook != NULL && r->inner != NULL) {
+    const char *rep;
+    size_t rep_len, ql = xcm__xml_qname_length(r->inner, r->inner_len);
+    char name[64];
+    xcm_verdict verdict;
+
+    snprintf(name, sizeof name, "%.*s", (int)ql, r->inner + 1);
+    verdict = ask_hook(s, XCM_TO_CLIENT, name, r->inner, r->inner_len, &rep,
+                       &rep_len);
+    if (verdict == XCM_DROP) {
+      s->table->stats->hook_dropped++;
+      return;
+    }
+    if (verdict == XCM_REPLACE) {
+      if (rep == NULL || read_replacement(s, client_context, 2, rep, rep_len,
+                                          deliver_replacement) != 0)
+        s->table->stats->hook_dropped++;
+      else
+        s->table->stats->stanzas_out++;
+      return;
+    }
+  }
+  s->table->stats->stanzas_out++;
+  s->table->stats->bytes_out += r->inner ? r->inner_len : r->text_len;
+  xcm__client_deliver(s->client, r);
+}
+
+static void up_closed(void *ud, const char *error, size_t len) {
+  xcm_session *s = ud;
+
+  s->up = NULL;
+  xcm__client_server_closed(s->client, error, len);
+}
+
+static void up_lost(void *ud) {
+  xcm_session *s = ud;
+
+  s->up = NULL;
+  s->table->stats->sessions_lost++;
+  xcm__client_fail(s->client, XCM_COND_REMOTE_CONNECTION_FAILED,
+                   "the connection to the XMPP server was lost");
+}
+
+static void up_route_error(void *ud, const char *inner, size_t len) {
+  xcm_session *s = ud;
+
+  (void)inner;
+  (void)len;
+  /* The server no longer knows this session (or refused our framing):
+   * the client must start over. */
+  xcm__client_fail(s->client, XCM_COND_UNDEFINED_CONDITION,
+                   "the server lost this session");
+}
+
+static void up_pause(void *ud) {
+  xcm__client_pause(((xcm_session *)ud)->client);
+}
+
+static void up_resume(void *ud) {
+  xcm__client_resume(((xcm_session *)ud)->client);
+}
+
+static const xcm_up_session_cb up_cb = {up_created, up_deliver,     up_closed,
+                                        up_lost,    up_route_error, up_pause,
+                                        up_resume};
+
+/* ---- the client side ---------------------------------------------------- */
+
+static int cl_open(void *ud, const char *sid, const char *address) {
+  xcm_session *s = ud;
+
+  if (s->table->pool == NULL)
+    return XCM_EBUSY;
+  return xcm__pool_session_open(s->table->pool, sid, address, address, &up_cb,
+                                s, &s->up);
+}
+
+static int send_replacement(one_element *o, const xcm_xml_stanza *st) {
+  return xcm__pool_session_send(o->s->up, st, o->decls, o->ndecls);
+}
+
+static int cl_stanza(void *ud, const xcm_xml_stanza *st,
+                     const xcm_xml_nsdecl *decls, size_t ndecls) {
+  xcm_session *s = ud;
+
+  if (s->up == NULL)
+    return XCM_ECLOSED;
+  if (s->table->hook != NULL) {
+    const char *rep;
+    size_t rep_len;
+    xcm_verdict v = ask_hook(s, XCM_TO_SERVER, st->name, st->bytes, st->len,
+                             &rep, &rep_len);
+
+    if (v == XCM_DROP) {
+      s->table->stats->hook_dropped++;
+      return 0;
+    }
+    if (v == XCM_REPLACE) {
+      int err;
+
+      err = rep == NULL ? XCM_EXML
+                        : read_replacement(s, decls, ndecls, rep, rep_len,
+                                           send_replacement);
+      if (err == XCM_EXML || err == XCM_ELIMIT) {
+        s->table->stats->hook_dropped++;
+        return 0;
+      }
+      if (err == 0)
+        s->table->stats->stanzas_in++;
+      return err;
+    }
+  }
+  s->table->stats->stanzas_in++;
+  s->table->stats->bytes_in += st->len;
+  return xcm__pool_session_send(s->up, st, decls, ndecls);
+}
+
+static void cl_authenticated(void *ud) {
+  xcm_session *s = ud;
+
+  s->table->stats->sessions_authenticated++;
+}
+
+static void cl_undelivered(void *ud, const char *msg, size_t len) {
+  xcm_session *s = ud;
+
+  if (s->up != NULL && xcm__pool_session_failed(s->up, msg, len) == 0)
+    s->table->stats->failed_returned++;
+}
+
+static void cl_closed(void *ud, const xcm_client_end *end) {
+  xcm_session *s = ud;
+  xcm_sessions *t = s->table;
+
+  if (end->cond != XCM_COND_NONE && end->cond < XCM_COND_COUNT_)
+    t->stats->stream_errors[end->cond]++;
+  if (s->up != NULL)
+    xcm__pool_session_close(s->up);
+  if (s->addr != NULL && --s->addr->n == 0) {
+    xcm__map_remove(&t->per_address, &s->addr->e);
+    xcm__free(t->ctx->alloc, s->addr);
+  }
+  if (s->prev != NULL)
+    s->prev->next = s->next;
+  else
+    t->head = s->next;
+  if (s->next != NULL)
+    s->next->prev = s->prev;
+  t->count--;
+  t->stats->clients_now = t->count;
+  xcm__free(t->ctx->alloc, s);
+  if (t->count == 0 && t->empty != NULL)
+    t->empty(t->empty_ud);
+}
+
+static const xcm_client_cb client_cb = {cl_open, cl_stanza, cl_authenticated,
+                                        cl_undelivered, cl_closed};
+
+/* ---- accepting ---------------------------------------------------------- */
+
+static void refused_closed(uv_handle_t *h) {
+  xcm_sessions *t = h->data;
+
+  xcm__free(t->ctx->alloc, h);
+}
+
+static void refuse(xcm_sessions *t, uv_tcp_t *tcp) {
+  t->stats->clients_refused++;
+  tcp->data = t;
+  uv_close((uv_handle_t *)tcp, refused_closed);
+}
+
+static addr_count *count_address(xcm_sessions *t, uv_tcp_t *tcp, int *over) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  char key[46] = "";
+  addr_count *a;
+
+  *over = 0;
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
+    return NULL;
+  if (ss.ss_family == AF_INET6)
+    uv_ip6_name((struct sockaddr_in6 *)&ss, key, sizeof key);
+  else
+    uv_ip4_name((struct sockaddr_in *)&ss, key, sizeof key);
+  a = (addr_count *)xcm__map_get(&t->per_address, key, strlen(key));
+  if (a == NULL) {
+    a = xcm__calloc(t->ctx->alloc, sizeof(*a));
+    if (a == NULL)
+      return NULL;
+    memcpy(a->key, key, sizeof key);
+    a->e.key = a->key;
+    if (xcm__map_put(&t->per_address, &a->e) != 0) {
+      xcm__free(t->ctx->alloc, a);
+      return NULL;
+    }
+  }
+  if (t->max_per_address && a->n >= t->max_per_address) {
+    *over = 1;
+    return a;
+  }
+  a->n++;
+  return a;
+}
+
+int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
+                        uv_tcp_t *tcp) {
+  xcm_session *s;
+  addr_count *a = NULL;
+  int over = 0, err;
+
+  if (t->max_clients && t->count >= t->max_clients) {
+    refuse(t, tcp);
+    return XCM_EBUSY;
+  }
+  if (t->max_per_address) {
+    a = count_address(t, tcp, &over);
+    if (over) {
+      refuse(t, tcp);
+      return XCM_EBUSY;
+    }
+  }
+  s = xcm__calloc(t->ctx->alloc, sizeof(*s));
+  if (s == NULL) {
+    if (a != NULL)
+      a->n--;
+    refuse(t, tcp);
+    return XCM_ENOMEM;
+  }
+  s->table = t;
+  s->addr = a;
+  err = xcm__client_new(&s->client, t->ctx, cfg, tcp, &client_cb, s);
+  if (err != 0) {
+    if (a != NULL)
+      a->n--;
+    xcm__free(t->ctx->alloc, s);
+    return err;
+  }
+  s->next = t->head;
+  if (t->head != NULL)
+    t->head->prev = s;
+  t->head = s;
+  t->count++;
+  t->stats->clients_accepted++;
+  t->stats->clients_now = t->count;
+  return 0;
+}
+
+void xcm__sessions_fail_all(xcm_sessions *t, xcm_cond cond, const char *text) {
+  xcm_session *s, *next;
+
+  for (s = t->head; s != NULL; s = next) {
+    next = s->next;
+    xcm__client_fail(s->client, cond, text);
+  }
+}

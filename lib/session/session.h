@@ -1,0 +1,45 @@
+/* Sessions: where a client stream and its upstream session meet. Each
+ * accepted connection becomes one session; the client side hands its
+ * stanzas to the pool, the pool hands the server's routes to the client,
+ * and whichever side ends first ends the other. The table also enforces
+ * the limits on connections, overall and per source address. */
+#ifndef XCM_SESSION_SESSION_H
+#define XCM_SESSION_SESSION_H
+
+#include "client/client.h"
+#include "upstream/pool.h"
+#include "util/map.h"
+#include "xcm/xcm.h"
+
+typedef struct xcm_session xcm_session;
+
+typedef struct xcm_sessions {
+  xcm_ctx *ctx;
+  xcm_pool *pool;
+  xcm_stats *stats; /* the instance's, borrowed */
+  xcm_session *head;
+  size_t count;
+  xcm_map per_address;
+  unsigned max_clients;     /* 0: none */
+  unsigned max_per_address; /* 0: none */
+  xcm_stanza_hook hook; /* NULL: none */
+  void *hook_ud;
+  /* Called when the last session is gone (for the shutdown). */
+  void (*empty)(void *ud);
+  void *empty_ud;
+} xcm_sessions;
+
+void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_stats *stats);
+void xcm__sessions_free(xcm_sessions *t);
+
+/* A connection was accepted on tcp (allocated with the context's
+ * allocator, initialised, owned by the session from now on). Refuses it
+ * (closing tcp) when a limit is reached. */
+int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
+                        uv_tcp_t *tcp);
+
+/* End every session with a stream error (system-shutdown on a graceful
+ * stop). The upstream sessions are closed as each client goes. */
+void xcm__sessions_fail_all(xcm_sessions *t, xcm_cond cond, const char *text);
+
+#endif

@@ -1,0 +1,977 @@
+#include "upstream/pool.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "proto/cmproto.h"
+#include "proto/route.h"
+#include "transport/stream.h"
+#include "upstream/link.h"
+#include "util/alloc.h"
+#include "util/map.h"
+#include "xcm/error.h"
+
+enum session_state { S_CREATING, S_OPEN, S_CLOSING };
+enum request_kind { R_CREATE, R_CLOSE, R_FAILED };
+
+typedef struct request request;
+struct request {
+  xcm_map_entry e;
+  enum request_kind kind;
+  xcm_up_session *s; /* create and close; NULL once detached */
+  uint64_t deadline;
+  request *prev, *next; /* oldest first, for the timeouts */
+  char id[24];
+};
+
+struct xcm_up_session {
+  xcm_map_entry e;
+  xcm_pool *pool;
+  int link; /* index of the pinned link, -1 for none */
+  xcm_up_session *lprev, *lnext;
+  const xcm_up_session_cb *cb;
+  void *ud;
+  enum session_state state;
+  int paused;
+  request *req;  /* the pending create or close */
+  xcm_buf *hold; /* stanzas sent before the create result */
+  char sid[];
+};
+
+typedef struct link_slot {
+  xcm_link *link;
+  xcm_up_session *head;
+  size_t count;
+  int congested;
+  int up;
+  unsigned failures; /* consecutive, for the backoff */
+} link_slot;
+
+struct xcm_pool {
+  xcm_ctx *ctx;
+  xcm_pool_options opt;
+  char *strings; /* the copied option strings */
+  xcm_pool_events ev;
+  void *ud;
+  xcm_tls_config *tls;
+  link_slot *links;
+  unsigned nlinks;
+  unsigned up;
+  xcm_map sessions;
+  xcm_map requests;
+  request *req_head, *req_tail;
+  uint64_t next_id;
+  xcm_policy policy;
+  int have_policy;
+  xcm_pool_stats stats;
+  uv_timer_t timer;
+  int open_handles; /* timer and links, while closing */
+  int closing;
+  void (*close_cb)(void *ud);
+  void *close_ud;
+  xcm_buf scratch;
+  xcm_buf tmp;
+};
+
+static const xcm_link_cb link_cb;
+
+/* ---- options ----------------------------------------------------------- */
+
+static const char *keep_str(char **cursor, const char *s) {
+  char *p = *cursor;
+  size_t n = strlen(s) + 1;
+
+  memcpy(p, s, n);
+  *cursor += n;
+  return p;
+}
+
+static int copy_options(xcm_pool *p, const xcm_pool_options *o) {
+  const char *host = o->host ? o->host : "127.0.0.1";
+  const char *prefix = o->resource_prefix ? o->resource_prefix : "w";
+  const char *ca = o->ca_file ? o->ca_file : "";
+  size_t size;
+  char *cursor;
+
+  if (o->domain == NULL || o->name == NULL || o->secret == NULL ||
+      o->domain[0] == '\0' || o->name[0] == '\0')
+    return XCM_EINVAL;
+  size = strlen(host) + strlen(prefix) + strlen(ca) + strlen(o->domain) +
+         strlen(o->name) + strlen(o->secret) + 6;
+  p->strings = xcm__alloc(p->ctx->alloc, size);
+  if (p->strings == NULL)
+    return XCM_ENOMEM;
+  p->opt = *o;
+  cursor = p->strings;
+  p->opt.host = keep_str(&cursor, host);
+  p->opt.resource_prefix = keep_str(&cursor, prefix);
+  p->opt.ca_file = o->ca_file ? keep_str(&cursor, ca) : NULL;
+  p->opt.domain = keep_str(&cursor, o->domain);
+  p->opt.name = keep_str(&cursor, o->name);
+  p->opt.secret = keep_str(&cursor, o->secret);
+  if (p->opt.port == 0)
+    p->opt.port = 5262;
+  if (p->opt.connections == 0)
+    p->opt.connections = 5;
+  if (p->opt.keepalive_ms == 0)
+    p->opt.keepalive_ms = 30000;
+  if (p->opt.dead_after_ms == 0)
+    p->opt.dead_after_ms = 300000;
+  if (p->opt.backoff_min_ms == 0)
+    p->opt.backoff_min_ms = 250;
+  if (p->opt.backoff_max_ms == 0)
+    p->opt.backoff_max_ms = 30000;
+  if (p->opt.request_timeout_ms == 0)
+    p->opt.request_timeout_ms = 30000;
+  if (p->opt.high_water == 0)
+    p->opt.high_water = 1u << 20;
+  if (p->opt.low_water == 0 || p->opt.low_water > p->opt.high_water)
+    p->opt.low_water = p->opt.high_water / 4;
+  if (p->opt.max_out == 0)
+    p->opt.max_out = 8 * p->opt.high_water;
+  if (p->opt.hold_max == 0)
+    p->opt.hold_max = 65536;
+  return 0;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+static uint64_t now(const xcm_pool *p) {
+  return uv_now(p->ctx->loop);
+}
+
+static request *request_new(xcm_pool *p, enum request_kind kind,
+                            xcm_up_session *s) {
+  request *r = xcm__calloc(p->ctx->alloc, sizeof(*r));
+
+  if (r == NULL)
+    return NULL;
+  r->kind = kind;
+  r->s = s;
+  r->deadline = now(p) + p->opt.request_timeout_ms;
+  /* Ids only need to be unique among this pool's pending requests; the
+   * prefix keeps them apart from anything the server makes up. */
+  snprintf(r->id, sizeof r->id, "xcm%llx", (unsigned long long)++p->next_id);
+  r->e.key = r->id;
+  if (xcm__map_put(&p->requests, &r->e) != 0) {
+    xcm__free(p->ctx->alloc, r);
+    return NULL;
+  }
+  r->prev = p->req_tail;
+  if (p->req_tail != NULL)
+    p->req_tail->next = r;
+  else
+    p->req_head = r;
+  p->req_tail = r;
+  return r;
+}
+
+static void request_free(xcm_pool *p, request *r) {
+  xcm__map_remove(&p->requests, &r->e);
+  if (r->prev != NULL)
+    r->prev->next = r->next;
+  else
+    p->req_head = r->next;
+  if (r->next != NULL)
+    r->next->prev = r->prev;
+  else
+    p->req_tail = r->prev;
+  if (r->s != NULL && r->s->req == r)
+    r->s->req = NULL;
+  xcm__free(p->ctx->alloc, r);
+}
+
+/* ---- links and pinning -------------------------------------------------- */
+
+static void list_add(link_slot *ls, xcm_up_session *s) {
+  s->lprev = NULL;
+  s->lnext = ls->head;
+  if (ls->head != NULL)
+    ls->head->lprev = s;
+  ls->head = s;
+  ls->count++;
+}
+
+static void list_remove(link_slot *ls, xcm_up_session *s) {
+  if (s->lprev != NULL)
+    s->lprev->lnext = s->lnext;
+  else
+    ls->head = s->lnext;
+  if (s->lnext != NULL)
+    s->lnext->lprev = s->lprev;
+  s->lprev = s->lnext = NULL;
+  ls->count--;
+}
+
+/* The live link with the fewest sessions, or -1. */
+static int pick_link(const xcm_pool *p, int except) {
+  int best = -1;
+  unsigned i;
+
+  for (i = 0; i < p->nlinks; i++) {
+    if ((int)i == except || xcm__link_state(p->links[i].link) != XCM_LINK_UP)
+      continue;
+    if (best < 0 || p->links[i].count < p->links[best].count)
+      best = (int)i;
+  }
+  return best;
+}
+
+static void set_paused(xcm_up_session *s, int paused) {
+  if (s->paused == paused || s->cb == NULL)
+    return;
+  s->paused = paused;
+  if (paused && s->cb->pause != NULL)
+    s->cb->pause(s->ud);
+  else if (!paused && s->cb->resume != NULL)
+    s->cb->resume(s->ud);
+}
+
+static void pin(xcm_pool *p, xcm_up_session *s, int link) {
+  if (s->link >= 0)
+    list_remove(&p->links[s->link], s);
+  s->link = link;
+  if (link >= 0) {
+    list_add(&p->links[link], s);
+    set_paused(s, p->links[link].congested);
+  }
+}
+
+/* After a write: stop the link's clients once its queue passes the
+ * high-water mark; on_link_drain lets them go again. */
+static void check_congestion(xcm_pool *p, int link) {
+  link_slot *ls = &p->links[link];
+  xcm_up_session *s;
+
+  if (ls->congested || !xcm__link_congested(ls->link))
+    return;
+  ls->congested = 1;
+  for (s = ls->head; s != NULL; s = s->lnext)
+    set_paused(s, 1);
+}
+
+static int send_on(xcm_pool *p, int link, const char *data, size_t len) {
+  int err;
+
+  if (link < 0)
+    return XCM_ECLOSED;
+  err = xcm__link_send(p->links[link].link, data, len);
+  if (err == 0)
+    check_congestion(p, link);
+  return err;
+}
+
+static const char *link_jid(const xcm_pool *p, int link) {
+  return xcm__link_jid(p->links[link >= 0 ? link : 0].link);
+}
+
+static int send_create(xcm_pool *p, xcm_up_session *s, const char *host,
+                       const char *addr) {
+  request *r = request_new(p, R_CREATE, s);
+  int err;
+
+  if (r == NULL)
+    return XCM_ENOMEM;
+  err = xcm__cm_session_create(&p->scratch, link_jid(p, s->link), p->opt.domain,
+                               r->id, s->sid, host, addr);
+  if (err == 0)
+    err = send_on(p, s->link, p->scratch.data, p->scratch.len);
+  xcm__buf_reset(&p->scratch);
+  if (err != 0) {
+    request_free(p, r);
+    return err;
+  }
+  if (s->req != NULL)
+    request_free(p, s->req);
+  s->req = r;
+  return 0;
+}
+
+static void session_free(xcm_pool *p, xcm_up_session *s) {
+  if (s->req != NULL) {
+    s->req->s = NULL;
+    s->req = NULL;
+  }
+  if (s->link >= 0)
+    list_remove(&p->links[s->link], s);
+  xcm__map_remove(&p->sessions, &s->e);
+  if (s->hold != NULL) {
+    xcm__buf_free(s->hold);
+    xcm__free(p->ctx->alloc, s->hold);
+  }
+  xcm__free(p->ctx->alloc, s);
+}
+
+/* ---- link events ------------------------------------------------------- */
+
+static void on_link_up(void *ud, xcm_link *l) {
+  xcm_pool *p = ud;
+  unsigned i = xcm__link_index(l);
+
+  p->links[i].failures = 0;
+  p->links[i].congested = 0;
+  p->links[i].up = 1;
+  p->up++;
+  if (p->ev.link != NULL)
+    p->ev.link(p->ud, i, xcm__link_jid(l), 1, 0, NULL);
+}
+
+typedef struct lose_ctx {
+  xcm_pool *pool;
+} lose_ctx;
+
+static void lose_one(xcm_map_entry *e, void *ud) {
+  lose_ctx *c = ud;
+  xcm_up_session *s = (xcm_up_session *)e;
+  const xcm_up_session_cb *cb = s->cb;
+  void *owner = s->ud;
+  int was_creating = s->state == S_CREATING;
+
+  if (s->state != S_CLOSING)
+    c->pool->stats.sessions_lost++;
+  session_free(c->pool, s);
+  if (cb == NULL)
+    return;
+  if (was_creating && cb->created != NULL)
+    cb->created(owner, XCM_ECLOSED);
+  else if (!was_creating && cb->lost != NULL)
+    cb->lost(owner);
+}
+
+/* Every session is gone on the server: tell every owner. */
+static void lose_all(xcm_pool *p) {
+  lose_ctx c = {p};
+
+  while (p->req_head != NULL)
+    request_free(p, p->req_head);
+  xcm__map_each(&p->sessions, lose_one, &c);
+}
+
+/* Move the dead link's sessions to live ones. A session still waiting
+ * for its create result may have lost the create with the connection:
+ * Openfire answers a repeated create with a result, so send it again. */
+static void migrate(xcm_pool *p, unsigned dead) {
+  xcm_up_session *s;
+  int to;
+
+  while ((s = p->links[dead].head) != NULL) {
+    to = pick_link(p, (int)dead);
+    pin(p, s, to);
+    if (s->state == S_CREATING && send_create(p, s, NULL, NULL) != 0)
+      xcm__log(p->ctx, XCM_LOG_WARN,
+               "upstream: could not resend the create of session %s", s->sid);
+  }
+}
+
+static uint64_t backoff(xcm_pool *p, unsigned failures) {
+  uint64_t d = p->opt.backoff_min_ms;
+  uint32_t r = 0;
+  unsigned i;
+
+  for (i = 0; i < failures && d < p->opt.backoff_max_ms; i++)
+    d *= 2;
+  if (d > p->opt.backoff_max_ms)
+    d = p->opt.backoff_max_ms;
+  /* Jitter between half and the whole delay, so that many CMs (or many
+   * links) that lost the server together do not return together. */
+  xcm__random(&r, sizeof r);
+  return d / 2 + (d / 2 ? r % (d / 2 + 1) : 0);
+}
+
+static void on_link_down(void *ud, xcm_link *l, int err, const char *why) {
+  xcm_pool *p = ud;
+  unsigned i = xcm__link_index(l);
+  link_slot *ls = &p->links[i];
+
+  if (ls->up) {
+    ls->up = 0;
+    p->up--;
+  }
+  p->stats.lost_in_flight += xcm__link_queued(l);
+  ls->congested = 0;
+  if (p->ev.link != NULL)
+    p->ev.link(p->ud, i, xcm__link_jid(l), 0, err, why);
+  if (p->up > 0) {
+    migrate(p, i);
+  } else {
+    lose_all(p);
+  }
+  if (p->closing)
+    return;
+  ls->failures++;
+  p->stats.reconnects++;
+  xcm__link_connect_later(l, backoff(p, ls->failures - 1));
+}
+
+static void on_link_policy(void *ud, xcm_link *l, const xcm_policy *pol) {
+  xcm_pool *p = ud;
+
+  (void)l;
+  /* Every link receives it; the latest one wins. */
+  p->policy = *pol;
+  p->have_policy = 1;
+  if (p->ev.policy != NULL)
+    p->ev.policy(p->ud, pol);
+}
+
+static void on_link_shutdown(void *ud, xcm_link *l) {
+  xcm_pool *p = ud;
+
+  (void)l;
+  /* Openfire is going down: its sessions go with it, whatever links are
+   * left for a moment. */
+  xcm__log(p->ctx, XCM_LOG_WARN,
+           "upstream: the server is shutting down; all sessions are lost");
+  lose_all(p);
+}
+
+static void on_link_drain(void *ud, xcm_link *l) {
+  xcm_pool *p = ud;
+  link_slot *ls = &p->links[xcm__link_index(l)];
+  xcm_up_session *s;
+
+  if (!ls->congested)
+    return;
+  ls->congested = 0;
+  for (s = ls->head; s != NULL; s = s->lnext)
+    set_paused(s, 0);
+}
+
+/* ---- the server's stanzas ---------------------------------------------- */
+
+static xcm_up_session *find(xcm_pool *p, const char *sid) {
+  return sid ? (xcm_up_session *)xcm__map_get(&p->sessions, sid, strlen(sid))
+             : NULL;
+}
+
+/* Return a message to the server, to be stored offline. */
+static int send_failed(xcm_pool *p, xcm_up_session *s, const char *msg,
+                       size_t len) {
+  request *r;
+  int err;
+
+  xcm__buf_reset(&p->tmp);
+  err = xcm__route_put_element(
+      &p->tmp, msg, len, 0,
+      xcm__xml_declares_default(msg, len) ? NULL : XCM_NS_CLIENT, NULL, 0, 0);
+  if (err != 0)
+    return err;
+  r = request_new(p, R_FAILED, NULL);
+  if (r == NULL)
+    return XCM_ENOMEM;
+  err = xcm__cm_session_failed(&p->scratch, link_jid(p, s->link), p->opt.domain,
+                               r->id, s->sid, p->tmp.data, p->tmp.len);
+  if (err == 0)
+    err = send_on(p, s->link >= 0 ? s->link : pick_link(p, -1), p->scratch.data,
+                  p->scratch.len);
+  xcm__buf_reset(&p->scratch);
+  if (err != 0) {
+    request_free(p, r);
+    return err;
+  }
+  p->stats.failed_sent++;
+  return 0;
+}
+
+/* Answer an iq get or set on behalf of a client that is gone. */
+static int send_bounce(xcm_pool *p, xcm_up_session *s, const xcm_xml_node *iq) {
+  int err;
+
+  xcm__buf_reset(&p->tmp);
+  err = xcm__cm_iq_bounce(&p->tmp, xcm__xml_node_attr(iq, "id"),
+                          xcm__xml_node_attr(iq, "from"),
+                          xcm__xml_node_attr(iq, "to"));
+  if (err != 0)
+    return err;
+  err = xcm__route_wrap_bytes(&p->scratch, p->tmp.data, p->tmp.len, s->sid,
+                              p->opt.domain, link_jid(p, s->link));
+  if (err == 0)
+    err = send_on(p, s->link >= 0 ? s->link : pick_link(p, -1), p->scratch.data,
+                  p->scratch.len);
+  xcm__buf_reset(&p->scratch);
+  if (err == 0)
+    p->stats.bounced++;
+  return err;
+}
+
+static void undeliverable(xcm_pool *p, xcm_up_session *s,
+                          const xcm_xml_stanza *st, const xcm_route *r) {
+  const xcm_xml_node *inner = st->root->children;
+  const char *type;
+  int err = 0;
+
+  if (inner == NULL || r->inner == NULL)
+    return;
+  type = xcm__xml_node_attr(inner, "type");
+  if (strcmp(inner->name, "message") == 0 &&
+      (type == NULL || strcmp(type, "error") != 0)) {
+    err = send_failed(p, s, r->inner, r->inner_len);
+  } else if (strcmp(inner->name, "iq") == 0 && type != NULL &&
+             (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)) {
+    err = send_bounce(p, s, inner);
+  }
+  if (err != 0)
+    xcm__log(p->ctx, XCM_LOG_WARN,
+             "upstream: could not return an undeliverable <%s/> for %s: %s",
+             inner->name, s->sid, xcm_strerror(err));
+}
+
+static void on_route(xcm_pool *p, const xcm_xml_stanza *st) {
+  xcm_route r;
+  const char *why;
+  xcm_up_session *s;
+
+  if (xcm__route_unwrap(st, &r, &why) != 0) {
+    p->stats.routes_refused++;
+    xcm__log(p->ctx, XCM_LOG_WARN, "upstream: refused a route: %s", why);
+    return;
+  }
+  p->stats.routes_in++;
+  s = find(p, r.streamid);
+  if (s == NULL) {
+    /* After a close (ours or the server's) Openfire may still route a
+     * last unavailable presence: nobody to give it to. */
+    p->stats.routes_unknown++;
+    return;
+  }
+  if (r.type != NULL && strcmp(r.type, "error") == 0) {
+    p->stats.route_errors++;
+    if (s->state != S_CLOSING && s->cb->route_error != NULL)
+      s->cb->route_error(s->ud, r.inner ? r.inner : r.text,
+                         r.inner ? r.inner_len : r.text_len);
+    return;
+  }
+  if (s->state == S_CLOSING) {
+    undeliverable(p, s, st, &r);
+    return;
+  }
+  s->cb->deliver(s->ud, &r);
+}
+
+static void flush_hold(xcm_pool *p, xcm_up_session *s) {
+  xcm_buf *h = s->hold;
+  int err;
+
+  if (h == NULL)
+    return;
+  s->hold = NULL;
+  err = send_on(p, s->link, h->data, h->len);
+  if (err == 0)
+    p->stats.routes_out++;
+  xcm__buf_free(h);
+  xcm__free(p->ctx->alloc, h);
+}
+
+static void on_answer(xcm_pool *p, const xcm_xml_stanza *st, const char *id,
+                      int ok) {
+  request *r = (request *)xcm__map_get(&p->requests, id, strlen(id));
+  xcm_up_session *s;
+
+  (void)st;
+  if (r == NULL)
+    return;
+  s = r->s;
+  switch (r->kind) {
+  case R_CREATE:
+    request_free(p, r);
+    if (s == NULL || s->state != S_CREATING)
+      return;
+    if (ok) {
+      s->state = S_OPEN;
+      flush_hold(p, s);
+      s->cb->created(s->ud, 0);
+    } else {
+      const xcm_up_session_cb *cb = s->cb;
+      void *owner = s->ud;
+
+      session_free(p, s);
+      cb->created(owner, XCM_EAUTH);
+    }
+    return;
+  case R_CLOSE:
+    request_free(p, r);
+    if (s != NULL)
+      session_free(p, s);
+    return;
+  case R_FAILED:
+    if (!ok)
+      xcm__log(p->ctx, XCM_LOG_WARN,
+               "upstream: the server refused a returned message (%s)", id);
+    request_free(p, r);
+    return;
+  }
+}
+
+/* The server ends a session: resource conflict, kick, account gone. */
+static void on_server_close(xcm_pool *p, int link, const xcm_xml_stanza *st,
+                            const xcm_xml_node *session, const char *id) {
+  const char *sid = xcm__xml_node_attr(session, "id");
+  const xcm_xml_node *close = xcm__xml_node_child(session, NULL, "close");
+  const xcm_xml_node *err_node = NULL, *c;
+  xcm_up_session *s = find(p, sid);
+  const char *jid = xcm__link_jid(p->links[link].link);
+  int err;
+
+  if (s == NULL || sid == NULL) {
+    err = xcm__cm_session_not_found(&p->scratch, jid, p->opt.domain,
+                                    id ? id : "", sid ? sid : "");
+  } else {
+    err = xcm__cm_iq_result(&p->scratch, jid, p->opt.domain, id ? id : "");
+  }
+  if (err == 0)
+    send_on(p, link, p->scratch.data, p->scratch.len);
+  xcm__buf_reset(&p->scratch);
+  if (s == NULL)
+    return;
+  for (c = close ? close->children : NULL; c != NULL; c = c->next)
+    if (strcmp(c->ns, XCM_NS_STREAMS) == 0 && strcmp(c->name, "error") == 0)
+      err_node = c;
+  if (s->state == S_CLOSING) {
+    session_free(p, s);
+  } else {
+    const xcm_up_session_cb *cb = s->cb;
+    void *owner = s->ud;
+
+    session_free(p, s);
+    if (err_node != NULL)
+      cb->closed(owner, st->bytes + err_node->off, err_node->len);
+    else
+      cb->closed(owner, NULL, 0);
+  }
+}
+
+static void on_iq(xcm_pool *p, int link, const xcm_xml_stanza *st) {
+  const xcm_xml_node *iq = st->root;
+  const char *type = xcm__xml_node_attr(iq, "type");
+  const char *id = xcm__xml_node_attr(iq, "id");
+  const xcm_xml_node *session;
+
+  if (type == NULL)
+    return;
+  if (strcmp(type, "result") == 0 || strcmp(type, "error") == 0) {
+    if (id != NULL)
+      on_answer(p, st, id, type[0] == 'r');
+    return;
+  }
+  session = xcm__xml_node_child(iq, XCM_NS_CM_PROTOCOL, "session");
+  if (strcmp(type, "set") == 0 && session != NULL &&
+      xcm__xml_node_child(session, NULL, "close") != NULL)
+    on_server_close(p, link, st, session, id);
+}
+
+static void on_link_stanza(void *ud, xcm_link *l, const xcm_xml_stanza *st) {
+  xcm_pool *p = ud;
+
+  if (strcmp(st->name, "route") == 0)
+    on_route(p, st);
+  else if (strcmp(st->name, "iq") == 0)
+    on_iq(p, (int)xcm__link_index(l), st);
+  else
+    xcm__log(p->ctx, XCM_LOG_DEBUG, "upstream: ignored <%s/> from the server",
+             st->name);
+}
+
+static void on_link_closed(void *ud, xcm_link *l);
+
+static const xcm_link_cb link_cb = {
+    on_link_up,       on_link_down,  on_link_policy, on_link_stanza,
+    on_link_shutdown, on_link_drain, on_link_closed};
+
+/* ---- timeouts ------------------------------------------------------------ */
+
+static void on_timer(uv_timer_t *t) {
+  xcm_pool *p = t->data;
+  uint64_t n = now(p);
+  request *r;
+
+  while ((r = p->req_head) != NULL && r->deadline <= n) {
+    xcm_up_session *s = r->s;
+    enum request_kind kind = r->kind;
+
+    request_free(p, r);
+    if (s == NULL)
+      continue;
+    if (kind == R_CREATE && s->state == S_CREATING) {
+      const xcm_up_session_cb *cb = s->cb;
+      void *owner = s->ud;
+
+      session_free(p, s);
+      cb->created(owner, XCM_ETIMEDOUT);
+    } else if (kind == R_CLOSE) {
+      session_free(p, s);
+    }
+  }
+}
+
+/* ---- the pool ------------------------------------------------------------ */
+
+int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
+                  const xcm_pool_events *ev, void *ud) {
+  xcm_pool *p;
+  unsigned i;
+  int err;
+
+  *out = NULL;
+  p = xcm__calloc(ctx->alloc, sizeof(*p));
+  if (p == NULL)
+    return XCM_ENOMEM;
+  p->ctx = ctx;
+  if (ev != NULL)
+    p->ev = *ev;
+  p->ud = ud;
+  xcm__map_init(&p->sessions, ctx->alloc);
+  xcm__map_init(&p->requests, ctx->alloc);
+  xcm__buf_init(&p->scratch, ctx->alloc);
+  xcm__buf_init(&p->tmp, ctx->alloc);
+  err = copy_options(p, opt);
+  if (err == 0 && p->opt.tls != XCM_UP_TLS_OFF) {
+    xcm_tls_options to;
+    char msg[256];
+
+    memset(&to, 0, sizeof to);
+    to.ca_file = p->opt.ca_file;
+    to.verify = !p->opt.accept_self_signed;
+    if (p->opt.accept_self_signed)
+      xcm__log(ctx, XCM_LOG_WARN,
+               "upstream: NOT verifying the server's certificate "
+               "(accept_self_signed): anyone in the path can read the "
+               "secret and every session");
+    err = xcm__tls_config_new(&p->tls, ctx, 0, &to, msg, sizeof msg);
+    if (err != 0)
+      xcm__log(ctx, XCM_LOG_ERROR, "upstream TLS: %s", msg);
+  }
+  if (err == 0) {
+    p->nlinks = p->opt.connections;
+    p->links = xcm__calloc(ctx->alloc, p->nlinks * sizeof(*p->links));
+    if (p->links == NULL)
+      err = XCM_ENOMEM;
+  }
+  for (i = 0; err == 0 && i < p->nlinks; i++)
+    err =
+        xcm__link_new(&p->links[i].link, ctx, &p->opt, p->tls, i, &link_cb, p);
+  if (err != 0) {
+    for (i = 0; p->links != NULL && i < p->nlinks; i++)
+      if (p->links[i].link != NULL) {
+        xcm__link_close(p->links[i].link);
+      }
+    /* Links not yet connected close synchronously apart from their timer;
+     * keep it simple: a failed pool_new leaks nothing but the links'
+     * timers close on the next loop turn. */
+    xcm__free(ctx->alloc, p->strings);
+    xcm__free(ctx->alloc, p);
+    return err;
+  }
+  uv_timer_init(ctx->loop, &p->timer);
+  p->timer.data = p;
+  *out = p;
+  return 0;
+}
+
+int xcm__pool_start(xcm_pool *p) {
+  unsigned i;
+  uint64_t tick = p->opt.request_timeout_ms / 4 + 1;
+
+  uv_timer_start(&p->timer, on_timer, tick < 1000 ? tick : 1000,
+                 tick < 1000 ? tick : 1000);
+  for (i = 0; i < p->nlinks; i++)
+    xcm__link_connect(p->links[i].link);
+  return 0;
+}
+
+static void finish_close(xcm_pool *p) {
+  unsigned i;
+  void (*cb)(void *) = p->close_cb;
+  void *ud = p->close_ud;
+
+  if (--p->open_handles > 0)
+    return;
+  for (i = 0; i < p->nlinks; i++)
+    xcm__link_free(p->links[i].link);
+  xcm__free(p->ctx->alloc, p->links);
+  xcm__map_free(&p->sessions);
+  xcm__map_free(&p->requests);
+  xcm__buf_free(&p->scratch);
+  xcm__buf_free(&p->tmp);
+  if (p->tls != NULL)
+    xcm__tls_config_unref(p->tls);
+  xcm__free(p->ctx->alloc, p->strings);
+  xcm__free(p->ctx->alloc, p);
+  if (cb != NULL)
+    cb(ud);
+}
+
+static void on_link_closed(void *ud, xcm_link *l) {
+  (void)l;
+  finish_close(ud);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  finish_close(h->data);
+}
+
+static void drop_session(xcm_map_entry *e, void *ud) {
+  session_free(ud, (xcm_up_session *)e);
+}
+
+void xcm__pool_close(xcm_pool *p, void (*cb)(void *ud), void *ud) {
+  unsigned i;
+
+  if (p->closing)
+    return;
+  p->closing = 1;
+  p->close_cb = cb;
+  p->close_ud = ud;
+  while (p->req_head != NULL)
+    request_free(p, p->req_head);
+  xcm__map_each(&p->sessions, drop_session, p);
+  p->open_handles = 1 + (int)p->nlinks;
+  uv_close((uv_handle_t *)&p->timer, on_timer_closed);
+  for (i = 0; i < p->nlinks; i++)
+    xcm__link_close(p->links[i].link);
+}
+
+const xcm_policy *xcm__pool_policy(const xcm_pool *p) {
+  return p->have_policy ? &p->policy : NULL;
+}
+
+unsigned xcm__pool_links_up(const xcm_pool *p) {
+  return p->up;
+}
+
+enum xcm_link_state xcm__pool_link_state(const xcm_pool *p, unsigned i,
+                                         const char **resource) {
+  if (i >= p->nlinks)
+    return XCM_LINK_IDLE;
+  if (resource != NULL)
+    *resource = xcm__link_jid(p->links[i].link);
+  return xcm__link_state(p->links[i].link);
+}
+
+void xcm__pool_stats(const xcm_pool *p, xcm_pool_stats *out) {
+  *out = p->stats;
+}
+
+size_t xcm__pool_session_count(const xcm_pool *p) {
+  return p->sessions.count;
+}
+
+/* ---- sessions ------------------------------------------------------------ */
+
+int xcm__pool_session_open(xcm_pool *p, const char *sid, const char *host_name,
+                           const char *address, const xcm_up_session_cb *cb,
+                           void *ud, xcm_up_session **out) {
+  size_t len = strlen(sid);
+  xcm_up_session *s;
+  int link, err;
+
+  *out = NULL;
+  if (p->closing)
+    return XCM_ECLOSED;
+  link = pick_link(p, -1);
+  if (link < 0)
+    return XCM_EBUSY;
+  if (len == 0 || find(p, sid) != NULL)
+    return XCM_EINVAL;
+  s = xcm__calloc(p->ctx->alloc, sizeof(*s) + len + 1);
+  if (s == NULL)
+    return XCM_ENOMEM;
+  memcpy(s->sid, sid, len + 1);
+  s->e.key = s->sid;
+  s->pool = p;
+  s->cb = cb;
+  s->ud = ud;
+  s->link = -1;
+  s->state = S_CREATING;
+  if (xcm__map_put(&p->sessions, &s->e) != 0) {
+    xcm__free(p->ctx->alloc, s);
+    return XCM_ENOMEM;
+  }
+  pin(p, s, link);
+  err = send_create(p, s, host_name, address);
+  if (err != 0) {
+    session_free(p, s);
+    return err;
+  }
+  p->stats.sessions++;
+  *out = s;
+  return 0;
+}
+
+int xcm__pool_session_send(xcm_up_session *s, const xcm_xml_stanza *st,
+                           const xcm_xml_nsdecl *decls, size_t ndecls) {
+  xcm_pool *p = s->pool;
+  int err;
+
+  if (s->state == S_CLOSING || s->link < 0)
+    return XCM_ECLOSED;
+  if (s->state == S_CREATING) {
+    /* Openfire refuses routes before the create is answered: hold them,
+     * in order, within a bound. */
+    if (s->hold == NULL) {
+      s->hold = xcm__alloc(p->ctx->alloc, sizeof(*s->hold));
+      if (s->hold == NULL)
+        return XCM_ENOMEM;
+      xcm__buf_init(s->hold, p->ctx->alloc);
+    }
+    if (s->hold->len + st->len > p->opt.hold_max)
+      return XCM_ELIMIT;
+    return xcm__route_wrap(s->hold, st, decls, ndecls, s->sid, p->opt.domain,
+                           link_jid(p, s->link));
+  }
+  err = xcm__route_wrap(&p->scratch, st, decls, ndecls, s->sid, p->opt.domain,
+                        link_jid(p, s->link));
+  if (err == 0)
+    err = send_on(p, s->link, p->scratch.data, p->scratch.len);
+  xcm__buf_reset(&p->scratch);
+  if (err == 0)
+    p->stats.routes_out++;
+  return err;
+}
+
+int xcm__pool_session_failed(xcm_up_session *s, const char *msg, size_t len) {
+  return send_failed(s->pool, s, msg, len);
+}
+
+void xcm__pool_session_close(xcm_up_session *s) {
+  xcm_pool *p = s->pool;
+  request *r;
+  int err;
+
+  if (s->state == S_CLOSING)
+    return;
+  s->state = S_CLOSING;
+  s->cb = NULL;
+  s->ud = NULL;
+  if (s->hold != NULL) {
+    xcm__buf_free(s->hold);
+    xcm__free(p->ctx->alloc, s->hold);
+    s->hold = NULL;
+  }
+  if (s->req != NULL) {
+    s->req->s = NULL;
+    s->req = NULL;
+  }
+  r = request_new(p, R_CLOSE, s);
+  if (r == NULL) {
+    session_free(p, s);
+    return;
+  }
+  s->req = r;
+  err = xcm__cm_session_close(&p->scratch, link_jid(p, s->link), p->opt.domain,
+                              r->id, s->sid);
+  if (err == 0)
+    err = send_on(p, s->link, p->scratch.data, p->scratch.len);
+  xcm__buf_reset(&p->scratch);
+  if (err != 0) {
+    /* No way to tell the server now; it learns when the link goes. */
+    session_free(p, s);
+  }
+}
+
+const char *xcm__up_session_sid(const xcm_up_session *s) {
+  return s->sid;
+}
+
+int xcm__up_session_link(const xcm_up_session *s) {
+  return s->link;
+}

@@ -1,0 +1,149 @@
+/* The upstream pool: N connections ("links") to one Openfire server that
+ * together carry every client session of this CM.
+ *
+ * Each session is pinned to one link so that its stanzas keep their
+ * order; it moves to another live link only when its link dies. Openfire
+ * keeps a CM's sessions while at least one of its connections lives, so
+ * moving needs no message. When the last link dies every session is gone
+ * on the server: each is reported lost, and the pool keeps reconnecting
+ * with exponential backoff and jitter.
+ *
+ * Requests (session create, close, failed) are matched pool-wide by id,
+ * since Openfire answers an iq on whichever connection it likes.
+ *
+ * All on the caller's loop; no threads. */
+#ifndef XCM_UPSTREAM_POOL_H
+#define XCM_UPSTREAM_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/ctx.h"
+#include "xcm/policy.h"
+#include "xcm/route.h"
+#include "xml/reader.h"
+
+typedef struct xcm_pool xcm_pool;
+typedef struct xcm_up_session xcm_up_session;
+
+enum xcm_pool_tls { XCM_UP_TLS_OFF, XCM_UP_TLS_OPTIONAL, XCM_UP_TLS_REQUIRED };
+
+typedef struct xcm_pool_options {
+  const char *host;   /* name or address; resolved at each connect */
+  int port;           /* default 5262 */
+  const char *domain; /* the server's XMPP domain */
+  const char *name;   /* this CM's name; links are NAME/RESOURCE */
+  const char *secret;
+  const char *resource_prefix; /* default "w"; workers make it unique */
+  unsigned connections;        /* default 5 */
+  enum xcm_pool_tls tls;       /* default optional: used when offered */
+  const char *ca_file;         /* for verifying the server's certificate */
+  int accept_self_signed;      /* skip verification; logged loudly */
+  int zlib;                    /* compress the links when offered */
+  unsigned keepalive_ms;       /* default 30 s of our silence: a space */
+  unsigned dead_after_ms;      /* default 5 min of the server's silence */
+  unsigned backoff_min_ms;     /* default 250 */
+  unsigned backoff_max_ms;     /* default 30 s */
+  unsigned request_timeout_ms; /* create/close answers; default 30 s */
+  size_t high_water; /* a link's queued bytes: stop its clients' reads */
+  size_t low_water;  /* ... and resume them here */
+  size_t max_out;    /* hard bound of one link's queue */
+  size_t hold_max;   /* bytes a session may send before its create result */
+} xcm_pool_options;
+
+enum xcm_link_state {
+  XCM_LINK_IDLE,       /* waiting to (re)connect */
+  XCM_LINK_CONNECTING, /* DNS, TCP, stream, TLS, compression */
+  XCM_LINK_HANDSHAKE,  /* handshake sent */
+  XCM_LINK_UP          /* authenticated: carries sessions */
+};
+
+/* What the pool tells whoever owns it (the CM). */
+typedef struct xcm_pool_events {
+  /* A link came up or went down (err says why). */
+  void (*link)(void *ud, unsigned index, const char *resource, int up, int err,
+               const char *why);
+  /* A configuration iq arrived: the policy for clients. */
+  void (*policy)(void *ud, const xcm_policy *p);
+} xcm_pool_events;
+
+/* What the pool tells the owner of one session (the client's side). */
+typedef struct xcm_up_session_cb {
+  /* The create was answered: 0, or an error (XCM_EAUTH for not-allowed,
+   * XCM_ETIMEDOUT, XCM_ECLOSED when no link came up in time). */
+  void (*created)(void *ud, int err);
+  /* A stanza (or raw text) the server routed to this client. */
+  void (*deliver)(void *ud, const xcm_route *r);
+  /* The server ended the session. error holds the <stream:error> bytes
+   * when the close carried one (current Openfire), else NULL: Openfire
+   * 4.1.6 routes the error first, through deliver. */
+  void (*closed)(void *ud, const char *error, size_t error_len);
+  /* The session is gone on the server: the last link died. */
+  void (*lost)(void *ud);
+  /* The server refused a stanza of ours for this session (a route of
+   * type error): the session is out of step with the server. */
+  void (*route_error)(void *ud, const char *inner, size_t len);
+  /* Stop and resume reading from the client: its link is congested. */
+  void (*pause)(void *ud);
+  void (*resume)(void *ud);
+} xcm_up_session_cb;
+
+typedef struct xcm_pool_stats {
+  uint64_t sessions;
+  uint64_t sessions_lost; /* to the death of the last link */
+  uint64_t routes_out, routes_in;
+  uint64_t route_errors;   /* type="error" routes from the server */
+  uint64_t routes_unknown; /* for no session we know: dropped, counted */
+  uint64_t routes_refused; /* malformed routes from the server */
+  uint64_t failed_sent;    /* messages returned with <failed/> */
+  uint64_t bounced;        /* iq errors sent for gone clients */
+  uint64_t lost_in_flight; /* stanzas queued on links that died */
+  uint64_t reconnects;
+} xcm_pool_stats;
+
+int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
+                  const xcm_pool_events *ev, void *ud);
+/* Connect every link. */
+int xcm__pool_start(xcm_pool *pool);
+/* Close every link (sessions are reported lost) and free the pool once
+ * all handles are closed; cb may be NULL. */
+void xcm__pool_close(xcm_pool *pool, void (*cb)(void *ud), void *ud);
+
+/* The policy of the latest configuration iq, or NULL before the first. */
+const xcm_policy *xcm__pool_policy(const xcm_pool *pool);
+unsigned xcm__pool_links_up(const xcm_pool *pool);
+enum xcm_link_state xcm__pool_link_state(const xcm_pool *pool, unsigned i,
+                                         const char **resource);
+void xcm__pool_stats(const xcm_pool *pool, xcm_pool_stats *out);
+size_t xcm__pool_session_count(const xcm_pool *pool);
+
+/* Open a session for client stream id sid (copied) and send its create,
+ * with the client's host name and address (either may be NULL). The
+ * owner hears back through cb with ud. Fails with XCM_EBUSY when no link
+ * is up (the owner decides whether to wait and retry). */
+int xcm__pool_session_open(xcm_pool *pool, const char *sid,
+                           const char *host_name, const char *address,
+                           const xcm_up_session_cb *cb, void *ud,
+                           xcm_up_session **out);
+
+/* Route one client stanza: wrapped with the namespaces of the client's
+ * stream (decls from its reader). Held in order until the create result.
+ * XCM_ELIMIT when the hold or the link's queue is full. */
+int xcm__pool_session_send(xcm_up_session *s, const xcm_xml_stanza *st,
+                           const xcm_xml_nsdecl *decls, size_t ndecls);
+
+/* Return a message the client can no longer receive (its exact bytes as
+ * routed to it): sent as <failed/> with xmlns="jabber:client". */
+int xcm__pool_session_failed(xcm_up_session *s, const char *msg, size_t len);
+
+/* The client is gone: send the close. The pool keeps the session until
+ * the server answers, returning messages routed to it meanwhile as
+ * <failed/> and answering iq get/set on its behalf. The owner's
+ * callbacks are not called again. */
+void xcm__pool_session_close(xcm_up_session *s);
+
+const char *xcm__up_session_sid(const xcm_up_session *s);
+/* Index of the link the session is pinned to, or -1. */
+int xcm__up_session_link(const xcm_up_session *s);
+
+#endif

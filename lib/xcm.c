@@ -1,0 +1,451 @@
+/* The public face: one connection manager on one loop. */
+#include "xcm/xcm.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/ctx.h"
+#include "session/session.h"
+#include "transport/stream.h"
+#include "upstream/pool.h"
+#include "util/alloc.h"
+
+#define MAX_LISTENERS 16
+
+/* After accept() fails for lack of file descriptors, wait this long
+ * before accepting again instead of spinning on a ready socket. */
+#define ACCEPT_BACKOFF_MS 100
+
+typedef struct listener {
+  xcm_cm *cm;
+  uv_tcp_t tcp;
+  uv_timer_t backoff;
+  xcm_client_cfg cfg;
+  xcm_tls_config *tls;
+  int port;
+  int paused;
+} listener;
+
+struct xcm_cm {
+  xcm_ctx ctx;
+  xcm_options opt;
+  char *strings;
+  xcm_pool *pool;
+  xcm_sessions sessions;
+  xcm_stats stats;
+  listener *listeners[MAX_LISTENERS];
+  unsigned nlisteners;
+  int started;
+  int stopping;
+  int open_handles; /* listeners' handles, the drain timer, the pool */
+  uv_timer_t drain;
+  void (*shutdown_cb)(xcm_cm *cm, void *ud);
+  void *shutdown_ud;
+};
+
+static void errmsg(char *buf, size_t len, const char *fmt, const char *arg) {
+  if (buf != NULL && len > 0)
+    snprintf(buf, len, fmt, arg);
+}
+
+static const char *keep(char **cursor, const char *s) {
+  char *p = *cursor;
+  size_t n;
+
+  if (s == NULL)
+    return NULL;
+  n = strlen(s) + 1;
+  memcpy(p, s, n);
+  *cursor += n;
+  return p;
+}
+
+static size_t slen(const char *s) {
+  return s ? strlen(s) + 1 : 0;
+}
+
+static int copy_options(xcm_cm *cm, const xcm_options *o) {
+  char *cursor;
+  size_t size = slen(o->domain) + slen(o->server_host) + slen(o->name) +
+                slen(o->secret) + slen(o->resource_prefix) +
+                slen(o->upstream_ca_file);
+
+  cm->strings = xcm__alloc(o->alloc, size);
+  if (cm->strings == NULL)
+    return XCM_ENOMEM;
+  cm->opt = *o;
+  cursor = cm->strings;
+  cm->opt.domain = keep(&cursor, o->domain);
+  cm->opt.server_host = keep(&cursor, o->server_host);
+  cm->opt.name = keep(&cursor, o->name);
+  cm->opt.secret = keep(&cursor, o->secret);
+  cm->opt.resource_prefix = keep(&cursor, o->resource_prefix);
+  cm->opt.upstream_ca_file = keep(&cursor, o->upstream_ca_file);
+  return 0;
+}
+
+static const xcm_policy *current_policy(void *ud) {
+  xcm_cm *cm = ud;
+
+  return cm->pool != NULL ? xcm__pool_policy(cm->pool) : NULL;
+}
+
+static void on_link(void *ud, unsigned index, const char *resource, int up,
+                    int err, const char *why) {
+  xcm_cm *cm = ud;
+
+  (void)index;
+  (void)err;
+  cm->stats.upstream_links_up = xcm__pool_links_up(cm->pool);
+  if (up)
+    xcm__log(&cm->ctx, XCM_LOG_INFO, "upstream %s is up", resource);
+  else
+    xcm__log(&cm->ctx, XCM_LOG_WARN, "upstream %s is down: %s", resource,
+             why ? why : "");
+}
+
+static void on_policy(void *ud, const xcm_policy *p) {
+  xcm_cm *cm = ud;
+  char text[512];
+
+  xcm_policy_describe(text, sizeof text, p);
+  xcm__log(&cm->ctx, XCM_LOG_INFO, "client policy from the server: %s", text);
+}
+
+static const xcm_pool_events pool_events = {on_link, on_policy};
+
+static void free_failed(xcm_ctx *ctx) {
+  xcm_cm *cm = (xcm_cm *)ctx;
+  const xcm_allocator *alloc = cm->opt.alloc;
+
+  xcm__free(alloc, cm->strings);
+  xcm__free(alloc, cm);
+}
+
+int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
+               char *errbuf, size_t errlen) {
+  xcm_cm *cm;
+  xcm_pool_options po;
+  int err;
+
+  *out = NULL;
+  if (opt->domain == NULL || opt->domain[0] == '\0') {
+    errmsg(errbuf, errlen, "%sthe XMPP domain is not set", "");
+    return XCM_EINVAL;
+  }
+  if (opt->name == NULL || opt->name[0] == '\0' || opt->secret == NULL ||
+      opt->secret[0] == '\0') {
+    errmsg(errbuf, errlen,
+           "%sthe CM name and the shared secret must both be set", "");
+    return XCM_EINVAL;
+  }
+  cm = xcm__calloc(opt->alloc, sizeof(*cm));
+  if (cm == NULL)
+    return XCM_ENOMEM;
+  err = copy_options(cm, opt);
+  if (err == 0)
+    err = xcm__ctx_init(&cm->ctx, loop, opt->alloc);
+  if (err != 0) {
+    xcm__free(opt->alloc, cm->strings);
+    xcm__free(opt->alloc, cm);
+    return err;
+  }
+  cm->ctx.log = opt->log;
+  cm->ctx.log_ud = opt->log_ud;
+  cm->ctx.log_level = opt->log_level ? opt->log_level : XCM_LOG_INFO;
+
+  memset(&po, 0, sizeof po);
+  po.host = cm->opt.server_host;
+  po.port = opt->server_port;
+  po.domain = cm->opt.domain;
+  po.name = cm->opt.name;
+  po.secret = cm->opt.secret;
+  po.resource_prefix = cm->opt.resource_prefix;
+  po.connections = opt->connections;
+  po.tls = (enum xcm_pool_tls)opt->upstream_tls;
+  po.ca_file = cm->opt.upstream_ca_file;
+  po.accept_self_signed = opt->upstream_accept_self_signed;
+  po.zlib = opt->upstream_zlib;
+  po.keepalive_ms = opt->keepalive_ms;
+  po.dead_after_ms = opt->dead_after_ms;
+  err = xcm__pool_new(&cm->pool, &cm->ctx, &po, &pool_events, cm);
+  if (err != 0) {
+    errmsg(errbuf, errlen, "cannot set up the upstream pool: %s",
+           xcm_strerror(err));
+    /* The context's handle closes on the next loop turn; the instance
+     * is freed then. */
+    xcm__ctx_close(&cm->ctx, free_failed);
+    return err;
+  }
+  xcm__sessions_init(&cm->sessions, &cm->ctx, &cm->stats);
+  cm->sessions.pool = cm->pool;
+  cm->sessions.max_clients = opt->max_clients;
+  cm->sessions.max_per_address = opt->max_per_address;
+  uv_timer_init(loop, &cm->drain);
+  cm->drain.data = cm;
+  *out = cm;
+  return 0;
+}
+
+/* ---- listeners ---------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *server, int status);
+
+static void free_handle(uv_handle_t *h) {
+  xcm_cm *cm = h->data;
+
+  xcm__free(cm->ctx.alloc, h);
+}
+
+static void resume_accept(uv_timer_t *t) {
+  listener *l = t->data;
+
+  l->paused = 0;
+  uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  listener *l = server->data;
+  xcm_cm *cm = l->cm;
+  uv_tcp_t *tcp;
+  int err;
+
+  if (status != 0 || cm->stopping)
+    return;
+  tcp = xcm__alloc(cm->ctx.alloc, sizeof(*tcp));
+  if (tcp == NULL)
+    return;
+  uv_tcp_init(cm->ctx.loop, tcp);
+  err = uv_accept(server, (uv_stream_t *)tcp);
+  if (err != 0) {
+    tcp->data = cm;
+    uv_close((uv_handle_t *)tcp, free_handle);
+    if (err == UV_EMFILE || err == UV_ENFILE) {
+      /* Out of descriptors: stop accepting for a moment rather than spin
+       * on a socket that stays readable. */
+      xcm__log(&cm->ctx, XCM_LOG_WARN,
+               "accept: %s; pausing for %d ms (raise the file limit)",
+               uv_strerror(err), ACCEPT_BACKOFF_MS);
+      if (!l->paused) {
+        l->paused = 1;
+        uv_timer_start(&l->backoff, resume_accept, ACCEPT_BACKOFF_MS, 0);
+      }
+    }
+    return;
+  }
+  uv_tcp_nodelay(tcp, 1);
+  xcm__session_accept(&cm->sessions, &l->cfg, tcp);
+}
+
+int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
+                  size_t errlen) {
+  struct sockaddr_storage ss;
+  const char *host = lo->host ? lo->host : "127.0.0.1";
+  int port = lo->port;
+  listener *l;
+  int err, namelen;
+
+  if (cm->nlisteners == MAX_LISTENERS)
+    return XCM_ELIMIT;
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+    errmsg(errbuf, errlen, "listen: '%s' is not an IPv4 or IPv6 address", host);
+    return XCM_EINVAL;
+  }
+  l = xcm__calloc(cm->ctx.alloc, sizeof(*l));
+  if (l == NULL)
+    return XCM_ENOMEM;
+  l->cm = cm;
+  if (lo->cert_file != NULL) {
+    xcm_tls_options to;
+
+    memset(&to, 0, sizeof to);
+    to.cert_file = lo->cert_file;
+    to.key_file = lo->key_file;
+    err = xcm__tls_config_new(&l->tls, &cm->ctx, 1, &to, errbuf, errlen);
+    if (err != 0) {
+      xcm__free(cm->ctx.alloc, l);
+      return err;
+    }
+  }
+  l->cfg.domain = cm->opt.domain;
+  l->cfg.max_stanza_preauth = cm->opt.max_stanza_preauth;
+  l->cfg.max_stanza = cm->opt.max_stanza;
+  l->cfg.max_depth = cm->opt.max_depth;
+  l->cfg.auth_timeout_ms = cm->opt.auth_timeout_ms;
+  l->cfg.idle_timeout_ms = cm->opt.idle_timeout_ms;
+  l->cfg.max_out = cm->opt.max_client_out;
+  l->cfg.rate = cm->opt.rate;
+  l->cfg.burst = cm->opt.burst;
+  l->cfg.compression = cm->opt.compression;
+  l->cfg.tls = l->tls;
+  l->cfg.direct_tls = lo->direct_tls;
+  l->cfg.policy = current_policy;
+  l->cfg.policy_ud = cm;
+  uv_tcp_init_ex(cm->ctx.loop, &l->tcp, ss.ss_family);
+  l->tcp.data = l;
+  uv_timer_init(cm->ctx.loop, &l->backoff);
+  l->backoff.data = l;
+  cm->listeners[cm->nlisteners++] = l;
+  if (lo->reuseport) {
+    uv_os_fd_t fd;
+    int on = 1;
+
+    if (uv_fileno((uv_handle_t *)&l->tcp, &fd) == 0)
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
+  }
+  /* Bind now so that a port in use is reported at once; accepting waits
+   * for xcm_cm_start(). */
+  err = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+  if (err != 0) {
+    char what[128];
+
+    snprintf(what, sizeof what, "%s port %d", host, port);
+    if (errbuf != NULL)
+      snprintf(errbuf, errlen, "cannot listen on %s: %s", what,
+               uv_strerror(err));
+    return err;
+  }
+  namelen = sizeof ss;
+  uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &namelen);
+  l->port =
+      ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                     : ((struct sockaddr_in *)&ss)->sin_port);
+  xcm__log(&cm->ctx, XCM_LOG_INFO, "listening on %s port %d%s", host, l->port,
+           lo->direct_tls ? " (direct TLS)"
+           : l->tls       ? " (STARTTLS)"
+                          : "");
+  return 0;
+}
+
+int xcm_cm_listener_port(const xcm_cm *cm, unsigned i) {
+  return i < cm->nlisteners ? cm->listeners[i]->port : -1;
+}
+
+int xcm_cm_start(xcm_cm *cm) {
+  unsigned i;
+  int err;
+
+  if (cm->started)
+    return 0;
+  cm->started = 1;
+  for (i = 0; i < cm->nlisteners; i++) {
+    err = uv_listen((uv_stream_t *)&cm->listeners[i]->tcp, 511, on_connection);
+    if (err != 0) {
+      xcm__log(&cm->ctx, XCM_LOG_ERROR, "cannot listen on port %d: %s",
+               cm->listeners[i]->port, uv_strerror(err));
+      return err;
+    }
+  }
+  return xcm__pool_start(cm->pool);
+}
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+static void ctx_closed(xcm_ctx *ctx) {
+  xcm_cm *cm = (xcm_cm *)ctx;
+
+  if (cm->shutdown_cb != NULL)
+    cm->shutdown_cb(cm, cm->shutdown_ud);
+}
+
+static void handle_closed(xcm_cm *cm) {
+  if (--cm->open_handles > 0)
+    return;
+  xcm__ctx_close(&cm->ctx, ctx_closed);
+}
+
+static void pool_closed(void *ud) {
+  xcm_cm *cm = ud;
+
+  cm->pool = NULL;
+  cm->sessions.pool = NULL;
+  handle_closed(cm);
+}
+
+static void uv_handle_closed(uv_handle_t *h) {
+  handle_closed(h->data);
+}
+
+static void listener_closed(uv_handle_t *h) {
+  listener *l = h->data;
+
+  handle_closed(l->cm);
+}
+
+/* The drain is over (every session answered, or time is up). */
+static void finish(xcm_cm *cm) {
+  uv_timer_stop(&cm->drain);
+  cm->sessions.empty = NULL;
+  if (cm->pool != NULL)
+    xcm__pool_close(cm->pool, pool_closed, cm);
+  uv_close((uv_handle_t *)&cm->drain, uv_handle_closed);
+}
+
+static void drain_timeout(uv_timer_t *t) {
+  finish(t->data);
+}
+
+static void sessions_empty(void *ud) {
+  xcm_cm *cm = ud;
+
+  /* Give the closes a moment to reach the server and be answered. */
+  uv_timer_start(&cm->drain, drain_timeout, 200, 0);
+}
+
+void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
+                     void (*cb)(xcm_cm *cm, void *ud), void *ud) {
+  unsigned i;
+
+  if (cm->stopping)
+    return;
+  cm->stopping = 1;
+  cm->shutdown_cb = cb;
+  cm->shutdown_ud = ud;
+  /* Listeners (two handles each), the drain timer and the pool. */
+  cm->open_handles = 2 * (int)cm->nlisteners + 2;
+  for (i = 0; i < cm->nlisteners; i++) {
+    uv_close((uv_handle_t *)&cm->listeners[i]->tcp, listener_closed);
+    cm->listeners[i]->backoff.data = cm;
+    uv_close((uv_handle_t *)&cm->listeners[i]->backoff, uv_handle_closed);
+  }
+  cm->sessions.empty = sessions_empty;
+  cm->sessions.empty_ud = cm;
+  uv_timer_start(&cm->drain, drain_timeout, drain_ms ? drain_ms : 5000, 0);
+  if (cm->sessions.count == 0)
+    sessions_empty(cm);
+  else
+    xcm__sessions_fail_all(&cm->sessions, XCM_COND_SYSTEM_SHUTDOWN,
+                           "the connection manager is shutting down");
+}
+
+void xcm_cm_free(xcm_cm *cm) {
+  unsigned i;
+  const xcm_allocator *alloc;
+
+  if (cm == NULL)
+    return;
+  alloc = cm->ctx.alloc;
+  for (i = 0; i < cm->nlisteners; i++) {
+    if (cm->listeners[i]->tls != NULL)
+      xcm__tls_config_unref(cm->listeners[i]->tls);
+    xcm__free(alloc, cm->listeners[i]);
+  }
+  xcm__sessions_free(&cm->sessions);
+  xcm__free(alloc, cm->strings);
+  xcm__free(alloc, cm);
+}
+
+void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out) {
+  *out = cm->stats;
+  out->upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
+}
+
+void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook, void *ud) {
+  cm->sessions.hook = hook;
+  cm->sessions.hook_ud = ud;
+}
+
+const xcm_policy *xcm_cm_policy(const xcm_cm *cm) {
+  return current_policy((void *)cm);
+}
