@@ -1,0 +1,1699 @@
+/* xcmd's configuration: our INI-like format and the Java CM's manager.xml.
+ * doc/config.md is the reference for both; this file follows it. */
+#include "config.h"
+
+#include <errno.h>
+#include <expat.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum {
+  XCMD_MAX_FILE = 1024 * 1024, /* no real configuration comes near */
+  XCMD_MAX_VALUE = 4095,
+  XCMD_MAX_KEYS = 64,
+  XCMD_XML_DEPTH = 16,
+  XCMD_XML_PATH = 255,
+  XCMD_XML_TEXT = 64 * 1024,
+  XCMD_XML_PROPS = 512
+};
+
+/* The units of sizes and durations. */
+enum {
+  XCMD_KIB = 1024,
+  XCMD_MIB = 1024 * 1024,
+  XCMD_GIB = 1024 * 1024 * 1024,
+  XCMD_SEC = 1000,
+  XCMD_MIN = 60 * 1000,
+  XCMD_HOUR = 3600 * 1000,
+  XCMD_DAY = 86400 * 1000
+};
+
+/* ---- Shared by both formats ------------------------------------------ */
+
+static __attribute__((format(printf, 3, 4))) int
+xcmd_fail(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+
+  if (err != NULL && errlen > 0) {
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return XCM_ECONFIG;
+}
+
+/* A value as it may appear inside an error message: control bytes would
+ * garble a terminal or a log line, and a page of junk helps nobody. */
+static const char *xcmd_show(const char *s, size_t len, char *buf,
+                             size_t bufsize) {
+  size_t i, n = 0, max = bufsize - 4;
+
+  for (i = 0; i < len && n < max; i++) {
+    unsigned char c = (unsigned char)s[i];
+    buf[n++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+  }
+  if (i < len) {
+    memcpy(buf + n, "...", 3);
+    n += 3;
+  }
+  buf[n] = '\0';
+  return buf;
+}
+
+static char *xcmd_own(xcmd_config *cfg, const char *s, size_t len) {
+  char *p;
+
+  if (cfg->nowned_ == cfg->owned_cap_) {
+    unsigned cap = cfg->owned_cap_ ? cfg->owned_cap_ * 2 : 16;
+    char **v = realloc(cfg->owned_, cap * sizeof(*v));
+    if (v == NULL)
+      return NULL;
+    cfg->owned_ = v;
+    cfg->owned_cap_ = cap;
+  }
+  p = malloc(len + 1);
+  if (p == NULL)
+    return NULL;
+  memcpy(p, s, len);
+  p[len] = '\0';
+  cfg->owned_[cfg->nowned_++] = p;
+  return p;
+}
+
+/* The defaults of xcm.h, written out so that every field holds the value
+ * in effect: the daemon prints them and the cross-checks compare them. */
+static void xcmd_defaults(xcmd_config *cfg) {
+  xcm_options *o = &cfg->opt;
+
+  memset(cfg, 0, sizeof(*cfg));
+  o->server_host = "127.0.0.1";
+  o->server_port = 5262;
+  o->resource_prefix = "w";
+  o->connections = 5;
+  o->upstream_tls = XCM_UPSTREAM_TLS_OPTIONAL;
+  o->keepalive_ms = 30000;
+  o->dead_after_ms = 300000;
+  o->max_stanza_preauth = 8 * XCMD_KIB;
+  o->max_stanza = 256 * XCMD_KIB;
+  o->max_depth = 32;
+  o->auth_timeout_ms = 60000;
+  o->idle_timeout_ms = 600000;
+  o->max_client_out = XCMD_MIB;
+  o->rate = 200;
+  o->burst = 1000;
+  o->log_level = XCM_LOG_INFO;
+  cfg->log_target = XCMD_LOG_STDERR;
+  cfg->log_level = XCM_LOG_INFO;
+  cfg->drain_ms = 5000;
+}
+
+static void xcmd_default_listener(xcm_listen_options *lo) {
+  memset(lo, 0, sizeof(*lo));
+  lo->host = "127.0.0.1";
+}
+
+/* Digits only: no sign, no spaces, no base prefix. 0 on success, -1 when
+ * s is not a number, -2 when it does not fit. */
+static int xcmd_parse_digits(const char *s, size_t len,
+                             unsigned long long *out) {
+  unsigned long long v = 0;
+  size_t i;
+
+  if (len == 0)
+    return -1;
+  for (i = 0; i < len; i++) {
+    unsigned d;
+    if (s[i] < '0' || s[i] > '9')
+      return -1;
+    d = (unsigned)(s[i] - '0');
+    if (v > (ULLONG_MAX - d) / 10)
+      return -2;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return 0;
+}
+
+/* ---- Our format --------------------------------------------------------
+ *
+ * One table holds every key: its section, its type, where its value goes
+ * and, for numbers, the range it must fall in. */
+
+enum xcmd_section {
+  XCMD_SEC_SERVER,
+  XCMD_SEC_UPSTREAM,
+  XCMD_SEC_LISTENER,
+  XCMD_SEC_LIMITS,
+  XCMD_SEC_LOG,
+  XCMD_SEC_METRICS,
+  XCMD_SEC_DAEMON,
+  XCMD_NSECTIONS
+};
+
+static const char *const xcmd_section_names[XCMD_NSECTIONS] = {
+    "server", "upstream", "listener", "limits", "log", "metrics", "daemon"};
+
+enum xcmd_type {
+  XCMD_T_STR,    /* const char * */
+  XCMD_T_UINT,   /* unsigned */
+  XCMD_T_PORT,   /* int */
+  XCMD_T_BOOL,   /* int */
+  XCMD_T_SIZE,   /* size_t */
+  XCMD_T_MS,     /* unsigned, milliseconds */
+  XCMD_T_LEVEL,  /* int, XCM_LOG_* */
+  XCMD_T_TARGET, /* xcmd_log_target */
+  XCMD_T_TLS     /* xcm_upstream_tls */
+};
+
+typedef struct xcmd_key {
+  enum xcmd_section section;
+  const char *name;
+  enum xcmd_type type;
+  size_t off; /* into xcmd_config; in [listener], into xcm_listen_options */
+  unsigned long long min, max;
+} xcmd_key;
+
+static const xcmd_key xcmd_keys[] = {
+    {XCMD_SEC_SERVER, "domain", XCMD_T_STR, offsetof(xcmd_config, opt.domain),
+     0, 0},
+    {XCMD_SEC_SERVER, "compression", XCMD_T_BOOL,
+     offsetof(xcmd_config, opt.compression), 0, 0},
+
+    {XCMD_SEC_UPSTREAM, "host", XCMD_T_STR,
+     offsetof(xcmd_config, opt.server_host), 0, 0},
+    {XCMD_SEC_UPSTREAM, "port", XCMD_T_PORT,
+     offsetof(xcmd_config, opt.server_port), 1, 65535},
+    {XCMD_SEC_UPSTREAM, "name", XCMD_T_STR, offsetof(xcmd_config, opt.name), 0,
+     0},
+    {XCMD_SEC_UPSTREAM, "secret", XCMD_T_STR, offsetof(xcmd_config, opt.secret),
+     0, 0},
+    {XCMD_SEC_UPSTREAM, "resource_prefix", XCMD_T_STR,
+     offsetof(xcmd_config, opt.resource_prefix), 0, 0},
+    {XCMD_SEC_UPSTREAM, "connections", XCMD_T_UINT,
+     offsetof(xcmd_config, opt.connections), 1, 64},
+    {XCMD_SEC_UPSTREAM, "tls", XCMD_T_TLS,
+     offsetof(xcmd_config, opt.upstream_tls), 0, 0},
+    {XCMD_SEC_UPSTREAM, "ca_file", XCMD_T_STR,
+     offsetof(xcmd_config, opt.upstream_ca_file), 0, 0},
+    {XCMD_SEC_UPSTREAM, "accept_self_signed", XCMD_T_BOOL,
+     offsetof(xcmd_config, opt.upstream_accept_self_signed), 0, 0},
+    {XCMD_SEC_UPSTREAM, "zlib", XCMD_T_BOOL,
+     offsetof(xcmd_config, opt.upstream_zlib), 0, 0},
+    {XCMD_SEC_UPSTREAM, "keepalive", XCMD_T_MS,
+     offsetof(xcmd_config, opt.keepalive_ms), XCMD_SEC, XCMD_HOUR},
+    {XCMD_SEC_UPSTREAM, "dead_after", XCMD_T_MS,
+     offsetof(xcmd_config, opt.dead_after_ms), XCMD_SEC, XCMD_DAY},
+
+    {XCMD_SEC_LISTENER, "host", XCMD_T_STR, offsetof(xcm_listen_options, host),
+     0, 0},
+    {XCMD_SEC_LISTENER, "port", XCMD_T_PORT, offsetof(xcm_listen_options, port),
+     1, 65535},
+    {XCMD_SEC_LISTENER, "cert", XCMD_T_STR,
+     offsetof(xcm_listen_options, cert_file), 0, 0},
+    {XCMD_SEC_LISTENER, "key", XCMD_T_STR,
+     offsetof(xcm_listen_options, key_file), 0, 0},
+    {XCMD_SEC_LISTENER, "direct_tls", XCMD_T_BOOL,
+     offsetof(xcm_listen_options, direct_tls), 0, 0},
+    {XCMD_SEC_LISTENER, "reuseport", XCMD_T_BOOL,
+     offsetof(xcm_listen_options, reuseport), 0, 0},
+
+    {XCMD_SEC_LIMITS, "max_stanza_preauth", XCMD_T_SIZE,
+     offsetof(xcmd_config, opt.max_stanza_preauth), XCMD_KIB, XCMD_MIB},
+    {XCMD_SEC_LIMITS, "max_stanza", XCMD_T_SIZE,
+     offsetof(xcmd_config, opt.max_stanza), XCMD_KIB, 64ULL * XCMD_MIB},
+    {XCMD_SEC_LIMITS, "max_depth", XCMD_T_UINT,
+     offsetof(xcmd_config, opt.max_depth), 4, 256},
+    {XCMD_SEC_LIMITS, "auth_timeout", XCMD_T_MS,
+     offsetof(xcmd_config, opt.auth_timeout_ms), XCMD_SEC, XCMD_HOUR},
+    {XCMD_SEC_LIMITS, "idle_timeout", XCMD_T_MS,
+     offsetof(xcmd_config, opt.idle_timeout_ms), XCMD_SEC, 24ULL * XCMD_DAY},
+    {XCMD_SEC_LIMITS, "max_client_out", XCMD_T_SIZE,
+     offsetof(xcmd_config, opt.max_client_out), 4 * XCMD_KIB, XCMD_GIB},
+    {XCMD_SEC_LIMITS, "rate", XCMD_T_UINT, offsetof(xcmd_config, opt.rate), 1,
+     1000000},
+    {XCMD_SEC_LIMITS, "burst", XCMD_T_UINT, offsetof(xcmd_config, opt.burst), 1,
+     1000000},
+    {XCMD_SEC_LIMITS, "max_clients", XCMD_T_UINT,
+     offsetof(xcmd_config, opt.max_clients), 0, 10000000},
+    {XCMD_SEC_LIMITS, "max_per_address", XCMD_T_UINT,
+     offsetof(xcmd_config, opt.max_per_address), 0, 10000000},
+
+    {XCMD_SEC_LOG, "target", XCMD_T_TARGET, offsetof(xcmd_config, log_target),
+     0, 0},
+    {XCMD_SEC_LOG, "level", XCMD_T_LEVEL, offsetof(xcmd_config, log_level), 0,
+     0},
+    {XCMD_SEC_LOG, "bodies", XCMD_T_BOOL, offsetof(xcmd_config, log_bodies), 0,
+     0},
+
+    {XCMD_SEC_METRICS, "host", XCMD_T_STR, offsetof(xcmd_config, metrics_host),
+     0, 0},
+    {XCMD_SEC_METRICS, "port", XCMD_T_PORT, offsetof(xcmd_config, metrics_port),
+     1, 65535},
+
+    {XCMD_SEC_DAEMON, "workers", XCMD_T_UINT, offsetof(xcmd_config, workers), 0,
+     256},
+    {XCMD_SEC_DAEMON, "pid_file", XCMD_T_STR, offsetof(xcmd_config, pid_file),
+     0, 0},
+    {XCMD_SEC_DAEMON, "user", XCMD_T_STR, offsetof(xcmd_config, user), 0, 0},
+    {XCMD_SEC_DAEMON, "group", XCMD_T_STR, offsetof(xcmd_config, group), 0, 0},
+    {XCMD_SEC_DAEMON, "drain", XCMD_T_MS, offsetof(xcmd_config, drain_ms), 0,
+     XCMD_HOUR},
+};
+
+enum { XCMD_NKEYS = sizeof(xcmd_keys) / sizeof(xcmd_keys[0]) };
+_Static_assert((int)XCMD_NKEYS <= (int)XCMD_MAX_KEYS, "raise XCMD_MAX_KEYS");
+
+typedef struct xcmd_ini {
+  xcmd_config *cfg;
+  const char *name;
+  char *err;
+  size_t errlen;
+  unsigned line;
+  int section; /* -1 before the first header */
+  unsigned section_line[XCMD_NSECTIONS];
+  /* Where each key was set (0: not set). [listener] keys start over with
+   * every listener. */
+  unsigned key_line[XCMD_MAX_KEYS];
+  unsigned listener_line[XCMD_MAX_LISTENERS];
+  char value[XCMD_MAX_VALUE + 1];
+} xcmd_ini;
+
+static __attribute__((format(printf, 3, 4))) int
+xcmd_ini_fail(xcmd_ini *st, unsigned line, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (line == 0)
+    return xcmd_fail(st->err, st->errlen, "%s: %s", st->name, msg);
+  return xcmd_fail(st->err, st->errlen, "%s:%u: %s", st->name, line, msg);
+}
+
+static __attribute__((format(printf, 4, 5))) int
+xcmd_key_fail(xcmd_ini *st, unsigned line, int k, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  return xcmd_ini_fail(st, line, "key '%s' in [%s]: %s", xcmd_keys[k].name,
+                       xcmd_section_names[xcmd_keys[k].section], msg);
+}
+
+static int xcmd_key_index(int section, const char *name, size_t len) {
+  int k;
+
+  for (k = 0; k < XCMD_NKEYS; k++)
+    if ((int)xcmd_keys[k].section == section &&
+        strlen(xcmd_keys[k].name) == len &&
+        memcmp(xcmd_keys[k].name, name, len) == 0)
+      return k;
+  return -1;
+}
+
+/* The index of a key the code names itself, which must exist. */
+static int xcmd_known_key(int section, const char *name) {
+  int k = xcmd_key_index(section, name, strlen(name));
+
+  if (k < 0)
+    abort();
+  return k;
+}
+
+/* The shortest spelling in the file's own units, for messages. */
+static const char *xcmd_fmt_size(unsigned long long v, char *buf, size_t n) {
+  if (v != 0 && v % XCMD_GIB == 0)
+    snprintf(buf, n, "%llug", v / XCMD_GIB);
+  else if (v != 0 && v % XCMD_MIB == 0)
+    snprintf(buf, n, "%llum", v / XCMD_MIB);
+  else if (v != 0 && v % XCMD_KIB == 0)
+    snprintf(buf, n, "%lluk", v / XCMD_KIB);
+  else
+    snprintf(buf, n, "%llu", v);
+  return buf;
+}
+
+static const char *xcmd_fmt_ms(unsigned long long v, char *buf, size_t n) {
+  if (v != 0 && v % XCMD_DAY == 0)
+    snprintf(buf, n, "%llud", v / XCMD_DAY);
+  else if (v != 0 && v % XCMD_HOUR == 0)
+    snprintf(buf, n, "%lluh", v / XCMD_HOUR);
+  else if (v != 0 && v % XCMD_MIN == 0)
+    snprintf(buf, n, "%llum", v / XCMD_MIN);
+  else if (v != 0 && v % XCMD_SEC == 0)
+    snprintf(buf, n, "%llus", v / XCMD_SEC);
+  else
+    snprintf(buf, n, "%llums", v);
+  return buf;
+}
+
+typedef struct xcmd_unit {
+  const char *name;
+  unsigned long long mult;
+} xcmd_unit;
+
+/* "256k", "8 KiB": digits, optional spaces, then one of the units.
+ * Returns as xcmd_parse_digits. */
+static int xcmd_parse_unit(const char *s, size_t len, const xcmd_unit *units,
+                           size_t nunits, int any_case,
+                           unsigned long long *out) {
+  unsigned long long v;
+  size_t digits = 0, ulen, u;
+  const char *unit;
+  int rc;
+
+  while (digits < len && s[digits] >= '0' && s[digits] <= '9')
+    digits++;
+  unit = s + digits;
+  ulen = len - digits;
+  while (ulen > 0 && *unit == ' ') {
+    unit++;
+    ulen--;
+  }
+  for (u = 0; u < nunits; u++) {
+    if (strlen(units[u].name) != ulen ||
+        (any_case ? strncasecmp(units[u].name, unit, ulen)
+                  : memcmp(units[u].name, unit, ulen)) != 0)
+      continue;
+    rc = xcmd_parse_digits(s, digits, &v);
+    if (rc != 0)
+      return rc;
+    if (v > ULLONG_MAX / units[u].mult)
+      return -2;
+    *out = v * units[u].mult;
+    return 0;
+  }
+  return -1;
+}
+
+/* Binary multiples throughout, whatever the spelling: memory is counted
+ * in them, and nobody means 1000 bytes by "1k" in a limit. */
+static int xcmd_parse_size(const char *s, size_t len, unsigned long long *out) {
+  static const xcmd_unit units[] = {
+      {"", 1},           {"b", 1},         {"k", XCMD_KIB},  {"kb", XCMD_KIB},
+      {"kib", XCMD_KIB}, {"m", XCMD_MIB},  {"mb", XCMD_MIB}, {"mib", XCMD_MIB},
+      {"g", XCMD_GIB},   {"gb", XCMD_GIB}, {"gib", XCMD_GIB}};
+
+  return xcmd_parse_unit(s, len, units, sizeof(units) / sizeof(units[0]), 1,
+                         out);
+}
+
+/* The unit is required: a bare number would leave the reader guessing
+ * between seconds and milliseconds. Lowercase only, so that "M" is not
+ * read as minutes by someone who meant months or megabytes. */
+static int xcmd_parse_ms(const char *s, size_t len, unsigned long long *out) {
+  static const xcmd_unit units[] = {{"ms", 1},
+                                    {"s", XCMD_SEC},
+                                    {"m", XCMD_MIN},
+                                    {"h", XCMD_HOUR},
+                                    {"d", XCMD_DAY}};
+
+  return xcmd_parse_unit(s, len, units, sizeof(units) / sizeof(units[0]), 0,
+                         out);
+}
+
+static int xcmd_parse_bool(const char *s, int *out) {
+  static const char *const yes[] = {"yes", "true", "on"};
+  static const char *const no[] = {"no", "false", "off"};
+  size_t i;
+
+  for (i = 0; i < 3; i++) {
+    if (strcasecmp(s, yes[i]) == 0) {
+      *out = 1;
+      return 0;
+    }
+    if (strcasecmp(s, no[i]) == 0) {
+      *out = 0;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* Checks a number against the key's range; the message spells the bounds
+ * in the key's own units. */
+static int xcmd_ini_range(xcmd_ini *st, int k, int rc, unsigned long long v,
+                          const char *shown) {
+  const xcmd_key *key = &xcmd_keys[k];
+  char lo[32], hi[32];
+
+  if (rc == 0 && v >= key->min && v <= key->max)
+    return 0;
+  if (key->type == XCMD_T_SIZE) {
+    xcmd_fmt_size(key->min, lo, sizeof(lo));
+    xcmd_fmt_size(key->max, hi, sizeof(hi));
+  } else if (key->type == XCMD_T_MS) {
+    xcmd_fmt_ms(key->min, lo, sizeof(lo));
+    xcmd_fmt_ms(key->max, hi, sizeof(hi));
+  } else {
+    snprintf(lo, sizeof(lo), "%llu", key->min);
+    snprintf(hi, sizeof(hi), "%llu", key->max);
+  }
+  return xcmd_key_fail(st, st->line, k, "'%s' is out of range (%s to %s)",
+                       shown, lo, hi);
+}
+
+static int xcmd_ini_apply(xcmd_ini *st, int k, const char *v, size_t len) {
+  static const char *const levels[] = {"error", "warn", "info", "debug"};
+  const xcmd_key *key = &xcmd_keys[k];
+  char *base, shown[64];
+  unsigned long long n = 0;
+  char *s;
+  int rc, b;
+  size_t i;
+
+  base = key->section == XCMD_SEC_LISTENER
+             ? (char *)&st->cfg->listeners[st->cfg->nlisteners - 1]
+             : (char *)st->cfg;
+  base += key->off;
+  xcmd_show(v, len, shown, sizeof(shown));
+  switch (key->type) {
+  case XCMD_T_STR:
+    s = xcmd_own(st->cfg, v, len);
+    if (s == NULL)
+      return XCM_ENOMEM;
+    *(const char **)(void *)base = s;
+    return 0;
+  case XCMD_T_UINT:
+  case XCMD_T_PORT:
+    rc = xcmd_parse_digits(v, len, &n);
+    if (rc == -1)
+      return xcmd_key_fail(st, st->line, k, "'%s' is not a number", shown);
+    if ((rc = xcmd_ini_range(st, k, rc, n, shown)) != 0)
+      return rc;
+    if (key->type == XCMD_T_PORT)
+      *(int *)(void *)base = (int)n;
+    else
+      *(unsigned *)(void *)base = (unsigned)n;
+    return 0;
+  case XCMD_T_SIZE:
+    rc = xcmd_parse_size(v, len, &n);
+    if (rc == -1)
+      return xcmd_key_fail(st, st->line, k,
+                           "'%s' is not a size (use e.g. 8k, 256k, 1m)", shown);
+    if ((rc = xcmd_ini_range(st, k, rc, n, shown)) != 0)
+      return rc;
+    *(size_t *)(void *)base = (size_t)n;
+    return 0;
+  case XCMD_T_MS:
+    rc = xcmd_parse_ms(v, len, &n);
+    if (rc == -1)
+      return xcmd_key_fail(st, st->line, k,
+                           "'%s' is not a duration (use e.g. 30s, 5m)", shown);
+    if ((rc = xcmd_ini_range(st, k, rc, n, shown)) != 0)
+      return rc;
+    *(unsigned *)(void *)base = (unsigned)n;
+    return 0;
+  case XCMD_T_BOOL:
+    if (xcmd_parse_bool(v, &b) != 0)
+      return xcmd_key_fail(st, st->line, k,
+                           "'%s' is not a boolean (use yes or no)", shown);
+    *(int *)(void *)base = b;
+    return 0;
+  case XCMD_T_LEVEL:
+    for (i = 0; i < 4; i++) {
+      if (strcmp(v, levels[i]) == 0) {
+        /* XCM_LOG_ERROR is 1, and the others follow in this order. */
+        *(int *)(void *)base = XCM_LOG_ERROR + (int)i;
+        return 0;
+      }
+    }
+    return xcmd_key_fail(st, st->line, k,
+                         "'%s' is not a level (use error, warn, info or debug)",
+                         shown);
+  case XCMD_T_TARGET:
+    if (strcmp(v, "stderr") == 0)
+      *(xcmd_log_target *)(void *)base = XCMD_LOG_STDERR;
+    else if (strcmp(v, "syslog") == 0)
+      *(xcmd_log_target *)(void *)base = XCMD_LOG_SYSLOG;
+    else
+      return xcmd_key_fail(st, st->line, k,
+                           "'%s' is not a log target (use stderr or syslog)",
+                           shown);
+    return 0;
+  case XCMD_T_TLS:
+    if (strcmp(v, "off") == 0)
+      *(xcm_upstream_tls *)(void *)base = XCM_UPSTREAM_TLS_OFF;
+    else if (strcmp(v, "optional") == 0)
+      *(xcm_upstream_tls *)(void *)base = XCM_UPSTREAM_TLS_OPTIONAL;
+    else if (strcmp(v, "required") == 0)
+      *(xcm_upstream_tls *)(void *)base = XCM_UPSTREAM_TLS_REQUIRED;
+    else
+      return xcmd_key_fail(
+          st, st->line, k,
+          "'%s' is not a TLS mode (use off, optional or required)", shown);
+    return 0;
+  }
+  abort();
+}
+
+static int xcmd_is_blank(char c) {
+  return c == ' ' || c == '\t';
+}
+
+/* The value part of "key = value": quoted, with \" and \\ as the only
+ * escapes, or bare up to a '#' that follows white space. */
+static int xcmd_ini_value(xcmd_ini *st, int k, const char *s, size_t n,
+                          size_t *outlen) {
+  size_t i = 0, o = 0;
+
+  if (n > 0 && s[0] == '"') {
+    for (i = 1; i < n && s[i] != '"'; i++) {
+      char c = s[i];
+      if (c == '\\') {
+        if (i + 1 == n || (s[i + 1] != '"' && s[i + 1] != '\\'))
+          return xcmd_key_fail(st, st->line, k,
+                               "unknown escape in a quoted value (only \\\" "
+                               "and \\\\)");
+        c = s[++i];
+      }
+      if (o == XCMD_MAX_VALUE)
+        return xcmd_key_fail(st, st->line, k, "value longer than %d bytes",
+                             XCMD_MAX_VALUE);
+      st->value[o++] = c;
+    }
+    if (i == n)
+      return xcmd_key_fail(st, st->line, k, "unterminated quoted value");
+    for (i++; i < n && xcmd_is_blank(s[i]); i++)
+      ;
+    if (i < n && s[i] != '#')
+      return xcmd_key_fail(st, st->line, k, "text after the closing quote");
+  } else {
+    for (i = 0; i < n; i++)
+      if (s[i] == '#' && (i == 0 || xcmd_is_blank(s[i - 1])))
+        break;
+    while (i > 0 && xcmd_is_blank(s[i - 1]))
+      i--;
+    if (i > XCMD_MAX_VALUE)
+      return xcmd_key_fail(st, st->line, k, "value longer than %d bytes",
+                           XCMD_MAX_VALUE);
+    memcpy(st->value, s, i);
+    o = i;
+  }
+  st->value[o] = '\0';
+  if (o == 0)
+    return xcmd_key_fail(st, st->line, k, "no value");
+  *outlen = o;
+  return 0;
+}
+
+static int xcmd_is_key_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+}
+
+static int xcmd_ini_key(xcmd_ini *st, const char *s, size_t n) {
+  char shown[64];
+  size_t klen = 0, i, vlen = 0;
+  int k, rc;
+
+  while (klen < n && xcmd_is_key_char(s[klen]))
+    klen++;
+  for (i = klen; i < n && xcmd_is_blank(s[i]); i++)
+    ;
+  if (klen == 0 || i == n || s[i] != '=')
+    return xcmd_ini_fail(st, st->line, "expected 'key = value' or '[section]'");
+  xcmd_show(s, klen, shown, sizeof(shown));
+  if (st->section < 0)
+    return xcmd_ini_fail(st, st->line, "key '%s' before any [section]", shown);
+  k = xcmd_key_index(st->section, s, klen);
+  if (k < 0)
+    return xcmd_ini_fail(st, st->line, "unknown key '%s' in [%s]", shown,
+                         xcmd_section_names[st->section]);
+  if (st->key_line[k] != 0)
+    return xcmd_key_fail(st, st->line, k, "already set on line %u",
+                         st->key_line[k]);
+  for (i++; i < n && xcmd_is_blank(s[i]); i++)
+    ;
+  if ((rc = xcmd_ini_value(st, k, s + i, n - i, &vlen)) != 0)
+    return rc;
+  if ((rc = xcmd_ini_apply(st, k, st->value, vlen)) != 0)
+    return rc;
+  st->key_line[k] = st->line;
+  return 0;
+}
+
+static unsigned xcmd_line_of(const xcmd_ini *st, int section,
+                             const char *name) {
+  return st->key_line[xcmd_known_key(section, name)];
+}
+
+/* Checks that need a listener's every key, run when its section ends. */
+static int xcmd_listener_done(xcmd_ini *st) {
+  unsigned i = st->cfg->nlisteners - 1, j;
+  xcm_listen_options *lo = &st->cfg->listeners[i];
+  unsigned cert_line = xcmd_line_of(st, XCMD_SEC_LISTENER, "cert");
+  unsigned key_line = xcmd_line_of(st, XCMD_SEC_LISTENER, "key");
+  unsigned tls_line = xcmd_line_of(st, XCMD_SEC_LISTENER, "direct_tls");
+  char shown[64];
+
+  if (cert_line != 0 && key_line == 0)
+    return xcmd_key_fail(st, cert_line,
+                         xcmd_known_key(XCMD_SEC_LISTENER, "cert"),
+                         "set without 'key'");
+  if (key_line != 0 && cert_line == 0)
+    return xcmd_key_fail(st, key_line, xcmd_known_key(XCMD_SEC_LISTENER, "key"),
+                         "set without 'cert'");
+  if (lo->direct_tls && cert_line == 0)
+    return xcmd_key_fail(st, tls_line,
+                         xcmd_known_key(XCMD_SEC_LISTENER, "direct_tls"),
+                         "needs 'cert' and 'key'");
+  if (lo->port == 0)
+    lo->port = lo->direct_tls ? 5223 : 5222;
+  /* Only the spelling is compared: 0.0.0.0 against 127.0.0.1 on one port
+   * is left for bind() to refuse. */
+  for (j = 0; j < i; j++)
+    if (st->cfg->listeners[j].port == lo->port &&
+        strcmp(st->cfg->listeners[j].host, lo->host) == 0)
+      return xcmd_ini_fail(
+          st, st->listener_line[i],
+          "[listener] %s port %d is already used by the [listener] on line %u",
+          xcmd_show(lo->host, strlen(lo->host), shown, sizeof(shown)), lo->port,
+          st->listener_line[j]);
+  return 0;
+}
+
+static int xcmd_ini_section(xcmd_ini *st, const char *s, size_t n) {
+  const char *close = memchr(s, ']', n), *name;
+  size_t i, len;
+  char shown[64];
+  int sec, rc, k;
+
+  if (close == NULL)
+    return xcmd_ini_fail(st, st->line, "malformed section header (use [name])");
+  for (i = (size_t)(close - s) + 1; i < n && xcmd_is_blank(s[i]); i++)
+    ;
+  if (i < n && s[i] != '#')
+    return xcmd_ini_fail(st, st->line, "malformed section header (use [name])");
+  name = s + 1;
+  len = (size_t)(close - name);
+  while (len > 0 && xcmd_is_blank(*name)) {
+    name++;
+    len--;
+  }
+  while (len > 0 && xcmd_is_blank(name[len - 1]))
+    len--;
+  for (sec = 0; sec < XCMD_NSECTIONS; sec++)
+    if (strlen(xcmd_section_names[sec]) == len &&
+        memcmp(xcmd_section_names[sec], name, len) == 0)
+      break;
+  if (sec == XCMD_NSECTIONS)
+    return xcmd_ini_fail(st, st->line, "unknown section [%s]",
+                         xcmd_show(name, len, shown, sizeof(shown)));
+  if (st->section == XCMD_SEC_LISTENER && (rc = xcmd_listener_done(st)) != 0)
+    return rc;
+  if (sec != XCMD_SEC_LISTENER && st->section_line[sec] != 0)
+    return xcmd_ini_fail(st, st->line,
+                         "section [%s] appears twice (first on line %u; only "
+                         "[listener] repeats)",
+                         xcmd_section_names[sec], st->section_line[sec]);
+  if (sec == XCMD_SEC_LISTENER) {
+    if (st->cfg->nlisteners == XCMD_MAX_LISTENERS)
+      return xcmd_ini_fail(st, st->line, "more than %d [listener] sections",
+                           XCMD_MAX_LISTENERS);
+    xcmd_default_listener(&st->cfg->listeners[st->cfg->nlisteners]);
+    st->listener_line[st->cfg->nlisteners++] = st->line;
+    for (k = 0; k < XCMD_NKEYS; k++)
+      if (xcmd_keys[k].section == XCMD_SEC_LISTENER)
+        st->key_line[k] = 0;
+  }
+  st->section_line[sec] = st->line;
+  st->section = sec;
+  return 0;
+}
+
+static int xcmd_ini_line(xcmd_ini *st, const char *s, size_t n) {
+  size_t i;
+
+  /* Control bytes have no business in a configuration and are mostly a
+   * sign of a binary or mangled file; a lone CR is one of them. */
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if ((c < 0x20 && c != '\t') || c == 0x7f)
+      return xcmd_ini_fail(st, st->line, "control character (byte 0x%02x)", c);
+  }
+  while (n > 0 && xcmd_is_blank(*s)) {
+    s++;
+    n--;
+  }
+  while (n > 0 && xcmd_is_blank(s[n - 1]))
+    n--;
+  if (n == 0 || s[0] == '#')
+    return 0;
+  if (s[0] == '[')
+    return xcmd_ini_section(st, s, n);
+  return xcmd_ini_key(st, s, n);
+}
+
+/* Checks across keys, once the whole file is read. */
+static int xcmd_ini_finish(xcmd_ini *st) {
+  xcmd_config *cfg = st->cfg;
+  xcm_options *o = &cfg->opt;
+  char a[32], b[32];
+  unsigned line;
+
+  if (o->domain == NULL)
+    return xcmd_ini_fail(st, 0, "key 'domain' in [server] is required");
+  if (o->name == NULL)
+    return xcmd_ini_fail(st, 0, "key 'name' in [upstream] is required");
+  if (o->secret == NULL)
+    return xcmd_ini_fail(st, 0, "key 'secret' in [upstream] is required");
+  if (cfg->nlisteners == 0)
+    return xcmd_ini_fail(st, 0, "at least one [listener] is required");
+  if (o->max_stanza_preauth > o->max_stanza) {
+    xcmd_fmt_size(o->max_stanza_preauth, a, sizeof(a));
+    xcmd_fmt_size(o->max_stanza, b, sizeof(b));
+    line = xcmd_line_of(st, XCMD_SEC_LIMITS, "max_stanza_preauth");
+    if (line != 0)
+      return xcmd_key_fail(
+          st, line, xcmd_known_key(XCMD_SEC_LIMITS, "max_stanza_preauth"),
+          "%s is larger than max_stanza (%s)", a, b);
+    return xcmd_key_fail(st, xcmd_line_of(st, XCMD_SEC_LIMITS, "max_stanza"),
+                         xcmd_known_key(XCMD_SEC_LIMITS, "max_stanza"),
+                         "%s is smaller than max_stanza_preauth (%s)", b, a);
+  }
+  if (o->dead_after_ms <= o->keepalive_ms) {
+    xcmd_fmt_ms(o->keepalive_ms, a, sizeof(a));
+    xcmd_fmt_ms(o->dead_after_ms, b, sizeof(b));
+    line = xcmd_line_of(st, XCMD_SEC_UPSTREAM, "dead_after");
+    if (line != 0)
+      return xcmd_key_fail(st, line,
+                           xcmd_known_key(XCMD_SEC_UPSTREAM, "dead_after"),
+                           "%s must be longer than keepalive (%s)", b, a);
+    return xcmd_key_fail(st, xcmd_line_of(st, XCMD_SEC_UPSTREAM, "keepalive"),
+                         xcmd_known_key(XCMD_SEC_UPSTREAM, "keepalive"),
+                         "%s must be shorter than dead_after (%s)", a, b);
+  }
+  if (cfg->log_bodies && cfg->log_level != XCM_LOG_DEBUG)
+    return xcmd_key_fail(st, xcmd_line_of(st, XCMD_SEC_LOG, "bodies"),
+                         xcmd_known_key(XCMD_SEC_LOG, "bodies"),
+                         "needs level = debug");
+  if (cfg->metrics_host != NULL && cfg->metrics_port == 0)
+    return xcmd_key_fail(st, xcmd_line_of(st, XCMD_SEC_METRICS, "host"),
+                         xcmd_known_key(XCMD_SEC_METRICS, "host"),
+                         "set without 'port'");
+  if (cfg->metrics_port != 0 && cfg->metrics_host == NULL)
+    cfg->metrics_host = "127.0.0.1";
+  o->log_level = cfg->log_level;
+  return 0;
+}
+
+static int xcmd_ini_parse(xcmd_ini *st, const char *text, size_t len) {
+  const char *p = text, *end = text + len;
+  int rc;
+
+  if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+    p += 3;
+  while (p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *q = eol != NULL ? eol : end;
+
+    st->line++;
+    /* CRLF files from Windows editors read like LF ones. */
+    if (q > p && q[-1] == '\r')
+      q--;
+    if ((rc = xcmd_ini_line(st, p, (size_t)(q - p))) != 0)
+      return rc;
+    p = eol != NULL ? eol + 1 : end;
+  }
+  if (st->section == XCMD_SEC_LISTENER && (rc = xcmd_listener_done(st)) != 0)
+    return rc;
+  return xcmd_ini_finish(st);
+}
+
+int xcmd_config_parse(const char *text, size_t len, const char *name_for_errors,
+                      xcmd_config *out, char *err, size_t errlen) {
+  xcmd_ini *st;
+  int rc;
+
+  xcmd_defaults(out);
+  if (err != NULL && errlen > 0)
+    err[0] = '\0';
+  /* The state holds a value buffer too big to put on a worker's stack. */
+  st = calloc(1, sizeof(*st));
+  if (st == NULL)
+    return XCM_ENOMEM;
+  st->cfg = out;
+  st->name = name_for_errors;
+  st->err = err;
+  st->errlen = errlen;
+  st->section = -1;
+  rc = xcmd_ini_parse(st, text, len);
+  if (rc == XCM_ENOMEM)
+    xcmd_fail(err, errlen, "%s: out of memory", name_for_errors);
+  free(st);
+  if (rc != 0)
+    xcmd_config_free(out);
+  return rc;
+}
+
+/* ---- manager.xml --------------------------------------------------------
+ *
+ * The Java CM kept its settings as a tree under <jive>: the property
+ * "xmpp.socket.ssl.port" is <jive><xmpp><socket><ssl><port>. The parse
+ * flattens the tree to such names (one per element with text), then the
+ * mapping takes the properties it knows and warns about the rest. */
+
+typedef struct xcmd_prop {
+  char *name;
+  char *value;
+  unsigned line;
+  int used;
+} xcmd_prop;
+
+typedef struct xcmd_warn {
+  unsigned line;
+  char *text;
+} xcmd_warn;
+
+typedef struct xcmd_xml {
+  XML_Parser parser;
+  xcmd_config *cfg;
+  const char *name;
+  char *err;
+  size_t errlen;
+  int rc;
+
+  /* The element stack: the length of each element's property name in
+   * path, where its text starts in text, and its line. */
+  unsigned depth;
+  size_t path_len[XCMD_XML_DEPTH];
+  size_t text_at[XCMD_XML_DEPTH];
+  unsigned line_at[XCMD_XML_DEPTH];
+  char path[XCMD_XML_PATH + 1];
+  /* Character data of the open elements, innermost last: an element's end
+   * pops its own text, so its parent's continues where it left off. */
+  char *text;
+  size_t text_len, text_cap;
+
+  xcmd_prop *props;
+  unsigned nprops, props_cap;
+  xcmd_warn *warns;
+  unsigned nwarns, warns_cap;
+} xcmd_xml;
+
+static __attribute__((format(printf, 3, 4))) int
+xcmd_xml_fail(xcmd_xml *st, unsigned line, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (line == 0)
+    st->rc = xcmd_fail(st->err, st->errlen, "%s: %s", st->name, msg);
+  else
+    st->rc = xcmd_fail(st->err, st->errlen, "%s:%u: %s", st->name, line, msg);
+  return st->rc;
+}
+
+/* Inside an expat callback: record the failure and stop the parse. */
+static void xcmd_xml_stop(xcmd_xml *st, int rc) {
+  st->rc = rc;
+  XML_StopParser(st->parser, XML_FALSE);
+}
+
+static unsigned xcmd_xml_line(xcmd_xml *st) {
+  return (unsigned)XML_GetCurrentLineNumber(st->parser);
+}
+
+static __attribute__((format(printf, 3, 4))) int
+xcmd_xml_warn(xcmd_xml *st, unsigned line, const char *fmt, ...) {
+  char msg[512], full[1024];
+  va_list ap;
+  size_t len;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (line == 0)
+    snprintf(full, sizeof(full), "%s: %s", st->name, msg);
+  else
+    snprintf(full, sizeof(full), "%s:%u: %s", st->name, line, msg);
+  if (st->nwarns == st->warns_cap) {
+    unsigned cap = st->warns_cap ? st->warns_cap * 2 : 8;
+    xcmd_warn *v = realloc(st->warns, cap * sizeof(*v));
+    if (v == NULL)
+      return XCM_ENOMEM;
+    st->warns = v;
+    st->warns_cap = cap;
+  }
+  len = strlen(full);
+  st->warns[st->nwarns].text = malloc(len + 1);
+  if (st->warns[st->nwarns].text == NULL)
+    return XCM_ENOMEM;
+  memcpy(st->warns[st->nwarns].text, full, len + 1);
+  st->warns[st->nwarns++].line = line;
+  return 0;
+}
+
+static int xcmd_xml_add(xcmd_xml *st, const char *value, size_t vlen,
+                        unsigned line) {
+  size_t plen = st->path_len[st->depth];
+  unsigned i;
+
+  for (i = 0; i < st->nprops; i++) {
+    if (strlen(st->props[i].name) == plen &&
+        memcmp(st->props[i].name, st->path, plen) == 0) {
+      /* Java's XMLProperties reads the first element of a name. */
+      char shown[64];
+      return xcmd_xml_warn(st, line,
+                           "%s: set again (first on line %u); the first value "
+                           "is used, as the Java CM did",
+                           xcmd_show(st->path, plen, shown, sizeof(shown)),
+                           st->props[i].line);
+    }
+  }
+  if (st->nprops == XCMD_XML_PROPS)
+    return xcmd_xml_fail(st, line, "more than %d properties", XCMD_XML_PROPS);
+  if (st->nprops == st->props_cap) {
+    unsigned cap = st->props_cap ? st->props_cap * 2 : 32;
+    xcmd_prop *v = realloc(st->props, cap * sizeof(*v));
+    if (v == NULL)
+      return XCM_ENOMEM;
+    st->props = v;
+    st->props_cap = cap;
+  }
+  st->props[st->nprops].name = malloc(plen + 1);
+  st->props[st->nprops].value = malloc(vlen + 1);
+  if (st->props[st->nprops].name == NULL ||
+      st->props[st->nprops].value == NULL) {
+    free(st->props[st->nprops].name);
+    free(st->props[st->nprops].value);
+    return XCM_ENOMEM;
+  }
+  memcpy(st->props[st->nprops].name, st->path, plen);
+  st->props[st->nprops].name[plen] = '\0';
+  memcpy(st->props[st->nprops].value, value, vlen);
+  st->props[st->nprops].value[vlen] = '\0';
+  st->props[st->nprops].line = line;
+  st->props[st->nprops++].used = 0;
+  return 0;
+}
+
+static void XMLCALL xcmd_xml_start(void *ud, const XML_Char *name,
+                                   const XML_Char **attrs) {
+  xcmd_xml *st = ud;
+  size_t parent, len = strlen(name), at;
+  char shown[64];
+
+  (void)attrs;
+  if (st->rc != 0)
+    return;
+  if (st->depth == 0 && strcmp(name, "jive") != 0) {
+    xcmd_xml_fail(st, xcmd_xml_line(st),
+                  "the root element is <%s>, not <jive>: not a manager.xml",
+                  xcmd_show(name, len, shown, sizeof(shown)));
+    xcmd_xml_stop(st, st->rc);
+    return;
+  }
+  if (st->depth == XCMD_XML_DEPTH) {
+    xcmd_xml_fail(st, xcmd_xml_line(st), "elements nest deeper than %d",
+                  XCMD_XML_DEPTH);
+    xcmd_xml_stop(st, st->rc);
+    return;
+  }
+  if (st->depth == 0) {
+    st->path_len[0] = 0; /* <jive> itself is no part of the names */
+  } else {
+    parent = st->path_len[st->depth - 1];
+    at = parent > 0 ? parent + 1 : 0;
+    if (at + len > XCMD_XML_PATH) {
+      xcmd_xml_fail(st, xcmd_xml_line(st), "property name longer than %d bytes",
+                    XCMD_XML_PATH);
+      xcmd_xml_stop(st, st->rc);
+      return;
+    }
+    if (parent > 0)
+      st->path[parent] = '.';
+    memcpy(st->path + at, name, len);
+    st->path_len[st->depth] = at + len;
+  }
+  st->text_at[st->depth] = st->text_len;
+  st->line_at[st->depth] = xcmd_xml_line(st);
+  st->depth++;
+}
+
+static void XMLCALL xcmd_xml_end(void *ud, const XML_Char *name) {
+  xcmd_xml *st = ud;
+  const char *v;
+  size_t len;
+  int rc;
+
+  (void)name;
+  if (st->rc != 0)
+    return;
+  st->depth--;
+  len = st->text_len - st->text_at[st->depth];
+  /* An element without text may come before any text was stored. */
+  v = len > 0 ? st->text + st->text_at[st->depth] : "";
+  while (len > 0 && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')) {
+    v++;
+    len--;
+  }
+  while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t' ||
+                     v[len - 1] == '\n' || v[len - 1] == '\r'))
+    len--;
+  /* An element with only white space is a container, not a property. */
+  if (st->depth > 0 && len > 0 &&
+      (rc = xcmd_xml_add(st, v, len, st->line_at[st->depth])) != 0) {
+    xcmd_xml_stop(st, rc);
+    return;
+  }
+  st->text_len = st->text_at[st->depth];
+}
+
+static void XMLCALL xcmd_xml_text(void *ud, const XML_Char *s, int len) {
+  xcmd_xml *st = ud;
+  size_t n = (size_t)len;
+
+  if (st->rc != 0 || st->depth == 0)
+    return;
+  if (st->text_len + n > XCMD_XML_TEXT) {
+    xcmd_xml_fail(st, xcmd_xml_line(st), "element text longer than %d bytes",
+                  XCMD_XML_TEXT);
+    xcmd_xml_stop(st, st->rc);
+    return;
+  }
+  if (st->text_len + n > st->text_cap) {
+    size_t cap = st->text_cap ? st->text_cap : 256;
+    char *t;
+    while (cap < st->text_len + n)
+      cap *= 2;
+    t = realloc(st->text, cap);
+    if (t == NULL) {
+      xcmd_xml_stop(st, XCM_ENOMEM);
+      return;
+    }
+    st->text = t;
+    st->text_cap = cap;
+  }
+  memcpy(st->text + st->text_len, s, n);
+  st->text_len += n;
+}
+
+/* No doctype: a configuration file needs no entities, and refusing the
+ * declaration leaves nothing for entity expansion to blow up. */
+static void XMLCALL xcmd_xml_doctype(void *ud, const XML_Char *name,
+                                     const XML_Char *sysid,
+                                     const XML_Char *pubid, int internal) {
+  xcmd_xml *st = ud;
+
+  (void)name;
+  (void)sysid;
+  (void)pubid;
+  (void)internal;
+  if (st->rc != 0)
+    return;
+  xcmd_xml_fail(st, xcmd_xml_line(st), "doctype declarations are not accepted");
+  xcmd_xml_stop(st, st->rc);
+}
+
+static xcmd_prop *xcmd_xml_take(xcmd_xml *st, const char *name) {
+  unsigned i;
+
+  for (i = 0; i < st->nprops; i++) {
+    if (strcmp(st->props[i].name, name) == 0) {
+      st->props[i].used = 1;
+      return &st->props[i];
+    }
+  }
+  return NULL;
+}
+
+static int xcmd_xml_int(xcmd_xml *st, const xcmd_prop *p, long long min,
+                        long long max, long long *out) {
+  const char *s = p->value;
+  unsigned long long u;
+  int neg = 0, rc;
+  char shown[64];
+
+  xcmd_show(p->value, strlen(p->value), shown, sizeof(shown));
+  if (*s == '-') {
+    neg = 1;
+    s++;
+  }
+  rc = xcmd_parse_digits(s, strlen(s), &u);
+  if (rc == -1)
+    return xcmd_xml_fail(st, p->line, "%s: '%s' is not a number", p->name,
+                         shown);
+  if (rc == 0 && u <= (unsigned long long)LLONG_MAX) {
+    long long v = neg ? -(long long)u : (long long)u;
+    if (v >= min && v <= max) {
+      *out = v;
+      return 0;
+    }
+  }
+  return xcmd_xml_fail(st, p->line, "%s: '%s' is out of range (%lld to %lld)",
+                       p->name, shown, min, max);
+}
+
+/* Java's Boolean.valueOf() took anything but "true" for false; a typo is
+ * more likely than an intent there, so anything else is an error. */
+static int xcmd_xml_bool(xcmd_xml *st, const xcmd_prop *p, int *out) {
+  char shown[64];
+
+  if (strcasecmp(p->value, "true") == 0)
+    *out = 1;
+  else if (strcasecmp(p->value, "false") == 0)
+    *out = 0;
+  else
+    return xcmd_xml_fail(
+        st, p->line, "%s: '%s' is not true or false", p->name,
+        xcmd_show(p->value, strlen(p->value), shown, sizeof(shown)));
+  return 0;
+}
+
+static int xcmd_xml_own(xcmd_xml *st, const char *s, const char **out) {
+  char *p = xcmd_own(st->cfg, s, strlen(s));
+
+  if (p == NULL)
+    return XCM_ENOMEM;
+  *out = p;
+  return 0;
+}
+
+/* Properties xcmd has no counterpart for, and the value the Java CM used
+ * when they were absent: set to that value, they change nothing and pass
+ * silently. A NULL default warns whenever the property is present. */
+static const struct {
+  const char *name;
+  const char *java_default;
+  const char *why;
+} xcmd_xml_untranslated[] = {
+    {"xmpp.manager.incoming.threads", "5",
+     "xcmd has no thread pools; each worker thread runs one event loop "
+     "(workers in [daemon])"},
+    {"xmpp.processor.threads.standard", "16",
+     "xcmd has no thread pools; each worker thread runs one event loop "
+     "(workers in [daemon])"},
+    {"xmpp.processor.threads.ssl", "16",
+     "xcmd has no thread pools; each worker thread runs one event loop "
+     "(workers in [daemon])"},
+    {"xmpp.socket.backlog", "50", "xcmd leaves the listen backlog to libuv"},
+    {"xmpp.socket.buffer.receive", "-1",
+     "xcmd leaves socket buffer sizes to the system"},
+    {"xmpp.socket.buffer.send", "-1",
+     "xcmd leaves socket buffer sizes to the system"},
+    {"xmpp.socket.linger", "-1", "xcmd does not set SO_LINGER"},
+    {"xmpp.socket.tcp-nodelay", NULL, "xcmd does not set TCP_NODELAY itself"},
+    {"xmpp.socket.directBuffer", "false", "a Java (MINA) buffer setting"},
+    {"xmpp.socket.ssl.algorithm", "TLS",
+     "the TLS library chooses the protocol versions"},
+};
+
+static int xcmd_xml_map_untranslated(xcmd_xml *st) {
+  size_t i;
+  int rc;
+
+  for (i = 0;
+       i < sizeof(xcmd_xml_untranslated) / sizeof(xcmd_xml_untranslated[0]);
+       i++) {
+    xcmd_prop *p = xcmd_xml_take(st, xcmd_xml_untranslated[i].name);
+    if (p == NULL ||
+        (xcmd_xml_untranslated[i].java_default != NULL &&
+         strcasecmp(p->value, xcmd_xml_untranslated[i].java_default) == 0))
+      continue;
+    rc = xcmd_xml_warn(st, p->line, "%s: not translated: %s", p->name,
+                       xcmd_xml_untranslated[i].why);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* The upstream: Openfire's address, the secret, the CM's name, and how
+ * its certificate is checked. */
+static int xcmd_xml_map_upstream(xcmd_xml *st) {
+  static const char *const checks[] = {
+      "xmpp.server.certificate.verify.chain",
+      "xmpp.server.certificate.verify.root",
+      "xmpp.server.certificate.verify.validity"};
+  xcm_options *o = &st->cfg->opt;
+  int verify = 1, self_signed = 0, b, rc;
+  char shown[64], *lower;
+  xcmd_prop *p;
+  long long v;
+  size_t i;
+
+  if ((p = xcmd_xml_take(st, "xmpp.domain")) == NULL)
+    return xcmd_xml_fail(st, 0,
+                         "xmpp.domain is not set (<jive><xmpp><domain>)");
+  if ((rc = xcmd_xml_own(st, p->value, &o->domain)) != 0)
+    return rc;
+  if ((p = xcmd_xml_take(st, "xmpp.password")) == NULL)
+    return xcmd_xml_fail(st, 0,
+                         "xmpp.password is not set (<jive><xmpp><password>)");
+  if ((rc = xcmd_xml_own(st, p->value, &o->secret)) != 0)
+    return rc;
+  if ((p = xcmd_xml_take(st, "xmpp.manager.name")) == NULL)
+    return xcmd_xml_fail(
+        st, 0,
+        "xmpp.manager.name is not set "
+        "(<jive><xmpp><manager><name>): the Java CM made up "
+        "a random name at every start; xcmd needs a fixed one");
+  /* The Java CM lowercased the name; Openfire knows it by that spelling. */
+  lower = xcmd_own(st->cfg, p->value, strlen(p->value));
+  if (lower == NULL)
+    return XCM_ENOMEM;
+  for (i = 0; lower[i] != '\0'; i++)
+    if (lower[i] >= 'A' && lower[i] <= 'Z')
+      lower[i] = (char)(lower[i] - 'A' + 'a');
+  o->name = lower;
+
+  if ((p = xcmd_xml_take(st, "xmpp.hostname")) != NULL) {
+    if ((rc = xcmd_xml_own(st, p->value, &o->server_host)) != 0)
+      return rc;
+  } else {
+    o->server_host = o->domain;
+    rc = xcmd_xml_warn(
+        st, 0,
+        "xmpp.hostname is not set: the Java CM looked up the "
+        "domain's DNS SRV records; xcmd connects to '%s' itself",
+        xcmd_show(o->domain, strlen(o->domain), shown, sizeof(shown)));
+    if (rc != 0)
+      return rc;
+  }
+  if ((p = xcmd_xml_take(st, "xmpp.port")) != NULL) {
+    if ((rc = xcmd_xml_int(st, p, 1, 65535, &v)) != 0)
+      return rc;
+    o->server_port = (int)v;
+  }
+  if ((p = xcmd_xml_take(st, "xmpp.manager.connections")) != NULL) {
+    if ((rc = xcmd_xml_int(st, p, 1, 64, &v)) != 0)
+      return rc;
+    o->connections = (unsigned)v;
+  }
+
+  if ((p = xcmd_xml_take(st, "xmpp.server.certificate.verify")) != NULL &&
+      (rc = xcmd_xml_bool(st, p, &verify)) != 0)
+    return rc;
+  p = xcmd_xml_take(st, "xmpp.server.certificate.accept-selfsigned");
+  if (p != NULL && (rc = xcmd_xml_bool(st, p, &self_signed)) != 0)
+    return rc;
+  if (!verify) {
+    o->upstream_accept_self_signed = 1;
+  } else if (self_signed) {
+    o->upstream_accept_self_signed = 1;
+    rc = xcmd_xml_warn(st, p->line,
+                       "%s: xcmd cannot accept only self-signed certificates; "
+                       "it skips verifying Openfire's certificate altogether",
+                       p->name);
+    if (rc != 0)
+      return rc;
+  }
+  for (i = 0; i < 3; i++) {
+    if ((p = xcmd_xml_take(st, checks[i])) == NULL)
+      continue;
+    if ((rc = xcmd_xml_bool(st, p, &b)) != 0)
+      return rc;
+    if (!b && !o->upstream_accept_self_signed &&
+        (rc = xcmd_xml_warn(st, p->line,
+                            "%s: not translated: xcmd checks all of Openfire's "
+                            "certificate or none of it; verification stays on",
+                            p->name)) != 0)
+      return rc;
+  }
+  if ((p = xcmd_xml_take(st, "xmpp.server.compression.policy")) != NULL) {
+    if (strcmp(p->value, "optional") == 0)
+      o->upstream_zlib = 1;
+    else if (strcmp(p->value, "disabled") != 0)
+      return xcmd_xml_fail(
+          st, p->line, "%s: '%s' is not optional or disabled", p->name,
+          xcmd_show(p->value, strlen(p->value), shown, sizeof(shown)));
+  }
+  return 0;
+}
+
+static int xcmd_xml_listener(xcmd_xml *st, const char *host, int port,
+                             int direct_tls) {
+  xcmd_config *cfg = st->cfg;
+  xcm_listen_options *lo = &cfg->listeners[cfg->nlisteners];
+
+  xcmd_default_listener(lo);
+  lo->host = host;
+  lo->port = port;
+  lo->direct_tls = direct_tls;
+  cfg->cert_wanted |= 1u << cfg->nlisteners;
+  cfg->nlisteners++;
+  return 0;
+}
+
+/* The client side: listeners, idle limit, and the keystores that cannot
+ * be read. */
+static int xcmd_xml_map_clients(xcmd_xml *st) {
+  xcmd_config *cfg = st->cfg;
+  xcmd_prop *p, *plain, *deflt, *ssl_port = NULL, *keystore, *truststore;
+  int plain_on = 1, ssl_on = 1, port = 5222, sport = 5223, rc;
+  const char *host = "::";
+  long long v;
+
+  if ((p = xcmd_xml_take(st, "xmpp.client.idle")) == NULL) {
+    cfg->opt.idle_timeout_ms = 30 * XCMD_MIN; /* the Java CM's default */
+  } else {
+    if ((rc = xcmd_xml_int(st, p, INT_MIN, INT_MAX, &v)) != 0)
+      return rc;
+    if (v >= 1000) {
+      cfg->opt.idle_timeout_ms = (unsigned)v;
+    } else {
+      /* The Java CM counted whole seconds, so anything under one meant
+       * no limit at all; xcmd always has one. */
+      cfg->opt.idle_timeout_ms = 24u * XCMD_DAY;
+      rc = xcmd_xml_warn(st, p->line,
+                         "%s: %lld meant no idle limit; xcmd closes clients "
+                         "idle for 24d",
+                         p->name, v);
+      if (rc != 0)
+        return rc;
+    }
+  }
+
+  if ((p = xcmd_xml_take(st, "xmpp.socket.network.interface")) != NULL &&
+      (rc = xcmd_xml_own(st, p->value, &host)) != 0)
+    return rc;
+  /* The older name wins over the newer, as in the Java CM. */
+  plain = xcmd_xml_take(st, "xmpp.socket.plain.port");
+  deflt = xcmd_xml_take(st, "xmpp.socket.default.port");
+  if (plain != NULL && deflt != NULL &&
+      (rc = xcmd_xml_warn(st, deflt->line,
+                          "%s: ignored: xmpp.socket.plain.port is set and "
+                          "wins, as in the Java CM",
+                          deflt->name)) != 0)
+    return rc;
+  if (plain == NULL)
+    plain = deflt;
+  if (plain != NULL) {
+    if ((rc = xcmd_xml_int(st, plain, 1, 65535, &v)) != 0)
+      return rc;
+    port = (int)v;
+  }
+  if ((p = xcmd_xml_take(st, "xmpp.socket.default.active")) != NULL &&
+      (rc = xcmd_xml_bool(st, p, &plain_on)) != 0)
+    return rc;
+  if ((p = xcmd_xml_take(st, "xmpp.socket.ssl.active")) != NULL &&
+      (rc = xcmd_xml_bool(st, p, &ssl_on)) != 0)
+    return rc;
+  if ((ssl_port = xcmd_xml_take(st, "xmpp.socket.ssl.port")) != NULL) {
+    if ((rc = xcmd_xml_int(st, ssl_port, 1, 65535, &v)) != 0)
+      return rc;
+    sport = (int)v;
+  }
+  if (plain_on && ssl_on && port == sport)
+    return xcmd_xml_fail(st, ssl_port != NULL ? ssl_port->line : 0,
+                         "xmpp.socket.ssl.port: port %d is the plain port too",
+                         sport);
+  if (plain_on)
+    xcmd_xml_listener(st, host, port, 0);
+  if (ssl_on)
+    xcmd_xml_listener(st, host, sport, 1);
+  if (cfg->nlisteners == 0)
+    return xcmd_xml_fail(st, 0,
+                         "no client listener: xmpp.socket.default.active and "
+                         "xmpp.socket.ssl.active are both false");
+
+  /* The password and type belong to the stores and go with them. */
+  keystore = xcmd_xml_take(st, "xmpp.socket.ssl.keystore");
+  xcmd_xml_take(st, "xmpp.socket.ssl.keypass");
+  xcmd_xml_take(st, "xmpp.socket.ssl.storeType");
+  truststore = xcmd_xml_take(st, "xmpp.socket.ssl.truststore");
+  xcmd_xml_take(st, "xmpp.socket.ssl.trustpass");
+  rc = xcmd_xml_warn(st, keystore != NULL ? keystore->line : 0,
+                     "xmpp.socket.ssl.keystore: a Java keystore cannot be "
+                     "read; the listeners take the PEM certificate and key "
+                     "given with --cert and --key");
+  if (rc != 0)
+    return rc;
+  if (!cfg->opt.upstream_accept_self_signed &&
+      (rc = xcmd_xml_warn(
+           st, truststore != NULL ? truststore->line : 0,
+           "xmpp.socket.ssl.truststore: a Java keystore cannot "
+           "be read; to verify Openfire's certificate give its "
+           "CA as PEM (ca_file in [upstream] of an xcmd.conf)")) != 0)
+    return rc;
+  return 0;
+}
+
+static int xcmd_xml_map(xcmd_xml *st) {
+  xcmd_config *cfg = st->cfg;
+  int httpbind = 0, debug = 0, rc;
+  xcmd_prop *p, *hb;
+  unsigned i;
+  long long v;
+
+  if ((rc = xcmd_xml_map_upstream(st)) != 0)
+    return rc;
+  if ((rc = xcmd_xml_map_clients(st)) != 0)
+    return rc;
+  if ((p = xcmd_xml_take(st, "xmpp.processor.count")) != NULL) {
+    if ((rc = xcmd_xml_int(st, p, 1, 256, &v)) != 0)
+      return rc;
+    cfg->workers = (unsigned)v;
+  }
+  if ((rc = xcmd_xml_map_untranslated(st)) != 0)
+    return rc;
+  if ((hb = xcmd_xml_take(st, "xmpp.httpbind.enabled")) != NULL &&
+      (rc = xcmd_xml_bool(st, hb, &httpbind)) != 0)
+    return rc;
+  /* With BOSH off its settings change nothing; with it on one warning
+   * covers them all. */
+  for (i = 0; i < st->nprops; i++)
+    if (strncmp(st->props[i].name, "xmpp.httpbind.", 14) == 0)
+      st->props[i].used = 1;
+  if (httpbind &&
+      (rc = xcmd_xml_warn(st, hb->line,
+                          "%s: BOSH (HTTP binding) is not translated: xcmd has "
+                          "no BOSH listener; every xmpp.httpbind.* property is "
+                          "ignored",
+                          hb->name)) != 0)
+    return rc;
+  if ((p = xcmd_xml_take(st, "log.debug.enabled")) != NULL) {
+    if ((rc = xcmd_xml_bool(st, p, &debug)) != 0)
+      return rc;
+    if (debug)
+      cfg->log_level = cfg->opt.log_level = XCM_LOG_DEBUG;
+  }
+  /* Written by the Java CM's setup; it says nothing about running. */
+  xcmd_xml_take(st, "setup");
+  for (i = 0; i < st->nprops; i++) {
+    if (st->props[i].used)
+      continue;
+    rc = xcmd_xml_warn(st, st->props[i].line, "%s: unknown property, ignored",
+                       st->props[i].name);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* Hand the warnings to the config in the order of the file; those about a
+ * property that was absent (line 0) come first. */
+static int xcmd_xml_keep_warnings(xcmd_xml *st) {
+  xcmd_config *cfg = st->cfg;
+  unsigned i, j;
+
+  for (i = 1; i < st->nwarns; i++) {
+    xcmd_warn w = st->warns[i];
+    for (j = i; j > 0 && st->warns[j - 1].line > w.line; j--)
+      st->warns[j] = st->warns[j - 1];
+    st->warns[j] = w;
+  }
+  if (st->nwarns == 0)
+    return 0;
+  cfg->warnings = malloc(st->nwarns * sizeof(*cfg->warnings));
+  if (cfg->warnings == NULL)
+    return XCM_ENOMEM;
+  for (i = 0; i < st->nwarns; i++) {
+    cfg->warnings[i] = st->warns[i].text;
+    st->warns[i].text = NULL;
+  }
+  cfg->nwarnings = st->nwarns;
+  st->nwarns = 0;
+  return 0;
+}
+
+static void xcmd_xml_free(xcmd_xml *st) {
+  unsigned i;
+
+  for (i = 0; i < st->nprops; i++) {
+    free(st->props[i].name);
+    free(st->props[i].value);
+  }
+  for (i = 0; i < st->nwarns; i++)
+    free(st->warns[i].text);
+  free(st->props);
+  free(st->warns);
+  free(st->text);
+  if (st->parser != NULL)
+    XML_ParserFree(st->parser);
+}
+
+static int xcmd_xml_parse(xcmd_xml *st, const char *text, size_t len) {
+  int rc;
+
+  if (len > INT_MAX)
+    return xcmd_xml_fail(st, 0, "file too large");
+  st->parser = XML_ParserCreate(NULL);
+  if (st->parser == NULL)
+    return XCM_ENOMEM;
+  XML_SetUserData(st->parser, st);
+  XML_SetElementHandler(st->parser, xcmd_xml_start, xcmd_xml_end);
+  XML_SetCharacterDataHandler(st->parser, xcmd_xml_text);
+  XML_SetStartDoctypeDeclHandler(st->parser, xcmd_xml_doctype);
+  if (XML_Parse(st->parser, text, (int)len, XML_TRUE) == XML_STATUS_ERROR) {
+    if (st->rc != 0)
+      return st->rc;
+    if (XML_GetErrorCode(st->parser) == XML_ERROR_NO_MEMORY)
+      return XCM_ENOMEM;
+    return xcmd_xml_fail(st, xcmd_xml_line(st), "not well-formed XML: %s",
+                         XML_ErrorString(XML_GetErrorCode(st->parser)));
+  }
+  if (st->rc != 0)
+    return st->rc;
+  st->cfg->from_manager_xml = 1;
+  if ((rc = xcmd_xml_map(st)) != 0)
+    return rc;
+  return xcmd_xml_keep_warnings(st);
+}
+
+int xcmd_config_parse_manager_xml(const char *text, size_t len,
+                                  const char *name_for_errors, xcmd_config *out,
+                                  char *err, size_t errlen) {
+  xcmd_xml *st;
+  int rc;
+
+  xcmd_defaults(out);
+  if (err != NULL && errlen > 0)
+    err[0] = '\0';
+  st = calloc(1, sizeof(*st));
+  if (st == NULL)
+    return XCM_ENOMEM;
+  st->cfg = out;
+  st->name = name_for_errors;
+  st->err = err;
+  st->errlen = errlen;
+  rc = xcmd_xml_parse(st, text, len);
+  if (rc == XCM_ENOMEM)
+    xcmd_fail(err, errlen, "%s: out of memory", name_for_errors);
+  xcmd_xml_free(st);
+  free(st);
+  if (rc != 0)
+    xcmd_config_free(out);
+  return rc;
+}
+
+/* ---- Files and the rest ------------------------------------------------ */
+
+static int xcmd_read_file(const char *path, char **out, size_t *outlen,
+                          char *err, size_t errlen) {
+  size_t len = 0, cap = 4096, n;
+  char *buf, *b;
+  FILE *f;
+  int rc;
+
+  f = fopen(path, "rb");
+  if (f == NULL) {
+    rc = -errno;
+    xcmd_fail(err, errlen, "%s: %s", path, strerror(errno));
+    return rc;
+  }
+  buf = malloc(cap);
+  if (buf == NULL)
+    goto nomem;
+  do {
+    if (len == cap) {
+      b = realloc(buf, cap * 2);
+      if (b == NULL)
+        goto nomem;
+      buf = b;
+      cap *= 2;
+    }
+    n = fread(buf + len, 1, cap - len, f);
+    len += n;
+    if (len > XCMD_MAX_FILE) {
+      rc = xcmd_fail(err, errlen, "%s: larger than %d bytes", path,
+                     XCMD_MAX_FILE);
+      goto fail;
+    }
+  } while (n > 0);
+  if (ferror(f)) {
+    /* A directory opens fine and fails here, with EISDIR. */
+    rc = errno != 0 ? -errno : -EIO;
+    xcmd_fail(err, errlen, "%s: %s", path, strerror(-rc));
+    goto fail;
+  }
+  fclose(f);
+  *out = buf;
+  *outlen = len;
+  return 0;
+
+nomem:
+  rc = XCM_ENOMEM;
+  xcmd_fail(err, errlen, "%s: out of memory", path);
+fail:
+  fclose(f);
+  free(buf);
+  return rc;
+}
+
+int xcmd_config_load(const char *path, xcmd_config *out, char *err,
+                     size_t errlen) {
+  size_t len = 0, i = 0;
+  char *text = NULL;
+  int rc;
+
+  memset(out, 0, sizeof(*out));
+  if ((rc = xcmd_read_file(path, &text, &len, err, errlen)) != 0)
+    return rc;
+  if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
+    i = 3;
+  while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' ||
+                     text[i] == '\n'))
+    i++;
+  if (i < len && text[i] == '<')
+    rc = xcmd_config_parse_manager_xml(text, len, path, out, err, errlen);
+  else
+    rc = xcmd_config_parse(text, len, path, out, err, errlen);
+  free(text);
+  return rc;
+}
+
+int xcmd_config_set_cert(xcmd_config *cfg, const char *cert, const char *key) {
+  unsigned i;
+  int n = 0;
+
+  if (cert == NULL || key == NULL || *cert == '\0' || *key == '\0')
+    return XCM_EINVAL;
+  for (i = 0; i < cfg->nlisteners; i++) {
+    xcm_listen_options *lo = &cfg->listeners[i];
+    char *c, *k;
+    if (!(cfg->cert_wanted & (1u << i)))
+      continue;
+    c = xcmd_own(cfg, cert, strlen(cert));
+    k = c != NULL ? xcmd_own(cfg, key, strlen(key)) : NULL;
+    if (k == NULL)
+      return XCM_ENOMEM;
+    lo->cert_file = c;
+    lo->key_file = k;
+    n++;
+  }
+  return n;
+}
+
+void xcmd_config_free(xcmd_config *cfg) {
+  unsigned i;
+
+  for (i = 0; i < cfg->nowned_; i++)
+    free(cfg->owned_[i]);
+  free(cfg->owned_);
+  for (i = 0; i < cfg->nwarnings; i++)
+    free(cfg->warnings[i]);
+  free(cfg->warnings);
+  memset(cfg, 0, sizeof(*cfg));
+}
