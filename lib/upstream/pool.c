@@ -847,6 +847,10 @@ enum xcm_link_state xcm__pool_link_state(const xcm_pool *p, unsigned i,
   return xcm__link_state(p->links[i].link);
 }
 
+size_t xcm__pool_link_queued(const xcm_pool *p, unsigned i) {
+  return i < p->nlinks ? xcm__link_queued(p->links[i].link) : 0;
+}
+
 void xcm__pool_stats(const xcm_pool *p, xcm_pool_stats *out) {
   *out = p->stats;
 }

@@ -115,6 +115,8 @@ unsigned xcm__pool_links_up(const xcm_pool *pool);
 enum xcm_link_state xcm__pool_link_state(const xcm_pool *pool, unsigned i,
                                          const char **resource);
 void xcm__pool_stats(const xcm_pool *pool, xcm_pool_stats *out);
+/* Bytes queued on link i and not yet written. */
+size_t xcm__pool_link_queued(const xcm_pool *pool, unsigned i);
 size_t xcm__pool_session_count(const xcm_pool *pool);
 
 /* Open a session for client stream id sid (copied) and send its create,

@@ -1,0 +1,812 @@
+/* The upstream pool against the in-process Openfire, over real loopback
+ * sockets: handshake, configuration, pinning, migration, loss of every
+ * link, server closes, failed delivery, flow control. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "core/ctx.h"
+#include "harness.h"
+#include "upstream/pool.h"
+#include "xcm/error.h"
+#include "xcm/testkit.h"
+
+#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+
+/* ---- a test bench: one loop, one testkit, one pool ---------------------- */
+
+typedef struct bench {
+  uv_loop_t loop;
+  xcm_ctx ctx;
+  xcm_testkit *kit;
+  xcm_pool *pool;
+  xcm_pool_options opt;
+  int links_up_events, links_down_events, policies;
+  xcm_policy policy;
+  char last_down_why[256];
+  int closed;
+} bench;
+
+static void on_link(void *ud, unsigned index, const char *resource, int up,
+                    int err, const char *why) {
+  bench *b = ud;
+
+  (void)index;
+  (void)resource;
+  (void)err;
+  if (up) {
+    b->links_up_events++;
+  } else {
+    b->links_down_events++;
+    snprintf(b->last_down_why, sizeof b->last_down_why, "%s", why ? why : "");
+  }
+}
+
+static void on_policy(void *ud, const xcm_policy *p) {
+  bench *b = ud;
+
+  b->policy = *p;
+  b->policies++;
+}
+
+static const xcm_pool_events events = {on_link, on_policy};
+
+static void on_timeout(uv_timer_t *t) {
+  *(int *)t->data = 1;
+}
+
+/* Run the loop until pred holds or timeout_ms pass; returns pred. */
+static int run_until(bench *b, int (*pred)(void *), void *ud,
+                     unsigned timeout_ms) {
+  uv_timer_t t;
+  int expired = 0, ok;
+
+  uv_timer_init(&b->loop, &t);
+  t.data = &expired;
+  uv_timer_start(&t, on_timeout, timeout_ms, 0);
+  while (!(ok = pred(ud)) && !expired)
+    uv_run(&b->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&b->loop, UV_RUN_NOWAIT);
+  return ok;
+}
+
+static void run_for(bench *b, unsigned ms) {
+  uv_timer_t t;
+  int expired = 0;
+
+  uv_timer_init(&b->loop, &t);
+  t.data = &expired;
+  uv_timer_start(&t, on_timeout, ms, 0);
+  while (!expired)
+    uv_run(&b->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&b->loop, UV_RUN_NOWAIT);
+}
+
+static int all_up(void *ud) {
+  bench *b = ud;
+
+  return xcm__pool_links_up(b->pool) == b->opt.connections && b->policies > 0;
+}
+
+static void bench_start(bench *b, const xcm_testkit_options *ko,
+                        void (*tune)(xcm_pool_options *)) {
+  xcm_testkit_options kopt;
+  char err[256];
+
+  memset(b, 0, sizeof(*b));
+  REQUIRE(uv_loop_init(&b->loop) == 0);
+  REQUIRE(xcm__ctx_init(&b->ctx, &b->loop, NULL) == 0);
+  if (ko == NULL) {
+    xcm_testkit_options_init(&kopt);
+    kopt.seed = 42;
+    ko = &kopt;
+  }
+  if (xcm_testkit_new(&b->kit, &b->loop, ko, err, sizeof err) != 0)
+    xcm_test_note("testkit: %s", err);
+  REQUIRE(b->kit != NULL);
+  xcm_testkit_add_account(b->kit, "alice", "alice");
+  xcm_testkit_add_account(b->kit, "bob", "bob");
+  xcm_testkit_add_account(b->kit, "carol", "carol");
+  xcm_testkit_add_roster_item(b->kit, "alice", "bob@example.test", "Bob",
+                              "both");
+  xcm_testkit_add_roster_item(b->kit, "bob", "alice@example.test", "Alice",
+                              "both");
+  memset(&b->opt, 0, sizeof b->opt);
+  b->opt.host = "127.0.0.1";
+  b->opt.port = xcm_testkit_port(b->kit);
+  b->opt.domain = "example.test";
+  b->opt.name = "cm1";
+  b->opt.secret = "cmsecret";
+  b->opt.connections = 5;
+  b->opt.tls = XCM_UP_TLS_OFF;
+  b->opt.backoff_min_ms = 20;
+  b->opt.backoff_max_ms = 200;
+  b->opt.request_timeout_ms = 5000;
+  if (tune != NULL)
+    tune(&b->opt);
+  REQUIRE(xcm__pool_new(&b->pool, &b->ctx, &b->opt, &events, b) == 0);
+  REQUIRE(xcm__pool_start(b->pool) == 0);
+}
+
+static void pool_closed(void *ud) {
+  ((bench *)ud)->closed++;
+}
+
+static void kit_closed(xcm_testkit *kit, void *ud) {
+  (void)kit;
+  ((bench *)ud)->closed++;
+}
+
+static void ctx_closed(xcm_ctx *ctx) {
+  (void)ctx;
+}
+
+static void bench_stop(bench *b) {
+  xcm__pool_close(b->pool, pool_closed, b);
+  xcm_testkit_close(b->kit, kit_closed, b);
+  while (b->closed < 2)
+    uv_run(&b->loop, UV_RUN_ONCE);
+  xcm_testkit_free(b->kit);
+  xcm__ctx_close(&b->ctx, ctx_closed);
+  uv_run(&b->loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&b->loop), 0);
+}
+
+/* ---- a scripted client session through the pool ------------------------ */
+
+typedef struct sess {
+  bench *b;
+  xcm_up_session *up;
+  char sid[32];
+  int created; /* 1 ok, -1 failed */
+  int create_err;
+  int closed, lost, paused, route_errors;
+  xcm_buf got; /* everything delivered, concatenated */
+  int deliveries;
+  int refuse_messages; /* return every message with failed */
+  char closed_error[256];
+  /* In-order accounting of numbered messages "n <i>". */
+  long next_seq;
+  long out_of_order;
+  long received_seq;
+} sess;
+
+static void s_created(void *ud, int err) {
+  sess *s = ud;
+
+  s->created = err == 0 ? 1 : -1;
+  s->create_err = err;
+  if (err != 0)
+    s->up = NULL;
+}
+
+static void s_deliver(void *ud, const xcm_route *r) {
+  sess *s = ud;
+  const char *p;
+
+  s->deliveries++;
+  if (r->inner == NULL) {
+    xcm__buf_append(&s->got, r->text, r->text_len);
+    return;
+  }
+  if (s->refuse_messages && r->inner_len > 8 &&
+      memcmp(r->inner, "<message", 8) == 0) {
+    xcm__pool_session_failed(s->up, r->inner, r->inner_len);
+    return;
+  }
+  xcm__buf_append(&s->got, r->inner, r->inner_len);
+  /* Numbered bodies: <body>n 123</body>. */
+  if (r->inner_len > 8 && memcmp(r->inner, "<message", 8) == 0) {
+    for (p = r->inner; p + 8 < r->inner + r->inner_len; p++)
+      if (memcmp(p, "<body>n ", 8) == 0) {
+        long n = strtol(p + 8, NULL, 10);
+        if (n < s->next_seq)
+          s->out_of_order++;
+        s->next_seq = n + 1;
+        s->received_seq++;
+        break;
+      }
+  }
+}
+
+static void s_closed(void *ud, const char *error, size_t len) {
+  sess *s = ud;
+
+  s->closed = 1;
+  s->up = NULL;
+  if (error != NULL)
+    snprintf(s->closed_error, sizeof s->closed_error, "%.*s", (int)len, error);
+}
+
+static void s_lost(void *ud) {
+  sess *s = ud;
+
+  s->lost = 1;
+  s->up = NULL;
+}
+
+static void s_route_error(void *ud, const char *inner, size_t len) {
+  (void)inner;
+  (void)len;
+  ((sess *)ud)->route_errors++;
+}
+
+static void s_pause(void *ud) {
+  ((sess *)ud)->paused = 1;
+}
+
+static void s_resume(void *ud) {
+  ((sess *)ud)->paused = 0;
+}
+
+static const xcm_up_session_cb sess_cb = {
+    s_created, s_deliver, s_closed, s_lost, s_route_error, s_pause, s_resume};
+
+static int sess_open(bench *b, sess *s, const char *sid) {
+  memset(s, 0, sizeof(*s));
+  s->b = b;
+  snprintf(s->sid, sizeof s->sid, "%s", sid);
+  xcm__buf_init(&s->got, NULL);
+  return xcm__pool_session_open(b->pool, s->sid, "localhost", "127.0.0.1",
+                                &sess_cb, s, &s->up);
+}
+
+static void sess_free(sess *s) {
+  xcm__buf_free(&s->got);
+}
+
+/* Send client bytes (one or more stanzas as a client would write them on
+ * its jabber:client stream) through the pool. */
+typedef struct sender {
+  sess *s;
+  xcm_xml_reader *r;
+  int err;
+} sender;
+
+static int send_stanza(void *ud, const xcm_xml_stanza *st) {
+  sender *x = ud;
+  const xcm_xml_nsdecl *d;
+  size_t n;
+
+  d = xcm__xml_reader_decls(x->r, &n);
+  x->err = xcm__pool_session_send(x->s->up, st, d, n);
+  return x->err;
+}
+
+static int sess_send(sess *s, const char *bytes) {
+  static const xcm_xml_callbacks cb = {NULL, NULL, send_stanza, NULL};
+  static const xcm_xml_nsdecl client[] = {{"stream", XCM_NS_STREAMS},
+                                          {"", XCM_NS_CLIENT}};
+  sender x = {s, NULL, 0};
+  size_t consumed;
+  int err;
+
+  if (s->up == NULL)
+    return XCM_ECLOSED;
+  REQUIRE(xcm__xml_reader_new(&x.r, s->b->ctx.xml, &cb, &x, NULL) == 0);
+  xcm__xml_reader_assume_header(x.r, client, 2);
+  err = xcm__xml_reader_feed(x.r, bytes, strlen(bytes), &consumed);
+  xcm__xml_reader_free(x.r);
+  return err != 0 ? (x.err ? x.err : err) : 0;
+}
+
+static int got_has(sess *s, const char *needle) {
+  size_t n = strlen(needle), i;
+
+  for (i = 0; i + n <= s->got.len; i++)
+    if (memcmp(s->got.data + i, needle, n) == 0)
+      return 1;
+  return 0;
+}
+
+typedef struct wait_str {
+  sess *s;
+  const char *needle;
+} wait_str;
+
+static int pred_got(void *ud) {
+  wait_str *w = ud;
+  return got_has(w->s, w->needle);
+}
+
+static int wait_got(sess *s, const char *needle, unsigned ms) {
+  wait_str w = {s, needle};
+  return run_until(s->b, pred_got, &w, ms);
+}
+
+static int pred_created(void *ud) {
+  return ((sess *)ud)->created != 0;
+}
+
+/* Create, SASL PLAIN, bind, session, presence. */
+static int sess_login(bench *b, sess *s, const char *sid, const char *user,
+                      const char *resource) {
+  static const char *plain[] = {"alice", "AGFsaWNlAGFsaWNl",
+                                "bob",   "AGJvYgBib2I=",
+                                "carol", "AGNhcm9sAGNhcm9s"};
+  char buf[512];
+  const char *b64 = NULL;
+  int i;
+
+  for (i = 0; i < 6; i += 2)
+    if (strcmp(plain[i], user) == 0)
+      b64 = plain[i + 1];
+  if (b64 == NULL || sess_open(b, s, sid) != 0)
+    return 0;
+  snprintf(buf, sizeof buf,
+           "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>%s</auth>", b64);
+  /* Sent before the create result: the pool holds it. */
+  if (sess_send(s, buf) != 0)
+    return 0;
+  if (!run_until(b, pred_created, s, 3000) || s->created != 1)
+    return 0;
+  if (!wait_got(s, "<success", 3000))
+    return 0;
+  snprintf(buf, sizeof buf,
+           "<iq type='set' id='b1'><bind "
+           "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>%s</resource>"
+           "</bind></iq><iq type='set' id='s1'><session "
+           "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq><presence/>",
+           resource);
+  if (sess_send(s, buf) != 0)
+    return 0;
+  return wait_got(s, "id=\"s1\"", 3000) || wait_got(s, "id='s1'", 100);
+}
+
+/* ---- the tests ----------------------------------------------------------- */
+
+static void test_handshake_and_policy(void) {
+  xcm_testkit_options ko;
+  bench b;
+  const char *resources[5];
+  unsigned i, j;
+
+  xcm_testkit_options_init(&ko);
+  ko.seed = 7;
+  ko.client_policy.tls = XCM_TLS_REQUIRED;
+  ko.client_policy.legacy_auth = 1;
+  ko.client_policy.registration = 0;
+  bench_start(&b, &ko, NULL);
+  CHECK(run_until(&b, all_up, &b, 5000));
+  CHECK_INT(xcm_testkit_connections(b.kit), 5);
+  /* Five connections, five distinct resources. */
+  for (i = 0; i < 5; i++) {
+    resources[i] = xcm_testkit_connection_jid(b.kit, i);
+    REQUIRE(resources[i] != NULL);
+    CHECK(strncmp(resources[i], "cm1/", 4) == 0);
+    for (j = 0; j < i; j++)
+      CHECK(strcmp(resources[i], resources[j]) != 0);
+  }
+  /* The configuration iq reached the policy. */
+  REQUIRE(xcm__pool_policy(b.pool) != NULL);
+  CHECK_INT(b.policy.tls, XCM_TLS_REQUIRED);
+  CHECK_INT(b.policy.legacy_auth, 1);
+  CHECK_INT(b.policy.registration, 0);
+  CHECK(xcm_policy_has_mechanism(&b.policy, "SCRAM-SHA-1", 11));
+  bench_stop(&b);
+}
+
+static void bad_secret(xcm_pool_options *o) {
+  o->secret = "wrong";
+  o->connections = 2;
+}
+
+static int some_failed(void *ud) {
+  bench *b = ud;
+  xcm_testkit_stats st;
+
+  xcm_testkit_get_stats(b->kit, &st);
+  return st.handshakes_failed >= 2 && b->links_down_events >= 2;
+}
+
+static void test_bad_secret(void) {
+  bench b;
+
+  bench_start(&b, NULL, bad_secret);
+  CHECK(run_until(&b, some_failed, &b, 5000));
+  CHECK_INT(xcm__pool_links_up(b.pool), 0);
+  CHECK(xcm__pool_policy(b.pool) == NULL);
+  if (!CHECK(strstr(b.last_down_why, "not-authorized") != NULL))
+    xcm_test_note("why: %s", b.last_down_why);
+  /* No session can be opened while nothing is up. */
+  {
+    sess s;
+    CHECK_INT(sess_open(&b, &s, "x1"), XCM_EBUSY);
+    sess_free(&s);
+  }
+  bench_stop(&b);
+}
+
+typedef struct many {
+  sess *s;
+  int n;
+} many;
+
+static int all_created(void *ud) {
+  many *m = ud;
+  int i;
+
+  for (i = 0; i < m->n; i++)
+    if (m->s[i].created == 0)
+      return 0;
+  return 1;
+}
+
+static void test_thousand_sessions(void) {
+  enum { N = 1000 };
+  bench b;
+  many m;
+  int i, ok = 0, per_link[5] = {0};
+  xcm_testkit_stats st;
+
+  bench_start(&b, NULL, NULL);
+  REQUIRE(run_until(&b, all_up, &b, 5000));
+  m.s = calloc(N, sizeof(*m.s));
+  m.n = N;
+  REQUIRE(m.s != NULL);
+  for (i = 0; i < N; i++) {
+    char sid[32];
+    snprintf(sid, sizeof sid, "s%04d", i);
+    REQUIRE(sess_open(&b, &m.s[i], sid) == 0);
+    per_link[xcm__up_session_link(m.s[i].up)]++;
+  }
+  CHECK(run_until(&b, all_created, &m, 10000));
+  for (i = 0; i < N; i++)
+    ok += m.s[i].created == 1;
+  CHECK_INT(ok, N);
+  xcm_testkit_get_stats(b.kit, &st);
+  CHECK_INT(st.creates, N);
+  /* Spread evenly over the five links. */
+  for (i = 0; i < 5; i++)
+    CHECK_INT(per_link[i], N / 5);
+  CHECK_INT(xcm__pool_session_count(b.pool), N);
+  for (i = 0; i < N; i++)
+    sess_free(&m.s[i]);
+  free(m.s);
+  bench_stop(&b);
+}
+
+/* A local (direct) client collecting what it receives. */
+typedef struct local {
+  long next_seq, received, out_of_order;
+  xcm_buf got;
+} local;
+
+static void local_stanza(void *ud, xcm_testkit *kit, const char *jid,
+                         const char *stanza, size_t len) {
+  local *l = ud;
+  const char *p;
+
+  (void)kit;
+  (void)jid;
+  xcm__buf_append(&l->got, stanza, len);
+  for (p = stanza; p + 8 < stanza + len; p++)
+    if (memcmp(p, "<body>n ", 8) == 0) {
+      long n = strtol(p + 8, NULL, 10);
+      if (n < l->next_seq)
+        l->out_of_order++;
+      l->next_seq = n + 1;
+      l->received++;
+      break;
+    }
+}
+
+typedef struct flow {
+  bench *b;
+  sess *s;
+  local *l;
+  long sent, total;
+  int drops_done;
+  long drop_at[2];
+  /* Messages in flight when a connection died: from the tick before the
+   * drop (written, not yet read by the server: timers run before the
+   * loop polls) until the pool saw the link go. */
+  long last_tick_start, tick_start;
+  long sent_at_drop;
+  int downs_at_drop;
+  long unnoticed;
+  uv_timer_t t;
+  int done;
+} flow;
+
+static void flow_tick(uv_timer_t *t) {
+  flow *f = t->data;
+  char buf[256];
+  int i;
+
+  if (f->sent_at_drop >= 0 && f->b->links_down_events > f->downs_at_drop) {
+    f->unnoticed += f->sent - f->sent_at_drop;
+    f->sent_at_drop = -1;
+  }
+  f->last_tick_start = f->tick_start;
+  f->tick_start = f->sent;
+  for (i = 0; i < 100 && f->sent < f->total; i++) {
+    if (f->drops_done < 2 && f->sent == f->drop_at[f->drops_done] &&
+        f->sent_at_drop < 0) {
+      /* Drop the link the sender is pinned to, then another one. */
+      const char *jid = NULL;
+      int link = xcm__up_session_link(f->s->up);
+      xcm__pool_link_state(f->b->pool, (unsigned)(link >= 0 ? link : 0), &jid);
+      if (f->drops_done == 0 && jid != NULL)
+        xcm_testkit_drop_connection_jid(f->b->kit, jid);
+      else
+        xcm_testkit_drop_connection(f->b->kit, 0);
+      f->drops_done++;
+      f->sent_at_drop = f->last_tick_start;
+      f->downs_at_drop = f->b->links_down_events;
+    }
+    snprintf(buf, sizeof buf,
+             "<message to='bob@example.test/direct' type='chat'>"
+             "<body>n %ld</body></message>",
+             f->sent);
+    if (sess_send(f->s, buf) != 0)
+      break;
+    f->sent++;
+  }
+  if (f->sent >= f->total) {
+    uv_timer_stop(t);
+    f->done = 1;
+  }
+}
+
+static int flow_done(void *ud) {
+  flow *f = ud;
+  return f->done && f->sent_at_drop < 0 && f->l->next_seq == f->total;
+}
+
+static void test_order_across_link_loss(void) {
+  bench b;
+  sess s;
+  local bob;
+  flow f;
+  xcm_pool_stats ps;
+
+  bench_start(&b, NULL, NULL);
+  REQUIRE(run_until(&b, all_up, &b, 5000));
+  memset(&bob, 0, sizeof bob);
+  xcm__buf_init(&bob.got, NULL);
+  REQUIRE(xcm_testkit_local_login(b.kit, "bob@example.test/direct",
+                                  local_stanza, &bob) == 0);
+  xcm_testkit_local_send(b.kit, "bob@example.test/direct", "<presence/>", 11);
+  REQUIRE(sess_login(&b, &s, "order1", "alice", "cm"));
+  memset(&f, 0, sizeof f);
+  f.b = &b;
+  f.s = &s;
+  f.l = &bob;
+  f.total = 10000;
+  f.drop_at[0] = 3000;
+  f.drop_at[1] = 6000;
+  f.sent_at_drop = -1;
+  uv_timer_init(&b.loop, &f.t);
+  f.t.data = &f;
+  uv_timer_start(&f.t, flow_tick, 1, 1);
+  CHECK(run_until(&b, flow_done, &f, 30000));
+  uv_close((uv_handle_t *)&f.t, NULL);
+  xcm__pool_stats(b.pool, &ps);
+  xcm_test_note("sent %ld, received %ld; in flight on dropped connections: "
+                "%ld messages; queued unwritten on them: %llu bytes",
+                f.sent, bob.received, f.unnoticed,
+                (unsigned long long)ps.lost_in_flight);
+  CHECK_INT(f.sent, 10000);
+  /* Order is kept: nothing arrives after a later message. */
+  CHECK_INT(bob.out_of_order, 0);
+  /* Nothing is lost but what was in flight on a connection that died. */
+  CHECK(bob.received + f.unnoticed >= f.total);
+  /* The pool notices a dead link within a few loop turns. */
+  CHECK(f.unnoticed <= 1000);
+  /* The session moved and carried on; the links came back. */
+  CHECK(s.up != NULL && !s.lost);
+  CHECK(run_until(&b, all_up, &b, 5000));
+  CHECK(b.links_down_events >= 2);
+  xcm__buf_free(&bob.got);
+  sess_free(&s);
+  bench_stop(&b);
+}
+
+typedef struct lostall {
+  sess *s;
+  int n;
+} lostall;
+
+static int all_lost(void *ud) {
+  lostall *l = ud;
+  int i;
+
+  for (i = 0; i < l->n; i++)
+    if (!l->s[i].lost)
+      return 0;
+  return 1;
+}
+
+static void test_all_links_lost(void) {
+  bench b;
+  sess s[20], again;
+  lostall la = {s, 20};
+  xcm_pool_stats ps;
+  int i;
+
+  bench_start(&b, NULL, NULL);
+  REQUIRE(run_until(&b, all_up, &b, 5000));
+  for (i = 0; i < 20; i++) {
+    char sid[16];
+    snprintf(sid, sizeof sid, "l%d", i);
+    REQUIRE(sess_open(&b, &s[i], sid) == 0);
+  }
+  {
+    many m = {s, 20};
+    REQUIRE(run_until(&b, all_created, &m, 5000));
+  }
+  xcm_testkit_drop_all(b.kit);
+  /* Every session is reported lost, once. */
+  CHECK(run_until(&b, all_lost, &la, 5000));
+  xcm__pool_stats(b.pool, &ps);
+  CHECK_INT(ps.sessions_lost, 20);
+  CHECK_INT(xcm__pool_session_count(b.pool), 0);
+  /* The pool reconnects with backoff and serves new sessions again. */
+  CHECK(run_until(&b, all_up, &b, 5000));
+  xcm__pool_stats(b.pool, &ps);
+  CHECK(ps.reconnects >= 5);
+  CHECK(sess_login(&b, &again, "after1", "alice", "again"));
+  /* System shutdown: everything gone, then back. */
+  xcm_testkit_system_shutdown(b.kit);
+  {
+    lostall one = {&again, 1};
+    CHECK(run_until(&b, all_lost, &one, 5000));
+  }
+  CHECK(run_until(&b, all_up, &b, 5000));
+  for (i = 0; i < 20; i++)
+    sess_free(&s[i]);
+  sess_free(&again);
+  bench_stop(&b);
+}
+
+static int closed_pred(void *ud) {
+  return ((sess *)ud)->closed;
+}
+
+static void test_server_close(void) {
+  bench b;
+  sess a, c;
+
+  bench_start(&b, NULL, NULL);
+  REQUIRE(run_until(&b, all_up, &b, 5000));
+  REQUIRE(sess_login(&b, &a, "sa", "alice", "one"));
+  REQUIRE(sess_login(&b, &c, "sc", "carol", "two"));
+  REQUIRE(xcm_testkit_close_session(b.kit, "sa", XCM_COND_CONFLICT) == 0);
+  CHECK(run_until(&b, closed_pred, &a, 3000));
+  /* The stream error was routed to that client first (4.1.6 style). */
+  CHECK(got_has(&a, "<conflict"));
+  CHECK(!c.closed && !got_has(&c, "<conflict"));
+  /* The other session still works. */
+  sess_send(&c,
+            "<iq type='get' id='r9'><query xmlns='jabber:iq:roster'/></iq>");
+  CHECK(wait_got(&c, "r9", 3000));
+  sess_free(&a);
+  sess_free(&c);
+  bench_stop(&b);
+}
+
+typedef struct offline_wait {
+  bench *b;
+  const char *user;
+  unsigned n;
+} offline_wait;
+
+static int offline_pred(void *ud) {
+  offline_wait *w = ud;
+  return xcm_testkit_offline_count(w->b->kit, w->user) >= w->n;
+}
+
+static void test_failed_goes_offline(void) {
+  bench b;
+  sess carol;
+  offline_wait w;
+  const char *stored;
+  size_t len;
+  xcm_pool_stats ps;
+  static const char msg[] = "<message to='carol@example.test/gone' "
+                            "type='chat'><body>keep me</body></message>";
+
+  bench_start(&b, NULL, NULL);
+  REQUIRE(run_until(&b, all_up, &b, 5000));
+  REQUIRE(xcm_testkit_local_login(b.kit, "bob@example.test/direct", NULL,
+                                  NULL) == 0);
+  REQUIRE(sess_login(&b, &carol, "sg", "carol", "gone"));
+  /* Carol's client can no longer receive: whatever comes for her goes
+   * back with <failed/>, and the server stores it offline. */
+  carol.refuse_messages = 1;
+  xcm_testkit_local_send(b.kit, "bob@example.test/direct", msg, sizeof msg - 1);
+  w.b = &b;
+  w.user = "carol";
+  w.n = 1;
+  CHECK(run_until(&b, offline_pred, &w, 3000));
+  xcm__pool_stats(b.pool, &ps);
+  CHECK_INT(ps.failed_sent, 1);
+  stored = xcm_testkit_offline_message(b.kit, "carol", 0, &len);
+  REQUIRE(stored != NULL);
+  /* In the right namespace, which Openfire needs the explicit xmlns for. */
+  CHECK(strstr(stored, "connectionmanager") == NULL);
+  CHECK(strstr(stored, "keep me") != NULL);
+  sess_free(&carol);
+  bench_stop(&b);
+}
+
+static void small_water(xcm_pool_options *o) {
+  o->connections = 1;
+  o->high_water = 64 * 1024;
+  o->low_water = 16 * 1024;
+  o->max_out = 1024 * 1024;
+}
+
+static int not_paused(void *ud) {
+  return !((sess *)ud)->paused;
+}
+
+static void test_flow_control_when_stalled(void) {
+  bench b;
+  sess s;
+  local bob;
+  char buf[1200], body[1000];
+  size_t max_queued = 0;
+  long sent = 0;
+  int i, rounds;
+  xcm_testkit_stats st;
+
+  bench_start(&b, NULL, small_water);
+  REQUIRE(run_until(&b, all_up, &b, 5000));
+  memset(&bob, 0, sizeof bob);
+  xcm__buf_init(&bob.got, NULL);
+  REQUIRE(xcm_testkit_local_login(b.kit, "bob@example.test/direct",
+                                  local_stanza, &bob) == 0);
+  xcm_testkit_local_send(b.kit, "bob@example.test/direct", "<presence/>", 11);
+  REQUIRE(sess_login(&b, &s, "fc", "alice", "fc"));
+  memset(body, 'x', sizeof body - 1);
+  body[sizeof body - 1] = '\0';
+  xcm_testkit_stall(b.kit, 1);
+  /* A well-behaved client stops when told to: send while not paused. */
+  for (rounds = 0; rounds < 400; rounds++) {
+    for (i = 0; i < 50 && !s.paused; i++) {
+      snprintf(buf, sizeof buf,
+               "<message to='bob@example.test/direct'><body>n %ld %s</body>"
+               "</message>",
+               sent, body);
+      if (sess_send(&s, buf) != 0)
+        break;
+      sent++;
+    }
+    run_for(&b, 2);
+    if (xcm__pool_link_queued(b.pool, 0) > max_queued)
+      max_queued = xcm__pool_link_queued(b.pool, 0);
+  }
+  xcm_test_note("stalled: sent %ld, paused %d, most queued %zu bytes", sent,
+                s.paused, max_queued);
+  CHECK(s.paused);
+  /* Memory stays flat: the queue stops near the high-water mark, far
+   * below the hard bound. */
+  CHECK(max_queued < 64 * 1024 + 50 * 1200 + 4096);
+  xcm_testkit_stall(b.kit, 0);
+  CHECK(run_until(&b, not_paused, &s, 5000));
+  xcm_testkit_get_stats(b.kit, &st);
+  CHECK(st.routes_in > 0);
+  xcm__buf_free(&bob.got);
+  sess_free(&s);
+  bench_stop(&b);
+}
+
+static const xcm_test tests[] = {
+    {"handshake_and_policy", test_handshake_and_policy},
+    {"bad_secret", test_bad_secret},
+    {"thousand_sessions", test_thousand_sessions},
+    {"order_across_link_loss", test_order_across_link_loss},
+    {"all_links_lost", test_all_links_lost},
+    {"server_close", test_server_close},
+    {"failed_goes_offline", test_failed_goes_offline},
+    {"flow_control_when_stalled", test_flow_control_when_stalled},
+};
+
+int main(int argc, char **argv) {
+  return xcm_test_main(argc, argv, XCM_TESTS(tests));
+}
