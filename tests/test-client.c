@@ -1,0 +1,598 @@
+/* The client side end to end: libxcm (public API) in front of the
+ * in-process Openfire, driven by raw clients over loopback so that every
+ * byte on the wire can be checked. A well-behaved client stays logged in
+ * through every hostile case and must keep working. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "harness.h"
+#include "util/buf.h"
+#include "xcm/testkit.h"
+#include "xcm/xcm.h"
+
+#define HDR                                                                    \
+  "<?xml version='1.0'?><stream:stream "                                       \
+  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
+  "to='example.test' version='1.0'>"
+#define AUTH_ALICE                                                             \
+  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
+  "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
+#define AUTH_BOB                                                               \
+  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
+  "mechanism='PLAIN'>AGJvYgBib2I=</auth>"
+
+typedef struct world {
+  uv_loop_t loop;
+  xcm_testkit *kit;
+  xcm_cm *cm;
+  int port;
+  int closed;
+} world;
+
+typedef struct raw {
+  world *w;
+  uv_tcp_t tcp;
+  uv_connect_t conn;
+  xcm_buf in;
+  int connected;
+  int eof;
+  int closed;
+  int reading;
+} raw;
+
+/* ---- the world ----------------------------------------------------------- */
+
+static void on_timeout(uv_timer_t *t) {
+  *(int *)t->data = 1;
+}
+
+static int run_until(world *w, int (*pred)(void *), void *ud, unsigned ms) {
+  uv_timer_t t;
+  int expired = 0, ok;
+
+  uv_timer_init(&w->loop, &t);
+  t.data = &expired;
+  uv_timer_start(&t, on_timeout, ms, 0);
+  while (!(ok = pred(ud)) && !expired)
+    uv_run(&w->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&w->loop, UV_RUN_NOWAIT);
+  return ok;
+}
+
+static int policy_known(void *ud) {
+  world *w = ud;
+  xcm_stats st;
+
+  xcm_cm_stats(w->cm, &st);
+  return xcm_cm_policy(w->cm) != NULL && st.upstream_links_up >= 1;
+}
+
+static void world_start(world *w, void (*tune)(xcm_options *)) {
+  xcm_testkit_options ko;
+  xcm_options o;
+  xcm_listen_options lo;
+  char err[256];
+
+  memset(w, 0, sizeof(*w));
+  REQUIRE(uv_loop_init(&w->loop) == 0);
+  xcm_testkit_options_init(&ko);
+  ko.seed = 5;
+  REQUIRE(xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) == 0);
+  xcm_testkit_add_account(w->kit, "alice", "alice");
+  xcm_testkit_add_account(w->kit, "bob", "bob");
+  xcm_testkit_add_roster_item(w->kit, "alice", "bob@example.test", "Bob",
+                              "both");
+  xcm_testkit_add_roster_item(w->kit, "bob", "alice@example.test", "Alice",
+                              "both");
+  memset(&o, 0, sizeof o);
+  o.domain = "example.test";
+  o.server_port = xcm_testkit_port(w->kit);
+  o.name = "cm1";
+  o.secret = "cmsecret";
+  o.connections = 2;
+  o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
+  if (tune != NULL)
+    tune(&o);
+  if (xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err) != 0)
+    xcm_test_note("xcm_cm_new: %s", err);
+  REQUIRE(w->cm != NULL);
+  memset(&lo, 0, sizeof lo);
+  lo.host = "127.0.0.1";
+  lo.port = 0;
+  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
+  w->port = xcm_cm_listener_port(w->cm, 0);
+  REQUIRE(xcm_cm_start(w->cm) == 0);
+  REQUIRE(run_until(w, policy_known, w, 5000));
+}
+
+static void cm_down(xcm_cm *cm, void *ud) {
+  (void)cm;
+  ((world *)ud)->closed++;
+}
+
+static void kit_down(xcm_testkit *kit, void *ud) {
+  (void)kit;
+  ((world *)ud)->closed++;
+}
+
+static int both_down(void *ud) {
+  return ((world *)ud)->closed == 2;
+}
+
+static void world_stop(world *w) {
+  xcm_cm_shutdown(w->cm, 1000, cm_down, w);
+  CHECK(run_until(w, both_down, w, 100) || 1);
+  while (w->closed < 1)
+    uv_run(&w->loop, UV_RUN_ONCE);
+  xcm_testkit_close(w->kit, kit_down, w);
+  while (w->closed < 2)
+    uv_run(&w->loop, UV_RUN_ONCE);
+  xcm_cm_free(w->cm);
+  xcm_testkit_free(w->kit);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&w->loop), 0);
+}
+
+/* ---- a raw client ------------------------------------------------------ */
+
+static void raw_alloc(uv_handle_t *h, size_t n, uv_buf_t *b) {
+  static char buf[65536];
+
+  (void)h;
+  (void)n;
+  *b = uv_buf_init(buf, sizeof buf);
+}
+
+static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  raw *r = s->data;
+
+  if (n < 0) {
+    r->eof = 1;
+    uv_read_stop(s);
+    return;
+  }
+  xcm__buf_append(&r->in, b->base, (size_t)n);
+  xcm__buf_reserve(&r->in, 1);
+  r->in.data[r->in.len] = '\0';
+}
+
+static void raw_connected(uv_connect_t *c, int status) {
+  raw *r = c->data;
+
+  r->connected = status == 0 ? 1 : -1;
+  if (status == 0 && r->reading)
+    uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read);
+}
+
+static int raw_is_connected(void *ud) {
+  return ((raw *)ud)->connected != 0;
+}
+
+static void raw_open(world *w, raw *r, int reading) {
+  struct sockaddr_in a;
+
+  memset(r, 0, sizeof(*r));
+  r->w = w;
+  r->reading = reading;
+  xcm__buf_init(&r->in, NULL);
+  uv_tcp_init(&w->loop, &r->tcp);
+  r->tcp.data = r;
+  r->conn.data = r;
+  uv_ip4_addr("127.0.0.1", w->port, &a);
+  uv_tcp_connect(&r->conn, &r->tcp, (struct sockaddr *)&a, raw_connected);
+  REQUIRE(run_until(w, raw_is_connected, r, 3000) && r->connected == 1);
+}
+
+static void on_written(uv_write_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+static void raw_send(raw *r, const char *data, size_t len) {
+  uv_write_t *req = malloc(sizeof(*req) + len);
+  uv_buf_t b;
+
+  memcpy(req + 1, data, len);
+  b = uv_buf_init((char *)(req + 1), (unsigned)len);
+  if (uv_write(req, (uv_stream_t *)&r->tcp, &b, 1, on_written) != 0)
+    free(req);
+}
+
+static void raw_sends(raw *r, const char *s) {
+  raw_send(r, s, strlen(s));
+}
+
+typedef struct wait_in {
+  raw *r;
+  const char *needle;
+} wait_in;
+
+static int in_has(void *ud) {
+  wait_in *w = ud;
+  return w->r->in.len > 0 && strstr(w->r->in.data, w->needle) != NULL;
+}
+
+static int raw_wait(raw *r, const char *needle, unsigned ms) {
+  wait_in w = {r, needle};
+  return run_until(r->w, in_has, &w, ms);
+}
+
+static int is_eof(void *ud) {
+  return ((raw *)ud)->eof;
+}
+
+static void raw_closed(uv_handle_t *h) {
+  raw *r = h->data;
+
+  r->closed = 1;
+}
+
+static void raw_free(raw *r) {
+  if (!uv_is_closing((uv_handle_t *)&r->tcp))
+    uv_close((uv_handle_t *)&r->tcp, raw_closed);
+  while (!r->closed)
+    uv_run(&r->w->loop, UV_RUN_ONCE);
+  xcm__buf_free(&r->in);
+}
+
+/* Log in with SASL PLAIN, bind resource, establish the session. */
+static int raw_login(raw *r, const char *auth, const char *resource) {
+  char buf[256];
+
+  raw_sends(r, HDR);
+  if (!raw_wait(r, "</stream:features>", 3000))
+    return 0;
+  raw_sends(r, auth);
+  if (!raw_wait(r, "<success", 3000))
+    return 0;
+  xcm__buf_reset(&r->in);
+  raw_sends(r, HDR);
+  if (!raw_wait(r, "urn:ietf:params:xml:ns:xmpp-bind", 3000))
+    return 0;
+  snprintf(buf, sizeof buf,
+           "<iq type='set' id='b1'><bind "
+           "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>%s</resource>"
+           "</bind></iq><iq type='set' id='s1'><session "
+           "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq><presence/>",
+           resource);
+  raw_sends(r, buf);
+  return raw_wait(r, "id=\"s1\"", 3000);
+}
+
+/* The well-behaved client still routes a message to itself. */
+static int still_works(raw *good, int n) {
+  char buf[256], want[64];
+
+  snprintf(want, sizeof want, "still %d", n);
+  snprintf(buf, sizeof buf,
+           "<message to='alice@example.test/good' type='chat'><body>%s</body>"
+           "</message>",
+           want);
+  raw_sends(good, buf);
+  return raw_wait(good, want, 3000);
+}
+
+/* ---- tests ----------------------------------------------------------- */
+
+static void test_login_and_chat(void) {
+  world w;
+  raw a;
+
+  world_start(&w, NULL);
+  raw_open(&w, &a, 1);
+  raw_sends(&a, HDR);
+  CHECK(raw_wait(&a, "</stream:features>", 3000));
+  /* Our header, with our stream id, and the server's mechanisms; no
+   * STARTTLS without a certificate, no compression outside TLS. */
+  CHECK(strstr(a.in.data, "from=\"example.test\"") != NULL);
+  CHECK(strstr(a.in.data, "<mechanism>PLAIN</mechanism>") != NULL);
+  CHECK(strstr(a.in.data, "starttls") == NULL);
+  CHECK(strstr(a.in.data, "compression") == NULL);
+  xcm__buf_reset(&a.in);
+  raw_sends(&a, AUTH_ALICE);
+  CHECK(raw_wait(&a, "<success", 3000));
+  xcm__buf_reset(&a.in);
+  raw_sends(&a, HDR);
+  CHECK(raw_wait(&a, "</stream:features>", 3000));
+  CHECK(strstr(a.in.data, "xmpp-bind") != NULL);
+  CHECK(strstr(a.in.data, "mechanism") == NULL);
+  raw_sends(&a, "<iq type='set' id='b1'><bind "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>good"
+                "</resource></bind></iq>");
+  CHECK(raw_wait(&a, "<jid>alice@example.test/good</jid>", 3000));
+  raw_sends(&a, "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/>"
+                "</iq><presence/>");
+  CHECK(raw_wait(&a, "bob@example.test", 3000));
+  CHECK(still_works(&a, 1));
+  raw_sends(&a, "</stream:stream>");
+  CHECK(raw_wait(&a, "</stream:stream>", 3000));
+  CHECK(run_until(&w, is_eof, &a, 3000));
+  raw_free(&a);
+  world_stop(&w);
+}
+
+typedef struct bad_case {
+  const char *name;
+  const char *send; /* after our HDR unless it starts with '<?' or '<s' */
+  const char *cond;
+  int authenticate_first;
+} bad_case;
+
+static void tiny_limits(xcm_options *o) {
+  o->max_stanza_preauth = 1024;
+  o->max_stanza = 4096;
+  o->rate = 50;
+  o->burst = 100;
+}
+
+static void test_stream_errors_on_the_wire(void) {
+  static char big[2048], bigger[6000], flood[200 * 64];
+  static const bad_case cases[] = {
+      {"wrong host",
+       "<?xml version='1.0'?><stream:stream "
+       "xmlns:stream='http://etherx.jabber.org/streams' "
+       "xmlns='jabber:client' to='other.test' version='1.0'>",
+       "host-unknown", 0},
+      {"wrong namespace",
+       "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
+       "xmlns='jabber:server' to='example.test' version='1.0'>",
+       "invalid-namespace", 0},
+      {"wrong stream namespace",
+       "<stream:stream xmlns:stream='urn:wrong' xmlns='jabber:client' "
+       "to='example.test' version='1.0'>",
+       "invalid-namespace", 0},
+      {"version 2",
+       "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
+       "xmlns='jabber:client' to='example.test' version='2.0'>",
+       "unsupported-version", 0},
+      {"garbage", "<message><<</message>", "not-well-formed", 0},
+      {"comment", "<!-- x -->", "restricted-xml", 0},
+      {"doctype mid-stream", "<!DOCTYPE x><x/>", "not-well-formed", 0},
+      {"doctype before the header",
+       "<!DOCTYPE stream:stream><stream:stream "
+       "xmlns:stream='http://etherx.jabber.org/streams' "
+       "xmlns='jabber:client' to='example.test' version='1.0'>",
+       "restricted-xml", 0},
+      {"entity", "<message>&foo;</message>", "restricted-xml", 0},
+      {"unbound prefix", "<message><x:y/></message>", "not-well-formed", 0},
+      {"message before auth", "<message to='bob@example.test'/>",
+       "not-authorized", 0},
+      {"unknown element", "<foo xmlns='urn:foo'/>", "unsupported-stanza-type",
+       0},
+      {"route smuggled", "<route streamid='x'><message/></route>",
+       "unsupported-stanza-type", 0},
+      {"handshake smuggled", "<handshake>00</handshake>",
+       "unsupported-stanza-type", 0},
+      {"stream-level prefix", "<stream:features/>", "unsupported-stanza-type",
+       0},
+      {"too big before auth", big, "policy-violation", 0},
+      {"too big after auth", bigger, "policy-violation", 1},
+      {"flood", flood, "policy-violation", 1},
+      {"invalid utf-8", "<message>\xff\xfe</message>", "not-well-formed", 1},
+  };
+  world w;
+  raw good;
+  size_t i;
+
+  snprintf(big, sizeof big, "<iq type='get' id='x'><query xmlns='%0*d'/></iq>",
+           1500, 0);
+  snprintf(bigger, sizeof bigger,
+           "<message to='bob@example.test'><body>%0*d</body></message>", 5000,
+           0);
+  flood[0] = '\0';
+  for (i = 0; i < 200; i++)
+    strcat(flood, "<presence/>");
+  world_start(&w, tiny_limits);
+  raw_open(&w, &good, 1);
+  REQUIRE(raw_login(&good, AUTH_ALICE, "good"));
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    raw r;
+    char want[128];
+    int own_header = strncmp(cases[i].send, "<?", 2) == 0 ||
+                     strncmp(cases[i].send, "<!DOCTYPE stream", 16) == 0 ||
+                     strncmp(cases[i].send, "<stream:stream", 14) == 0;
+
+    raw_open(&w, &r, 1);
+    if (cases[i].authenticate_first) {
+      REQUIRE(raw_login(&r, AUTH_BOB, "bad"));
+      xcm__buf_reset(&r.in);
+    } else if (!own_header) {
+      raw_sends(&r, HDR);
+    }
+    raw_sends(&r, cases[i].send);
+    snprintf(want, sizeof want,
+             "<%s xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"",
+             cases[i].cond);
+    if (!CHECK(raw_wait(&r, want, 3000)))
+      xcm_test_note("case '%s' got: %s", cases[i].name,
+                    r.in.data ? r.in.data : "(nothing)");
+    /* The error, then the end of the stream, then the connection. */
+    CHECK(raw_wait(&r, "</stream:stream>", 3000));
+    CHECK(run_until(&w, is_eof, &r, 3000));
+    raw_free(&r);
+    if (!CHECK(still_works(&good, (int)i)))
+      xcm_test_note("the good client broke after '%s'", cases[i].name);
+  }
+  raw_free(&good);
+  world_stop(&w);
+}
+
+static void short_auth(xcm_options *o) {
+  o->auth_timeout_ms = 300;
+}
+
+static void test_auth_timeout(void) {
+  world w;
+  raw r;
+
+  world_start(&w, short_auth);
+  raw_open(&w, &r, 1);
+  raw_sends(&r, HDR);
+  CHECK(raw_wait(&r, "connection-timeout", 3000));
+  CHECK(run_until(&w, is_eof, &r, 3000));
+  raw_free(&r);
+  world_stop(&w);
+}
+
+typedef struct kit_count {
+  world *w;
+  uint64_t closes;
+} kit_count;
+
+static int closes_reached(void *ud) {
+  kit_count *k = ud;
+  xcm_testkit_stats st;
+
+  xcm_testkit_get_stats(k->w->kit, &st);
+  return st.closes_from_cm >= k->closes;
+}
+
+static void test_client_gone_closes_session(void) {
+  world w;
+  raw r;
+  kit_count k;
+
+  world_start(&w, NULL);
+  raw_open(&w, &r, 1);
+  REQUIRE(raw_login(&r, AUTH_BOB, "gone"));
+  CHECK_INT(xcm_testkit_jid_state(w.kit, "bob@example.test/gone"), 2);
+  /* Dropped without </stream:stream>: the server hears of it. */
+  uv_tcp_close_reset(&r.tcp, raw_closed);
+  while (!r.closed)
+    uv_run(&w.loop, UV_RUN_ONCE);
+  k.w = &w;
+  k.closes = 1;
+  CHECK(run_until(&w, closes_reached, &k, 3000));
+  CHECK_INT(xcm_testkit_jid_state(w.kit, "bob@example.test/gone"), 0);
+  xcm__buf_free(&r.in);
+  world_stop(&w);
+}
+
+static void test_server_closes_client(void) {
+  world w;
+  raw r, good;
+
+  world_start(&w, NULL);
+  raw_open(&w, &good, 1);
+  REQUIRE(raw_login(&good, AUTH_ALICE, "good"));
+  raw_open(&w, &r, 1);
+  REQUIRE(raw_login(&r, AUTH_BOB, "kicked"));
+  REQUIRE(xcm_testkit_close_jid(w.kit, "bob@example.test/kicked",
+                                XCM_COND_CONFLICT) == 0);
+  CHECK(raw_wait(&r, "<conflict", 3000));
+  CHECK(raw_wait(&r, "</stream:stream>", 3000));
+  CHECK(run_until(&w, is_eof, &r, 3000));
+  CHECK(strstr(good.in.data, "<conflict") == NULL);
+  CHECK(still_works(&good, 1));
+  raw_free(&r);
+  raw_free(&good);
+  world_stop(&w);
+}
+
+static void test_upstream_lost(void) {
+  world w;
+  raw r;
+
+  world_start(&w, NULL);
+  raw_open(&w, &r, 1);
+  REQUIRE(raw_login(&r, AUTH_BOB, "lost"));
+  xcm_testkit_drop_all(w.kit);
+  CHECK(raw_wait(&r, "remote-connection-failed", 3000));
+  CHECK(run_until(&w, is_eof, &r, 3000));
+  raw_free(&r);
+  /* Served again once the links are back. */
+  CHECK(run_until(&w, policy_known, &w, 5000));
+  raw_open(&w, &r, 1);
+  CHECK(raw_login(&r, AUTH_BOB, "back"));
+  raw_free(&r);
+  world_stop(&w);
+}
+
+static void small_out(xcm_options *o) {
+  o->max_client_out = 32 * 1024;
+}
+
+static int offline_some(void *ud) {
+  world *w = ud;
+  return xcm_testkit_offline_count(w->kit, "bob") > 0;
+}
+
+/* A client that stops reading is dropped, and what it did not get goes
+ * back to the server to be stored offline. */
+static void test_slow_reader(void) {
+  world w;
+  raw slow;
+  char msg[2200], body[2000];
+  xcm_stats st;
+  int i;
+
+  world_start(&w, small_out);
+  raw_open(&w, &slow, 1);
+  REQUIRE(raw_login(&slow, AUTH_BOB, "slow"));
+  uv_read_stop((uv_stream_t *)&slow.tcp);
+  REQUIRE(xcm_testkit_local_login(w.kit, "alice@example.test/direct", NULL,
+                                  NULL) == 0);
+  memset(body, 'z', sizeof body - 1);
+  body[sizeof body - 1] = '\0';
+  for (i = 0; i < 2000; i++) {
+    int n = snprintf(msg, sizeof msg,
+                     "<message to='bob@example.test/slow' type='chat'>"
+                     "<body>%d %s</body></message>",
+                     i, body);
+    xcm_testkit_local_send(w.kit, "alice@example.test/direct", msg, (size_t)n);
+    if (i % 50 == 0)
+      uv_run(&w.loop, UV_RUN_NOWAIT);
+  }
+  CHECK(run_until(&w, offline_some, &w, 5000));
+  xcm_cm_stats(w.cm, &st);
+  xcm_test_note("returned with failed: %llu; stored offline: %u",
+                (unsigned long long)st.failed_returned,
+                xcm_testkit_offline_count(w.kit, "bob"));
+  CHECK(st.failed_returned > 0);
+  CHECK(st.stream_errors[XCM_COND_POLICY_VIOLATION] >= 1);
+  raw_free(&slow);
+  world_stop(&w);
+}
+
+static void test_shutdown_tells_clients(void) {
+  world w;
+  raw r;
+  kit_count k;
+
+  world_start(&w, NULL);
+  raw_open(&w, &r, 1);
+  REQUIRE(raw_login(&r, AUTH_BOB, "bye"));
+  xcm_cm_shutdown(w.cm, 2000, cm_down, &w);
+  CHECK(raw_wait(&r, "system-shutdown", 3000));
+  k.w = &w;
+  k.closes = 1;
+  CHECK(run_until(&w, closes_reached, &k, 3000));
+  while (w.closed < 1)
+    uv_run(&w.loop, UV_RUN_ONCE);
+  xcm_testkit_close(w.kit, kit_down, &w);
+  while (w.closed < 2)
+    uv_run(&w.loop, UV_RUN_ONCE);
+  raw_free(&r);
+  xcm_cm_free(w.cm);
+  xcm_testkit_free(w.kit);
+  uv_run(&w.loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&w.loop), 0);
+}
+
+static const xcm_test tests[] = {
+    {"login_and_chat", test_login_and_chat},
+    {"stream_errors_on_the_wire", test_stream_errors_on_the_wire},
+    {"auth_timeout", test_auth_timeout},
+    {"client_gone_closes_session", test_client_gone_closes_session},
+    {"server_closes_client", test_server_closes_client},
+    {"upstream_lost", test_upstream_lost},
+    {"slow_reader", test_slow_reader},
+    {"shutdown_tells_clients", test_shutdown_tells_clients},
+};
+
+int main(int argc, char **argv) {
+  return xcm_test_main(argc, argv, XCM_TESTS(tests));
+}
