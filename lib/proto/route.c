@@ -21,6 +21,10 @@ static size_t qname_length(const char *bytes, size_t len) {
   return i - 1;
 }
 
+size_t xcm__xml_qname_length(const char *bytes, size_t len) {
+  return len > 0 ? qname_length(bytes, len) : 0;
+}
+
 static int put_decl(xcm_buf *b, const char *prefix, const char *uri) {
   int err;
 

@@ -37,6 +37,9 @@ int xcm__route_wrap_bytes(xcm_buf *b, const char *bytes, size_t len,
                           const char *streamid, const char *to,
                           const char *from);
 
+/* The length of the element's name as written (bytes[1..]). */
+size_t xcm__xml_qname_length(const char *bytes, size_t len);
+
 /* Whether the start tag of the well-formed element in bytes declares the
  * default namespace (xmlns="..."). */
 int xcm__xml_declares_default(const char *bytes, size_t len);
