@@ -94,11 +94,12 @@ static void on_link(void *ud, unsigned index, const char *resource, int up,
                     int err, const char *why) {
   xcm_cm *cm = ud;
 
-  (void)index;
   (void)err;
   cm->stats.upstream_links_up = xcm__pool_links_up(cm->pool);
   if (up)
-    xcm__log(&cm->ctx, XCM_LOG_INFO, "upstream %s is up", resource);
+    xcm__log(&cm->ctx, XCM_LOG_INFO, "upstream %s is up%s%s", resource,
+             xcm__pool_link_tls(cm->pool, index) ? " (TLS)" : "",
+             xcm__pool_link_zlib(cm->pool, index) ? " (zlib)" : "");
   else
     xcm__log(&cm->ctx, XCM_LOG_WARN, "upstream %s is down: %s", resource,
              why ? why : "");

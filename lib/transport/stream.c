@@ -1,27 +1,68 @@
-/* The byte stream over TCP: reads into the context's shared buffer,
- * writes batched per loop iteration, flow control, close and reset.
+/* The byte stream: TCP, with TLS and zlib layered on.
  *
- * Output path. xcm__stream_write() appends to `wire`, a buffer that exists
- * only while the stream has bytes to send, and puts the stream on the
- * context's flush list. The flusher (a uv_prepare handle, see core/ctx.h)
- * runs before the loop polls: for each stream it tries a plain write
- * (uv_try_write), and only what the kernel did not take goes to uv_write,
- * with the buffer handed over to the request until its callback. New
- * writes meanwhile go to a fresh `wire` buffer, never to the one in
- * flight. When everything is sent the buffers are freed, so an idle
- * stream holds none. */
+ *   socket <-> TLS <-> zlib <-> application
+ *
+ * Output. xcm__stream_write() appends plaintext to `app` (or straight to
+ * `wire` when no layer is on), buffers that exist only while the stream
+ * has bytes to send, and puts the stream on the context's flush list. The
+ * flusher (a uv_prepare handle, see core/ctx.h) runs before the loop
+ * polls: for each stream it deflates `app` with one sync flush, encrypts
+ * it into records, and tries a plain write (uv_try_write) of `wire`; only
+ * what the kernel did not take goes to uv_write, with the buffer handed
+ * to the request until its callback. New bytes meanwhile go to a fresh
+ * `wire`, never to the one in flight. When everything is sent the
+ * buffers are freed, so an idle stream holds none.
+ *
+ * Input. A socket read lends the context's read buffer; the bytes are
+ * pumped up through the layers before the read callback returns: TLS
+ * decrypts into the context's plain buffer, zlib inflates into it in
+ * chunks, and each chunk goes to cb.read. Only when the owner pauses
+ * mid-read, or starts a layer with `early` bytes, does input wait in the
+ * stream, in heap buffers that go once they are used:
+ *
+ *   mid  bytes out of TLS (or the socket) not yet inflated; oldest
+ *   raw  socket bytes not yet through TLS (or zlib); then the current
+ *        read's rest, then the next read.
+ *
+ * Both are pumped by the flusher when the owner resumes or starts a
+ * layer outside a read callback; the flusher also drives a client's
+ * first handshake message. */
 #include "transport/stream.h"
 
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "transport/tls.h"
+#include "transport/zlib.h"
 #include "util/alloc.h"
 #include "util/buf.h"
 #include "xcm/error.h"
 
+/* Input waiting in the stream (see above); allocated while it waits. */
+typedef struct in_state {
+  xcm_buf mid;
+  xcm_buf raw;
+} in_state;
+
+/* One pass of input through the layers: the stream, the socket read
+ * being handled (lent; NULL when the flusher pumps waiting input) and what
+ * it has inflated so far, for max_inflate. On the C stack of the pump. */
+typedef struct frame {
+  xcm_stream *s;
+  const char *cur;
+  size_t len;
+  size_t inflated;
+} frame;
+
+/* The pass under way on this thread. Passes never nest: cb.read may
+ * resume or start a layer on any stream, but that input is pumped later,
+ * by the flusher. So the stream needs no pointer of its own for it. */
+static _Thread_local frame *pumping;
+
 /* Output state, allocated while the stream has bytes to send. */
 typedef struct out_state {
+  xcm_buf app;          /* plaintext for TLS or zlib, not yet encoded */
   xcm_buf wire;         /* bytes for the socket, not yet given to it */
   uv_write_t *inflight; /* the one uv_write under way, or NULL */
   char *inflight_data;  /* its buffer, owned by the request */
@@ -45,16 +86,22 @@ struct xcm_stream {
   xcm_stream *flush_next;
   xcm_stream **flush_pprev;
   out_state *out;
+  in_state *in;
+  xcm_tls *tls;
+  xcm_zlib *zlib;
   xcm_stream_limits limits;
-  unsigned long write_calls;
+  unsigned write_calls; /* wraps; a statistic */
   unsigned paused : 1;
   unsigned connecting : 1;
-  unsigned ended : 1;    /* cb.end has run (or must not run any more) */
-  unsigned failed : 1;   /* a write failed: nothing more can be sent */
-  unsigned closing : 1;  /* the owner called close or abort */
-  unsigned shutting : 1; /* uv_shutdown under way */
-  unsigned over : 1;     /* went above high water; drain owed */
-  unsigned quiet : 1;    /* never adopted: close without callbacks */
+  unsigned ended : 1;     /* cb.end has run (or must not run any more) */
+  unsigned failed : 1;    /* a write failed: nothing more can be sent */
+  unsigned closing : 1;   /* the owner called close or abort */
+  unsigned shutting : 1;  /* uv_shutdown under way */
+  unsigned over : 1;      /* went above high water; drain owed */
+  unsigned quiet : 1;     /* never adopted: close without callbacks */
+  unsigned need_pump : 1; /* the flusher should pump waiting input */
+  unsigned flushing : 1;  /* flush_one is running for this stream */
+  unsigned notified : 1;  /* TLS close_notify queued */
 };
 
 static void flush_cb(uv_prepare_t *h);
@@ -62,6 +109,11 @@ static void finish_close(xcm_stream *s);
 
 /* Buffers that grew past this during a burst are not worth keeping. */
 #define KEEP_MAX 65536
+
+/* With TLS and zlib both on, the plain buffer is split: records are
+ * decrypted into its first part (a record holds at most 16 KiB), and
+ * inflated into the rest. */
+#define TLS_PART 16384
 
 static const xcm_allocator *salloc(const xcm_stream *s) {
   return s->ctx->alloc;
@@ -98,8 +150,18 @@ static void schedule_flush(xcm_stream *s) {
 static size_t queued(const xcm_stream *s) {
   if (s->out == NULL)
     return 0;
-  return s->out->wire.len +
+  return s->out->app.len + s->out->wire.len +
          uv_stream_get_write_queue_size((const uv_stream_t *)s->tcp);
+}
+
+static int tls_ready(const xcm_stream *s) {
+  return s->tls != NULL && xcm__tls_handshake_done(s->tls);
+}
+
+/* A closing stream is done when everything is with the kernel, a TLS
+ * close_notify included. */
+static int all_sent(const xcm_stream *s) {
+  return queued(s) == 0 && (!tls_ready(s) || s->notified || s->failed);
 }
 
 static int out_get(xcm_stream *s) {
@@ -108,6 +170,7 @@ static int out_get(xcm_stream *s) {
   s->out = xcm__alloc(salloc(s), sizeof(*s->out));
   if (s->out == NULL)
     return XCM_ENOMEM;
+  xcm__buf_init(&s->out->app, salloc(s));
   xcm__buf_init(&s->out->wire, salloc(s));
   s->out->inflight = NULL;
   s->out->inflight_data = NULL;
@@ -123,8 +186,11 @@ static void out_trim(xcm_stream *s) {
     return;
   if (o->wire.len == 0 && o->wire.cap > KEEP_MAX)
     xcm__buf_free(&o->wire);
-  if (o->wire.len != 0 || o->inflight != NULL)
+  if (o->app.len == 0 && o->app.cap > KEEP_MAX)
+    xcm__buf_free(&o->app);
+  if (o->app.len != 0 || o->wire.len != 0 || o->inflight != NULL)
     return;
+  xcm__buf_free(&o->app);
   xcm__buf_free(&o->wire);
   xcm__free(salloc(s), o);
   s->out = NULL;
@@ -143,7 +209,7 @@ static void report_end(xcm_stream *s, int err) {
 static void write_failed(xcm_stream *s, int err) {
   s->failed = 1;
   if (s->out != NULL)
-    s->out->wire.len = 0;
+    s->out->app.len = s->out->wire.len = 0;
   out_trim(s);
   if (s->closing)
     finish_close(s);
@@ -162,7 +228,7 @@ static void after_progress(xcm_stream *s) {
     if (s->cb->drain != NULL && !s->closing && !s->failed)
       s->cb->drain(s->ud);
   }
-  if (s->closing && queued(s) == 0)
+  if (s->closing && all_sent(s))
     finish_close(s);
 }
 
@@ -230,9 +296,65 @@ static void send_wire(xcm_stream *s) {
   xcm__buf_init(&o->wire, salloc(s));
 }
 
+static void pump(xcm_stream *s, const char *data, size_t len);
+static void fail_stream(xcm_stream *s, int err);
+
+static int emit_tls(void *ud, const char *data, size_t len) {
+  xcm_stream *s = ud;
+
+  return xcm__tls_write(s->tls, data, len);
+}
+
+/* Turn the plaintext in app into bytes for the socket, through zlib and
+ * TLS, in one sync flush and as few records as the size allows. Waits
+ * while a TLS handshake is under way. */
+static int encode(xcm_stream *s) {
+  out_state *o = s->out;
+  char chunk[TLS_PART];
+  int err;
+
+  if (o == NULL || o->app.len == 0 || (s->tls != NULL && !tls_ready(s)))
+    return 0;
+  if (s->zlib != NULL && s->tls != NULL)
+    err = xcm__zlib_deflate(s->zlib, o->app.data, o->app.len, chunk,
+                            sizeof chunk, emit_tls, s);
+  else if (s->zlib != NULL)
+    err = xcm__zlib_deflate_buf(s->zlib, o->app.data, o->app.len, &o->wire);
+  else if (s->tls != NULL)
+    err = xcm__tls_write(s->tls, o->app.data, o->app.len);
+  else
+    err = xcm__buf_append(&o->wire, o->app.data, o->app.len);
+  o->app.len = 0;
+  return err;
+}
+
 static void flush_one(xcm_stream *s) {
-  if (s->out == NULL || s->connecting || s->failed ||
-      uv_is_closing((uv_handle_t *)s->tcp))
+  int err;
+
+  if (s->need_pump) {
+    s->need_pump = 0;
+    pump(s, NULL, 0);
+  }
+  if (s->connecting || s->failed || uv_is_closing((uv_handle_t *)s->tcp))
+    return;
+  s->flushing = 1;
+  err = encode(s);
+  if (err == 0 && s->closing && tls_ready(s) && !s->notified) {
+    s->notified = 1;
+    err = xcm__tls_close_notify(s->tls);
+  }
+  s->flushing = 0;
+  if (err != 0) {
+    /* The layers' state is lost with the bytes: the stream cannot go
+     * on. */
+    if (s->out != NULL)
+      s->out->app.len = 0;
+    fail_stream(s, err);
+    if (s->closing)
+      finish_close(s);
+    return;
+  }
+  if (s->out == NULL)
     return;
   if (s->out->wire.len != 0 && s->out->inflight == NULL)
     send_wire(s);
@@ -267,7 +389,9 @@ int xcm__stream_write(xcm_stream *s, const void *data, size_t len) {
     return XCM_ELIMIT;
   err = out_get(s);
   if (err == 0)
-    err = xcm__buf_append(&s->out->wire, data, len);
+    err = xcm__buf_append(s->tls != NULL || s->zlib != NULL ? &s->out->app
+                                                            : &s->out->wire,
+                          data, len);
   if (err != 0) {
     out_trim(s);
     return err;
@@ -286,11 +410,277 @@ int xcm__stream_over(const xcm_stream *s) {
   return s->limits.high_water != 0 && queued(s) > s->limits.high_water;
 }
 
-unsigned long xcm__stream_write_calls(const xcm_stream *s) {
+unsigned xcm__stream_write_calls(const xcm_stream *s) {
   return s->write_calls;
 }
 
-/* ---- input --------------------------------------------------------- */
+/* ---- input through the layers ------------------------------------ */
+
+static int stopped(const xcm_stream *s) {
+  return s->paused || s->closing || s->ended || s->failed;
+}
+
+static int in_get(xcm_stream *s) {
+  if (s->in != NULL)
+    return 0;
+  s->in = xcm__alloc(salloc(s), sizeof(*s->in));
+  if (s->in == NULL)
+    return XCM_ENOMEM;
+  xcm__buf_init(&s->in->mid, salloc(s));
+  xcm__buf_init(&s->in->raw, salloc(s));
+  return 0;
+}
+
+static void in_trim(xcm_stream *s) {
+  in_state *in = s->in;
+
+  if (in == NULL || in->mid.len != 0 || in->raw.len != 0)
+    return;
+  xcm__buf_free(&in->mid);
+  xcm__buf_free(&in->raw);
+  xcm__free(salloc(s), in);
+  s->in = NULL;
+}
+
+/* Put bytes in front of b: they are older than what it holds. */
+static int buf_prepend(xcm_buf *b, const char *data, size_t len) {
+  int err;
+
+  if (len == 0)
+    return 0;
+  err = xcm__buf_reserve(b, len);
+  if (err != 0)
+    return err;
+  memmove(b->data + len, b->data, b->len);
+  memcpy(b->data, data, len);
+  b->len += len;
+  return 0;
+}
+
+/* Keep input for later, in front of (older than) what waits already. */
+static int keep_input(xcm_stream *s, int mid, const char *data, size_t len) {
+  int err = in_get(s);
+
+  if (err == 0)
+    err = buf_prepend(mid ? &s->in->mid : &s->in->raw, data, len);
+  return err;
+}
+
+/* The stream cannot go on. A handshake under way hears it first. */
+static void fail_stream(xcm_stream *s, int err) {
+  if (s->ended || s->closing)
+    return;
+  if (s->tls != NULL && !tls_ready(s) && s->cb->tls_done != NULL) {
+    s->cb->tls_done(s->ud, err);
+    if (s->closing)
+      return;
+  }
+  report_end(s, err);
+}
+
+/* Inflate data and hand each chunk to cb.read, until the input is used
+ * up or the owner pauses or closes. Returns the bytes of data used. The
+ * chunk is cut so that the byte that would pass max_inflate is never
+ * produced: a bomb costs this read's time and nothing else. */
+static size_t inflate_deliver(xcm_stream *s, frame *f, const char *data,
+                              size_t len) {
+  xcm_ctx *ctx = s->ctx;
+  char *out = ctx->plain_buf + (s->tls != NULL ? TLS_PART : 0);
+  size_t room = XCM_READ_BUF - (s->tls != NULL ? TLS_PART : 0);
+  size_t max = s->limits.max_inflate, cap, produced;
+  const char *p = data, *before;
+  int err;
+
+  while (!stopped(s)) {
+    before = p;
+    cap = room;
+    if (max != 0 && cap > max - f->inflated + 1)
+      cap = max - f->inflated + 1;
+    err = xcm__zlib_inflate(s->zlib, &p, &len, out, cap, &produced);
+    if (err != 0) {
+      xcm__log(ctx, XCM_LOG_INFO, "compressed stream from %s is corrupt",
+               xcm__stream_peer(s));
+      fail_stream(s, err);
+      break;
+    }
+    f->inflated += produced;
+    if (max != 0 && f->inflated > max) {
+      xcm__log(ctx, XCM_LOG_WARN,
+               "compressed input from %s inflates past %zu bytes: cut off",
+               xcm__stream_peer(s), max);
+      fail_stream(s, XCM_ELIMIT);
+      break;
+    }
+    if (produced > 0)
+      s->cb->read(s->ud, out, produced);
+    /* Output that did not fill the chunk means zlib holds no more; a
+     * call that neither used nor made anything cannot be repeated. */
+    if ((produced < cap && len == 0) || (produced == 0 && p == before))
+      break;
+  }
+  return (size_t)(p - data);
+}
+
+/* Bytes past TLS (or straight from the socket): inflate or deliver. */
+static size_t deliver_mid(xcm_stream *s, frame *f, const char *data,
+                          size_t len) {
+  if (s->zlib != NULL)
+    return inflate_deliver(s, f, data, len);
+  s->cb->read(s->ud, data, len);
+  return len;
+}
+
+/* Hand the waiting buffer to the layers. It is taken out of the stream
+ * first: what cb.read does (start a layer with early bytes) may put new
+ * bytes in its place, in front of what is left here. */
+static void pump_waiting(xcm_stream *s, frame *f, int mid) {
+  xcm_buf *slot = mid ? &s->in->mid : &s->in->raw;
+  xcm_buf b = *slot;
+  size_t used;
+
+  xcm__buf_init(slot, salloc(s));
+  used = deliver_mid(s, f, b.data, b.len);
+  if (used < b.len && keep_input(s, 1, b.data + used, b.len - used) != 0)
+    fail_stream(s, XCM_ENOMEM);
+  xcm__buf_free(&b);
+}
+
+static void handshake_done(xcm_stream *s) {
+  if (s->out != NULL && s->out->app.len != 0)
+    schedule_flush(s);
+  if (s->cb->tls_done != NULL)
+    s->cb->tls_done(s->ud, 0);
+}
+
+/* One step of the pump: returns 0 when nothing more can be done now. */
+static int pump_step(xcm_stream *s, frame *f) {
+  char *buf = s->ctx->plain_buf;
+  const char *p;
+  size_t n, used;
+  int r;
+
+  if (s->in != NULL && s->in->mid.len != 0 && s->zlib != NULL) {
+    pump_waiting(s, f, 1);
+    return 1;
+  }
+  if (s->tls != NULL) {
+    if (!tls_ready(s)) {
+      r = xcm__tls_handshake(s->tls, xcm__stream_peer(s));
+      if (r == UV_EAGAIN)
+        return 0;
+      if (r != 0) {
+        fail_stream(s, r);
+        return 0;
+      }
+      handshake_done(s);
+      return 1;
+    }
+    r = xcm__tls_read(s->tls, buf, s->zlib != NULL ? TLS_PART : XCM_READ_BUF,
+                      xcm__stream_peer(s));
+    if (r == UV_EAGAIN)
+      return 0;
+    if (r == UV_EOF) {
+      report_end(s, UV_EOF);
+      return 0;
+    }
+    if (r < 0) {
+      fail_stream(s, r);
+      return 0;
+    }
+    used = deliver_mid(s, f, buf, (size_t)r);
+    if (used < (size_t)r && keep_input(s, 1, buf + used, (size_t)r - used) != 0)
+      fail_stream(s, XCM_ENOMEM);
+    return 1;
+  }
+  if (s->in != NULL && s->in->raw.len != 0) {
+    pump_waiting(s, f, 0);
+    return 1;
+  }
+  if (f->len == 0)
+    return 0;
+  /* The frame is advanced before cb.read runs: early bytes it passes to
+   * a new layer come first, then whatever of this read is left. */
+  p = f->cur;
+  n = f->len;
+  if (s->zlib == NULL) {
+    f->len = 0;
+    s->cb->read(s->ud, p, n);
+    return 1;
+  }
+  used = inflate_deliver(s, f, p, n);
+  f->cur += used;
+  f->len -= used;
+  return 1;
+}
+
+static void pump(xcm_stream *s, const char *data, size_t len) {
+  frame f;
+
+  f.s = s;
+  f.cur = data;
+  f.len = len;
+  f.inflated = 0;
+  pumping = &f;
+  while (!stopped(s) && pump_step(s, &f))
+    ;
+  pumping = NULL;
+  /* Paused with part of this read unused: it waits, behind what waited
+   * already. */
+  if (f.len > 0 && !s->closing && !s->ended && !s->failed) {
+    if (in_get(s) != 0 || xcm__buf_append(&s->in->raw, f.cur, f.len) != 0)
+      fail_stream(s, XCM_ENOMEM);
+  }
+  if (s->closing || s->ended) {
+    if (s->in != NULL)
+      s->in->mid.len = s->in->raw.len = 0;
+  }
+  in_trim(s);
+}
+
+/* TLS's input: waiting raw bytes first, then the current read's. */
+static size_t tls_recv(void *ud, char *buf, size_t len) {
+  xcm_stream *s = ud;
+  frame *f = pumping != NULL && pumping->s == s ? pumping : NULL;
+  size_t n;
+
+  if (s->in != NULL && s->in->raw.len != 0) {
+    n = s->in->raw.len < len ? s->in->raw.len : len;
+    memcpy(buf, s->in->raw.data, n);
+    xcm__buf_consume(&s->in->raw, n);
+    return n;
+  }
+  if (f == NULL || f->len == 0)
+    return 0;
+  n = f->len < len ? f->len : len;
+  memcpy(buf, f->cur, n);
+  f->cur += n;
+  f->len -= n;
+  return n;
+}
+
+/* TLS's output: records go to the socket buffer, behind anything queued
+ * in clear before TLS started. */
+static int tls_send(void *ud, const char *data, size_t len) {
+  xcm_stream *s = ud;
+  int err = out_get(s);
+
+  if (err == 0)
+    err = xcm__buf_append(&s->out->wire, data, len);
+  if (err != 0)
+    return err;
+  if (!s->flushing)
+    schedule_flush(s);
+  return 0;
+}
+
+/* Input to pump on resume: waiting bytes, bytes inside mbedTLS, or a
+ * handshake that a paused client has yet to begin. */
+static int has_waiting_input(const xcm_stream *s) {
+  return (s->in != NULL && (s->in->mid.len != 0 || s->in->raw.len != 0)) ||
+         (s->tls != NULL && (!tls_ready(s) || xcm__tls_has_pending(s->tls)));
+}
+
+/* ---- input from the socket ----------------------------------------- */
 
 /* Every stream of a context reads into the one shared buffer: data is
  * handed on before the read callback returns, so one buffer serves all.
@@ -320,8 +710,8 @@ static void release_buf(xcm_ctx *ctx, const uv_buf_t *buf) {
 static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   xcm_stream *s = h->data;
 
-  if (nread > 0 && !s->closing && !s->ended)
-    s->cb->read(s->ud, buf->base, (size_t)nread);
+  if (nread > 0)
+    pump(s, buf->base, (size_t)nread);
   else if (nread < 0)
     report_end(s, nread == UV_ENOBUFS ? XCM_ENOMEM : (int)nread);
   release_buf(s->ctx, buf);
@@ -348,8 +738,16 @@ void xcm__stream_resume(xcm_stream *s) {
     return;
   s->paused = 0;
   err = start_reading(s);
-  if (err != 0)
+  if (err != 0) {
     report_end(s, err);
+    return;
+  }
+  /* What waited is pumped by the flusher, not here: resume may be called
+   * from another stream's read callback, with the shared buffers lent. */
+  if (has_waiting_input(s)) {
+    s->need_pump = 1;
+    schedule_flush(s);
+  }
 }
 
 /* ---- lifecycle ----------------------------------------------------- */
@@ -429,9 +827,17 @@ static void close_cb(uv_handle_t *h) {
     s->cb->closed(s->ud);
   if (s->out != NULL) {
     /* uv_close has run every write callback by now. */
+    xcm__buf_free(&s->out->app);
     xcm__buf_free(&s->out->wire);
     xcm__free(a, s->out);
   }
+  if (s->in != NULL) {
+    xcm__buf_free(&s->in->mid);
+    xcm__buf_free(&s->in->raw);
+    xcm__free(a, s->in);
+  }
+  xcm__tls_free(s->tls);
+  xcm__zlib_free(s->zlib);
   xcm__free(a, s->tcp);
   xcm__free(a, s);
 }
@@ -514,7 +920,10 @@ void xcm__stream_close(xcm_stream *s) {
   s->closing = 1;
   if (!s->connecting)
     uv_read_stop((uv_stream_t *)s->tcp);
-  if (queued(s) == 0 || s->connecting || s->failed)
+  /* Plaintext written before the handshake ended can never be sent. */
+  if (s->tls != NULL && !tls_ready(s) && s->out != NULL)
+    s->out->app.len = 0;
+  if (all_sent(s) || s->connecting || s->failed)
     finish_close(s);
   else
     schedule_flush(s);
@@ -536,13 +945,15 @@ void xcm__stream_abort(xcm_stream *s) {
 /* ---- queries ------------------------------------------------------- */
 
 int xcm__stream_is_tls(const xcm_stream *s) {
-  (void)s;
-  return 0;
+  return s->tls != NULL;
 }
 
 int xcm__stream_is_zlib(const xcm_stream *s) {
-  (void)s;
-  return 0;
+  return s->zlib != NULL;
+}
+
+const char *xcm__stream_alpn(const xcm_stream *s) {
+  return s->tls != NULL ? xcm__tls_alpn(s->tls) : NULL;
 }
 
 const char *xcm__stream_peer(const xcm_stream *s) {
@@ -577,57 +988,76 @@ size_t xcm__stream_footprint(const xcm_stream *s) {
   const out_state *o = s->out;
 
   if (o != NULL) {
-    n += sizeof(*o) + o->wire.cap;
+    n += sizeof(*o) + o->app.cap + o->wire.cap;
     if (o->inflight != NULL)
       n += sizeof(*o->inflight) + o->inflight_cap;
   }
+  if (s->in != NULL)
+    n += sizeof(*s->in) + s->in->mid.cap + s->in->raw.cap;
+  if (s->tls != NULL)
+    n += xcm__tls_footprint(s->tls);
+  if (s->zlib != NULL)
+    n += xcm__zlib_footprint(s->zlib);
   return n;
 }
 
-/* ---- TLS and zlib: not yet ----------------------------------------- */
+/* ---- starting layers ----------------------------------------------- */
+
+/* Early bytes are pumped at once when a read of this stream is being
+ * handled (the pump carries on with the new layer when cb.read returns),
+ * else by the flusher: this may run inside another stream's read, whose
+ * bytes sit in the shared buffers. */
+static void pump_soon(xcm_stream *s) {
+  if (pumping != NULL && pumping->s == s)
+    return;
+  s->need_pump = 1;
+  schedule_flush(s);
+}
 
 int xcm__stream_start_tls(xcm_stream *s, xcm_tls_config *cfg, int is_server,
                           const char *hostname, const char *early,
                           size_t early_len) {
-  (void)s;
-  (void)cfg;
-  (void)is_server;
-  (void)hostname;
-  (void)early;
-  (void)early_len;
-  return XCM_EINVAL;
+  int err;
+
+  if (s->closing || s->failed)
+    return XCM_ECLOSED;
+  /* XEP-0138 compresses inside TLS, never the other way round. */
+  if (cfg == NULL || s->tls != NULL || s->zlib != NULL)
+    return XCM_EINVAL;
+  err = xcm__tls_new(&s->tls, cfg, is_server, hostname, tls_send, tls_recv, s);
+  if (err != 0)
+    return err;
+  /* Bytes queued so far are in wire already: they go out in clear. */
+  err = keep_input(s, 0, early, early_len);
+  if (err != 0) {
+    xcm__tls_free(s->tls);
+    s->tls = NULL;
+    return err;
+  }
+  pump_soon(s);
+  return 0;
 }
 
 int xcm__stream_start_zlib(xcm_stream *s, const char *early, size_t early_len) {
-  (void)s;
-  (void)early;
-  (void)early_len;
-  return XCM_EINVAL;
-}
+  int err;
 
-int xcm__tls_config_new(xcm_tls_config **out, xcm_ctx *ctx, int is_server,
-                        const xcm_tls_options *opt, char *errbuf,
-                        size_t errlen) {
-  (void)ctx;
-  (void)is_server;
-  (void)opt;
-  *out = NULL;
-  if (errlen > 0)
-    snprintf(errbuf, errlen, "TLS is not built yet");
-  return XCM_ECONFIG;
-}
-
-int xcm__tls_config_add_cert(xcm_tls_config *cfg, const char *cert_file,
-                             const char *key_file, char *errbuf,
-                             size_t errlen) {
-  (void)cfg;
-  (void)cert_file;
-  (void)key_file;
-  if (errlen > 0)
-    snprintf(errbuf, errlen, "TLS is not built yet");
-  return XCM_ECONFIG;
-}
-
-void xcm__tls_config_unref(xcm_tls_config *cfg) {
-  (void)cfg;
+  if (s->closing || s->failed)
+    return XCM_ECLOSED;
+  if (s->zlib != NULL || (s->tls != NULL && !tls_ready(s)))
+    return XCM_EINVAL;
+  /* What was written before (the <compressed/>) goes out uncompressed,
+   * encrypted if TLS is on. */
+  err = encode(s);
+  if (err != 0)
+    return err;
+  err = xcm__zlib_new(&s->zlib, salloc(s));
+  if (err != 0)
+    return err;
+  if (early_len > 0) {
+    err = keep_input(s, 1, early, early_len);
+    if (err != 0)
+      return err;
+    pump_soon(s);
+  }
+  return 0;
 }

@@ -8,7 +8,14 @@
  * for the call. Writing: xcm__stream_write() copies into the stream's
  * output, which the context flushes before the loop next polls (see
  * core/ctx.h). A stream holds buffers only while it has bytes in
- * flight: an idle plain stream costs its struct and its uv_tcp_t.
+ * flight: an idle plain stream costs its struct and its uv_tcp_t (368
+ * bytes on x86-64). An idle TLS stream adds mbedTLS's two record
+ * buffers (~37 KiB in all with 2.28's fixed 16 KiB records), zlib adds
+ * ~54 KiB (the peer's 32 KiB inflate window most of it), measured by
+ * tests/test-stream.c.
+ *
+ * The process must ignore SIGPIPE, as any libuv program that writes to
+ * sockets: a write to a reset connection is then an error code.
  *
  * Lifetime: xcm__stream_close() starts closing; cb.closed runs when the
  * handle is closed, and the stream's memory goes right after it returns.
@@ -37,7 +44,9 @@ typedef struct xcm_stream_cb {
    * UV_EOF the stream can still be written to (the peer only closed its
    * half): write the answer, then close. */
   void (*end)(void *ud, int err);
-  /* The TLS handshake finished (err 0) or failed. May be NULL. */
+  /* The TLS handshake finished (err 0) or failed (then end follows
+   * with the same code unless the owner closes). A connection lost
+   * during the handshake is reported through end only. May be NULL. */
   void (*tls_done)(void *ud, int err);
   /* Output fell to the low-water mark after being above the high one.
    * May be NULL. */
@@ -90,27 +99,38 @@ size_t xcm__stream_queued(const xcm_stream *s);
 int xcm__stream_over(const xcm_stream *s);
 /* Write system calls made so far (uv_try_write and uv_write), to show
  * that writes are batched. */
-unsigned long xcm__stream_write_calls(const xcm_stream *s);
+unsigned xcm__stream_write_calls(const xcm_stream *s);
 
-/* Stop and resume delivering reads (flow control). */
+/* Stop and resume delivering reads (flow control). Paused, the stream
+ * reads nothing more from the socket; what was read already (the rest of
+ * a read, bytes inside TLS or zlib) waits in the stream and is delivered
+ * in order after resume, from the flusher. Both may be called from any
+ * callback; pause takes effect before cb.read is called again. */
 void xcm__stream_pause(xcm_stream *s);
 void xcm__stream_resume(xcm_stream *s);
 
 /* Begin TLS now: bytes already queued go out in clear first (the
- * <proceed/>), everything after is encrypted. For a client, hostname is
+ * <proceed/>), everything after is encrypted; writes made before the
+ * handshake ends wait for it. For a client, hostname is sent by SNI and
  * checked against the server's certificate (unless the config says not
- * to). Bytes the peer sent after its last clear element (the start of its
- * handshake) are passed in early/early_len. */
+ * to: then it may be NULL; else NULL is XCM_EINVAL). Bytes the peer sent
+ * after its last clear element (the start of its handshake) are passed in
+ * early/early_len; they are copied. TLS cannot start twice, nor under
+ * zlib (XCM_EINVAL). The stream holds a reference to cfg. */
 int xcm__stream_start_tls(xcm_stream *s, xcm_tls_config *cfg, int is_server,
                           const char *hostname, const char *early,
                           size_t early_len);
 
-/* Begin zlib both ways, as XEP-0138 asks after <compressed/>. early as
- * above. */
+/* Begin zlib both ways, as XEP-0138 asks after <compressed/>: bytes
+ * already queued go out uncompressed first (the <compressed/>), so write
+ * the new stream header after this call. early as above. With TLS on,
+ * its handshake must be done (XCM_EINVAL otherwise). */
 int xcm__stream_start_zlib(xcm_stream *s, const char *early, size_t early_len);
 
 int xcm__stream_is_tls(const xcm_stream *s);
 int xcm__stream_is_zlib(const xcm_stream *s);
+/* The ALPN protocol agreed in the TLS handshake, or NULL. */
+const char *xcm__stream_alpn(const xcm_stream *s);
 
 /* The peer's address as text (IPv4 or IPv6, no port; an IPv4-mapped IPv6
  * address is shown as IPv4); "" if unknown, e.g. after a reset. It is
@@ -135,8 +155,13 @@ size_t xcm__stream_footprint(const xcm_stream *s);
 typedef struct xcm_tls_options {
   const char *cert_file; /* PEM chain (server); optional for a client */
   const char *key_file;  /* PEM key */
-  const char *ca_file;   /* client: trust anchors for the server's cert */
+  const char *ca_file;   /* client: trust anchors for the server's cert;
+                          * NULL with verify: the system's CA bundle */
   int verify;            /* client: check the chain and host name */
+  /* ALPN protocol: a client offers it (NULL: none); a server accepts
+   * only it (NULL: "xmpp-client", XEP-0368) from clients that offer
+   * any. */
+  const char *alpn;
 } xcm_tls_options;
 
 /* errbuf receives a message naming the file and the problem (expired,
@@ -148,7 +173,9 @@ int xcm__tls_config_new(xcm_tls_config **out, xcm_ctx *ctx, int is_server,
 int xcm__tls_config_add_cert(xcm_tls_config *cfg, const char *cert_file,
                              const char *key_file, char *errbuf, size_t errlen);
 /* Configs are reference-counted: streams hold one while alive, so a
- * reload can swap in a new one without touching live sessions. */
+ * reload can swap in a new one without touching live sessions. A config
+ * allocates and logs through its context: the last reference must go
+ * before the context closes. */
 void xcm__tls_config_unref(xcm_tls_config *cfg);
 
 #endif

@@ -85,6 +85,14 @@ enum xcm_link_state xcm__link_state(const xcm_link *l) {
   }
 }
 
+int xcm__link_is_tls(const xcm_link *l) {
+  return l->tls_on;
+}
+
+int xcm__link_is_zlib(const xcm_link *l) {
+  return l->zlib_on;
+}
+
 unsigned xcm__link_index(const xcm_link *l) {
   return l->index;
 }
@@ -167,7 +175,6 @@ void xcm__link_drop(xcm_link *l, int err, const char *why) {
   end_connection(l, 0);
   set_phase(l, P_IDLE);
   uv_timer_stop(&l->timer);
-  xcm__log(l->ctx, XCM_LOG_WARN, "upstream %s: down: %s", l->jid, why);
   l->cb->down(l->ud, l, err, why);
 }
 
@@ -336,8 +343,6 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
   case P_HANDSHAKE:
     if (strcmp(s->name, "handshake") == 0) {
       set_phase(l, P_UP);
-      xcm__log(l->ctx, XCM_LOG_INFO, "upstream %s: up%s%s", l->jid,
-               l->tls_on ? " (TLS)" : "", l->zlib_on ? " (zlib)" : "");
       l->cb->up(l->ud, l);
       return 0;
     }

@@ -52,6 +52,8 @@ void xcm__link_free(xcm_link *l);
 
 enum xcm_link_state xcm__link_state(const xcm_link *l);
 unsigned xcm__link_index(const xcm_link *l);
+int xcm__link_is_tls(const xcm_link *l);
+int xcm__link_is_zlib(const xcm_link *l);
 /* "NAME/RESOURCE" of the current (or last) connection. */
 const char *xcm__link_jid(const xcm_link *l);
 

@@ -405,12 +405,14 @@ static void on_link_down(void *ud, xcm_link *l, int err, const char *why) {
 
 static void on_link_policy(void *ud, xcm_link *l, const xcm_policy *pol) {
   xcm_pool *p = ud;
+  int changed = !p->have_policy || memcmp(&p->policy, pol, sizeof(*pol)) != 0;
 
   (void)l;
-  /* Every link receives it; the latest one wins. */
+  /* Every link receives it; the latest one wins. Owners hear only of a
+   * change. */
   p->policy = *pol;
   p->have_policy = 1;
-  if (p->ev.policy != NULL)
+  if (changed && p->ev.policy != NULL)
     p->ev.policy(p->ud, pol);
 }
 
@@ -845,6 +847,14 @@ enum xcm_link_state xcm__pool_link_state(const xcm_pool *p, unsigned i,
   if (resource != NULL)
     *resource = xcm__link_jid(p->links[i].link);
   return xcm__link_state(p->links[i].link);
+}
+
+int xcm__pool_link_tls(const xcm_pool *p, unsigned i) {
+  return i < p->nlinks && xcm__link_is_tls(p->links[i].link);
+}
+
+int xcm__pool_link_zlib(const xcm_pool *p, unsigned i) {
+  return i < p->nlinks && xcm__link_is_zlib(p->links[i].link);
 }
 
 size_t xcm__pool_link_queued(const xcm_pool *p, unsigned i) {

@@ -115,6 +115,9 @@ unsigned xcm__pool_links_up(const xcm_pool *pool);
 enum xcm_link_state xcm__pool_link_state(const xcm_pool *pool, unsigned i,
                                          const char **resource);
 void xcm__pool_stats(const xcm_pool *pool, xcm_pool_stats *out);
+/* Whether link i runs over TLS, and compressed. */
+int xcm__pool_link_tls(const xcm_pool *pool, unsigned i);
+int xcm__pool_link_zlib(const xcm_pool *pool, unsigned i);
 /* Bytes queued on link i and not yet written. */
 size_t xcm__pool_link_queued(const xcm_pool *pool, unsigned i);
 size_t xcm__pool_session_count(const xcm_pool *pool);

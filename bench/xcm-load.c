@@ -1,0 +1,586 @@
+/* xcm-load: an XMPP load generator for the connection manager.
+ *
+ * Opens N client connections (spread over 127.0.0.x source addresses
+ * when asked), logs each in (stream, SASL PLAIN or ANONYMOUS, restart,
+ * bind, session) at a given rate, then runs one scenario:
+ *
+ *   idle     hold every session for --duration seconds;
+ *   flood    clients in pairs send each other messages as fast as they
+ *            can, with --window messages outstanding per sender;
+ *   latency  messages at a fixed total --rate, each carrying its send
+ *            time; reports percentiles of the end-to-end delay.
+ *
+ * Prints one JSON line of results. Everything runs on one libuv loop in
+ * one thread; it parses with libxcm's own stream reader. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <uv.h>
+
+#include "util/buf.h"
+#include "xcm/error.h"
+#include "xml/reader.h"
+
+typedef struct opts {
+  const char *host;
+  int port;
+  const char *domain;
+  int clients;
+  int login_rate;   /* per second; 0: as fast as possible */
+  const char *mech; /* PLAIN or ANONYMOUS */
+  const char *user_prefix;
+  const char *scenario;
+  double duration;
+  int window;
+  int msg_rate;
+  int spread; /* use 127.0.0.x source addresses */
+  int body;   /* body bytes per message */
+} opts;
+
+enum cstate {
+  C_CONNECTING,
+  C_STREAM1,
+  C_AUTH,
+  C_STREAM2,
+  C_BIND,
+  C_SESSION,
+  C_READY,
+  C_DEAD
+};
+
+typedef struct client client;
+struct client {
+  uv_tcp_t tcp;
+  xcm_xml_reader *reader;
+  int index;
+  enum cstate state;
+  client *peer;
+  char jid[256];
+  int outstanding;
+  uint64_t sent, received;
+  uv_connect_t connect;
+};
+
+typedef struct bench {
+  opts o;
+  uv_loop_t *loop;
+  xcm_xml_pool *pool;
+  client *clients;
+  int started;
+  int ready;
+  int dead;
+  int closed;
+  uint64_t t_start, t_ready, t_run_start, t_run_end;
+  uint64_t delivered;
+  uint64_t *lat; /* microseconds, latency scenario */
+  size_t nlat, cap_lat;
+  uv_timer_t login_timer;
+  uv_timer_t run_timer;
+  uv_timer_t rate_timer;
+  int running;
+  int done;
+  xcm_buf out;
+  char errors[256];
+} bench;
+
+static bench B;
+
+static void fail_client(client *c, const char *why) {
+  if (c->state == C_DEAD)
+    return;
+  if (B.errors[0] == '\0')
+    snprintf(B.errors, sizeof B.errors, "client %d: %s", c->index, why);
+  c->state = C_DEAD;
+  B.dead++;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
+static void on_written(uv_write_t *w, int status) {
+  (void)status;
+  free(w);
+}
+
+/* One uv_write per call: the generator's own cost matters less than the
+ * CM's, and a copy keeps the code short. */
+static void send_str(client *c, const char *s, size_t len) {
+  uv_write_t *w = malloc(sizeof(*w) + len);
+  uv_buf_t buf;
+
+  if (w == NULL)
+    return;
+  memcpy(w + 1, s, len);
+  buf = uv_buf_init((char *)(w + 1), (unsigned)len);
+  if (uv_write(w, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0)
+    free(w);
+}
+
+static void send_header(client *c) {
+  char h[512];
+  int n = snprintf(h, sizeof h,
+                   "<?xml version='1.0'?><stream:stream "
+                   "xmlns:stream='http://etherx.jabber.org/streams' "
+                   "xmlns='jabber:client' to='%s' version='1.0'>",
+                   B.o.domain);
+  send_str(c, h, (size_t)n);
+}
+
+static void base64(const unsigned char *in, size_t len, char *out) {
+  static const char t[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t i, o = 0;
+
+  for (i = 0; i + 2 < len; i += 3) {
+    out[o++] = t[in[i] >> 2];
+    out[o++] = t[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+    out[o++] = t[((in[i + 1] & 15) << 2) | (in[i + 2] >> 6)];
+    out[o++] = t[in[i + 2] & 63];
+  }
+  if (len - i == 1) {
+    out[o++] = t[in[i] >> 2];
+    out[o++] = t[(in[i] & 3) << 4];
+    out[o++] = '=';
+    out[o++] = '=';
+  } else if (len - i == 2) {
+    out[o++] = t[in[i] >> 2];
+    out[o++] = t[((in[i] & 3) << 4) | (in[i + 1] >> 4)];
+    out[o++] = t[(in[i + 1] & 15) << 2];
+    out[o++] = '=';
+  }
+  out[o] = '\0';
+}
+
+static void send_auth(client *c) {
+  char buf[1024], user[128], raw[300], b64[420];
+  int n;
+
+  if (strcmp(B.o.mech, "ANONYMOUS") == 0) {
+    n = snprintf(buf, sizeof buf,
+                 "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                 "mechanism='ANONYMOUS'/>");
+  } else {
+    size_t ul;
+
+    snprintf(user, sizeof user, "%s%d", B.o.user_prefix, c->index);
+    ul = strlen(user);
+    /* authzid \0 authcid \0 password: the password is the user name. */
+    raw[0] = '\0';
+    memcpy(raw + 1, user, ul);
+    raw[1 + ul] = '\0';
+    memcpy(raw + 2 + ul, user, ul);
+    base64((unsigned char *)raw, 2 + 2 * ul, b64);
+    n = snprintf(buf, sizeof buf,
+                 "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                 "mechanism='PLAIN'>%s</auth>",
+                 b64);
+  }
+  send_str(c, buf, (size_t)n);
+}
+
+static void send_message(client *c) {
+  char head[600];
+  int n;
+
+  xcm__buf_reset(&B.out);
+  n = snprintf(head, sizeof head,
+               "<message to='%s' type='chat'><body>%" PRIu64 " ", c->peer->jid,
+               uv_hrtime());
+  xcm__buf_append(&B.out, head, (size_t)n);
+  for (n = 0; n < B.o.body; n++)
+    xcm__buf_append_char(&B.out, 'x');
+  xcm__buf_append_str(&B.out, "</body></message>");
+  send_str(c, B.out.data, B.out.len);
+  c->sent++;
+  c->outstanding++;
+}
+
+static void start_run(void);
+
+static void became_ready(client *c) {
+  c->state = C_READY;
+  B.ready++;
+  if (B.ready + B.dead == B.o.clients) {
+    B.t_ready = uv_hrtime();
+    start_run();
+  }
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static int levels(void *ud, const char *ns, const char *name) {
+  (void)ud;
+  (void)ns;
+  return strcmp(name, "iq") == 0 || strcmp(name, "features") == 0 ? 3 : 0;
+}
+
+static const char *body_of(const xcm_xml_stanza *s) {
+  const char *b = NULL;
+  size_t i;
+
+  for (i = 0; i + 6 < s->len; i++)
+    if (memcmp(s->bytes + i, "<body>", 6) == 0) {
+      b = s->bytes + i + 6;
+      break;
+    }
+  return b;
+}
+
+static void on_message(client *c, const xcm_xml_stanza *s) {
+  const char *b = body_of(s);
+  client *sender = c->peer;
+
+  c->received++;
+  B.delivered++;
+  if (b != NULL && strcmp(B.o.scenario, "latency") == 0) {
+    uint64_t t = strtoull(b, NULL, 10), now = uv_hrtime();
+    if (B.nlat == B.cap_lat) {
+      B.cap_lat = B.cap_lat ? 2 * B.cap_lat : 65536;
+      B.lat = realloc(B.lat, B.cap_lat * sizeof(*B.lat));
+    }
+    if (B.lat != NULL && now > t)
+      B.lat[B.nlat++] = (now - t) / 1000;
+  }
+  if (sender->outstanding > 0)
+    sender->outstanding--;
+  if (B.running && strcmp(B.o.scenario, "flood") == 0 &&
+      sender->state == C_READY)
+    send_message(sender);
+}
+
+static int on_stanza(void *ud, const xcm_xml_stanza *s) {
+  client *c = ud;
+  const xcm_xml_node *n = s->root;
+
+  switch (c->state) {
+  case C_STREAM1:
+    if (strcmp(s->name, "features") == 0) {
+      c->state = C_AUTH;
+      send_auth(c);
+    }
+    return 0;
+  case C_AUTH:
+    if (strcmp(s->name, "success") == 0) {
+      c->state = C_STREAM2;
+      send_header(c);
+      return XCM_XML_RESTART;
+    }
+    fail_client(c, "authentication failed");
+    return XCM_ECLOSED;
+  case C_STREAM2:
+    if (strcmp(s->name, "features") == 0) {
+      static const char bind[] =
+          "<iq type='set' id='b'><bind "
+          "xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>";
+      c->state = C_BIND;
+      send_str(c, bind, sizeof bind - 1);
+    }
+    return 0;
+  case C_BIND: {
+    const xcm_xml_node *bind = n ? xcm__xml_node_child(n, NULL, "bind") : NULL;
+    const xcm_xml_node *jid =
+        bind ? xcm__xml_node_child(bind, NULL, "jid") : NULL;
+    static const char sess[] =
+        "<iq type='set' id='s'><session "
+        "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>";
+
+    if (jid == NULL || jid->text_len >= sizeof c->jid) {
+      fail_client(c, "bind failed");
+      return XCM_ECLOSED;
+    }
+    memcpy(c->jid, jid->text, jid->text_len);
+    c->jid[jid->text_len] = '\0';
+    c->state = C_SESSION;
+    send_str(c, sess, sizeof sess - 1);
+    return 0;
+  }
+  case C_SESSION:
+    if (strcmp(s->name, "iq") == 0)
+      became_ready(c);
+    return 0;
+  case C_READY:
+    if (strcmp(s->name, "message") == 0)
+      on_message(c, s);
+    return 0;
+  default:
+    return 0;
+  }
+}
+
+static void on_end(void *ud) {
+  fail_client(ud, "the server closed the stream");
+}
+
+static const xcm_xml_callbacks reader_cb = {NULL, levels, on_stanza, on_end};
+
+static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  static char shared[65536];
+
+  (void)h;
+  (void)size;
+  *buf = uv_buf_init(shared, sizeof shared);
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  client *c = st->data;
+  const char *p = buf->base;
+  size_t left, consumed;
+
+  if (n < 0) {
+    fail_client(c, uv_strerror((int)n));
+    return;
+  }
+  left = (size_t)n;
+  while (left > 0 && c->state != C_DEAD) {
+    if (xcm__xml_reader_feed(c->reader, p, left, &consumed) != 0) {
+      fail_client(c, xcm__xml_reader_error_text(c->reader));
+      return;
+    }
+    p += consumed;
+    left -= consumed;
+  }
+  xcm__xml_reader_shrink(c->reader);
+}
+
+static void on_connected(uv_connect_t *req, int status) {
+  client *c = req->data;
+
+  if (status != 0) {
+    fail_client(c, uv_strerror(status));
+    if (B.ready + B.dead == B.o.clients) {
+      B.t_ready = uv_hrtime();
+      start_run();
+    }
+    return;
+  }
+  c->state = C_STREAM1;
+  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  send_header(c);
+}
+
+static void start_client(client *c) {
+  struct sockaddr_in to, from;
+
+  uv_tcp_init(B.loop, &c->tcp);
+  c->tcp.data = c;
+  c->connect.data = c;
+  xcm__xml_reader_new(&c->reader, B.pool, &reader_cb, c, NULL);
+  uv_ip4_addr(B.o.host, B.o.port, &to);
+  if (B.o.spread) {
+    /* 127.0.0.0/8 is all loopback: many sources give many port ranges. */
+    char src[32];
+    snprintf(src, sizeof src, "127.0.%d.%d", (c->index / 250) % 250,
+             2 + c->index % 250);
+    uv_ip4_addr(src, 0, &from);
+    uv_tcp_bind(&c->tcp, (struct sockaddr *)&from, 0);
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  if (uv_tcp_connect(&c->connect, &c->tcp, (struct sockaddr *)&to,
+                     on_connected) != 0)
+    fail_client(c, "connect failed");
+}
+
+static void login_tick(uv_timer_t *t) {
+  int per_tick = B.o.login_rate ? (B.o.login_rate + 99) / 100 : 500;
+
+  (void)t;
+  while (per_tick-- > 0 && B.started < B.o.clients)
+    start_client(&B.clients[B.started++]);
+  if (B.started == B.o.clients)
+    uv_timer_stop(&B.login_timer);
+}
+
+/* ---- scenarios ---------------------------------------------------------- */
+
+static void stop_all(void);
+
+static void run_over(uv_timer_t *t) {
+  (void)t;
+  B.running = 0;
+  B.t_run_end = uv_hrtime();
+  stop_all();
+}
+
+static void rate_tick(uv_timer_t *t) {
+  /* Spread the messages of one tick over the ready senders. */
+  static int next;
+  int per_tick = B.o.msg_rate / 1000 ? B.o.msg_rate / 1000 : 1;
+
+  (void)t;
+  while (per_tick-- > 0 && B.running) {
+    client *c = &B.clients[next];
+
+    next = (next + 1) % B.o.clients;
+    if (c->state == C_READY && c->peer != NULL && c->peer->state == C_READY)
+      send_message(c);
+  }
+}
+
+static void start_run(void) {
+  int i, w;
+
+  B.running = 1;
+  B.t_run_start = uv_hrtime();
+  for (i = 0; i + 1 < B.o.clients; i += 2) {
+    B.clients[i].peer = &B.clients[i + 1];
+    B.clients[i + 1].peer = &B.clients[i];
+  }
+  if (strcmp(B.o.scenario, "flood") == 0) {
+    for (i = 0; i < B.o.clients; i++) {
+      client *c = &B.clients[i];
+      if (c->state != C_READY || c->peer == NULL || c->peer->state != C_READY)
+        continue;
+      for (w = 0; w < B.o.window; w++)
+        send_message(c);
+    }
+  } else if (strcmp(B.o.scenario, "latency") == 0) {
+    uv_timer_start(&B.rate_timer, rate_tick, 1, 1);
+  }
+  uv_timer_start(&B.run_timer, run_over, (uint64_t)(B.o.duration * 1000), 0);
+}
+
+static void on_closed(uv_handle_t *h) {
+  client *c = h->data;
+
+  xcm__xml_reader_free(c->reader);
+  c->reader = NULL;
+  B.closed++;
+}
+
+static void stop_all(void) {
+  int i;
+
+  uv_timer_stop(&B.rate_timer);
+  uv_close((uv_handle_t *)&B.login_timer, NULL);
+  uv_close((uv_handle_t *)&B.run_timer, NULL);
+  uv_close((uv_handle_t *)&B.rate_timer, NULL);
+  for (i = 0; i < B.started; i++)
+    uv_close((uv_handle_t *)&B.clients[i].tcp, on_closed);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+  return x < y ? -1 : x > y;
+}
+
+static uint64_t pct(double p) {
+  size_t i;
+
+  if (B.nlat == 0)
+    return 0;
+  i = (size_t)(p * (double)(B.nlat - 1));
+  return B.lat[i];
+}
+
+static void raise_fd_limit(int need) {
+  struct rlimit r;
+
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0)
+    return;
+  if (r.rlim_cur < (rlim_t)need + 64) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &r);
+  }
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: xcm-load [--host H] [--port P] [--domain D] [--clients N]\n"
+          "  [--login-rate R] [--mech PLAIN|ANONYMOUS] [--user-prefix U]\n"
+          "  [--scenario idle|flood|latency] [--duration S] [--window W]\n"
+          "  [--rate MSGS_PER_S] [--body BYTES] [--spread]\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  double run_s, login_s;
+  uint64_t sent = 0;
+  int i;
+
+  B.o.host = "127.0.0.1";
+  B.o.port = 5222;
+  B.o.domain = "example.test";
+  B.o.clients = 2;
+  B.o.mech = "ANONYMOUS";
+  B.o.user_prefix = "user";
+  B.o.scenario = "idle";
+  B.o.duration = 5;
+  B.o.window = 16;
+  B.o.msg_rate = 1000;
+  B.o.body = 16;
+  for (i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--spread") == 0) {
+      B.o.spread = 1;
+      continue;
+    }
+    if (v == NULL)
+      usage();
+    i++;
+    if (strcmp(a, "--host") == 0)
+      B.o.host = v;
+    else if (strcmp(a, "--port") == 0)
+      B.o.port = atoi(v);
+    else if (strcmp(a, "--domain") == 0)
+      B.o.domain = v;
+    else if (strcmp(a, "--clients") == 0)
+      B.o.clients = atoi(v);
+    else if (strcmp(a, "--login-rate") == 0)
+      B.o.login_rate = atoi(v);
+    else if (strcmp(a, "--mech") == 0)
+      B.o.mech = v;
+    else if (strcmp(a, "--user-prefix") == 0)
+      B.o.user_prefix = v;
+    else if (strcmp(a, "--scenario") == 0)
+      B.o.scenario = v;
+    else if (strcmp(a, "--duration") == 0)
+      B.o.duration = atof(v);
+    else if (strcmp(a, "--window") == 0)
+      B.o.window = atoi(v);
+    else if (strcmp(a, "--rate") == 0)
+      B.o.msg_rate = atoi(v);
+    else if (strcmp(a, "--body") == 0)
+      B.o.body = atoi(v);
+    else
+      usage();
+  }
+  if (B.o.clients < 1)
+    usage();
+  raise_fd_limit(B.o.clients);
+  B.loop = uv_default_loop();
+  B.clients = calloc((size_t)B.o.clients, sizeof(*B.clients));
+  if (B.clients == NULL || xcm__xml_pool_new(&B.pool, NULL, 64) != 0)
+    return 1;
+  xcm__buf_init(&B.out, NULL);
+  for (i = 0; i < B.o.clients; i++)
+    B.clients[i].index = i;
+  uv_timer_init(B.loop, &B.login_timer);
+  uv_timer_init(B.loop, &B.run_timer);
+  uv_timer_init(B.loop, &B.rate_timer);
+  B.t_start = uv_hrtime();
+  uv_timer_start(&B.login_timer, login_tick, 0, 10);
+  uv_run(B.loop, UV_RUN_DEFAULT);
+
+  for (i = 0; i < B.o.clients; i++)
+    sent += B.clients[i].sent;
+  login_s = (double)(B.t_ready - B.t_start) / 1e9;
+  run_s = (double)(B.t_run_end - B.t_run_start) / 1e9;
+  if (B.nlat > 0)
+    qsort(B.lat, B.nlat, sizeof(*B.lat), cmp_u64);
+  printf("{\"scenario\":\"%s\",\"clients\":%d,\"ready\":%d,\"failed\":%d,"
+         "\"login_s\":%.3f,\"logins_per_s\":%.0f,\"run_s\":%.3f,"
+         "\"sent\":%" PRIu64 ",\"delivered\":%" PRIu64 ","
+         "\"msgs_per_s\":%.0f,\"p50_us\":%" PRIu64 ",\"p90_us\":%" PRIu64
+         ",\"p99_us\":%" PRIu64 ",\"p999_us\":%" PRIu64 ",\"error\":\"%s\"}\n",
+         B.o.scenario, B.o.clients, B.ready, B.dead, login_s,
+         login_s > 0 ? B.ready / login_s : 0, run_s, sent, B.delivered,
+         run_s > 0 ? (double)B.delivered / run_s : 0, pct(0.5), pct(0.9),
+         pct(0.99), pct(0.999), B.errors);
+  xcm__xml_pool_free(B.pool);
+  xcm__buf_free(&B.out);
+  free(B.clients);
+  free(B.lat);
+  return B.dead > 0 || B.ready == 0 ? 1 : 0;
+}

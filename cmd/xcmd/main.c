@@ -1,0 +1,448 @@
+/* xcmd: the connection manager daemon, a thin program over libxcm.
+ *
+ * The main thread owns the signals; each worker thread runs its own
+ * libuv loop with its own xcm_cm (listeners bound with SO_REUSEPORT, an
+ * upstream pool whose resources carry the worker's number). Listeners
+ * are bound before privileges are dropped and before the workers start,
+ * so a port in use or a bad certificate stops the daemon at once with a
+ * message that names it. */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "config.h"
+#include "xcm/testkit.h"
+#include "xcm/xcm.h"
+#include "xcm_config.h"
+
+#define MAX_WORKERS 64
+
+typedef struct worker {
+  unsigned index;
+  uv_loop_t loop;
+  uv_thread_t thread;
+  uv_async_t stop;
+  xcm_cm *cm;
+  xcm_testkit *kit; /* --demo only */
+  char prefix[16];
+  char name[16];
+  int done;
+} worker;
+
+typedef struct daemon_state {
+  xcmd_config cfg;
+  int demo;
+  worker workers[MAX_WORKERS];
+  unsigned nworkers;
+  uv_loop_t *main_loop;
+  uv_signal_t sigterm, sigint, sighup;
+  int stopping;
+  unsigned stopped;
+} daemon_state;
+
+/* ---- logging ------------------------------------------------------------ */
+
+static const char *level_name(int level) {
+  switch (level) {
+  case XCM_LOG_ERROR:
+    return "error";
+  case XCM_LOG_WARN:
+    return "warn";
+  case XCM_LOG_INFO:
+    return "info";
+  default:
+    return "debug";
+  }
+}
+
+static xcmd_log_target log_target = XCMD_LOG_STDERR;
+
+static void log_line(const char *who, int level, const char *msg) {
+  char stamp[32];
+  time_t t = time(NULL);
+  struct tm tm;
+
+  if (log_target == XCMD_LOG_SYSLOG) {
+    int prio = level == XCM_LOG_ERROR  ? LOG_ERR
+               : level == XCM_LOG_WARN ? LOG_WARNING
+               : level == XCM_LOG_INFO ? LOG_INFO
+                                       : LOG_DEBUG;
+    syslog(prio, "%s: %s", who, msg);
+    return;
+  }
+  gmtime_r(&t, &tm);
+  strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  /* One write per line, so lines of several workers do not mix. */
+  fprintf(stderr, "%s %s %s: %s\n", stamp, who, level_name(level), msg);
+}
+
+static void worker_log(void *ud, int level, const char *msg) {
+  log_line(((worker *)ud)->name, level, msg);
+}
+
+static void say(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void say(int level, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  log_line("xcmd", level, msg);
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void kit_closed(xcm_testkit *kit, void *ud) {
+  (void)kit;
+  (void)ud;
+}
+
+static void worker_stopped(xcm_cm *cm, void *ud) {
+  worker *w = ud;
+
+  (void)cm;
+  w->done = 1;
+  uv_close((uv_handle_t *)&w->stop, NULL);
+  /* The demo's upstream lives on this loop too; with the CM drained it
+   * can go, and the loop ends. */
+  if (w->kit != NULL)
+    xcm_testkit_close(w->kit, kit_closed, w);
+}
+
+static void on_stop(uv_async_t *a) {
+  worker *w = a->data;
+  daemon_state *d = w->stop.loop->data;
+
+  xcm_cm_shutdown(w->cm, d->cfg.drain_ms, worker_stopped, w);
+}
+
+static void worker_main(void *arg) {
+  worker *w = arg;
+
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  if (w->kit != NULL)
+    xcm_testkit_free(w->kit);
+}
+
+static int demo_upstream(worker *w, xcm_options *o) {
+  xcm_testkit_options ko;
+  char err[256];
+  static const char *users[][2] = {{"alice", "alice"}, {"bob", "bob"}};
+
+  xcm_testkit_options_init(&ko);
+  ko.domain = o->domain;
+  ko.secret = o->secret;
+  ko.heartbeat_ms = 30000;
+  /* Anyone may log in with any password the first time: the account is
+   * made on the spot, so a newcomer needs to read nothing first. */
+  ko.open_accounts = 1;
+  ko.log = worker_log;
+  ko.log_ud = w;
+  if (xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) != 0) {
+    say(XCM_LOG_ERROR, "demo upstream: %s", err);
+    return -1;
+  }
+  xcm_testkit_add_account(w->kit, users[0][0], users[0][1]);
+  xcm_testkit_add_account(w->kit, users[1][0], users[1][1]);
+  xcm_testkit_add_roster_item(w->kit, "alice", "bob@localhost", "Bob", "both");
+  xcm_testkit_add_roster_item(w->kit, "bob", "alice@localhost", "Alice",
+                              "both");
+  o->server_host = "127.0.0.1";
+  o->server_port = xcm_testkit_port(w->kit);
+  return 0;
+}
+
+static int worker_init(daemon_state *d, worker *w, unsigned index) {
+  xcm_options o = d->cfg.opt;
+  char err[512];
+  unsigned i;
+
+  w->index = index;
+  snprintf(w->name, sizeof w->name, "w%u", index + 1);
+  /* Upstream resources must differ between workers: NAME/w2-1-3. */
+  snprintf(w->prefix, sizeof w->prefix, "%s%u-",
+           o.resource_prefix ? o.resource_prefix : "w", index + 1);
+  o.resource_prefix = w->prefix;
+  o.log = worker_log;
+  o.log_ud = w;
+  if (uv_loop_init(&w->loop) != 0)
+    return -1;
+  w->loop.data = d;
+  if (d->demo && demo_upstream(w, &o) != 0)
+    return -1;
+  if (xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err) != 0) {
+    say(XCM_LOG_ERROR, "%s", err);
+    return -1;
+  }
+  for (i = 0; i < d->cfg.nlisteners; i++) {
+    xcm_listen_options lo = d->cfg.listeners[i];
+
+    lo.reuseport = lo.reuseport || d->nworkers > 1;
+    if (xcm_cm_listen(w->cm, &lo, err, sizeof err) != 0) {
+      say(XCM_LOG_ERROR, "%s", err);
+      return -1;
+    }
+  }
+  uv_async_init(&w->loop, &w->stop, on_stop);
+  w->stop.data = w;
+  return 0;
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+static void stop_all(daemon_state *d, const char *why) {
+  unsigned i;
+
+  if (d->stopping)
+    return;
+  d->stopping = 1;
+  say(XCM_LOG_INFO, "%s: draining (up to %u ms), then exiting", why,
+      d->cfg.drain_ms);
+  for (i = 0; i < d->nworkers; i++)
+    uv_async_send(&d->workers[i].stop);
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sighup, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  daemon_state *d = s->data;
+
+  if (signum == SIGHUP) {
+    /* Certificate reload is not in the library yet: say so plainly
+     * rather than pretend. */
+    say(XCM_LOG_WARN,
+        "SIGHUP: live reload is not supported yet; restart xcmd to apply "
+        "changes");
+    return;
+  }
+  stop_all(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- start-up ----------------------------------------------------------- */
+
+static int drop_privileges(const xcmd_config *c) {
+  struct passwd *pw;
+  struct group *gr;
+  gid_t gid;
+
+  if (c->user == NULL)
+    return 0;
+  pw = getpwnam(c->user);
+  if (pw == NULL) {
+    say(XCM_LOG_ERROR, "[daemon] user '%s' does not exist", c->user);
+    return -1;
+  }
+  gid = pw->pw_gid;
+  if (c->group != NULL) {
+    gr = getgrnam(c->group);
+    if (gr == NULL) {
+      say(XCM_LOG_ERROR, "[daemon] group '%s' does not exist", c->group);
+      return -1;
+    }
+    gid = gr->gr_gid;
+  }
+  if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(pw->pw_uid) != 0) {
+    say(XCM_LOG_ERROR, "cannot drop privileges to %s: %s", c->user,
+        strerror(errno));
+    return -1;
+  }
+  say(XCM_LOG_INFO, "running as %s", c->user);
+  return 0;
+}
+
+static int write_pid_file(const char *path) {
+  FILE *f;
+
+  if (path == NULL)
+    return 0;
+  f = fopen(path, "w");
+  if (f == NULL) {
+    say(XCM_LOG_ERROR, "cannot write the pid file %s: %s", path,
+        strerror(errno));
+    return -1;
+  }
+  fprintf(f, "%ld\n", (long)getpid());
+  fclose(f);
+  return 0;
+}
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: xcmd -c FILE [--cert FILE --key FILE]\n"
+          "       xcmd --check-config FILE [--cert FILE --key FILE]\n"
+          "       xcmd --demo [--port PORT]\n"
+          "       xcmd --version | --help\n"
+          "\n"
+          "An XMPP connection manager in front of Openfire.\n"
+          "  -c FILE           run with FILE: xcmd's own format (see the\n"
+          "                    xcmd(8) page and doc/config.md) or the Java\n"
+          "                    connection manager's manager.xml\n"
+          "  --check-config F  validate F and exit (0: valid)\n"
+          "  --cert, --key     PEM certificate and key for listeners whose\n"
+          "                    manager.xml names a Java keystore\n"
+          "  --demo            run on a built-in Openfire stand-in: point any\n"
+          "                    XMPP client at localhost, domain localhost\n"
+          "  --port PORT       with --demo, the client port (default 5222)\n");
+}
+
+static int demo_config(xcmd_config *c, int port) {
+  static const char text[] = "[server]\ndomain = localhost\n"
+                             "[upstream]\nname = xcmd-demo\n"
+                             "secret = demo\nconnections = 2\ntls = off\n"
+                             "[listener]\nhost = 127.0.0.1\nport = 5222\n"
+                             "[daemon]\nworkers = 1\n";
+  char err[512];
+
+  if (xcmd_config_parse(text, sizeof text - 1, "(demo)", c, err, sizeof err) !=
+      0) {
+    say(XCM_LOG_ERROR, "%s", err);
+    return -1;
+  }
+  c->listeners[0].port = port;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  static daemon_state d;
+  const char *file = NULL, *cert = NULL, *key = NULL;
+  int check = 0, port = 5222, i, err;
+  char msg[1024];
+  unsigned n;
+
+  for (i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+    if (strcmp(a, "--version") == 0) {
+      printf("xcmd %s (libxcm)\n", XCM_VERSION);
+      return 0;
+    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
+      return 0;
+    } else if (strcmp(a, "--demo") == 0) {
+      d.demo = 1;
+    } else if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && v) {
+      file = v;
+      i++;
+    } else if (strcmp(a, "--check-config") == 0 && v) {
+      file = v;
+      check = 1;
+      i++;
+    } else if (strcmp(a, "--cert") == 0 && v) {
+      cert = v;
+      i++;
+    } else if (strcmp(a, "--key") == 0 && v) {
+      key = v;
+      i++;
+    } else if (strcmp(a, "--port") == 0 && v) {
+      port = atoi(v);
+      i++;
+    } else {
+      fprintf(stderr, "xcmd: unknown or incomplete option '%s'\n", a);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (d.demo) {
+    if (demo_config(&d.cfg, port) != 0)
+      return 1;
+  } else if (file == NULL) {
+    usage(stderr);
+    return 2;
+  } else if (xcmd_config_load(file, &d.cfg, msg, sizeof msg) != 0) {
+    fprintf(stderr, "xcmd: %s\n", msg);
+    return 1;
+  }
+  if ((cert != NULL) != (key != NULL)) {
+    fprintf(stderr, "xcmd: --cert and --key go together\n");
+    return 1;
+  }
+  if (cert != NULL && xcmd_config_set_cert(&d.cfg, cert, key) != 0) {
+    fprintf(stderr, "xcmd: cannot use --cert/--key\n");
+    return 1;
+  }
+  if (d.cfg.cert_wanted && cert == NULL) {
+    fprintf(stderr,
+            "xcmd: %s names a Java keystore for TLS listeners, which "
+            "xcmd cannot read: give the certificate and key in PEM "
+            "with --cert FILE --key FILE\n",
+            file);
+    return 1;
+  }
+  for (n = 0; n < d.cfg.nwarnings; n++)
+    fprintf(stderr, "xcmd: warning: %s\n", d.cfg.warnings[n]);
+  if (check) {
+    printf("%s: valid (%u listener%s)\n", file, d.cfg.nlisteners,
+           d.cfg.nlisteners == 1 ? "" : "s");
+    xcmd_config_free(&d.cfg);
+    return 0;
+  }
+
+  log_target = d.cfg.log_target;
+  if (log_target == XCMD_LOG_SYSLOG)
+    openlog("xcmd", LOG_PID, LOG_DAEMON);
+  signal(SIGPIPE, SIG_IGN);
+  d.nworkers =
+      d.cfg.workers ? d.cfg.workers : (unsigned)uv_available_parallelism();
+  if (d.demo || d.nworkers == 0)
+    d.nworkers = 1;
+  if (d.nworkers > MAX_WORKERS)
+    d.nworkers = MAX_WORKERS;
+  d.main_loop = uv_default_loop();
+  for (n = 0; n < d.nworkers; n++)
+    if (worker_init(&d, &d.workers[n], n) != 0)
+      return 1;
+  if (drop_privileges(&d.cfg) != 0 || write_pid_file(d.cfg.pid_file) != 0)
+    return 1;
+  uv_signal_init(d.main_loop, &d.sigterm);
+  uv_signal_init(d.main_loop, &d.sigint);
+  uv_signal_init(d.main_loop, &d.sighup);
+  d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+  uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_signal, SIGINT);
+  uv_signal_start(&d.sighup, on_signal, SIGHUP);
+  for (n = 0; n < d.nworkers; n++) {
+    err = xcm_cm_start(d.workers[n].cm);
+    if (err == 0)
+      err = uv_thread_create(&d.workers[n].thread, worker_main, &d.workers[n]);
+    if (err != 0) {
+      say(XCM_LOG_ERROR, "cannot start worker %u: %s", n + 1,
+          xcm_strerror(err));
+      return 1;
+    }
+  }
+  say(XCM_LOG_INFO, "xcmd %s started: %u worker%s, domain %s", XCM_VERSION,
+      d.nworkers, d.nworkers == 1 ? "" : "s", d.cfg.opt.domain);
+  if (d.demo)
+    say(XCM_LOG_INFO,
+        "demo: point an XMPP client at 127.0.0.1 port %d and log in as "
+        "alice@localhost (password alice) or bob@localhost (password bob); "
+        "any other name works too. No TLS in the demo: allow plaintext in "
+        "the client. Ctrl-C stops.",
+        port);
+  uv_run(d.main_loop, UV_RUN_DEFAULT);
+  for (n = 0; n < d.nworkers; n++)
+    uv_thread_join(&d.workers[n].thread);
+  for (n = 0; n < d.nworkers; n++) {
+    xcm_cm_free(d.workers[n].cm);
+    uv_loop_close(&d.workers[n].loop);
+  }
+  if (d.cfg.pid_file != NULL)
+    unlink(d.cfg.pid_file);
+  say(XCM_LOG_INFO, "stopped");
+  xcmd_config_free(&d.cfg);
+  return 0;
+}
