@@ -399,9 +399,10 @@ static void on_read(void *ud, const char *data, size_t len) {
       l->action = A_NONE;
       l->zlib_on = 1;
       set_phase(l, P_STREAM);
-      err = send_header(l);
+      /* The new header is the first compressed byte: start zlib first. */
+      err = xcm__stream_start_zlib(l->stream, data, len);
       if (err == 0)
-        err = xcm__stream_start_zlib(l->stream, data, len);
+        err = send_header(l);
       if (err != 0)
         xcm__link_drop(l, err, "could not start compression");
       return;
