@@ -263,7 +263,8 @@ const char *xcm_testkit_offline_message(const xcm_testkit *kit,
                                         const char *user, unsigned i,
                                         size_t *len);
 
-/* The last configuration iq sent, as bytes (NULL before the first). */
+/* The last configuration iq sent, NUL-terminated (NULL before the
+ * first). */
 const char *xcm_testkit_last_configuration(const xcm_testkit *kit, size_t *len);
 
 #ifdef __cplusplus

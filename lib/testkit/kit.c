@@ -305,8 +305,15 @@ int xcm__tk_build_config(xcm_testkit *kit, xcm_buf *b) {
     b->len = mark;
     return err;
   }
+  /* Kept NUL-terminated for xcm_testkit_last_configuration(). */
   xcm__buf_reset(&kit->config);
-  return xcm__buf_append(&kit->config, b->data + mark, b->len - mark);
+  err = xcm__buf_reserve(&kit->config, b->len - mark + 1);
+  if (err == 0) {
+    memcpy(kit->config.data, b->data + mark, b->len - mark);
+    kit->config.len = b->len - mark;
+    kit->config.data[kit->config.len] = '\0';
+  }
+  return err;
 }
 
 static int policy_valid(const xcm_policy *p) {
