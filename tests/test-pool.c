@@ -1,6 +1,7 @@
 /* The upstream pool against the in-process Openfire, over real loopback
  * sockets: handshake, configuration, pinning, migration, loss of every
  * link, server closes, failed delivery, flow control. */
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -663,6 +664,23 @@ static void test_all_links_lost(void) {
   bench_stop(&b);
 }
 
+typedef struct kit_closes {
+  bench *b;
+  uint64_t n;
+} kit_closes;
+
+static int closes_seen(void *ud) {
+  kit_closes *k = ud;
+  xcm_testkit_stats st;
+
+  xcm_testkit_get_stats(k->b->kit, &st);
+  return st.closes_from_cm >= k->n;
+}
+
+static int some_down(void *ud) {
+  return ((bench *)ud)->links_down_events > 0;
+}
+
 static int closed_pred(void *ud) {
   return ((sess *)ud)->closed;
 }
@@ -796,7 +814,178 @@ static void test_flow_control_when_stalled(void) {
   bench_stop(&b);
 }
 
+static int got_iq_error(void *ud) {
+  local *l = ud;
+  return l->got.len > 0 &&
+         memmem(l->got.data, l->got.len, "unexpected-request", 18) != NULL;
+}
+
+/* A client that left: its session lingers upstream, so what the server
+ * routes to it meanwhile still goes back through a session it knows. */
+static void test_linger_returns_and_bounces(void) {
+  bench b;
+  sess carol;
+  local bob;
+  offline_wait w;
+  kit_closes kc;
+  xcm_pool_stats ps;
+  static const char iq[] = "<iq type='get' id='v1' to='carol@example.test/"
+                           "gone'><query xmlns='jabber:iq:version'/></iq>";
+  static const char msg[] = "<message to='carol@example.test/gone' "
+                            "type='chat'><body>while leaving</body></message>";
+
+  bench_start(&b, NULL, NULL);
+  REQUIRE(run_until(&b, all_up, &b, 5000));
+  memset(&bob, 0, sizeof bob);
+  xcm__buf_init(&bob.got, NULL);
+  REQUIRE(xcm_testkit_local_login(b.kit, "bob@example.test/direct",
+                                  local_stanza, &bob) == 0);
+  REQUIRE(sess_login(&b, &carol, "lg", "carol", "gone"));
+  xcm__pool_session_close(carol.up);
+  carol.up = NULL;
+  xcm_testkit_local_send(b.kit, "bob@example.test/direct", iq, sizeof iq - 1);
+  xcm_testkit_local_send(b.kit, "bob@example.test/direct", msg, sizeof msg - 1);
+  /* The iq is answered on the gone client's behalf ... */
+  CHECK(run_until(&b, got_iq_error, &bob, 3000));
+  /* ... the message is stored offline ... */
+  w.b = &b;
+  w.user = "carol";
+  w.n = 1;
+  CHECK(run_until(&b, offline_pred, &w, 3000));
+  /* ... and then the close goes, and carol is gone on the server. */
+  kc.b = &b;
+  kc.n = 1;
+  CHECK(run_until(&b, closes_seen, &kc, 3000));
+  CHECK_INT(xcm_testkit_jid_state(b.kit, "carol@example.test/gone"), 0);
+  xcm__pool_stats(b.pool, &ps);
+  CHECK_INT(ps.bounced, 1);
+  CHECK_INT(ps.failed_sent, 1);
+  xcm__buf_free(&bob.got);
+  sess_free(&carol);
+  bench_stop(&b);
+}
+
+static char certs[1024];
+
+static const char *cert(const char *name) {
+  static char path[4][1100];
+  static int i;
+
+  i = (i + 1) % 4;
+  snprintf(path[i], sizeof path[i], "%s/%s", certs, name);
+  return path[i];
+}
+
+static xcm_testkit_options tls_kit(xcm_testkit_link_tls mode) {
+  xcm_testkit_options ko;
+
+  xcm_testkit_options_init(&ko);
+  ko.seed = 9;
+  ko.link_tls = mode;
+  ko.cert_file = cert("server.pem");
+  ko.key_file = cert("server-key.pem");
+  return ko;
+}
+
+static void tls_verified(xcm_pool_options *o) {
+  o->host = "localhost";
+  o->connections = 2;
+  o->tls = XCM_UP_TLS_REQUIRED;
+  o->ca_file = cert("ca.pem");
+}
+
+static void test_link_tls_verified(void) {
+  xcm_testkit_options ko = tls_kit(XCM_TESTKIT_LINK_TLS_REQUIRE);
+  bench b;
+  sess s;
+
+  bench_start(&b, &ko, tls_verified);
+  CHECK(run_until(&b, all_up, &b, 5000));
+  CHECK(xcm__pool_link_tls(b.pool, 0) && xcm__pool_link_tls(b.pool, 1));
+  CHECK(sess_login(&b, &s, "t1", "alice", "tls"));
+  sess_free(&s);
+  bench_stop(&b);
+}
+
+static void tls_wrong_ca(xcm_pool_options *o) {
+  tls_verified(o);
+  o->ca_file = cert("self.pem");
+}
+
+static void test_link_tls_untrusted(void) {
+  xcm_testkit_options ko = tls_kit(XCM_TESTKIT_LINK_TLS_REQUIRE);
+  bench b;
+
+  bench_start(&b, &ko, tls_wrong_ca);
+  CHECK(run_until(&b, some_down, &b, 5000));
+  CHECK_INT(xcm__pool_links_up(b.pool), 0);
+  if (!CHECK(strstr(b.last_down_why, "TLS") != NULL))
+    xcm_test_note("why: %s", b.last_down_why);
+  bench_stop(&b);
+}
+
+static void tls_self_signed(xcm_pool_options *o) {
+  tls_verified(o);
+  o->ca_file = NULL;
+  o->host = "127.0.0.1";
+  o->accept_self_signed = 1;
+}
+
+static void test_link_tls_accept_self_signed(void) {
+  xcm_testkit_options ko = tls_kit(XCM_TESTKIT_LINK_TLS_OFFER);
+  bench b;
+
+  bench_start(&b, &ko, tls_self_signed);
+  CHECK(run_until(&b, all_up, &b, 5000));
+  CHECK(xcm__pool_link_tls(b.pool, 0));
+  bench_stop(&b);
+}
+
+static void tls_required(xcm_pool_options *o) {
+  o->connections = 1;
+  o->tls = XCM_UP_TLS_REQUIRED;
+}
+
+static void test_link_tls_required_not_offered(void) {
+  xcm_testkit_options ko = tls_kit(XCM_TESTKIT_LINK_TLS_OFF);
+  bench b;
+  xcm_testkit_stats st;
+
+  bench_start(&b, &ko, tls_required);
+  CHECK(run_until(&b, some_down, &b, 5000));
+  CHECK(strstr(b.last_down_why, "STARTTLS") != NULL);
+  /* The secret never went out in clear. */
+  xcm_testkit_get_stats(b.kit, &st);
+  CHECK_INT(st.handshakes + st.handshakes_failed, 0);
+  bench_stop(&b);
+}
+
+static void quick_dead(xcm_pool_options *o) {
+  o->connections = 1;
+  o->keepalive_ms = 100;
+  o->dead_after_ms = 400;
+}
+
+static void test_silent_server_is_dead(void) {
+  bench b;
+
+  bench_start(&b, NULL, quick_dead);
+  REQUIRE(run_until(&b, all_up, &b, 5000));
+  xcm_testkit_stall(b.kit, 1);
+  CHECK(run_until(&b, some_down, &b, 3000));
+  CHECK(strstr(b.last_down_why, "silent") != NULL);
+  xcm_testkit_stall(b.kit, 0);
+  CHECK(run_until(&b, all_up, &b, 5000));
+  bench_stop(&b);
+}
+
 static const xcm_test tests[] = {
+    {"linger_returns_and_bounces", test_linger_returns_and_bounces},
+    {"link_tls_verified", test_link_tls_verified},
+    {"link_tls_untrusted", test_link_tls_untrusted},
+    {"link_tls_accept_self_signed", test_link_tls_accept_self_signed},
+    {"link_tls_required_not_offered", test_link_tls_required_not_offered},
+    {"silent_server_is_dead", test_silent_server_is_dead},
     {"handshake_and_policy", test_handshake_and_policy},
     {"bad_secret", test_bad_secret},
     {"thousand_sessions", test_thousand_sessions},
@@ -808,5 +997,8 @@ static const xcm_test tests[] = {
 };
 
 int main(int argc, char **argv) {
+  const char *dir = getenv("XCM_CERTS_DIR");
+
+  snprintf(certs, sizeof certs, "%s", dir ? dir : ".");
   return xcm_test_main(argc, argv, XCM_TESTS(tests));
 }

@@ -33,8 +33,11 @@ struct xcm_up_session {
   void *ud;
   enum session_state state;
   int paused;
-  request *req;  /* the pending create or close */
-  xcm_buf *hold; /* stanzas sent before the create result */
+  request *req;                /* the pending create or close */
+  xcm_buf *hold;               /* stanzas sent before the create result */
+  uint64_t close_at;           /* while lingering: when to send the close */
+  xcm_up_session *linger_next; /* in the pool's linger queue */
+  int lingering;
   char sid[];
 };
 
@@ -65,7 +68,12 @@ struct xcm_pool {
   int have_policy;
   xcm_pool_stats stats;
   uv_timer_t timer;
-  int open_handles; /* timer and links, while closing */
+  /* Sessions whose client left, oldest first: their close waits a
+   * moment so that what the server routes to them meanwhile can still
+   * be returned through a session it knows. */
+  uv_timer_t linger_timer;
+  xcm_up_session *linger_head, *linger_tail;
+  int open_handles; /* timers and links, while closing */
   int closing;
   void (*close_cb)(void *ud);
   void *close_ud;
@@ -131,6 +139,8 @@ static int copy_options(xcm_pool *p, const xcm_pool_options *o) {
     p->opt.max_out = 8 * p->opt.high_water;
   if (p->opt.hold_max == 0)
     p->opt.hold_max = 65536;
+  if (p->opt.linger_ms == 0)
+    p->opt.linger_ms = 200;
   return 0;
 }
 
@@ -287,7 +297,26 @@ static int send_create(xcm_pool *p, xcm_up_session *s, const char *host,
   return 0;
 }
 
+static void unlinger(xcm_pool *p, xcm_up_session *s) {
+  xcm_up_session **link = &p->linger_head, *prev = NULL;
+
+  if (!s->lingering)
+    return;
+  while (*link != NULL && *link != s) {
+    prev = *link;
+    link = &(*link)->linger_next;
+  }
+  if (*link == s) {
+    *link = s->linger_next;
+    if (p->linger_tail == s)
+      p->linger_tail = prev;
+  }
+  s->lingering = 0;
+  s->linger_next = NULL;
+}
+
 static void session_free(xcm_pool *p, xcm_up_session *s) {
+  unlinger(p, s);
   if (s->req != NULL) {
     s->req->s = NULL;
     s->req = NULL;
@@ -765,6 +794,8 @@ int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
   }
   uv_timer_init(ctx->loop, &p->timer);
   p->timer.data = p;
+  uv_timer_init(ctx->loop, &p->linger_timer);
+  p->linger_timer.data = p;
   *out = p;
   return 0;
 }
@@ -826,8 +857,9 @@ void xcm__pool_close(xcm_pool *p, void (*cb)(void *ud), void *ud) {
   while (p->req_head != NULL)
     request_free(p, p->req_head);
   xcm__map_each(&p->sessions, drop_session, p);
-  p->open_handles = 1 + (int)p->nlinks;
+  p->open_handles = 2 + (int)p->nlinks;
   uv_close((uv_handle_t *)&p->timer, on_timer_closed);
+  uv_close((uv_handle_t *)&p->linger_timer, on_timer_closed);
   for (i = 0; i < p->nlinks; i++)
     xcm__link_close(p->links[i].link);
 }
@@ -946,25 +978,10 @@ int xcm__pool_session_failed(xcm_up_session *s, const char *msg, size_t len) {
   return send_failed(s->pool, s, msg, len);
 }
 
-void xcm__pool_session_close(xcm_up_session *s) {
-  xcm_pool *p = s->pool;
+static void send_close(xcm_pool *p, xcm_up_session *s) {
   request *r;
   int err;
 
-  if (s->state == S_CLOSING)
-    return;
-  s->state = S_CLOSING;
-  s->cb = NULL;
-  s->ud = NULL;
-  if (s->hold != NULL) {
-    xcm__buf_free(s->hold);
-    xcm__free(p->ctx->alloc, s->hold);
-    s->hold = NULL;
-  }
-  if (s->req != NULL) {
-    s->req->s = NULL;
-    s->req = NULL;
-  }
   r = request_new(p, R_CLOSE, s);
   if (r == NULL) {
     session_free(p, s);
@@ -980,6 +997,58 @@ void xcm__pool_session_close(xcm_up_session *s) {
     /* No way to tell the server now; it learns when the link goes. */
     session_free(p, s);
   }
+}
+
+static void on_linger(uv_timer_t *t) {
+  xcm_pool *p = t->data;
+  uint64_t n = now(p);
+  xcm_up_session *s;
+
+  while ((s = p->linger_head) != NULL && s->close_at <= n) {
+    p->linger_head = s->linger_next;
+    if (p->linger_head == NULL)
+      p->linger_tail = NULL;
+    s->lingering = 0;
+    s->linger_next = NULL;
+    send_close(p, s);
+  }
+  if (p->linger_head != NULL)
+    uv_timer_start(&p->linger_timer, on_linger, p->linger_head->close_at - n,
+                   0);
+}
+
+void xcm__pool_session_close(xcm_up_session *s) {
+  xcm_pool *p = s->pool;
+
+  if (s->state == S_CLOSING)
+    return;
+  s->state = S_CLOSING;
+  s->cb = NULL;
+  s->ud = NULL;
+  if (s->hold != NULL) {
+    xcm__buf_free(s->hold);
+    xcm__free(p->ctx->alloc, s->hold);
+    s->hold = NULL;
+  }
+  if (s->req != NULL) {
+    s->req->s = NULL;
+    s->req = NULL;
+  }
+  if (p->closing) {
+    send_close(p, s);
+    return;
+  }
+  /* Openfire reads a CM's link in order: a <failed/> sent after the
+   * close would find the session gone. Linger first. */
+  s->close_at = now(p) + p->opt.linger_ms;
+  s->lingering = 1;
+  if (p->linger_tail != NULL)
+    p->linger_tail->linger_next = s;
+  else
+    p->linger_head = s;
+  p->linger_tail = s;
+  if (!uv_is_active((uv_handle_t *)&p->linger_timer))
+    uv_timer_start(&p->linger_timer, on_linger, p->opt.linger_ms, 0);
 }
 
 const char *xcm__up_session_sid(const xcm_up_session *s) {

@@ -49,6 +49,11 @@ typedef struct xcm_pool_options {
   size_t low_water;  /* ... and resume them here */
   size_t max_out;    /* hard bound of one link's queue */
   size_t hold_max;   /* bytes a session may send before its create result */
+  /* How long a session whose client left stays open upstream before its
+   * close is sent [200 ms]: what the server routes to it meanwhile goes
+   * back as <failed/> or an iq error, which Openfire would refuse for a
+   * session already closed. */
+  unsigned linger_ms;
 } xcm_pool_options;
 
 enum xcm_link_state {
@@ -141,10 +146,10 @@ int xcm__pool_session_send(xcm_up_session *s, const xcm_xml_stanza *st,
  * routed to it): sent as <failed/> with xmlns="jabber:client". */
 int xcm__pool_session_failed(xcm_up_session *s, const char *msg, size_t len);
 
-/* The client is gone: send the close. The pool keeps the session until
- * the server answers, returning messages routed to it meanwhile as
- * <failed/> and answering iq get/set on its behalf. The owner's
- * callbacks are not called again. */
+/* The client is gone: the close follows after linger_ms. Until then, and
+ * until the server answers the close, messages routed to the session go
+ * back as <failed/> and iq get/set are answered on its behalf. The
+ * owner's callbacks are not called again. */
 void xcm__pool_session_close(xcm_up_session *s);
 
 const char *xcm__up_session_sid(const xcm_up_session *s);
