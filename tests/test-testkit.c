@@ -19,8 +19,10 @@
 #include <mbedtls/pkcs5.h>
 #include <uv.h>
 
+#include "core/ctx.h"
 #include "harness.h"
 #include "proto/cmproto.h"
+#include "transport/stream.h"
 #include "transcript.h"
 #include "xcm/error.h"
 #include "xcm/testkit.h"
@@ -42,7 +44,8 @@ typedef struct conn {
   char cm[64];        /* the CM name its header asked for */
   char stream_id[64]; /* from the testkit's header */
   int connected, eof, closed, closing;
-  char *in; /* bytes not yet split into units */
+  xcm_stream *stream; /* set when it speaks through libxcm's stream (TLS) */
+  char *in;           /* bytes not yet split into units */
   size_t in_len;
   char **units; /* complete top-level units, not yet consumed */
   size_t nunits;
@@ -67,6 +70,8 @@ struct env {
   size_t ninboxes;
   unsigned events[16];
   char last_event_jid[160];
+  xcm_ctx ctx; /* for TLS connections, when a test needs them */
+  int ctx_on, ctx_closed;
 };
 
 static char *dupn(const char *s, size_t n) {
@@ -269,6 +274,11 @@ static void conn_send(conn *c, const char *data, size_t len) {
   uv_buf_t buf;
   const char *to;
 
+  if (c->stream != NULL) {
+    free(req);
+    xcm__stream_write(c->stream, data, len);
+    return;
+  }
   memcpy(req + 1, data, len);
   buf = uv_buf_init((char *)(req + 1), (unsigned)len);
   if (c->cm[0] == '\0' && strncmp(data, "<stream:stream", 14) == 0 &&
@@ -278,6 +288,10 @@ static void conn_send(conn *c, const char *data, size_t len) {
     free(req);
 }
 
+static void conn_sends(conn *c, const char *s) {
+  conn_send(c, s, strlen(s));
+}
+
 static void on_conn_closed(uv_handle_t *h) {
   conn *c = h->data;
 
@@ -285,10 +299,13 @@ static void on_conn_closed(uv_handle_t *h) {
 }
 
 static void conn_close(conn *c) {
-  if (!c->closing) {
-    c->closing = 1;
+  if (c->closing)
+    return;
+  c->closing = 1;
+  if (c->stream != NULL)
+    xcm__stream_close(c->stream);
+  else
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
-  }
 }
 
 static void drop_unit(conn *c, size_t i) {
@@ -481,6 +498,10 @@ static void env_stop(env *e) {
   xcm_testkit_close(e->kit, on_kit_closed, e);
   CHECK(run_until(e, all_closed, NULL, WAIT_MS));
   xcm_testkit_free(e->kit);
+  if (e->ctx_on) {
+    xcm__ctx_close(&e->ctx, NULL);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+  }
   uv_close((uv_handle_t *)&e->timer, NULL);
   uv_run(&e->loop, UV_RUN_DEFAULT);
   CHECK_INT(uv_loop_close(&e->loop), 0);
@@ -2037,6 +2058,170 @@ static void test_policy_push(void) {
   env_stop(&e);
 }
 
+/* ---- STARTTLS on the CM link ------------------------------------------ */
+
+#ifdef XCM_CERTS_DIR
+static void tls_read(void *ud, const char *data, size_t len) {
+  conn *c = ud;
+
+  c->in = realloc(c->in, c->in_len + len);
+  memcpy(c->in + c->in_len, data, len);
+  c->in_len += len;
+  split_units(c);
+}
+
+static void tls_end(void *ud, int err) {
+  conn *c = ud;
+
+  (void)err;
+  c->eof = 1;
+}
+
+static void tls_closed(void *ud) {
+  conn *c = ud;
+
+  c->closed = 1;
+  c->stream = NULL;
+}
+
+static void tls_connected(void *ud) {
+  conn *c = ud;
+
+  c->connected = 1;
+}
+
+static const xcm_stream_cb tls_cb = {tls_read, tls_end, NULL, NULL, tls_closed};
+
+/* A CM connection over libxcm's stream, which can start TLS. */
+static conn *stream_open(env *e, const char *label) {
+  struct sockaddr_in sa;
+  conn *c = calloc(1, sizeof(*c));
+
+  if (!e->ctx_on) {
+    REQUIRE(xcm__ctx_init(&e->ctx, &e->loop, NULL) == 0);
+    e->ctx_on = 1;
+  }
+  c->e = e;
+  snprintf(c->label, sizeof(c->label), "%s", label);
+  uv_ip4_addr("127.0.0.1", xcm_testkit_port(e->kit), &sa);
+  REQUIRE(xcm__stream_connect(&c->stream, &e->ctx, (const struct sockaddr *)&sa,
+                              &tls_cb, tls_connected, c, NULL) == 0);
+  e->conns[e->nconns++] = c;
+  run_until(e, conn_ready, c, WAIT_MS);
+  REQUIRE(c->connected);
+  return c;
+}
+
+static void tls_options(xcm_testkit_options *o, xcm_testkit_link_tls mode) {
+  xcm_testkit_options_init(o);
+  o->link_tls = mode;
+  o->cert_file = XCM_CERTS_DIR "/server.pem";
+  o->key_file = XCM_CERTS_DIR "/server-key.pem";
+}
+
+static void test_link_tls(void) {
+  xcm_testkit_options o;
+  xcm_tls_options to;
+  xcm_tls_config *cfg = NULL;
+  char hex[41], err[256], *u;
+  const char *id;
+  env e;
+  conn *c;
+
+  tls_options(&o, XCM_TESTKIT_LINK_TLS_REQUIRE);
+  env_start(&e, &o);
+  c = stream_open(&e, "w1");
+  sendf(c, HDR, "cm1/w1");
+  free(take(&e, c, "<?xml"));
+  free(take(&e, c, "<stream:stream"));
+  CHECK(take_is(&e, c, "<stream:features",
+                "<stream:features><starttls "
+                "xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"><required/></"
+                "starttls></stream:features>"));
+  id = strdup(c->stream_id);
+  conn_sends(c, "<starttls xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"/>");
+  CHECK(take_is(&e, c, "<proceed",
+                "<proceed xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"/>"));
+  memset(&to, 0, sizeof(to));
+  to.ca_file = XCM_CERTS_DIR "/ca.pem";
+  to.verify = 1;
+  REQUIRE(xcm__tls_config_new(&cfg, &e.ctx, 0, &to, err, sizeof(err)) == 0);
+  REQUIRE(xcm__stream_start_tls(c->stream, cfg, 0, "example.test", NULL, 0) ==
+          0);
+  xcm__tls_config_unref(cfg);
+  /* The restarted stream: same id, no STARTTLS left to offer. */
+  sendf(c, HDR, "cm1/w1");
+  free(take(&e, c, "<?xml"));
+  u = take(&e, c, "<stream:stream");
+  CHECK(u != NULL && strstr(u, id) != NULL);
+  free(u);
+  CHECK(take_is(&e, c, "<stream:features",
+                "<stream:features></stream:features>"));
+  REQUIRE(xcm__cm_handshake_digest(hex, c->stream_id, strlen(c->stream_id),
+                                   "cmsecret", 8) == 0);
+  sendf(c, "<handshake>%s</handshake>", hex);
+  CHECK(take_is(&e, c, "<handshake>", "<handshake></handshake>"));
+  free(take(&e, c, "<configuration"));
+  CHECK_INT(xcm_testkit_connections(e.kit), 1);
+  free((char *)id);
+  /* Without TLS, the handshake is refused when it is required. */
+  c = conn_open(&e, "w2");
+  sendf(c, HDR, "cm1/w2");
+  free(take(&e, c, "<stream:features"));
+  REQUIRE(xcm__cm_handshake_digest(hex, c->stream_id, strlen(c->stream_id),
+                                   "cmsecret", 8) == 0);
+  sendf(c, "<handshake>%s</handshake>", hex);
+  CHECK(take_is(&e, c, "<stream:error",
+                "<stream:error "
+                "xmlns:stream=\"http://etherx.jabber.org/streams\"><policy-"
+                "violation xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/></"
+                "stream:error>"));
+  CHECK(run_until(&e, saw_eof, c, WAIT_MS));
+  env_stop(&e);
+}
+
+/* Offered as in the captures but with no certificate: <failure/>. */
+static void test_link_tls_without_cert(void) {
+  xcm_testkit_options o;
+  env e;
+  conn *c;
+
+  xcm_testkit_options_init(&o);
+  o.link_tls = XCM_TESTKIT_LINK_TLS_OFFER;
+  env_start(&e, &o);
+  c = conn_open(&e, "w1");
+  sendf(c, HDR, "cm1/w1");
+  CHECK(take_is(&e, c, "<stream:features",
+                "<stream:features><starttls "
+                "xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"></starttls></"
+                "stream:features>"));
+  conn_sends(c, "<starttls xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"/>");
+  CHECK(take_is(&e, c, "<failure",
+                "<failure xmlns=\"urn:ietf:params:xml:ns:xmpp-tls\"/>"));
+  CHECK(take_is(&e, c, "</stream", "</stream:stream>"));
+  CHECK(run_until(&e, saw_eof, c, WAIT_MS));
+  env_stop(&e);
+}
+
+/* A certificate that does not load is an error naming the file. */
+static void test_bad_cert(void) {
+  xcm_testkit_options o;
+  xcm_testkit *kit = NULL;
+  uv_loop_t loop;
+  char err[256] = "";
+
+  REQUIRE(uv_loop_init(&loop) == 0);
+  tls_options(&o, XCM_TESTKIT_LINK_TLS_AUTO);
+  o.cert_file = XCM_CERTS_DIR "/expired.pem";
+  o.key_file = XCM_CERTS_DIR "/expired-key.pem";
+  CHECK(xcm_testkit_new(&kit, &loop, &o, err, sizeof(err)) != 0);
+  CHECK(strstr(err, "expired.pem") != NULL);
+  CHECK(kit == NULL);
+  uv_run(&loop, UV_RUN_DEFAULT); /* the half-made testkit frees itself */
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+#endif
+
 /* ---- fault controls --------------------------------------------------- */
 
 static int sessions_are(env *e, void *ud) {
@@ -2337,6 +2522,11 @@ static const xcm_test tests[] = {
     {"slow_cm", test_slow_cm},
     {"events", test_events},
     {"two_loops", test_two_loops},
+#ifdef XCM_CERTS_DIR
+    {"link_tls", test_link_tls},
+    {"link_tls_without_cert", test_link_tls_without_cert},
+    {"bad_cert", test_bad_cert},
+#endif
 };
 
 int main(int argc, char **argv) {

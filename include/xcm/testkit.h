@@ -126,8 +126,9 @@ typedef struct xcm_testkit_options {
   unsigned max_sessions; /* [100000] client sessions over all CMs */
   size_t max_out;        /* [4 MiB] queued for one CM connection; a CM
                             that lets more pile up is dropped */
-  /* [0] Unknown users may log in with SASL PLAIN or SCRAM-SHA-1 and get
-   * an account with the password they gave (demos, load tests). */
+  /* [0] Unknown users may log in with SASL PLAIN (or XEP-0078) and get
+   * an account with the password they gave (demos, load tests). SCRAM
+   * cannot: the server must know the password before the exchange. */
   int open_accounts;
 
   xcm_testkit_event_fn on_event; /* [none] */
