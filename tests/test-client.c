@@ -7,7 +7,9 @@
 #include <string.h>
 #include <uv.h>
 
+#include "core/ctx.h"
 #include "harness.h"
+#include "transport/stream.h"
 #include "util/buf.h"
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
@@ -27,9 +29,24 @@ typedef struct world {
   uv_loop_t loop;
   xcm_testkit *kit;
   xcm_cm *cm;
-  int port;
+  int port;     /* plain, with STARTTLS when tls is on */
+  int tls_port; /* direct TLS, when tls is on */
   int closed;
 } world;
+
+static char certs[1024];
+
+static const char *cert(const char *name) {
+  static char path[4][1100];
+  static int i;
+
+  i = (i + 1) % 4;
+  snprintf(path[i], sizeof path[i], "%s/%s", certs, name);
+  return path[i];
+}
+
+/* Set by a test before world_start: listeners with a certificate. */
+static int want_tls;
 
 typedef struct raw {
   world *w;
@@ -102,8 +119,17 @@ static void world_start(world *w, void (*tune)(xcm_options *)) {
   memset(&lo, 0, sizeof lo);
   lo.host = "127.0.0.1";
   lo.port = 0;
+  if (want_tls) {
+    lo.cert_file = cert("server.pem");
+    lo.key_file = cert("server-key.pem");
+  }
   REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
   w->port = xcm_cm_listener_port(w->cm, 0);
+  if (want_tls) {
+    lo.direct_tls = 1;
+    REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
+    w->tls_port = xcm_cm_listener_port(w->cm, 1);
+  }
   REQUIRE(xcm_cm_start(w->cm) == 0);
   REQUIRE(run_until(w, policy_known, w, 5000));
 }
@@ -171,7 +197,7 @@ static int raw_is_connected(void *ud) {
   return ((raw *)ud)->connected != 0;
 }
 
-static void raw_open(world *w, raw *r, int reading) {
+static void raw_open_port(world *w, raw *r, int reading, int port) {
   struct sockaddr_in a;
 
   memset(r, 0, sizeof(*r));
@@ -181,9 +207,13 @@ static void raw_open(world *w, raw *r, int reading) {
   uv_tcp_init(&w->loop, &r->tcp);
   r->tcp.data = r;
   r->conn.data = r;
-  uv_ip4_addr("127.0.0.1", w->port, &a);
+  uv_ip4_addr("127.0.0.1", port, &a);
   uv_tcp_connect(&r->conn, &r->tcp, (struct sockaddr *)&a, raw_connected);
   REQUIRE(run_until(w, raw_is_connected, r, 3000) && r->connected == 1);
+}
+
+static void raw_open(world *w, raw *r, int reading) {
+  raw_open_port(w, r, reading, w->port);
 }
 
 static void on_written(uv_write_t *req, int status) {
@@ -582,7 +612,313 @@ static void test_shutdown_tells_clients(void) {
   CHECK_INT(uv_loop_close(&w.loop), 0);
 }
 
+/* ---- TLS, compression, limits ------------------------------------------ */
+
+static void test_bad_certificates(void) {
+  static const struct {
+    const char *cert, *key, *want;
+  } cases[] = {
+      {"expired.pem", "expired-key.pem", "expired"},
+      {"future.pem", "future-key.pem", "not valid before"},
+      {"server.pem", "stray-key.pem", "match"},
+      {"missing.pem", "server-key.pem", "missing.pem"},
+  };
+  world w;
+  size_t i;
+
+  world_start(&w, NULL);
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    xcm_listen_options lo;
+    char err[512] = "";
+
+    memset(&lo, 0, sizeof lo);
+    lo.host = "127.0.0.1";
+    lo.cert_file = cert(cases[i].cert);
+    lo.key_file = cert(cases[i].key);
+    CHECK(xcm_cm_listen(w.cm, &lo, err, sizeof err) != 0);
+    /* The message names the file and the problem. */
+    if (!CHECK(strstr(err, cases[i].want) != NULL))
+      xcm_test_note("%s: %s", cases[i].cert, err);
+  }
+  world_stop(&w);
+}
+
+typedef struct policy_wait {
+  world *w;
+  xcm_tls_policy tls;
+} policy_wait;
+
+static int policy_is(void *ud) {
+  policy_wait *p = ud;
+  const xcm_policy *cur = xcm_cm_policy(p->w->cm);
+  return cur != NULL && cur->tls == p->tls;
+}
+
+static void test_tls_required_cannot_be_bypassed(void) {
+  static const char *tries[] = {AUTH_ALICE, "<message to='bob@example.test'/>",
+                                "<iq type='set' id='a'><query "
+                                "xmlns='jabber:iq:auth'><username>alice"
+                                "</username><password>alice</password>"
+                                "</query></iq>"};
+  static const char *conds[] = {"policy-violation", "not-authorized",
+                                "not-authorized"};
+  xcm_policy p;
+  policy_wait pw;
+  world w;
+  size_t i;
+
+  want_tls = 1;
+  world_start(&w, NULL);
+  want_tls = 0;
+  p = *xcm_cm_policy(w.cm);
+  p.tls = XCM_TLS_REQUIRED;
+  REQUIRE(xcm_testkit_set_policy(w.kit, &p) == 0);
+  pw.w = &w;
+  pw.tls = XCM_TLS_REQUIRED;
+  REQUIRE(run_until(&w, policy_is, &pw, 3000));
+  for (i = 0; i < 3; i++) {
+    raw r;
+    char want[96];
+
+    raw_open(&w, &r, 1);
+    raw_sends(&r, HDR);
+    CHECK(raw_wait(&r, "</stream:features>", 3000));
+    /* Only STARTTLS, marked required: no mechanisms to try. */
+    CHECK(strstr(r.in.data, "<required/>") != NULL);
+    CHECK(strstr(r.in.data, "mechanism") == NULL);
+    raw_sends(&r, tries[i]);
+    snprintf(want, sizeof want, "<%s ", conds[i]);
+    if (!CHECK(raw_wait(&r, want, 3000)))
+      xcm_test_note("got: %s", r.in.data);
+    CHECK(run_until(&w, is_eof, &r, 3000));
+    raw_free(&r);
+  }
+  world_stop(&w);
+}
+
+static void quick_auth(xcm_options *o) {
+  o->auth_timeout_ms = 300;
+}
+
+static void test_stalled_tls_handshake_times_out(void) {
+  world w;
+  raw r;
+  uint64_t t0;
+
+  want_tls = 1;
+  world_start(&w, quick_auth);
+  want_tls = 0;
+  raw_open_port(&w, &r, 1, w.tls_port);
+  t0 = uv_now(&w.loop);
+  /* The start of a ClientHello, and then nothing. */
+  raw_send(&r, "\x16\x03\x01\x00", 4);
+  CHECK(run_until(&w, is_eof, &r, 3000));
+  CHECK(uv_now(&w.loop) - t0 < 2000);
+  raw_free(&r);
+  world_stop(&w);
+}
+
+static void two_per_address(xcm_options *o) {
+  o->max_per_address = 2;
+}
+
+static void test_per_address_limit(void) {
+  world w;
+  raw r[3];
+  xcm_stats st;
+  int i;
+
+  world_start(&w, two_per_address);
+  for (i = 0; i < 3; i++)
+    raw_open(&w, &r[i], 1);
+  /* The third is closed at once; the first two are served. */
+  CHECK(run_until(&w, is_eof, &r[2], 3000));
+  raw_sends(&r[0], HDR);
+  CHECK(raw_wait(&r[0], "</stream:features>", 3000));
+  xcm_cm_stats(w.cm, &st);
+  CHECK_INT(st.clients_refused, 1);
+  for (i = 0; i < 3; i++)
+    raw_free(&r[i]);
+  world_stop(&w);
+}
+
+static void quick_idle(xcm_options *o) {
+  o->idle_timeout_ms = 400;
+}
+
+typedef struct pinger {
+  raw *r;
+  uv_timer_t t;
+} pinger;
+
+static void ping(uv_timer_t *t) {
+  pinger *p = t->data;
+  raw_sends(p->r, " ");
+}
+
+static void test_idle_timeout(void) {
+  world w;
+  raw idle, alive;
+  pinger p;
+
+  world_start(&w, quick_idle);
+  raw_open(&w, &idle, 1);
+  REQUIRE(raw_login(&idle, AUTH_ALICE, "idle"));
+  raw_open(&w, &alive, 1);
+  REQUIRE(raw_login(&alive, AUTH_BOB, "alive"));
+  /* Whitespace counts as life. */
+  p.r = &alive;
+  uv_timer_init(&w.loop, &p.t);
+  p.t.data = &p;
+  uv_timer_start(&p.t, ping, 100, 100);
+  CHECK(raw_wait(&idle, "connection-timeout", 3000));
+  CHECK(run_until(&w, is_eof, &idle, 3000));
+  CHECK(!alive.eof && strstr(alive.in.data, "connection-timeout") == NULL);
+  uv_close((uv_handle_t *)&p.t, NULL);
+  raw_free(&idle);
+  raw_free(&alive);
+  world_stop(&w);
+}
+
+/* A scripted client on libxcm's own stream: STARTTLS, then XEP-0138
+ * zlib, then SASL and a message to itself, all compressed inside TLS. */
+typedef struct scripted {
+  world *w;
+  xcm_ctx ctx;
+  xcm_stream *s;
+  xcm_tls_config *tls;
+  xcm_buf in;
+  int connected, tls_done, ended, closed;
+} scripted;
+
+static void sc_read(void *ud, const char *data, size_t len) {
+  scripted *c = ud;
+
+  xcm__buf_append(&c->in, data, len);
+  xcm__buf_reserve(&c->in, 1);
+  c->in.data[c->in.len] = '\0';
+}
+
+static void sc_end(void *ud, int err) {
+  (void)err;
+  ((scripted *)ud)->ended = 1;
+}
+
+static void sc_tls(void *ud, int err) {
+  ((scripted *)ud)->tls_done = err == 0 ? 1 : -1;
+}
+
+static void sc_closed(void *ud) {
+  ((scripted *)ud)->closed = 1;
+}
+
+static void sc_connected(void *ud) {
+  ((scripted *)ud)->connected = 1;
+}
+
+static const xcm_stream_cb sc_cb = {sc_read, sc_end, sc_tls, NULL, sc_closed};
+
+typedef struct sc_wait_ctx {
+  scripted *c;
+  const char *needle;
+} sc_wait_ctx;
+
+static int sc_has(void *ud) {
+  sc_wait_ctx *x = ud;
+  return x->c->in.len > 0 && strstr(x->c->in.data, x->needle) != NULL;
+}
+
+static int sc_wait(scripted *c, const char *needle) {
+  sc_wait_ctx x = {c, needle};
+  return run_until(c->w, sc_has, &x, 3000);
+}
+
+static void sc_send(scripted *c, const char *s) {
+  xcm__stream_write(c->s, s, strlen(s));
+}
+
+static int sc_flag(void *ud) {
+  return *(int *)ud != 0;
+}
+
+static void ctx_done(xcm_ctx *ctx) {
+  (void)ctx;
+}
+
+static void compressed_on(xcm_options *o) {
+  o->compression = 1;
+}
+
+static void test_compression_inside_tls(void) {
+  static const char compress[] =
+      "<compress xmlns='http://jabber.org/protocol/compress'>"
+      "<method>zlib</method></compress>";
+  xcm_tls_options to;
+  struct sockaddr_in a;
+  scripted c;
+  world w;
+  char err[256];
+
+  want_tls = 1;
+  world_start(&w, compressed_on);
+  want_tls = 0;
+  memset(&c, 0, sizeof c);
+  c.w = &w;
+  xcm__buf_init(&c.in, NULL);
+  REQUIRE(xcm__ctx_init(&c.ctx, &w.loop, NULL) == 0);
+  memset(&to, 0, sizeof to);
+  to.ca_file = cert("ca.pem");
+  to.verify = 1;
+  REQUIRE(xcm__tls_config_new(&c.tls, &c.ctx, 0, &to, err, sizeof err) == 0);
+  uv_ip4_addr("127.0.0.1", w.port, &a);
+  REQUIRE(xcm__stream_connect(&c.s, &c.ctx, (struct sockaddr *)&a, &sc_cb,
+                              sc_connected, &c, NULL) == 0);
+  REQUIRE(run_until(&w, sc_flag, &c.connected, 3000));
+  sc_send(&c, HDR);
+  REQUIRE(sc_wait(&c, "</stream:features>"));
+  /* No compression offered on a clear stream. */
+  CHECK(strstr(c.in.data, "compression") == NULL);
+  sc_send(&c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+  REQUIRE(sc_wait(&c, "<proceed"));
+  xcm__buf_reset(&c.in);
+  REQUIRE(xcm__stream_start_tls(c.s, c.tls, 0, "example.test", NULL, 0) == 0);
+  REQUIRE(run_until(&w, sc_flag, &c.tls_done, 3000) && c.tls_done == 1);
+  sc_send(&c, HDR);
+  REQUIRE(sc_wait(&c, "</stream:features>"));
+  CHECK(strstr(c.in.data, "<method>zlib</method>") != NULL);
+  sc_send(&c, compress);
+  REQUIRE(sc_wait(&c, "<compressed"));
+  xcm__buf_reset(&c.in);
+  REQUIRE(xcm__stream_start_zlib(c.s, NULL, 0) == 0);
+  sc_send(&c, HDR);
+  REQUIRE(sc_wait(&c, "</stream:features>"));
+  CHECK(strstr(c.in.data, "compression") == NULL);
+  sc_send(&c, AUTH_ALICE);
+  REQUIRE(sc_wait(&c, "<success"));
+  xcm__buf_reset(&c.in);
+  sc_send(&c, HDR);
+  REQUIRE(sc_wait(&c, "xmpp-bind"));
+  sc_send(&c, "<iq type='set' id='b1'><bind "
+              "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>z"
+              "</resource></bind></iq><message to='alice@example.test/z'>"
+              "<body>squeezed \xe2\x98\x83</body></message>");
+  CHECK(sc_wait(&c, "squeezed \xe2\x98\x83"));
+  CHECK(xcm__stream_is_tls(c.s) && xcm__stream_is_zlib(c.s));
+  xcm__stream_close(c.s);
+  run_until(&w, sc_flag, &c.closed, 3000);
+  xcm__tls_config_unref(c.tls);
+  xcm__ctx_close(&c.ctx, ctx_done);
+  xcm__buf_free(&c.in);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
+    {"bad_certificates", test_bad_certificates},
+    {"tls_required_cannot_be_bypassed", test_tls_required_cannot_be_bypassed},
+    {"stalled_tls_handshake_times_out", test_stalled_tls_handshake_times_out},
+    {"per_address_limit", test_per_address_limit},
+    {"idle_timeout", test_idle_timeout},
+    {"compression_inside_tls", test_compression_inside_tls},
     {"login_and_chat", test_login_and_chat},
     {"stream_errors_on_the_wire", test_stream_errors_on_the_wire},
     {"auth_timeout", test_auth_timeout},
@@ -594,5 +930,8 @@ static const xcm_test tests[] = {
 };
 
 int main(int argc, char **argv) {
+  const char *dir = getenv("XCM_CERTS_DIR");
+
+  snprintf(certs, sizeof certs, "%s", dir ? dir : ".");
   return xcm_test_main(argc, argv, XCM_TESTS(tests));
 }
