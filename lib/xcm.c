@@ -84,10 +84,15 @@ static int copy_options(xcm_cm *cm, const xcm_options *o) {
   return 0;
 }
 
+/* What clients are offered, or NULL while no upstream link is up: a
+ * policy remembered from a link that died would only lead them to a
+ * session that cannot be created. */
 static const xcm_policy *current_policy(void *ud) {
   xcm_cm *cm = ud;
 
-  return cm->pool != NULL ? xcm__pool_policy(cm->pool) : NULL;
+  if (cm->pool == NULL || xcm__pool_links_up(cm->pool) == 0)
+    return NULL;
+  return xcm__pool_policy(cm->pool);
 }
 
 static void on_link(void *ud, unsigned index, const char *resource, int up,
@@ -96,6 +101,8 @@ static void on_link(void *ud, unsigned index, const char *resource, int up,
 
   (void)err;
   cm->stats.upstream_links_up = xcm__pool_links_up(cm->pool);
+  if (up && cm->stats.upstream_links_up == 1)
+    xcm__sessions_retry(&cm->sessions);
   if (up)
     xcm__log(&cm->ctx, XCM_LOG_INFO, "upstream %s is up%s%s", resource,
              xcm__pool_link_tls(cm->pool, index) ? " (TLS)" : "",
@@ -281,6 +288,7 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
   l->cfg.compression = cm->opt.compression;
   l->cfg.tls = l->tls;
   l->cfg.direct_tls = lo->direct_tls;
+  l->cfg.upstream_wait_ms = cm->opt.upstream_wait_ms;
   l->cfg.policy = current_policy;
   l->cfg.policy_ud = cm;
   uv_tcp_init_ex(cm->ctx.loop, &l->tcp, ss.ss_family);

@@ -912,7 +912,54 @@ static void test_compression_inside_tls(void) {
   world_stop(&w);
 }
 
+static int upstream_down(void *ud) {
+  world *w = ud;
+  xcm_stats st;
+
+  xcm_cm_stats(w->cm, &st);
+  return st.upstream_links_up == 0;
+}
+
+static void wait_two_seconds(xcm_options *o) {
+  o->upstream_wait_ms = 2000;
+}
+
+/* While no upstream link is up, a new client is refused at once, or,
+ * when configured, waits for one and goes on. */
+static void test_wait_for_upstream(void) {
+  world w;
+  raw r;
+
+  world_start(&w, NULL);
+  xcm_testkit_stall(w.kit, 1);
+  xcm_testkit_drop_all(w.kit);
+  REQUIRE(run_until(&w, upstream_down, &w, 3000));
+  raw_open(&w, &r, 1);
+  raw_sends(&r, HDR);
+  CHECK(raw_wait(&r, "remote-connection-failed", 1000));
+  raw_free(&r);
+  xcm_testkit_stall(w.kit, 0);
+  world_stop(&w);
+
+  world_start(&w, wait_two_seconds);
+  xcm_testkit_stall(w.kit, 1);
+  xcm_testkit_drop_all(w.kit);
+  REQUIRE(run_until(&w, upstream_down, &w, 3000));
+  raw_open(&w, &r, 1);
+  raw_sends(&r, HDR);
+  run_until(&w, is_eof, &r, 300);
+  CHECK(!r.eof && r.in.len == 0);
+  xcm_testkit_stall(w.kit, 0);
+  CHECK(raw_wait(&r, "</stream:features>", 3000));
+  xcm__buf_reset(&r.in);
+  raw_sends(&r, AUTH_ALICE);
+  CHECK(raw_wait(&r, "<success", 3000));
+  raw_free(&r);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
+    {"wait_for_upstream", test_wait_for_upstream},
     {"bad_certificates", test_bad_certificates},
     {"tls_required_cannot_be_bypassed", test_tls_required_cannot_be_bypassed},
     {"stalled_tls_handshake_times_out", test_stalled_tls_handshake_times_out},

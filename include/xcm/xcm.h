@@ -64,7 +64,10 @@ typedef struct xcm_options {
   unsigned burst;            /* [1000] */
   unsigned max_clients;      /* [0: no limit] */
   unsigned max_per_address;  /* [0: no limit] */
-  int compression;           /* offer zlib to clients (inside TLS) */
+  /* While no upstream link is up, a new client waits this long for one;
+   * then (or at once, with 0) it gets remote-connection-failed. [0] */
+  unsigned upstream_wait_ms;
+  int compression; /* offer zlib to clients (inside TLS) */
 
   xcm_log_fn log; /* [none] */
   void *log_ud;

@@ -29,7 +29,8 @@ enum {
   F_CLOSING = 1u << 6,  /* no more input: an end is under way */
   F_NOTIFIED = 1u << 7, /* the owner heard of the end */
   F_PAUSED = 1u << 8,   /* the upstream asked us to stop reading */
-  F_ENDED = 1u << 9     /* the stream ended (EOF or error) */
+  F_ENDED = 1u << 9,    /* the stream ended (EOF or error) */
+  F_WAITING = 1u << 10  /* header read; waiting for an upstream link */
 };
 
 enum action { A_NONE, A_TLS, A_ZLIB };
@@ -220,12 +221,12 @@ static int header_error(xcm_client *c, xcm_cond cond, const char *text) {
   return XCM_ECLOSED;
 }
 
+static int finish_header(xcm_client *c, const xcm_policy *p);
+
 static int on_header(void *ud, const xcm_xml_header *h) {
   xcm_client *c = ud;
   const char *to, *version, *lang, *ns;
   const xcm_policy *p;
-  xcm_buf *b = &c->ctx->scratch;
-  int err;
 
   c->flags &= ~(unsigned)F_HEADER_SENT;
   version = attr(h, "", "version");
@@ -253,6 +254,18 @@ static int on_header(void *ud, const xcm_xml_header *h) {
     return header_error(c, XCM_COND_UNSUPPORTED_VERSION,
                         "only XMPP 1.0 streams are supported");
   p = c->cfg->policy(c->cfg->policy_ud);
+  if (p == NULL && c->cfg->upstream_wait_ms > 0 && !(c->flags & F_OPENED)) {
+    /* The upstream may be back soon: answer the header then. */
+    c->flags |= F_WAITING;
+    return 0;
+  }
+  return finish_header(c, p);
+}
+
+static int finish_header(xcm_client *c, const xcm_policy *p) {
+  xcm_buf *b = &c->ctx->scratch;
+  int err;
+
   if (p == NULL)
     return header_error(c, XCM_COND_REMOTE_CONNECTION_FAILED,
                         "no connection to the XMPP server; try again later");
@@ -396,6 +409,8 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
 
   if (c->flags & F_CLOSING)
     return XCM_ECLOSED;
+  if (c->flags & F_WAITING)
+    return refuse(c, XCM_COND_NOT_AUTHORIZED, "wait for the stream features");
   if (!rate_ok(c))
     return refuse(c, XCM_COND_POLICY_VIOLATION,
                   "stanzas sent faster than allowed");
@@ -525,6 +540,11 @@ static void on_timer(uv_timer_t *t) {
   unsigned idle_ms = c->cfg->idle_timeout_ms ? c->cfg->idle_timeout_ms : 600000;
   uint64_t n = now(c), next;
 
+  if ((c->flags & F_WAITING) && n >= c->created + c->cfg->upstream_wait_ms) {
+    xcm__client_fail(c, XCM_COND_REMOTE_CONNECTION_FAILED,
+                     "no connection to the XMPP server; try again later");
+    return;
+  }
   if (!(c->flags & F_AUTHED) && n >= c->created + auth_ms) {
     xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT,
                      "authentication took too long");
@@ -539,6 +559,8 @@ static void on_timer(uv_timer_t *t) {
   next = c->last_active + idle_ms;
   if (!(c->flags & F_AUTHED) && c->created + auth_ms < next)
     next = c->created + auth_ms;
+  if ((c->flags & F_WAITING) && c->created + c->cfg->upstream_wait_ms < next)
+    next = c->created + c->cfg->upstream_wait_ms;
   uv_timer_start(&c->timer, on_timer, next - n, 0);
 }
 
@@ -717,6 +739,18 @@ void xcm__client_resume(xcm_client *c) {
   c->flags &= ~(unsigned)F_PAUSED;
   if (c->stream != NULL)
     xcm__stream_resume(c->stream);
+}
+
+void xcm__client_retry(xcm_client *c) {
+  const xcm_policy *p;
+
+  if (!(c->flags & F_WAITING) || (c->flags & F_CLOSING))
+    return;
+  p = c->cfg->policy(c->cfg->policy_ud);
+  if (p == NULL)
+    return;
+  c->flags &= ~(unsigned)F_WAITING;
+  finish_header(c, p);
 }
 
 const char *xcm__client_sid(const xcm_client *c) {

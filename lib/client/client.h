@@ -37,6 +37,9 @@ typedef struct xcm_client_cfg {
   int compression;           /* offer zlib (after TLS) when the server does */
   xcm_tls_config *tls;       /* NULL: no STARTTLS here */
   int direct_tls;            /* XEP-0368: TLS from the first byte */
+  /* While no upstream link is up, a new client waits this long for one
+   * before remote-connection-failed; 0 refuses at once. */
+  unsigned upstream_wait_ms;
   /* The server's current policy, or NULL while no link is up. */
   const xcm_policy *(*policy)(void *ud);
   void *policy_ud;
@@ -92,6 +95,9 @@ const char *xcm__client_sid(const xcm_client *c);
 int xcm__client_authenticated(const xcm_client *c);
 /* Bytes this client holds now, its stream included. */
 size_t xcm__client_footprint(const xcm_client *c);
+
+/* An upstream link may be up again: a client waiting for one goes on. */
+void xcm__client_retry(xcm_client *c);
 
 /* Give the parser back to the pool if the client sits between stanzas. */
 void xcm__client_shrink(xcm_client *c);

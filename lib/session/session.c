@@ -383,6 +383,15 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
   return 0;
 }
 
+void xcm__sessions_retry(xcm_sessions *t) {
+  xcm_session *s, *next;
+
+  for (s = t->head; s != NULL; s = next) {
+    next = s->next;
+    xcm__client_retry(s->client);
+  }
+}
+
 void xcm__sessions_fail_all(xcm_sessions *t, xcm_cond cond, const char *text) {
   xcm_session *s, *next;
 

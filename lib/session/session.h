@@ -22,7 +22,7 @@ typedef struct xcm_sessions {
   xcm_map per_address;
   unsigned max_clients;     /* 0: none */
   unsigned max_per_address; /* 0: none */
-  xcm_stanza_hook hook; /* NULL: none */
+  xcm_stanza_hook hook;     /* NULL: none */
   void *hook_ud;
   /* Called when the last session is gone (for the shutdown). */
   void (*empty)(void *ud);
@@ -37,6 +37,9 @@ void xcm__sessions_free(xcm_sessions *t);
  * (closing tcp) when a limit is reached. */
 int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
                         uv_tcp_t *tcp);
+
+/* Clients waiting for an upstream link try again. */
+void xcm__sessions_retry(xcm_sessions *t);
 
 /* End every session with a stream error (system-shutdown on a graceful
  * stop). The upstream sessions are closed as each client goes. */
