@@ -72,6 +72,7 @@ struct env {
   char last_event_jid[160];
   xcm_ctx ctx; /* for TLS connections, when a test needs them */
   int ctx_on, ctx_closed;
+  int close_on; /* close the testkit from inside this event */
 };
 
 static char *dupn(const char *s, size_t n) {
@@ -435,14 +436,22 @@ static int wait_local(env *e, const char *jid, const char *stanza) {
   return got(e, jid, stanza);
 }
 
-static void on_event(void *ud, xcm_testkit *kit, const xcm_testkit_event *ev) {
+static void on_kit_closed(xcm_testkit *kit, void *ud) {
   env *e = ud;
 
   (void)kit;
+  e->kit_closed = 1;
+}
+
+static void on_event(void *ud, xcm_testkit *kit, const xcm_testkit_event *ev) {
+  env *e = ud;
+
   if ((unsigned)ev->type < 16)
     e->events[ev->type]++;
   if (ev->jid != NULL)
     snprintf(e->last_event_jid, sizeof(e->last_event_jid), "%s", ev->jid);
+  if (e->close_on != 0 && (int)ev->type == e->close_on)
+    xcm_testkit_close(kit, on_kit_closed, e);
 }
 
 /* ---- environments ---------------------------------------------------- */
@@ -469,13 +478,6 @@ static void env_start(env *e, xcm_testkit_options *opt) {
     xcm_test_note("xcm_testkit_new: %s (%s)", xcm_strerror(rc), err);
   REQUIRE(rc == 0);
   REQUIRE(xcm_testkit_port(e->kit) > 0);
-}
-
-static void on_kit_closed(xcm_testkit *kit, void *ud) {
-  env *e = ud;
-
-  (void)kit;
-  e->kit_closed = 1;
 }
 
 static int all_closed(env *e, void *ud) {
@@ -2459,6 +2461,48 @@ static void test_events(void) {
   env_stop(&e);
 }
 
+static int kit_gone(env *e, void *ud) {
+  (void)ud;
+  return e->kit_closed;
+}
+
+/* Closing from inside the testkit's own callback, in the middle of
+ * routing a stanza, waits until the stack unwinds. */
+static void test_close_from_callback(void) {
+  env e;
+  conn *c;
+
+  env_start(&e, NULL);
+  accounts(&e);
+  c = cm_up(&e, "w1", "cm1/w1");
+  login_local(&e, "bob@example.test/x", "<presence/>");
+  cm_login(&e, c, "a", "alice", "a");
+  e.close_on = XCM_TESTKIT_SESSION_AVAILABLE;
+  cm_route(c, "a", "<presence/>");
+  CHECK(run_until(&e, kit_gone, NULL, WAIT_MS));
+  CHECK(run_until(&e, saw_eof, c, WAIT_MS));
+  env_stop(&e);
+}
+
+/* A port that is taken: an error naming it, nothing left behind. */
+static void test_port_taken(void) {
+  xcm_testkit_options o;
+  xcm_testkit *kit = NULL;
+  env e;
+  char err[256] = "";
+
+  env_start(&e, NULL);
+  xcm_testkit_options_init(&o);
+  o.port = xcm_testkit_port(e.kit);
+  CHECK(xcm_testkit_new(&kit, &e.loop, &o, err, sizeof(err)) != 0);
+  CHECK(kit == NULL);
+  CHECK(strstr(err, "cannot listen") != NULL);
+  o.port = 0;
+  o.client_policy.nmechanisms = 99;
+  CHECK_INT(xcm_testkit_new(&kit, &e.loop, &o, err, sizeof(err)), XCM_EINVAL);
+  env_stop(&e);
+}
+
 /* Each thread: its own loop and testkit, a CM, twenty logins. Nothing is
  * shared between the two. */
 static void *side(void *arg) {
@@ -2522,6 +2566,8 @@ static const xcm_test tests[] = {
     {"slow_cm", test_slow_cm},
     {"events", test_events},
     {"two_loops", test_two_loops},
+    {"close_from_callback", test_close_from_callback},
+    {"port_taken", test_port_taken},
 #ifdef XCM_CERTS_DIR
     {"link_tls", test_link_tls},
     {"link_tls_without_cert", test_link_tls_without_cert},

@@ -44,11 +44,11 @@ int32_t xcm__tk_java_hash(const char *s, size_t len) {
   return (int32_t)h;
 }
 
-/* The bucket of addr in the ConcurrentHashMap (keyed by "CM/RES") whose
- * iteration order gives Openfire's list of a CM's connections: the
+/* The bucket of c's address in the ConcurrentHashMap (keyed by "CM/RES")
+ * whose iteration order gives Openfire's list of a CM's connections: the
  * captures' worker-2 comes before worker-1 because of it. */
-static unsigned bucket(const xcm_testkit *kit, const char *addr) {
-  uint32_t h = (uint32_t)xcm__tk_java_hash(addr, strlen(addr));
+static unsigned bucket(const xcm_testkit *kit, const xcm_tk_conn *c) {
+  uint32_t h = (uint32_t)c->addr_hash;
 
   h = (h ^ (h >> 16)) & 0x7fffffffu;
   return h & ((1u << kit->table_bits) - 1);
@@ -59,7 +59,7 @@ static unsigned bucket(const xcm_testkit *kit, const char *addr) {
  * order within a bucket, which Java's transfer does not quite. */
 static int before(const xcm_testkit *kit, const xcm_tk_conn *a,
                   const xcm_tk_conn *b) {
-  unsigned ba = bucket(kit, a->addr), bb = bucket(kit, b->addr);
+  unsigned ba = bucket(kit, a), bb = bucket(kit, b);
 
   return ba != bb ? ba < bb : a->reg_seq < b->reg_seq;
 }
@@ -470,6 +470,7 @@ static int on_header(void *ud, const xcm_xml_header *h) {
   cm_name(to, &name, &len);
   g = group_get(kit, name, len);
   c->addr = xcm__strndup(kit->ctx.alloc, to, strlen(to));
+  c->addr_hash = xcm__tk_java_hash(to, strlen(to));
   if (g == NULL || c->addr == NULL) {
     if (g != NULL)
       xcm__tk_group_gc(kit, g);

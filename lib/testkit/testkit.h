@@ -54,6 +54,7 @@ struct xcm_tk_conn {
   enum xcm_tk_conn_state state;
   char id[XCM_TK_ID_LEN + 1];
   char *addr;          /* "CM/RES" as the header's to gave it */
+  int32_t addr_hash;   /* Java's hash of addr */
   xcm_tk_group *group; /* once the header named one */
   int registered;      /* in group's list: Openfire routes to it */
   uint64_t reg_seq;    /* order of registration, for ties in a bucket */
