@@ -37,6 +37,8 @@ typedef struct opts {
   int window;
   int msg_rate;
   int spread; /* use 127.0.0.x source addresses */
+  int tap;    /* also print a TAP line: every client logged in and,
+                 unless idle, every one received messages */
   int body;   /* body bytes per message */
 } opts;
 
@@ -490,14 +492,14 @@ static void usage(void) {
           "usage: xcm-load [--host H] [--port P] [--domain D] [--clients N]\n"
           "  [--login-rate R] [--mech PLAIN|ANONYMOUS] [--user-prefix U]\n"
           "  [--scenario idle|flood|latency] [--duration S] [--window W]\n"
-          "  [--rate MSGS_PER_S] [--body BYTES] [--spread]\n");
+          "  [--rate MSGS_PER_S] [--body BYTES] [--spread] [--tap]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   double run_s, login_s;
   uint64_t sent = 0;
-  int i;
+  int i, silent = 0, ok;
 
   B.o.host = "127.0.0.1";
   B.o.port = 5222;
@@ -514,6 +516,10 @@ int main(int argc, char **argv) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--spread") == 0) {
       B.o.spread = 1;
+      continue;
+    }
+    if (strcmp(a, "--tap") == 0) {
+      B.o.tap = 1;
       continue;
     }
     if (v == NULL)
@@ -563,8 +569,12 @@ int main(int argc, char **argv) {
   uv_timer_start(&B.login_timer, login_tick, 0, 10);
   uv_run(B.loop, UV_RUN_DEFAULT);
 
-  for (i = 0; i < B.o.clients; i++)
+  for (i = 0; i < B.o.clients; i++) {
     sent += B.clients[i].sent;
+    if (B.clients[i].state == C_READY && B.clients[i].peer != NULL &&
+        B.clients[i].received == 0)
+      silent++;
+  }
   login_s = (double)(B.t_ready - B.t_start) / 1e9;
   run_s = (double)(B.t_run_end - B.t_run_start) / 1e9;
   if (B.nlat > 0)
@@ -578,9 +588,14 @@ int main(int argc, char **argv) {
          login_s > 0 ? B.ready / login_s : 0, run_s, sent, B.delivered,
          run_s > 0 ? (double)B.delivered / run_s : 0, pct(0.5), pct(0.9),
          pct(0.99), pct(0.999), B.errors);
+  ok = B.dead == 0 && B.ready == B.o.clients &&
+       (strcmp(B.o.scenario, "idle") == 0 || silent == 0);
+  if (B.o.tap)
+    printf("1..1\n%s 1 - %d clients %s, %d failed, %d received nothing\n",
+           ok ? "ok" : "not ok", B.o.clients, B.o.scenario, B.dead, silent);
   xcm__xml_pool_free(B.pool);
   xcm__buf_free(&B.out);
   free(B.clients);
   free(B.lat);
-  return B.dead > 0 || B.ready == 0 ? 1 : 0;
+  return ok ? 0 : 1;
 }

@@ -117,6 +117,11 @@ int main(int argc, char **argv) {
   o.connections = 2;
   o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
   o.compression = argc > 5 && strcmp(argv[5], "compression") == 0;
+  if (getenv("XCM_E2E_BENCH") != NULL) {
+    /* Load runs flood on purpose. */
+    o.rate = 1000000;
+    o.burst = 1000000;
+  }
   o.log = log_fn;
   if (xcm_cm_new(&s.cm, s.loop, &o, err, sizeof err) != 0) {
     fprintf(stderr, "e2e-server: %s\n", err);
