@@ -2503,6 +2503,69 @@ static void test_port_taken(void) {
   env_stop(&e);
 }
 
+/* Every allocation of the testkit goes through the caller's allocator,
+ * and all of it comes back. */
+typedef struct counting {
+  long long live, blocks, total;
+} counting;
+
+static void *count_realloc(void *ud, void *ptr, size_t size) {
+  counting *c = ud;
+  size_t *p = ptr != NULL ? (size_t *)ptr - 2 : NULL, old = p ? *p : 0;
+  size_t *q;
+
+  if (size == 0) {
+    if (p != NULL) {
+      c->live -= (long long)old;
+      c->blocks--;
+      free(p);
+    }
+    return NULL;
+  }
+  q = realloc(p, size + 2 * sizeof(size_t));
+  if (q == NULL)
+    return NULL;
+  if (p == NULL) {
+    c->blocks++;
+    c->total++;
+  }
+  c->live += (long long)size - (long long)old;
+  *q = size;
+  return q + 2;
+}
+
+static void test_allocator(void) {
+  counting heap = {0, 0, 0};
+  xcm_allocator a = {count_realloc, &heap};
+  xcm_testkit_options o;
+  env e;
+  conn *c;
+
+  xcm_testkit_options_init(&o);
+  o.alloc = &a;
+  env_start(&e, &o);
+  accounts(&e);
+  c = cm_up(&e, "w1", "cm1/w1");
+  cm_login(&e, c, "a", "alice", "a");
+  cm_route(c, "a", "<presence/>");
+  cm_route(c, "a",
+           "<message to=\"carol@example.test\"><body>hi</body></message>");
+  login_local(&e, "bob@example.test/x", "<presence/>");
+  CHECK(wait_local(&e, "bob@example.test/x",
+                   "<presence from=\"alice@example.test/a\" "
+                   "to=\"bob@example.test\"/>"));
+  CHECK(routed(&e, c, "a",
+               "<presence from=\"bob@example.test/x\" "
+               "to=\"alice@example.test/a\"/>"));
+  cm_create(&e, c, "a2");
+  CHECK(scram_login(&e, c, "a2", "bob", "bob"));
+  CHECK(heap.live > 0);
+  env_stop(&e);
+  CHECK(heap.total > 50);
+  CHECK_INT(heap.live, 0);
+  CHECK_INT(heap.blocks, 0);
+}
+
 /* Each thread: its own loop and testkit, a CM, twenty logins. Nothing is
  * shared between the two. */
 static void *side(void *arg) {
@@ -2567,6 +2630,7 @@ static const xcm_test tests[] = {
     {"events", test_events},
     {"two_loops", test_two_loops},
     {"close_from_callback", test_close_from_callback},
+    {"allocator", test_allocator},
     {"port_taken", test_port_taken},
 #ifdef XCM_CERTS_DIR
     {"link_tls", test_link_tls},

@@ -286,8 +286,11 @@ void xcm__tk_conn_do_drop(xcm_tk_conn *c) {
     xcm__stream_close(c->stream);
   else
     xcm__stream_abort(c->stream);
-  if (was_up)
+  if (was_up) {
+    xcm__log(&kit->ctx, XCM_LOG_INFO, "testkit: %s: down (%s)", c->addr,
+             c->peer_gone ? "closed by the CM" : "dropped");
     xcm__tk_event(kit, XCM_TESTKIT_CONN_DOWN, c->addr, NULL);
+  }
   if (c->group != NULL) {
     xcm__tk_group_unref(kit, c->group);
     c->group = NULL;
@@ -530,6 +533,7 @@ static void on_handshake(xcm_tk_conn *c, const xcm_xml_node *n) {
     /* Openfire compares ignoring case (capture g5). */
     fail_stream(c, &b, "not-authorized");
     kit->stats.handshakes_failed++;
+    xcm__log(&kit->ctx, XCM_LOG_WARN, "testkit: %s: wrong handshake", c->addr);
     xcm__buf_free(&b);
     return;
   }
@@ -542,8 +546,10 @@ static void on_handshake(xcm_tk_conn *c, const xcm_xml_node *n) {
   else
     xcm__tk_conn_drop(c, XCM_TK_ABORT);
   xcm__buf_free(&b);
-  if (!c->drop_pending)
+  if (!c->drop_pending) {
+    xcm__log(&kit->ctx, XCM_LOG_INFO, "testkit: %s: up", c->addr);
     xcm__tk_event(kit, XCM_TESTKIT_CONN_UP, c->addr, NULL);
+  }
 }
 
 static int on_starttls(xcm_tk_conn *c) {

@@ -486,8 +486,11 @@ void xcm__tk_session_end(xcm_tk_session *s, int self_too) {
    * never was (capture f), but not again after an explicit one. */
   if (s->full != NULL && (s->available || !s->was_available))
     broadcast_unavailable(s, self_too);
-  if (!s->dead)
+  if (!s->dead) {
+    xcm__log(&s->kit->ctx, XCM_LOG_DEBUG, "testkit: session %s (%s) closed",
+             s->sid, addr_of(s));
     xcm__tk_event(s->kit, XCM_TESTKIT_SESSION_CLOSED, NULL, s);
+  }
   xcm__tk_session_unlink(s);
   xcm__tk_session_release(s);
 }
