@@ -168,6 +168,28 @@ static void conn_register(xcm_tk_conn *c) {
     kit->table_bits++;
 }
 
+/* Openfire 4.1.6 with a second connection for an address: the newcomer
+ * replaces the old entry of its map, in place and without changing its
+ * size; the old connection stays open and is sent nothing any more. */
+static void conn_replace(xcm_tk_conn *old, xcm_tk_conn *c) {
+  xcm_tk_group *g = old->group;
+
+  c->gprev = old->gprev;
+  c->gnext = old->gnext;
+  if (c->gprev != NULL)
+    c->gprev->gnext = c;
+  else
+    g->head = c;
+  if (c->gnext != NULL)
+    c->gnext->gprev = c;
+  else
+    g->tail = c;
+  c->reg_seq = old->reg_seq;
+  c->registered = 1;
+  old->gnext = old->gprev = NULL;
+  old->registered = 0;
+}
+
 /* Ends every session of g: Openfire forgets a CM's clients when its last
  * connection goes (multiplexerUnavailable). */
 static void end_group_sessions(xcm_testkit *kit, xcm_tk_group *g);
@@ -395,6 +417,9 @@ static int send_header(xcm_tk_conn *c) {
         &b, kit->opt.link_tls == XCM_TESTKIT_LINK_TLS_REQUIRE
                 ? "<starttls xmlns=\"" XCM_NS_TLS "\"><required/></starttls>"
                 : "<starttls xmlns=\"" XCM_NS_TLS "\"></starttls>");
+  if (err == 0 && kit->opt.link_zlib && !c->zlib_on)
+    err = xcm__buf_append_str(&b, "<compression xmlns=\"" XCM_NS_COMPRESS_FEATURE
+                                  "\"><method>zlib</method></compression>");
   if (err == 0)
     err = xcm__buf_append_str(&b, "</stream:features>");
   if (err == 0)
@@ -489,13 +514,10 @@ static int on_header(void *ud, const xcm_xml_header *h) {
   g->refs++;
   /* Openfire registers the connection when it reads the header, before
    * any handshake: from now on it may carry routes (capture a). */
-  conn_register(c);
-  if (old != NULL) {
-    /* 4.1.6: the newcomer replaces the old entry of Openfire's map, in
-     * its place; the old connection stays open and gets nothing. */
-    c->reg_seq = old->reg_seq;
-    conn_unregister(old);
-  }
+  if (old != NULL)
+    conn_replace(old, c);
+  else
+    conn_register(c);
   xcm__tk_random_id(kit, c->id, XCM_TK_ID_LEN);
   c->state = XCM_TK_OPEN;
   return send_header(c) == 0 ? 0 : XCM_ECLOSED;
@@ -569,6 +591,27 @@ static int on_starttls(xcm_tk_conn *c) {
     return XCM_ECLOSED;
   c->tls_on = 1;
   c->tls_pending = 1;
+  return XCM_XML_RESTART;
+}
+
+static int on_compress(xcm_tk_conn *c, const xcm_xml_stanza *st) {
+  static const char done[] =
+      "<compressed xmlns=\"http://jabber.org/protocol/compress\"/>";
+  static const char failure[] =
+      "<failure xmlns=\"http://jabber.org/protocol/compress\">"
+      "<setup-failed/></failure>";
+  const xcm_xml_node *m =
+      st->root ? xcm__xml_node_child(st->root, NULL, "method") : NULL;
+
+  if (c->state != XCM_TK_OPEN || c->zlib_on || !c->kit->opt.link_zlib ||
+      m == NULL || m->text_len != 4 || memcmp(m->text, "zlib", 4) != 0)
+    return xcm__tk_conn_write(c, failure, sizeof(failure) - 1) != 0
+               ? XCM_ECLOSED
+               : 0;
+  if (xcm__tk_conn_write(c, done, sizeof(done) - 1) != 0)
+    return XCM_ECLOSED;
+  c->zlib_on = 1;
+  c->zlib_pending = 1;
   return XCM_XML_RESTART;
 }
 
@@ -933,6 +976,9 @@ static int on_stanza(void *ud, const xcm_xml_stanza *st) {
     xcm__tk_conn_drop(c, XCM_TK_ABORT);
   } else if (strcmp(name, "starttls") == 0 && strcmp(st->ns, XCM_NS_TLS) == 0) {
     return on_starttls(c);
+  } else if (strcmp(name, "compress") == 0 &&
+             strcmp(st->ns, "http://jabber.org/protocol/compress") == 0) {
+    return on_compress(c, st);
   } else {
     xcm__log(&c->kit->ctx, XCM_LOG_DEBUG, "testkit: ignored <%s/>", name);
   }
@@ -973,6 +1019,12 @@ static void on_read(void *ud, const char *data, size_t len) {
     if (c->tls_pending) {
       c->tls_pending = 0;
       if (xcm__stream_start_tls(c->stream, kit->tls, 1, NULL, data, len) != 0)
+        xcm__tk_conn_drop(c, XCM_TK_ABORT);
+      break;
+    }
+    if (c->zlib_pending) {
+      c->zlib_pending = 0;
+      if (xcm__stream_start_zlib(c->stream, data, len) != 0)
         xcm__tk_conn_drop(c, XCM_TK_ABORT);
       break;
     }
