@@ -979,7 +979,50 @@ static void test_silent_server_is_dead(void) {
   bench_stop(&b);
 }
 
+static void zlib_links(xcm_pool_options *o) {
+  o->connections = 2;
+  o->zlib = 1;
+}
+
+static void test_link_zlib(void) {
+  xcm_testkit_options ko;
+  bench b;
+  sess s;
+
+  xcm_testkit_options_init(&ko);
+  ko.seed = 11;
+  ko.link_zlib = 1;
+  bench_start(&b, &ko, zlib_links);
+  CHECK(run_until(&b, all_up, &b, 5000));
+  CHECK(xcm__pool_link_zlib(b.pool, 0) && xcm__pool_link_zlib(b.pool, 1));
+  CHECK(sess_login(&b, &s, "z1", "alice", "zlib"));
+  sess_send(&s,
+            "<iq type='get' id='rz'><query xmlns='jabber:iq:roster'/></iq>");
+  CHECK(wait_got(&s, "bob@example.test", 3000));
+  sess_free(&s);
+  bench_stop(&b);
+}
+
+static void test_create_refused(void) {
+  bench b;
+  sess s;
+
+  bench_start(&b, NULL, NULL);
+  REQUIRE(run_until(&b, all_up, &b, 5000));
+  xcm_testkit_refuse_creates(b.kit, 1);
+  REQUIRE(sess_open(&b, &s, "no1") == 0);
+  CHECK(run_until(&b, pred_created, &s, 3000));
+  /* not-allowed: the owner is told, and the pool forgets the session. */
+  CHECK_INT(s.created, -1);
+  CHECK_INT(s.create_err, XCM_EAUTH);
+  CHECK_INT(xcm__pool_session_count(b.pool), 0);
+  sess_free(&s);
+  bench_stop(&b);
+}
+
 static const xcm_test tests[] = {
+    {"link_zlib", test_link_zlib},
+    {"create_refused", test_create_refused},
     {"linger_returns_and_bounces", test_linger_returns_and_bounces},
     {"link_tls_verified", test_link_tls_verified},
     {"link_tls_untrusted", test_link_tls_untrusted},

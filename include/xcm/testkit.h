@@ -110,7 +110,10 @@ typedef struct xcm_testkit_options {
   xcm_policy client_policy;
 
   xcm_testkit_link_tls link_tls; /* [AUTO] */
-  const char *cert_file;         /* PEM chain for the link's TLS */
+  /* [0] Offer XEP-0138 zlib on the CM's connection too (Openfire can be
+   * set up so; the captures' server did not). */
+  int link_zlib;
+  const char *cert_file; /* PEM chain for the link's TLS */
   const char *key_file;
 
   unsigned heartbeat_ms;         /* [30000]; 0: no heartbeats */

@@ -418,8 +418,9 @@ static int send_header(xcm_tk_conn *c) {
                 ? "<starttls xmlns=\"" XCM_NS_TLS "\"><required/></starttls>"
                 : "<starttls xmlns=\"" XCM_NS_TLS "\"></starttls>");
   if (err == 0 && kit->opt.link_zlib && !c->zlib_on)
-    err = xcm__buf_append_str(&b, "<compression xmlns=\"" XCM_NS_COMPRESS_FEATURE
-                                  "\"><method>zlib</method></compression>");
+    err =
+        xcm__buf_append_str(&b, "<compression xmlns=\"" XCM_NS_COMPRESS_FEATURE
+                                "\"><method>zlib</method></compression>");
   if (err == 0)
     err = xcm__buf_append_str(&b, "</stream:features>");
   if (err == 0)
@@ -481,8 +482,8 @@ static int on_header(void *ud, const xcm_xml_header *h) {
     xcm__tk_conn_drop(c, XCM_TK_ABORT);
     return XCM_EPROTO;
   }
-  if (c->state == XCM_TK_OPEN && c->tls_on)
-    return send_header(c) == 0 ? 0 : XCM_ECLOSED; /* restart after TLS */
+  if (c->state == XCM_TK_OPEN && (c->tls_on || c->zlib_on))
+    return send_header(c) == 0 ? 0 : XCM_ECLOSED; /* after TLS or zlib */
   if (c->state != XCM_TK_HEADER) {
     xcm__tk_conn_drop(c, XCM_TK_ABORT);
     return XCM_EPROTO;
@@ -956,7 +957,7 @@ static int on_stanza_start(void *ud, const char *ns, const char *name) {
   (void)ud;
   (void)ns;
   (void)name;
-  return 32; /* the whole stanza: routed iqs are read to their depths */
+  return 64; /* the whole stanza: routed iqs are read to their depths */
 }
 
 static int on_stanza(void *ud, const xcm_xml_stanza *st) {
@@ -1076,6 +1077,7 @@ static const xcm_stream_cb stream_cb = {on_read, on_end, on_tls_done, NULL,
 
 int xcm__tk_conn_accept(xcm_testkit *kit, uv_tcp_t *tcp) {
   xcm_stream_limits lim;
+  xcm_xml_limits xl;
   xcm_tk_conn *c = xcm__calloc(kit->ctx.alloc, sizeof(*c));
   int err;
 
@@ -1084,6 +1086,7 @@ int xcm__tk_conn_accept(xcm_testkit *kit, uv_tcp_t *tcp) {
   c->kit = kit;
   c->state = XCM_TK_HEADER;
   memset(&lim, 0, sizeof(lim));
+  memset(&xl, 0, sizeof(xl));
   lim.max_out = kit->opt.max_out;
   lim.high_water = kit->opt.max_out / 2;
   lim.low_water = kit->opt.max_out / 4;
@@ -1098,7 +1101,12 @@ int xcm__tk_conn_accept(xcm_testkit *kit, uv_tcp_t *tcp) {
   kit->conns = c;
   kit->streams_open++;
   kit->stats.accepted++;
-  if (xcm__xml_reader_new(&c->reader, kit->ctx.xml, &reader_cb, c, NULL) != 0)
+  /* Openfire reads stanzas up to xmpp.parser.buffer.size, 1 MiB by
+   * default; a route holding a client's largest stanza must fit, one
+   * level deeper than the client's own limit. */
+  xl.max_stanza = 1u << 20;
+  xl.max_depth = 64;
+  if (xcm__xml_reader_new(&c->reader, kit->ctx.xml, &reader_cb, c, &xl) != 0)
     xcm__tk_conn_drop(c, XCM_TK_ABORT);
   else if (kit->stalled)
     xcm__stream_pause(c->stream);

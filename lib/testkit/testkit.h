@@ -62,6 +62,8 @@ struct xcm_tk_conn {
   int peer_gone;       /* the CM closed or reset it: not counted as dropped */
   int tls_on;
   int tls_pending; /* <proceed/> written: start TLS after this feed */
+  int zlib_on;
+  int zlib_pending; /* <compressed/> written: start zlib after this feed */
   enum xcm_tk_drop drop_pending;
   xcm_tk_conn *next, *prev;   /* every connection with a live stream */
   xcm_tk_conn *gnext, *gprev; /* the group's registered connections */
