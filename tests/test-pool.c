@@ -1020,7 +1020,24 @@ static void test_create_refused(void) {
   bench_stop(&b);
 }
 
+static void ipv6(xcm_pool_options *o) {
+  o->host = "::1";
+  o->connections = 2;
+}
+
+static void test_ipv6(void) {
+  xcm_testkit_options ko;
+  bench b;
+
+  xcm_testkit_options_init(&ko);
+  ko.host = "::1";
+  bench_start(&b, &ko, ipv6);
+  CHECK(run_until(&b, all_up, &b, 5000));
+  bench_stop(&b);
+}
+
 static const xcm_test tests[] = {
+    {"ipv6", test_ipv6},
     {"link_zlib", test_link_zlib},
     {"create_refused", test_create_refused},
     {"linger_returns_and_bounces", test_linger_returns_and_bounces},
