@@ -1232,15 +1232,20 @@ static int nothing_with(env *e, conn *c, const char *needle, unsigned ms) {
 }
 
 static void sendf(conn *c, const char *fmt, ...) {
-  char buf[8192];
   va_list ap;
+  char *buf;
   int n;
 
   va_start(ap, fmt);
-  n = vsnprintf(buf, sizeof(buf), fmt, ap);
+  n = vsnprintf(NULL, 0, fmt, ap);
   va_end(ap);
-  REQUIRE(n > 0 && (size_t)n < sizeof(buf));
+  REQUIRE(n > 0);
+  buf = malloc((size_t)n + 1);
+  va_start(ap, fmt);
+  vsnprintf(buf, (size_t)n + 1, fmt, ap);
+  va_end(ap);
   conn_send(c, buf, (size_t)n);
+  free(buf);
 }
 
 /* A CM connection through header, handshake and configuration. */
@@ -1804,6 +1809,37 @@ static void test_messages(void) {
   CHECK(routed(&e, c, "a",
                "<iq type=\"result\" id=\"p\" from=\"example.test\" "
                "to=\"alice@example.test/pc\"/>"));
+  env_stop(&e);
+}
+
+static int inbox_has_n(env *e, void *ud) {
+  return inbox_for(e, ud)->n > 0;
+}
+
+/* A route around a client's largest stanza still fits (Openfire reads up
+ * to 1 MiB). */
+static void test_big_stanza(void) {
+  size_t body = 300 * 1024, n;
+  char *st = malloc(body + 128);
+  inbox *b;
+  env e;
+  conn *c;
+
+  env_start(&e, NULL);
+  accounts(&e);
+  c = cm_up(&e, "w1", "cm1/w1");
+  cm_login(&e, c, "a", "alice", "a");
+  login_local(&e, "bob@example.test/x", NULL);
+  n = (size_t)sprintf(st, "<message to=\"bob@example.test/x\"><body>");
+  memset(st + n, 'y', body);
+  strcpy(st + n + body, "</body></message>");
+  cm_route(c, "a", st);
+  CHECK(run_until(&e, inbox_has_n, "bob@example.test/x", WAIT_MS));
+  b = inbox_for(&e, "bob@example.test/x");
+  CHECK(b->n == 1 && strlen(b->stanzas[0]) ==
+                         strlen(st) + strlen(" from=\"alice@example.test/a\""));
+  CHECK(!c->eof);
+  free(st);
   env_stop(&e);
 }
 
@@ -2617,6 +2653,7 @@ static const xcm_test tests[] = {
     {"bind_conflict", test_bind_conflict},
     {"presence", test_presence},
     {"messages", test_messages},
+    {"big_stanza", test_big_stanza},
     {"offline", test_offline},
     {"legacy_and_register", test_legacy_and_register},
     {"heartbeat", test_heartbeat},
