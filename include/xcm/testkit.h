@@ -16,6 +16,12 @@
  * to happen instead of sleeping. "Local" clients stand for clients
  * connected to the server directly, like the captures' bob.
  *
+ * Like Openfire, it counts a connection among the CM's as soon as its
+ * stream header is read: routes for a session (picked by the session
+ * id's Java hash modulo the CM's connections) and iq answers (picked at
+ * random) may reach a connection before its handshake is answered, and
+ * a new connection can move a session's traffic to another one.
+ *
  * Everything runs on the caller's libuv loop; there are no globals and
  * no threads, so two testkits on two loops work side by side. Functions
  * must be called on the loop's thread. Lifecycle: xcm_testkit_new(),
@@ -206,8 +212,8 @@ int xcm_testkit_set_policy(xcm_testkit *kit, const xcm_policy *p);
 
 /* Log full_jid in ("user@domain/resource"; the account must exist) and
  * bind it, closing an older session with that full JID as Openfire does
- * (conflict). Stanzas for it go to cb. It is not available until it
- * sends presence. */
+ * (conflict). Stanzas for it go to cb (NULL: dropped and counted in
+ * local_undelivered). It is not available until it sends presence. */
 int xcm_testkit_local_login(xcm_testkit *kit, const char *full_jid,
                             xcm_testkit_stanza_fn cb, void *ud);
 /* Send stanzas as full_jid: len bytes of one or more complete stanzas
