@@ -581,7 +581,8 @@ static void test_slow_reader(void) {
   xcm_test_note("returned with failed: %llu; stored offline: %u",
                 (unsigned long long)st.failed_returned,
                 xcm_testkit_offline_count(w.kit, "bob"));
-  CHECK(st.failed_returned > 0);
+  /* Not only the message that did not fit: those still queued too. */
+  CHECK(st.failed_returned > 1);
   CHECK(st.stream_errors[XCM_COND_POLICY_VIOLATION] >= 1);
   raw_free(&slow);
   world_stop(&w);

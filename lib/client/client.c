@@ -150,12 +150,68 @@ static int is_message(const char *bytes, size_t len) {
           bytes[8] == '\t' || bytes[8] == '\n' || bytes[8] == '\r');
 }
 
+static int return_message(void *ud, const xcm_xml_stanza *s) {
+  xcm_client *c = ud;
+
+  if (strcmp(s->name, "message") == 0)
+    c->cb->undelivered(c->ud, s->bytes, s->len);
+  return 0;
+}
+
+static int is_stanza_start(const char *p, size_t left) {
+  return (left > 8 && memcmp(p, "<message", 8) == 0) ||
+         (left > 9 && memcmp(p, "<presence", 9) == 0) ||
+         (left > 3 && memcmp(p, "<iq", 3) == 0 &&
+          (p[3] == ' ' || p[3] == '>' || p[3] == '/'));
+}
+
+/* Give back every message still queued for the client. The queue may
+ * begin inside a stanza already partly written: start at the first
+ * stanza that reads cleanly to the end. */
+static void return_unsent(xcm_client *c) {
+  static const xcm_xml_callbacks cb = {NULL, NULL, return_message, NULL};
+  static const xcm_xml_nsdecl ctx[] = {{"stream", XCM_NS_STREAMS},
+                                       {"", XCM_NS_CLIENT}};
+  const char *data;
+  size_t len = c->stream ? xcm__stream_unsent(c->stream, &data) : 0, i,
+         consumed;
+  xcm_xml_limits lim = {len + 1, 64};
+  int tries = 0;
+
+  for (i = 0; i < len && tries < 16; i++) {
+    xcm_xml_reader *r;
+    int err;
+
+    if (data[i] != '<' || !is_stanza_start(data + i, len - i))
+      continue;
+    tries++;
+    /* A dry run first, so that no message is returned twice. */
+    if (xcm__xml_reader_new(&r, c->ctx->xml, &(xcm_xml_callbacks){0}, NULL,
+                            &lim) != 0)
+      return;
+    xcm__xml_reader_assume_header(r, ctx, 2);
+    err = xcm__xml_reader_feed(r, data + i, len - i, &consumed);
+    xcm__xml_reader_free(r);
+    if (err != 0)
+      continue;
+    if (xcm__xml_reader_new(&r, c->ctx->xml, &cb, c, &lim) != 0)
+      return;
+    xcm__xml_reader_assume_header(r, ctx, 2);
+    xcm__xml_reader_feed(r, data + i, len - i, &consumed);
+    xcm__xml_reader_free(r);
+    return;
+  }
+}
+
 /* A client that does not read cannot have more queued for it without
- * bound: the message that did not fit goes back to the server, and the
- * client is dropped. */
+ * bound: what it was not given goes back to the server (the message that
+ * did not fit, then those still queued), and the client is dropped. */
 static void overflow(xcm_client *c, const char *data, size_t len) {
-  if (is_message(data, len) && c->cb->undelivered != NULL)
-    c->cb->undelivered(c->ud, data, len);
+  if (c->cb->undelivered != NULL) {
+    return_unsent(c);
+    if (is_message(data, len))
+      c->cb->undelivered(c->ud, data, len);
+  }
   c->flags |= F_ENDED; /* it would not read the error either */
   xcm__client_fail(c, XCM_COND_POLICY_VIOLATION,
                    "output buffer full: the client does not read");

@@ -402,6 +402,19 @@ int xcm__stream_write(xcm_stream *s, const void *data, size_t len) {
   return 0;
 }
 
+size_t xcm__stream_unsent(const xcm_stream *s, const char **data) {
+  const xcm_buf *b;
+
+  *data = NULL;
+  if (s->out == NULL)
+    return 0;
+  /* With TLS or zlib on, wire holds encoded bytes: only app is still
+   * plaintext. */
+  b = s->tls != NULL || s->zlib != NULL ? &s->out->app : &s->out->wire;
+  *data = b->data;
+  return b->len;
+}
+
 size_t xcm__stream_queued(const xcm_stream *s) {
   return queued(s);
 }

@@ -94,6 +94,12 @@ int xcm__stream_connect(xcm_stream **out, xcm_ctx *ctx,
  * would be passed (nothing is queued then), XCM_ECLOSED, or XCM_ENOMEM. */
 int xcm__stream_write(xcm_stream *s, const void *data, size_t len);
 
+/* Plaintext queued and neither encoded (TLS, zlib) nor handed to the
+ * kernel, for a writer that must take back what its peer will never read.
+ * It may begin inside something written earlier. Valid until the next
+ * call on s. */
+size_t xcm__stream_unsent(const xcm_stream *s, const char **data);
+
 /* Bytes queued and not yet handed to the kernel. */
 size_t xcm__stream_queued(const xcm_stream *s);
 int xcm__stream_over(const xcm_stream *s);

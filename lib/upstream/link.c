@@ -322,6 +322,14 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
 
   if (strcmp(s->ns, XCM_NS_STREAMS) == 0 && strcmp(s->name, "error") == 0)
     return on_stream_error(l, s->root);
+  /* Openfire 4.1.6 counts a connection as the CM's once its header is
+   * read: routes and iq answers may come before <handshake/>. They are
+   * the pool's like any other. */
+  if (l->phase != P_UP && (strcmp(s->name, "route") == 0 ||
+                           (strcmp(s->name, "iq") == 0 && !is_config(s)))) {
+    l->cb->stanza(l->ud, l, s);
+    return 0;
+  }
   switch (l->phase) {
   case P_STREAM:
     if (strcmp(s->name, "features") == 0)
