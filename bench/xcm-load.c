@@ -13,6 +13,7 @@
  * Prints one JSON line of results. Everything runs on one libuv loop in
  * one thread; it parses with libxcm's own stream reader. */
 #include <errno.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -554,6 +555,9 @@ int main(int argc, char **argv) {
   }
   if (B.o.clients < 1)
     usage();
+  /* A server that ends a stream must show up as a failed client, not
+   * kill the generator. */
+  signal(SIGPIPE, SIG_IGN);
   raise_fd_limit(B.o.clients);
   B.loop = uv_default_loop();
   B.clients = calloc((size_t)B.o.clients, sizeof(*B.clients));
