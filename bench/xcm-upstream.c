@@ -1,0 +1,58 @@
+/* xcm-upstream: the in-process Openfire stand-in as a process of its own,
+ * so that a benchmark can give it a CPU apart from the CM under test.
+ * Anyone may log in (accounts are made on first login; ANONYMOUS works).
+ *
+ * usage: xcm-upstream PORTFILE [DOMAIN [SECRET]]
+ * Writes the port it listens on to PORTFILE; runs until SIGTERM. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <uv.h>
+
+#include "xcm/testkit.h"
+
+static void closed(xcm_testkit *kit, void *ud) {
+  (void)kit;
+  (void)ud;
+}
+
+static void on_term(uv_signal_t *s, int signum) {
+  (void)signum;
+  uv_close((uv_handle_t *)s, NULL);
+  xcm_testkit_close(s->data, closed, NULL);
+}
+
+int main(int argc, char **argv) {
+  xcm_testkit_options o;
+  xcm_testkit *kit;
+  uv_signal_t term;
+  char err[256];
+  FILE *f;
+
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s PORTFILE [DOMAIN [SECRET]]\n", argv[0]);
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  xcm_testkit_options_init(&o);
+  o.domain = argc > 2 ? argv[2] : "bench.test";
+  o.secret = argc > 3 ? argv[3] : "bench";
+  o.open_accounts = 1;
+  o.max_sessions = 2000000;
+  o.max_out = 64u << 20;
+  if (xcm_testkit_new(&kit, uv_default_loop(), &o, err, sizeof err) != 0) {
+    fprintf(stderr, "xcm-upstream: %s\n", err);
+    return 1;
+  }
+  f = fopen(argv[1], "w");
+  if (f == NULL)
+    return 1;
+  fprintf(f, "%d\n", xcm_testkit_port(kit));
+  fclose(f);
+  uv_signal_init(uv_default_loop(), &term);
+  term.data = kit;
+  uv_signal_start(&term, on_term, SIGTERM);
+  uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+  xcm_testkit_free(kit);
+  return 0;
+}
