@@ -391,6 +391,9 @@ int main(int argc, char **argv) {
     return 0;
   }
 
+  if (d.cfg.metrics_port != 0)
+    fprintf(stderr, "xcmd: warning: the metrics endpoint is not built yet; "
+                    "[metrics] is ignored\n");
   log_target = d.cfg.log_target;
   if (log_target == XCMD_LOG_SYSLOG)
     openlog("xcmd", LOG_PID, LOG_DAEMON);
