@@ -359,7 +359,7 @@ static void tiny_limits(xcm_options *o) {
 }
 
 static void test_stream_errors_on_the_wire(void) {
-  static char big[2048], bigger[6000], flood[200 * 64];
+  static char big[2048], bigger[6000], flood[200 * 64], deep[2000];
   static const bad_case cases[] = {
       {"wrong host",
        "<?xml version='1.0'?><stream:stream "
@@ -400,6 +400,7 @@ static void test_stream_errors_on_the_wire(void) {
        0},
       {"too big before auth", big, "policy-violation", 0},
       {"too big after auth", bigger, "policy-violation", 1},
+      {"too deep", deep, "policy-violation", 1},
       {"flood", flood, "policy-violation", 1},
       {"invalid utf-8", "<message>\xff\xfe</message>", "not-well-formed", 1},
   };
@@ -412,6 +413,9 @@ static void test_stream_errors_on_the_wire(void) {
   snprintf(bigger, sizeof bigger,
            "<message to='bob@example.test'><body>%0*d</body></message>", 5000,
            0);
+  strcpy(deep, "<message>");
+  for (i = 0; i < 40; i++)
+    strcat(deep, "<x>");
   flood[0] = '\0';
   for (i = 0; i < 200; i++)
     strcat(flood, "<presence/>");
