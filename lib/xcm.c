@@ -22,6 +22,8 @@ typedef struct listener {
   uv_timer_t backoff;
   xcm_client_cfg cfg;
   xcm_tls_config *tls;
+  char *cert_file; /* kept for xcm_cm_reload_certs() */
+  char *key_file;
   int port;
   int paused;
 } listener;
@@ -275,6 +277,17 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
       xcm__free(cm->ctx.alloc, l);
       return err;
     }
+    l->cert_file =
+        xcm__strndup(cm->ctx.alloc, lo->cert_file, strlen(lo->cert_file));
+    l->key_file = xcm__strndup(cm->ctx.alloc, lo->key_file,
+                               lo->key_file ? strlen(lo->key_file) : 0);
+    if (l->cert_file == NULL || l->key_file == NULL) {
+      xcm__free(cm->ctx.alloc, l->cert_file);
+      xcm__free(cm->ctx.alloc, l->key_file);
+      xcm__tls_config_unref(l->tls);
+      xcm__free(cm->ctx.alloc, l);
+      return XCM_ENOMEM;
+    }
   }
   l->cfg.domain = cm->opt.domain;
   l->cfg.max_stanza_preauth = cm->opt.max_stanza_preauth;
@@ -312,6 +325,14 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
     snprintf(what, sizeof what, "%s port %d", host, port);
     if (errbuf != NULL)
       snprintf(errbuf, errlen, "cannot listen on %s: %s", what,
+               uv_strerror(err));
+    return err;
+  }
+  /* A listener added to a running instance starts at once. */
+  if (cm->started &&
+      (err = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection)) != 0) {
+    if (errbuf != NULL)
+      snprintf(errbuf, errlen, "cannot listen on %s port %d: %s", host, port,
                uv_strerror(err));
     return err;
   }
@@ -438,6 +459,8 @@ void xcm_cm_free(xcm_cm *cm) {
   for (i = 0; i < cm->nlisteners; i++) {
     if (cm->listeners[i]->tls != NULL)
       xcm__tls_config_unref(cm->listeners[i]->tls);
+    xcm__free(alloc, cm->listeners[i]->cert_file);
+    xcm__free(alloc, cm->listeners[i]->key_file);
     xcm__free(alloc, cm->listeners[i]);
   }
   xcm__sessions_free(&cm->sessions);
@@ -448,6 +471,47 @@ void xcm_cm_free(xcm_cm *cm) {
 void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out) {
   *out = cm->stats;
   out->upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
+}
+
+int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen) {
+  xcm_tls_config *fresh[MAX_LISTENERS] = {NULL};
+  unsigned i, n = 0;
+  int err = 0;
+
+  /* All or nothing: a bad file leaves every listener as it was. */
+  for (i = 0; i < cm->nlisteners && err == 0; i++) {
+    listener *l = cm->listeners[i];
+    xcm_tls_options to;
+
+    if (l->tls == NULL)
+      continue;
+    memset(&to, 0, sizeof to);
+    to.cert_file = l->cert_file;
+    to.key_file = l->key_file;
+    err = xcm__tls_config_new(&fresh[i], &cm->ctx, 1, &to, errbuf, errlen);
+  }
+  for (i = 0; i < cm->nlisteners; i++) {
+    listener *l = cm->listeners[i];
+
+    if (fresh[i] == NULL)
+      continue;
+    if (err != 0) {
+      xcm__tls_config_unref(fresh[i]);
+      continue;
+    }
+    /* Connections already in TLS hold the old configuration until they
+     * end; new ones get the new certificate. */
+    xcm__tls_config_unref(l->tls);
+    l->tls = fresh[i];
+    l->cfg.tls = fresh[i];
+    n++;
+  }
+  if (err == 0)
+    xcm__log(&cm->ctx, XCM_LOG_INFO,
+             "reloaded the certificates of %u "
+             "listener%s",
+             n, n == 1 ? "" : "s");
+  return err == 0 ? (int)n : err;
 }
 
 void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook, void *ud) {

@@ -2,9 +2,11 @@
  * in-process Openfire, driven by raw clients over loopback so that every
  * byte on the wire can be checked. A well-behaved client stays logged in
  * through every hostile case and must keep working. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "core/ctx.h"
@@ -793,7 +795,7 @@ typedef struct scripted {
   xcm_stream *s;
   xcm_tls_config *tls;
   xcm_buf in;
-  int connected, tls_done, ended, closed;
+  int connected, tls_done, ended, closed, ctx_closed;
 } scripted;
 
 static void sc_read(void *ud, const char *data, size_t len) {
@@ -963,7 +965,110 @@ static void test_wait_for_upstream(void) {
   world_stop(&w);
 }
 
+static int copy_file(const char *from, const char *to) {
+  char buf[8192];
+  size_t n;
+  FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+  int ok = in != NULL && out != NULL;
+
+  while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
+    ok = fwrite(buf, 1, n, out) == n;
+  if (in != NULL)
+    fclose(in);
+  if (out != NULL)
+    fclose(out);
+  return ok;
+}
+
+/* STARTTLS to port, verifying the server as example.test: 1 if the
+ * handshake succeeds, -1 if it fails. */
+static void scripted_ctx_done(xcm_ctx *ctx) {
+  scripted *c = (scripted *)((char *)ctx - offsetof(scripted, ctx));
+
+  c->ctx_closed = 1;
+}
+
+static int try_starttls(world *w, int port) {
+  xcm_tls_options to;
+  struct sockaddr_in a;
+  scripted c;
+  char err[256];
+  int result;
+
+  memset(&c, 0, sizeof c);
+  c.w = w;
+  xcm__buf_init(&c.in, NULL);
+  REQUIRE(xcm__ctx_init(&c.ctx, &w->loop, NULL) == 0);
+  memset(&to, 0, sizeof to);
+  to.ca_file = cert("ca.pem");
+  to.verify = 1;
+  REQUIRE(xcm__tls_config_new(&c.tls, &c.ctx, 0, &to, err, sizeof err) == 0);
+  uv_ip4_addr("127.0.0.1", port, &a);
+  REQUIRE(xcm__stream_connect(&c.s, &c.ctx, (struct sockaddr *)&a, &sc_cb,
+                              sc_connected, &c, NULL) == 0);
+  REQUIRE(run_until(w, sc_flag, &c.connected, 3000));
+  sc_send(&c, HDR);
+  REQUIRE(sc_wait(&c, "</stream:features>"));
+  sc_send(&c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+  REQUIRE(sc_wait(&c, "<proceed"));
+  REQUIRE(xcm__stream_start_tls(c.s, c.tls, 0, "example.test", NULL, 0) == 0);
+  run_until(w, sc_flag, &c.tls_done, 3000);
+  result = c.tls_done;
+  if (c.closed == 0) {
+    xcm__stream_abort(c.s);
+    run_until(w, sc_flag, &c.closed, 3000);
+  }
+  xcm__tls_config_unref(c.tls);
+  /* The context lives on this stack: wait until its handle is closed. */
+  xcm__ctx_close(&c.ctx, scripted_ctx_done);
+  run_until(w, sc_flag, &c.ctx_closed, 3000);
+  xcm__buf_free(&c.in);
+  return result;
+}
+
+static void test_cert_reload(void) {
+  char dir[] = "/tmp/xcm-reload-XXXXXX", certf[64], keyf[64], err[512];
+  xcm_listen_options lo;
+  world w;
+  int port;
+
+  REQUIRE(mkdtemp(dir) != NULL);
+  snprintf(certf, sizeof certf, "%s/cert.pem", dir);
+  snprintf(keyf, sizeof keyf, "%s/key.pem", dir);
+  REQUIRE(copy_file(cert("server.pem"), certf));
+  REQUIRE(copy_file(cert("server-key.pem"), keyf));
+  world_start(&w, NULL);
+  memset(&lo, 0, sizeof lo);
+  lo.host = "127.0.0.1";
+  lo.cert_file = certf;
+  lo.key_file = keyf;
+  REQUIRE(xcm_cm_listen(w.cm, &lo, err, sizeof err) == 0);
+  port = xcm_cm_listener_port(w.cm, 1);
+  CHECK_INT(try_starttls(&w, port), 1);
+  /* A certificate for another name, reloaded without a restart: new
+   * connections get it (and this client, checking example.test, says
+   * no). */
+  REQUIRE(copy_file(cert("other.pem"), certf));
+  REQUIRE(copy_file(cert("other-key.pem"), keyf));
+  CHECK_INT(xcm_cm_reload_certs(w.cm, err, sizeof err), 1);
+  CHECK_INT(try_starttls(&w, port), -1);
+  /* A bad one is refused, naming the problem, and changes nothing. */
+  REQUIRE(copy_file(cert("expired.pem"), certf));
+  REQUIRE(copy_file(cert("expired-key.pem"), keyf));
+  CHECK(xcm_cm_reload_certs(w.cm, err, sizeof err) < 0);
+  CHECK(strstr(err, "expired") != NULL);
+  REQUIRE(copy_file(cert("server.pem"), certf));
+  REQUIRE(copy_file(cert("server-key.pem"), keyf));
+  CHECK_INT(xcm_cm_reload_certs(w.cm, err, sizeof err), 1);
+  CHECK_INT(try_starttls(&w, port), 1);
+  world_stop(&w);
+  unlink(certf);
+  unlink(keyf);
+  rmdir(dir);
+}
+
 static const xcm_test tests[] = {
+    {"cert_reload", test_cert_reload},
     {"wait_for_upstream", test_wait_for_upstream},
     {"bad_certificates", test_bad_certificates},
     {"tls_required_cannot_be_bypassed", test_tls_required_cannot_be_bypassed},

@@ -31,6 +31,7 @@ typedef struct worker {
   uv_loop_t loop;
   uv_thread_t thread;
   uv_async_t stop;
+  uv_async_t reload;
   xcm_cm *cm;
   xcm_testkit *kit; /* --demo only */
   char prefix[16];
@@ -115,6 +116,7 @@ static void worker_stopped(xcm_cm *cm, void *ud) {
   (void)cm;
   w->done = 1;
   uv_close((uv_handle_t *)&w->stop, NULL);
+  uv_close((uv_handle_t *)&w->reload, NULL);
   /* The demo's upstream lives on this loop too; with the CM drained it
    * can go, and the loop ends. */
   if (w->kit != NULL)
@@ -126,6 +128,15 @@ static void on_stop(uv_async_t *a) {
   daemon_state *d = w->stop.loop->data;
 
   xcm_cm_shutdown(w->cm, d->cfg.drain_ms, worker_stopped, w);
+}
+
+static void on_reload(uv_async_t *a) {
+  worker *w = a->data;
+  char err[512];
+  int n = xcm_cm_reload_certs(w->cm, err, sizeof err);
+
+  if (n < 0)
+    log_line(w->name, XCM_LOG_ERROR, err);
 }
 
 static void worker_main(void *arg) {
@@ -197,6 +208,8 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
   }
   uv_async_init(&w->loop, &w->stop, on_stop);
   w->stop.data = w;
+  uv_async_init(&w->loop, &w->reload, on_reload);
+  w->reload.data = w;
   return 0;
 }
 
@@ -221,11 +234,14 @@ static void on_signal(uv_signal_t *s, int signum) {
   daemon_state *d = s->data;
 
   if (signum == SIGHUP) {
-    /* Certificate reload is not in the library yet: say so plainly
-     * rather than pretend. */
-    say(XCM_LOG_WARN,
-        "SIGHUP: live reload is not supported yet; restart xcmd to apply "
-        "changes");
+    unsigned i;
+
+    /* Certificates change live; everything else in the file is read
+     * only at start. */
+    say(XCM_LOG_INFO, "SIGHUP: reloading the listeners' certificates; "
+                      "other settings need a restart");
+    for (i = 0; i < d->nworkers; i++)
+      uv_async_send(&d->workers[i].reload);
     return;
   }
   stop_all(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -156,6 +156,13 @@ void xcm_cm_free(xcm_cm *cm);
 
 void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out);
 
+/* Read every TLS listener's certificate and key files again and use them
+ * for new connections; connections already in TLS keep theirs. All or
+ * nothing: if one file is bad (unreadable, expired, not matching its
+ * key), errbuf names it and nothing changes. Returns the number of
+ * listeners reloaded, or a negative error. */
+int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen);
+
 /* Install (or, with NULL, remove) the stanza hook. */
 void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook, void *ud);
 
