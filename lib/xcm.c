@@ -348,6 +348,16 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
   return 0;
 }
 
+int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp) {
+  if (i >= cm->nlisteners || cm->stopping) {
+    tcp->data = cm;
+    uv_close((uv_handle_t *)tcp, free_handle);
+    return cm->stopping ? XCM_ECLOSED : XCM_EINVAL;
+  }
+  uv_tcp_nodelay(tcp, 1);
+  return xcm__session_accept(&cm->sessions, &cm->listeners[i]->cfg, tcp);
+}
+
 int xcm_cm_listener_port(const xcm_cm *cm, unsigned i) {
   return i < cm->nlisteners ? cm->listeners[i]->port : -1;
 }

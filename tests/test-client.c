@@ -661,6 +661,12 @@ static int policy_is(void *ud) {
   return cur != NULL && cur->tls == p->tls;
 }
 
+static int legacy_on(void *ud) {
+  world *w = ud;
+  const xcm_policy *p = xcm_cm_policy(w->cm);
+  return p != NULL && p->legacy_auth;
+}
+
 static void test_tls_required_cannot_be_bypassed(void) {
   static const char *tries[] = {AUTH_ALICE, "<message to='bob@example.test'/>",
                                 "<iq type='set' id='a'><query "
@@ -1067,7 +1073,87 @@ static void test_cert_reload(void) {
   rmdir(dir);
 }
 
+/* A gateway that accepts connections itself hands them to libxcm. */
+typedef struct own_listener {
+  world *w;
+  uv_tcp_t server;
+  int adopted;
+} own_listener;
+
+static void own_accept(uv_stream_t *server, int status) {
+  own_listener *o = server->data;
+  uv_tcp_t *tcp = malloc(sizeof(*tcp));
+
+  if (status != 0 || tcp == NULL)
+    return;
+  uv_tcp_init(&o->w->loop, tcp);
+  if (uv_accept(server, (uv_stream_t *)tcp) == 0 &&
+      xcm_cm_adopt(o->w->cm, 0, tcp) == 0)
+    o->adopted++;
+}
+
+static void test_adopt_accepted_stream(void) {
+  struct sockaddr_in a;
+  struct sockaddr_storage ss;
+  own_listener o;
+  world w;
+  raw r;
+  int len = sizeof ss;
+
+  world_start(&w, NULL);
+  memset(&o, 0, sizeof o);
+  o.w = &w;
+  uv_tcp_init(&w.loop, &o.server);
+  o.server.data = &o;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  REQUIRE(uv_tcp_bind(&o.server, (struct sockaddr *)&a, 0) == 0);
+  REQUIRE(uv_listen((uv_stream_t *)&o.server, 8, own_accept) == 0);
+  uv_tcp_getsockname(&o.server, (struct sockaddr *)&ss, &len);
+  raw_open_port(&w, &r, 1, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+  CHECK(raw_login(&r, AUTH_ALICE, "adopted"));
+  CHECK_INT(o.adopted, 1);
+  CHECK(still_works(&r, 1));
+  raw_free(&r);
+  uv_close((uv_handle_t *)&o.server, NULL);
+  world_stop(&w);
+}
+
+/* A stream without version: no features, as the historical CM did;
+ * XEP-0078 legacy authentication when the server allows it. */
+static void test_pre_1_0_stream(void) {
+  xcm_policy p;
+  policy_wait pw;
+  world w;
+  raw r;
+
+  world_start(&w, NULL);
+  p = *xcm_cm_policy(w.cm);
+  p.legacy_auth = 1;
+  REQUIRE(xcm_testkit_set_policy(w.kit, &p) == 0);
+  pw.w = &w;
+  pw.tls = p.tls;
+  REQUIRE(run_until(&w, policy_is, &pw, 3000));
+  REQUIRE(run_until(&w, legacy_on, &w, 3000));
+  raw_open(&w, &r, 1);
+  raw_sends(&r, "<stream:stream xmlns:stream='http://etherx.jabber.org/"
+                "streams' xmlns='jabber:client' to='example.test'>");
+  CHECK(raw_wait(&r, "<stream:stream", 3000));
+  run_until(&w, is_eof, &r, 200);
+  CHECK(strstr(r.in.data, "version=\"1.0\"") == NULL);
+  CHECK(strstr(r.in.data, "features") == NULL);
+  raw_sends(&r, "<iq type='set' id='la1'><query xmlns='jabber:iq:auth'>"
+                "<username>alice</username><password>alice</password>"
+                "<resource>good</resource></query></iq>");
+  CHECK(raw_wait(&r, "la1", 3000));
+  CHECK(strstr(r.in.data, "type=\"result\"") != NULL);
+  CHECK(still_works(&r, 7));
+  raw_free(&r);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
+    {"adopt_accepted_stream", test_adopt_accepted_stream},
+    {"pre_1_0_stream", test_pre_1_0_stream},
     {"cert_reload", test_cert_reload},
     {"wait_for_upstream", test_wait_for_upstream},
     {"bad_certificates", test_bad_certificates},

@@ -137,6 +137,14 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
  * valid or mismatched one is an error naming the file. */
 int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
                   size_t errlen);
+/* Run a client connection the caller accepted itself (a gateway with its
+ * own listening socket): tcp must be initialised on the instance's loop
+ * and allocated with the instance's allocator (malloc by default); libxcm
+ * owns it from now on, and closes and frees it, even on failure. It is
+ * served with the settings of listener i (its certificate for STARTTLS;
+ * direct TLS if that listener is direct TLS). */
+int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp);
+
 /* The port of listener i (in the order added). */
 int xcm_cm_listener_port(const xcm_cm *cm, unsigned i);
 
