@@ -583,6 +583,8 @@ int main(int argc, char **argv) {
   run_s = (double)(B.t_run_end - B.t_run_start) / 1e9;
   if (B.nlat > 0)
     qsort(B.lat, B.nlat, sizeof(*B.lat), cmp_u64);
+  if (B.o.tap)
+    printf("# "); /* the figures, as a TAP comment */
   printf("{\"scenario\":\"%s\",\"clients\":%d,\"ready\":%d,\"failed\":%d,"
          "\"login_s\":%.3f,\"logins_per_s\":%.0f,\"run_s\":%.3f,"
          "\"sent\":%" PRIu64 ",\"delivered\":%" PRIu64 ","
