@@ -94,6 +94,34 @@ unsigned xcm_test_rand(void) {
   return rand_state;
 }
 
+static void on_timeout(uv_timer_t *t) {
+  *(int *)t->data = 1;
+}
+
+int xcm_test_run_until(uv_loop_t *loop, int (*pred)(void *), void *ud,
+                       unsigned ms) {
+  uv_timer_t t;
+  int expired = 0, ok;
+
+  uv_timer_init(loop, &t);
+  t.data = &expired;
+  uv_timer_start(&t, on_timeout, ms, 0);
+  while (!(ok = pred(ud)) && !expired)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return ok;
+}
+
+static int never(void *ud) {
+  (void)ud;
+  return 0;
+}
+
+void xcm_test_run_for(uv_loop_t *loop, unsigned ms) {
+  xcm_test_run_until(loop, never, NULL, ms);
+}
+
 /* setjmp lives in its own frame so no local of the caller can be
  * clobbered by the longjmp of a failed REQUIRE. */
 static void run_case(void (*fn)(void)) {

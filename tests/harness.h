@@ -8,6 +8,7 @@
 #define XCM_TESTS_HARNESS_H
 
 #include <stddef.h>
+#include <uv.h>
 
 typedef struct xcm_test {
   const char *name;
@@ -32,6 +33,13 @@ void xcm_test_note(const char *fmt, ...);
 /* A deterministic pseudo-random sequence for split tests, seeded per case
  * (XCM_TEST_SEED overrides; the seed is printed on failure). */
 unsigned xcm_test_rand(void);
+
+/* Run loop until pred(ud) holds or ms milliseconds pass; returns
+ * pred(ud). Tests wait for what they expect instead of sleeping. */
+int xcm_test_run_until(uv_loop_t *loop, int (*pred)(void *), void *ud,
+                       unsigned ms);
+/* Run loop for ms milliseconds. */
+void xcm_test_run_for(uv_loop_t *loop, unsigned ms);
 
 #define CHECK(c) xcm_test_check(!!(c), #c, __FILE__, __LINE__)
 #define REQUIRE(c) xcm_test_require(!!(c), #c, __FILE__, __LINE__)

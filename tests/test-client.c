@@ -63,22 +63,8 @@ typedef struct raw {
 
 /* ---- the world ----------------------------------------------------------- */
 
-static void on_timeout(uv_timer_t *t) {
-  *(int *)t->data = 1;
-}
-
 static int run_until(world *w, int (*pred)(void *), void *ud, unsigned ms) {
-  uv_timer_t t;
-  int expired = 0, ok;
-
-  uv_timer_init(&w->loop, &t);
-  t.data = &expired;
-  uv_timer_start(&t, on_timeout, ms, 0);
-  while (!(ok = pred(ud)) && !expired)
-    uv_run(&w->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&w->loop, UV_RUN_NOWAIT);
-  return ok;
+  return xcm_test_run_until(&w->loop, pred, ud, ms);
 }
 
 static int policy_known(void *ud) {

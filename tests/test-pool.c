@@ -53,37 +53,13 @@ static void on_policy(void *ud, const xcm_policy *p) {
 
 static const xcm_pool_events events = {on_link, on_policy};
 
-static void on_timeout(uv_timer_t *t) {
-  *(int *)t->data = 1;
-}
-
-/* Run the loop until pred holds or timeout_ms pass; returns pred. */
 static int run_until(bench *b, int (*pred)(void *), void *ud,
                      unsigned timeout_ms) {
-  uv_timer_t t;
-  int expired = 0, ok;
-
-  uv_timer_init(&b->loop, &t);
-  t.data = &expired;
-  uv_timer_start(&t, on_timeout, timeout_ms, 0);
-  while (!(ok = pred(ud)) && !expired)
-    uv_run(&b->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&b->loop, UV_RUN_NOWAIT);
-  return ok;
+  return xcm_test_run_until(&b->loop, pred, ud, timeout_ms);
 }
 
 static void run_for(bench *b, unsigned ms) {
-  uv_timer_t t;
-  int expired = 0;
-
-  uv_timer_init(&b->loop, &t);
-  t.data = &expired;
-  uv_timer_start(&t, on_timeout, ms, 0);
-  while (!expired)
-    uv_run(&b->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&b->loop, UV_RUN_NOWAIT);
+  xcm_test_run_for(&b->loop, ms);
 }
 
 static int all_up(void *ud) {
