@@ -24,6 +24,9 @@ typedef struct listener {
   xcm_tls_config *tls;
   char *cert_file; /* kept for xcm_cm_reload_certs() */
   char *key_file;
+  char *sni_cert[16]; /* more certificates, by name */
+  char *sni_key[16];
+  unsigned nsni;
   int port;
   int paused;
 } listener;
@@ -348,6 +351,35 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
   return 0;
 }
 
+int xcm_cm_listen_add_cert(xcm_cm *cm, unsigned i, const char *cert_file,
+                           const char *key_file, char *errbuf, size_t errlen) {
+  listener *l;
+  char *c, *k;
+  int err;
+
+  if (i >= cm->nlisteners || cm->listeners[i]->tls == NULL ||
+      cert_file == NULL || key_file == NULL) {
+    errmsg(errbuf, errlen, "%slistener %u has no certificate to add to", "");
+    return XCM_EINVAL;
+  }
+  l = cm->listeners[i];
+  if (l->nsni == sizeof l->sni_cert / sizeof l->sni_cert[0])
+    return XCM_ELIMIT;
+  c = xcm__strndup(cm->ctx.alloc, cert_file, strlen(cert_file));
+  k = xcm__strndup(cm->ctx.alloc, key_file, strlen(key_file));
+  err = c && k ? xcm__tls_config_add_cert(l->tls, cert_file, key_file, errbuf,
+                                          errlen)
+               : XCM_ENOMEM;
+  if (err != 0) {
+    xcm__free(cm->ctx.alloc, c);
+    xcm__free(cm->ctx.alloc, k);
+    return err;
+  }
+  l->sni_cert[l->nsni] = c;
+  l->sni_key[l->nsni++] = k;
+  return 0;
+}
+
 int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp) {
   if (i >= cm->nlisteners || cm->stopping) {
     tcp->data = cm;
@@ -471,6 +503,10 @@ void xcm_cm_free(xcm_cm *cm) {
       xcm__tls_config_unref(cm->listeners[i]->tls);
     xcm__free(alloc, cm->listeners[i]->cert_file);
     xcm__free(alloc, cm->listeners[i]->key_file);
+    for (unsigned k = 0; k < cm->listeners[i]->nsni; k++) {
+      xcm__free(alloc, cm->listeners[i]->sni_cert[k]);
+      xcm__free(alloc, cm->listeners[i]->sni_key[k]);
+    }
     xcm__free(alloc, cm->listeners[i]);
   }
   xcm__sessions_free(&cm->sessions);
@@ -499,6 +535,9 @@ int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen) {
     to.cert_file = l->cert_file;
     to.key_file = l->key_file;
     err = xcm__tls_config_new(&fresh[i], &cm->ctx, 1, &to, errbuf, errlen);
+    for (unsigned k = 0; err == 0 && k < l->nsni; k++)
+      err = xcm__tls_config_add_cert(fresh[i], l->sni_cert[k], l->sni_key[k],
+                                     errbuf, errlen);
   }
   for (i = 0; i < cm->nlisteners; i++) {
     listener *l = cm->listeners[i];

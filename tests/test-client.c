@@ -980,7 +980,14 @@ static void scripted_ctx_done(xcm_ctx *ctx) {
   c->ctx_closed = 1;
 }
 
+static int try_starttls_as(world *w, int port, const char *name);
+
 static int try_starttls(world *w, int port) {
+  return try_starttls_as(w, port, "example.test");
+}
+
+/* STARTTLS verifying the server as name (sent as SNI). */
+static int try_starttls_as(world *w, int port, const char *name) {
   xcm_tls_options to;
   struct sockaddr_in a;
   scripted c;
@@ -1003,7 +1010,7 @@ static int try_starttls(world *w, int port) {
   REQUIRE(sc_wait(&c, "</stream:features>"));
   sc_send(&c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
   REQUIRE(sc_wait(&c, "<proceed"));
-  REQUIRE(xcm__stream_start_tls(c.s, c.tls, 0, "example.test", NULL, 0) == 0);
+  REQUIRE(xcm__stream_start_tls(c.s, c.tls, 0, name, NULL, 0) == 0);
   run_until(w, sc_flag, &c.tls_done, 3000);
   result = c.tls_done;
   if (c.closed == 0) {
@@ -1137,7 +1144,36 @@ static void test_pre_1_0_stream(void) {
   world_stop(&w);
 }
 
+/* Several certificates on one listener, picked by the name the client
+ * asks for. */
+static void test_sni(void) {
+  xcm_listen_options lo;
+  char err[512];
+  world w;
+  int port;
+
+  world_start(&w, NULL);
+  memset(&lo, 0, sizeof lo);
+  lo.host = "127.0.0.1";
+  lo.cert_file = cert("server.pem");
+  lo.key_file = cert("server-key.pem");
+  REQUIRE(xcm_cm_listen(w.cm, &lo, err, sizeof err) == 0);
+  REQUIRE(xcm_cm_listen_add_cert(w.cm, 1, cert("second.pem"),
+                                 cert("second-key.pem"), err, sizeof err) == 0);
+  CHECK(xcm_cm_listen_add_cert(w.cm, 1, cert("expired.pem"),
+                               cert("expired-key.pem"), err, sizeof err) < 0);
+  port = xcm_cm_listener_port(w.cm, 1);
+  CHECK_INT(try_starttls_as(&w, port, "example.test"), 1);
+  CHECK_INT(try_starttls_as(&w, port, "second.test"), 1);
+  CHECK_INT(try_starttls_as(&w, port, "other.test"), -1);
+  /* A reload keeps the extra certificate. */
+  CHECK_INT(xcm_cm_reload_certs(w.cm, err, sizeof err), 1);
+  CHECK_INT(try_starttls_as(&w, port, "second.test"), 1);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
+    {"sni", test_sni},
     {"adopt_accepted_stream", test_adopt_accepted_stream},
     {"pre_1_0_stream", test_pre_1_0_stream},
     {"cert_reload", test_cert_reload},

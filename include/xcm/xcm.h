@@ -137,6 +137,12 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
  * valid or mismatched one is an error naming the file. */
 int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
                   size_t errlen);
+/* Give TLS listener i another certificate, chosen when a client asks for
+ * its name (SNI); the listener's own stays the default. Checked now like
+ * the first; reloaded with it. At most 16 per listener. */
+int xcm_cm_listen_add_cert(xcm_cm *cm, unsigned i, const char *cert_file,
+                           const char *key_file, char *errbuf, size_t errlen);
+
 /* Run a client connection the caller accepted itself (a gateway with its
  * own listening socket): tcp must be initialised on the instance's loop
  * and allocated with the instance's allocator (malloc by default); libxcm
