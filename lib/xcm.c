@@ -390,6 +390,28 @@ int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp) {
   return xcm__session_accept(&cm->sessions, &cm->listeners[i]->cfg, tcp);
 }
 
+int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *t,
+                  const char *peer, xcm_conn **out) {
+  xcm_stream *s;
+  int err;
+
+  *out = NULL;
+  if (i >= cm->nlisteners || cm->stopping)
+    return cm->stopping ? XCM_ECLOSED : XCM_EINVAL;
+  err = xcm__session_attach(&cm->sessions, &cm->listeners[i]->cfg, t, peer, &s);
+  if (err == 0)
+    *out = (xcm_conn *)s;
+  return err;
+}
+
+void xcm_conn_input(xcm_conn *c, const char *data, size_t len) {
+  xcm__stream_input((xcm_stream *)c, data, len);
+}
+
+void xcm_conn_input_end(xcm_conn *c) {
+  xcm__stream_input_end((xcm_stream *)c);
+}
+
 int xcm_cm_listener_port(const xcm_cm *cm, unsigned i) {
   return i < cm->nlisteners ? cm->listeners[i]->port : -1;
 }

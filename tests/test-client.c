@@ -1172,7 +1172,79 @@ static void test_sni(void) {
   world_stop(&w);
 }
 
+/* A gateway with a transport of its own: bytes in through
+ * xcm_conn_input, bytes out through its write function. */
+typedef struct gateway {
+  xcm_conn *conn;
+  xcm_buf out;
+  int closed;
+} gateway;
+
+static int gw_write(void *ud, const char *data, size_t len) {
+  gateway *g = ud;
+
+  xcm__buf_append(&g->out, data, len);
+  xcm__buf_reserve(&g->out, 1);
+  g->out.data[g->out.len] = '\0';
+  return 0;
+}
+
+static void gw_close(void *ud) {
+  ((gateway *)ud)->closed = 1;
+}
+
+typedef struct gw_wait {
+  gateway *g;
+  const char *needle;
+} gw_wait;
+
+static int gw_has(void *ud) {
+  gw_wait *x = ud;
+  return x->g->out.len > 0 && strstr(x->g->out.data, x->needle) != NULL;
+}
+
+static int gw_expect(world *w, gateway *g, const char *needle) {
+  gw_wait x = {g, needle};
+  return run_until(w, gw_has, &x, 3000);
+}
+
+static void test_custom_transport(void) {
+  static const char bind[] =
+      "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+      "<resource>gw</resource></bind></iq><message "
+      "to='alice@example.test/gw'><body>through the gateway</body></message>";
+  xcm_transport t;
+  gateway g;
+  world w;
+  size_t i;
+
+  world_start(&w, NULL);
+  memset(&g, 0, sizeof g);
+  xcm__buf_init(&g.out, NULL);
+  t.write = gw_write;
+  t.close = gw_close;
+  t.ud = &g;
+  REQUIRE(xcm_cm_attach(w.cm, 0, &t, "gateway-7", &g.conn) == 0);
+  /* Any split will do: the header a byte at a time. */
+  for (i = 0; i < strlen(HDR); i++)
+    xcm_conn_input(g.conn, HDR + i, 1);
+  CHECK(gw_expect(&w, &g, "</stream:features>"));
+  xcm_conn_input(g.conn, AUTH_ALICE, strlen(AUTH_ALICE));
+  CHECK(gw_expect(&w, &g, "<success"));
+  xcm_conn_input(g.conn, HDR, strlen(HDR));
+  CHECK(gw_expect(&w, &g, "xmpp-bind\"/>"));
+  xcm_conn_input(g.conn, bind, sizeof bind - 1);
+  CHECK(gw_expect(&w, &g, "through the gateway"));
+  xcm_conn_input(g.conn, "</stream:stream>", 16);
+  CHECK(run_until(&w, sc_flag, &g.closed, 3000));
+  CHECK(strstr(g.out.data, "</stream:stream>") != NULL);
+  run_until(&w, sc_flag, &g.closed, 50);
+  xcm__buf_free(&g.out);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
+    {"custom_transport", test_custom_transport},
     {"sni", test_sni},
     {"adopt_accepted_stream", test_adopt_accepted_stream},
     {"pre_1_0_stream", test_pre_1_0_stream},

@@ -21,12 +21,14 @@
 #include "xcm/error.h"
 #include "xcm/log.h"
 #include "xcm/policy.h"
+#include "xcm/transport.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef struct xcm_cm xcm_cm;
+typedef struct xcm_conn xcm_conn; /* a connection over xcm_transport */
 
 typedef enum xcm_upstream_tls {
   XCM_UPSTREAM_TLS_OFF = 0,
@@ -150,6 +152,17 @@ int xcm_cm_listen_add_cert(xcm_cm *cm, unsigned i, const char *cert_file,
  * served with the settings of listener i (its certificate for STARTTLS;
  * direct TLS if that listener is direct TLS). */
 int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp);
+
+/* Run a client connection over the caller's own transport (t is
+ * copied), with the settings of listener i; peer names the other end for
+ * logs and limits. *out is the connection to give received bytes to; it
+ * is valid until t->close has run. */
+int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *t,
+                  const char *peer, xcm_conn **out);
+/* Bytes received from the peer. Not from inside a libxcm callback. */
+void xcm_conn_input(xcm_conn *c, const char *data, size_t len);
+/* The peer closed its side. */
+void xcm_conn_input_end(xcm_conn *c);
 
 /* The port of listener i (in the order added). */
 int xcm_cm_listener_port(const xcm_cm *cm, unsigned i);

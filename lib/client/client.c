@@ -665,8 +665,11 @@ static void close_tcp(xcm_ctx *ctx, uv_tcp_t *tcp) {
   uv_close((uv_handle_t *)tcp, free_tcp);
 }
 
-int xcm__client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
-                    uv_tcp_t *tcp, const xcm_client_cb *cb, void *ud) {
+/* One constructor for both kinds of connection: over tcp, or (tcp NULL)
+ * over the caller's transport t. */
+static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
+                      uv_tcp_t *tcp, const xcm_transport *t, const char *peer,
+                      const xcm_client_cb *cb, void *ud) {
   xcm_client *c;
   xcm_stream_limits lim;
   int err;
@@ -686,18 +689,22 @@ int xcm__client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
     err = xcm__xml_reader_new(&c->reader, ctx->xml, &reader_cb, c, NULL);
   if (err != 0) {
     xcm__free(ctx->alloc, c);
-    close_tcp(ctx, tcp);
+    if (tcp != NULL)
+      close_tcp(ctx, tcp);
     return err;
   }
   apply_limits(c);
   memset(&lim, 0, sizeof lim);
   lim.max_out = cfg->max_out ? cfg->max_out : (1u << 20);
   lim.max_inflate = cfg_max_stanza(c) > 262144 ? cfg_max_stanza(c) : 262144;
-  err = xcm__stream_from_tcp(&c->stream, ctx, tcp, &stream_cb, c, &lim);
+  err = tcp != NULL
+            ? xcm__stream_from_tcp(&c->stream, ctx, tcp, &stream_cb, c, &lim)
+            : xcm__stream_custom(&c->stream, ctx, t, peer, &stream_cb, c, &lim);
   if (err != 0) {
     xcm__xml_reader_free(c->reader);
     xcm__free(ctx->alloc, c);
-    close_tcp(ctx, tcp);
+    if (tcp != NULL)
+      close_tcp(ctx, tcp);
     return err;
   }
   c->handles = 2;
@@ -807,6 +814,22 @@ void xcm__client_retry(xcm_client *c) {
     return;
   c->flags &= ~(unsigned)F_WAITING;
   finish_header(c, p);
+}
+
+int xcm__client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
+                    uv_tcp_t *tcp, const xcm_client_cb *cb, void *ud) {
+  return client_new(out, ctx, cfg, tcp, NULL, NULL, cb, ud);
+}
+
+int xcm__client_new_custom(xcm_client **out, xcm_ctx *ctx,
+                           const xcm_client_cfg *cfg, const xcm_transport *t,
+                           const char *peer, const xcm_client_cb *cb,
+                           void *ud) {
+  return client_new(out, ctx, cfg, NULL, t, peer, cb, ud);
+}
+
+xcm_stream *xcm__client_stream(const xcm_client *c) {
+  return c->stream;
 }
 
 const char *xcm__client_sid(const xcm_client *c) {

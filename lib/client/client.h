@@ -76,6 +76,14 @@ typedef struct xcm_client_cb {
 int xcm__client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
                     uv_tcp_t *tcp, const xcm_client_cb *cb, void *ud);
 
+/* The same over the caller's own transport (copied); peer names the
+ * other end. */
+int xcm__client_new_custom(xcm_client **out, xcm_ctx *ctx,
+                           const xcm_client_cfg *cfg, const xcm_transport *t,
+                           const char *peer, const xcm_client_cb *cb, void *ud);
+/* The client's stream, for feeding a custom transport's input. */
+xcm_stream *xcm__client_stream(const xcm_client *c);
+
 /* Write what the server routed to this client. */
 void xcm__client_deliver(xcm_client *c, const xcm_route *r);
 

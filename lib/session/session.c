@@ -340,6 +340,42 @@ static addr_count *count_address(xcm_sessions *t, uv_tcp_t *tcp, int *over) {
   return a;
 }
 
+static int link_session(xcm_sessions *t, xcm_session *s) {
+  s->next = t->head;
+  if (t->head != NULL)
+    t->head->prev = s;
+  t->head = s;
+  t->count++;
+  t->stats->clients_accepted++;
+  t->stats->clients_now = t->count;
+  return 0;
+}
+
+int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
+                        const xcm_transport *tr, const char *peer,
+                        xcm_stream **stream) {
+  xcm_session *s;
+  int err;
+
+  *stream = NULL;
+  if (t->max_clients && t->count >= t->max_clients) {
+    t->stats->clients_refused++;
+    return XCM_EBUSY;
+  }
+  s = xcm__calloc(t->ctx->alloc, sizeof(*s));
+  if (s == NULL)
+    return XCM_ENOMEM;
+  s->table = t;
+  err =
+      xcm__client_new_custom(&s->client, t->ctx, cfg, tr, peer, &client_cb, s);
+  if (err != 0) {
+    xcm__free(t->ctx->alloc, s);
+    return err;
+  }
+  *stream = xcm__client_stream(s->client);
+  return link_session(t, s);
+}
+
 int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
                         uv_tcp_t *tcp) {
   xcm_session *s;
@@ -373,14 +409,7 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
     xcm__free(t->ctx->alloc, s);
     return err;
   }
-  s->next = t->head;
-  if (t->head != NULL)
-    t->head->prev = s;
-  t->head = s;
-  t->count++;
-  t->stats->clients_accepted++;
-  t->stats->clients_now = t->count;
-  return 0;
+  return link_session(t, s);
 }
 
 void xcm__sessions_retry(xcm_sessions *t) {

@@ -41,6 +41,12 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
 /* Clients waiting for an upstream link try again. */
 void xcm__sessions_retry(xcm_sessions *t);
 
+/* A connection over the caller's transport (copied): *stream receives
+ * the stream to feed its input to. */
+int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
+                        const xcm_transport *tr, const char *peer,
+                        xcm_stream **stream);
+
 /* End every session with a stream error (system-shutdown on a graceful
  * stop). The upstream sessions are closed as each client goes. */
 void xcm__sessions_fail_all(xcm_sessions *t, xcm_cond cond, const char *text);

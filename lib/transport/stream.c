@@ -77,7 +77,8 @@ typedef struct connect_req {
 } connect_req;
 
 struct xcm_stream {
-  uv_tcp_t *tcp;
+  uv_tcp_t *tcp;      /* NULL for a custom transport */
+  xcm_transport *ops; /* a copy; with the peer's name after it */
   xcm_ctx *ctx;
   const xcm_stream_cb *cb;
   void *ud;
@@ -93,15 +94,16 @@ struct xcm_stream {
   unsigned write_calls; /* wraps; a statistic */
   unsigned paused : 1;
   unsigned connecting : 1;
-  unsigned ended : 1;     /* cb.end has run (or must not run any more) */
-  unsigned failed : 1;    /* a write failed: nothing more can be sent */
-  unsigned closing : 1;   /* the owner called close or abort */
-  unsigned shutting : 1;  /* uv_shutdown under way */
-  unsigned over : 1;      /* went above high water; drain owed */
-  unsigned quiet : 1;     /* never adopted: close without callbacks */
-  unsigned need_pump : 1; /* the flusher should pump waiting input */
-  unsigned flushing : 1;  /* flush_one is running for this stream */
-  unsigned notified : 1;  /* TLS close_notify queued */
+  unsigned ended : 1;         /* cb.end has run (or must not run any more) */
+  unsigned failed : 1;        /* a write failed: nothing more can be sent */
+  unsigned closing : 1;       /* the owner called close or abort */
+  unsigned shutting : 1;      /* uv_shutdown under way */
+  unsigned over : 1;          /* went above high water; drain owed */
+  unsigned quiet : 1;         /* never adopted: close without callbacks */
+  unsigned need_pump : 1;     /* the flusher should pump waiting input */
+  unsigned flushing : 1;      /* flush_one is running for this stream */
+  unsigned notified : 1;      /* TLS close_notify queued */
+  unsigned custom_closed : 1; /* ops->close has run */
 };
 
 static void flush_cb(uv_prepare_t *h);
@@ -151,7 +153,9 @@ static size_t queued(const xcm_stream *s) {
   if (s->out == NULL)
     return 0;
   return s->out->app.len + s->out->wire.len +
-         uv_stream_get_write_queue_size((const uv_stream_t *)s->tcp);
+         (s->tcp != NULL
+              ? uv_stream_get_write_queue_size((const uv_stream_t *)s->tcp)
+              : 0);
 }
 
 static int tls_ready(const xcm_stream *s) {
@@ -200,7 +204,8 @@ static void report_end(xcm_stream *s, int err) {
   if (s->ended || s->closing)
     return;
   s->ended = 1;
-  uv_read_stop((uv_stream_t *)s->tcp);
+  if (s->tcp != NULL)
+    uv_read_stop((uv_stream_t *)s->tcp);
   s->cb->end(s->ud, err);
 }
 
@@ -262,6 +267,16 @@ static void send_wire(xcm_stream *s) {
   uv_write_t *req;
   int n, err;
 
+  if (s->ops != NULL) {
+    /* A custom transport takes everything at once. */
+    err = s->ops->write(s->ops->ud, o->wire.data, o->wire.len);
+    s->write_calls++;
+    if (err < 0)
+      write_failed(s, err);
+    else
+      o->wire.len = 0;
+    return;
+  }
   n = uv_try_write((uv_stream_t *)s->tcp, &b, 1);
   s->write_calls++;
   if (n == UV_EAGAIN)
@@ -328,14 +343,27 @@ static int encode(xcm_stream *s) {
   return err;
 }
 
+static void destroy(xcm_stream *s);
+
+static int handle_closing(const xcm_stream *s) {
+  return s->tcp != NULL ? uv_is_closing((uv_handle_t *)s->tcp)
+                        : s->custom_closed;
+}
+
 static void flush_one(xcm_stream *s) {
   int err;
 
+  /* A custom stream is freed from here, after the call that closed it
+   * returned, as a socket's is from its close callback. */
+  if (s->ops != NULL && s->custom_closed) {
+    destroy(s);
+    return;
+  }
   if (s->need_pump) {
     s->need_pump = 0;
     pump(s, NULL, 0);
   }
-  if (s->connecting || s->failed || uv_is_closing((uv_handle_t *)s->tcp))
+  if (s->connecting || s->failed || handle_closing(s))
     return;
   s->flushing = 1;
   err = encode(s);
@@ -731,7 +759,7 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static int start_reading(xcm_stream *s) {
-  if (s->paused || s->ended || s->closing || s->connecting)
+  if (s->paused || s->ended || s->closing || s->connecting || s->tcp == NULL)
     return 0;
   return uv_read_start((uv_stream_t *)s->tcp, alloc_cb, read_cb);
 }
@@ -740,7 +768,7 @@ void xcm__stream_pause(xcm_stream *s) {
   if (s->paused)
     return;
   s->paused = 1;
-  if (!s->connecting && !s->closing)
+  if (!s->connecting && !s->closing && s->tcp != NULL)
     uv_read_stop((uv_stream_t *)s->tcp);
 }
 
@@ -832,7 +860,10 @@ static void connect_cb(uv_connect_t *req, int status) {
 }
 
 static void close_cb(uv_handle_t *h) {
-  xcm_stream *s = h->data;
+  destroy(h->data);
+}
+
+static void destroy(xcm_stream *s) {
   const xcm_allocator *a = salloc(s);
 
   unlink_flush(s);
@@ -852,7 +883,42 @@ static void close_cb(uv_handle_t *h) {
   xcm__tls_free(s->tls);
   xcm__zlib_free(s->zlib);
   xcm__free(a, s->tcp);
+  xcm__free(a, s->ops);
   xcm__free(a, s);
+}
+
+int xcm__stream_custom(xcm_stream **out, xcm_ctx *ctx, const xcm_transport *t,
+                       const char *peer, const xcm_stream_cb *cb, void *ud,
+                       const xcm_stream_limits *limits) {
+  size_t plen = peer != NULL ? strlen(peer) : 0;
+  xcm_stream *s;
+
+  *out = NULL;
+  if (t == NULL || t->write == NULL || t->close == NULL)
+    return XCM_EINVAL;
+  s = stream_new(ctx, NULL, cb, ud, limits);
+  if (s == NULL)
+    return XCM_ENOMEM;
+  s->ops = xcm__alloc(ctx->alloc, sizeof(*s->ops) + plen + 1);
+  if (s->ops == NULL) {
+    xcm__free(ctx->alloc, s);
+    return XCM_ENOMEM;
+  }
+  *s->ops = *t;
+  memcpy(s->ops + 1, plen ? peer : "", plen + 1);
+  *out = s;
+  return 0;
+}
+
+void xcm__stream_input(xcm_stream *s, const char *data, size_t len) {
+  if (s->ops == NULL || s->closing || s->ended || len == 0)
+    return;
+  pump(s, data, len);
+}
+
+void xcm__stream_input_end(xcm_stream *s) {
+  if (s->ops != NULL)
+    report_end(s, UV_EOF);
 }
 
 int xcm__stream_connect(xcm_stream **out, xcm_ctx *ctx,
@@ -912,6 +978,14 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 static void finish_close(xcm_stream *s) {
   uv_shutdown_t *req;
 
+  if (s->ops != NULL) {
+    if (s->custom_closed)
+      return;
+    s->custom_closed = 1;
+    s->ops->close(s->ops->ud);
+    schedule_flush(s);
+    return;
+  }
   if (s->shutting || uv_is_closing((uv_handle_t *)s->tcp))
     return;
   unlink_flush(s);
@@ -931,7 +1005,7 @@ void xcm__stream_close(xcm_stream *s) {
   if (s->closing)
     return;
   s->closing = 1;
-  if (!s->connecting)
+  if (!s->connecting && s->tcp != NULL)
     uv_read_stop((uv_stream_t *)s->tcp);
   /* Plaintext written before the handshake ended can never be sent. */
   if (s->tls != NULL && !tls_ready(s) && s->out != NULL)
@@ -945,6 +1019,14 @@ void xcm__stream_close(xcm_stream *s) {
 void xcm__stream_abort(xcm_stream *s) {
   uv_handle_t *h = (uv_handle_t *)s->tcp;
 
+  if (s->ops != NULL) {
+    s->closing = 1;
+    s->failed = 1;
+    if (s->out != NULL)
+      s->out->app.len = s->out->wire.len = 0;
+    finish_close(s);
+    return;
+  }
   s->closing = 1;
   if (uv_is_closing(h))
     return;
@@ -977,6 +1059,8 @@ const char *xcm__stream_peer(const xcm_stream *s) {
   int len = sizeof ss;
 
   text[0] = '\0';
+  if (s->ops != NULL)
+    return (const char *)(s->ops + 1);
   if (uv_tcp_getpeername(s->tcp, (struct sockaddr *)&ss, &len) != 0)
     return text;
   if (ss.ss_family == AF_INET) {
@@ -997,7 +1081,7 @@ const char *xcm__stream_peer(const xcm_stream *s) {
 }
 
 size_t xcm__stream_footprint(const xcm_stream *s) {
-  size_t n = sizeof(*s) + sizeof(*s->tcp);
+  size_t n = sizeof(*s) + (s->tcp != NULL ? sizeof(*s->tcp) : sizeof(*s->ops));
   const out_state *o = s->out;
 
   if (o != NULL) {

@@ -31,6 +31,7 @@
 #include <uv.h>
 
 #include "core/ctx.h"
+#include "xcm/transport.h"
 
 typedef struct xcm_tls_config xcm_tls_config;
 
@@ -80,6 +81,18 @@ typedef struct xcm_stream_limits {
 int xcm__stream_from_tcp(xcm_stream **out, xcm_ctx *ctx, uv_tcp_t *tcp,
                          const xcm_stream_cb *cb, void *ud,
                          const xcm_stream_limits *limits);
+
+/* A stream over the caller's own transport (copied): output goes to
+ * t->write, t->close runs when the stream is done, input comes through
+ * xcm__stream_input(). peer names the other end for logs and limits. */
+int xcm__stream_custom(xcm_stream **out, xcm_ctx *ctx, const xcm_transport *t,
+                       const char *peer, const xcm_stream_cb *cb, void *ud,
+                       const xcm_stream_limits *limits);
+/* Bytes that arrived on a custom transport; not from inside a libxcm
+ * callback. */
+void xcm__stream_input(xcm_stream *s, const char *data, size_t len);
+/* The custom transport's peer closed: cb.end(UV_EOF). */
+void xcm__stream_input_end(xcm_stream *s);
 
 /* Connect to addr; cb.end(UV_E...) reports a failure to connect, and
  * connected(ud) success (connected may be NULL). Writes made before then
