@@ -1243,7 +1243,59 @@ static void test_custom_transport(void) {
   world_stop(&w);
 }
 
+static void two_clients(xcm_options *o) {
+  o->max_clients = 2;
+}
+
+static void test_max_clients(void) {
+  world w;
+  raw r[3];
+  xcm_stats st;
+  int i;
+
+  world_start(&w, two_clients);
+  for (i = 0; i < 3; i++)
+    raw_open(&w, &r[i], 1);
+  CHECK(run_until(&w, is_eof, &r[2], 3000));
+  raw_sends(&r[1], HDR);
+  CHECK(raw_wait(&r[1], "</stream:features>", 3000));
+  xcm_cm_stats(w.cm, &st);
+  CHECK_INT(st.clients_refused, 1);
+  for (i = 0; i < 3; i++)
+    raw_free(&r[i]);
+  world_stop(&w);
+}
+
+/* A listener on IPv6 loopback, reached over IPv6. */
+static void test_ipv6_listener(void) {
+  xcm_listen_options lo;
+  struct sockaddr_in6 a;
+  char err[256];
+  world w;
+  raw r;
+
+  world_start(&w, NULL);
+  memset(&lo, 0, sizeof lo);
+  lo.host = "::1";
+  REQUIRE(xcm_cm_listen(w.cm, &lo, err, sizeof err) == 0);
+  memset(&r, 0, sizeof r);
+  r.w = &w;
+  r.reading = 1;
+  xcm__buf_init(&r.in, NULL);
+  uv_tcp_init(&w.loop, &r.tcp);
+  r.tcp.data = &r;
+  r.conn.data = &r;
+  uv_ip6_addr("::1", xcm_cm_listener_port(w.cm, 1), &a);
+  uv_tcp_connect(&r.conn, &r.tcp, (struct sockaddr *)&a, raw_connected);
+  REQUIRE(run_until(&w, raw_is_connected, &r, 3000) && r.connected == 1);
+  CHECK(raw_login(&r, AUTH_ALICE, "v6"));
+  raw_free(&r);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
+    {"max_clients", test_max_clients},
+    {"ipv6_listener", test_ipv6_listener},
     {"custom_transport", test_custom_transport},
     {"sni", test_sni},
     {"adopt_accepted_stream", test_adopt_accepted_stream},
