@@ -123,6 +123,9 @@ static void on_policy(void *ud, const xcm_policy *p) {
 
   xcm_policy_describe(text, sizeof text, p);
   xcm__log(&cm->ctx, XCM_LOG_INFO, "client policy from the server: %s", text);
+  /* On a first start the policy comes just after the link: clients that
+   * were waiting for it can go on now. */
+  xcm__sessions_retry(&cm->sessions);
 }
 
 static const xcm_pool_events pool_events = {on_link, on_policy};
