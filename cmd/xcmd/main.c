@@ -36,6 +36,7 @@ typedef struct worker {
   xcm_testkit *kit; /* --demo only */
   char prefix[16];
   char name[16];
+  char cm_name[256];
   int done;
 } worker;
 
@@ -186,6 +187,13 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
   snprintf(w->prefix, sizeof w->prefix, "%s%u-",
            o.resource_prefix ? o.resource_prefix : "w", index + 1);
   o.resource_prefix = w->prefix;
+  /* Openfire treats every connection of one CM name as one pool: it
+   * answers on any of them and routes a session by a hash over all of
+   * them. Workers keep sessions apart, so each is a CM of its own. */
+  if (d->nworkers > 1) {
+    snprintf(w->cm_name, sizeof w->cm_name, "%s-w%u", o.name, index + 1);
+    o.name = w->cm_name;
+  }
   o.log = worker_log;
   o.log_ud = w;
   if (uv_loop_init(&w->loop) != 0)
@@ -386,7 +394,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "xcmd: --cert and --key go together\n");
     return 1;
   }
-  if (cert != NULL && xcmd_config_set_cert(&d.cfg, cert, key) != 0) {
+  if (cert != NULL && xcmd_config_set_cert(&d.cfg, cert, key) < 0) {
     fprintf(stderr, "xcmd: cannot use --cert/--key\n");
     return 1;
   }

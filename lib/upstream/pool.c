@@ -21,7 +21,7 @@ struct request {
   xcm_up_session *s; /* create and close; NULL once detached */
   uint64_t deadline;
   request *prev, *next; /* oldest first, for the timeouts */
-  char id[24];
+  char id[32];
 };
 
 struct xcm_up_session {
@@ -64,6 +64,7 @@ struct xcm_pool {
   xcm_map requests;
   request *req_head, *req_tail;
   uint64_t next_id;
+  uint32_t id_tag; /* random: ids of two pools never meet */
   xcm_policy policy;
   int have_policy;
   xcm_pool_stats stats;
@@ -161,7 +162,8 @@ static request *request_new(xcm_pool *p, enum request_kind kind,
   r->deadline = now(p) + p->opt.request_timeout_ms;
   /* Ids only need to be unique among this pool's pending requests; the
    * prefix keeps them apart from anything the server makes up. */
-  snprintf(r->id, sizeof r->id, "xcm%llx", (unsigned long long)++p->next_id);
+  snprintf(r->id, sizeof r->id, "x%08x-%llx", (unsigned)p->id_tag,
+           (unsigned long long)++p->next_id);
   r->e.key = r->id;
   if (xcm__map_put(&p->requests, &r->e) != 0) {
     xcm__free(p->ctx->alloc, r);
@@ -752,6 +754,7 @@ int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
   p->ud = ud;
   xcm__map_init(&p->sessions, ctx->alloc);
   xcm__map_init(&p->requests, ctx->alloc);
+  xcm__random(&p->id_tag, sizeof p->id_tag);
   xcm__buf_init(&p->scratch, ctx->alloc);
   xcm__buf_init(&p->tmp, ctx->alloc);
   err = copy_options(p, opt);

@@ -85,11 +85,18 @@ async def main(args):
     tap = Tap()
     print("1..9", flush=True)
     direct = args.tls == "direct"
+    clear = args.tls == "none"
     alice = Client(f"alice@{args.domain}/slix", "alice", args.mech, args.ca)
     bob = Client(f"bob@{args.domain}/slix", "bob", args.mech, args.ca)
     for c in (alice, bob):
-        c.connect((args.host, args.port), use_ssl=direct,
-                  force_starttls=not direct, disable_starttls=direct)
+        if clear:
+            # The demo has no TLS: allow PLAIN in clear, on loopback only.
+            c["feature_mechanisms"].unencrypted_plain = True
+            c.connect((args.host, args.port), force_starttls=False,
+                      disable_starttls=True)
+        else:
+            c.connect((args.host, args.port), use_ssl=direct,
+                      force_starttls=not direct, disable_starttls=direct)
     ok = await wait_for(lambda: alice.started.is_set() and bob.started.is_set(),
                         10)
     tap.check(ok, f"both log in ({args.mech}, {args.tls})",
@@ -147,7 +154,8 @@ if __name__ == "__main__":
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--domain", default="example.test")
     p.add_argument("--mech", default="PLAIN")
-    p.add_argument("--tls", choices=["starttls", "direct"], default="starttls")
+    p.add_argument("--tls", choices=["starttls", "direct", "none"],
+                   default="starttls")
     p.add_argument("--ca", default=None)
     p.add_argument("--debug", action="store_true")
     a = p.parse_args()

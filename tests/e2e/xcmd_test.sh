@@ -1,0 +1,116 @@
+#!/bin/bash
+# Drives the xcmd binary: version, bad configs and their messages, a
+# manager.xml, a start-up error, then a running daemon (two workers, a TLS
+# listener, the Openfire stand-in as upstream) that reloads its
+# certificate on SIGHUP and drains on SIGTERM, and the demo reached by a
+# real client. Prints TAP.
+#
+# usage: xcmd_test.sh XCMD XCM_UPSTREAM CERTDIR SRCDIR
+set -u
+xcmd=$1 upstream=$2 certs=$3 src=$4
+py=/usr/bin/python3
+tmp=$(mktemp -d)
+pids=()
+trap 'for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
+n=0 failed=0
+check() {
+  n=$((n + 1))
+  if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
+    echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
+}
+echo "1..12"
+
+"$xcmd" --version | grep -q '^xcmd [0-9]'
+check $? "--version"
+
+cat >"$tmp/bad.conf" <<CONF
+[server]
+domain = example.test
+[upstream]
+name = cm1
+secret = s
+[limits]
+idle_timeout = 5x
+[listener]
+port = 5222
+CONF
+out=$("$xcmd" --check-config "$tmp/bad.conf" 2>&1); rc=$?
+[ $rc -ne 0 ] && echo "$out" | grep -q "bad.conf:7: key 'idle_timeout' in \[limits\]"
+check $? "a bad value is named by file, line and key" "$out"
+
+sed -i 's/^secret = s$//; s/^idle_timeout = 5x$//' "$tmp/bad.conf"
+out=$("$xcmd" --check-config "$tmp/bad.conf" 2>&1); rc=$?
+[ $rc -ne 0 ] && echo "$out" | grep -q "secret"
+check $? "a missing secret is refused" "$out"
+
+out=$("$xcmd" --check-config "$src/tests/data/manager.xml" --cert "$certs/server.pem" --key "$certs/server-key.pem" 2>&1); rc=$?
+[ $rc -eq 0 ] && echo "$out" | grep -q "warning"
+check $? "the Java CM's manager.xml is accepted, with warnings" "$out"
+
+"$upstream" "$tmp/up" example.test cmsecret >"$tmp/up.out" &
+pids+=($!); uppid=$!
+for _ in $(seq 100); do [ -s "$tmp/up" ] && break; sleep 0.05; done
+port=$((30000 + RANDOM % 20000))
+cp "$certs/server.pem" "$tmp/cert.pem"; cp "$certs/server-key.pem" "$tmp/key.pem"
+cat >"$tmp/xcmd.conf" <<CONF
+[server]
+domain = example.test
+[upstream]
+port = $(cat "$tmp/up")
+name = cm1
+secret = cmsecret
+connections = 2
+tls = off
+[listener]
+port = $port
+cert = /nonexistent/cert.pem
+key = $tmp/key.pem
+[daemon]
+workers = 2
+pid_file = $tmp/xcmd.pid
+CONF
+out=$(timeout 10 "$xcmd" -c "$tmp/xcmd.conf" 2>&1); rc=$?
+[ $rc -ne 0 ] && echo "$out" | grep -q "/nonexistent/cert.pem"
+check $? "a missing certificate stops the start, named" "$out"
+
+sed -i "s|^cert = .*|cert = $tmp/cert.pem|" "$tmp/xcmd.conf"
+"$xcmd" -c "$tmp/xcmd.conf" 2>"$tmp/xcmd.log" &
+xpid=$!; pids+=($xpid)
+for _ in $(seq 100); do grep -q "started" "$tmp/xcmd.log" && break; sleep 0.05; done
+sleep 0.5
+[ "$(cat "$tmp/xcmd.pid" 2>/dev/null)" = "$xpid" ]
+check $? "runs, with its pid file"
+
+$py "$src/tests/e2e/waiter.py" 127.0.0.1 $port example.test "$tmp/w1" >"$tmp/w1.out" 2>&1 &
+w1=$!
+$py "$src/tests/e2e/waiter.py" 127.0.0.1 $port example.test "$tmp/w2" >"$tmp/w2.out" 2>&1 &
+w2=$!
+for _ in $(seq 100); do [ -s "$tmp/w1" ] && [ -s "$tmp/w2" ] && break; sleep 0.05; done
+[ -s "$tmp/w1" ] && [ -s "$tmp/w2" ]
+check $? "clients log in through xcmd" "$(cat "$tmp/w1.out" "$tmp/xcmd.log")"
+
+cp "$certs/other.pem" "$tmp/cert.pem"; cp "$certs/other-key.pem" "$tmp/key.pem"
+kill -HUP $xpid
+sleep 0.5
+[ "$(grep -c 'reloaded the certificates of 1 listener' "$tmp/xcmd.log")" -eq 2 ]
+check $? "SIGHUP reloads the certificate in every worker" "$(cat "$tmp/xcmd.log")"
+
+kill -TERM $xpid
+wait $xpid; rc=$?
+check $rc "SIGTERM drains and exits 0"
+wait $w1 $w2
+grep -q "system-shutdown" "$tmp/w1.out" && grep -q "system-shutdown" "$tmp/w2.out"
+check $? "clients receive system-shutdown" "$(cat "$tmp/w1.out")"
+sleep 0.3
+kill -TERM $uppid; wait $uppid
+grep -q "closes_from_cm=2" "$tmp/up.out"
+check $? "the upstream saw every session closed" "$(cat "$tmp/up.out")"
+
+dport=$((30000 + RANDOM % 20000))
+"$xcmd" --demo --port $dport 2>"$tmp/demo.log" &
+dpid=$!; pids+=($dpid)
+for _ in $(seq 100); do grep -q "is up" "$tmp/demo.log" && break; sleep 0.05; done
+out=$($py "$src/tests/e2e/slix_chat.py" --port $dport --domain localhost --tls none --mech PLAIN 2>&1); rc=$?
+check $rc "--demo is reached by a real client (slixmpp)" "$(echo "$out" | grep 'not ok')"
+kill -TERM $dpid; wait $dpid
+[ $failed -eq 0 ]
