@@ -1213,6 +1213,7 @@ static void test_custom_transport(void) {
       "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
       "<resource>gw</resource></bind></iq><message "
       "to='alice@example.test/gw'><body>through the gateway</body></message>";
+  const char *hdr = HDR;
   xcm_transport t;
   gateway g;
   world w;
@@ -1226,8 +1227,8 @@ static void test_custom_transport(void) {
   t.ud = &g;
   REQUIRE(xcm_cm_attach(w.cm, 0, &t, "gateway-7", &g.conn) == 0);
   /* Any split will do: the header a byte at a time. */
-  for (i = 0; i < strlen(HDR); i++)
-    xcm_conn_input(g.conn, HDR + i, 1);
+  for (i = 0; i < strlen(hdr); i++)
+    xcm_conn_input(g.conn, hdr + i, 1);
   CHECK(gw_expect(&w, &g, "</stream:features>"));
   xcm_conn_input(g.conn, AUTH_ALICE, strlen(AUTH_ALICE));
   CHECK(gw_expect(&w, &g, "<success"));
