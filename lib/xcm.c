@@ -12,8 +12,8 @@
 
 #define MAX_LISTENERS 16
 
-/* After accept() fails for lack of file descriptors, wait this long
- * before accepting again instead of spinning on a ready socket. */
+/* At most one log line per this many ms about running out of file
+ * descriptors at accept time. */
 #define ACCEPT_BACKOFF_MS 100
 
 typedef struct listener {
@@ -217,7 +217,19 @@ static void resume_accept(uv_timer_t *t) {
   listener *l = t->data;
 
   l->paused = 0;
-  uv_listen((uv_stream_t *)&l->tcp, 511, on_connection);
+}
+
+/* Out of descriptors: libuv sheds the connection it cannot take (it
+ * keeps a spare descriptor for that) rather than spin; say so at most
+ * once per ACCEPT_BACKOFF_MS. */
+static void out_of_descriptors(listener *l, int err) {
+  if (l->paused)
+    return;
+  xcm__log(&l->cm->ctx, XCM_LOG_WARN,
+           "accept: %s: a client was turned away; raise the file limit",
+           uv_strerror(err));
+  l->paused = 1;
+  uv_timer_start(&l->backoff, resume_accept, ACCEPT_BACKOFF_MS, 0);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -226,6 +238,8 @@ static void on_connection(uv_stream_t *server, int status) {
   uv_tcp_t *tcp;
   int err;
 
+  if (status == UV_EMFILE || status == UV_ENFILE)
+    out_of_descriptors(l, status);
   if (status != 0 || cm->stopping)
     return;
   tcp = xcm__alloc(cm->ctx.alloc, sizeof(*tcp));
@@ -236,17 +250,8 @@ static void on_connection(uv_stream_t *server, int status) {
   if (err != 0) {
     tcp->data = cm;
     uv_close((uv_handle_t *)tcp, free_handle);
-    if (err == UV_EMFILE || err == UV_ENFILE) {
-      /* Out of descriptors: stop accepting for a moment rather than spin
-       * on a socket that stays readable. */
-      xcm__log(&cm->ctx, XCM_LOG_WARN,
-               "accept: %s; pausing for %d ms (raise the file limit)",
-               uv_strerror(err), ACCEPT_BACKOFF_MS);
-      if (!l->paused) {
-        l->paused = 1;
-        uv_timer_start(&l->backoff, resume_accept, ACCEPT_BACKOFF_MS, 0);
-      }
-    }
+    if (err == UV_EMFILE || err == UV_ENFILE)
+      out_of_descriptors(l, err);
     return;
   }
   uv_tcp_nodelay(tcp, 1);
