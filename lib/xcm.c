@@ -593,6 +593,45 @@ int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen) {
   return err == 0 ? (int)n : err;
 }
 
+void xcm_cm_set_session_events(xcm_cm *cm, xcm_session_fn fn, void *ud) {
+  cm->sessions.events = fn;
+  cm->sessions.events_ud = ud;
+}
+
+int xcm_cm_session(xcm_cm *cm, const char *sid, xcm_session_info *out) {
+  xcm_session *s = xcm__sessions_find(&cm->sessions, sid);
+
+  if (s == NULL)
+    return XCM_ENOTFOUND;
+  xcm__session_info(s, out);
+  return 0;
+}
+
+int xcm_cm_close_session(xcm_cm *cm, const char *sid, xcm_cond cond,
+                         const char *text) {
+  xcm_session *s = xcm__sessions_find(&cm->sessions, sid);
+
+  if (s == NULL)
+    return XCM_ENOTFOUND;
+  xcm__session_close(s, cond, text);
+  return 0;
+}
+
+unsigned xcm_cm_upstream_links(const xcm_cm *cm) {
+  return cm->opt.connections ? cm->opt.connections : 5;
+}
+
+int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out) {
+  memset(out, 0, sizeof(*out));
+  if (cm->pool == NULL || i >= xcm_cm_upstream_links(cm))
+    return XCM_EINVAL;
+  out->up = xcm__pool_link_state(cm->pool, i, &out->resource) == XCM_LINK_UP;
+  out->tls = xcm__pool_link_tls(cm->pool, i);
+  out->compressed = xcm__pool_link_zlib(cm->pool, i);
+  out->queued = xcm__pool_link_queued(cm->pool, i);
+  return 0;
+}
+
 void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook, void *ud) {
   cm->sessions.hook = hook;
   cm->sessions.hook_ud = ud;

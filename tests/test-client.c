@@ -1294,7 +1294,64 @@ static void test_ipv6_listener(void) {
   world_stop(&w);
 }
 
+typedef struct events {
+  char log[1024];
+  char sid[64];
+} events;
+
+static void on_session(void *ud, xcm_session_event ev,
+                       const xcm_session_info *info) {
+  events *e = ud;
+  char line[256];
+
+  snprintf(line, sizeof line, "%d:%s:%s:%s;", (int)ev,
+           info->jid ? info->jid : "-", info->authenticated ? "auth" : "-",
+           ev == XCM_SESSION_CLOSED ? xcm_cond_name(info->cond) : "");
+  strncat(e->log, line, sizeof e->log - strlen(e->log) - 1);
+  snprintf(e->sid, sizeof e->sid, "%s", info->sid);
+}
+
+static int has_closed_event(void *ud) {
+  return strstr(((events *)ud)->log, "4:") != NULL;
+}
+
+/* The public view of sessions and links: events, look-up by stream id,
+ * closing one with a reason, the pool's links. */
+static void test_session_api(void) {
+  xcm_session_info info;
+  xcm_link_info li;
+  events e;
+  world w;
+  raw r;
+
+  world_start(&w, NULL);
+  memset(&e, 0, sizeof e);
+  xcm_cm_set_session_events(w.cm, on_session, &e);
+  raw_open(&w, &r, 1);
+  REQUIRE(raw_login(&r, AUTH_ALICE, "api"));
+  CHECK_STR(e.log, "1:-:-:;2:-:auth:;3:alice@example.test/api:auth:;");
+  REQUIRE(xcm_cm_session(w.cm, e.sid, &info) == 0);
+  CHECK_STR(info.jid, "alice@example.test/api");
+  CHECK_STR(info.peer, "127.0.0.1");
+  CHECK(info.authenticated && !info.tls && info.link >= 0);
+  CHECK_INT(xcm_cm_session(w.cm, "nosuch", &info), XCM_ENOTFOUND);
+  CHECK_INT(xcm_cm_close_session(w.cm, e.sid, XCM_COND_POLICY_VIOLATION,
+                                 "kicked by the operator"),
+            0);
+  CHECK(raw_wait(&r, "kicked by the operator", 3000));
+  CHECK(run_until(&w, has_closed_event, &e, 3000));
+  CHECK(strstr(e.log, "4:alice@example.test/api:auth:policy-violation;") !=
+        NULL);
+  CHECK_INT(xcm_cm_session(w.cm, e.sid, &info), XCM_ENOTFOUND);
+  CHECK_INT(xcm_cm_upstream_links(w.cm), 2);
+  REQUIRE(xcm_cm_upstream_link(w.cm, 0, &li) == 0);
+  CHECK(li.up && strncmp(li.resource, "cm1/", 4) == 0);
+  raw_free(&r);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
+    {"session_api", test_session_api},
     {"max_clients", test_max_clients},
     {"ipv6_listener", test_ipv6_listener},
     {"custom_transport", test_custom_transport},

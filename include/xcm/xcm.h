@@ -190,6 +190,55 @@ void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out);
  * listeners reloaded, or a negative error. */
 int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen);
 
+/* Sessions ---------------------------------------------------------- */
+
+typedef enum xcm_session_event {
+  XCM_SESSION_OPENED = 1,    /* header accepted; session created upstream */
+  XCM_SESSION_AUTHENTICATED, /* SASL success or legacy auth */
+  XCM_SESSION_BOUND,         /* a resource was bound: jid is set */
+  XCM_SESSION_CLOSED         /* gone: cond and text say why */
+} xcm_session_event;
+
+/* Strings are valid during the call (or until the session changes). */
+typedef struct xcm_session_info {
+  const char *sid;  /* the stream id */
+  const char *peer; /* the client's address */
+  const char *jid;  /* the bound full JID, or NULL */
+  int authenticated;
+  int tls;
+  int compressed;
+  int link; /* index of the upstream link carrying it, or -1 */
+  /* XCM_SESSION_CLOSED: the stream error sent to the client, NONE for an
+   * orderly end or a lost connection. */
+  xcm_cond cond;
+  const char *text;
+} xcm_session_info;
+
+typedef void (*xcm_session_fn)(void *ud, xcm_session_event ev,
+                               const xcm_session_info *info);
+
+/* Install (or, with NULL, remove) the session-event function. */
+void xcm_cm_set_session_events(xcm_cm *cm, xcm_session_fn fn, void *ud);
+/* The session with stream id sid: 0, or XCM_ENOTFOUND. */
+int xcm_cm_session(xcm_cm *cm, const char *sid, xcm_session_info *out);
+/* End a session with a stream error (text may be NULL). */
+int xcm_cm_close_session(xcm_cm *cm, const char *sid, xcm_cond cond,
+                         const char *text);
+
+/* The upstream pool ------------------------------------------------- */
+
+typedef struct xcm_link_info {
+  const char *resource; /* "NAME/RESOURCE" of the current connection */
+  int up;
+  int tls;
+  int compressed;
+  size_t queued; /* bytes waiting to be written */
+} xcm_link_info;
+
+/* How many links the pool has, and the state of link i. */
+unsigned xcm_cm_upstream_links(const xcm_cm *cm);
+int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out);
+
 /* Install (or, with NULL, remove) the stanza hook. */
 void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook, void *ud);
 

@@ -30,7 +30,8 @@ enum {
   F_NOTIFIED = 1u << 7, /* the owner heard of the end */
   F_PAUSED = 1u << 8,   /* the upstream asked us to stop reading */
   F_ENDED = 1u << 9,    /* the stream ended (EOF or error) */
-  F_WAITING = 1u << 10  /* header read; waiting for an upstream link */
+  F_WAITING = 1u << 10, /* header read; waiting for an upstream link */
+  F_BOUND = 1u << 11    /* a resource was bound */
 };
 
 enum action { A_NONE, A_TLS, A_ZLIB };
@@ -744,6 +745,32 @@ static int authenticates(xcm_client *c, const char *bytes, size_t len) {
          vl == strlen(c->legacy_id) && memcmp(v, c->legacy_id, vl) == 0;
 }
 
+static const char *find(const char *hay, size_t len, const char *needle) {
+  size_t n = strlen(needle), i;
+
+  for (i = 0; i + n <= len; i++)
+    if (memcmp(hay + i, needle, n) == 0)
+      return hay + i;
+  return NULL;
+}
+
+/* Until a resource is bound, look in iq results for the JID the server
+ * gives (only then: a bound session pays nothing). */
+static void watch_bind(xcm_client *c, const char *bytes, size_t len) {
+  const char *j, *e;
+
+  if (len < 4 || memcmp(bytes, "<iq", 3) != 0 ||
+      find(bytes, len, "urn:ietf:params:xml:ns:xmpp-bind") == NULL)
+    return;
+  j = find(bytes, len, "<jid>");
+  e = j != NULL ? find(j, len - (size_t)(j - bytes), "</jid>") : NULL;
+  if (e == NULL)
+    return;
+  c->flags |= F_BOUND;
+  if (c->cb->bound != NULL)
+    c->cb->bound(c->ud, j + 5, (size_t)(e - (j + 5)));
+}
+
 void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
   int sasl;
 
@@ -757,8 +784,14 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
     write_out(c, r->text, r->text_len);
     return;
   }
-  if (write_out(c, r->inner, r->inner_len) != 0 || (c->flags & F_AUTHED) ||
-      !authenticates(c, r->inner, r->inner_len))
+  if (write_out(c, r->inner, r->inner_len) != 0)
+    return;
+  if (c->flags & F_AUTHED) {
+    if (!(c->flags & F_BOUND))
+      watch_bind(c, r->inner, r->inner_len);
+    return;
+  }
+  if (!authenticates(c, r->inner, r->inner_len))
     return;
   sasl = c->legacy_id == NULL || r->inner[1] == 's';
   c->flags |= F_AUTHED;
@@ -834,6 +867,18 @@ xcm_stream *xcm__client_stream(const xcm_client *c) {
 
 const char *xcm__client_sid(const xcm_client *c) {
   return c->sid;
+}
+
+int xcm__client_secured(const xcm_client *c) {
+  return (c->flags & F_SECURED) != 0;
+}
+
+int xcm__client_compressed(const xcm_client *c) {
+  return (c->flags & F_COMPRESSED) != 0;
+}
+
+const char *xcm__client_peer(const xcm_client *c) {
+  return c->stream != NULL ? xcm__stream_peer(c->stream) : "";
 }
 
 int xcm__client_authenticated(const xcm_client *c) {

@@ -64,6 +64,9 @@ typedef struct xcm_client_cb {
                 size_t ndecls);
   /* The stream is now authenticated (SASL success or legacy auth). */
   void (*authenticated)(void *ud);
+  /* The server bound a resource: the full JID (len bytes, escaped as on
+   * the wire). May be NULL. */
+  void (*bound)(void *ud, const char *jid, size_t len);
   /* A message the client will not receive (it stopped reading): return
    * it to the server. May be NULL. */
   void (*undelivered)(void *ud, const char *msg, size_t len);
@@ -101,6 +104,10 @@ void xcm__client_resume(xcm_client *c);
 
 const char *xcm__client_sid(const xcm_client *c);
 int xcm__client_authenticated(const xcm_client *c);
+int xcm__client_secured(const xcm_client *c);
+int xcm__client_compressed(const xcm_client *c);
+/* The peer's address ("" once the connection is gone). */
+const char *xcm__client_peer(const xcm_client *c);
 /* Bytes this client holds now, its stream included. */
 size_t xcm__client_footprint(const xcm_client *c);
 

@@ -7,12 +7,17 @@
 #include "xcm/error.h"
 
 struct xcm_session {
+  xcm_map_entry e; /* by the client's stream id */
   xcm_sessions *table;
+  char *jid; /* once bound */
   xcm_client *client;
   xcm_up_session *up;
   xcm_session *prev, *next;
   struct addr_count *addr;
 };
+
+static void event(xcm_session *s, xcm_session_event ev,
+                  const xcm_client_end *end);
 
 /* Connections from one source address. */
 typedef struct addr_count {
@@ -26,6 +31,27 @@ void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_stats *stats) {
   t->ctx = ctx;
   t->stats = stats;
   xcm__map_init(&t->per_address, ctx->alloc);
+  xcm__map_init(&t->by_sid, ctx->alloc);
+}
+
+xcm_session *xcm__sessions_find(xcm_sessions *t, const char *sid) {
+  return sid != NULL ? (xcm_session *)xcm__map_get(&t->by_sid, sid, strlen(sid))
+                     : NULL;
+}
+
+void xcm__session_info(const xcm_session *s, xcm_session_info *out) {
+  memset(out, 0, sizeof(*out));
+  out->sid = xcm__client_sid(s->client);
+  out->peer = xcm__client_peer(s->client);
+  out->jid = s->jid;
+  out->authenticated = xcm__client_authenticated(s->client);
+  out->tls = xcm__client_secured(s->client);
+  out->compressed = xcm__client_compressed(s->client);
+  out->link = s->up != NULL ? xcm__up_session_link(s->up) : -1;
+}
+
+void xcm__session_close(xcm_session *s, xcm_cond cond, const char *text) {
+  xcm__client_fail(s->client, cond, text);
 }
 
 static void free_count(xcm_map_entry *e, void *ud) {
@@ -38,6 +64,7 @@ static void free_count(xcm_map_entry *e, void *ud) {
 void xcm__sessions_free(xcm_sessions *t) {
   xcm__map_each(&t->per_address, free_count, t);
   xcm__map_free(&t->per_address);
+  xcm__map_free(&t->by_sid);
 }
 
 /* ---- the stanza hook ----------------------------------------------------- */
@@ -205,11 +232,15 @@ static const xcm_up_session_cb up_cb = {up_created, up_deliver,     up_closed,
 
 static int cl_open(void *ud, const char *sid, const char *address) {
   xcm_session *s = ud;
+  int err;
 
   if (s->table->pool == NULL)
     return XCM_EBUSY;
-  return xcm__pool_session_open(s->table->pool, sid, address, address, &up_cb,
-                                s, &s->up);
+  err = xcm__pool_session_open(s->table->pool, sid, address, address, &up_cb, s,
+                               &s->up);
+  if (err == 0)
+    event(s, XCM_SESSION_OPENED, NULL);
+  return err;
 }
 
 static int send_replacement(one_element *o, const xcm_xml_stanza *st) {
@@ -252,10 +283,34 @@ static int cl_stanza(void *ud, const xcm_xml_stanza *st,
   return xcm__pool_session_send(s->up, st, decls, ndecls);
 }
 
+/* Tell the owner's session-event function, if any. */
+static void event(xcm_session *s, xcm_session_event ev,
+                  const xcm_client_end *end) {
+  xcm_session_info info;
+
+  if (s->table->events == NULL)
+    return;
+  xcm__session_info(s, &info);
+  if (end != NULL) {
+    info.cond = end->cond;
+    info.text = end->text;
+  }
+  s->table->events(s->table->events_ud, ev, &info);
+}
+
 static void cl_authenticated(void *ud) {
   xcm_session *s = ud;
 
   s->table->stats->sessions_authenticated++;
+  event(s, XCM_SESSION_AUTHENTICATED, NULL);
+}
+
+static void cl_bound(void *ud, const char *jid, size_t len) {
+  xcm_session *s = ud;
+
+  xcm__free(s->table->ctx->alloc, s->jid);
+  s->jid = xcm__strndup(s->table->ctx->alloc, jid, len);
+  event(s, XCM_SESSION_BOUND, NULL);
 }
 
 static void cl_undelivered(void *ud, const char *msg, size_t len) {
@@ -271,6 +326,9 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
 
   if (end->cond != XCM_COND_NONE && end->cond < XCM_COND_COUNT_)
     t->stats->stream_errors[end->cond]++;
+  event(s, XCM_SESSION_CLOSED, end);
+  xcm__map_remove(&t->by_sid, &s->e);
+  xcm__free(t->ctx->alloc, s->jid);
   if (s->up != NULL)
     xcm__pool_session_close(s->up);
   if (s->addr != NULL && --s->addr->n == 0) {
@@ -290,8 +348,8 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
     t->empty(t->empty_ud);
 }
 
-static const xcm_client_cb client_cb = {cl_open, cl_stanza, cl_authenticated,
-                                        cl_undelivered, cl_closed};
+static const xcm_client_cb client_cb = {
+    cl_open, cl_stanza, cl_authenticated, cl_bound, cl_undelivered, cl_closed};
 
 /* ---- accepting ---------------------------------------------------------- */
 
@@ -341,6 +399,9 @@ static addr_count *count_address(xcm_sessions *t, uv_tcp_t *tcp, int *over) {
 }
 
 static int link_session(xcm_sessions *t, xcm_session *s) {
+  s->e.key = xcm__client_sid(s->client);
+  /* Stream ids are 128 random bits: a clash is not a case to handle. */
+  xcm__map_put(&t->by_sid, &s->e);
   s->next = t->head;
   if (t->head != NULL)
     t->head->prev = s;

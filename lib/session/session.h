@@ -20,6 +20,9 @@ typedef struct xcm_sessions {
   xcm_session *head;
   size_t count;
   xcm_map per_address;
+  xcm_map by_sid;
+  xcm_session_fn events; /* NULL: none */
+  void *events_ud;
   unsigned max_clients;     /* 0: none */
   unsigned max_per_address; /* 0: none */
   xcm_stanza_hook hook;     /* NULL: none */
@@ -37,6 +40,14 @@ void xcm__sessions_free(xcm_sessions *t);
  * (closing tcp) when a limit is reached. */
 int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
                         uv_tcp_t *tcp);
+
+/* The session of stream id sid, or NULL. */
+xcm_session *xcm__sessions_find(xcm_sessions *t, const char *sid);
+/* What a session is now; strings valid until it changes or ends. */
+void xcm__session_info(const xcm_session *s, xcm_session_info *out);
+/* End it with a stream error (text static or the caller's until return:
+ * it is written at once). */
+void xcm__session_close(xcm_session *s, xcm_cond cond, const char *text);
 
 /* Clients waiting for an upstream link try again. */
 void xcm__sessions_retry(xcm_sessions *t);
