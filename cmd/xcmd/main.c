@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "metrics.h"
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
 #include "xcm_config.h"
@@ -34,6 +35,7 @@ typedef struct worker {
   uv_async_t reload;
   xcm_cm *cm;
   xcm_testkit *kit; /* --demo only */
+  xcmd_metrics_worker metrics;
   char prefix[16];
   char name[16];
   char cm_name[256];
@@ -47,6 +49,8 @@ typedef struct daemon_state {
   unsigned nworkers;
   uv_loop_t *main_loop;
   uv_signal_t sigterm, sigint, sighup;
+  xcmd_metrics metrics;
+  xcmd_metrics_worker *metric_workers[MAX_WORKERS];
   int stopping;
   unsigned stopped;
 } daemon_state;
@@ -116,6 +120,7 @@ static void worker_stopped(xcm_cm *cm, void *ud) {
 
   (void)cm;
   w->done = 1;
+  xcmd_metrics_worker_stop(&w->metrics);
   uv_close((uv_handle_t *)&w->stop, NULL);
   uv_close((uv_handle_t *)&w->reload, NULL);
   /* The demo's upstream lives on this loop too; with the CM drained it
@@ -218,6 +223,9 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
   w->stop.data = w;
   uv_async_init(&w->loop, &w->reload, on_reload);
   w->reload.data = w;
+  if (d->cfg.metrics_port != 0 &&
+      xcmd_metrics_worker_init(&w->metrics, &w->loop, w->cm) != 0)
+    return -1;
   return 0;
 }
 
@@ -236,6 +244,7 @@ static void stop_all(daemon_state *d, const char *why) {
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sighup, NULL);
+  xcmd_metrics_stop(&d->metrics);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -415,9 +424,6 @@ int main(int argc, char **argv) {
     return 0;
   }
 
-  if (d.cfg.metrics_port != 0)
-    fprintf(stderr, "xcmd: warning: the metrics endpoint is not built yet; "
-                    "[metrics] is ignored\n");
   log_target = d.cfg.log_target;
   if (log_target == XCMD_LOG_SYSLOG)
     openlog("xcmd", LOG_PID, LOG_DAEMON);
@@ -434,6 +440,19 @@ int main(int argc, char **argv) {
       return 1;
   if (drop_privileges(&d.cfg) != 0 || write_pid_file(d.cfg.pid_file) != 0)
     return 1;
+  if (d.cfg.metrics_port != 0) {
+    d.metrics.workers = d.metric_workers;
+    d.metrics.nworkers = d.nworkers;
+    for (n = 0; n < d.nworkers; n++)
+      d.metric_workers[n] = &d.workers[n].metrics;
+    if (xcmd_metrics_start(&d.metrics, d.main_loop,
+                           d.cfg.metrics_host ? d.cfg.metrics_host
+                                              : "127.0.0.1",
+                           d.cfg.metrics_port, msg, sizeof msg) != 0) {
+      say(XCM_LOG_ERROR, "%s", msg);
+      return 1;
+    }
+  }
   uv_signal_init(d.main_loop, &d.sigterm);
   uv_signal_init(d.main_loop, &d.sigint);
   uv_signal_init(d.main_loop, &d.sighup);

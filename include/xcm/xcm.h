@@ -92,6 +92,7 @@ typedef struct xcm_stats {
   uint64_t clients_accepted;
   uint64_t clients_refused; /* over a limit, or no upstream */
   uint64_t clients_now;
+  uint64_t clients_tls_now; /* of those, in TLS */
   uint64_t sessions_authenticated;
   uint64_t stanzas_in, stanzas_out; /* client -> server, server -> client */
   uint64_t bytes_in, bytes_out;

@@ -577,6 +577,8 @@ static void on_tls_done(void *ud, int err) {
     return;
   }
   c->flags |= F_SECURED;
+  if (c->cb->secured != NULL)
+    c->cb->secured(c->ud);
 }
 
 static void on_stream_closed(void *ud) {

@@ -67,6 +67,8 @@ typedef struct xcm_client_cb {
   /* The server bound a resource: the full JID (len bytes, escaped as on
    * the wire). May be NULL. */
   void (*bound)(void *ud, const char *jid, size_t len);
+  /* TLS is established. May be NULL. */
+  void (*secured)(void *ud);
   /* A message the client will not receive (it stopped reading): return
    * it to the server. May be NULL. */
   void (*undelivered)(void *ud, const char *msg, size_t len);

@@ -305,6 +305,12 @@ static void cl_authenticated(void *ud) {
   event(s, XCM_SESSION_AUTHENTICATED, NULL);
 }
 
+static void cl_secured(void *ud) {
+  xcm_session *s = ud;
+
+  s->table->stats->clients_tls_now++;
+}
+
 static void cl_bound(void *ud, const char *jid, size_t len) {
   xcm_session *s = ud;
 
@@ -327,6 +333,8 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
   if (end->cond != XCM_COND_NONE && end->cond < XCM_COND_COUNT_)
     t->stats->stream_errors[end->cond]++;
   event(s, XCM_SESSION_CLOSED, end);
+  if (xcm__client_secured(s->client))
+    t->stats->clients_tls_now--;
   xcm__map_remove(&t->by_sid, &s->e);
   xcm__free(t->ctx->alloc, s->jid);
   if (s->up != NULL)
@@ -348,8 +356,9 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
     t->empty(t->empty_ud);
 }
 
-static const xcm_client_cb client_cb = {
-    cl_open, cl_stanza, cl_authenticated, cl_bound, cl_undelivered, cl_closed};
+static const xcm_client_cb client_cb = {cl_open,  cl_stanza,  cl_authenticated,
+                                        cl_bound, cl_secured, cl_undelivered,
+                                        cl_closed};
 
 /* ---- accepting ---------------------------------------------------------- */
 

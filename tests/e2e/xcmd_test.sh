@@ -18,7 +18,7 @@ check() {
   if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
     echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
 }
-echo "1..12"
+echo "1..13"
 
 "$xcmd" --version | grep -q '^xcmd [0-9]'
 check $? "--version"
@@ -51,6 +51,7 @@ check $? "the Java CM's manager.xml is accepted, with warnings" "$out"
 pids+=($!); uppid=$!
 for _ in $(seq 100); do [ -s "$tmp/up" ] && break; sleep 0.05; done
 port=$((30000 + RANDOM % 20000))
+mport=$((port + 1))
 cp "$certs/server.pem" "$tmp/cert.pem"; cp "$certs/server-key.pem" "$tmp/key.pem"
 cat >"$tmp/xcmd.conf" <<CONF
 [server]
@@ -68,6 +69,8 @@ key = $tmp/key.pem
 [daemon]
 workers = 2
 pid_file = $tmp/xcmd.pid
+[metrics]
+port = $mport
 CONF
 out=$(timeout 10 "$xcmd" -c "$tmp/xcmd.conf" 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -q "/nonexistent/cert.pem"
@@ -88,6 +91,13 @@ w2=$!
 for _ in $(seq 100); do [ -s "$tmp/w1" ] && [ -s "$tmp/w2" ] && break; sleep 0.05; done
 [ -s "$tmp/w1" ] && [ -s "$tmp/w2" ]
 check $? "clients log in through xcmd" "$(cat "$tmp/w1.out" "$tmp/xcmd.log")"
+
+sleep 0.4
+metrics=$($py -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$mport/metrics', timeout=5).read().decode())" 2>&1)
+echo "$metrics" | grep -q '^xcm_connections{transport="plain"} 2$' &&
+  echo "$metrics" | grep -q '^xcm_sessions_authenticated_total 2$' &&
+  [ "$(echo "$metrics" | grep -c '^xcm_upstream_link_up{.*} 1$')" -eq 4 ]
+check $? "the metrics endpoint matches the traffic" "$(echo "$metrics" | head -30 | tr '\n' '|')"
 
 cp "$certs/other.pem" "$tmp/cert.pem"; cp "$certs/other-key.pem" "$tmp/key.pem"
 kill -HUP $xpid

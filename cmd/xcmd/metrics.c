@@ -1,0 +1,316 @@
+/* The metrics endpoint: Prometheus text over a minimal HTTP listener on
+ * the main thread. Workers own their statistics; each copies them into a
+ * snapshot under its mutex every SNAPSHOT_MS, and a scrape sums the
+ * snapshots, so no thread reads another's live state. */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SNAPSHOT_MS 250
+#define REQUEST_MAX 4096
+
+typedef struct request {
+  uv_tcp_t tcp;
+  uv_write_t write;
+  xcmd_metrics *m;
+  char in[REQUEST_MAX];
+  size_t len;
+  char *out;
+} request;
+
+/* ---- the workers' side --------------------------------------------------- */
+
+static void take_snapshot(uv_timer_t *t) {
+  xcmd_metrics_worker *w = t->data;
+  xcm_stats st;
+  unsigned i, n;
+
+  xcm_cm_stats(w->cm, &st);
+  n = xcm_cm_upstream_links(w->cm);
+  if (n > XCMD_METRICS_LINKS)
+    n = XCMD_METRICS_LINKS;
+  uv_mutex_lock(&w->lock);
+  w->stats = st;
+  w->nlinks = n;
+  for (i = 0; i < n; i++) {
+    xcm_link_info li;
+
+    if (xcm_cm_upstream_link(w->cm, i, &li) == 0) {
+      w->links[i].up = li.up;
+      snprintf(w->links[i].resource, sizeof w->links[i].resource, "%s",
+               li.resource ? li.resource : "");
+    }
+  }
+  uv_mutex_unlock(&w->lock);
+}
+
+int xcmd_metrics_worker_init(xcmd_metrics_worker *w, uv_loop_t *loop,
+                             xcm_cm *cm) {
+  memset(w, 0, sizeof(*w));
+  w->cm = cm;
+  if (uv_mutex_init(&w->lock) != 0)
+    return -1;
+  uv_timer_init(loop, &w->timer);
+  w->timer.data = w;
+  uv_timer_start(&w->timer, take_snapshot, 0, SNAPSHOT_MS);
+  w->active = 1;
+  return 0;
+}
+
+void xcmd_metrics_worker_stop(xcmd_metrics_worker *w) {
+  if (w->active)
+    uv_close((uv_handle_t *)&w->timer, NULL);
+  w->active = 0;
+}
+
+/* ---- the scrape -----------------------------------------------------------
+ */
+
+static long resident_bytes(void) {
+  long pages = 0, rss = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+
+  if (f == NULL)
+    return 0;
+  if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+    rss = 0;
+  fclose(f);
+  return rss * 4096;
+}
+
+static void put(char **p, size_t *left, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void put(char **p, size_t *left, const char *fmt, ...) {
+  va_list ap;
+  int n;
+
+  va_start(ap, fmt);
+  n = vsnprintf(*p, *left, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= *left)
+    n = (int)(*left > 0 ? *left - 1 : 0);
+  *p += n;
+  *left -= (size_t)n;
+}
+
+static void counter(char **p, size_t *left, const char *name, const char *help,
+                    const char *type, uint64_t v) {
+  put(p, left, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type,
+      name, (unsigned long long)v);
+}
+
+/* Returns a malloc'ed page; the caller frees it. */
+static char *render(xcmd_metrics *m, size_t *len) {
+  size_t cap = 65536 + (size_t)m->nworkers * XCMD_METRICS_LINKS * 256, left;
+  char *page = malloc(cap), *p = page;
+  xcm_stats sum;
+  unsigned i, k;
+  int c;
+
+  if (page == NULL)
+    return NULL;
+  left = cap;
+  memset(&sum, 0, sizeof sum);
+  for (i = 0; i < m->nworkers; i++) {
+    xcmd_metrics_worker *w = m->workers[i];
+
+    uv_mutex_lock(&w->lock);
+    sum.clients_accepted += w->stats.clients_accepted;
+    sum.clients_refused += w->stats.clients_refused;
+    sum.clients_now += w->stats.clients_now;
+    sum.clients_tls_now += w->stats.clients_tls_now;
+    sum.sessions_authenticated += w->stats.sessions_authenticated;
+    sum.stanzas_in += w->stats.stanzas_in;
+    sum.stanzas_out += w->stats.stanzas_out;
+    sum.bytes_in += w->stats.bytes_in;
+    sum.bytes_out += w->stats.bytes_out;
+    sum.failed_returned += w->stats.failed_returned;
+    sum.sessions_lost += w->stats.sessions_lost;
+    sum.hook_dropped += w->stats.hook_dropped;
+    for (c = 0; c < XCM_COND_COUNT_; c++)
+      sum.stream_errors[c] += w->stats.stream_errors[c];
+    uv_mutex_unlock(&w->lock);
+  }
+  put(&p, &left,
+      "# HELP xcm_connections Client connections now, by transport.\n"
+      "# TYPE xcm_connections gauge\n"
+      "xcm_connections{transport=\"plain\"} %llu\n"
+      "xcm_connections{transport=\"tls\"} %llu\n",
+      (unsigned long long)(sum.clients_now - sum.clients_tls_now),
+      (unsigned long long)sum.clients_tls_now);
+  counter(&p, &left, "xcm_clients_accepted_total", "Client connections taken.",
+          "counter", sum.clients_accepted);
+  counter(&p, &left, "xcm_clients_refused_total",
+          "Client connections refused over a limit.", "counter",
+          sum.clients_refused);
+  counter(&p, &left, "xcm_sessions_authenticated_total",
+          "Sessions that authenticated.", "counter",
+          sum.sessions_authenticated);
+  counter(&p, &left, "xcm_sessions_lost_total",
+          "Sessions lost with every upstream link.", "counter",
+          sum.sessions_lost);
+  put(&p, &left,
+      "# HELP xcm_stanzas_total Stanzas routed.\n"
+      "# TYPE xcm_stanzas_total counter\n"
+      "xcm_stanzas_total{direction=\"to_server\"} %llu\n"
+      "xcm_stanzas_total{direction=\"to_client\"} %llu\n"
+      "# HELP xcm_stanza_bytes_total Bytes of stanzas routed.\n"
+      "# TYPE xcm_stanza_bytes_total counter\n"
+      "xcm_stanza_bytes_total{direction=\"to_server\"} %llu\n"
+      "xcm_stanza_bytes_total{direction=\"to_client\"} %llu\n",
+      (unsigned long long)sum.stanzas_in, (unsigned long long)sum.stanzas_out,
+      (unsigned long long)sum.bytes_in, (unsigned long long)sum.bytes_out);
+  counter(&p, &left, "xcm_failed_returned_total",
+          "Messages returned to the server with <failed/>.", "counter",
+          sum.failed_returned);
+  put(&p, &left,
+      "# HELP xcm_stream_errors_total Stream errors sent to "
+      "clients, by condition.\n"
+      "# TYPE xcm_stream_errors_total counter\n");
+  for (c = 1; c < XCM_COND_COUNT_; c++)
+    if (sum.stream_errors[c] != 0)
+      put(&p, &left, "xcm_stream_errors_total{condition=\"%s\"} %llu\n",
+          xcm_cond_name((xcm_cond)c), (unsigned long long)sum.stream_errors[c]);
+  put(&p, &left,
+      "# HELP xcm_upstream_link_up Upstream connections, 1 when "
+      "up.\n# TYPE xcm_upstream_link_up gauge\n");
+  for (i = 0; i < m->nworkers; i++) {
+    xcmd_metrics_worker *w = m->workers[i];
+
+    uv_mutex_lock(&w->lock);
+    for (k = 0; k < w->nlinks; k++)
+      put(&p, &left,
+          "xcm_upstream_link_up{worker=\"%u\",link=\"%u\",resource=\"%s\"} "
+          "%d\n",
+          i + 1, k + 1, w->links[k].resource, w->links[k].up);
+    uv_mutex_unlock(&w->lock);
+  }
+  counter(&p, &left, "xcm_resident_memory_bytes", "Resident memory of xcmd.",
+          "gauge", (uint64_t)resident_bytes());
+  *len = (size_t)(p - page);
+  return page;
+}
+
+static void request_closed(uv_handle_t *h) {
+  request *r = h->data;
+
+  free(r->out);
+  free(r);
+}
+
+static void written(uv_write_t *w, int status) {
+  request *r = w->data;
+
+  (void)status;
+  uv_close((uv_handle_t *)&r->tcp, request_closed);
+}
+
+static void respond(request *r) {
+  static const char not_found[] = "HTTP/1.1 404 Not Found\r\nContent-Length: "
+                                  "0\r\nConnection: close\r\n\r\n";
+  size_t body_len = 0, head_len;
+  char head[256], *body;
+  uv_buf_t b;
+
+  uv_read_stop((uv_stream_t *)&r->tcp);
+  if (strncmp(r->in, "GET /metrics ", 13) != 0) {
+    r->out = malloc(sizeof not_found);
+    memcpy(r->out, not_found, sizeof not_found);
+    b = uv_buf_init(r->out, sizeof not_found - 1);
+  } else {
+    body = render(r->m, &body_len);
+    head_len = (size_t)snprintf(
+        head, sizeof head,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+        "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+        body_len);
+    r->out = malloc(head_len + body_len);
+    if (r->out == NULL || body == NULL) {
+      free(body);
+      uv_close((uv_handle_t *)&r->tcp, request_closed);
+      return;
+    }
+    memcpy(r->out, head, head_len);
+    memcpy(r->out + head_len, body, body_len);
+    free(body);
+    b = uv_buf_init(r->out, (unsigned)(head_len + body_len));
+  }
+  r->write.data = r;
+  if (uv_write(&r->write, (uv_stream_t *)&r->tcp, &b, 1, written) != 0)
+    uv_close((uv_handle_t *)&r->tcp, request_closed);
+}
+
+static void on_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
+  request *r = h->data;
+
+  (void)n;
+  *buf = uv_buf_init(r->in + r->len, (unsigned)(REQUEST_MAX - 1 - r->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  request *r = s->data;
+
+  (void)buf;
+  if (n < 0 || (n == 0 && r->len == REQUEST_MAX - 1)) {
+    uv_close((uv_handle_t *)&r->tcp, request_closed);
+    return;
+  }
+  r->len += (size_t)n;
+  r->in[r->len] = '\0';
+  /* The request line is all we need; headers are read to their end only
+   * so the client is not reset mid-send. */
+  if (strstr(r->in, "\r\n\r\n") != NULL || r->len == REQUEST_MAX - 1)
+    respond(r);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  xcmd_metrics *m = server->data;
+  request *r;
+
+  if (status != 0)
+    return;
+  r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    return;
+  r->m = m;
+  uv_tcp_init(server->loop, &r->tcp);
+  r->tcp.data = r;
+  if (uv_accept(server, (uv_stream_t *)&r->tcp) != 0 ||
+      uv_read_start((uv_stream_t *)&r->tcp, on_alloc, on_read) != 0)
+    uv_close((uv_handle_t *)&r->tcp, request_closed);
+}
+
+int xcmd_metrics_start(xcmd_metrics *m, uv_loop_t *loop, const char *host,
+                       int port, char *err, size_t errlen) {
+  struct sockaddr_storage ss;
+  int e;
+
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+    snprintf(err, errlen, "[metrics] host '%s' is not an address", host);
+    return -1;
+  }
+  uv_tcp_init(loop, &m->server);
+  m->server.data = m;
+  e = uv_tcp_bind(&m->server, (struct sockaddr *)&ss, 0);
+  if (e == 0)
+    e = uv_listen((uv_stream_t *)&m->server, 16, on_connection);
+  if (e != 0) {
+    snprintf(err, errlen, "cannot serve metrics on %s port %d: %s", host, port,
+             uv_strerror(e));
+    uv_close((uv_handle_t *)&m->server, NULL);
+    return -1;
+  }
+  m->listening = 1;
+  return 0;
+}
+
+void xcmd_metrics_stop(xcmd_metrics *m) {
+  if (m->listening)
+    uv_close((uv_handle_t *)&m->server, NULL);
+  m->listening = 0;
+}
