@@ -45,6 +45,8 @@ struct xcm_cm {
   int open_handles; /* listeners' handles, the drain timer, the pool */
   uv_timer_t drain;
   void (*shutdown_cb)(xcm_cm *cm, void *ud);
+  xcm_link_fn link_events;
+  void *link_events_ud;
   void *shutdown_ud;
 };
 
@@ -105,6 +107,8 @@ static void on_link(void *ud, unsigned index, const char *resource, int up,
   xcm_cm *cm = ud;
 
   (void)err;
+  if (cm->link_events != NULL)
+    cm->link_events(cm->link_events_ud, index, resource, up, why, NULL);
   cm->stats.upstream_links_up = xcm__pool_links_up(cm->pool);
   if (up && cm->stats.upstream_links_up == 1)
     xcm__sessions_retry(&cm->sessions);
@@ -121,6 +125,8 @@ static void on_policy(void *ud, const xcm_policy *p) {
   xcm_cm *cm = ud;
   char text[512];
 
+  if (cm->link_events != NULL)
+    cm->link_events(cm->link_events_ud, 0, NULL, 1, NULL, p);
   xcm_policy_describe(text, sizeof text, p);
   xcm__log(&cm->ctx, XCM_LOG_INFO, "client policy from the server: %s", text);
   /* On a first start the policy comes just after the link: clients that
@@ -591,6 +597,11 @@ int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen) {
              "listener%s",
              n, n == 1 ? "" : "s");
   return err == 0 ? (int)n : err;
+}
+
+void xcm_cm_set_link_events(xcm_cm *cm, xcm_link_fn fn, void *ud) {
+  cm->link_events = fn;
+  cm->link_events_ud = ud;
 }
 
 void xcm_cm_set_session_events(xcm_cm *cm, xcm_session_fn fn, void *ud) {

@@ -1317,6 +1317,38 @@ static int has_closed_event(void *ud) {
 
 /* The public view of sessions and links: events, look-up by stream id,
  * closing one with a reason, the pool's links. */
+typedef struct link_log {
+  int up, down, policies;
+} link_log;
+
+static void on_link_event(void *ud, unsigned i, const char *resource, int up,
+                          const char *why, const xcm_policy *policy) {
+  link_log *l = ud;
+
+  (void)i;
+  (void)resource;
+  (void)why;
+  if (policy != NULL)
+    l->policies++;
+  else if (up)
+    l->up++;
+  else
+    l->down++;
+}
+
+static int both_links_up(void *ud) {
+  world *w = ud;
+  xcm_stats st;
+
+  xcm_cm_stats(w->cm, &st);
+  return st.upstream_links_up == 2;
+}
+
+static int links_back(void *ud) {
+  link_log *l = ud;
+  return l->down >= 2 && l->up >= 2;
+}
+
 static void test_session_api(void) {
   xcm_session_info info;
   xcm_link_info li;
@@ -1346,6 +1378,16 @@ static void test_session_api(void) {
   CHECK_INT(xcm_cm_upstream_links(w.cm), 2);
   REQUIRE(xcm_cm_upstream_link(w.cm, 0, &li) == 0);
   CHECK(li.up && strncmp(li.resource, "cm1/", 4) == 0);
+  {
+    link_log ll;
+
+    memset(&ll, 0, sizeof ll);
+    REQUIRE(run_until(&w, both_links_up, &w, 5000));
+    xcm_cm_set_link_events(w.cm, on_link_event, &ll);
+    xcm_testkit_drop_all(w.kit);
+    CHECK(run_until(&w, links_back, &ll, 5000));
+    xcm_cm_set_link_events(w.cm, NULL, NULL);
+  }
   raw_free(&r);
   world_stop(&w);
 }

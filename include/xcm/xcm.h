@@ -236,6 +236,14 @@ typedef struct xcm_link_info {
   size_t queued; /* bytes waiting to be written */
 } xcm_link_info;
 
+/* Link i came up (up 1) or went down (up 0, why says why); policy is
+ * the client policy Openfire sent, when it changed (else NULL). */
+typedef void (*xcm_link_fn)(void *ud, unsigned i, const char *resource, int up,
+                            const char *why, const xcm_policy *policy);
+
+/* Install (or, with NULL, remove) the upstream event function. */
+void xcm_cm_set_link_events(xcm_cm *cm, xcm_link_fn fn, void *ud);
+
 /* How many links the pool has, and the state of link i. */
 unsigned xcm_cm_upstream_links(const xcm_cm *cm);
 int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out);

@@ -849,6 +849,8 @@ static void drop_session(xcm_map_entry *e, void *ud) {
   session_free(ud, (xcm_up_session *)e);
 }
 
+static void send_close(xcm_pool *p, xcm_up_session *s);
+
 void xcm__pool_close(xcm_pool *p, void (*cb)(void *ud), void *ud) {
   unsigned i;
 
@@ -857,6 +859,17 @@ void xcm__pool_close(xcm_pool *p, void (*cb)(void *ud), void *ud) {
   p->closing = 1;
   p->close_cb = cb;
   p->close_ud = ud;
+  /* Sessions still lingering get their close now, ahead of the end of
+   * the stream: the server must hear of every session. */
+  while (p->linger_head != NULL) {
+    xcm_up_session *s = p->linger_head;
+
+    p->linger_head = s->linger_next;
+    s->lingering = 0;
+    s->linger_next = NULL;
+    send_close(p, s);
+  }
+  p->linger_tail = NULL;
   while (p->req_head != NULL)
     request_free(p, p->req_head);
   xcm__map_each(&p->sessions, drop_session, p);

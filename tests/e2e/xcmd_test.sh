@@ -105,15 +105,19 @@ sleep 0.5
 [ "$(grep -c 'reloaded the certificates of 1 listener' "$tmp/xcmd.log")" -eq 2 ]
 check $? "SIGHUP reloads the certificate in every worker" "$(cat "$tmp/xcmd.log")"
 
+# Traffic when SIGTERM comes: pairs flooding each other.
+"$(dirname "$upstream")/xcm-load" --port $port --domain example.test \
+  --clients 20 --scenario flood --duration 5 --window 4 >/dev/null 2>&1 &
+sleep 0.5
 kill -TERM $xpid
 wait $xpid; rc=$?
-check $rc "SIGTERM drains and exits 0"
+check $rc "SIGTERM during traffic drains and exits 0"
 wait $w1 $w2
 grep -q "system-shutdown" "$tmp/w1.out" && grep -q "system-shutdown" "$tmp/w2.out"
 check $? "clients receive system-shutdown" "$(cat "$tmp/w1.out")"
 sleep 0.3
 kill -TERM $uppid; wait $uppid
-grep -q "closes_from_cm=2" "$tmp/up.out"
+grep -q "closes_from_cm=22" "$tmp/up.out"
 check $? "the upstream saw every session closed" "$(cat "$tmp/up.out")"
 
 dport=$((30000 + RANDOM % 20000))
