@@ -32,25 +32,34 @@ static int kind(const char *name) {
   return strcmp(name, "iq") == 0 ? 2 : 3;
 }
 
+/* strstr within len bytes: a stanza's bytes are not NUL-terminated. */
+static const char *find(const char *hay, size_t len, const char *needle) {
+  size_t n = strlen(needle), i;
+
+  for (i = 0; i + n <= len; i++)
+    if (memcmp(hay + i, needle, n) == 0)
+      return hay + i;
+  return NULL;
+}
+
 /* Looks at each stanza both ways: counts it, and keeps the word out. */
 static xcm_verdict filter(void *ud, const xcm_stanza_info *st,
                           const char **replacement, size_t *len) {
   gateway *g = ud;
-  const char *body, *end;
+  const char *body, *end, *w;
 
   (void)replacement;
   (void)len;
   g->seen[st->dir][kind(st->name)]++;
   if (st->dir != XCM_TO_SERVER || kind(st->name) != 0)
     return XCM_PASS;
-  body = strstr(st->bytes, "<body>");
-  end = body ? strstr(body, "</body>") : NULL;
-  if (body != NULL && end != NULL && end < st->bytes + st->len) {
-    const char *w = strstr(body, g->word);
-    if (w != NULL && w < end) {
-      g->dropped++;
-      return XCM_DROP;
-    }
+  body = find(st->bytes, st->len, "<body>");
+  end =
+      body ? find(body, st->len - (size_t)(body - st->bytes), "</body>") : NULL;
+  w = end ? find(body, (size_t)(end - body), g->word) : NULL;
+  if (w != NULL) {
+    g->dropped++;
+    return XCM_DROP;
   }
   return XCM_PASS;
 }

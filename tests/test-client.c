@@ -1392,7 +1392,76 @@ static void test_session_api(void) {
   world_stop(&w);
 }
 
+/* A hook that drops "secret" going up, rewrites "old" to "new" going up,
+ * rewrites "ping" to "pong" coming down, and offers a broken replacement
+ * for "broken". */
+static xcm_verdict hook(void *ud, const xcm_stanza_info *st, const char **rep,
+                        size_t *len) {
+  static const char up[] = "<message to='alice@example.test/hk'><body>new"
+                           "</body></message>";
+  static const char down[] = "<message to='alice@example.test/hk' "
+                             "from='x@example.test'><body>pong</body>"
+                             "</message>";
+  static const char broken[] = "<message><body>no end";
+  char b[256];
+
+  (void)ud;
+  /* The bytes are not NUL-terminated: look at a bounded copy. */
+  snprintf(b, sizeof b, "%.*s", (int)(st->len < 255 ? st->len : 255),
+           st->bytes);
+  if (strcmp(st->name, "message") != 0)
+    return XCM_PASS;
+  if (st->dir == XCM_TO_SERVER && strstr(b, ">secret<") != NULL)
+    return XCM_DROP;
+  if (st->dir == XCM_TO_SERVER && strstr(b, ">old<") != NULL) {
+    *rep = up;
+    *len = sizeof up - 1;
+    return XCM_REPLACE;
+  }
+  if (st->dir == XCM_TO_SERVER && strstr(b, ">broken<") != NULL) {
+    *rep = broken;
+    *len = sizeof broken - 1;
+    return XCM_REPLACE;
+  }
+  if (st->dir == XCM_TO_CLIENT && strstr(b, ">ping<") != NULL) {
+    *rep = down;
+    *len = sizeof down - 1;
+    return XCM_REPLACE;
+  }
+  return XCM_PASS;
+}
+
+static void test_stanza_hook(void) {
+  world w;
+  raw r;
+  xcm_stats st;
+
+  world_start(&w, NULL);
+  xcm_cm_set_stanza_hook(w.cm, hook, NULL);
+  raw_open(&w, &r, 1);
+  REQUIRE(raw_login(&r, AUTH_ALICE, "hk"));
+  raw_sends(&r, "<message to='alice@example.test/hk'><body>secret</body>"
+                "</message><message to='alice@example.test/hk'><body>broken"
+                "</body></message><message to='alice@example.test/hk'>"
+                "<body>old</body></message><message "
+                "to='alice@example.test/hk'><body>ping</body></message>");
+  /* old became new on the way up; ping became pong on the way down. */
+  CHECK(raw_wait(&r, "<body>new</body>", 3000));
+  CHECK(raw_wait(&r, "<body>pong</body>", 3000));
+  CHECK(strstr(r.in.data, ">secret<") == NULL);
+  CHECK(strstr(r.in.data, ">old<") == NULL);
+  CHECK(strstr(r.in.data, ">ping<") == NULL);
+  CHECK(strstr(r.in.data, "no end") == NULL);
+  xcm_cm_stats(w.cm, &st);
+  /* The drop, and the broken replacement refused. */
+  CHECK_INT(st.hook_dropped, 2);
+  xcm_cm_set_stanza_hook(w.cm, NULL, NULL);
+  raw_free(&r);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
+    {"stanza_hook", test_stanza_hook},
     {"session_api", test_session_api},
     {"max_clients", test_max_clients},
     {"ipv6_listener", test_ipv6_listener},
