@@ -119,7 +119,8 @@ typedef struct xcm_stanza_info {
   xcm_direction dir;
   const char *sid;   /* the client's stream id */
   const char *name;  /* "message", "presence", "iq", "auth", ... */
-  const char *bytes; /* the element exactly as it travels */
+  const char *bytes; /* the element exactly as it travels: len bytes,
+                        not NUL-terminated */
   size_t len;
 } xcm_stanza_info;
 
