@@ -96,6 +96,8 @@ sleep 0.4
 metrics=$($py -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$mport/metrics', timeout=5).read().decode())" 2>&1)
 echo "$metrics" | grep -q '^xcm_connections{transport="plain"} 2$' &&
   echo "$metrics" | grep -q '^xcm_sessions_authenticated_total 2$' &&
+  echo "$metrics" | grep -q '^xcm_stanzas_total{direction="to_server"} 4$' &&
+  echo "$metrics" | grep -q '^xcm_stanzas_total{direction="to_client"} 4$' &&
   [ "$(echo "$metrics" | grep -c '^xcm_upstream_link_up{.*} 1$')" -eq 4 ]
 check $? "the metrics endpoint matches the traffic" "$(echo "$metrics" | head -30 | tr '\n' '|')"
 
