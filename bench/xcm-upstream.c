@@ -23,8 +23,7 @@ static void on_term(uv_signal_t *s, int signum) {
   /* What the CM did, for tests that drive xcmd from outside. */
   xcm_testkit_get_stats(s->data, &st);
   printf("creates=%llu closes_from_cm=%llu routes_in=%llu\n",
-         (unsigned long long)st.creates,
-         (unsigned long long)st.closes_from_cm,
+         (unsigned long long)st.creates, (unsigned long long)st.closes_from_cm,
          (unsigned long long)st.routes_in);
   fflush(stdout);
   uv_close((uv_handle_t *)s, NULL);

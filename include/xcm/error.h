@@ -14,20 +14,20 @@ extern "C" {
 
 enum xcm_error {
   XCM_OK = 0,
-  XCM_ENOMEM = -4001,   /* an allocation failed */
-  XCM_EINVAL = -4002,   /* an argument is out of range or malformed */
-  XCM_EXML = -4003,     /* the peer sent XML that breaks the stream rules */
-  XCM_ELIMIT = -4004,   /* a configured limit was exceeded */
-  XCM_EPROTO = -4005,   /* the peer broke the XMPP or CM protocol */
-  XCM_ECLOSED = -4006,  /* the stream or object is closed */
-  XCM_ENOTFOUND = -4007,/* no such session, stream id or request */
-  XCM_EAUTH = -4008,    /* authentication failed */
-  XCM_ETLS = -4009,     /* TLS failure (handshake, certificate, record) */
-  XCM_EZLIB = -4010,    /* compression failure */
-  XCM_ETIMEDOUT = -4011,/* a deadline passed */
-  XCM_EBUSY = -4012,    /* resource temporarily exhausted; retry later */
-  XCM_ECONFIG = -4013,  /* invalid configuration */
-  XCM_ETOOBIG = -4014,  /* output does not fit the buffer given */
+  XCM_ENOMEM = -4001,    /* an allocation failed */
+  XCM_EINVAL = -4002,    /* an argument is out of range or malformed */
+  XCM_EXML = -4003,      /* the peer sent XML that breaks the stream rules */
+  XCM_ELIMIT = -4004,    /* a configured limit was exceeded */
+  XCM_EPROTO = -4005,    /* the peer broke the XMPP or CM protocol */
+  XCM_ECLOSED = -4006,   /* the stream or object is closed */
+  XCM_ENOTFOUND = -4007, /* no such session, stream id or request */
+  XCM_EAUTH = -4008,     /* authentication failed */
+  XCM_ETLS = -4009,      /* TLS failure (handshake, certificate, record) */
+  XCM_EZLIB = -4010,     /* compression failure */
+  XCM_ETIMEDOUT = -4011, /* a deadline passed */
+  XCM_EBUSY = -4012,     /* resource temporarily exhausted; retry later */
+  XCM_ECONFIG = -4013,   /* invalid configuration */
+  XCM_ETOOBIG = -4014,   /* output does not fit the buffer given */
 };
 
 /* A static, human-readable description of err (an xcm_error or a libuv
