@@ -27,7 +27,7 @@
 #include "xcm/error.h"
 #include "xcm/testkit.h"
 
-#define WAIT_MS 3000
+#define WAIT_MS 10000
 #define MAX_CONNS 16
 #define MAX_INBOX 16
 #define MAX_STANZAS 128
