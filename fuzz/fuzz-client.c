@@ -1,0 +1,103 @@
+/* libFuzzer target for the client stream as a stranger reaches it: each
+ * input is one client connection to a real libxcm instance, with the
+ * in-process Openfire behind it, over a transport of the fuzzer's own.
+ * The input is fed in pieces (the first byte picks their size), so the
+ * allow-list, the limits, SASL and the restarts all run on what comes.
+ * The instance lives across inputs, as a server would. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "xcm/testkit.h"
+#include "xcm/xcm.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static uv_loop_t loop;
+static xcm_testkit *kit;
+static xcm_cm *cm;
+
+typedef struct peer {
+  size_t received;
+  int closed;
+} peer;
+
+static int on_write(void *ud, const char *d, size_t len) {
+  (void)d;
+  ((peer *)ud)->received += len;
+  return 0;
+}
+
+static void on_close(void *ud) {
+  ((peer *)ud)->closed = 1;
+}
+
+static void setup(void) {
+  xcm_testkit_options ko;
+  xcm_options o;
+  xcm_listen_options lo;
+  char err[256];
+  int i;
+
+  uv_loop_init(&loop);
+  xcm_testkit_options_init(&ko);
+  ko.seed = 1;
+  ko.open_accounts = 1;
+  if (xcm_testkit_new(&kit, &loop, &ko, err, sizeof err) != 0)
+    abort();
+  xcm_testkit_add_account(kit, "alice", "alice");
+  memset(&o, 0, sizeof o);
+  o.domain = "example.test";
+  o.server_port = xcm_testkit_port(kit);
+  o.name = "fuzz";
+  o.secret = "cmsecret";
+  o.connections = 1;
+  o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
+  o.max_stanza_preauth = 4096;
+  o.max_stanza = 16384;
+  o.max_depth = 16;
+  if (xcm_cm_new(&cm, &loop, &o, err, sizeof err) != 0)
+    abort();
+  memset(&lo, 0, sizeof lo);
+  if (xcm_cm_listen(cm, &lo, err, sizeof err) != 0 || xcm_cm_start(cm) != 0)
+    abort();
+  for (i = 0; i < 10000 && xcm_cm_policy(cm) == NULL; i++)
+    uv_run(&loop, UV_RUN_ONCE);
+  if (xcm_cm_policy(cm) == NULL)
+    abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  xcm_transport t;
+  xcm_conn *conn;
+  peer p = {0, 0};
+  size_t piece, off = 1;
+  int i;
+
+  if (cm == NULL)
+    setup();
+  if (size < 1)
+    return 0;
+  piece = (size_t)data[0] + 1;
+  t.write = on_write;
+  t.close = on_close;
+  t.ud = &p;
+  if (xcm_cm_attach(cm, 0, &t, "fuzzer", &conn) != 0)
+    return 0;
+  while (off < size && !p.closed) {
+    size_t n = size - off < piece ? size - off : piece;
+    xcm_conn_input(conn, (const char *)data + off, n);
+    off += n;
+    /* Let the upstream answer (SASL, bind) between pieces. */
+    uv_run(&loop, UV_RUN_NOWAIT);
+  }
+  if (!p.closed)
+    xcm_conn_input_end(conn);
+  for (i = 0; i < 1000 && !p.closed; i++)
+    uv_run(&loop, UV_RUN_NOWAIT);
+  /* The stream is freed on the next loop turn after its close. */
+  uv_run(&loop, UV_RUN_NOWAIT);
+  return 0;
+}
