@@ -97,6 +97,7 @@ static void test_defaults(void) {
   CHECK_INT(o->upstream_zlib, 0);
   CHECK_INT(o->keepalive_ms, 30000);
   CHECK_INT(o->dead_after_ms, 300000);
+  CHECK_INT(o->upstream_wait_ms, 0);
   CHECK_INT(o->max_stanza_preauth, 8192);
   CHECK_INT(o->max_stanza, 262144);
   CHECK_INT(o->max_depth, 32);
@@ -285,6 +286,7 @@ static void test_every_key(void) {
                      "zlib = yes\n"
                      "keepalive = 1h\n"
                      "dead_after = 1d\n"
+                     "wait = 1m\n"
                      "[listener]\n"
                      "host = 0.0.0.0\n"
                      "port = 65535\n"
@@ -337,6 +339,7 @@ static void test_every_key(void) {
   CHECK_INT(o->upstream_zlib, 1);
   CHECK_INT(o->keepalive_ms, 3600000);
   CHECK_INT(o->dead_after_ms, 86400000);
+  CHECK_INT(o->upstream_wait_ms, 60000);
   CHECK_STR(cfg.listeners[0].host, "0.0.0.0");
   CHECK_INT(cfg.listeners[0].port, 65535);
   CHECK_STR(cfg.listeners[0].cert_file, "/c.pem");
@@ -604,6 +607,10 @@ static void test_errors_values(void) {
   expect_error(MINIMAL "[daemon]\nworkers = 300\n",
                "xcmd.conf:8: key 'workers' in [daemon]: '300' is out of range "
                "(0 to 256)");
+  expect_error("[server]\ndomain = example.test\n[upstream]\nname = cm1\n"
+               "secret = s3cret\nwait = 2m\n[listener]\n",
+               "xcmd.conf:6: key 'wait' in [upstream]: '2m' is out of range "
+               "(0ms to 1m)");
   expect_error(MINIMAL "[daemon]\ndrain = 2h\n",
                "xcmd.conf:8: key 'drain' in [daemon]: '2h' is out of range "
                "(0ms to 1h)");

@@ -207,6 +207,8 @@ static const xcmd_key xcmd_keys[] = {
      offsetof(xcmd_config, opt.keepalive_ms), XCMD_SEC, XCMD_HOUR},
     {XCMD_SEC_UPSTREAM, "dead_after", XCMD_T_MS,
      offsetof(xcmd_config, opt.dead_after_ms), XCMD_SEC, XCMD_DAY},
+    {XCMD_SEC_UPSTREAM, "wait", XCMD_T_MS,
+     offsetof(xcmd_config, opt.upstream_wait_ms), 0, 60ULL * XCMD_SEC},
 
     {XCMD_SEC_LISTENER, "host", XCMD_T_STR, offsetof(xcm_listen_options, host),
      0, 0},
