@@ -1275,23 +1275,15 @@ static conn *cm_up(env *e, const char *label, const char *addr) {
   return c;
 }
 
-static const char *addr_of(conn *c) {
-  static char buf[64];
-
-  /* The test's CMs are all "cm1/<label>". */
-  snprintf(buf, sizeof(buf), "cm1/%s", c->label);
-  return buf;
-}
-
 static void cm_create(env *e, conn *c, const char *sid) {
   char needle[96], *u;
 
-  sendf(
-      c,
-      "<iq type=\"set\" id=\"cr-%s\" to=\"example.test\" from=\"%s\"><session "
-      "xmlns=\"http://jabber.org/protocol/connectionmanager\" "
-      "id=\"%s\"><create/></session></iq>",
-      sid, addr_of(c), sid);
+  sendf(c,
+        "<iq type=\"set\" id=\"cr-%s\" to=\"example.test\" "
+        "from=\"cm1/%s\"><session "
+        "xmlns=\"http://jabber.org/protocol/connectionmanager\" "
+        "id=\"%s\"><create/></session></iq>",
+        sid, c->label, sid);
   snprintf(needle, sizeof(needle), "id=\"cr-%s\"", sid);
   u = take_any(e, c, needle);
   REQUIRE(u != NULL);
@@ -1300,8 +1292,10 @@ static void cm_create(env *e, conn *c, const char *sid) {
 }
 
 static void cm_route(conn *c, const char *sid, const char *stanza) {
-  sendf(c, "<route streamid=\"%s\" to=\"example.test\" from=\"%s\">%s</route>",
-        sid, addr_of(c), stanza);
+  /* The test's CMs are all "cm1/<label>". */
+  sendf(c,
+        "<route streamid=\"%s\" to=\"example.test\" from=\"cm1/%s\">%s</route>",
+        sid, c->label, stanza);
 }
 
 /* A route for sid holding exactly inner (normalised), on c, or with
