@@ -329,33 +329,6 @@ static int xcmd_known_key(int section, const char *name) {
   return k;
 }
 
-/* The shortest spelling in the file's own units, for messages. */
-static const char *xcmd_fmt_size(unsigned long long v, char *buf, size_t n) {
-  if (v != 0 && v % XCMD_GIB == 0)
-    snprintf(buf, n, "%llug", v / XCMD_GIB);
-  else if (v != 0 && v % XCMD_MIB == 0)
-    snprintf(buf, n, "%llum", v / XCMD_MIB);
-  else if (v != 0 && v % XCMD_KIB == 0)
-    snprintf(buf, n, "%lluk", v / XCMD_KIB);
-  else
-    snprintf(buf, n, "%llu", v);
-  return buf;
-}
-
-static const char *xcmd_fmt_ms(unsigned long long v, char *buf, size_t n) {
-  if (v != 0 && v % XCMD_DAY == 0)
-    snprintf(buf, n, "%llud", v / XCMD_DAY);
-  else if (v != 0 && v % XCMD_HOUR == 0)
-    snprintf(buf, n, "%lluh", v / XCMD_HOUR);
-  else if (v != 0 && v % XCMD_MIN == 0)
-    snprintf(buf, n, "%llum", v / XCMD_MIN);
-  else if (v != 0 && v % XCMD_SEC == 0)
-    snprintf(buf, n, "%llus", v / XCMD_SEC);
-  else
-    snprintf(buf, n, "%llums", v);
-  return buf;
-}
-
 typedef struct xcmd_unit {
   const char *name;
   unsigned long long mult;
@@ -396,29 +369,61 @@ static int xcmd_parse_unit(const char *s, size_t len, const xcmd_unit *units,
 }
 
 /* Binary multiples throughout, whatever the spelling: memory is counted
- * in them, and nobody means 1000 bytes by "1k" in a limit. */
-static int xcmd_parse_size(const char *s, size_t len, unsigned long long *out) {
-  static const xcmd_unit units[] = {
-      {"", 1},           {"b", 1},         {"k", XCMD_KIB},  {"kb", XCMD_KIB},
-      {"kib", XCMD_KIB}, {"m", XCMD_MIB},  {"mb", XCMD_MIB}, {"mib", XCMD_MIB},
-      {"g", XCMD_GIB},   {"gb", XCMD_GIB}, {"gib", XCMD_GIB}};
+ * in them, and nobody means 1000 bytes by "1k" in a limit. The first
+ * spelling of each multiple is the one messages use. */
+static const xcmd_unit xcmd_size_units[] = {
+    {"", 1},           {"b", 1},         {"k", XCMD_KIB},  {"kb", XCMD_KIB},
+    {"kib", XCMD_KIB}, {"m", XCMD_MIB},  {"mb", XCMD_MIB}, {"mib", XCMD_MIB},
+    {"g", XCMD_GIB},   {"gb", XCMD_GIB}, {"gib", XCMD_GIB}};
 
-  return xcmd_parse_unit(s, len, units, sizeof(units) / sizeof(units[0]), 1,
-                         out);
+static int xcmd_parse_size(const char *s, size_t len, unsigned long long *out) {
+  return xcmd_parse_unit(s, len, xcmd_size_units,
+                         sizeof(xcmd_size_units) / sizeof(xcmd_size_units[0]),
+                         1, out);
 }
 
 /* The unit is required: a bare number would leave the reader guessing
  * between seconds and milliseconds. Lowercase only, so that "M" is not
  * read as minutes by someone who meant months or megabytes. */
-static int xcmd_parse_ms(const char *s, size_t len, unsigned long long *out) {
-  static const xcmd_unit units[] = {{"ms", 1},
-                                    {"s", XCMD_SEC},
-                                    {"m", XCMD_MIN},
-                                    {"h", XCMD_HOUR},
-                                    {"d", XCMD_DAY}};
+static const xcmd_unit xcmd_ms_units[] = {{"ms", 1},
+                                          {"s", XCMD_SEC},
+                                          {"m", XCMD_MIN},
+                                          {"h", XCMD_HOUR},
+                                          {"d", XCMD_DAY}};
 
-  return xcmd_parse_unit(s, len, units, sizeof(units) / sizeof(units[0]), 0,
+static int xcmd_parse_ms(const char *s, size_t len, unsigned long long *out) {
+  return xcmd_parse_unit(s, len, xcmd_ms_units,
+                         sizeof(xcmd_ms_units) / sizeof(xcmd_ms_units[0]), 0,
                          out);
+}
+
+/* The shortest spelling of v in the file's own units, for messages: the
+ * largest multiple that divides it (for 0, the smallest). */
+static const char *xcmd_fmt_unit(unsigned long long v, const xcmd_unit *units,
+                                 size_t nunits, char *buf, size_t n) {
+  const xcmd_unit *best = NULL;
+  size_t u;
+
+  for (u = 0; u < nunits; u++) {
+    if (v == 0 ? units[u].mult != 1 : v % units[u].mult != 0)
+      continue;
+    if (best == NULL || units[u].mult > best->mult)
+      best = &units[u];
+  }
+  snprintf(buf, n, "%llu%s", v / best->mult, best->name);
+  return buf;
+}
+
+static const char *xcmd_fmt_size(unsigned long long v, char *buf, size_t n) {
+  return xcmd_fmt_unit(v, xcmd_size_units,
+                       sizeof(xcmd_size_units) / sizeof(xcmd_size_units[0]),
+                       buf, n);
+}
+
+static const char *xcmd_fmt_ms(unsigned long long v, char *buf, size_t n) {
+  return xcmd_fmt_unit(v, xcmd_ms_units,
+                       sizeof(xcmd_ms_units) / sizeof(xcmd_ms_units[0]), buf,
+                       n);
 }
 
 static int xcmd_parse_bool(const char *s, int *out) {

@@ -618,29 +618,22 @@ static int on_compress(xcm_tk_conn *c, const xcm_xml_stanza *st) {
 
 /* ---- answers to the CM's iqs --------------------------------------- */
 
-typedef struct stanza_error {
-  const char *cond;
-  const char *code;
-  const char *type;
-  const char *extra; /* an application condition in NS_CM_ERRORS */
-} stanza_error;
-
-static const stanza_error E_BAD_REQUEST = {"bad-request", "400", "modify",
+static const xcm_tk_error E_BAD_REQUEST = {"bad-request", "400", "modify",
                                            NULL};
-static const stanza_error E_ID_REQUIRED = {"bad-request", "400", "modify",
+static const xcm_tk_error E_ID_REQUIRED = {"bad-request", "400", "modify",
                                            "id-required"};
-static const stanza_error E_INVALID_PAYLOAD = {"bad-request", "400", "modify",
+static const xcm_tk_error E_INVALID_PAYLOAD = {"bad-request", "400", "modify",
                                                "invalid-payload"};
-static const stanza_error E_UNKNOWN_STANZA = {"bad-request", "400", "modify",
+static const xcm_tk_error E_UNKNOWN_STANZA = {"bad-request", "400", "modify",
                                               "unknown-stanza"};
-static const stanza_error E_NOT_FOUND = {"item-not-found", "404", "cancel",
+static const xcm_tk_error E_NOT_FOUND = {"item-not-found", "404", "cancel",
                                          NULL};
-static const stanza_error E_NOT_ALLOWED = {"not-allowed", "405", "cancel",
+static const xcm_tk_error E_NOT_ALLOWED = {"not-allowed", "405", "cancel",
                                            NULL};
-static const stanza_error E_NOT_AUTHORIZED = {"not-authorized", "401", "auth",
+static const xcm_tk_error E_NOT_AUTHORIZED = {"not-authorized", "401", "auth",
                                               NULL};
 
-static int put_error(xcm_buf *b, const stanza_error *e) {
+int xcm__tk_put_error(xcm_buf *b, const xcm_tk_error *e) {
   int err = xcm__buf_append_str(b, "<error");
 
   if (err == 0)
@@ -669,7 +662,7 @@ static int put_error(xcm_buf *b, const stanza_error *e) {
  * request; the request's child echoed (echo may be NULL); an error when
  * e is set. */
 static void answer_iq(xcm_tk_conn *c, const xcm_xml_node *iq, const char *echo,
-                      size_t echo_len, const stanza_error *e) {
+                      size_t echo_len, const xcm_tk_error *e) {
   xcm_testkit *kit = c->kit;
   const char *id = xcm__xml_node_attr(iq, "id");
   const char *to = xcm__xml_node_attr(iq, "to");
@@ -691,7 +684,7 @@ static void answer_iq(xcm_tk_conn *c, const xcm_xml_node *iq, const char *echo,
   if (err == 0 && echo != NULL)
     err = xcm__buf_append(&b, echo, echo_len);
   if (err == 0 && e != NULL)
-    err = put_error(&b, e);
+    err = xcm__tk_put_error(&b, e);
   if (err == 0)
     err = xcm__buf_append_str(&b, "</iq>");
   if (err == 0)
@@ -727,7 +720,7 @@ static void answer_unauthorized(xcm_tk_conn *c, const xcm_xml_stanza *st,
   if (err == 0 && keep_content)
     err = xcm__buf_append(&b, content, content_len);
   if (err == 0)
-    err = put_error(&b, &E_NOT_AUTHORIZED);
+    err = xcm__tk_put_error(&b, &E_NOT_AUTHORIZED);
   if (err == 0)
     err = xcm__buf_append_str(&b, "</");
   if (err == 0)
@@ -892,7 +885,7 @@ static void on_iq(xcm_tk_conn *c, const xcm_xml_stanza *st) {
 /* A Route error (MultiplexerPacketHandler.sendErrorPacket): streamid and
  * id first, then from and to swapped, then the type (captures e, c). */
 static void route_error(xcm_tk_conn *c, const xcm_xml_node *route,
-                        const stanza_error *e) {
+                        const xcm_tk_error *e) {
   xcm_testkit *kit = c->kit;
   const char *sid = xcm__xml_node_attr(route, "streamid");
   const char *id = xcm__xml_node_attr(route, "id");
@@ -914,7 +907,7 @@ static void route_error(xcm_tk_conn *c, const xcm_xml_node *route,
   if (err == 0)
     err = xcm__buf_append_str(&b, " type=\"error\">");
   if (err == 0)
-    err = put_error(&b, e);
+    err = xcm__tk_put_error(&b, e);
   if (err == 0)
     err = xcm__buf_append_str(&b, "</route>");
   if (err == 0)

@@ -223,6 +223,19 @@ void xcm__tk_group_unref(xcm_testkit *kit, xcm_tk_group *g);
 void xcm__tk_group_gc(xcm_testkit *kit, xcm_tk_group *g);
 int32_t xcm__tk_java_hash(const char *s, size_t len);
 
+/* A stanza error as Openfire words it: condition, legacy code, type, and
+ * optionally an application condition in the CM protocol's errors
+ * namespace. */
+typedef struct xcm_tk_error {
+  const char *cond;
+  const char *code;
+  const char *type;
+  const char *extra; /* may be NULL */
+} xcm_tk_error;
+
+/* Appends the whole <error/> element for e to b. */
+int xcm__tk_put_error(xcm_buf *b, const xcm_tk_error *e);
+
 /* xmpp.c */
 int xcm__tk_session_new(xcm_testkit *kit, xcm_tk_group *g, const char *sid,
                         xcm_tk_session **out);

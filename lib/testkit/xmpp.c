@@ -22,20 +22,23 @@
 #define NS_IQ_REGISTER "jabber:iq:register"
 #define NS_DELAY "urn:xmpp:delay"
 
-typedef struct serr {
-  const char *cond, *code, *type;
-} serr;
-
-static const serr E_BAD_REQUEST = {"bad-request", "400", "modify"};
-static const serr E_NOT_AUTHORIZED = {"not-authorized", "401", "auth"};
-static const serr E_NOT_ALLOWED = {"not-allowed", "405", "cancel"};
-static const serr E_NOT_ACCEPTABLE = {"not-acceptable", "406", "modify"};
-static const serr E_CONFLICT = {"conflict", "409", "cancel"};
-static const serr E_INTERNAL = {"internal-server-error", "500", "wait"};
-static const serr E_NOT_IMPLEMENTED = {"feature-not-implemented", "501",
-                                       "cancel"};
-static const serr E_UNAVAILABLE = {"service-unavailable", "503", "cancel"};
-static const serr E_NO_REMOTE = {"remote-server-not-found", "404", "cancel"};
+static const xcm_tk_error E_BAD_REQUEST = {"bad-request", "400", "modify",
+                                           NULL};
+static const xcm_tk_error E_NOT_AUTHORIZED = {"not-authorized", "401", "auth",
+                                              NULL};
+static const xcm_tk_error E_NOT_ALLOWED = {"not-allowed", "405", "cancel",
+                                           NULL};
+static const xcm_tk_error E_NOT_ACCEPTABLE = {"not-acceptable", "406", "modify",
+                                              NULL};
+static const xcm_tk_error E_CONFLICT = {"conflict", "409", "cancel", NULL};
+static const xcm_tk_error E_INTERNAL = {"internal-server-error", "500", "wait",
+                                        NULL};
+static const xcm_tk_error E_NOT_IMPLEMENTED = {"feature-not-implemented", "501",
+                                               "cancel", NULL};
+static const xcm_tk_error E_UNAVAILABLE = {"service-unavailable", "503",
+                                           "cancel", NULL};
+static const xcm_tk_error E_NO_REMOTE = {"remote-server-not-found", "404",
+                                         "cancel", NULL};
 
 static const char *addr_of(const xcm_tk_session *s) {
   return s->full != NULL ? s->full : s->addr;
@@ -353,26 +356,10 @@ static void deliver_to(xcm_tk_session *t, int to_full, const char *bytes,
 
 /* ---- answers to the client ----------------------------------------- */
 
-static int put_error(xcm_buf *b, const serr *e) {
-  int err = xcm__buf_append_str(b, "<error");
-
-  if (err == 0)
-    err = xcm__xml_attr(b, "code", e->code);
-  if (err == 0)
-    err = xcm__xml_attr(b, "type", e->type);
-  if (err == 0)
-    err = xcm__buf_append_str(b, "><");
-  if (err == 0)
-    err = xcm__buf_append_str(b, e->cond);
-  if (err == 0)
-    err = xcm__buf_append_str(b, " xmlns=\"" XCM_NS_STANZAS "\"/></error>");
-  return err;
-}
-
 /* The stanza back to its sender as an error: type and id, from and to
  * swapped, the original content, the error (never for an error). */
 static void bounce(xcm_tk_session *s, const xcm_xml_node *el, const char *bytes,
-                   size_t len, const serr *e) {
+                   size_t len, const xcm_tk_error *e) {
   const char *id = xcm__xml_node_attr(el, "id");
   const char *to = xcm__xml_node_attr(el, "to");
   const char *content;
@@ -400,7 +387,7 @@ static void bounce(xcm_tk_session *s, const xcm_xml_node *el, const char *bytes,
   if (err == 0)
     err = xcm__buf_append(&b, content, content_len);
   if (err == 0)
-    err = put_error(&b, e);
+    err = xcm__tk_put_error(&b, e);
   if (err == 0)
     err = xcm__buf_append_str(&b, "</");
   if (err == 0)
