@@ -679,8 +679,11 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
 
   *out = NULL;
   c = xcm__calloc(ctx->alloc, sizeof(*c));
-  if (c == NULL)
+  if (c == NULL) {
+    if (tcp != NULL)
+      close_tcp(ctx, tcp);
     return XCM_ENOMEM;
+  }
   c->ctx = ctx;
   c->cfg = cfg;
   c->cb = cb;
