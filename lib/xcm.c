@@ -15,6 +15,8 @@
 /* At most one log line per this many ms about running out of file
  * descriptors at accept time. */
 #define ACCEPT_BACKOFF_MS 100
+/* No memory for a connection libuv has accepted: try again after this. */
+#define ACCEPT_RETRY_MS 10
 
 typedef struct listener {
   xcm_cm *cm;
@@ -238,6 +240,14 @@ static void out_of_descriptors(listener *l, int err) {
   uv_timer_start(&l->backoff, resume_accept, ACCEPT_BACKOFF_MS, 0);
 }
 
+/* The backoff timer, used for this too, ends a pause as well. */
+static void retry_accept(uv_timer_t *t) {
+  listener *l = t->data;
+
+  l->paused = 0;
+  on_connection((uv_stream_t *)&l->tcp, 0);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   listener *l = server->data;
   xcm_cm *cm = l->cm;
@@ -249,8 +259,13 @@ static void on_connection(uv_stream_t *server, int status) {
   if (status != 0 || cm->stopping)
     return;
   tcp = xcm__alloc(cm->ctx.alloc, sizeof(*tcp));
-  if (tcp == NULL)
+  if (tcp == NULL) {
+    /* libuv holds the connection and watches the listener no more until
+     * it is accepted: try again soon rather than leave every client
+     * hanging. */
+    uv_timer_start(&l->backoff, retry_accept, ACCEPT_RETRY_MS, 0);
     return;
+  }
   uv_tcp_init(cm->ctx.loop, tcp);
   err = uv_accept(server, (uv_stream_t *)tcp);
   if (err != 0) {
