@@ -46,6 +46,7 @@ struct xcm_cm {
   int stopping;
   int open_handles; /* listeners' handles, the drain timer, the pool */
   uv_timer_t drain;
+  unsigned drain_ms;
   void (*shutdown_cb)(xcm_cm *cm, void *ud);
   xcm_link_fn link_events;
   void *link_events_ud;
@@ -512,8 +513,10 @@ static void drain_timeout(uv_timer_t *t) {
 static void sessions_empty(void *ud) {
   xcm_cm *cm = ud;
 
-  /* Give the closes a moment to reach the server and be answered. */
-  uv_timer_start(&cm->drain, drain_timeout, 200, 0);
+  /* Give the closes a moment to reach the server and be answered, but
+   * never longer than the caller's bound on the drain. */
+  uv_timer_start(&cm->drain, drain_timeout,
+                 cm->drain_ms < 200 ? cm->drain_ms : 200, 0);
 }
 
 void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
@@ -534,7 +537,8 @@ void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
   }
   cm->sessions.empty = sessions_empty;
   cm->sessions.empty_ud = cm;
-  uv_timer_start(&cm->drain, drain_timeout, drain_ms ? drain_ms : 5000, 0);
+  cm->drain_ms = drain_ms ? drain_ms : 5000;
+  uv_timer_start(&cm->drain, drain_timeout, cm->drain_ms, 0);
   if (cm->sessions.count == 0)
     sessions_empty(cm);
   else
