@@ -341,6 +341,8 @@ static int finish_header(xcm_client *c, const xcm_policy *p) {
                         "no connection to the XMPP server; try again later");
   if (!(c->flags & F_OPENED)) {
     err = c->cb->open(c->ud, c->sid, xcm__stream_peer(c->stream));
+    if (err == XCM_ENOMEM)
+      return header_error(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
     if (err != 0)
       return header_error(c, XCM_COND_REMOTE_CONNECTION_FAILED,
                           "the XMPP server cannot take the session now");
@@ -408,6 +410,8 @@ static int relay(xcm_client *c, const xcm_xml_stanza *s) {
   if (err == XCM_ELIMIT)
     return refuse(c, XCM_COND_POLICY_VIOLATION,
                   "too much sent before the server answered");
+  if (err == XCM_ENOMEM)
+    return refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
   if (err != 0)
     return refuse(c, XCM_COND_INTERNAL_SERVER_ERROR,
                   "could not pass the stanza on");
