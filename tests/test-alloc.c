@@ -786,8 +786,11 @@ static void test_login_and_chat(void) {
     if (A.failed) {
       injected++;
     } else {
-      if (k > n)
+      if (k > n) {
+        for (i = 0; i < NCLIENTS; i++)
+          xcm__buf_free(&w.c[i].in);
         break;
+      }
       missed++;
       xcm_test_note("k=%lu: this run made only %lu allocations", k, A.calls);
     }
