@@ -562,7 +562,9 @@ static void on_read(void *ud, const char *data, size_t len) {
       c->flags &= ~(unsigned)F_HEADER_SENT;
       err = xcm__stream_start_tls(c->stream, c->cfg->tls, 1, NULL, data, len);
       if (err != 0)
-        xcm__client_fail(c, XCM_COND_INTERNAL_SERVER_ERROR,
+        xcm__client_fail(c,
+                         err == XCM_ENOMEM ? XCM_COND_RESOURCE_CONSTRAINT
+                                           : XCM_COND_INTERNAL_SERVER_ERROR,
                          "could not start TLS");
       return;
     }
@@ -572,7 +574,9 @@ static void on_read(void *ud, const char *data, size_t len) {
       c->flags &= ~(unsigned)F_HEADER_SENT;
       err = xcm__stream_start_zlib(c->stream, data, len);
       if (err != 0)
-        xcm__client_fail(c, XCM_COND_INTERNAL_SERVER_ERROR,
+        xcm__client_fail(c,
+                         err == XCM_ENOMEM ? XCM_COND_RESOURCE_CONSTRAINT
+                                           : XCM_COND_INTERNAL_SERVER_ERROR,
                          "could not start compression");
       return;
     }
