@@ -12,11 +12,11 @@
  *  - setup error: xcm_cm_new, xcm_cm_listen or xcm_cm_start returns
  *    XCM_ENOMEM;
  *  - clean error: exactly one client is ended by the CM (its connection
- *    is closed, after a resource-constraint or internal-server-error
- *    stream error when the CM had a stream to write it on) and that
- *    client is the affected one (below), while every other client
- *    finishes every step that does not need the ended one, and proves it
- *    is still served by sending itself a message at the end.
+ *    is closed, after a resource-constraint stream error when the CM
+ *    could still write one) and that client is the affected one (below),
+ *    while every other client finishes every step that does not need the
+ *    ended one, and proves it is still served by sending itself a
+ *    message at the end.
  *
  * "Affected": the script runs in steps, each with the set of clients
  * the CM is doing work for in it (whose stream, session or stanza an
@@ -40,9 +40,11 @@
  * failed allocation's callers (through addr2line when it is installed)
  * and its outcome.
  *
- * A second case fails each allocation of xcm_cm_new, xcm_cm_listen (plain
- * and TLS), xcm_cm_listen_add_cert and xcm_cm_start in turn: the failing
- * call must return XCM_ENOMEM and nothing may leak.
+ * A second case runs the same with carol on STARTTLS and zlib (XEP-0138),
+ * so that the CM's TLS and zlib layers fail too. A third fails each
+ * allocation of xcm_cm_new, xcm_cm_listen (plain and TLS),
+ * xcm_cm_listen_add_cert and xcm_cm_start in turn: the failing call must
+ * return XCM_ENOMEM and nothing may leak.
  *
  * Sites: the allocator hook cannot see which line of libxcm called it
  * (the call goes through lib/util/alloc.c and, for buffers and maps,
@@ -60,12 +62,14 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "core/ctx.h"
 #include "harness.h"
+#include "transport/stream.h"
 #include "util/buf.h"
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
 
-/* ---- the counting, failing allocator ------------------------------------- */
+/* ---- the counting, failing allocator ----------------------------------- */
 
 #define SITE_DEPTH 4
 #define MAX_ALLOCS 20000
@@ -190,8 +194,7 @@ static const unsigned involved[S_COUNT] = {0,
                                            7,
                                            7};
 
-/* ---- raw clients ----------------------------------------------------------
- */
+/* ---- raw clients --------------------------------------------------------- */
 
 #define DOMAIN "example.test"
 #define HDR                                                                    \
@@ -215,6 +218,10 @@ typedef struct client {
   int ended_step;
   int hung; /* waited in vain with the connection open */
   int done; /* the script ran to its end for this client */
+  /* In the STARTTLS case carol runs on libxcm's own stream, in a context
+   * of the test's with the C library's allocator (not counted). */
+  xcm_stream *s;
+  int tls_done; /* 1 handshake done, -1 failed */
 } client;
 
 static void on_alloc(uv_handle_t *h, size_t n, uv_buf_t *b) {
@@ -250,7 +257,7 @@ static void on_connect(uv_connect_t *req, int status) {
 }
 
 static int connected(void *ud) {
-  return ((client *)ud)->state != 0;
+  return ((client *)ud)->state != 0 || ((client *)ud)->eof;
 }
 
 static void on_written(uv_write_t *req, int status) {
@@ -258,11 +265,43 @@ static void on_written(uv_write_t *req, int status) {
   free(req);
 }
 
+static void s_read(void *ud, const char *data, size_t len) {
+  client *c = ud;
+
+  xcm__buf_append(&c->in, data, len);
+  xcm__buf_reserve(&c->in, 1);
+  c->in.data[c->in.len] = '\0';
+}
+
+static void s_end(void *ud, int err) {
+  (void)err;
+  ((client *)ud)->eof = 1;
+}
+
+static void s_tls(void *ud, int err) {
+  ((client *)ud)->tls_done = err == 0 ? 1 : -1;
+}
+
+static void s_closed(void *ud) {
+  ((client *)ud)->closed = 1;
+}
+
+static void s_connected(void *ud) {
+  ((client *)ud)->state = 1;
+}
+
+static const xcm_stream_cb s_cb = {s_read, s_end, s_tls, NULL, s_closed};
+
 static void send_str(client *c, const char *s) {
   size_t len = strlen(s);
-  uv_write_t *req = malloc(sizeof(*req) + len);
+  uv_write_t *req;
   uv_buf_t b;
 
+  if (c->s != NULL) {
+    xcm__stream_write(c->s, s, len);
+    return;
+  }
+  req = malloc(sizeof(*req) + len);
   memcpy(req + 1, s, len);
   b = uv_buf_init((char *)(req + 1), (unsigned)len);
   if (uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0)
@@ -326,7 +365,9 @@ static int expect(client *c, const char *needle) {
   return expect_from(c, needle, NULL);
 }
 
-static void client_open(client *c, uv_loop_t *loop, int port) {
+/* Connect to the CM: over a plain libuv socket, or (sctx not NULL) over
+ * libxcm's stream, which can do TLS and zlib. */
+static void client_open(client *c, uv_loop_t *loop, int port, xcm_ctx *sctx) {
   struct sockaddr_in a;
   const char *user = c->user, *auth = c->auth;
 
@@ -335,12 +376,17 @@ static void client_open(client *c, uv_loop_t *loop, int port) {
   c->auth = auth;
   c->loop = loop;
   xcm__buf_init(&c->in, NULL);
-  uv_tcp_init(loop, &c->tcp);
-  c->open = 1;
-  c->tcp.data = c;
-  c->conn.data = c;
   uv_ip4_addr("127.0.0.1", port, &a);
-  uv_tcp_connect(&c->conn, &c->tcp, (struct sockaddr *)&a, on_connect);
+  if (sctx != NULL) {
+    REQUIRE(xcm__stream_connect(&c->s, sctx, (struct sockaddr *)&a, &s_cb,
+                                s_connected, c, NULL) == 0);
+  } else {
+    uv_tcp_init(loop, &c->tcp);
+    c->tcp.data = c;
+    c->conn.data = c;
+    uv_tcp_connect(&c->conn, &c->tcp, (struct sockaddr *)&a, on_connect);
+  }
+  c->open = 1;
   xcm_test_run_until(loop, connected, c, wait_ms);
   if (c->state != 1)
     c->hung = 1;
@@ -357,9 +403,13 @@ static int is_closed(void *ud) {
 /* Close the connection; what was received stays for the checks. */
 static void client_close(client *c) {
   if (c->open) {
-    uv_close((uv_handle_t *)&c->tcp, client_closed);
+    if (c->s != NULL)
+      xcm__stream_abort(c->s);
+    else
+      uv_close((uv_handle_t *)&c->tcp, client_closed);
     xcm_test_run_until(c->loop, is_closed, c, 1000);
     c->open = 0;
+    c->s = NULL;
   }
 }
 
@@ -407,8 +457,7 @@ static int only_own(const client *c) {
   return ok;
 }
 
-/* ---- the world ------------------------------------------------------------
- */
+/* ---- the world ----------------------------------------------------------- */
 
 typedef struct world {
   uv_loop_t loop;
@@ -418,6 +467,11 @@ typedef struct world {
   int closed;
   int setup_err; /* what a setup call returned, or 0 */
   client c[NCLIENTS];
+  /* The STARTTLS case: carol's side of TLS, in a context of its own. */
+  int tls;
+  xcm_ctx sctx;
+  xcm_tls_config *scfg;
+  int sctx_closed;
 } world;
 
 static int policy_known(void *ud) {
@@ -458,17 +512,36 @@ static int two_closed(void *ud) {
   return closed_count(ud) >= 2;
 }
 
+static char certs[1024];
+
+/* Set by a case: carol uses STARTTLS and zlib. */
+static int tls_case;
+
 /* Returns 0 when a setup call failed (w->setup_err says which way). */
 static int world_start(world *w) {
   xcm_testkit_options ko;
   xcm_options o;
   xcm_listen_options lo;
-  char err[256];
+  char err[256], cert[1100], key[1100], ca[1100];
   int e;
 
   memset(w, 0, sizeof(*w));
   A.step = S_SETUP;
   REQUIRE(uv_loop_init(&w->loop) == 0);
+  snprintf(cert, sizeof cert, "%s/server.pem", certs);
+  snprintf(key, sizeof key, "%s/server-key.pem", certs);
+  snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+  w->tls = tls_case;
+  if (w->tls) {
+    xcm_tls_options to;
+
+    REQUIRE(xcm__ctx_init(&w->sctx, &w->loop, NULL) == 0);
+    memset(&to, 0, sizeof to);
+    to.ca_file = ca;
+    to.verify = 1;
+    REQUIRE(xcm__tls_config_new(&w->scfg, &w->sctx, 0, &to, err, sizeof err) ==
+            0);
+  }
   xcm_testkit_options_init(&ko);
   ko.seed = 5;
   ko.heartbeat_ms = 0;
@@ -485,6 +558,7 @@ static int world_start(world *w) {
   o.secret = "cmsecret";
   o.connections = 2;
   o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
+  o.compression = w->tls;
   o.alloc = &counting_alloc;
   e = xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err);
   if (e != 0) {
@@ -494,6 +568,10 @@ static int world_start(world *w) {
   }
   memset(&lo, 0, sizeof lo);
   lo.host = "127.0.0.1";
+  if (w->tls) {
+    lo.cert_file = cert;
+    lo.key_file = key;
+  }
   e = xcm_cm_listen(w->cm, &lo, err, sizeof err);
   if (e == 0) {
     w->port = xcm_cm_listener_port(w->cm, 0);
@@ -515,6 +593,10 @@ static int world_start(world *w) {
   return 1;
 }
 
+static void sctx_done(xcm_ctx *ctx) {
+  ((world *)((char *)ctx - offsetof(world, sctx)))->sctx_closed = 1;
+}
+
 /* Shut down and free everything; the allocator must be empty after. */
 static void world_stop(world *w) {
   int i;
@@ -534,12 +616,16 @@ static void world_stop(world *w) {
   REQUIRE(xcm_test_run_until(&w->loop, two_closed, w, 2000));
   xcm_cm_free(w->cm);
   xcm_testkit_free(w->kit);
+  if (w->tls) {
+    xcm__tls_config_unref(w->scfg);
+    xcm__ctx_close(&w->sctx, sctx_done);
+  }
   uv_run(&w->loop, UV_RUN_DEFAULT);
+  CHECK(!w->tls || w->sctx_closed);
   CHECK_INT(uv_loop_close(&w->loop), 0);
 }
 
-/* ---- the script -----------------------------------------------------------
- */
+/* ---- the script ---------------------------------------------------------- */
 
 static const char *const users[NCLIENTS] = {"alice", "bob", "carol"};
 static const char *const auths[NCLIENTS] = {
@@ -554,17 +640,55 @@ static int alive(const client *c) {
   return !c->ended && !c->hung;
 }
 
+static int tls_over(void *ud) {
+  client *c = ud;
+
+  return c->tls_done != 0 || c->eof;
+}
+
+/* STARTTLS, then XEP-0138 zlib inside it, each with its stream restart.
+ * A handshake the CM breaks off must end with the connection closed. */
+static int secure(world *w, client *c) {
+  send_str(c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+  if (!expect(c, "<proceed"))
+    return 0;
+  REQUIRE(xcm__stream_start_tls(c->s, w->scfg, 0, DOMAIN, NULL, 0) == 0);
+  xcm_test_run_until(&w->loop, tls_over, c, wait_ms);
+  if (c->tls_done != 1) {
+    if (!c->eof)
+      xcm_test_run_until(&w->loop, tls_over, c, wait_ms);
+    note_end(c);
+    if (!c->ended) {
+      c->hung = A.hung = 1;
+      xcm_test_note("%s: the TLS handshake neither ended nor failed", c->user);
+    }
+    return 0;
+  }
+  send_str(c, HDR);
+  if (!expect(c, "<method>zlib</method>") || !expect(c, "</stream:features>"))
+    return 0;
+  send_str(c, "<compress xmlns='http://jabber.org/protocol/compress'>"
+              "<method>zlib</method></compress>");
+  if (!expect(c, "<compressed"))
+    return 0;
+  REQUIRE(xcm__stream_start_zlib(c->s, NULL, 0) == 0);
+  send_str(c, HDR);
+  return expect(c, "</stream:features>");
+}
+
 static void login(world *w, int who) {
   client *c = &w->c[who];
   char buf[512];
 
   c->user = users[who];
   c->auth = auths[who];
-  client_open(c, &w->loop, w->port);
+  client_open(c, &w->loop, w->port, w->tls && who == CAROL ? &w->sctx : NULL);
   if (!alive(c))
     return;
   send_str(c, HDR);
   if (!expect(c, "</stream:features>"))
+    return;
+  if (c->s != NULL && !secure(w, c))
     return;
   send_str(c, c->auth);
   if (!expect(c, "<success"))
@@ -655,8 +779,7 @@ static void run_script(world *w) {
   }
 }
 
-/* ---- the cases ------------------------------------------------------------
- */
+/* ---- the cases ----------------------------------------------------------- */
 
 static void reset_allocator(unsigned long fail_at, int record) {
   memset(&A, 0, sizeof A);
@@ -717,11 +840,11 @@ static void print_site(void *const *frames, int n) {
   pclose(f);
 }
 
-/* How an ended client was ended: a stream error for what the server
- * lacks, or the connection closed (a client ended while the CM wrote
- * its error cannot always be told one). */
-static const char *const conds[] = {"resource-constraint",
-                                    "internal-server-error", "(closed)"};
+/* How an ended client was ended: resource-constraint (RFC 6120: the
+ * server lacks the resources to serve the stream), or the connection
+ * closed without a stream error (nothing to write it with, or a stream
+ * in TLS or zlib that could not carry it). */
+static const char *const conds[] = {"resource-constraint", "(closed)"};
 #define NCONDS (sizeof conds / sizeof conds[0])
 static unsigned long cond_count[NCONDS];
 
@@ -749,7 +872,8 @@ static int tally_end(const client *c) {
   return 0;
 }
 
-static void test_login_and_chat(void) {
+/* Every k for the scenario, with carol on STARTTLS and zlib when tls. */
+static void fail_each(int tls, const char *table_name) {
   unsigned long n, k, per_step[S_COUNT] = {0};
   unsigned long injected = 0, absorbed = 0, clean = 0, setup = 0, leaks = 0,
                 bad = 0, carol_only = 0;
@@ -767,6 +891,9 @@ static void test_login_and_chat(void) {
     void *f[2];
     backtrace(f, 2);
   }
+  tls_case = tls;
+  nsites = 0;
+  memset(cond_count, 0, sizeof cond_count);
   n = count_login_and_chat(per_step);
   xcm_test_note("dry run: %lu allocations at %u sites", n, nsites);
   for (i = 1; i < S_COUNT; i++)
@@ -879,18 +1006,26 @@ static void test_login_and_chat(void) {
                 "carol alone in her login",
                 k - 1, (double)(uv_hrtime() - t0) / 1e9, slowest_k,
                 (double)slowest / 1e6, carol_only);
-  printf("# table alloc login-and-chat allocations=%lu injected=%lu sites=%u "
+  printf("# table alloc %s allocations=%lu injected=%lu sites=%u "
          "clean_errors=%lu absorbed=%lu setup_errors=%lu leaks=%lu\n",
-         n, injected, nsites, clean, absorbed, setup, leaks);
+         table_name, n, injected, nsites, clean, absorbed, setup, leaks);
   /* Every allocation but perhaps the last one or two was failed. */
   CHECK(only || (injected + 2 >= n && missed <= 2));
   CHECK_INT(bad, 0);
 }
 
-/* ---- setup alone ----------------------------------------------------------
- */
+static void test_login_and_chat(void) {
+  fail_each(0, "login-and-chat");
+}
 
-static char certs[1024];
+/* The same with carol's stream in TLS and zlib: the CM's TLS and zlib
+ * layers' own allocations fail too (not mbedTLS's, nor zlib's: those do
+ * not go through the hook). */
+static void test_login_and_chat_tls(void) {
+  fail_each(1, "login-and-chat-starttls-zlib");
+}
+
+/* ---- setup alone --------------------------------------------------------- */
 
 static void setup_down(xcm_cm *cm, void *ud) {
   (void)cm;
@@ -1003,6 +1138,7 @@ static void test_setup(void) {
 static const xcm_test tests[] = {
     {"setup", test_setup},
     {"login_and_chat", test_login_and_chat},
+    {"login_and_chat_tls", test_login_and_chat_tls},
 };
 
 int main(int argc, char **argv) {
