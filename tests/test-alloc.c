@@ -1019,8 +1019,8 @@ static void test_login_and_chat(void) {
 }
 
 /* The same with carol's stream in TLS and zlib: the CM's TLS and zlib
- * layers' own allocations fail too (not mbedTLS's, nor zlib's: those do
- * not go through the hook). */
+ * layers' allocations fail too, zlib's own included (they go through the
+ * hook); mbedTLS's do not. */
 static void test_login_and_chat_tls(void) {
   fail_each(1, "login-and-chat-starttls-zlib");
 }
