@@ -15,6 +15,8 @@
 /* At most one log line per this many ms about running out of file
  * descriptors at accept time. */
 #define ACCEPT_BACKOFF_MS 100
+/* No memory for a connection libuv has accepted: try again after this. */
+#define ACCEPT_RETRY_MS 10
 
 typedef struct listener {
   xcm_cm *cm;
@@ -44,6 +46,7 @@ struct xcm_cm {
   int stopping;
   int open_handles; /* listeners' handles, the drain timer, the pool */
   uv_timer_t drain;
+  unsigned drain_ms;
   void (*shutdown_cb)(xcm_cm *cm, void *ud);
   xcm_link_fn link_events;
   void *link_events_ud;
@@ -238,6 +241,14 @@ static void out_of_descriptors(listener *l, int err) {
   uv_timer_start(&l->backoff, resume_accept, ACCEPT_BACKOFF_MS, 0);
 }
 
+/* The backoff timer, used for this too, ends a pause as well. */
+static void retry_accept(uv_timer_t *t) {
+  listener *l = t->data;
+
+  l->paused = 0;
+  on_connection((uv_stream_t *)&l->tcp, 0);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   listener *l = server->data;
   xcm_cm *cm = l->cm;
@@ -249,8 +260,13 @@ static void on_connection(uv_stream_t *server, int status) {
   if (status != 0 || cm->stopping)
     return;
   tcp = xcm__alloc(cm->ctx.alloc, sizeof(*tcp));
-  if (tcp == NULL)
+  if (tcp == NULL) {
+    /* libuv holds the connection and watches the listener no more until
+     * it is accepted: try again soon rather than leave every client
+     * hanging. */
+    uv_timer_start(&l->backoff, retry_accept, ACCEPT_RETRY_MS, 0);
     return;
+  }
   uv_tcp_init(cm->ctx.loop, tcp);
   err = uv_accept(server, (uv_stream_t *)tcp);
   if (err != 0) {
@@ -497,8 +513,10 @@ static void drain_timeout(uv_timer_t *t) {
 static void sessions_empty(void *ud) {
   xcm_cm *cm = ud;
 
-  /* Give the closes a moment to reach the server and be answered. */
-  uv_timer_start(&cm->drain, drain_timeout, 200, 0);
+  /* Give the closes a moment to reach the server and be answered, but
+   * never longer than the caller's bound on the drain. */
+  uv_timer_start(&cm->drain, drain_timeout,
+                 cm->drain_ms < 200 ? cm->drain_ms : 200, 0);
 }
 
 void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
@@ -519,7 +537,8 @@ void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
   }
   cm->sessions.empty = sessions_empty;
   cm->sessions.empty_ud = cm;
-  uv_timer_start(&cm->drain, drain_timeout, drain_ms ? drain_ms : 5000, 0);
+  cm->drain_ms = drain_ms ? drain_ms : 5000;
+  uv_timer_start(&cm->drain, drain_timeout, cm->drain_ms, 0);
   if (cm->sessions.count == 0)
     sessions_empty(cm);
   else

@@ -133,7 +133,10 @@ typedef xcm_verdict (*xcm_stanza_hook)(void *ud, const xcm_stanza_info *st,
                                        const char **replacement, size_t *len);
 
 /* Create an instance on loop. errbuf (may be NULL) receives a message
- * naming the problem. */
+ * naming the problem. On failure *out is NULL and there is nothing to
+ * free, but a failure to set up the upstream pool (no memory, a bad CA
+ * file) leaves a handle that closes, and frees the rest, on the next
+ * turn of the loop: run it before uv_loop_close(). */
 int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
                char *errbuf, size_t errlen);
 

@@ -114,14 +114,17 @@ static void close_stream(xcm_client *c, int graceful) {
   c->stream = NULL;
 }
 
-static void start_header(xcm_client *c, xcm_buf *b) {
+static int start_header(xcm_client *c, xcm_buf *b) {
   const char *lang = c->lang[0] ? c->lang : NULL;
+  int err = 0;
 
   if (!(c->flags & F_HEADER_SENT)) {
-    xcm__client_stream_open(b, c->cfg->domain, c->sid, lang,
-                            (c->flags & F_V1) != 0);
-    c->flags |= F_HEADER_SENT;
+    err = xcm__client_stream_open(b, c->cfg->domain, c->sid, lang,
+                                  (c->flags & F_V1) != 0);
+    if (err == 0)
+      c->flags |= F_HEADER_SENT;
   }
+  return err;
 }
 
 void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text) {
@@ -218,6 +221,14 @@ static void overflow(xcm_client *c, const char *data, size_t len) {
                    "output buffer full: the client does not read");
 }
 
+/* No memory to queue what the client must get: it cannot be served
+ * without a gap, so it goes, and a message goes back to the server. */
+static void out_of_memory(xcm_client *c, const char *data, size_t len) {
+  if (c->cb->undelivered != NULL && is_message(data, len))
+    c->cb->undelivered(c->ud, data, len);
+  xcm__client_fail(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+}
+
 static int write_out(xcm_client *c, const char *data, size_t len) {
   int err;
 
@@ -226,6 +237,8 @@ static int write_out(xcm_client *c, const char *data, size_t len) {
   err = xcm__stream_write(c->stream, data, len);
   if (err == XCM_ELIMIT)
     overflow(c, data, len);
+  else if (err == XCM_ENOMEM)
+    out_of_memory(c, data, len);
   return err;
 }
 
@@ -250,7 +263,7 @@ static const char *default_ns(const xcm_xml_header *h) {
   return NULL;
 }
 
-static void features(xcm_client *c, const xcm_policy *p, xcm_buf *b) {
+static int features(xcm_client *c, const xcm_policy *p, xcm_buf *b) {
   xcm_features f;
   unsigned state = 0;
 
@@ -270,7 +283,7 @@ static void features(xcm_client *c, const xcm_policy *p, xcm_buf *b) {
   if (c->cfg->compression && p->compression_zlib && (c->flags & F_SECURED) &&
       !(c->flags & F_COMPRESSED))
     f.flags |= XCM_FEATURE_COMPRESSION;
-  xcm__client_features(b, &f);
+  return xcm__client_features(b, &f);
 }
 
 static int header_error(xcm_client *c, xcm_cond cond, const char *text) {
@@ -328,15 +341,23 @@ static int finish_header(xcm_client *c, const xcm_policy *p) {
                         "no connection to the XMPP server; try again later");
   if (!(c->flags & F_OPENED)) {
     err = c->cb->open(c->ud, c->sid, xcm__stream_peer(c->stream));
+    if (err == XCM_ENOMEM)
+      return header_error(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
     if (err != 0)
       return header_error(c, XCM_COND_REMOTE_CONNECTION_FAILED,
                           "the XMPP server cannot take the session now");
     c->flags |= F_OPENED;
   }
   xcm__buf_reset(b);
-  start_header(c, b);
-  if (c->flags & F_V1)
-    features(c, p, b);
+  err = start_header(c, b);
+  if (err == 0 && (c->flags & F_V1))
+    err = features(c, p, b);
+  if (err != 0) {
+    /* Out of memory: none of it was sent. */
+    xcm__buf_reset(b);
+    c->flags &= ~(unsigned)F_HEADER_SENT;
+    return header_error(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+  }
   err = write_out(c, b->data, b->len);
   xcm__buf_reset(b);
   return err;
@@ -389,6 +410,8 @@ static int relay(xcm_client *c, const xcm_xml_stanza *s) {
   if (err == XCM_ELIMIT)
     return refuse(c, XCM_COND_POLICY_VIOLATION,
                   "too much sent before the server answered");
+  if (err == XCM_ENOMEM)
+    return refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
   if (err != 0)
     return refuse(c, XCM_COND_INTERNAL_SERVER_ERROR,
                   "could not pass the stanza on");
@@ -539,7 +562,9 @@ static void on_read(void *ud, const char *data, size_t len) {
       c->flags &= ~(unsigned)F_HEADER_SENT;
       err = xcm__stream_start_tls(c->stream, c->cfg->tls, 1, NULL, data, len);
       if (err != 0)
-        xcm__client_fail(c, XCM_COND_INTERNAL_SERVER_ERROR,
+        xcm__client_fail(c,
+                         err == XCM_ENOMEM ? XCM_COND_RESOURCE_CONSTRAINT
+                                           : XCM_COND_INTERNAL_SERVER_ERROR,
                          "could not start TLS");
       return;
     }
@@ -549,7 +574,9 @@ static void on_read(void *ud, const char *data, size_t len) {
       c->flags &= ~(unsigned)F_HEADER_SENT;
       err = xcm__stream_start_zlib(c->stream, data, len);
       if (err != 0)
-        xcm__client_fail(c, XCM_COND_INTERNAL_SERVER_ERROR,
+        xcm__client_fail(c,
+                         err == XCM_ENOMEM ? XCM_COND_RESOURCE_CONSTRAINT
+                                           : XCM_COND_INTERNAL_SERVER_ERROR,
                          "could not start compression");
       return;
     }
@@ -679,8 +706,11 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
 
   *out = NULL;
   c = xcm__calloc(ctx->alloc, sizeof(*c));
-  if (c == NULL)
+  if (c == NULL) {
+    if (tcp != NULL)
+      close_tcp(ctx, tcp);
     return XCM_ENOMEM;
+  }
   c->ctx = ctx;
   c->cfg = cfg;
   c->cb = cb;

@@ -316,6 +316,11 @@ static void cl_bound(void *ud, const char *jid, size_t len) {
 
   xcm__free(s->table->ctx->alloc, s->jid);
   s->jid = xcm__strndup(s->table->ctx->alloc, jid, len);
+  if (s->jid == NULL) {
+    /* Bound without a JID the API could show: not a session to keep. */
+    xcm__client_fail(s->client, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+    return;
+  }
   event(s, XCM_SESSION_BOUND, NULL);
 }
 
@@ -408,9 +413,11 @@ static addr_count *count_address(xcm_sessions *t, uv_tcp_t *tcp, int *over) {
 }
 
 static int link_session(xcm_sessions *t, xcm_session *s) {
+  int err;
+
   s->e.key = xcm__client_sid(s->client);
   /* Stream ids are 128 random bits: a clash is not a case to handle. */
-  xcm__map_put(&t->by_sid, &s->e);
+  err = xcm__map_put(&t->by_sid, &s->e);
   s->next = t->head;
   if (t->head != NULL)
     t->head->prev = s;
@@ -418,6 +425,9 @@ static int link_session(xcm_sessions *t, xcm_session *s) {
   t->count++;
   t->stats->clients_accepted++;
   t->stats->clients_now = t->count;
+  /* A session the API cannot find could not be closed through it. */
+  if (err != 0)
+    xcm__client_fail(s->client, XCM_COND_RESOURCE_CONSTRAINT, NULL);
   return 0;
 }
 

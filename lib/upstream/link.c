@@ -560,6 +560,16 @@ static uint64_t tick_ms(const xcm_link *l) {
   return t;
 }
 
+/* The timer is made on first use, so that a link never connected (its
+ * pool failed half-built) holds no handle and is freed at once. */
+static void ensure_timer(xcm_link *l) {
+  if (l->timer_open)
+    return;
+  uv_timer_init(l->ctx->loop, &l->timer);
+  l->timer.data = l;
+  l->timer_open = 1;
+}
+
 void xcm__link_connect(xcm_link *l) {
   struct addrinfo hints;
   char port[16];
@@ -567,6 +577,7 @@ void xcm__link_connect(xcm_link *l) {
 
   if (l->phase != P_IDLE)
     return;
+  ensure_timer(l);
   if (l->dns_busy) {
     /* A cancelled look-up has not called back yet: its request is still
      * in use. */
@@ -596,6 +607,7 @@ void xcm__link_connect(xcm_link *l) {
 void xcm__link_connect_later(xcm_link *l, uint64_t delay_ms) {
   if (l->phase != P_IDLE)
     return;
+  ensure_timer(l);
   uv_timer_start(&l->timer, on_timer, delay_ms, 0);
 }
 
@@ -651,9 +663,6 @@ int xcm__link_new(xcm_link **out, xcm_ctx *ctx, const xcm_pool_options *opt,
   l->ud = ud;
   l->phase = P_IDLE;
   xcm__buf_init(&l->scratch, ctx->alloc);
-  uv_timer_init(ctx->loop, &l->timer);
-  l->timer.data = l;
-  l->timer_open = 1;
   snprintf(l->jid, sizeof l->jid, "%s/%s%u-0", opt->name, opt->resource_prefix,
            index + 1);
   *out = l;
@@ -667,7 +676,10 @@ void xcm__link_close(xcm_link *l) {
     uv_cancel((uv_req_t *)&l->dns);
   end_connection(l, 1);
   l->phase = P_CLOSED;
-  uv_close((uv_handle_t *)&l->timer, on_timer_closed);
+  if (l->timer_open)
+    uv_close((uv_handle_t *)&l->timer, on_timer_closed);
+  else
+    maybe_closed(l);
 }
 
 void xcm__link_free(xcm_link *l) {

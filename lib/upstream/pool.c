@@ -784,13 +784,12 @@ int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
     err =
         xcm__link_new(&p->links[i].link, ctx, &p->opt, p->tls, i, &link_cb, p);
   if (err != 0) {
+    /* Links never connected hold no handle yet: free them now. */
     for (i = 0; p->links != NULL && i < p->nlinks; i++)
-      if (p->links[i].link != NULL) {
-        xcm__link_close(p->links[i].link);
-      }
-    /* Links not yet connected close synchronously apart from their timer;
-     * keep it simple: a failed pool_new leaks nothing but the links'
-     * timers close on the next loop turn. */
+      xcm__link_free(p->links[i].link);
+    xcm__free(ctx->alloc, p->links);
+    if (p->tls != NULL)
+      xcm__tls_config_unref(p->tls);
     xcm__free(ctx->alloc, p->strings);
     xcm__free(ctx->alloc, p);
     return err;
