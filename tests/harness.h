@@ -45,6 +45,10 @@ void xcm_test_note(const char *fmt, ...);
  * (the pointer is kept), lower case with dashes. */
 unsigned xcm_test_failures(void);
 void xcm_test_tried(const char *cls, unsigned failures_before);
+/* For an input that one check decides: counts it if ok, e.g.
+ * TRIED("bad-configs", CHECK_INT(parse(bad), XCM_EINVAL)). */
+void xcm_test_tried_if(const char *cls, int ok);
+#define TRIED(cls, check) xcm_test_tried_if((cls), (check))
 
 /* A deterministic pseudo-random sequence for split tests, seeded per case
  * (XCM_TEST_SEED overrides; the seed is printed on failure). */
