@@ -349,6 +349,7 @@ static void tiny_limits(xcm_options *o) {
 
 static void test_stream_errors_on_the_wire(void) {
   static char big[2048], bigger[6000], flood[200 * 64], deep[2000];
+  static char mflood[200 * 64];
   static const bad_case cases[] = {
       {"bad-stream-headers", "wrong host",
        "<?xml version='1.0'?><stream:stream "
@@ -383,6 +384,21 @@ static void test_stream_errors_on_the_wire(void) {
        "not-well-formed", 0},
       {"before-auth", "message before auth", "<message to='bob@example.test'/>",
        "not-authorized", 0},
+      {"before-auth", "presence before auth", "<presence/>", "not-authorized",
+       0},
+      {"before-auth", "roster before auth",
+       "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+       "not-authorized", 0},
+      {"before-auth", "bind before auth",
+       "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+       "<resource>x</resource></bind></iq>",
+       "not-authorized", 0},
+      {"before-auth", "empty iq before auth", "<iq type='get' id='e'/>",
+       "not-authorized", 0},
+      {"before-auth", "iq:auth hidden behind a second child",
+       "<iq type='set' id='a'><query xmlns='jabber:iq:roster'/><query "
+       "xmlns='jabber:iq:auth'/></iq>",
+       "not-authorized", 0},
       {"not-allowed-elements", "unknown element", "<foo xmlns='urn:foo'/>",
        "unsupported-stanza-type", 0},
       {"smuggling", "route smuggled", "<route streamid='x'><message/></route>",
@@ -395,6 +411,7 @@ static void test_stream_errors_on_the_wire(void) {
       {"oversized", "too big after auth", bigger, "policy-violation", 1},
       {"deep-nesting", "too deep", deep, "policy-violation", 1},
       {"rate-flood", "flood", flood, "policy-violation", 1},
+      {"rate-flood", "message flood", mflood, "policy-violation", 1},
       {"invalid-utf8", "invalid utf-8", "<message>\xff\xfe</message>",
        "not-well-formed", 1},
   };
@@ -413,6 +430,9 @@ static void test_stream_errors_on_the_wire(void) {
   flood[0] = '\0';
   for (i = 0; i < 200; i++)
     strcat(flood, "<presence/>");
+  mflood[0] = '\0';
+  for (i = 0; i < 200; i++)
+    strcat(mflood, "<message to='nobody@example.test'/>");
   world_start(&w, tiny_limits);
   raw_open(&w, &good, 1);
   REQUIRE(raw_login(&good, AUTH_ALICE, "good"));
