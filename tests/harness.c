@@ -8,12 +8,14 @@
 #include <string.h>
 
 static int case_failed;
+static unsigned failed_checks;
 static jmp_buf case_jmp;
 static unsigned rand_state;
 static unsigned case_seed;
 
 static void fail_line(const char *expr, const char *file, int line) {
   case_failed = 1;
+  failed_checks++;
   printf("# FAILED %s:%d: %s\n", file, line, expr);
 }
 
@@ -84,6 +86,48 @@ void xcm_test_note(const char *fmt, ...) {
   vprintf(fmt, ap);
   va_end(ap);
   printf("\n");
+}
+
+enum { MAX_CLASSES = 32 };
+static struct {
+  const char *name;
+  unsigned tried;
+} classes[MAX_CLASSES];
+static size_t nclasses;
+
+unsigned xcm_test_failures(void) {
+  return failed_checks;
+}
+
+void xcm_test_tried(const char *cls, unsigned failures_before) {
+  size_t i;
+
+  for (i = 0; i < nclasses; i++)
+    if (strcmp(classes[i].name, cls) == 0)
+      break;
+  if (i == nclasses) {
+    /* A table too small is the test's bug: fail loudly, not undercount. */
+    if (!xcm_test_check(nclasses < MAX_CLASSES, "hostile classes fit", __FILE__,
+                        __LINE__))
+      return;
+    classes[nclasses].name = cls;
+    classes[nclasses].tried = 0;
+    nclasses++;
+  }
+  if (failed_checks == failures_before)
+    classes[i].tried++;
+}
+
+void xcm_test_tried_if(const char *cls, int ok) {
+  /* A failed check has been counted already: make before differ. */
+  xcm_test_tried(cls, ok ? failed_checks : failed_checks + 1);
+}
+
+static void print_tried(void) {
+  size_t i;
+
+  for (i = 0; i < nclasses; i++)
+    printf("# table hostile %s tried=%u\n", classes[i].name, classes[i].tried);
 }
 
 unsigned xcm_test_rand(void) {
@@ -159,5 +203,6 @@ int xcm_test_main(int argc, char **argv, const xcm_test *tests, size_t n) {
       printf("ok %zu - %s\n", run, tests[i].name);
     }
   }
+  print_tried();
   return failures ? 1 : 0;
 }

@@ -30,6 +30,26 @@ int xcm_test_check_int(long long got, long long want, const char *expr,
 /* Print a diagnostic line (TAP comment). */
 void xcm_test_note(const char *fmt, ...);
 
+/* Hostile inputs, counted for the README's hardening table
+ * (tests/readme-table.py). A test notes the failure count before it tries
+ * one bad input and hands it to xcm_test_tried() afterwards, which counts
+ * the input in its class only if no check failed in between:
+ *
+ *   unsigned before = xcm_test_failures();
+ *   ... feed the input, CHECK the outcome ...
+ *   xcm_test_tried("malformed-xml", before);
+ *
+ * A REQUIRE that fails leaves the case before the count. After the last
+ * case, xcm_test_main() prints "# table hostile <class> tried=N" for
+ * every class tried, in the order first seen. Class names are literals
+ * (the pointer is kept), lower case with dashes. */
+unsigned xcm_test_failures(void);
+void xcm_test_tried(const char *cls, unsigned failures_before);
+/* For an input that one check decides: counts it if ok, e.g.
+ * TRIED("bad-configs", CHECK_INT(parse(bad), XCM_EINVAL)). */
+void xcm_test_tried_if(const char *cls, int ok);
+#define TRIED(cls, check) xcm_test_tried_if((cls), (check))
+
 /* A deterministic pseudo-random sequence for split tests, seeded per case
  * (XCM_TEST_SEED overrides; the seed is printed on failure). */
 unsigned xcm_test_rand(void);

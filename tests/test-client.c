@@ -333,6 +333,7 @@ static void test_login_and_chat(void) {
 }
 
 typedef struct bad_case {
+  const char *cls; /* for the README's table */
   const char *name;
   const char *send; /* after our HDR unless it starts with '<?' or '<s' */
   const char *cond;
@@ -348,49 +349,71 @@ static void tiny_limits(xcm_options *o) {
 
 static void test_stream_errors_on_the_wire(void) {
   static char big[2048], bigger[6000], flood[200 * 64], deep[2000];
+  static char mflood[200 * 64];
   static const bad_case cases[] = {
-      {"wrong host",
+      {"bad-stream-headers", "wrong host",
        "<?xml version='1.0'?><stream:stream "
        "xmlns:stream='http://etherx.jabber.org/streams' "
        "xmlns='jabber:client' to='other.test' version='1.0'>",
        "host-unknown", 0},
-      {"wrong namespace",
+      {"bad-stream-headers", "wrong namespace",
        "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
        "xmlns='jabber:server' to='example.test' version='1.0'>",
        "invalid-namespace", 0},
-      {"wrong stream namespace",
+      {"bad-stream-headers", "wrong stream namespace",
        "<stream:stream xmlns:stream='urn:wrong' xmlns='jabber:client' "
        "to='example.test' version='1.0'>",
        "invalid-namespace", 0},
-      {"version 2",
+      {"bad-stream-headers", "version 2",
        "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
        "xmlns='jabber:client' to='example.test' version='2.0'>",
        "unsupported-version", 0},
-      {"garbage", "<message><<</message>", "not-well-formed", 0},
-      {"comment", "<!-- x -->", "restricted-xml", 0},
-      {"doctype mid-stream", "<!DOCTYPE x><x/>", "not-well-formed", 0},
-      {"doctype before the header",
+      {"malformed-xml", "garbage", "<message><<</message>", "not-well-formed",
+       0},
+      {"restricted-xml", "comment", "<!-- x -->", "restricted-xml", 0},
+      {"restricted-xml", "doctype mid-stream", "<!DOCTYPE x><x/>",
+       "not-well-formed", 0},
+      {"restricted-xml", "doctype before the header",
        "<!DOCTYPE stream:stream><stream:stream "
        "xmlns:stream='http://etherx.jabber.org/streams' "
        "xmlns='jabber:client' to='example.test' version='1.0'>",
        "restricted-xml", 0},
-      {"entity", "<message>&foo;</message>", "restricted-xml", 0},
-      {"unbound prefix", "<message><x:y/></message>", "not-well-formed", 0},
-      {"message before auth", "<message to='bob@example.test'/>",
+      {"restricted-xml", "entity", "<message>&foo;</message>", "restricted-xml",
+       0},
+      {"unbound-prefixes", "unbound prefix", "<message><x:y/></message>",
+       "not-well-formed", 0},
+      {"before-auth", "message before auth", "<message to='bob@example.test'/>",
        "not-authorized", 0},
-      {"unknown element", "<foo xmlns='urn:foo'/>", "unsupported-stanza-type",
+      {"before-auth", "presence before auth", "<presence/>", "not-authorized",
        0},
-      {"route smuggled", "<route streamid='x'><message/></route>",
+      {"before-auth", "roster before auth",
+       "<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>",
+       "not-authorized", 0},
+      {"before-auth", "bind before auth",
+       "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+       "<resource>x</resource></bind></iq>",
+       "not-authorized", 0},
+      {"before-auth", "empty iq before auth", "<iq type='get' id='e'/>",
+       "not-authorized", 0},
+      {"before-auth", "iq:auth hidden behind a second child",
+       "<iq type='set' id='a'><query xmlns='jabber:iq:roster'/><query "
+       "xmlns='jabber:iq:auth'/></iq>",
+       "not-authorized", 0},
+      {"not-allowed-elements", "unknown element", "<foo xmlns='urn:foo'/>",
        "unsupported-stanza-type", 0},
-      {"handshake smuggled", "<handshake>00</handshake>",
+      {"smuggling", "route smuggled", "<route streamid='x'><message/></route>",
        "unsupported-stanza-type", 0},
-      {"stream-level prefix", "<stream:features/>", "unsupported-stanza-type",
-       0},
-      {"too big before auth", big, "policy-violation", 0},
-      {"too big after auth", bigger, "policy-violation", 1},
-      {"too deep", deep, "policy-violation", 1},
-      {"flood", flood, "policy-violation", 1},
-      {"invalid utf-8", "<message>\xff\xfe</message>", "not-well-formed", 1},
+      {"smuggling", "handshake smuggled", "<handshake>00</handshake>",
+       "unsupported-stanza-type", 0},
+      {"unbound-prefixes", "stream-level prefix", "<stream:features/>",
+       "unsupported-stanza-type", 0},
+      {"oversized", "too big before auth", big, "policy-violation", 0},
+      {"oversized", "too big after auth", bigger, "policy-violation", 1},
+      {"deep-nesting", "too deep", deep, "policy-violation", 1},
+      {"rate-flood", "flood", flood, "policy-violation", 1},
+      {"rate-flood", "message flood", mflood, "policy-violation", 1},
+      {"invalid-utf8", "invalid utf-8", "<message>\xff\xfe</message>",
+       "not-well-formed", 1},
   };
   world w;
   raw good;
@@ -407,10 +430,14 @@ static void test_stream_errors_on_the_wire(void) {
   flood[0] = '\0';
   for (i = 0; i < 200; i++)
     strcat(flood, "<presence/>");
+  mflood[0] = '\0';
+  for (i = 0; i < 200; i++)
+    strcat(mflood, "<message to='nobody@example.test'/>");
   world_start(&w, tiny_limits);
   raw_open(&w, &good, 1);
   REQUIRE(raw_login(&good, AUTH_ALICE, "good"));
   for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    unsigned before = xcm_test_failures();
     raw r;
     char want[128];
     int own_header = strncmp(cases[i].send, "<?", 2) == 0 ||
@@ -437,8 +464,115 @@ static void test_stream_errors_on_the_wire(void) {
     raw_free(&r);
     if (!CHECK(still_works(&good, (int)i)))
       xcm_test_note("the good client broke after '%s'", cases[i].name);
+    xcm_test_tried(cases[i].cls, before);
   }
   raw_free(&good);
+  world_stop(&w);
+}
+
+/* The stream id in the first header r received, into out (23 bytes):
+ * 0, or -1 if there is none. */
+static int header_id(const raw *r, char *out) {
+  const char *p = r->in.data ? strstr(r->in.data, "<stream:stream") : NULL;
+  const char *end = p ? strchr(p, '>') : NULL;
+  size_t n;
+
+  out[0] = '\0';
+  if (end == NULL)
+    return -1;
+  for (; p < end; p++)
+    if ((p[0] == ' ' || p[0] == '\n') && strncmp(p + 1, "id=", 3) == 0)
+      break;
+  if (p >= end)
+    return -1;
+  p += 5; /* the space, id=, the quote */
+  n = strcspn(p, "'\"");
+  if (n > 22)
+    return -1;
+  memcpy(out, p, n);
+  out[n] = '\0';
+  return 0;
+}
+
+static int cmp_ids(const void *a, const void *b) {
+  return strcmp((const char *)a, (const char *)b);
+}
+
+/* Stream ids cannot be guessed: each is 128 random bits, 22 characters
+ * of base64url whose last one carries 2 bits. Many ids from as many
+ * connections are all distinct and every one of the 128 bits varies
+ * (about half of the ids have it set: out of 256, between 64 and 192,
+ * which a fair bit misses with a chance below 1e-15). And while a session
+ * is live, ids near its own (one character changed, cut short, one more)
+ * find nothing through the session API. */
+static void test_stream_ids(void) {
+  enum { N = 256 };
+  static const char abc[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static char ids[N][23];
+  unsigned ones[128];
+  xcm_session_info info;
+  char live[23], guess[32];
+  world w;
+  raw a;
+  size_t i, k;
+
+  memset(ones, 0, sizeof ones);
+  world_start(&w, NULL);
+  for (i = 0; i < N; i++) {
+    unsigned before = xcm_test_failures();
+    raw r;
+
+    raw_open(&w, &r, 1);
+    raw_sends(&r, HDR);
+    CHECK(raw_wait(&r, "</stream:features>", 3000));
+    if (CHECK_INT(header_id(&r, ids[i]), 0) && CHECK_INT(strlen(ids[i]), 22) &&
+        CHECK(strspn(ids[i], abc) == 22) &&
+        CHECK(strchr("AQgw", ids[i][21]) != NULL)) {
+      /* The 128 bits: 21 characters of 6, and 2 from the last. */
+      for (k = 0; k < 128; k++) {
+        unsigned v = (unsigned)(strchr(abc, ids[i][k / 6]) - abc);
+
+        if ((v >> (5 - k % 6)) & 1)
+          ones[k]++;
+      }
+    }
+    raw_free(&r);
+    xcm_test_tried("stream-id-randomness", before);
+  }
+  qsort(ids, N, sizeof ids[0], cmp_ids);
+  for (i = 1; i < N; i++)
+    if (!CHECK(strcmp(ids[i - 1], ids[i]) != 0))
+      xcm_test_note("stream id %s given twice", ids[i]);
+  for (k = 0; k < 128; k++)
+    if (!CHECK(ones[k] >= N / 4 && ones[k] <= 3 * N / 4))
+      xcm_test_note("bit %zu set in %u of %d stream ids", k, ones[k], N);
+
+  /* Guesses near a live session's id. */
+  raw_open(&w, &a, 1);
+  REQUIRE(raw_login(&a, AUTH_ALICE, "good"));
+  REQUIRE(header_id(&a, live) == 0);
+  REQUIRE(xcm_cm_session(w.cm, live, &info) == 0);
+  for (i = 0; i < 22 + 3; i++) {
+    unsigned before = xcm_test_failures();
+
+    strcpy(guess, live);
+    if (i < 22) /* one character changed */
+      guess[i] = guess[i] == 'A' ? 'B' : 'A';
+    else if (i == 22) /* cut short */
+      guess[21] = '\0';
+    else if (i == 23) /* one more */
+      strcat(guess, "A");
+    else /* nothing */
+      guess[0] = '\0';
+    CHECK_INT(xcm_cm_session(w.cm, guess, &info), XCM_ENOTFOUND);
+    CHECK_INT(xcm_cm_close_session(w.cm, guess, XCM_COND_CONFLICT, "guess"),
+              XCM_ENOTFOUND);
+    xcm_test_tried("guessed-stream-ids", before);
+  }
+  CHECK(still_works(&a, 1));
+  CHECK_INT(xcm_cm_session(w.cm, live, &info), 0);
+  raw_free(&a);
   world_stop(&w);
 }
 
@@ -676,6 +810,7 @@ static void test_tls_required_cannot_be_bypassed(void) {
   pw.tls = XCM_TLS_REQUIRED;
   REQUIRE(run_until(&w, policy_is, &pw, 3000));
   for (i = 0; i < 3; i++) {
+    unsigned before = xcm_test_failures();
     raw r;
     char want[96];
 
@@ -691,6 +826,7 @@ static void test_tls_required_cannot_be_bypassed(void) {
       xcm_test_note("got: %s", r.in.data);
     CHECK(run_until(&w, is_eof, &r, 3000));
     raw_free(&r);
+    xcm_test_tried("before-tls", before);
   }
   world_stop(&w);
 }
@@ -1479,6 +1615,7 @@ static const xcm_test tests[] = {
     {"compression_inside_tls", test_compression_inside_tls},
     {"login_and_chat", test_login_and_chat},
     {"stream_errors_on_the_wire", test_stream_errors_on_the_wire},
+    {"stream_ids", test_stream_ids},
     {"auth_timeout", test_auth_timeout},
     {"client_gone_closes_session", test_client_gone_closes_session},
     {"server_closes_client", test_server_closes_client},

@@ -25,7 +25,9 @@ static int parse(const char *text, xcmd_config *cfg, char *err, size_t errlen) {
 }
 
 /* text must fail with exactly want, and leave nothing behind. */
+/* Every bad config goes into the README's hardening table. */
 static void expect_error_len(const char *text, size_t len, const char *want) {
+  unsigned before = xcm_test_failures();
   xcmd_config cfg;
   char err[512];
   int rc;
@@ -38,6 +40,7 @@ static void expect_error_len(const char *text, size_t len, const char *want) {
     xcm_test_note("for: %s", text);
   CHECK(cfg.opt.domain == NULL && cfg.nlisteners == 0 && cfg.owned_ == NULL);
   xcmd_config_free(&cfg);
+  xcm_test_tried("bad-configs", before);
 }
 
 static void expect_error(const char *text, const char *want) {
@@ -1062,6 +1065,7 @@ static void test_manager_xml_variants(void) {
 }
 
 static void expect_xml_error(const char *text, const char *want) {
+  unsigned before = xcm_test_failures();
   xcmd_config cfg;
   char err[512];
 
@@ -1071,6 +1075,7 @@ static void expect_xml_error(const char *text, const char *want) {
     xcm_test_note("for: %s", text);
   CHECK(cfg.opt.domain == NULL && cfg.nwarnings == 0 && cfg.owned_ == NULL);
   xcmd_config_free(&cfg);
+  xcm_test_tried("bad-configs", before);
 }
 
 static void test_manager_xml_errors(void) {

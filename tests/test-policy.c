@@ -129,25 +129,32 @@ static void test_not_a_config(void) {
 
   config = config_iq(&t, &iq);
   iq->attrs = result_attrs;
-  CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO);
+  TRIED("hostile-upstream",
+        CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO));
   iq->nattrs = 0;
-  CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO);
+  TRIED("hostile-upstream",
+        CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO));
   iq->attrs = set_attrs;
   iq->nattrs = 2;
 
   config->ns = "jabber:client";
-  CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO);
+  TRIED("hostile-upstream",
+        CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO));
   config->ns = NS_CMP;
   config->name = "session";
-  CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO);
+  TRIED("hostile-upstream",
+        CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO));
   config->name = "configuration";
 
   iq->ns = "jabber:client";
-  CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO);
+  TRIED("hostile-upstream",
+        CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO));
   iq->ns = "jabber:connectionmanager";
   iq->name = "route";
-  CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO);
-  CHECK_INT(xcm__policy_from_config(NULL, &p), XCM_EPROTO);
+  TRIED("hostile-upstream",
+        CHECK_INT(xcm__policy_from_config(iq, &p), XCM_EPROTO));
+  TRIED("hostile-upstream",
+        CHECK_INT(xcm__policy_from_config(NULL, &p), XCM_EPROTO));
 
   /* A refused push leaves the policy in force alone. */
   CHECK(memcmp(&p, &before, sizeof(p)) == 0);

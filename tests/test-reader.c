@@ -99,8 +99,13 @@ static int cb_stanza(void *ud, const xcm_xml_stanza *s) {
   char num[64];
 
   c->stanzas++;
-  snprintf(num, sizeof num, "S{%s}%s d%d u%u [", s->ns, s->name,
-           s->declares_default, (unsigned)s->header_prefixes_used);
+  /* Names and URIs whole: a fixed buffer here would hide long ones. */
+  log_str(c, "S{");
+  log_str(c, s->ns);
+  log_str(c, "}");
+  log_str(c, s->name);
+  snprintf(num, sizeof num, " d%d u%u [", s->declares_default,
+           (unsigned)s->header_prefixes_used);
   log_str(c, num);
   log_mem(c, s->bytes, s->len);
   log_str(c, "]");
@@ -180,8 +185,10 @@ static size_t split_large(size_t left) {
 
 /* Parse data whole, at random, and byte by byte: all three must give the
  * same events. Returns the whole-feed log (caller frees). */
-static char *events_all_ways(const char *data, int tree_levels,
-                             const char *restart_on, int *result) {
+static char *events_all_ways_limited(const char *data, int tree_levels,
+                                     const char *restart_on,
+                                     const xcm_xml_limits *limits,
+                                     int *result) {
   size_t (*splits[])(size_t) = {NULL, split_random, split_one, split_large};
   char *first = NULL;
   int first_err = 0;
@@ -191,7 +198,7 @@ static char *events_all_ways(const char *data, int tree_levels,
     fixture f;
     int err;
 
-    fx_init(&f, NULL);
+    fx_init(&f, limits);
     f.ctx.tree_levels = tree_levels;
     f.ctx.restart_on = restart_on;
     err = feed_split(&f, data, strlen(data), splits[i]);
@@ -213,6 +220,11 @@ static char *events_all_ways(const char *data, int tree_levels,
   }
   *result = first_err;
   return first;
+}
+
+static char *events_all_ways(const char *data, int tree_levels,
+                             const char *restart_on, int *result) {
+  return events_all_ways_limited(data, tree_levels, restart_on, NULL, result);
 }
 
 static void test_header_and_stanzas(void) {
@@ -318,6 +330,7 @@ static void test_restart_consumed(void) {
 }
 
 typedef struct bad_case {
+  const char *cls; /* for the README's table */
   const char *name;
   const char *input;
   xcm_cond cond;
@@ -325,49 +338,54 @@ typedef struct bad_case {
 
 static void test_restricted_xml(void) {
   static const bad_case cases[] = {
-      {"doctype", "<!DOCTYPE stream:stream>" STREAM_HDR,
+      {"restricted-xml", "doctype", "<!DOCTYPE stream:stream>" STREAM_HDR,
        XCM_COND_RESTRICTED_XML},
-      {"entity decl",
+      {"restricted-xml", "entity decl",
        "<!DOCTYPE s [<!ENTITY a 'aaaaaaaaaa'><!ENTITY b "
        "'&a;&a;&a;'>]>" STREAM_HDR "<message>&b;</message>",
        XCM_COND_RESTRICTED_XML},
-      {"comment before", "<!-- hi -->" STREAM_HDR, XCM_COND_RESTRICTED_XML},
-      {"comment in stanza", STREAM_HDR "<message><!-- hi --></message>",
+      {"restricted-xml", "comment before", "<!-- hi -->" STREAM_HDR,
        XCM_COND_RESTRICTED_XML},
-      {"comment between", STREAM_HDR "<presence/><!-- hi -->",
+      {"restricted-xml", "comment in stanza",
+       STREAM_HDR "<message><!-- hi --></message>", XCM_COND_RESTRICTED_XML},
+      {"restricted-xml", "comment between", STREAM_HDR "<presence/><!-- hi -->",
        XCM_COND_RESTRICTED_XML},
-      {"pi", STREAM_HDR "<message><?php echo 1; ?></message>",
+      {"restricted-xml", "pi", STREAM_HDR "<message><?php echo 1; ?></message>",
        XCM_COND_RESTRICTED_XML},
-      {"pi before header", "<?foo bar?>" STREAM_HDR, XCM_COND_RESTRICTED_XML},
-      {"undefined entity", STREAM_HDR "<message>&nbsp;</message>",
+      {"restricted-xml", "pi before header", "<?foo bar?>" STREAM_HDR,
        XCM_COND_RESTRICTED_XML},
-      {"unbound prefix", STREAM_HDR "<message><x:body/></message>",
+      {"restricted-xml", "undefined entity",
+       STREAM_HDR "<message>&nbsp;</message>", XCM_COND_RESTRICTED_XML},
+      {"unbound-prefixes", "unbound prefix",
+       STREAM_HDR "<message><x:body/></message>", XCM_COND_NOT_WELL_FORMED},
+      {"unbound-prefixes", "unbound attr prefix",
+       STREAM_HDR "<message x:a='1'/>", XCM_COND_NOT_WELL_FORMED},
+      {"unbound-prefixes", "unbound stanza prefix", STREAM_HDR "<db:result/>",
        XCM_COND_NOT_WELL_FORMED},
-      {"unbound attr prefix", STREAM_HDR "<message x:a='1'/>",
+      {"malformed-xml", "mismatched tag", STREAM_HDR "<message></presence>",
        XCM_COND_NOT_WELL_FORMED},
-      {"unbound stanza prefix", STREAM_HDR "<db:result/>",
+      {"malformed-xml", "bad char", STREAM_HDR "<message>\x01</message>",
        XCM_COND_NOT_WELL_FORMED},
-      {"mismatched tag", STREAM_HDR "<message></presence>",
-       XCM_COND_NOT_WELL_FORMED},
-      {"bad char", STREAM_HDR "<message>\x01</message>",
-       XCM_COND_NOT_WELL_FORMED},
-      {"invalid utf-8", STREAM_HDR "<message>\xc3\x28</message>",
-       XCM_COND_NOT_WELL_FORMED},
-      {"overlong utf-8", STREAM_HDR "<message>\xc0\xaf</message>",
-       XCM_COND_NOT_WELL_FORMED},
-      {"latin1 declared",
+      {"invalid-utf8", "invalid utf-8",
+       STREAM_HDR "<message>\xc3\x28</message>", XCM_COND_NOT_WELL_FORMED},
+      {"invalid-utf8", "overlong utf-8",
+       STREAM_HDR "<message>\xc0\xaf</message>", XCM_COND_NOT_WELL_FORMED},
+      {"malformed-xml", "latin1 declared",
        "<?xml version='1.0' encoding='ISO-8859-1'?>" STREAM_HDR,
        XCM_COND_UNSUPPORTED_ENCODING},
-      {"text at depth 1", STREAM_HDR "hello", XCM_COND_BAD_FORMAT},
-      {"duplicate attribute", STREAM_HDR "<message to='a' to='b'/>",
+      {"malformed-xml", "text at depth 1", STREAM_HDR "hello",
+       XCM_COND_BAD_FORMAT},
+      {"malformed-xml", "duplicate attribute",
+       STREAM_HDR "<message to='a' to='b'/>", XCM_COND_NOT_WELL_FORMED},
+      {"malformed-xml", "xml decl later", STREAM_HDR "<?xml version='1.0'?>",
        XCM_COND_NOT_WELL_FORMED},
-      {"xml decl later", STREAM_HDR "<?xml version='1.0'?>",
-       XCM_COND_NOT_WELL_FORMED},
-      {"junk after end", STREAM_HDR "</stream:stream><x/>", XCM_COND_NONE},
+      {"malformed-xml", "junk after end", STREAM_HDR "</stream:stream><x/>",
+       XCM_COND_NONE},
   };
   size_t i;
 
   for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    unsigned before = xcm_test_failures();
     int err;
     char *log = events_all_ways(cases[i].input, 0, NULL, &err);
     char want[128];
@@ -381,6 +399,7 @@ static void test_restricted_xml(void) {
       CHECK(err < 0);
     }
     free(log);
+    xcm_test_tried(cases[i].cls, before);
   }
 }
 
@@ -413,6 +432,7 @@ static void test_stanza_limit(void) {
   xcm_xml_limits lim = {200, 8};
   fixture f;
   char big[600];
+  unsigned before;
   int err;
 
   /* Exactly at the limit passes, in any split. */
@@ -424,6 +444,7 @@ static void test_stanza_limit(void) {
   fx_free(&f);
 
   /* One byte more fails, in any split. */
+  before = xcm_test_failures();
   fx_init(&f, &lim);
   stanza_of_size(big, 201);
   err = feed_split(&f, big, strlen(big), split_random);
@@ -431,11 +452,155 @@ static void test_stanza_limit(void) {
   CHECK_INT(xcm__xml_reader_condition(f.ctx.r), XCM_COND_POLICY_VIOLATION);
   CHECK_INT(f.ctx.stanzas, 0);
   fx_free(&f);
+  xcm_test_tried("oversized", before);
 
+  before = xcm_test_failures();
   fx_init(&f, &lim);
   err = feed_split(&f, big, strlen(big), NULL);
   CHECK_INT(err, XCM_ELIMIT);
   fx_free(&f);
+  xcm_test_tried("oversized", before);
+}
+
+/* n copies of c, NUL-terminated (caller frees). */
+static char *repeat(char c, size_t n) {
+  char *p = malloc(n + 1);
+
+  REQUIRE(p != NULL);
+  memset(p, c, n);
+  p[n] = '\0';
+  return p;
+}
+
+/* Stanza is one whole feed; want is a substring of the log of events (the
+ * stanza and its tree, or "ERR <cond> "). Counted as one hostile input of
+ * the class "length-extremes" if every split agrees and want is there. */
+static void try_extreme(const char *what, const char *stanza, const char *want,
+                        int want_err) {
+  xcm_xml_limits lim = {8192, 8};
+  unsigned before = xcm_test_failures();
+  xcm_buf in;
+  char *log;
+  int err;
+
+  xcm__buf_init(&in, NULL);
+  xcm__buf_append_str(&in, STREAM_HDR);
+  xcm__buf_append_str(&in, stanza);
+  REQUIRE(xcm__buf_reserve(&in, 1) == 0);
+  in.data[in.len] = '\0';
+  log = events_all_ways_limited(in.data, 1, NULL, &lim, &err);
+  CHECK_INT(err, want_err);
+  if (!CHECK(strstr(log, want) != NULL))
+    xcm_test_note("%s: %.300s", what, log);
+  free(log);
+  xcm__buf_free(&in);
+  xcm_test_tried("length-extremes", before);
+}
+
+/* Names, attributes, prefixes and namespace URIs of extreme lengths: long
+ * ones within the stanza limit come through whole (no fixed buffer cuts
+ * them), past it they are refused, and empty or missing ones are not
+ * well-formed. The limit is 8,192 bytes. */
+static void test_length_extremes(void) {
+  char *name = repeat('n', 7000), *big = repeat('n', 9000);
+  char *val = repeat('v', 7000), *uri = repeat('u', 6000);
+  char *pfx = repeat('p', 3000);
+  char *stanza = malloc(20000), *want = malloc(20000);
+  char *many;
+  size_t i, n;
+
+  REQUIRE(stanza != NULL && want != NULL);
+
+  /* Element name: long, then past the limit. */
+  snprintf(stanza, 20000, "<%s/>", name);
+  snprintf(want, 20000, "S{jabber:client}%s d0 u0 [<%s/>](%s)", name, name,
+           name);
+  try_extreme("long element name", stanza, want, 0);
+  snprintf(stanza, 20000, "<%s/>", big);
+  try_extreme("element name past the limit", stanza, "ERR policy-violation ",
+              XCM_ELIMIT);
+  /* Inside the stanza, a long child name. */
+  snprintf(stanza, 20000, "<message><%s/></message>", name);
+  try_extreme("long child name", stanza, name, 0);
+
+  /* Attribute name and value: long, past the limit, empty. */
+  snprintf(stanza, 20000, "<message %s='1'/>", name);
+  snprintf(want, 20000, "(message %s=1)", name);
+  try_extreme("long attribute name", stanza, want, 0);
+  snprintf(stanza, 20000, "<message a='%s'/>", val);
+  snprintf(want, 20000, "(message a=%s)", val);
+  try_extreme("long attribute value", stanza, want, 0);
+  snprintf(stanza, 20000, "<message a='%s'/>", big);
+  try_extreme("attribute value past the limit", stanza, "ERR policy-violation ",
+              XCM_ELIMIT);
+  try_extreme("empty attribute value", "<message a=''/>", "(message a=)", 0);
+  try_extreme("one-letter names", "<m a='b'><c/></m>",
+              "S{jabber:client}m d0 u0 [<m a='b'><c/></m>](m a=b)", 0);
+  try_extreme("empty attribute name", "<message ='x'/>", "ERR not-well-formed ",
+              XCM_EXML);
+  try_extreme("empty element name", "< a='x'/>", "ERR not-well-formed ",
+              XCM_EXML);
+  try_extreme("empty end tag", "<message></>", "ERR not-well-formed ",
+              XCM_EXML);
+
+  /* Many attributes: 700 distinct ones in one element. */
+  n = 0;
+  n += (size_t)snprintf(stanza + n, 20000 - n, "<message");
+  for (i = 0; i < 700; i++)
+    n += (size_t)snprintf(stanza + n, 20000 - n, " a%zu='%zu'", i, i);
+  snprintf(stanza + n, 20000 - n, "/>");
+  try_extreme("700 attributes", stanza, " a699=699)", 0);
+
+  /* A long prefix and a long namespace URI on the stanza. */
+  snprintf(stanza, 20000, "<message xmlns:%s='urn:x'><%s:x/></message>", pfx,
+           pfx);
+  try_extreme("long prefix", stanza, "S{jabber:client}message d0 u0 [", 0);
+  snprintf(stanza, 20000, "<message xmlns='%s'/>", uri);
+  snprintf(want, 20000, "S{%s}message d1 u0", uri);
+  try_extreme("long namespace URI", stanza, want, 0);
+  snprintf(stanza, 20000, "<message xmlns='%s%s'/>", uri, pfx);
+  try_extreme("namespace URI past the limit", stanza, "ERR policy-violation ",
+              XCM_ELIMIT);
+  try_extreme("empty prefix declaration", "<message xmlns:p=''/>",
+              "ERR not-well-formed ", XCM_EXML);
+
+  /* The header: 16 prefixes pass, a 17th is refused. */
+  many = malloc(4096);
+  REQUIRE(many != NULL);
+  for (i = 16; i <= 17; i++) {
+    xcm_xml_limits lim = {8192, 8};
+    unsigned before = xcm_test_failures();
+    size_t k;
+    int err;
+    char *log;
+
+    n = (size_t)snprintf(many, 4096,
+                         "<stream:stream xmlns:stream='http://etherx.jabber."
+                         "org/streams' xmlns='jabber:client'");
+    /* stream and the default count: i - 2 more. */
+    for (k = 0; k + 2 < i; k++)
+      n += (size_t)snprintf(many + n, 4096 - n, " xmlns:p%zu='urn:%zu'", k, k);
+    snprintf(many + n, 4096 - n, "><presence/>");
+    log = events_all_ways_limited(many, 0, NULL, &lim, &err);
+    if (i == 16) {
+      CHECK_INT(err, 0);
+      CHECK(strstr(log, "[<presence/>]") != NULL);
+    } else {
+      CHECK_INT(err, XCM_ELIMIT);
+      if (!CHECK(strstr(log, "ERR policy-violation ") != NULL))
+        xcm_test_note("17 header prefixes: %s", log);
+    }
+    free(log);
+    xcm_test_tried("length-extremes", before);
+  }
+  free(many);
+  free(stanza);
+  free(want);
+  free(name);
+  free(big);
+  free(val);
+  free(uri);
+  free(pfx);
 }
 
 /* A start tag that never ends must not make the reader (or expat) buffer
@@ -445,6 +610,7 @@ static void test_endless_start_tag(void) {
   fixture f;
   char chunk[512];
   size_t consumed, total = 0;
+  unsigned before = xcm_test_failures();
   int err = 0, i;
 
   fx_init(&f, &lim);
@@ -460,6 +626,7 @@ static void test_endless_start_tag(void) {
   CHECK(total <= 1024 + 512);
   CHECK_INT(xcm__xml_reader_condition(f.ctx.r), XCM_COND_POLICY_VIOLATION);
   fx_free(&f);
+  xcm_test_tried("oversized", before);
 }
 
 static void test_header_limit(void) {
@@ -467,6 +634,7 @@ static void test_header_limit(void) {
   fixture f;
   char hdr[1024];
   size_t n;
+  unsigned before = xcm_test_failures();
   int err;
 
   fx_init(&f, &lim);
@@ -478,15 +646,19 @@ static void test_header_limit(void) {
   err = feed_split(&f, hdr, strlen(hdr), split_random);
   CHECK_INT(err, XCM_ELIMIT);
   fx_free(&f);
+  xcm_test_tried("oversized", before);
   /* In one piece too: the check is exact, not only between pieces. */
+  before = xcm_test_failures();
   fx_init(&f, &lim);
   err = feed_split(&f, hdr, strlen(hdr), NULL);
   CHECK_INT(err, XCM_ELIMIT);
   fx_free(&f);
+  xcm_test_tried("oversized", before);
 }
 
 static void test_depth_limit(void) {
   xcm_xml_limits lim = {10000, 4};
+  unsigned before;
   int err;
   fixture f;
 
@@ -497,6 +669,7 @@ static void test_depth_limit(void) {
   CHECK_INT(f.ctx.stanzas, 1);
   fx_free(&f);
 
+  before = xcm_test_failures();
   fx_init(&f, &lim);
   err = feed_split(&f, STREAM_HDR "<a><b><c><d><e/></d></c></b></a>",
                    strlen(STREAM_HDR "<a><b><c><d><e/></d></c></b></a>"),
@@ -505,12 +678,14 @@ static void test_depth_limit(void) {
   CHECK_INT(xcm__xml_reader_condition(f.ctx.r), XCM_COND_POLICY_VIOLATION);
   CHECK_INT(f.ctx.stanzas, 0);
   fx_free(&f);
+  xcm_test_tried("deep-nesting", before);
 }
 
 static void test_deep_nesting_attack(void) {
   xcm_xml_limits lim = {1 << 20, 32};
   fixture f;
   xcm_buf b;
+  unsigned before = xcm_test_failures();
   int i, err;
 
   xcm__buf_init(&b, NULL);
@@ -523,6 +698,7 @@ static void test_deep_nesting_attack(void) {
   CHECK_INT(xcm__xml_reader_condition(f.ctx.r), XCM_COND_POLICY_VIOLATION);
   fx_free(&f);
   xcm__buf_free(&b);
+  xcm_test_tried("deep-nesting", before);
 }
 
 /* The stanza is handed over on its last byte, not when more arrive. */
@@ -809,11 +985,14 @@ static void test_regressions(void) {
     fseek(f, 0, SEEK_SET);
     data = malloc((size_t)len + 1);
     if (data != NULL && fread(data, 1, (size_t)len, f) == (size_t)len) {
+      unsigned before = xcm_test_failures();
+
       fx_init(&fx, NULL);
       fx.ctx.tree_levels = 3;
       feed_split(&fx, data, (size_t)len, split_random);
       fx_free(&fx);
       replayed++;
+      xcm_test_tried("fuzz-regressions", before);
     }
     free(data);
     fclose(f);
@@ -836,6 +1015,7 @@ static const xcm_test tests[] = {
     {"header_limit", test_header_limit},
     {"depth_limit", test_depth_limit},
     {"deep_nesting_attack", test_deep_nesting_attack},
+    {"length_extremes", test_length_extremes},
     {"no_deferral", test_no_deferral},
     {"shrink_and_resume", test_shrink_and_resume},
     {"unusual_header_context", test_unusual_header_context},

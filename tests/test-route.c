@@ -267,22 +267,37 @@ static void test_smuggling(void) {
   char out[2048];
   size_t i;
 
-  for (i = 0; i < sizeof(framed) / sizeof(framed[0]); i++)
+  unsigned before;
+
+  for (i = 0; i < sizeof(framed) / sizeof(framed[0]); i++) {
+    before = xcm_test_failures();
     check_round_trip(CLIENT_HDR, framed[i], "mine");
+    xcm_test_tried("smuggling", before);
+  }
   for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
-    int n = xcm_route_wrap(out, sizeof out, refused[i], strlen(refused[i]),
-                           "mine", "example.test", "cm1/worker-1");
+    int n;
+
+    before = xcm_test_failures();
+    n = xcm_route_wrap(out, sizeof out, refused[i], strlen(refused[i]), "mine",
+                       "example.test", "cm1/worker-1");
     if (!CHECK(n < 0))
       xcm_test_note("wrapped: %s", out);
     CHECK_STR(out, "");
+    xcm_test_tried("smuggling", before);
   }
   /* Hostile stream ids and addresses are escaped, never markup. */
+  before = xcm_test_failures();
   check_round_trip(CLIENT_HDR, "<presence/>",
                    "a\" to=\"x\"><evil/><route x=\"");
+  xcm_test_tried("smuggling", before);
+  before = xcm_test_failures();
   check_round_trip(CLIENT_HDR, "<presence/>", "&lt;'<>&");
+  xcm_test_tried("smuggling", before);
+  before = xcm_test_failures();
   CHECK_INT(xcm_route_wrap(out, sizeof out, "<presence/>", 11, "bad\x01",
                            "example.test", "cm1/worker-1"),
             XCM_EINVAL);
+  xcm_test_tried("smuggling", before);
 }
 
 static void test_unwrap(void) {
@@ -352,10 +367,13 @@ static void test_unwrap_refused(void) {
 
   for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     xcm_route *r = (xcm_route *)&r;
+    unsigned before = xcm_test_failures();
+
     if (!CHECK_INT(xcm_route_unwrap(cases[i].in, strlen(cases[i].in), &r),
                    cases[i].err))
       xcm_test_note("case %zu", i);
     CHECK(r == NULL);
+    xcm_test_tried("hostile-upstream", before);
   }
 }
 

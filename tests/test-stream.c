@@ -933,11 +933,14 @@ static int config_err(fixture *f, int is_server, const char *crt,
   return r;
 }
 
+/* A bad TLS configuration: counted for the README's table. */
 #define CHECK_ERR(call, text)                                                  \
   do {                                                                         \
+    unsigned before_ = xcm_test_failures();                                    \
     CHECK_INT(call, XCM_ECONFIG);                                              \
     if (!CHECK(strstr(err, text) != NULL))                                     \
       xcm_test_note("want \"%s\" in \"%s\"", text, err);                       \
+    xcm_test_tried("bad-configs", before_);                                    \
   } while (0)
 
 /* Bad files are refused when loaded, with the file and the fault named. */
@@ -1051,6 +1054,7 @@ static int cli_failed_and_srv_ended(fixture *f) {
  * XCM_ETLS, the log says why, and the server hears the alert. */
 static void verify_fails(const char *crt, const char *key, const char *host,
                          const char *why) {
+  unsigned before = xcm_test_failures();
   fixture f;
 
   fx_init(&f, "127.0.0.1");
@@ -1065,6 +1069,7 @@ static void verify_fails(const char *crt, const char *key, const char *host,
   if (!CHECK(logged(&f, why)))
     xcm_test_note("log: %.*s", (int)f.log.len, f.log.data);
   fx_free_tls(&f);
+  xcm_test_tried("bad-certificates", before);
 }
 
 static void test_tls_verify_wrong_host(void) {
@@ -1261,6 +1266,7 @@ static void test_tls_stall_then_reset(void) {
 
 /* Not TLS at all: the handshake fails and says so. */
 static void test_tls_garbage(void) {
+  unsigned before = xcm_test_failures();
   fixture f;
   raw r;
 
@@ -1279,6 +1285,7 @@ static void test_tls_garbage(void) {
   CHECK(run_until(&f, raw_is_closed, 2000));
   xcm__buf_free(&r.got);
   fx_free_tls(&f);
+  xcm_test_tried("tls-garbage", before);
 }
 
 /* An OpenSSL client (Python's ssl module) against our server: the
@@ -1544,6 +1551,7 @@ static void test_zlib_random_splits(void) {
  * max_inflate with XCM_ELIMIT, having handed on no more than that and
  * allocated nothing for the rest. */
 static void test_zlib_bomb(void) {
+  unsigned before = xcm_test_failures();
   fixture f;
   raw r;
   z_stream z;
@@ -1588,10 +1596,12 @@ static void test_zlib_bomb(void) {
   xcm__buf_free(&r.got);
   xcm__buf_free(&wire);
   fx_free(&f);
+  xcm_test_tried("zlib-bombs", before);
 }
 
 /* Garbage after <compress/> is a compression error, not a crash. */
 static void test_zlib_corrupt(void) {
+  unsigned before = xcm_test_failures();
   fixture f;
   raw r;
 
@@ -1607,6 +1617,7 @@ static void test_zlib_corrupt(void) {
   CHECK(run_until(&f, raw_is_closed, 2000));
   xcm__buf_free(&r.got);
   fx_free(&f);
+  xcm_test_tried("corrupt-zlib", before);
 }
 
 /* ---- zlib over TLS, pause, and what idle streams cost ---------------- */
