@@ -28,6 +28,9 @@ typedef struct xcm_link_cb {
   void (*drain)(void *ud, xcm_link *l);
   /* Everything of this link is closed (after xcm__link_close). */
   void (*closed)(void *ud, xcm_link *l);
+  /* Whether a route starting now needs its payload's attributes (the
+   * payload's extent is always there). NULL: always. */
+  int (*payload_attrs)(void *ud);
 } xcm_link_cb;
 
 /* opt and tls are borrowed for the link's lifetime (tls may be NULL). */

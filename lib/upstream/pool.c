@@ -74,6 +74,9 @@ struct xcm_pool {
    * be returned through a session it knows. */
   uv_timer_t linger_timer;
   xcm_up_session *linger_head, *linger_tail;
+  /* Sessions closed by us and not yet freed: only routes to those need
+   * their payload's attributes (to return or answer it). */
+  unsigned nclosing;
   int open_handles; /* timers and links, while closing */
   int closing;
   void (*close_cb)(void *ud);
@@ -318,6 +321,8 @@ static void unlinger(xcm_pool *p, xcm_up_session *s) {
 }
 
 static void session_free(xcm_pool *p, xcm_up_session *s) {
+  if (s->state == S_CLOSING)
+    p->nclosing--;
   unlinger(p, s);
   if (s->req != NULL) {
     s->req->s = NULL;
@@ -706,9 +711,15 @@ static void on_link_stanza(void *ud, xcm_link *l, const xcm_xml_stanza *st) {
 
 static void on_link_closed(void *ud, xcm_link *l);
 
+static int on_link_payload_attrs(void *ud) {
+  const xcm_pool *p = ud;
+
+  return p->nclosing > 0;
+}
+
 static const xcm_link_cb link_cb = {
     on_link_up,       on_link_down,  on_link_policy, on_link_stanza,
-    on_link_shutdown, on_link_drain, on_link_closed};
+    on_link_shutdown, on_link_drain, on_link_closed, on_link_payload_attrs};
 
 /* ---- timeouts ------------------------------------------------------------ */
 
@@ -1038,6 +1049,7 @@ void xcm__pool_session_close(xcm_up_session *s) {
   if (s->state == S_CLOSING)
     return;
   s->state = S_CLOSING;
+  p->nclosing++;
   s->cb = NULL;
   s->ud = NULL;
   if (s->hold != NULL) {

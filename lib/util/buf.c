@@ -48,8 +48,8 @@ int xcm__buf_append(xcm_buf *b, const void *data, size_t len) {
 
   if (len == 0)
     return 0;
-  err = xcm__buf_reserve(b, len);
-  if (err != 0)
+  /* The common case, room already there, without the call. */
+  if (b->cap - b->len < len && (err = xcm__buf_reserve(b, len)) != 0)
     return err;
   memcpy(b->data + b->len, data, len);
   b->len += len;

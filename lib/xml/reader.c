@@ -74,8 +74,9 @@ struct xcm_xml_slot {
 
   /* Per stanza. */
   unsigned tree_levels;
-  build_node *cur;   /* deepest open node that was built */
-  build_node *first; /* creation order, for the text fix-up */
+  unsigned bare_level; /* built without attributes; 0 for none */
+  build_node *cur;     /* deepest open node that was built */
+  build_node *first;   /* creation order, for the text fix-up */
   build_node *last;
   const char *stanza_ns;
   const char *stanza_name;
@@ -460,12 +461,15 @@ static void note_prefix(xcm_xml_reader *r, const char *prefix, size_t len) {
 static build_node *build(xcm_xml_reader *r, const char *ns, size_t ns_len,
                          const char *local, size_t local_len,
                          const XML_Char **atts, int64_t start) {
+  static const XML_Char *const none[] = {NULL};
   xcm_xml_slot *s = r->slot;
   build_node *b = arena_alloc(r, sizeof(*b));
 
   if (b == NULL)
     return NULL;
   memset(b, 0, sizeof(*b));
+  if (s->depth - 1 == s->bare_level)
+    atts = (const XML_Char **)none;
   b->n.ns = arena_strndup(r, ns, ns_len);
   b->n.name = arena_strndup(r, local, local_len);
   b->n.attrs = copy_attrs(r, atts, &b->n.nattrs);
@@ -559,7 +563,8 @@ static void on_start(void *ud, const XML_Char *full, const XML_Char **atts) {
         return;
       }
     }
-    s->tree_levels = (unsigned)levels;
+    s->tree_levels = (unsigned)levels & ~(unsigned)XCM_XML_BARE_LAST;
+    s->bare_level = (levels & XCM_XML_BARE_LAST) ? s->tree_levels : 0;
   } else {
     s->npending = 0;
     if (idx - s->stanza_start > (int64_t)r->limits.max_stanza) {
@@ -574,6 +579,9 @@ static void on_start(void *ud, const XML_Char *full, const XML_Char **atts) {
     const char *an, *al, *ap;
     size_t anl, all, apl;
 
+    /* Only a namespaced attribute can carry a prefix. */
+    if (strchr(atts[2 * i], SEP) == NULL)
+      continue;
     split_name(atts[2 * i], &an, &anl, &al, &all, &ap, &apl);
     note_prefix(r, ap, apl);
   }
@@ -644,6 +652,7 @@ static void finish_stanza(xcm_xml_reader *r, int64_t end) {
     xcm__buf_free(&s->text);
   s->first = s->last = s->cur = NULL;
   s->tree_levels = 0;
+  s->bare_level = 0;
 
   if (rc == XCM_XML_RESTART)
     stop(r, STOP_RESTART, 0, end);
@@ -837,6 +846,7 @@ static void setup_parser(xcm_xml_reader *r, xcm_xml_slot *s) {
   s->carry_base = 0;
   s->stop = STOP_NONE;
   s->tree_levels = 0;
+  s->bare_level = 0;
   s->first = s->last = s->cur = NULL;
   s->npending = 0;
   s->pending_overflow = 0;

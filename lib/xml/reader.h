@@ -108,13 +108,19 @@ enum {
   XCM_XML_RESTART = 1
 };
 
+/* Or'ed into stanza_start's level count: the deepest level built gets its
+ * name, namespace, bytes and text but no attributes. A route needs its
+ * payload's extent, not the payload's attributes. */
+enum { XCM_XML_BARE_LAST = 0x100 };
+
 typedef struct xcm_xml_callbacks {
   /* The stream header. Return 0 or a negative error (and set the
    * condition with xcm__xml_reader_fail()). */
   int (*header)(void *ud, const xcm_xml_header *h);
   /* The start tag of a depth-1 element, before any of its content is
    * buffered. Return how many levels of tree to build for it (0: none,
-   * 1: the element alone, 2: with its children, ...), or a negative error
+   * 1: the element alone, 2: with its children, ...), possibly with
+   * XCM_XML_BARE_LAST, or a negative error
    * to refuse it right away. The tree's root carries the attributes; the
    * hot path that wants none copies none. May be NULL: no trees. */
   int (*stanza_start)(void *ud, const char *ns, const char *name);

@@ -74,6 +74,11 @@ static int measure(const unsigned char *p, size_t len, const unsigned char *cls,
   size_t i = 0, n, add = 0;
 
   while (i < len) {
+    /* Most of what the CM writes is plain ASCII: skip it in a tight loop. */
+    while (i < len && p[i] < 0x80 && cls[p[i]] == 0)
+      i++;
+    if (i == len)
+      break;
     if (p[i] >= 0x80) {
       n = utf8_char(p + i, len - i);
       if (n == 0)
