@@ -564,6 +564,15 @@ static void on_stream_end(void *ud, int err) {
   xcm_client *c = ud;
 
   c->flags |= F_ENDED | F_CLOSING;
+  /* What was queued for it and never written goes back to the server. */
+  if (c->cb->undelivered != NULL)
+    return_unsent(c);
+  /* A client that only half-closed may still read what the kernel holds
+   * for it: no reset. */
+  if (err == UV_EOF && c->stream != NULL) {
+    xcm__stream_drop(c->stream);
+    c->stream = NULL;
+  }
   close_stream(c, 0);
   notify(c, XCM_COND_NONE, err, NULL);
 }

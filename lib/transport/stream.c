@@ -104,6 +104,7 @@ struct xcm_stream {
   unsigned flushing : 1;      /* flush_one is running for this stream */
   unsigned notified : 1;      /* TLS close_notify queued */
   unsigned custom_closed : 1; /* ops->close has run */
+  unsigned no_reset : 1;      /* xcm__stream_drop: abort with a plain close */
 };
 
 static void flush_cb(uv_prepare_t *h);
@@ -1016,6 +1017,11 @@ void xcm__stream_close(xcm_stream *s) {
     schedule_flush(s);
 }
 
+void xcm__stream_drop(xcm_stream *s) {
+  s->no_reset = 1;
+  xcm__stream_abort(s);
+}
+
 void xcm__stream_abort(xcm_stream *s) {
   uv_handle_t *h = (uv_handle_t *)s->tcp;
 
@@ -1033,7 +1039,8 @@ void xcm__stream_abort(xcm_stream *s) {
   unlink_flush(s);
   /* A reset tells the peer that what it may still be waiting for will
    * not come. It cannot follow a shutdown; a plain close then. */
-  if (s->shutting || s->connecting || uv_tcp_close_reset(s->tcp, close_cb) != 0)
+  if (s->shutting || s->connecting || s->no_reset ||
+      uv_tcp_close_reset(s->tcp, close_cb) != 0)
     uv_close(h, close_cb);
 }
 

@@ -167,6 +167,11 @@ void xcm__stream_close(xcm_stream *s);
  * xcm__stream_close(). */
 void xcm__stream_abort(xcm_stream *s);
 
+/* Close at once without sending what is queued here, but without a
+ * reset: what the kernel already holds still reaches a peer that reads
+ * (one that half-closed, say). */
+void xcm__stream_drop(xcm_stream *s);
+
 /* Bytes of memory this stream holds right now, for the budget tests. */
 size_t xcm__stream_footprint(const xcm_stream *s);
 
