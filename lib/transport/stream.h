@@ -112,6 +112,11 @@ int xcm__stream_write(xcm_stream *s, const void *data, size_t len);
  * It may begin inside something written earlier. Valid until the next
  * call on s. */
 size_t xcm__stream_unsent(const xcm_stream *s, const char **data);
+/* Plaintext handed to libuv in a write the kernel has not taken yet
+ * (it comes before what xcm__stream_unsent gives); it may begin inside
+ * something partly written. None with TLS or zlib. Valid until the next
+ * call on s. */
+size_t xcm__stream_unsent_inflight(const xcm_stream *s, const char **data);
 
 /* Bytes queued and not yet handed to the kernel. */
 size_t xcm__stream_queued(const xcm_stream *s);
