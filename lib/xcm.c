@@ -1,8 +1,12 @@
 /* The public face: one connection manager on one loop. */
 #include "xcm/xcm.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "core/ctx.h"
 #include "session/session.h"
@@ -12,15 +16,17 @@
 
 #define MAX_LISTENERS 16
 
-/* At most one log line per this many ms about running out of file
- * descriptors at accept time. */
+/* Out of file descriptors at accept time: stop accepting (and logging
+ * about it) for this many ms. */
 #define ACCEPT_BACKOFF_MS 100
-/* No memory for a connection libuv has accepted: try again after this. */
-#define ACCEPT_RETRY_MS 10
+/* Connections accepted per wakeup, so that a flood of them shares the
+ * loop with the clients already in. */
+#define ACCEPT_BATCH 64
 
 typedef struct listener {
   xcm_cm *cm;
-  uv_tcp_t tcp;
+  uv_tcp_t tcp;   /* owns the listening socket */
+  uv_poll_t poll; /* readable: connections to accept */
   uv_timer_t backoff;
   xcm_client_cfg cfg;
   xcm_tls_config *tls;
@@ -214,7 +220,7 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
 
 /* ---- listeners ---------------------------------------------------------- */
 
-static void on_connection(uv_stream_t *server, int status);
+static void on_readable(uv_poll_t *p, int status, int events);
 
 static void free_handle(uv_handle_t *h) {
   xcm_cm *cm = h->data;
@@ -226,58 +232,107 @@ static void resume_accept(uv_timer_t *t) {
   listener *l = t->data;
 
   l->paused = 0;
+  if (!l->cm->stopping)
+    uv_poll_start(&l->poll, UV_READABLE, on_readable);
 }
 
-/* Out of descriptors: libuv sheds the connection it cannot take (it
- * keeps a spare descriptor for that) rather than spin; say so at most
- * once per ACCEPT_BACKOFF_MS. */
+/* Out of descriptors (or kernel memory). The listener accepts by itself
+ * because libuv's accept, on EMFILE, sheds the waiting connections with
+ * a spare descriptor and says nothing (and, without that spare, retries
+ * in a busy loop). Here the listener says so once and stops accepting
+ * for ACCEPT_BACKOFF_MS: the socket stays readable, so polling it
+ * meanwhile would spin; the clients wait in the backlog instead. */
 static void out_of_descriptors(listener *l, int err) {
-  if (l->paused)
-    return;
   xcm__log(&l->cm->ctx, XCM_LOG_WARN,
-           "accept: %s: a client was turned away; raise the file limit",
-           uv_strerror(err));
+           "accept: %s: not accepting clients for %d ms; raise the file "
+           "limit",
+           uv_strerror(err), ACCEPT_BACKOFF_MS);
   l->paused = 1;
+  uv_poll_stop(&l->poll);
   uv_timer_start(&l->backoff, resume_accept, ACCEPT_BACKOFF_MS, 0);
 }
 
-/* The backoff timer, used for this too, ends a pause as well. */
-static void retry_accept(uv_timer_t *t) {
-  listener *l = t->data;
+static void on_readable(uv_poll_t *p, int status, int events) {
+  listener *l = p->data;
+  xcm_cm *cm = l->cm;
+  uv_os_fd_t lfd;
+  int i;
 
-  l->paused = 0;
-  on_connection((uv_stream_t *)&l->tcp, 0);
+  (void)events;
+  if (status != 0 || cm->stopping ||
+      uv_fileno((uv_handle_t *)&l->tcp, &lfd) != 0)
+    return;
+  for (i = 0; i < ACCEPT_BATCH; i++) {
+    int fd = accept(lfd, NULL, NULL); /* uv_tcp_open makes it non-blocking */
+    uv_tcp_t *tcp;
+
+    if (fd < 0) {
+      int e = errno;
+
+      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        out_of_descriptors(l, uv_translate_sys_error(e));
+        return;
+      }
+      if (e == EAGAIN || e == EWOULDBLOCK)
+        return;
+      continue; /* aborted, or a network error of that connection */
+    }
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    tcp = xcm__alloc(cm->ctx.alloc, sizeof(*tcp));
+    if (tcp == NULL) {
+      close(fd);
+      continue;
+    }
+    uv_tcp_init(cm->ctx.loop, tcp);
+    if (uv_tcp_open(tcp, fd) != 0) {
+      close(fd);
+      tcp->data = cm;
+      uv_close((uv_handle_t *)tcp, free_handle);
+      continue;
+    }
+    uv_tcp_nodelay(tcp, 1);
+    xcm__session_accept(&cm->sessions, &l->cfg, tcp);
+  }
 }
 
-static void on_connection(uv_stream_t *server, int status) {
-  listener *l = server->data;
-  xcm_cm *cm = l->cm;
-  uv_tcp_t *tcp;
-  int err;
+/* Bind at once, so that a port in use is reported now (libuv's bind
+ * leaves that error for uv_listen, which the listener does not use). */
+static int bind_now(listener *l, const struct sockaddr_storage *ss) {
+  socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                            : sizeof(struct sockaddr_in);
+  uv_os_fd_t fd;
+  int on = 1, err = uv_fileno((uv_handle_t *)&l->tcp, &fd);
 
-  if (status == UV_EMFILE || status == UV_ENFILE)
-    out_of_descriptors(l, status);
-  if (status != 0 || cm->stopping)
-    return;
-  tcp = xcm__alloc(cm->ctx.alloc, sizeof(*tcp));
-  if (tcp == NULL) {
-    /* libuv holds the connection and watches the listener no more until
-     * it is accepted: try again soon rather than leave every client
-     * hanging. */
-    uv_timer_start(&l->backoff, retry_accept, ACCEPT_RETRY_MS, 0);
-    return;
-  }
-  uv_tcp_init(cm->ctx.loop, tcp);
-  err = uv_accept(server, (uv_stream_t *)tcp);
-  if (err != 0) {
-    tcp->data = cm;
-    uv_close((uv_handle_t *)tcp, free_handle);
-    if (err == UV_EMFILE || err == UV_ENFILE)
-      out_of_descriptors(l, err);
-    return;
-  }
-  uv_tcp_nodelay(tcp, 1);
-  xcm__session_accept(&cm->sessions, &l->cfg, tcp);
+  if (err != 0)
+    return err;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  if (bind(fd, (const struct sockaddr *)ss, len) != 0)
+    return uv_translate_sys_error(errno);
+  return 0;
+}
+
+static int start_accepting(listener *l) {
+  uv_os_fd_t fd;
+  int err = uv_fileno((uv_handle_t *)&l->tcp, &fd);
+
+  if (err == 0 && listen(fd, 511) != 0)
+    err = uv_translate_sys_error(errno);
+  if (err == 0)
+    err = uv_poll_start(&l->poll, UV_READABLE, on_readable);
+  return err;
+}
+
+/* A listener that never joined the instance. */
+static void orphan_free(listener *l) {
+  xcm__free(l->cm->ctx.alloc, l->cert_file);
+  xcm__free(l->cm->ctx.alloc, l->key_file);
+  if (l->tls != NULL)
+    xcm__tls_config_unref(l->tls);
+  xcm__free(l->cm->ctx.alloc, l);
+}
+
+static void orphan_closed(uv_handle_t *h) {
+  orphan_free(h->data);
 }
 
 int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
@@ -337,8 +392,27 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
   l->cfg.upstream_wait_ms = cm->opt.upstream_wait_ms;
   l->cfg.policy = current_policy;
   l->cfg.policy_ud = cm;
-  uv_tcp_init_ex(cm->ctx.loop, &l->tcp, ss.ss_family);
+  err = uv_tcp_init_ex(cm->ctx.loop, &l->tcp, ss.ss_family);
+  if (err == 0) {
+    uv_os_fd_t fd;
+
+    uv_fileno((uv_handle_t *)&l->tcp, &fd);
+    err = uv_poll_init_socket(cm->ctx.loop, &l->poll, fd);
+    if (err != 0) {
+      l->tcp.data = l;
+      uv_close((uv_handle_t *)&l->tcp, orphan_closed);
+      errmsg(errbuf, errlen, "listen: %s", uv_strerror(err));
+      return err;
+    }
+  }
+  if (err != 0) {
+    orphan_free(l);
+    errmsg(errbuf, errlen, "listen: cannot make a socket: %s",
+           uv_strerror(err));
+    return err;
+  }
   l->tcp.data = l;
+  l->poll.data = l;
   uv_timer_init(cm->ctx.loop, &l->backoff);
   l->backoff.data = l;
   cm->listeners[cm->nlisteners++] = l;
@@ -351,7 +425,7 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
   }
   /* Bind now so that a port in use is reported at once; accepting waits
    * for xcm_cm_start(). */
-  err = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+  err = bind_now(l, &ss);
   if (err != 0) {
     char what[128];
 
@@ -362,8 +436,7 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
     return err;
   }
   /* A listener added to a running instance starts at once. */
-  if (cm->started &&
-      (err = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection)) != 0) {
+  if (cm->started && (err = start_accepting(l)) != 0) {
     if (errbuf != NULL)
       snprintf(errbuf, errlen, "cannot listen on %s port %d: %s", host, port,
                uv_strerror(err));
@@ -454,7 +527,7 @@ int xcm_cm_start(xcm_cm *cm) {
     return 0;
   cm->started = 1;
   for (i = 0; i < cm->nlisteners; i++) {
-    err = uv_listen((uv_stream_t *)&cm->listeners[i]->tcp, 511, on_connection);
+    err = start_accepting(cm->listeners[i]);
     if (err != 0) {
       xcm__log(&cm->ctx, XCM_LOG_ERROR, "cannot listen on port %d: %s",
                cm->listeners[i]->port, uv_strerror(err));
@@ -528,9 +601,11 @@ void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
   cm->stopping = 1;
   cm->shutdown_cb = cb;
   cm->shutdown_ud = ud;
-  /* Listeners (two handles each), the drain timer and the pool. */
-  cm->open_handles = 2 * (int)cm->nlisteners + 2;
+  /* Listeners (three handles each), the drain timer and the pool. */
+  cm->open_handles = 3 * (int)cm->nlisteners + 2;
   for (i = 0; i < cm->nlisteners; i++) {
+    /* The poll first: it watches the socket the tcp handle closes. */
+    uv_close((uv_handle_t *)&cm->listeners[i]->poll, listener_closed);
     uv_close((uv_handle_t *)&cm->listeners[i]->tcp, listener_closed);
     cm->listeners[i]->backoff.data = cm;
     uv_close((uv_handle_t *)&cm->listeners[i]->backoff, uv_handle_closed);

@@ -172,13 +172,11 @@ static int is_stanza_start(const char *p, size_t left) {
 /* Give back every message still queued for the client. The queue may
  * begin inside a stanza already partly written: start at the first
  * stanza that reads cleanly to the end. */
-static void return_unsent(xcm_client *c) {
+static void return_from(xcm_client *c, const char *data, size_t len) {
   static const xcm_xml_callbacks cb = {NULL, NULL, return_message, NULL};
   static const xcm_xml_nsdecl ctx[] = {{"stream", XCM_NS_STREAMS},
                                        {"", XCM_NS_CLIENT}};
-  const char *data;
-  size_t len = c->stream ? xcm__stream_unsent(c->stream, &data) : 0, i,
-         consumed;
+  size_t i, consumed;
   xcm_xml_limits lim = {len + 1, 64};
   int tries = 0;
 
@@ -205,6 +203,22 @@ static void return_unsent(xcm_client *c) {
     xcm__xml_reader_free(r);
     return;
   }
+}
+
+/* What libuv still holds in a write under way, then what was queued
+ * after it. */
+static void return_unsent(xcm_client *c) {
+  const char *data;
+  size_t len;
+
+  if (c->stream == NULL)
+    return;
+  len = xcm__stream_unsent_inflight(c->stream, &data);
+  if (len != 0)
+    return_from(c, data, len);
+  len = xcm__stream_unsent(c->stream, &data);
+  if (len != 0)
+    return_from(c, data, len);
 }
 
 /* A client that does not read cannot have more queued for it without
@@ -591,6 +605,15 @@ static void on_stream_end(void *ud, int err) {
   xcm_client *c = ud;
 
   c->flags |= F_ENDED | F_CLOSING;
+  /* What was queued for it and never written goes back to the server. */
+  if (c->cb->undelivered != NULL)
+    return_unsent(c);
+  /* A client that only half-closed may still read what the kernel holds
+   * for it: no reset. */
+  if (err == UV_EOF && c->stream != NULL) {
+    xcm__stream_drop(c->stream);
+    c->stream = NULL;
+  }
   close_stream(c, 0);
   notify(c, XCM_COND_NONE, err, NULL);
 }

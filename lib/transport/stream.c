@@ -67,6 +67,7 @@ typedef struct out_state {
   uv_write_t *inflight; /* the one uv_write under way, or NULL */
   char *inflight_data;  /* its buffer, owned by the request */
   size_t inflight_cap;
+  size_t inflight_len; /* bytes in that buffer, the first ones written */
 } out_state;
 
 /* A uv_connect_t with the success callback, so that the stream does not
@@ -104,6 +105,7 @@ struct xcm_stream {
   unsigned flushing : 1;      /* flush_one is running for this stream */
   unsigned notified : 1;      /* TLS close_notify queued */
   unsigned custom_closed : 1; /* ops->close has run */
+  unsigned no_reset : 1;      /* xcm__stream_drop: abort with a plain close */
 };
 
 static void flush_cb(uv_prepare_t *h);
@@ -308,6 +310,7 @@ static void send_wire(xcm_stream *s) {
   o->inflight = req;
   o->inflight_data = o->wire.data;
   o->inflight_cap = o->wire.cap;
+  o->inflight_len = o->wire.len;
   xcm__buf_init(&o->wire, salloc(s));
 }
 
@@ -441,6 +444,23 @@ size_t xcm__stream_unsent(const xcm_stream *s, const char **data) {
   b = s->tls != NULL || s->zlib != NULL ? &s->out->app : &s->out->wire;
   *data = b->data;
   return b->len;
+}
+
+size_t xcm__stream_unsent_inflight(const xcm_stream *s, const char **data) {
+  const out_state *o = s->out;
+  size_t pending;
+
+  *data = NULL;
+  if (o == NULL || o->inflight == NULL || s->tls != NULL || s->zlib != NULL ||
+      s->tcp == NULL)
+    return 0;
+  /* The one request under way: libuv counts what it has not written
+   * yet, which is the end of its buffer. */
+  pending = uv_stream_get_write_queue_size((const uv_stream_t *)s->tcp);
+  if (pending > o->inflight_len)
+    pending = o->inflight_len;
+  *data = o->inflight_data + (o->inflight_len - pending);
+  return pending;
 }
 
 size_t xcm__stream_queued(const xcm_stream *s) {
@@ -1016,6 +1036,11 @@ void xcm__stream_close(xcm_stream *s) {
     schedule_flush(s);
 }
 
+void xcm__stream_drop(xcm_stream *s) {
+  s->no_reset = 1;
+  xcm__stream_abort(s);
+}
+
 void xcm__stream_abort(xcm_stream *s) {
   uv_handle_t *h = (uv_handle_t *)s->tcp;
 
@@ -1033,7 +1058,8 @@ void xcm__stream_abort(xcm_stream *s) {
   unlink_flush(s);
   /* A reset tells the peer that what it may still be waiting for will
    * not come. It cannot follow a shutdown; a plain close then. */
-  if (s->shutting || s->connecting || uv_tcp_close_reset(s->tcp, close_cb) != 0)
+  if (s->shutting || s->connecting || s->no_reset ||
+      uv_tcp_close_reset(s->tcp, close_cb) != 0)
     uv_close(h, close_cb);
 }
 

@@ -112,6 +112,11 @@ int xcm__stream_write(xcm_stream *s, const void *data, size_t len);
  * It may begin inside something written earlier. Valid until the next
  * call on s. */
 size_t xcm__stream_unsent(const xcm_stream *s, const char **data);
+/* Plaintext handed to libuv in a write the kernel has not taken yet
+ * (it comes before what xcm__stream_unsent gives); it may begin inside
+ * something partly written. None with TLS or zlib. Valid until the next
+ * call on s. */
+size_t xcm__stream_unsent_inflight(const xcm_stream *s, const char **data);
 
 /* Bytes queued and not yet handed to the kernel. */
 size_t xcm__stream_queued(const xcm_stream *s);
@@ -166,6 +171,11 @@ void xcm__stream_close(xcm_stream *s);
 /* Close without sending what is queued, with a TCP reset. Safe after
  * xcm__stream_close(). */
 void xcm__stream_abort(xcm_stream *s);
+
+/* Close at once without sending what is queued here, but without a
+ * reset: what the kernel already holds still reaches a peer that reads
+ * (one that half-closed, say). */
+void xcm__stream_drop(xcm_stream *s);
 
 /* Bytes of memory this stream holds right now, for the budget tests. */
 size_t xcm__stream_footprint(const xcm_stream *s);
