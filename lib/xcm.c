@@ -13,6 +13,7 @@
 #include "transport/stream.h"
 #include "upstream/pool.h"
 #include "util/alloc.h"
+#include "xml/reader.h"
 
 #define MAX_LISTENERS 16
 
@@ -647,6 +648,7 @@ void xcm_cm_free(xcm_cm *cm) {
 void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out) {
   *out = cm->stats;
   out->upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
+  out->xml_parsers_busy = (unsigned)xcm__xml_pool_busy(cm->ctx.xml);
 }
 
 int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen) {

@@ -332,6 +332,49 @@ static void test_login_and_chat(void) {
   world_stop(&w);
 }
 
+static unsigned parsers_busy(world *w) {
+  xcm_stats st;
+
+  xcm_cm_stats(w->cm, &st);
+  return st.xml_parsers_busy;
+}
+
+/* A client keeps its parser while it logs in (re-priming one at every
+ * read would cost a third of a login) and gives it back once bound: an
+ * idle session holds none. */
+static void test_parsers_follow_activity(void) {
+  world w;
+  raw a, b;
+  unsigned base;
+
+  world_start(&w, NULL);
+  base = parsers_busy(&w); /* the upstream links' own */
+  raw_open(&w, &a, 1);
+  raw_sends(&a, HDR);
+  CHECK(raw_wait(&a, "</stream:features>", 3000));
+  CHECK_INT(parsers_busy(&w), base + 1);
+
+  raw_open(&w, &b, 1);
+  CHECK(raw_login(&b, AUTH_BOB, "idle"));
+  CHECK_INT(parsers_busy(&w), base + 1);
+
+  raw_sends(&a, AUTH_ALICE);
+  CHECK(raw_wait(&a, "<success", 3000));
+  xcm__buf_reset(&a.in);
+  raw_sends(&a, HDR);
+  CHECK(raw_wait(&a, "urn:ietf:params:xml:ns:xmpp-bind", 3000));
+  raw_sends(&a, "<iq type='set' id='b1'><bind "
+                "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>good"
+                "</resource></bind></iq>");
+  CHECK(raw_wait(&a, "<jid>alice@example.test/good</jid>", 3000));
+  CHECK_INT(parsers_busy(&w), base);
+  CHECK(still_works(&a, 1));
+  CHECK_INT(parsers_busy(&w), base);
+  raw_free(&a);
+  raw_free(&b);
+  world_stop(&w);
+}
+
 typedef struct bad_case {
   const char *cls; /* for the README's table */
   const char *name;
@@ -1614,6 +1657,7 @@ static const xcm_test tests[] = {
     {"idle_timeout", test_idle_timeout},
     {"compression_inside_tls", test_compression_inside_tls},
     {"login_and_chat", test_login_and_chat},
+    {"parsers_follow_activity", test_parsers_follow_activity},
     {"stream_errors_on_the_wire", test_stream_errors_on_the_wire},
     {"stream_ids", test_stream_ids},
     {"auth_timeout", test_auth_timeout},

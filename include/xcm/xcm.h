@@ -101,6 +101,10 @@ typedef struct xcm_stats {
   uint64_t sessions_lost;   /* to the loss of every upstream link */
   uint64_t hook_dropped;    /* stanzas a hook dropped or replaced badly */
   unsigned upstream_links_up;
+  /* XML parsers in use: one per upstream link, one per client in the
+   * middle of a stanza or logging in; an idle client holds none (a parser
+   * is about 15 KB). */
+  unsigned xml_parsers_busy;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */

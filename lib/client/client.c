@@ -19,6 +19,12 @@
 /* 128 random bits, base64url without padding. */
 #define SID_LEN 22
 
+/* Parsers kept between reads by clients still logging in, at most (see
+ * on_read): about 15 KB each. A login takes about six reads; a client
+ * that is not bound after LOGIN_READS (legacy auth binds nothing) is
+ * treated as logged in. */
+enum { WARM_MAX = 256, LOGIN_READS = 8 };
+
 enum {
   F_HEADER_SENT = 1u << 0, /* our header for the current stream */
   F_SECURED = 1u << 1,
@@ -31,7 +37,8 @@ enum {
   F_PAUSED = 1u << 8,   /* the upstream asked us to stop reading */
   F_ENDED = 1u << 9,    /* the stream ended (EOF or error) */
   F_WAITING = 1u << 10, /* header read; waiting for an upstream link */
-  F_BOUND = 1u << 11    /* a resource was bound */
+  F_BOUND = 1u << 11,   /* a resource was bound */
+  F_FEEDING = 1u << 12  /* inside the reader: its parser is in use */
 };
 
 enum action { A_NONE, A_TLS, A_ZLIB };
@@ -49,6 +56,7 @@ struct xcm_client {
   uint64_t bucket_at;
   uint32_t tokens; /* thousandths of a stanza */
   unsigned flags;
+  unsigned reads; /* counted up to LOGIN_READS */
   unsigned char action;
   unsigned char handles; /* stream and timer still open */
   char *legacy_id;       /* id of a pending jabber:iq:auth set */
@@ -561,8 +569,12 @@ static void on_read(void *ud, const char *data, size_t len) {
   int err;
 
   c->last_active = now(c);
+  if (c->reads < LOGIN_READS)
+    c->reads++;
   while (len > 0 && !(c->flags & F_CLOSING)) {
+    c->flags |= F_FEEDING;
     err = xcm__xml_reader_feed(c->reader, data, len, &consumed);
+    c->flags &= ~(unsigned)F_FEEDING;
     data += consumed;
     len -= consumed;
     if (err != 0) {
@@ -596,8 +608,13 @@ static void on_read(void *ud, const char *data, size_t len) {
     }
   }
   /* Between stanzas the parser goes back to the context's pool: an idle
-   * client keeps only its stream's namespace context. */
-  if (!(c->flags & F_CLOSING))
+   * client keeps only its stream's namespace context. A client still
+   * logging in will be back within a round trip, and giving the parser
+   * back means resetting and re-priming one at each of its reads (about
+   * a third of a login's instructions); it keeps it while few do. */
+  if (!(c->flags & F_CLOSING) &&
+      ((c->flags & F_BOUND) || c->reads == LOGIN_READS ||
+       xcm__xml_pool_busy(c->ctx->xml) > WARM_MAX))
     xcm__xml_reader_shrink(c->reader);
 }
 
@@ -822,6 +839,9 @@ static void watch_bind(xcm_client *c, const char *bytes, size_t len) {
   if (e == NULL)
     return;
   c->flags |= F_BOUND;
+  /* Logged in: the parser kept for the login can go back now. */
+  if (!(c->flags & (F_FEEDING | F_CLOSING)))
+    xcm__xml_reader_shrink(c->reader);
   if (c->cb->bound != NULL)
     c->cb->bound(c->ud, j + 5, (size_t)(e - (j + 5)));
 }
