@@ -23,7 +23,7 @@
  * on_read): about 15 KB each. A login takes about six reads; a client
  * that is not bound after LOGIN_READS (legacy auth binds nothing) is
  * treated as logged in. */
-enum { WARM_MAX = 256, LOGIN_READS = 8 };
+enum { WARM_MAX = 128, LOGIN_READS = 8 };
 
 enum {
   F_HEADER_SENT = 1u << 0, /* our header for the current stream */
