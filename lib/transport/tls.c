@@ -18,6 +18,7 @@
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_internal.h>
+#include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509_crt.h>
 
 #include "util/alloc.h"
@@ -43,6 +44,7 @@ struct xcm_tls_config {
   cert_key *certs;
   const char *alpn[2];
   char *alpn_name;
+  mbedtls_ssl_ticket_context ticket; /* server: resumption tickets */
 };
 
 struct xcm_tls {
@@ -53,6 +55,12 @@ struct xcm_tls {
   void *ud;
   int done;
 };
+
+/* How long a session ticket resumes a session: a returning client skips
+ * the key exchange and the signature (4 ms of CPU each with mbedTLS
+ * 2.28), and the key that seals tickets changes this often, so that it
+ * never protects more than a short stretch of past sessions. */
+#define TICKET_LIFETIME_S 3600
 
 /* Forward secrecy and AEAD first; CBC with ECDHE after them for older
  * clients. No static-RSA key exchange: every OpenSSL-based client
@@ -386,6 +394,7 @@ static void config_free(xcm_tls_config *cfg) {
   }
   mbedtls_x509_crt_free(&cfg->ca);
   mbedtls_ssl_config_free(&cfg->conf);
+  mbedtls_ssl_ticket_free(&cfg->ticket);
   mbedtls_ctr_drbg_free(&cfg->drbg);
   mbedtls_entropy_free(&cfg->entropy);
   xcm__free(a, cfg->alpn_name);
@@ -416,6 +425,7 @@ int xcm__tls_config_load(xcm_tls_config **out, xcm_ctx *ctx, int is_server,
   mbedtls_entropy_init(&cfg->entropy);
   mbedtls_ctr_drbg_init(&cfg->drbg);
   mbedtls_x509_crt_init(&cfg->ca);
+  mbedtls_ssl_ticket_init(&cfg->ticket);
   err = mbedtls_ctr_drbg_seed(&cfg->drbg, mbedtls_entropy_func, &cfg->entropy,
                               (const unsigned char *)pers, sizeof pers - 1);
   if (err != 0) {
@@ -490,10 +500,24 @@ int xcm__tls_config_load(xcm_tls_config **out, xcm_ctx *ctx, int is_server,
              "the server is not authenticated");
   }
   /* A client keeps no ticket: sessions are not resumed, and a ticket
-   * would be memory held per link. */
-  if (!is_server)
+   * would be memory held per link. A server issues them: the server
+   * keeps nothing per session for them (a ticket is the session, sealed
+   * with a key of this configuration). */
+  if (!is_server) {
     mbedtls_ssl_conf_session_tickets(&cfg->conf,
                                      MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
+  } else {
+    err = mbedtls_ssl_ticket_setup(&cfg->ticket, mbedtls_ctr_drbg_random,
+                                   &cfg->drbg, MBEDTLS_CIPHER_AES_256_GCM,
+                                   TICKET_LIFETIME_S);
+    if (err != 0) {
+      set_err(errbuf, errlen, "cannot set up TLS session tickets");
+      err = err == MBEDTLS_ERR_SSL_ALLOC_FAILED ? XCM_ENOMEM : XCM_ECONFIG;
+      goto fail;
+    }
+    mbedtls_ssl_conf_session_tickets_cb(&cfg->conf, mbedtls_ssl_ticket_write,
+                                        mbedtls_ssl_ticket_parse, &cfg->ticket);
+  }
   if (alpn != NULL && alpn[0] != '\0') {
     cfg->alpn_name = xcm__strndup(ctx->alloc, alpn, strlen(alpn));
     if (cfg->alpn_name == NULL) {
