@@ -95,6 +95,25 @@ static void worker_log(void *ud, int level, const char *msg) {
   log_line(((worker *)ud)->name, level, msg);
 }
 
+/* [log] bodies: every stanza routed, either way, into the debug log,
+ * cut at BODY_LOG_MAX bytes. Only ever installed when asked for: it puts
+ * users' messages into the log. */
+enum { BODY_LOG_MAX = 4096 };
+
+static xcm_verdict log_stanza(void *ud, const xcm_stanza_info *st,
+                              const char **replacement, size_t *len) {
+  char line[BODY_LOG_MAX + 128];
+  size_t n = st->len < BODY_LOG_MAX ? st->len : BODY_LOG_MAX;
+
+  (void)replacement;
+  (void)len;
+  snprintf(line, sizeof line, "%s %s: %.*s%s",
+           st->dir == XCM_TO_SERVER ? "from client" : "to client", st->sid,
+           (int)n, st->bytes, n < st->len ? " [cut]" : "");
+  log_line(((worker *)ud)->name, XCM_LOG_DEBUG, line);
+  return XCM_PASS;
+}
+
 static void say(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -219,6 +238,8 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
       return -1;
     }
   }
+  if (d->cfg.log_bodies)
+    xcm_cm_set_stanza_hook(w->cm, log_stanza, w);
   uv_async_init(&w->loop, &w->stop, on_stop);
   w->stop.data = w;
   uv_async_init(&w->loop, &w->reload, on_reload);

@@ -18,7 +18,7 @@ check() {
   if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
     echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
 }
-echo "1..13"
+echo "1..15"
 
 "$xcmd" --version | grep -q '^xcmd [0-9]'
 check $? "--version"
@@ -129,4 +129,42 @@ for _ in $(seq 100); do grep -q "is up" "$tmp/demo.log" && break; sleep 0.05; do
 out=$($py "$src/tests/e2e/slix_chat.py" --port $dport --domain localhost --tls none --mech PLAIN 2>&1); rc=$?
 check $rc "--demo is reached by a real client (slixmpp)" "$(echo "$out" | grep 'not ok')"
 kill -TERM $dpid; wait $dpid
+
+# [log] bodies: stanzas in the debug log only when asked for.
+"$upstream" "$tmp/up2" example.test cmsecret >/dev/null &
+up2=$!; pids+=($up2)
+for _ in $(seq 100); do [ -s "$tmp/up2" ] && break; sleep 0.05; done
+for bodies in yes no; do
+  # Below the ephemeral range (32768 up), where clients' own ports are.
+  bport=$((20000 + RANDOM % 10000))
+  cat >"$tmp/bodies.conf" <<CONF
+[server]
+domain = example.test
+[upstream]
+port = $(cat "$tmp/up2")
+name = cmb
+secret = cmsecret
+tls = off
+[listener]
+port = $bport
+[log]
+level = debug
+bodies = $bodies
+CONF
+  "$xcmd" -c "$tmp/bodies.conf" 2>"$tmp/bodies-$bodies.log" &
+  bpid=$!; pids+=($bpid)
+  for _ in $(seq 100); do grep -q "started" "$tmp/bodies-$bodies.log" && break; sleep 0.05; done
+  "$(dirname "$upstream")/xcm-load" --port $bport --domain example.test \
+    --clients 2 --scenario latency --rate 20 --duration 1 \
+    >"$tmp/bodies-$bodies.load" 2>&1
+  echo "load exit $?" >>"$tmp/bodies-$bodies.load"
+  kill -TERM $bpid; wait $bpid
+done
+kill -TERM $up2; wait $up2
+grep -q 'from client .*<message .*<body>' "$tmp/bodies-yes.log" &&
+  grep -q 'to client .*<message .*<body>' "$tmp/bodies-yes.log"
+check $? "bodies = yes puts the stanzas both ways into the debug log" "$(tail -5 "$tmp/bodies-yes.log")"
+! grep -q '<body>' "$tmp/bodies-no.log" &&
+  grep -q 'load exit 0' "$tmp/bodies-no.load"
+check $? "bodies = no keeps them out of it, at level debug too" "$(grep -m3 '<body>' "$tmp/bodies-no.log"; cat "$tmp/bodies-no.load")"
 [ $failed -eq 0 ]
