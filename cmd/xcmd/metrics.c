@@ -131,6 +131,7 @@ static char *render(xcmd_metrics *m, size_t *len) {
     sum.failed_returned += w->stats.failed_returned;
     sum.sessions_lost += w->stats.sessions_lost;
     sum.hook_dropped += w->stats.hook_dropped;
+    sum.xml_parsers_busy += w->stats.xml_parsers_busy;
     for (c = 0; c < XCM_COND_COUNT_; c++)
       sum.stream_errors[c] += w->stats.stream_errors[c];
     uv_mutex_unlock(&w->lock);
@@ -189,6 +190,10 @@ static char *render(xcmd_metrics *m, size_t *len) {
           i + 1, k + 1, w->links[k].resource, w->links[k].up);
     uv_mutex_unlock(&w->lock);
   }
+  counter(&p, &left, "xcm_xml_parsers_busy",
+          "XML parsers in use (about 15 KB each): upstream links, clients "
+          "mid-stanza or logging in.",
+          "gauge", sum.xml_parsers_busy);
   counter(&p, &left, "xcm_resident_memory_bytes", "Resident memory of xcmd.",
           "gauge", (uint64_t)resident_bytes());
   *len = (size_t)(p - page);
