@@ -50,7 +50,8 @@ check $? "the Java CM's manager.xml is accepted, with warnings" "$out"
 "$upstream" "$tmp/up" example.test cmsecret >"$tmp/up.out" &
 pids+=($!); uppid=$!
 for _ in $(seq 100); do [ -s "$tmp/up" ] && break; sleep 0.05; done
-port=$((30000 + RANDOM % 20000))
+# Below the ephemeral range (32768 up), where clients' own ports are.
+port=$((20000 + RANDOM % 10000))
 mport=$((port + 1))
 cp "$certs/server.pem" "$tmp/cert.pem"; cp "$certs/server-key.pem" "$tmp/key.pem"
 cat >"$tmp/xcmd.conf" <<CONF
@@ -123,7 +124,7 @@ kill -TERM $uppid; wait $uppid
 grep -q "closes_from_cm=22" "$tmp/up.out"
 check $? "the upstream saw every session closed" "$(cat "$tmp/up.out")"
 
-dport=$((30000 + RANDOM % 20000))
+dport=$((20000 + RANDOM % 10000))
 "$xcmd" --demo --port $dport 2>"$tmp/demo.log" &
 dpid=$!; pids+=($dpid)
 for _ in $(seq 100); do grep -q "is up" "$tmp/demo.log" && break; sleep 0.05; done
