@@ -798,7 +798,7 @@ static int got_iq_error(void *ud) {
 
 /* A client that left: its session lingers upstream, so what the server
  * routes to it meanwhile still goes back through a session it knows. */
-static void test_linger_returns_and_bounces(void) {
+static void linger_returns_and_bounces(int bare) {
   bench b;
   sess carol;
   local bob;
@@ -812,6 +812,7 @@ static void test_linger_returns_and_bounces(void) {
 
   bench_start(&b, NULL, NULL);
   REQUIRE(run_until(&b, all_up, &b, 5000));
+  xcm__pool_set_bare_payloads(b.pool, bare);
   memset(&bob, 0, sizeof bob);
   xcm__buf_init(&bob.got, NULL);
   REQUIRE(xcm_testkit_local_login(b.kit, "bob@example.test/direct",
@@ -839,6 +840,16 @@ static void test_linger_returns_and_bounces(void) {
   xcm__buf_free(&bob.got);
   sess_free(&carol);
   bench_stop(&b);
+}
+
+static void test_linger_returns_and_bounces(void) {
+  linger_returns_and_bounces(0);
+}
+
+/* A route that began before its session closed carries its payload
+ * without attributes: the type, id, from and to come from the start tag. */
+static void test_linger_with_bare_payloads(void) {
+  linger_returns_and_bounces(1);
 }
 
 static char certs[1024];
@@ -1017,6 +1028,7 @@ static const xcm_test tests[] = {
     {"link_zlib", test_link_zlib},
     {"create_refused", test_create_refused},
     {"linger_returns_and_bounces", test_linger_returns_and_bounces},
+    {"linger_with_bare_payloads", test_linger_with_bare_payloads},
     {"link_tls_verified", test_link_tls_verified},
     {"link_tls_untrusted", test_link_tls_untrusted},
     {"link_tls_accept_self_signed", test_link_tls_accept_self_signed},

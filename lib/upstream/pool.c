@@ -77,6 +77,7 @@ struct xcm_pool {
   /* Sessions closed by us and not yet freed: only routes to those need
    * their payload's attributes (to return or answer it). */
   unsigned nclosing;
+  int always_bare;  /* tests: see xcm__pool_set_bare_payloads */
   int open_handles; /* timers and links, while closing */
   int closing;
   void (*close_cb)(void *ud);
@@ -512,13 +513,12 @@ static int send_failed(xcm_pool *p, xcm_up_session *s, const char *msg,
 }
 
 /* Answer an iq get or set on behalf of a client that is gone. */
-static int send_bounce(xcm_pool *p, xcm_up_session *s, const xcm_xml_node *iq) {
+static int send_bounce(xcm_pool *p, xcm_up_session *s, const char *id,
+                       const char *from, const char *to) {
   int err;
 
   xcm__buf_reset(&p->tmp);
-  err = xcm__cm_iq_bounce(&p->tmp, xcm__xml_node_attr(iq, "id"),
-                          xcm__xml_node_attr(iq, "from"),
-                          xcm__xml_node_attr(iq, "to"));
+  err = xcm__cm_iq_bounce(&p->tmp, id, from, to);
   if (err != 0)
     return err;
   err = xcm__route_wrap_bytes(&p->scratch, p->tmp.data, p->tmp.len, s->sid,
@@ -532,21 +532,44 @@ static int send_bounce(xcm_pool *p, xcm_up_session *s, const xcm_xml_node *iq) {
   return err;
 }
 
+/* An attribute of a route's payload. The payload is usually built
+ * without its attributes (see on_link_payload_attrs); one whose route
+ * began before its session closed still is, and then the value comes
+ * from the start tag itself, as it is written there: a value with an
+ * entity in it (cap bytes or more, or with '&') is not used. */
+static const char *payload_attr(const xcm_xml_node *inner, const xcm_route *r,
+                                const char *name, char *buf, size_t cap) {
+  const char *v, *q;
+  size_t vl, ql;
+
+  if (inner->nattrs > 0)
+    return xcm__xml_node_attr(inner, name);
+  if (!xcm__xml_start_tag(r->inner, r->inner_len, name, &v, &vl, &q, &ql) ||
+      vl >= cap || memchr(v, '&', vl) != NULL)
+    return NULL;
+  memcpy(buf, v, vl);
+  buf[vl] = '\0';
+  return buf;
+}
+
 static void undeliverable(xcm_pool *p, xcm_up_session *s,
                           const xcm_xml_stanza *st, const xcm_route *r) {
   const xcm_xml_node *inner = st->root->children;
+  char tb[16], ib[256], fb[1024], ob[1024];
   const char *type;
   int err = 0;
 
   if (inner == NULL || r->inner == NULL)
     return;
-  type = xcm__xml_node_attr(inner, "type");
+  type = payload_attr(inner, r, "type", tb, sizeof tb);
   if (strcmp(inner->name, "message") == 0 &&
       (type == NULL || strcmp(type, "error") != 0)) {
     err = send_failed(p, s, r->inner, r->inner_len);
   } else if (strcmp(inner->name, "iq") == 0 && type != NULL &&
              (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)) {
-    err = send_bounce(p, s, inner);
+    err = send_bounce(p, s, payload_attr(inner, r, "id", ib, sizeof ib),
+                      payload_attr(inner, r, "from", fb, sizeof fb),
+                      payload_attr(inner, r, "to", ob, sizeof ob));
   }
   if (err != 0)
     xcm__log(p->ctx, XCM_LOG_WARN,
@@ -714,7 +737,11 @@ static void on_link_closed(void *ud, xcm_link *l);
 static int on_link_payload_attrs(void *ud) {
   const xcm_pool *p = ud;
 
-  return p->nclosing > 0;
+  return p->nclosing > 0 && !p->always_bare;
+}
+
+void xcm__pool_set_bare_payloads(xcm_pool *p, int always) {
+  p->always_bare = always;
 }
 
 static const xcm_link_cb link_cb = {

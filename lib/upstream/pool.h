@@ -120,6 +120,11 @@ unsigned xcm__pool_links_up(const xcm_pool *pool);
 enum xcm_link_state xcm__pool_link_state(const xcm_pool *pool, unsigned i,
                                          const char **resource);
 void xcm__pool_stats(const xcm_pool *pool, xcm_pool_stats *out);
+
+/* For tests: build routes' payloads without attributes even while a
+ * session is closing, as a route that began before the close is, so that
+ * the path reading them from the start tag is exercised. */
+void xcm__pool_set_bare_payloads(xcm_pool *pool, int always);
 /* Whether link i runs over TLS, and compressed. */
 int xcm__pool_link_tls(const xcm_pool *pool, unsigned i);
 int xcm__pool_link_zlib(const xcm_pool *pool, unsigned i);
