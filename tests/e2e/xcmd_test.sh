@@ -147,6 +147,8 @@ port = $(cat "$tmp/up2")
 name = cmb
 secret = cmsecret
 tls = off
+# Clients may come before the link is up: hold them rather than refuse.
+wait = 5s
 [listener]
 port = $bport
 [log]
