@@ -10,6 +10,7 @@
 static int case_failed;
 static unsigned failed_checks;
 static jmp_buf case_jmp;
+static uv_thread_t main_thread; /* the only one that may longjmp */
 static unsigned rand_state;
 static unsigned case_seed;
 
@@ -29,6 +30,13 @@ void xcm_test_require(int ok, const char *expr, const char *file, int line) {
   if (ok)
     return;
   fail_line(expr, file, line);
+  /* case_jmp belongs to the main thread's stack: from another thread a
+   * longjmp would be undefined, so the run ends here instead. */
+  if (!uv_thread_equal(&main_thread, &(uv_thread_t){uv_thread_self()})) {
+    printf("Bail out! a REQUIRE failed outside the main thread\n");
+    fflush(stdout);
+    exit(1);
+  }
   longjmp(case_jmp, 1);
 }
 
@@ -179,6 +187,8 @@ int xcm_test_main(int argc, char **argv, const xcm_test *tests, size_t n) {
   unsigned base_seed = seed_env ? (unsigned)strtoul(seed_env, NULL, 0) : 1u;
   size_t i, run = 0;
   int failures = 0;
+
+  main_thread = uv_thread_self();
 
   setvbuf(stdout, NULL, _IOLBF, 0);
   /* A peer that resets must give an error, not kill the test. */
