@@ -11,6 +11,7 @@
 
 #include "core/ctx.h"
 #include "harness.h"
+#include "rawclient.h"
 #include "transport/stream.h"
 #include "util/buf.h"
 #include "xcm/testkit.h"
@@ -50,16 +51,7 @@ static const char *cert(const char *name) {
 /* Set by a test before world_start: listeners with a certificate. */
 static int want_tls;
 
-typedef struct raw {
-  world *w;
-  uv_tcp_t tcp;
-  uv_connect_t conn;
-  xcm_buf in;
-  int connected;
-  int eof;
-  int closed;
-  int reading;
-} raw;
+typedef xcm_raw raw;
 
 /* ---- the world ----------------------------------------------------------- */
 
@@ -152,132 +144,17 @@ static void world_stop(world *w) {
 
 /* ---- a raw client ------------------------------------------------------ */
 
-static void raw_alloc(uv_handle_t *h, size_t n, uv_buf_t *b) {
-  static char buf[65536];
-
-  (void)h;
-  (void)n;
-  *b = uv_buf_init(buf, sizeof buf);
-}
-
-static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-  raw *r = s->data;
-
-  if (n < 0) {
-    r->eof = 1;
-    uv_read_stop(s);
-    return;
-  }
-  xcm__buf_append(&r->in, b->base, (size_t)n);
-  xcm__buf_reserve(&r->in, 1);
-  r->in.data[r->in.len] = '\0';
-}
-
-static void raw_connected(uv_connect_t *c, int status) {
-  raw *r = c->data;
-
-  r->connected = status == 0 ? 1 : -1;
-  if (status == 0 && r->reading)
-    uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read);
-}
-
-static int raw_is_connected(void *ud) {
-  return ((raw *)ud)->connected != 0;
-}
-
 static void raw_open_port(world *w, raw *r, int reading, int port) {
-  struct sockaddr_in a;
-
-  memset(r, 0, sizeof(*r));
-  r->w = w;
-  r->reading = reading;
-  xcm__buf_init(&r->in, NULL);
-  uv_tcp_init(&w->loop, &r->tcp);
-  r->tcp.data = r;
-  r->conn.data = r;
-  uv_ip4_addr("127.0.0.1", port, &a);
-  uv_tcp_connect(&r->conn, &r->tcp, (struct sockaddr *)&a, raw_connected);
-  REQUIRE(run_until(w, raw_is_connected, r, 3000) && r->connected == 1);
+  REQUIRE(xcm_raw_open(r, &w->loop, "127.0.0.1", port, reading));
 }
 
 static void raw_open(world *w, raw *r, int reading) {
   raw_open_port(w, r, reading, w->port);
 }
 
-static void on_written(uv_write_t *req, int status) {
-  (void)status;
-  free(req);
-}
-
-static void raw_send(raw *r, const char *data, size_t len) {
-  uv_write_t *req = malloc(sizeof(*req) + len);
-  uv_buf_t b;
-
-  memcpy(req + 1, data, len);
-  b = uv_buf_init((char *)(req + 1), (unsigned)len);
-  if (uv_write(req, (uv_stream_t *)&r->tcp, &b, 1, on_written) != 0)
-    free(req);
-}
-
-static void raw_sends(raw *r, const char *s) {
-  raw_send(r, s, strlen(s));
-}
-
-typedef struct wait_in {
-  raw *r;
-  const char *needle;
-} wait_in;
-
-static int in_has(void *ud) {
-  wait_in *w = ud;
-  return w->r->in.len > 0 && strstr(w->r->in.data, w->needle) != NULL;
-}
-
-static int raw_wait(raw *r, const char *needle, unsigned ms) {
-  wait_in w = {r, needle};
-  return run_until(r->w, in_has, &w, ms);
-}
-
-static int is_eof(void *ud) {
-  return ((raw *)ud)->eof;
-}
-
-static void raw_closed(uv_handle_t *h) {
-  raw *r = h->data;
-
-  r->closed = 1;
-}
-
-static void raw_free(raw *r) {
-  if (!uv_is_closing((uv_handle_t *)&r->tcp))
-    uv_close((uv_handle_t *)&r->tcp, raw_closed);
-  while (!r->closed)
-    uv_run(&r->w->loop, UV_RUN_ONCE);
-  xcm__buf_free(&r->in);
-}
-
 /* Log in with SASL PLAIN, bind resource, establish the session. */
 static int raw_login(raw *r, const char *auth, const char *resource) {
-  char buf[256];
-
-  raw_sends(r, HDR);
-  if (!raw_wait(r, "</stream:features>", 3000))
-    return 0;
-  raw_sends(r, auth);
-  if (!raw_wait(r, "<success", 3000))
-    return 0;
-  xcm__buf_reset(&r->in);
-  raw_sends(r, HDR);
-  if (!raw_wait(r, "urn:ietf:params:xml:ns:xmpp-bind", 3000))
-    return 0;
-  snprintf(buf, sizeof buf,
-           "<iq type='set' id='b1'><bind "
-           "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>%s</resource>"
-           "</bind></iq><iq type='set' id='s1'><session "
-           "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq><presence/>",
-           resource);
-  raw_sends(r, buf);
-  return raw_wait(r, "id=\"s1\"", 3000);
+  return xcm_raw_login(r, HDR, auth, resource);
 }
 
 /* The well-behaved client still routes a message to itself. */
@@ -289,8 +166,8 @@ static int still_works(raw *good, int n) {
            "<message to='alice@example.test/good' type='chat'><body>%s</body>"
            "</message>",
            want);
-  raw_sends(good, buf);
-  return raw_wait(good, want, 3000);
+  xcm_raw_sends(good, buf);
+  return xcm_raw_wait(good, want, 3000);
 }
 
 /* ---- tests ----------------------------------------------------------- */
@@ -301,8 +178,8 @@ static void test_login_and_chat(void) {
 
   world_start(&w, NULL);
   raw_open(&w, &a, 1);
-  raw_sends(&a, HDR);
-  CHECK(raw_wait(&a, "</stream:features>", 3000));
+  xcm_raw_sends(&a, HDR);
+  CHECK(xcm_raw_wait(&a, "</stream:features>", 3000));
   /* Our header, with our stream id, and the server's mechanisms; no
    * STARTTLS without a certificate, no compression outside TLS. */
   CHECK(strstr(a.in.data, "from=\"example.test\"") != NULL);
@@ -310,25 +187,25 @@ static void test_login_and_chat(void) {
   CHECK(strstr(a.in.data, "starttls") == NULL);
   CHECK(strstr(a.in.data, "compression") == NULL);
   xcm__buf_reset(&a.in);
-  raw_sends(&a, AUTH_ALICE);
-  CHECK(raw_wait(&a, "<success", 3000));
+  xcm_raw_sends(&a, AUTH_ALICE);
+  CHECK(xcm_raw_wait(&a, "<success", 3000));
   xcm__buf_reset(&a.in);
-  raw_sends(&a, HDR);
-  CHECK(raw_wait(&a, "</stream:features>", 3000));
+  xcm_raw_sends(&a, HDR);
+  CHECK(xcm_raw_wait(&a, "</stream:features>", 3000));
   CHECK(strstr(a.in.data, "xmpp-bind") != NULL);
   CHECK(strstr(a.in.data, "mechanism") == NULL);
-  raw_sends(&a, "<iq type='set' id='b1'><bind "
-                "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>good"
-                "</resource></bind></iq>");
-  CHECK(raw_wait(&a, "<jid>alice@example.test/good</jid>", 3000));
-  raw_sends(&a, "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/>"
-                "</iq><presence/>");
-  CHECK(raw_wait(&a, "bob@example.test", 3000));
+  xcm_raw_sends(&a, "<iq type='set' id='b1'><bind "
+                    "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>good"
+                    "</resource></bind></iq>");
+  CHECK(xcm_raw_wait(&a, "<jid>alice@example.test/good</jid>", 3000));
+  xcm_raw_sends(&a, "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/>"
+                    "</iq><presence/>");
+  CHECK(xcm_raw_wait(&a, "bob@example.test", 3000));
   CHECK(still_works(&a, 1));
-  raw_sends(&a, "</stream:stream>");
-  CHECK(raw_wait(&a, "</stream:stream>", 3000));
-  CHECK(run_until(&w, is_eof, &a, 3000));
-  raw_free(&a);
+  xcm_raw_sends(&a, "</stream:stream>");
+  CHECK(xcm_raw_wait(&a, "</stream:stream>", 3000));
+  CHECK(run_until(&w, xcm_raw_is_eof, &a, 3000));
+  xcm_raw_free(&a);
   world_stop(&w);
 }
 
@@ -350,28 +227,28 @@ static void test_parsers_follow_activity(void) {
   world_start(&w, NULL);
   base = parsers_busy(&w); /* the upstream links' own */
   raw_open(&w, &a, 1);
-  raw_sends(&a, HDR);
-  CHECK(raw_wait(&a, "</stream:features>", 3000));
+  xcm_raw_sends(&a, HDR);
+  CHECK(xcm_raw_wait(&a, "</stream:features>", 3000));
   CHECK_INT(parsers_busy(&w), base + 1);
 
   raw_open(&w, &b, 1);
   CHECK(raw_login(&b, AUTH_BOB, "idle"));
   CHECK_INT(parsers_busy(&w), base + 1);
 
-  raw_sends(&a, AUTH_ALICE);
-  CHECK(raw_wait(&a, "<success", 3000));
+  xcm_raw_sends(&a, AUTH_ALICE);
+  CHECK(xcm_raw_wait(&a, "<success", 3000));
   xcm__buf_reset(&a.in);
-  raw_sends(&a, HDR);
-  CHECK(raw_wait(&a, "urn:ietf:params:xml:ns:xmpp-bind", 3000));
-  raw_sends(&a, "<iq type='set' id='b1'><bind "
-                "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>good"
-                "</resource></bind></iq>");
-  CHECK(raw_wait(&a, "<jid>alice@example.test/good</jid>", 3000));
+  xcm_raw_sends(&a, HDR);
+  CHECK(xcm_raw_wait(&a, "urn:ietf:params:xml:ns:xmpp-bind", 3000));
+  xcm_raw_sends(&a, "<iq type='set' id='b1'><bind "
+                    "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>good"
+                    "</resource></bind></iq>");
+  CHECK(xcm_raw_wait(&a, "<jid>alice@example.test/good</jid>", 3000));
   CHECK_INT(parsers_busy(&w), base);
   CHECK(still_works(&a, 1));
   CHECK_INT(parsers_busy(&w), base);
-  raw_free(&a);
-  raw_free(&b);
+  xcm_raw_free(&a);
+  xcm_raw_free(&b);
   world_stop(&w);
 }
 
@@ -492,24 +369,24 @@ static void test_stream_errors_on_the_wire(void) {
       REQUIRE(raw_login(&r, AUTH_BOB, "bad"));
       xcm__buf_reset(&r.in);
     } else if (!own_header) {
-      raw_sends(&r, HDR);
+      xcm_raw_sends(&r, HDR);
     }
-    raw_sends(&r, cases[i].send);
+    xcm_raw_sends(&r, cases[i].send);
     snprintf(want, sizeof want,
              "<%s xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"",
              cases[i].cond);
-    if (!CHECK(raw_wait(&r, want, 3000)))
+    if (!CHECK(xcm_raw_wait(&r, want, 3000)))
       xcm_test_note("case '%s' got: %s", cases[i].name,
                     r.in.data ? r.in.data : "(nothing)");
     /* The error, then the end of the stream, then the connection. */
-    CHECK(raw_wait(&r, "</stream:stream>", 3000));
-    CHECK(run_until(&w, is_eof, &r, 3000));
-    raw_free(&r);
+    CHECK(xcm_raw_wait(&r, "</stream:stream>", 3000));
+    CHECK(run_until(&w, xcm_raw_is_eof, &r, 3000));
+    xcm_raw_free(&r);
     if (!CHECK(still_works(&good, (int)i)))
       xcm_test_note("the good client broke after '%s'", cases[i].name);
     xcm_test_tried(cases[i].cls, before);
   }
-  raw_free(&good);
+  xcm_raw_free(&good);
   world_stop(&w);
 }
 
@@ -567,8 +444,8 @@ static void test_stream_ids(void) {
     raw r;
 
     raw_open(&w, &r, 1);
-    raw_sends(&r, HDR);
-    CHECK(raw_wait(&r, "</stream:features>", 3000));
+    xcm_raw_sends(&r, HDR);
+    CHECK(xcm_raw_wait(&r, "</stream:features>", 3000));
     if (CHECK_INT(header_id(&r, ids[i]), 0) && CHECK_INT(strlen(ids[i]), 22) &&
         CHECK(strspn(ids[i], abc) == 22) &&
         CHECK(strchr("AQgw", ids[i][21]) != NULL)) {
@@ -580,7 +457,7 @@ static void test_stream_ids(void) {
           ones[k]++;
       }
     }
-    raw_free(&r);
+    xcm_raw_free(&r);
     xcm_test_tried("stream-id-randomness", before);
   }
   qsort(ids, N, sizeof ids[0], cmp_ids);
@@ -615,7 +492,7 @@ static void test_stream_ids(void) {
   }
   CHECK(still_works(&a, 1));
   CHECK_INT(xcm_cm_session(w.cm, live, &info), 0);
-  raw_free(&a);
+  xcm_raw_free(&a);
   world_stop(&w);
 }
 
@@ -629,10 +506,10 @@ static void test_auth_timeout(void) {
 
   world_start(&w, short_auth);
   raw_open(&w, &r, 1);
-  raw_sends(&r, HDR);
-  CHECK(raw_wait(&r, "connection-timeout", 3000));
-  CHECK(run_until(&w, is_eof, &r, 3000));
-  raw_free(&r);
+  xcm_raw_sends(&r, HDR);
+  CHECK(xcm_raw_wait(&r, "connection-timeout", 3000));
+  CHECK(run_until(&w, xcm_raw_is_eof, &r, 3000));
+  xcm_raw_free(&r);
   world_stop(&w);
 }
 
@@ -659,9 +536,7 @@ static void test_client_gone_closes_session(void) {
   REQUIRE(raw_login(&r, AUTH_BOB, "gone"));
   CHECK_INT(xcm_testkit_jid_state(w.kit, "bob@example.test/gone"), 2);
   /* Dropped without </stream:stream>: the server hears of it. */
-  uv_tcp_close_reset(&r.tcp, raw_closed);
-  while (!r.closed)
-    uv_run(&w.loop, UV_RUN_ONCE);
+  xcm_raw_reset(&r);
   k.w = &w;
   k.closes = 1;
   CHECK(run_until(&w, closes_reached, &k, 3000));
@@ -681,13 +556,13 @@ static void test_server_closes_client(void) {
   REQUIRE(raw_login(&r, AUTH_BOB, "kicked"));
   REQUIRE(xcm_testkit_close_jid(w.kit, "bob@example.test/kicked",
                                 XCM_COND_CONFLICT) == 0);
-  CHECK(raw_wait(&r, "<conflict", 3000));
-  CHECK(raw_wait(&r, "</stream:stream>", 3000));
-  CHECK(run_until(&w, is_eof, &r, 3000));
+  CHECK(xcm_raw_wait(&r, "<conflict", 3000));
+  CHECK(xcm_raw_wait(&r, "</stream:stream>", 3000));
+  CHECK(run_until(&w, xcm_raw_is_eof, &r, 3000));
   CHECK(strstr(good.in.data, "<conflict") == NULL);
   CHECK(still_works(&good, 1));
-  raw_free(&r);
-  raw_free(&good);
+  xcm_raw_free(&r);
+  xcm_raw_free(&good);
   world_stop(&w);
 }
 
@@ -699,14 +574,14 @@ static void test_upstream_lost(void) {
   raw_open(&w, &r, 1);
   REQUIRE(raw_login(&r, AUTH_BOB, "lost"));
   xcm_testkit_drop_all(w.kit);
-  CHECK(raw_wait(&r, "remote-connection-failed", 3000));
-  CHECK(run_until(&w, is_eof, &r, 3000));
-  raw_free(&r);
+  CHECK(xcm_raw_wait(&r, "remote-connection-failed", 3000));
+  CHECK(run_until(&w, xcm_raw_is_eof, &r, 3000));
+  xcm_raw_free(&r);
   /* Served again once the links are back. */
   CHECK(run_until(&w, policy_known, &w, 5000));
   raw_open(&w, &r, 1);
   CHECK(raw_login(&r, AUTH_BOB, "back"));
-  raw_free(&r);
+  xcm_raw_free(&r);
   world_stop(&w);
 }
 
@@ -753,7 +628,7 @@ static void test_slow_reader(void) {
   /* Not only the message that did not fit: those still queued too. */
   CHECK(st.failed_returned > 1);
   CHECK(st.stream_errors[XCM_COND_POLICY_VIOLATION] >= 1);
-  raw_free(&slow);
+  xcm_raw_free(&slow);
   world_stop(&w);
 }
 
@@ -766,7 +641,7 @@ static void test_shutdown_tells_clients(void) {
   raw_open(&w, &r, 1);
   REQUIRE(raw_login(&r, AUTH_BOB, "bye"));
   xcm_cm_shutdown(w.cm, 2000, cm_down, &w);
-  CHECK(raw_wait(&r, "system-shutdown", 3000));
+  CHECK(xcm_raw_wait(&r, "system-shutdown", 3000));
   k.w = &w;
   k.closes = 1;
   CHECK(run_until(&w, closes_reached, &k, 3000));
@@ -775,7 +650,7 @@ static void test_shutdown_tells_clients(void) {
   xcm_testkit_close(w.kit, kit_down, &w);
   while (w.closed < 2)
     uv_run(&w.loop, UV_RUN_ONCE);
-  raw_free(&r);
+  xcm_raw_free(&r);
   xcm_cm_free(w.cm);
   xcm_testkit_free(w.kit);
   uv_run(&w.loop, UV_RUN_DEFAULT);
@@ -858,17 +733,17 @@ static void test_tls_required_cannot_be_bypassed(void) {
     char want[96];
 
     raw_open(&w, &r, 1);
-    raw_sends(&r, HDR);
-    CHECK(raw_wait(&r, "</stream:features>", 3000));
+    xcm_raw_sends(&r, HDR);
+    CHECK(xcm_raw_wait(&r, "</stream:features>", 3000));
     /* Only STARTTLS, marked required: no mechanisms to try. */
     CHECK(strstr(r.in.data, "<required/>") != NULL);
     CHECK(strstr(r.in.data, "mechanism") == NULL);
-    raw_sends(&r, tries[i]);
+    xcm_raw_sends(&r, tries[i]);
     snprintf(want, sizeof want, "<%s ", conds[i]);
-    if (!CHECK(raw_wait(&r, want, 3000)))
+    if (!CHECK(xcm_raw_wait(&r, want, 3000)))
       xcm_test_note("got: %s", r.in.data);
-    CHECK(run_until(&w, is_eof, &r, 3000));
-    raw_free(&r);
+    CHECK(run_until(&w, xcm_raw_is_eof, &r, 3000));
+    xcm_raw_free(&r);
     xcm_test_tried("before-tls", before);
   }
   world_stop(&w);
@@ -889,10 +764,10 @@ static void test_stalled_tls_handshake_times_out(void) {
   raw_open_port(&w, &r, 1, w.tls_port);
   t0 = uv_now(&w.loop);
   /* The start of a ClientHello, and then nothing. */
-  raw_send(&r, "\x16\x03\x01\x00", 4);
-  CHECK(run_until(&w, is_eof, &r, 3000));
+  xcm_raw_send(&r, "\x16\x03\x01\x00", 4);
+  CHECK(run_until(&w, xcm_raw_is_eof, &r, 3000));
   CHECK(uv_now(&w.loop) - t0 < 2000);
-  raw_free(&r);
+  xcm_raw_free(&r);
   world_stop(&w);
 }
 
@@ -910,13 +785,13 @@ static void test_per_address_limit(void) {
   for (i = 0; i < 3; i++)
     raw_open(&w, &r[i], 1);
   /* The third is closed at once; the first two are served. */
-  CHECK(run_until(&w, is_eof, &r[2], 3000));
-  raw_sends(&r[0], HDR);
-  CHECK(raw_wait(&r[0], "</stream:features>", 3000));
+  CHECK(run_until(&w, xcm_raw_is_eof, &r[2], 3000));
+  xcm_raw_sends(&r[0], HDR);
+  CHECK(xcm_raw_wait(&r[0], "</stream:features>", 3000));
   xcm_cm_stats(w.cm, &st);
   CHECK_INT(st.clients_refused, 1);
   for (i = 0; i < 3; i++)
-    raw_free(&r[i]);
+    xcm_raw_free(&r[i]);
   world_stop(&w);
 }
 
@@ -931,7 +806,7 @@ typedef struct pinger {
 
 static void ping(uv_timer_t *t) {
   pinger *p = t->data;
-  raw_sends(p->r, " ");
+  xcm_raw_sends(p->r, " ");
 }
 
 static void test_idle_timeout(void) {
@@ -949,12 +824,12 @@ static void test_idle_timeout(void) {
   uv_timer_init(&w.loop, &p.t);
   p.t.data = &p;
   uv_timer_start(&p.t, ping, 100, 100);
-  CHECK(raw_wait(&idle, "connection-timeout", 3000));
-  CHECK(run_until(&w, is_eof, &idle, 3000));
+  CHECK(xcm_raw_wait(&idle, "connection-timeout", 3000));
+  CHECK(run_until(&w, xcm_raw_is_eof, &idle, 3000));
   CHECK(!alive.eof && strstr(alive.in.data, "connection-timeout") == NULL);
   uv_close((uv_handle_t *)&p.t, NULL);
-  raw_free(&idle);
-  raw_free(&alive);
+  xcm_raw_free(&idle);
+  xcm_raw_free(&alive);
   world_stop(&w);
 }
 
@@ -1113,9 +988,9 @@ static void test_wait_for_upstream(void) {
   xcm_testkit_drop_all(w.kit);
   REQUIRE(run_until(&w, upstream_down, &w, 3000));
   raw_open(&w, &r, 1);
-  raw_sends(&r, HDR);
-  CHECK(raw_wait(&r, "remote-connection-failed", 1000));
-  raw_free(&r);
+  xcm_raw_sends(&r, HDR);
+  CHECK(xcm_raw_wait(&r, "remote-connection-failed", 1000));
+  xcm_raw_free(&r);
   xcm_testkit_stall(w.kit, 0);
   world_stop(&w);
 
@@ -1124,15 +999,15 @@ static void test_wait_for_upstream(void) {
   xcm_testkit_drop_all(w.kit);
   REQUIRE(run_until(&w, upstream_down, &w, 3000));
   raw_open(&w, &r, 1);
-  raw_sends(&r, HDR);
-  run_until(&w, is_eof, &r, 300);
+  xcm_raw_sends(&r, HDR);
+  run_until(&w, xcm_raw_is_eof, &r, 300);
   CHECK(!r.eof && r.in.len == 0);
   xcm_testkit_stall(w.kit, 0);
-  CHECK(raw_wait(&r, "</stream:features>", 3000));
+  CHECK(xcm_raw_wait(&r, "</stream:features>", 3000));
   xcm__buf_reset(&r.in);
-  raw_sends(&r, AUTH_ALICE);
-  CHECK(raw_wait(&r, "<success", 3000));
-  raw_free(&r);
+  xcm_raw_sends(&r, AUTH_ALICE);
+  CHECK(xcm_raw_wait(&r, "<success", 3000));
+  xcm_raw_free(&r);
   world_stop(&w);
 }
 
@@ -1285,7 +1160,7 @@ static void test_adopt_accepted_stream(void) {
   CHECK(raw_login(&r, AUTH_ALICE, "adopted"));
   CHECK_INT(o.adopted, 1);
   CHECK(still_works(&r, 1));
-  raw_free(&r);
+  xcm_raw_free(&r);
   uv_close((uv_handle_t *)&o.server, NULL);
   world_stop(&w);
 }
@@ -1307,19 +1182,19 @@ static void test_pre_1_0_stream(void) {
   REQUIRE(run_until(&w, policy_is, &pw, 3000));
   REQUIRE(run_until(&w, legacy_on, &w, 3000));
   raw_open(&w, &r, 1);
-  raw_sends(&r, "<stream:stream xmlns:stream='http://etherx.jabber.org/"
-                "streams' xmlns='jabber:client' to='example.test'>");
-  CHECK(raw_wait(&r, "<stream:stream", 3000));
-  run_until(&w, is_eof, &r, 200);
+  xcm_raw_sends(&r, "<stream:stream xmlns:stream='http://etherx.jabber.org/"
+                    "streams' xmlns='jabber:client' to='example.test'>");
+  CHECK(xcm_raw_wait(&r, "<stream:stream", 3000));
+  run_until(&w, xcm_raw_is_eof, &r, 200);
   CHECK(strstr(r.in.data, "version=\"1.0\"") == NULL);
   CHECK(strstr(r.in.data, "features") == NULL);
-  raw_sends(&r, "<iq type='set' id='la1'><query xmlns='jabber:iq:auth'>"
-                "<username>alice</username><password>alice</password>"
-                "<resource>good</resource></query></iq>");
-  CHECK(raw_wait(&r, "la1", 3000));
+  xcm_raw_sends(&r, "<iq type='set' id='la1'><query xmlns='jabber:iq:auth'>"
+                    "<username>alice</username><password>alice</password>"
+                    "<resource>good</resource></query></iq>");
+  CHECK(xcm_raw_wait(&r, "la1", 3000));
   CHECK(strstr(r.in.data, "type=\"result\"") != NULL);
   CHECK(still_works(&r, 7));
-  raw_free(&r);
+  xcm_raw_free(&r);
   world_stop(&w);
 }
 
@@ -1436,20 +1311,19 @@ static void test_max_clients(void) {
   world_start(&w, two_clients);
   for (i = 0; i < 3; i++)
     raw_open(&w, &r[i], 1);
-  CHECK(run_until(&w, is_eof, &r[2], 3000));
-  raw_sends(&r[1], HDR);
-  CHECK(raw_wait(&r[1], "</stream:features>", 3000));
+  CHECK(run_until(&w, xcm_raw_is_eof, &r[2], 3000));
+  xcm_raw_sends(&r[1], HDR);
+  CHECK(xcm_raw_wait(&r[1], "</stream:features>", 3000));
   xcm_cm_stats(w.cm, &st);
   CHECK_INT(st.clients_refused, 1);
   for (i = 0; i < 3; i++)
-    raw_free(&r[i]);
+    xcm_raw_free(&r[i]);
   world_stop(&w);
 }
 
 /* A listener on IPv6 loopback, reached over IPv6. */
 static void test_ipv6_listener(void) {
   xcm_listen_options lo;
-  struct sockaddr_in6 a;
   char err[256];
   world w;
   raw r;
@@ -1458,18 +1332,9 @@ static void test_ipv6_listener(void) {
   memset(&lo, 0, sizeof lo);
   lo.host = "::1";
   REQUIRE(xcm_cm_listen(w.cm, &lo, err, sizeof err) == 0);
-  memset(&r, 0, sizeof r);
-  r.w = &w;
-  r.reading = 1;
-  xcm__buf_init(&r.in, NULL);
-  uv_tcp_init(&w.loop, &r.tcp);
-  r.tcp.data = &r;
-  r.conn.data = &r;
-  uv_ip6_addr("::1", xcm_cm_listener_port(w.cm, 1), &a);
-  uv_tcp_connect(&r.conn, &r.tcp, (struct sockaddr *)&a, raw_connected);
-  REQUIRE(run_until(&w, raw_is_connected, &r, 3000) && r.connected == 1);
+  REQUIRE(xcm_raw_open(&r, &w.loop, "::1", xcm_cm_listener_port(w.cm, 1), 1));
   CHECK(raw_login(&r, AUTH_ALICE, "v6"));
-  raw_free(&r);
+  xcm_raw_free(&r);
   world_stop(&w);
 }
 
@@ -1549,7 +1414,7 @@ static void test_session_api(void) {
   CHECK_INT(xcm_cm_close_session(w.cm, e.sid, XCM_COND_POLICY_VIOLATION,
                                  "kicked by the operator"),
             0);
-  CHECK(raw_wait(&r, "kicked by the operator", 3000));
+  CHECK(xcm_raw_wait(&r, "kicked by the operator", 3000));
   CHECK(run_until(&w, has_closed_event, &e, 3000));
   CHECK(strstr(e.log, "4:alice@example.test/api:auth:policy-violation;") !=
         NULL);
@@ -1567,7 +1432,7 @@ static void test_session_api(void) {
     CHECK(run_until(&w, links_back, &ll, 5000));
     xcm_cm_set_link_events(w.cm, NULL, NULL);
   }
-  raw_free(&r);
+  xcm_raw_free(&r);
   world_stop(&w);
 }
 
@@ -1619,14 +1484,14 @@ static void test_stanza_hook(void) {
   xcm_cm_set_stanza_hook(w.cm, hook, NULL);
   raw_open(&w, &r, 1);
   REQUIRE(raw_login(&r, AUTH_ALICE, "hk"));
-  raw_sends(&r, "<message to='alice@example.test/hk'><body>secret</body>"
-                "</message><message to='alice@example.test/hk'><body>broken"
-                "</body></message><message to='alice@example.test/hk'>"
-                "<body>old</body></message><message "
-                "to='alice@example.test/hk'><body>ping</body></message>");
+  xcm_raw_sends(&r, "<message to='alice@example.test/hk'><body>secret</body>"
+                    "</message><message to='alice@example.test/hk'><body>broken"
+                    "</body></message><message to='alice@example.test/hk'>"
+                    "<body>old</body></message><message "
+                    "to='alice@example.test/hk'><body>ping</body></message>");
   /* old became new on the way up; ping became pong on the way down. */
-  CHECK(raw_wait(&r, "<body>new</body>", 3000));
-  CHECK(raw_wait(&r, "<body>pong</body>", 3000));
+  CHECK(xcm_raw_wait(&r, "<body>new</body>", 3000));
+  CHECK(xcm_raw_wait(&r, "<body>pong</body>", 3000));
   CHECK(strstr(r.in.data, ">secret<") == NULL);
   CHECK(strstr(r.in.data, ">old<") == NULL);
   CHECK(strstr(r.in.data, ">ping<") == NULL);
@@ -1635,7 +1500,7 @@ static void test_stanza_hook(void) {
   /* The drop, and the broken replacement refused. */
   CHECK_INT(st.hook_dropped, 2);
   xcm_cm_set_stanza_hook(w.cm, NULL, NULL);
-  raw_free(&r);
+  xcm_raw_free(&r);
   world_stop(&w);
 }
 

@@ -34,6 +34,7 @@
 #include <uv.h>
 
 #include "harness.h"
+#include "rawclient.h"
 #include "util/buf.h"
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
@@ -90,15 +91,13 @@ typedef struct world {
 } world;
 
 struct peer {
+  xcm_raw raw; /* first: a peer is also its xcm_raw */
   world *w;
   int user;
   int scan; /* account for what it receives */
-  uv_tcp_t tcp;
-  uv_connect_t conn;
   uv_shutdown_t sd;
-  xcm_buf in;
   size_t scanned;
-  int connected, eof, closed, reading, ready;
+  int ready;
 };
 
 static char certs[1024];
@@ -459,21 +458,8 @@ static int total_sent(world *w) {
   return (int)w->sent_total;
 }
 
-static void on_written(uv_write_t *req, int status) {
-  (void)status;
-  free(req);
-}
-
 static void peer_send(peer *p, const char *data, size_t len) {
-  uv_write_t *req = malloc(sizeof(*req) + len);
-  uv_buf_t b;
-
-  if (req == NULL)
-    return;
-  memcpy(req + 1, data, len);
-  b = uv_buf_init((char *)(req + 1), (unsigned)len);
-  if (uv_write(req, (uv_stream_t *)&p->tcp, &b, 1, on_written) != 0)
-    free(req);
+  xcm_raw_send(&p->raw, data, len);
 }
 
 static void send_one(world *w, flow *f) {
@@ -639,127 +625,57 @@ static void world_stop(world *w) {
 
 /* ---- a raw client ------------------------------------------------------ */
 
-static void raw_alloc(uv_handle_t *h, size_t n, uv_buf_t *b) {
-  static char buf[65536];
+static void peer_data(xcm_raw *r, int eof) {
+  peer *p = r->ud;
 
-  (void)h;
-  (void)n;
-  *b = uv_buf_init(buf, sizeof buf);
-}
-
-static void peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-  peer *p = s->data;
-
-  if (n < 0) {
-    p->eof = 1;
+  if (eof)
     p->ready = 0;
-    uv_read_stop(s);
-    return;
-  }
-  xcm__buf_append(&p->in, b->base, (size_t)n);
-  xcm__buf_reserve(&p->in, 1);
-  p->in.data[p->in.len] = '\0';
-  if (p->scan)
-    scan(p->w, p->user, p->in.data, p->in.len, &p->scanned);
-}
-
-static void peer_connected(uv_connect_t *c, int status) {
-  peer *p = c->data;
-
-  p->connected = status == 0 ? 1 : -1;
-  if (status == 0 && p->reading)
-    uv_read_start((uv_stream_t *)&p->tcp, raw_alloc, peer_read);
-}
-
-static int peer_is_connected(void *ud) {
-  return ((peer *)ud)->connected != 0;
+  else if (p->scan)
+    scan(p->w, p->user, r->in.data, r->in.len, &p->scanned);
 }
 
 static void peer_open(world *w, peer *p, int user, int port) {
-  struct sockaddr_in a;
-
   memset(p, 0, sizeof(*p));
+  REQUIRE(xcm_raw_open(&p->raw, &w->loop, "127.0.0.1", port, 1));
+  p->raw.on_data = peer_data;
+  p->raw.ud = p;
   p->w = w;
   p->user = user;
-  p->reading = 1;
-  xcm__buf_init(&p->in, NULL);
-  uv_tcp_init(&w->loop, &p->tcp);
-  p->tcp.data = p;
-  p->conn.data = p;
-  uv_ip4_addr("127.0.0.1", port, &a);
-  uv_tcp_connect(&p->conn, &p->tcp, (struct sockaddr *)&a, peer_connected);
-  REQUIRE(run_until(w, peer_is_connected, p, 3000) && p->connected == 1);
 }
 
 static void peer_sends(peer *p, const char *s) {
-  peer_send(p, s, strlen(s));
-}
-
-typedef struct wait_in {
-  peer *p;
-  const char *needle;
-} wait_in;
-
-static int in_has(void *ud) {
-  wait_in *x = ud;
-  return x->p->in.len > 0 && strstr(x->p->in.data, x->needle) != NULL;
+  xcm_raw_sends(&p->raw, s);
 }
 
 static int peer_wait(peer *p, const char *needle, unsigned ms) {
-  wait_in x = {p, needle};
-  return run_until(p->w, in_has, &x, ms);
+  return xcm_raw_wait(&p->raw, needle, ms);
 }
 
 static int is_eof(void *ud) {
-  return ((peer *)ud)->eof;
-}
-
-static void peer_closed(uv_handle_t *h) {
-  ((peer *)h->data)->closed = 1;
+  return ((peer *)ud)->raw.eof;
 }
 
 static void peer_free(peer *p) {
-  if (!uv_is_closing((uv_handle_t *)&p->tcp))
-    uv_close((uv_handle_t *)&p->tcp, peer_closed);
-  while (!p->closed)
-    uv_run(&p->w->loop, UV_RUN_ONCE);
+  xcm_raw_free(&p->raw);
   if (p->w->peers[p->user] == p)
     p->w->peers[p->user] = NULL;
-  xcm__buf_free(&p->in);
 }
 
 /* SASL PLAIN, bind the user's resource, session, presence; from then on
  * what it receives is accounted for. */
 static int peer_login(peer *p) {
-  char buf[512];
+  char auth[512];
 
-  peer_sends(p, HDR);
-  if (!peer_wait(p, "</stream:features>", 3000))
-    return 0;
-  snprintf(buf, sizeof buf,
+  snprintf(auth, sizeof auth,
            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
            "mechanism='PLAIN'>%s</auth>",
            user_plain[p->user]);
-  peer_sends(p, buf);
-  if (!peer_wait(p, "<success", 3000))
-    return 0;
-  xcm__buf_reset(&p->in);
-  peer_sends(p, HDR);
-  if (!peer_wait(p, "urn:ietf:params:xml:ns:xmpp-bind", 3000))
-    return 0;
-  snprintf(buf, sizeof buf,
-           "<iq type='set' id='b1'><bind "
-           "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>%s</resource>"
-           "</bind></iq><iq type='set' id='s1'><session "
-           "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq><presence/>",
-           user_res[p->user]);
-  peer_sends(p, buf);
-  if (!peer_wait(p, "id=\"s1\"", 3000))
+  if (!xcm_raw_login(&p->raw, HDR, auth, user_res[p->user]))
     return 0;
   p->w->peers[p->user] = p;
   p->scan = 1;
   p->scanned = 0;
-  scan(p->w, p->user, p->in.data, p->in.len, &p->scanned);
+  scan(p->w, p->user, p->raw.in.data, p->raw.in.len, &p->scanned);
   p->ready = 1;
   return 1;
 }
@@ -864,7 +780,7 @@ static void test_one_link_dropped(void) {
 
 static int both_eof(void *ud) {
   peer **p = ud;
-  return p[0]->eof && p[1]->eof;
+  return p[0]->raw.eof && p[1]->raw.eof;
 }
 
 /* With the last link gone every session is gone on the server: the pair
@@ -887,8 +803,8 @@ static void test_all_links_dropped(void) {
   xcm_testkit_drop_all(w.kit);
   CHECK(run_until(&w, both_eof, both, 3000));
   bound = total_sent(&w) - from;
-  CHECK(strstr(a.in.data, "remote-connection-failed") != NULL);
-  CHECK(strstr(b.in.data, "remote-connection-failed") != NULL);
+  CHECK(strstr(a.raw.in.data, "remote-connection-failed") != NULL);
+  CHECK(strstr(b.raw.in.data, "remote-connection-failed") != NULL);
   xcm_cm_stats(w.cm, &st);
   CHECK_INT(st.sessions_lost, 2);
   pair_free(&a, &b);
@@ -976,7 +892,8 @@ static void test_server_closes_mid_burst(void) {
   CHECK(peer_wait(&c, "<conflict", 3000));
   CHECK(run_until(&w, is_eof, &c, 3000));
   /* The error, then the end of her stream. */
-  CHECK(strstr(c.in.data, "<conflict") < strstr(c.in.data, "</stream:stream>"));
+  CHECK(strstr(c.raw.in.data, "<conflict") <
+        strstr(c.raw.in.data, "</stream:stream>"));
   CHECK(settle(&w));
   report(&w, "server-closes-mid-burst", bound);
   feed = flow_tally(&w, DAVE, CAROL);
@@ -1037,12 +954,12 @@ static void test_client_stops_reading(void) {
   peer_open(&w, &c, CAROL, w.port);
   REQUIRE(peer_login(&c));
   REQUIRE(wait_sent(&w, ALICE, BOB, 30));
-  uv_read_stop((uv_stream_t *)&c.tcp);
+  xcm_raw_set_reading(&c.raw, 0);
   add(&w, DAVE, CAROL, 1500, 50, 4000);
   CHECK(run_until(&w, policy_violations, &w, 5000));
   REQUIRE(wait_sent(&w, DAVE, CAROL, 1500));
   /* Carol reads again: what her socket holds is hers. */
-  uv_read_start((uv_stream_t *)&c.tcp, raw_alloc, peer_read);
+  xcm_raw_set_reading(&c.raw, 1);
   CHECK(run_until(&w, is_eof, &c, 3000));
   CHECK(settle(&w));
   report(&w, "client-stops-reading", kernel_send_max() / 4000);
@@ -1074,7 +991,7 @@ static void drip(uv_timer_t *t) {
   dribble *d = t->data;
   static const char hdr[] = HDR;
 
-  if (d->at < sizeof hdr - 1 && !d->p->eof)
+  if (d->at < sizeof hdr - 1 && !d->p->raw.eof)
     peer_send(d->p, hdr + d->at++, 1);
 }
 
@@ -1139,7 +1056,7 @@ static void test_half_close(void) {
   REQUIRE(wait_sent(&w, CAROL, ALICE, 20));
   REQUIRE(wait_sent(&w, DAVE, CAROL, 150));
   c.ready = 0;
-  REQUIRE(uv_shutdown(&c.sd, (uv_stream_t *)&c.tcp, shut_done) == 0);
+  REQUIRE(uv_shutdown(&c.sd, (uv_stream_t *)&c.raw.tcp, shut_done) == 0);
   CHECK(run_until(&w, is_eof, &c, 3000));
   CHECK(settle(&w));
   report(&w, "half-close", 0);
@@ -1196,7 +1113,7 @@ static int clients_now(void *ud) {
 }
 
 static int got_bytes(void *ud) {
-  return ((peer *)ud)->in.len > 0;
+  return ((peer *)ud)->raw.in.len > 0;
 }
 
 /* RST from carol once the server has answered her ClientHello, on the
@@ -1219,16 +1136,14 @@ static void test_reset_mid_tls_handshake(void) {
       CHECK(peer_wait(&c, "</stream:features>", 3000));
       peer_sends(&c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
       CHECK(peer_wait(&c, "<proceed", 3000));
-      xcm__buf_reset(&c.in);
+      xcm__buf_reset(&c.raw.in);
     }
     peer_send(&c, (const char *)client_hello, sizeof client_hello);
     CHECK(run_until(&w, got_bytes, &c, 3000));
     /* A handshake record back: the server is mid-handshake. */
-    CHECK(c.in.len > 5 && (unsigned char)c.in.data[0] == 0x16);
-    REQUIRE(uv_tcp_close_reset(&c.tcp, peer_closed) == 0);
-    while (!c.closed)
-      uv_run(&w.loop, UV_RUN_ONCE);
-    xcm__buf_free(&c.in);
+    CHECK(c.raw.in.len > 5 && (unsigned char)c.raw.in.data[0] == 0x16);
+    xcm_raw_reset(&c.raw);
+    xcm__buf_free(&c.raw.in);
     CHECK(run_until(&w, clients_now, &cw, 3000));
   }
   CHECK(settle(&w));
