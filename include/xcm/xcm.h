@@ -145,7 +145,9 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
                char *errbuf, size_t errlen);
 
 /* Add a listener. Certificates are checked now: an expired, not yet
- * valid or mismatched one is an error naming the file. */
+ * valid or mismatched one is an error naming the file. The address is
+ * bound now too, so a port in use is an error here (accepting starts
+ * with xcm_cm_start). */
 int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
                   size_t errlen);
 /* Give TLS listener i another certificate, chosen when a client asks for
@@ -177,8 +179,9 @@ void xcm_conn_input_end(xcm_conn *c);
 int xcm_cm_listener_port(const xcm_cm *cm, unsigned i);
 
 /* Start accepting clients and connect upstream. Clients that open a
- * stream before the first upstream link is up are refused with
- * remote-connection-failed. */
+ * stream before the first upstream link is up wait for it up to
+ * upstream_wait_ms, and are then refused with remote-connection-failed
+ * (at once with the default 0). */
 int xcm_cm_start(xcm_cm *cm);
 
 /* Stop accepting, send system-shutdown to every client, close every
