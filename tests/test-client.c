@@ -216,6 +216,14 @@ static unsigned parsers_busy(world *w) {
   return st.xml_parsers_busy;
 }
 
+static int every_link_up(void *ud) {
+  world *w = ud;
+  xcm_stats st;
+
+  xcm_cm_stats(w->cm, &st);
+  return st.upstream_links_up == xcm_cm_upstream_links(w->cm);
+}
+
 /* A client keeps its parser while it logs in (re-priming one at every
  * read would cost a third of a login) and gives it back once bound: an
  * idle session holds none. */
@@ -225,6 +233,8 @@ static void test_parsers_follow_activity(void) {
   unsigned base;
 
   world_start(&w, NULL);
+  /* Each link holds a parser from its first bytes on. */
+  REQUIRE(run_until(&w, every_link_up, &w, 5000));
   base = parsers_busy(&w); /* the upstream links' own */
   raw_open(&w, &a, 1);
   xcm_raw_sends(&a, HDR);
