@@ -266,25 +266,6 @@ static int write_out(xcm_client *c, const char *data, size_t len) {
 
 /* ---- the stream header and features ------------------------------------- */
 
-static const char *attr(const xcm_xml_header *h, const char *ns,
-                        const char *name) {
-  size_t i;
-
-  for (i = 0; i < h->nattrs; i++)
-    if (strcmp(h->attrs[i].name, name) == 0 && strcmp(h->attrs[i].ns, ns) == 0)
-      return h->attrs[i].value;
-  return NULL;
-}
-
-static const char *default_ns(const xcm_xml_header *h) {
-  size_t i;
-
-  for (i = 0; i < h->ndecls; i++)
-    if (h->decls[i].prefix[0] == '\0')
-      return h->decls[i].uri;
-  return NULL;
-}
-
 static int features(xcm_client *c, const xcm_policy *p, xcm_buf *b) {
   xcm_features f;
   unsigned state = 0;
@@ -321,22 +302,23 @@ static int on_header(void *ud, const xcm_xml_header *h) {
   const xcm_policy *p;
 
   c->flags &= ~(unsigned)F_HEADER_SENT;
-  version = attr(h, "", "version");
+  version = xcm__xml_header_attr(h, "", "version");
   if (version != NULL && version[0] >= '1' && version[0] <= '9')
     c->flags |= F_V1;
   else
     c->flags &= ~(unsigned)F_V1;
-  lang = attr(h, "http://www.w3.org/XML/1998/namespace", "lang");
+  lang =
+      xcm__xml_header_attr(h, "http://www.w3.org/XML/1998/namespace", "lang");
   if (lang != NULL && strlen(lang) < sizeof c->lang)
     memcpy(c->lang, lang, strlen(lang) + 1);
   if (strcmp(h->ns, XCM_NS_STREAMS) != 0 || strcmp(h->name, "stream") != 0)
     return header_error(c, XCM_COND_INVALID_NAMESPACE,
                         "the stream element is not in the streams namespace");
-  ns = default_ns(h);
+  ns = xcm__xml_header_default_ns(h);
   if (ns == NULL || strcmp(ns, XCM_NS_CLIENT) != 0)
     return header_error(c, XCM_COND_INVALID_NAMESPACE,
                         "the default namespace must be jabber:client");
-  to = attr(h, "", "to");
+  to = xcm__xml_header_attr(h, "", "to");
   if (to == NULL || strcasecmp(to, c->cfg->domain) != 0)
     return header_error(c, XCM_COND_HOST_UNKNOWN,
                         "this server does not serve that domain");

@@ -11,16 +11,6 @@ static int is(const xcm_xml_node *n, const char *ns, const char *name) {
          strcmp(n->name, name) == 0;
 }
 
-static const char *attr_value(const xcm_xml_node *n, const char *name) {
-  size_t i;
-
-  for (i = 0; i < n->nattrs; i++)
-    if ((n->attrs[i].ns == NULL || n->attrs[i].ns[0] == '\0') &&
-        strcmp(n->attrs[i].name, name) == 0)
-      return n->attrs[i].value;
-  return NULL;
-}
-
 static int has_child(const xcm_xml_node *n, const char *ns, const char *name) {
   const xcm_xml_node *c;
 
@@ -117,7 +107,7 @@ int xcm__policy_from_config(const xcm_xml_node *iq, xcm_policy *out) {
 
   if (iq == NULL || !is(iq, XCM_NS_CM, "iq"))
     return XCM_EPROTO;
-  type = attr_value(iq, "type");
+  type = xcm__xml_node_attr(iq, "type");
   if (type == NULL || strcmp(type, "set") != 0)
     return XCM_EPROTO;
   for (c = iq->children; c != NULL && config == NULL; c = c->next)

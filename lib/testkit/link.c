@@ -429,22 +429,11 @@ static int send_header(xcm_tk_conn *c) {
   return err;
 }
 
-static const char *header_attr(const xcm_xml_header *h, const char *name) {
-  size_t i;
-
-  for (i = 0; i < h->nattrs; i++)
-    if (h->attrs[i].ns[0] == '\0' && strcmp(h->attrs[i].name, name) == 0)
-      return h->attrs[i].value;
-  return NULL;
-}
-
+/* The header's default namespace, "" for none. */
 static const char *default_ns(const xcm_xml_header *h) {
-  size_t i;
+  const char *ns = xcm__xml_header_default_ns(h);
 
-  for (i = 0; i < h->ndecls; i++)
-    if (h->decls[i].prefix[0] == '\0')
-      return h->decls[i].uri;
-  return "";
+  return ns != NULL ? ns : "";
 }
 
 /* The CM's name: the domain of the JID "CM/RES". */
@@ -473,7 +462,7 @@ static xcm_tk_conn *registered_as(xcm_tk_group *g, const char *addr) {
 static int on_header(void *ud, const xcm_xml_header *h) {
   xcm_tk_conn *c = ud;
   xcm_testkit *kit = c->kit;
-  const char *to = header_attr(h, "to"), *name;
+  const char *to = xcm__xml_header_attr(h, "", "to"), *name;
   xcm_tk_group *g;
   xcm_tk_conn *old;
   size_t len;

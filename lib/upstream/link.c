@@ -189,15 +189,12 @@ static int fail(xcm_link *l, int err, const char *fmt, const char *arg) {
 
 static int on_header(void *ud, const xcm_xml_header *h) {
   xcm_link *l = ud;
-  size_t i;
+  const char *id = xcm__xml_header_attr(h, "", "id");
 
   if (strcmp(h->ns, XCM_NS_STREAMS) != 0 || strcmp(h->name, "stream") != 0)
     return fail(l, XCM_EPROTO, "the server's stream header is not a stream%s",
                 NULL);
-  l->stream_id[0] = '\0';
-  for (i = 0; i < h->nattrs; i++)
-    if (strcmp(h->attrs[i].name, "id") == 0 && h->attrs[i].ns[0] == '\0')
-      snprintf(l->stream_id, sizeof l->stream_id, "%s", h->attrs[i].value);
+  snprintf(l->stream_id, sizeof l->stream_id, "%s", id != NULL ? id : "");
   if (l->stream_id[0] == '\0')
     return fail(l, XCM_EPROTO, "the server's stream header has no id%s", NULL);
   return 0;

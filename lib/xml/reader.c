@@ -1279,11 +1279,33 @@ const xcm_xml_node *xcm__xml_node_child(const xcm_xml_node *n, const char *ns,
   return NULL;
 }
 
-const char *xcm__xml_node_attr(const xcm_xml_node *n, const char *name) {
+/* ns "" for an attribute without a namespace (a hand-built tree may
+ * leave its ns NULL). */
+static const char *find_attr(const xcm_xml_attr *a, size_t n, const char *ns,
+                             const char *name) {
   size_t i;
 
-  for (i = 0; i < n->nattrs; i++)
-    if (n->attrs[i].ns[0] == '\0' && strcmp(n->attrs[i].name, name) == 0)
-      return n->attrs[i].value;
+  for (i = 0; i < n; i++)
+    if (strcmp(a[i].name, name) == 0 &&
+        strcmp(a[i].ns != NULL ? a[i].ns : "", ns) == 0)
+      return a[i].value;
+  return NULL;
+}
+
+const char *xcm__xml_node_attr(const xcm_xml_node *n, const char *name) {
+  return find_attr(n->attrs, n->nattrs, "", name);
+}
+
+const char *xcm__xml_header_attr(const xcm_xml_header *h, const char *ns,
+                                 const char *name) {
+  return find_attr(h->attrs, h->nattrs, ns, name);
+}
+
+const char *xcm__xml_header_default_ns(const xcm_xml_header *h) {
+  size_t i;
+
+  for (i = 0; i < h->ndecls; i++)
+    if (h->decls[i].prefix[0] == '\0')
+      return h->decls[i].uri;
   return NULL;
 }

@@ -204,5 +204,11 @@ uint64_t xcm__xml_reader_offset(const xcm_xml_reader *r);
 const xcm_xml_node *xcm__xml_node_child(const xcm_xml_node *n, const char *ns,
                                         const char *name);
 const char *xcm__xml_node_attr(const xcm_xml_node *n, const char *name);
+/* The value of the stream header's attribute name in namespace ns (""
+ * for none), or NULL. */
+const char *xcm__xml_header_attr(const xcm_xml_header *h, const char *ns,
+                                 const char *name);
+/* The default namespace the stream header declares, or NULL. */
+const char *xcm__xml_header_default_ns(const xcm_xml_header *h);
 
 #endif
