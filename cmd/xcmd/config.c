@@ -835,14 +835,29 @@ static int xcmd_ini_parse(xcmd_ini *st, const char *text, size_t len) {
   return xcmd_ini_finish(st);
 }
 
+/* Both formats start from the defaults and an empty message ... */
+static void xcmd_parse_begin(xcmd_config *out, char *err, size_t errlen) {
+  xcmd_defaults(out);
+  if (err != NULL && errlen > 0)
+    err[0] = '\0';
+}
+
+/* ... and end the same way: on failure nothing is left in out. */
+static int xcmd_parse_end(int rc, const char *name_for_errors, xcmd_config *out,
+                          char *err, size_t errlen) {
+  if (rc == XCM_ENOMEM)
+    xcmd_fail(err, errlen, "%s: out of memory", name_for_errors);
+  if (rc != 0)
+    xcmd_config_free(out);
+  return rc;
+}
+
 int xcmd_config_parse(const char *text, size_t len, const char *name_for_errors,
                       xcmd_config *out, char *err, size_t errlen) {
   xcmd_ini *st;
   int rc;
 
-  xcmd_defaults(out);
-  if (err != NULL && errlen > 0)
-    err[0] = '\0';
+  xcmd_parse_begin(out, err, errlen);
   /* The state holds a value buffer too big to put on a worker's stack. */
   st = calloc(1, sizeof(*st));
   if (st == NULL)
@@ -853,12 +868,8 @@ int xcmd_config_parse(const char *text, size_t len, const char *name_for_errors,
   st->errlen = errlen;
   st->section = -1;
   rc = xcmd_ini_parse(st, text, len);
-  if (rc == XCM_ENOMEM)
-    xcmd_fail(err, errlen, "%s: out of memory", name_for_errors);
   free(st);
-  if (rc != 0)
-    xcmd_config_free(out);
-  return rc;
+  return xcmd_parse_end(rc, name_for_errors, out, err, errlen);
 }
 
 /* ---- manager.xml --------------------------------------------------------
@@ -1575,9 +1586,7 @@ int xcmd_config_parse_manager_xml(const char *text, size_t len,
   xcmd_xml *st;
   int rc;
 
-  xcmd_defaults(out);
-  if (err != NULL && errlen > 0)
-    err[0] = '\0';
+  xcmd_parse_begin(out, err, errlen);
   st = calloc(1, sizeof(*st));
   if (st == NULL)
     return XCM_ENOMEM;
@@ -1586,13 +1595,9 @@ int xcmd_config_parse_manager_xml(const char *text, size_t len,
   st->err = err;
   st->errlen = errlen;
   rc = xcmd_xml_parse(st, text, len);
-  if (rc == XCM_ENOMEM)
-    xcmd_fail(err, errlen, "%s: out of memory", name_for_errors);
   xcmd_xml_free(st);
   free(st);
-  if (rc != 0)
-    xcmd_config_free(out);
-  return rc;
+  return xcmd_parse_end(rc, name_for_errors, out, err, errlen);
 }
 
 /* ---- Files and the rest ------------------------------------------------ */
