@@ -369,6 +369,7 @@ static void start_client(client *c) {
   c->tcp.data = c;
   c->connect.data = c;
   xcm__xml_reader_new(&c->reader, B.pool, &reader_cb, c, NULL);
+  xcm__xml_reader_set_scan(c->reader, 1);
   uv_ip4_addr(B.o.host, B.o.port, &to);
   if (B.o.spread) {
     /* 127.0.0.0/8 is all loopback: many sources give many port ranges. */

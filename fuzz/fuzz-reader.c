@@ -5,7 +5,8 @@
  *
  *   byte 0      flags: bits 0-1 choose which stanzas get a tree (none, the
  *               four stanza kinds, all, all but only one level); bit 2
- *               skips xcm__xml_reader_shrink() between feeds.
+ *               skips xcm__xml_reader_shrink() between feeds; bit 3 turns
+ *               the scanner on (xcm__xml_reader_set_scan).
  *   bytes 1-8   split sizes: the stream is fed in pieces of byte+1 bytes,
  *               cycling through the eight.
  *
@@ -196,7 +197,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   if (xcm__xml_pool_new(&pool, NULL, 1) != 0)
     abort();
-  if (xcm__xml_reader_new(&r, pool, &callbacks, &f, &limits) != 0)
+  if (xcm__xml_reader_new(&r, pool, &callbacks, &f, &limits) != 0 ||
+      xcm__xml_reader_set_scan(r, (f.flags & 8) != 0) != 0)
     abort();
 
   while (pos < n) {

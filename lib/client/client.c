@@ -742,7 +742,12 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   err = make_sid(c->sid);
   if (err == 0)
     err = xcm__xml_reader_new(&c->reader, ctx->xml, &reader_cb, c, NULL);
+  /* The scanner takes what it can prove well-formed and leaves the rest,
+   * hostile input included, to expat (xml/scan.h). */
+  if (err == 0)
+    err = xcm__xml_reader_set_scan(c->reader, 1);
   if (err != 0) {
+    xcm__xml_reader_free(c->reader);
     xcm__free(ctx->alloc, c);
     if (tcp != NULL)
       close_tcp(ctx, tcp);

@@ -1088,7 +1088,8 @@ int xcm__tk_conn_accept(xcm_testkit *kit, uv_tcp_t *tcp) {
    * level deeper than the client's own limit. */
   xl.max_stanza = 1u << 20;
   xl.max_depth = 64;
-  if (xcm__xml_reader_new(&c->reader, kit->ctx.xml, &reader_cb, c, &xl) != 0)
+  if (xcm__xml_reader_new(&c->reader, kit->ctx.xml, &reader_cb, c, &xl) != 0 ||
+      xcm__xml_reader_set_scan(c->reader, 1) != 0)
     xcm__tk_conn_drop(c, XCM_TK_ABORT);
   else if (kit->stalled)
     xcm__stream_pause(c->stream);

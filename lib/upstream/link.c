@@ -466,6 +466,9 @@ static void on_connected(void *ud) {
   uv_freeaddrinfo(l->addrs);
   l->addrs = l->next_addr = NULL;
   err = xcm__xml_reader_new(&l->reader, l->ctx->xml, &reader_cb, l, &lim);
+  /* Openfire writes every stanza in the scanner's subset. */
+  if (err == 0)
+    err = xcm__xml_reader_set_scan(l->reader, 1);
   if (err == 0) {
     set_phase(l, P_STREAM);
     l->last_read = now(l);

@@ -11,6 +11,7 @@
 #include "util/buf.h"
 #include "xcm/error.h"
 #include "xcm_config.h"
+#include "xml/scan.h"
 
 /* Expat joins namespace URI, local name and prefix with this byte. It
  * cannot occur in an XML name or a namespace URI that expat accepts. */
@@ -28,7 +29,7 @@
 
 enum reader_state { R_INIT, R_STREAM, R_ENDED, R_FAILED };
 
-enum stop_kind { STOP_NONE, STOP_ERROR, STOP_RESTART, STOP_END };
+enum stop_kind { STOP_NONE, STOP_ERROR, STOP_RESTART, STOP_END, STOP_PAUSE };
 
 typedef struct arena_chunk arena_chunk;
 struct arena_chunk {
@@ -55,9 +56,13 @@ struct xcm_xml_slot {
   int dirty; /* the parser needs a reset before use */
 
   /* Position bookkeeping, all as expat byte indices of this document. */
-  int64_t fed;          /* bytes given to expat */
-  int64_t chunk_base;   /* index of chunk[0] */
-  const char *chunk;    /* the piece being parsed now */
+  int64_t fed;        /* bytes given to expat */
+  int64_t chunk_base; /* index of chunk[0] */
+  const char *chunk;  /* the piece being parsed now */
+  size_t chunk_len;
+  /* Stop after a stanza that leaves more of the piece to read: the
+   * scanner takes over from there. */
+  int pause;
   int64_t boundary;     /* just after the last depth-1 element or header */
   int64_t stanza_start; /* start of the open depth-1 element */
   size_t stanza_starttag_len;
@@ -101,6 +106,9 @@ struct xcm_xml_pool {
   size_t keep;
   size_t busy;
   unsigned long salt;
+  xcm_xml_scan *scan; /* made for the first reader that scans */
+  int scan_busy;      /* a scanned stanza's callback is running */
+  uint64_t scanned;   /* stanzas the scanner handed over */
 };
 
 struct xcm_xml_reader {
@@ -122,6 +130,7 @@ struct xcm_xml_reader {
    * tag: "stream:stream" is shared, anything else is in decls_mem. */
   const char *root_qname;
   uint64_t offset;
+  int scan; /* try the scanner before expat */
 };
 
 static const xcm_xml_nsdecl client_decls[] = {{"stream", XCM_NS_STREAMS},
@@ -658,6 +667,8 @@ static void finish_stanza(xcm_xml_reader *r, int64_t end) {
     stop(r, STOP_RESTART, 0, end);
   else if (rc < 0)
     stop(r, STOP_ERROR, rc, 0);
+  else if (s->pause && end < s->chunk_base + (int64_t)s->chunk_len)
+    stop(r, STOP_PAUSE, 0, end);
 }
 
 static void on_end(void *ud, const XML_Char *full) {
@@ -925,6 +936,7 @@ void xcm__xml_pool_free(xcm_xml_pool *pool) {
     next = s->next_idle;
     slot_destroy(pool, s);
   }
+  xcm__xml_scan_free(pool->scan);
   xcm__free(pool->alloc, pool);
 }
 
@@ -934,6 +946,10 @@ size_t xcm__xml_pool_busy(const xcm_xml_pool *pool) {
 
 size_t xcm__xml_pool_idle(const xcm_xml_pool *pool) {
   return pool->nidle;
+}
+
+uint64_t xcm__xml_pool_scanned(const xcm_xml_pool *pool) {
+  return pool->scanned;
 }
 
 /* ---- the reader ------------------------------------------------------- */
@@ -1120,13 +1136,16 @@ static void reset_document(xcm_xml_reader *r) {
 }
 
 static int parse_piece(xcm_xml_reader *r, const char *data, size_t n,
-                       size_t *used) {
+                       size_t *used, int *paused) {
   xcm_xml_slot *s = r->slot;
   enum XML_Status status;
   int err;
 
   *used = n;
+  *paused = 0;
   s->chunk = data;
+  s->chunk_len = n;
+  s->pause = r->scan;
   s->chunk_base = s->fed;
   s->stop = STOP_NONE;
   status = XML_Parse(s->parser, data, (int)n, XML_FALSE);
@@ -1149,46 +1168,155 @@ static int parse_piece(xcm_xml_reader *r, const char *data, size_t n,
     release_slot(r);
     r->state = R_ENDED;
     return 0;
+  case STOP_PAUSE:
+    /* The parser was aborted mid-piece: the next one primes afresh. */
+    *used = (size_t)(s->stop_at - s->chunk_base);
+    *paused = 1;
+    release_slot(r);
+    return 0;
   default:
     return s->stop_err;
   }
 }
 
+/* Whether expat sits between stanzas with nothing of its own buffered,
+ * so that bytes it never sees cannot confuse it. */
+static int slot_clean(const xcm_xml_reader *r) {
+  const xcm_xml_slot *s = r->slot;
+
+  return s == NULL ||
+         (s->depth == 1 && s->boundary == s->fed && s->carry.len == 0);
+}
+
+static const char *default_ns(const xcm_xml_reader *r) {
+  size_t i;
+
+  for (i = 0; i < r->ndecls; i++)
+    if (r->decls[i].prefix[0] == '\0')
+      return r->decls[i].uri;
+  return "";
+}
+
+/* Whether the stream binds the xml prefix itself: expat then counts
+ * xml:lang as a use of a header prefix, which the scanner does not. */
+static int binds_xml(const xcm_xml_reader *r) {
+  size_t i;
+
+  for (i = 0; i < r->ndecls; i++)
+    if (strcmp(r->decls[i].prefix, "xml") == 0)
+      return 1;
+  return 0;
+}
+
+/* Hand over the complete elements at the front of data that the scanner
+ * accepts, and the white space between them. Stops at the first it
+ * declines, which is then expat's; *used says how far it got. */
+static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
+                    size_t *used) {
+  xcm_xml_pool *pool = r->pool;
+  xcm_xml_scan *sc = pool->scan;
+  const char *dns = default_ns(r);
+  size_t i = 0;
+  int err = 0;
+
+  *used = 0;
+  if (pool->scan_busy || binds_xml(r))
+    return 0;
+  pool->scan_busy = 1;
+  while (r->state == R_STREAM) {
+    size_t j = i, n;
+    xcm_xml_stanza st;
+    int levels = 0, rc;
+
+    while (j < len && is_space(data[j]))
+      j++;
+    i = j;
+    if (j == len)
+      break;
+    n = xcm__xml_scan_element(sc, data + j, len - j, r->limits.max_stanza,
+                              r->limits.max_depth);
+    if (n == 0)
+      break;
+    if (r->cb.stanza_start != NULL) {
+      levels = r->cb.stanza_start(r->ud, xcm__xml_scan_ns(sc, dns),
+                                  xcm__xml_scan_name(sc));
+      if (levels < 0) {
+        err = levels;
+        break;
+      }
+    }
+    if (xcm__xml_scan_build(sc, data + j, n, levels, dns, &st) != 0)
+      break;
+    pool->scanned++;
+    rc = r->cb.stanza != NULL ? r->cb.stanza(r->ud, &st) : 0;
+    i = j + n;
+    if (rc == XCM_XML_RESTART) {
+      reset_document(r);
+    } else if (rc < 0) {
+      err = rc;
+      break;
+    }
+  }
+  pool->scan_busy = 0;
+  *used = i;
+  return err;
+}
+
 int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
                          size_t *consumed) {
   size_t used, piece;
-  int err;
+  int err, paused;
 
   *consumed = 0;
   if (r->state == R_FAILED)
     return r->err;
   if (r->state == R_ENDED)
     return XCM_ECLOSED;
-  if (len == 0)
-    return 0;
-  if (r->slot == NULL) {
-    r->slot = slot_get(r->pool);
-    if (r->slot == NULL)
-      return fail_with(r, XCM_ENOMEM);
-    setup_parser(r, r->slot);
-    if (r->state == R_STREAM && (err = prime(r)) != 0)
-      return fail_with(r, err);
-  }
   while (len > 0) {
     enum reader_state before = r->state;
 
+    if (r->scan && r->state == R_STREAM && slot_clean(r)) {
+      err = scan_run(r, data, len, &used);
+      *consumed += used;
+      r->offset += used;
+      data += used;
+      len -= used;
+      if (err != 0)
+        return fail_with(r, err);
+      if (len == 0 || r->state != R_STREAM)
+        return 0;
+    }
+    if (r->slot == NULL) {
+      r->slot = slot_get(r->pool);
+      if (r->slot == NULL)
+        return fail_with(r, XCM_ENOMEM);
+      setup_parser(r, r->slot);
+      if (r->state == R_STREAM && (err = prime(r)) != 0)
+        return fail_with(r, err);
+    }
     piece = len < PIECE_MAX ? len : PIECE_MAX;
-    err = parse_piece(r, data, piece, &used);
+    err = parse_piece(r, data, piece, &used, &paused);
     if (err != 0)
       return fail_with(r, err);
     *consumed += used;
     r->offset += used;
-    if (used < piece || r->state == R_ENDED ||
-        (before == R_STREAM && r->state == R_INIT))
+    if (!paused && (used < piece || r->state == R_ENDED ||
+                    (before == R_STREAM && r->state == R_INIT)))
       return 0;
-    data += piece;
-    len -= piece;
+    data += used;
+    len -= used;
   }
+  return 0;
+}
+
+int xcm__xml_reader_set_scan(xcm_xml_reader *r, int on) {
+  if (on && r->pool->scan == NULL) {
+    int err = xcm__xml_scan_new(&r->pool->scan, r->pool->alloc);
+
+    if (err != 0)
+      return err;
+  }
+  r->scan = on != 0;
   return 0;
 }
 

@@ -1,0 +1,225 @@
+/* The reader's scanner (lib/xml/scan.c): what it takes is what expat
+ * takes, with the same tree; what it declines, expat still judges; and a
+ * reader that scans behaves like one that does not (tests/scandiff.c does
+ * the comparing). */
+#include <stdio.h>
+#include <string.h>
+
+#include "harness.h"
+#include "scandiff.h"
+#include "xml/reader.h"
+
+static const int level_choices[] = {0, 1, 2, 2 | XCM_XML_BARE_LAST, 3, 64};
+
+/* Every context and tree depth: the scanner must take it and agree. */
+static void expect_taken(const char *xml) {
+  size_t c, l;
+
+  for (c = 0; c < XCM_SCANDIFF_CONTEXTS; c++)
+    for (l = 0; l < sizeof level_choices / sizeof level_choices[0]; l++) {
+      int accepted = 0;
+      const char *why = xcm_scandiff_element(xml, strlen(xml), (int)c,
+                                             level_choices[l], &accepted);
+
+      if (!CHECK(why == NULL) || !CHECK(accepted))
+        xcm_test_note("input %s (context %zu, levels %d): %s", xml, c,
+                      level_choices[l], why ? why : "declined");
+    }
+}
+
+/* Declined, and a reader that scans still ends as one that does not. */
+static void expect_declined(const char *xml) {
+  static const unsigned char whole[] = {255}, bytes[] = {0, 2, 6};
+  int accepted = 1;
+  const char *why = xcm_scandiff_element(xml, strlen(xml), 0, 2, &accepted);
+
+  if (!CHECK(why == NULL) || !CHECK(!accepted))
+    xcm_test_note("input %s: %s", xml, why ? why : "taken");
+  why = xcm_scandiff_stream(xml, strlen(xml), 0, 2, whole, 1, NULL);
+  if (!CHECK(why == NULL))
+    xcm_test_note("input %s whole: %s", xml, why);
+  why = xcm_scandiff_stream(xml, strlen(xml), 1, 3, bytes, 3, NULL);
+  if (!CHECK(why == NULL))
+    xcm_test_note("input %s in pieces: %s", xml, why);
+}
+
+static void test_takes_everyday_stanzas(void) {
+  expect_taken("<message to='bob@example.test/r' type='chat' id='m1'>"
+               "<body>hi there</body></message>");
+  expect_taken("<presence/>");
+  expect_taken("<presence><show>away</show><status>out</status>"
+               "<priority>5</priority></presence>");
+  expect_taken("<iq type='result' id='r1' to='alice@example.test/cm'>"
+               "<query xmlns='jabber:iq:roster'><item jid='bob@example.test'"
+               " name='Bob' subscription='both'/></query></iq>");
+  expect_taken("<route streamid=\"abc123\" from=\"example.test\" to=\"cm1\">"
+               "<message xmlns=\"jabber:client\" to=\"a@b/c\"><body>x</body>"
+               "</message></route>");
+  expect_taken("<route streamid='s'>  \n<iq type='get' id='1'/>\n</route>");
+  expect_taken("<a/>");
+  expect_taken("<a\t/>");
+  expect_taken("<a  b = \"1\"\nc='2' ></a >");
+  expect_taken("<a xmlns=''/>");
+  expect_taken("<a xmlns='urn:x'><b><c xmlns='urn:y'><d/></c></b></a>");
+  expect_taken("<a xml:lang='en' lang='fr'/>");
+  expect_taken("<a-b.c_d e-f='' _g=\"'\" h='\"'/>");
+}
+
+static void test_takes_text_as_expat_reports_it(void) {
+  expect_taken("<m><body>&lt;b&gt; &amp; &quot;q&quot; &apos;a&apos;"
+               "</body></m>");
+  expect_taken("<m><body>&#65;&#x42;&#x1F600;&#9;&#10;&#13;</body></m>");
+  expect_taken("<m><body>line\r\nnext\rlast\n</body></m>");
+  expect_taken("<m><body>caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 "
+               "\xef\xbf\xbd</body></m>");
+  expect_taken("<m a='x&#10;y&#9;z' b='x\ny\tz\r\nw\rv' c='&lt;&amp;'/>");
+  expect_taken("<m>mixed <b>bold</b> and <i>it</i> text ] ]] >x</m>");
+  expect_taken("<m>\xe2\x80\x8f</m>");
+}
+
+static void test_declines_what_is_expats(void) {
+  /* Outside the subset: the reader refuses these as restricted XML. */
+  expect_declined("<m><!-- note --></m>");
+  expect_declined("<m><?pi x?></m>");
+  /* Outside the subset, but well-formed: expat takes these. */
+  expect_declined("<m><![CDATA[x]]></m>");
+  expect_declined("<stream:error><x/></stream:error>");
+  expect_declined("<m xmlns:p='urn:p'><p:x/></m>");
+  expect_declined("<m db:a='1'/>");
+  expect_declined("<m xmlns='&#65;'/>");
+  expect_declined("<m xmlns='a b'/>");
+  expect_declined("<m>\xc3\xa9<\xc3\xa9/></m>");
+  /* Not well-formed: expat refuses these with its own message. */
+  expect_declined("<m><!DOCTYPE m></m>");
+  expect_declined("<m a='1' a='2'/>");
+  expect_declined("<m xml:lang='a' xml:lang='b'/>");
+  expect_declined("<m a='1'b='2'/>");
+  expect_declined("<m a=1/>");
+  expect_declined("<m a='<'/>");
+  expect_declined("<m>&foo;</m>");
+  expect_declined("<m>&#0;</m>");
+  expect_declined("<m>&#xD800;</m>");
+  expect_declined("<m>&#x110000;</m>");
+  expect_declined("<m>&#xFFFE;</m>");
+  expect_declined("<m>&#X41;</m>");
+  expect_declined("<m>&#;</m>");
+  expect_declined("<m>&amp</m>");
+  expect_declined("<m>a]]>b</m>");
+  expect_declined("<m>\x01</m>");
+  expect_declined("<m>\x80</m>");
+  expect_declined("<m>\xc0\xaf</m>");
+  expect_declined("<m>\xed\xa0\x80</m>");
+  expect_declined("<m>\xef\xbf\xbe</m>");
+  expect_declined("<m>\xf4\x90\x80\x80</m>");
+  expect_declined("<m>\xe2\x82</m>");
+  expect_declined("<m></n>");
+  expect_declined("<m><n></m></n>");
+  expect_declined("<m></mm>");
+  expect_declined("<1m/>");
+  expect_declined("<m xmlns='http://www.w3.org/XML/1998/namespace'/>");
+  expect_declined("<m xmlns='http://www.w3.org/2000/xmlns/'/>");
+  expect_declined("<xmlns/>");
+  expect_declined("<m xmlnsx='1'/>");
+  expect_declined("<m xml:='1'/>");
+  expect_declined("< m/>");
+  expect_declined("<m/ >");
+}
+
+static void test_declines_what_is_unfinished_or_too_big(void) {
+  char big[9000], deep[400];
+  size_t i, n = 0;
+
+  expect_declined("<m><body>hi</body>");
+  expect_declined("<m a='1");
+  expect_declined("<m");
+  expect_declined("<");
+  /* The stanza limit in scandiff.c is 8192 bytes, the depth 16. */
+  memcpy(big, "<m>", 3);
+  memset(big + 3, 'x', sizeof big - 8);
+  memcpy(big + sizeof big - 5, "</m>", 5);
+  expect_declined(big);
+  for (i = 0; i < 17; i++)
+    n += (size_t)snprintf(deep + n, sizeof deep - n, "<d%zu>", i);
+  for (i = 17; i-- > 0;)
+    n += (size_t)snprintf(deep + n, sizeof deep - n, "</d%zu>", i);
+  expect_declined(deep);
+}
+
+/* A stream mixing what the scanner takes and what it declines, split
+ * every way: the same events, and the scanner does most of the work. */
+static void test_stream_switches_between_scanner_and_expat(void) {
+  static const char body[] =
+      "<route streamid='a'><message xmlns='jabber:client' to='b@x/r'>"
+      "<body>one</body></message></route>\n"
+      "<iq type='result' id='c1'/>"
+      "<route streamid='b'><message xmlns='jabber:client'><body>two &amp; "
+      "three</body><p:x xmlns:p='urn:p'/></message></route>"
+      "<route streamid='c'><presence xmlns='jabber:client'/></route>   "
+      "<stream:features><x/></stream:features>"
+      "<route streamid='d'><iq xmlns='jabber:client' type='get' id='2'>"
+      "<query xmlns='jabber:iq:version'/></iq></route>"
+      "<route streamid='e'>text</route>";
+  unsigned char splits[8];
+  size_t scanned = 0, i, k;
+  const char *why;
+
+  why = xcm_scandiff_stream(body, sizeof body - 1, 1, 2 | XCM_XML_BARE_LAST,
+                            NULL, 0, &scanned);
+  CHECK(why == NULL);
+  /* Declined: b and the features, for their prefixes. */
+  CHECK_INT(scanned, 5);
+  for (k = 0; k < 200; k++) {
+    for (i = 0; i < sizeof splits; i++)
+      splits[i] = (unsigned char)(xcm_test_rand() % (k < 100 ? 8 : 200));
+    why =
+        xcm_scandiff_stream(body, sizeof body - 1, (int)(k % 4),
+                            level_choices[k % 6], splits, sizeof splits, NULL);
+    if (!CHECK(why == NULL)) {
+      xcm_test_note("split round %zu: %s", k, why);
+      break;
+    }
+  }
+}
+
+/* Restarts, the end tag and errors after scanned stanzas. */
+static void test_stream_events_after_scanning(void) {
+  static const char *const streams[] = {
+      "<a/><success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+      "<stream:stream xmlns='jabber:client' "
+      "xmlns:stream='http://etherx.jabber.org/streams'><b/>",
+      "<a/><b/></stream:stream><c/>",
+      "<a/><b/>stray text<c/>",
+      "<a/><b></c><d/>",
+      "<a/><b/><!DOCTYPE x><c/>",
+      "<a/><b>&unknown;</b>",
+  };
+  static const unsigned char splits[] = {0, 1, 3, 255};
+  size_t i, c;
+
+  for (i = 0; i < sizeof streams / sizeof streams[0]; i++)
+    for (c = 0; c < XCM_SCANDIFF_CONTEXTS; c++) {
+      const char *why =
+          xcm_scandiff_stream(streams[i], strlen(streams[i]), (int)c, 2, splits,
+                              sizeof splits, NULL);
+      if (!CHECK(why == NULL))
+        xcm_test_note("stream %zu: %s", i, why);
+      why = xcm_scandiff_stream(streams[i], strlen(streams[i]), (int)c, 2, NULL,
+                                0, NULL);
+      if (!CHECK(why == NULL))
+        xcm_test_note("stream %zu whole: %s", i, why);
+    }
+}
+
+int main(int argc, char **argv) {
+  static const xcm_test tests[] = {
+      {"takes_everyday_stanzas", test_takes_everyday_stanzas},
+      {"takes_text_as_expat_reports_it", test_takes_text_as_expat_reports_it},
+      {"declines_what_is_expats", test_declines_what_is_expats},
+      {"declines_what_is_unfinished_or_too_big",
+       test_declines_what_is_unfinished_or_too_big},
+      {"stream_switches_between_scanner_and_expat",
+       test_stream_switches_between_scanner_and_expat},
+      {"stream_events_after_scanning", test_stream_events_after_scanning},
+  };
+  return xcm_test_main(argc, argv, XCM_TESTS(tests));
+}
