@@ -1,7 +1,8 @@
 /* libFuzzer target: the reader's scanner (lib/xml/scan.h) against expat.
  *
- * Input layout: byte 0 steers the run (bits 0-1 the stream context,
- * bits 2-4 the tree depth asked for), bytes 1-8 are split sizes (pieces
+ * Input layout: byte 0 steers the run (bits 0-1 the stream context, bit
+ * 5 no context at all: the data begins with a header; bits 2-4 the tree
+ * depth asked for), bytes 1-8 are split sizes (pieces
  * of byte+1 bytes, cycling), the rest is XML.
  *
  * Two checks, both from tests/scandiff.c: the front of the input as one
@@ -39,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < PREFIX)
     return 0;
   len = size - PREFIX;
-  context = data[0] & 3;
+  context = (data[0] & 0x20) ? 4 : data[0] & 3;
   levels = level_choices[(data[0] >> 2) & 7];
   ensure(xcm_scandiff_element(xml, len, context, levels, &accepted), "element");
   ensure(xcm_scandiff_stream(xml, len, context, levels, data + 1, 8, NULL),

@@ -21,15 +21,16 @@ static const xcm_xml_nsdecl ctx_more[] = {{"stream", XCM_NS_STREAMS},
 
 static const xcm_xml_nsdecl *context_decls(int context, size_t *n) {
   switch (context % XCM_SCANDIFF_CONTEXTS) {
+  case 4:
+  case 2:
+    *n = 0;
+    return NULL;
   case 0:
     *n = 2;
     return ctx_client;
   case 1:
     *n = 2;
     return ctx_cm;
-  case 2:
-    *n = 0;
-    return NULL;
   default:
     *n = 4;
     return ctx_more;
@@ -134,9 +135,31 @@ typedef struct side {
 
 static int on_header(void *ud, const xcm_xml_header *h) {
   side *s = ud;
+  size_t i, nd;
+
+  (void)xcm__xml_reader_decls(s->r, &nd);
 
   puts_(&s->log, "H ");
+  puts_(&s->log, h->ns);
+  puts_(&s->log, "|");
   puts_(&s->log, h->name);
+  for (i = 0; i < h->nattrs; i++) {
+    puts_(&s->log, " ");
+    puts_(&s->log, h->attrs[i].ns);
+    puts_(&s->log, "|");
+    puts_(&s->log, h->attrs[i].name);
+    puts_(&s->log, "=");
+    puts_(&s->log, h->attrs[i].value);
+  }
+  for (i = 0; i < h->ndecls; i++) {
+    puts_(&s->log, " decl ");
+    puts_(&s->log, h->decls[i].prefix);
+    puts_(&s->log, "=");
+    puts_(&s->log, h->decls[i].uri);
+  }
+  /* What the reader keeps for the stream must match the event. */
+  if (nd != h->ndecls)
+    puts_(&s->log, " (kept decls differ)");
   puts_(&s->log, "\n");
   return 0;
 }
@@ -180,7 +203,9 @@ static int side_open(side *s, int context, int levels, int scan) {
   if (xcm__xml_pool_new(&s->pool, NULL, 1) != 0)
     return -1;
   if (xcm__xml_reader_new(&s->r, s->pool, &callbacks, s, &lim) != 0 ||
-      xcm__xml_reader_set_scan(s->r, scan) != 0 ||
+      xcm__xml_reader_set_scan(s->r, scan) != 0)
+    return -1;
+  if (context % XCM_SCANDIFF_CONTEXTS != 4 &&
       xcm__xml_reader_assume_header(s->r, decls, n) != 0)
     return -1;
   return 0;
@@ -232,6 +257,8 @@ const char *xcm_scandiff_element(const char *data, size_t len, int context,
   size_t n, nd, i, used = 0;
 
   *accepted = 0;
+  if (context % XCM_SCANDIFF_CONTEXTS == 4)
+    context = 2; /* an element needs a stream around it */
   decls = context_decls(context, &nd);
   for (i = 0; i < nd; i++)
     if (decls[i].prefix[0] == '\0')

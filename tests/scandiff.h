@@ -11,8 +11,9 @@
 #include <stddef.h>
 
 /* The stream contexts the checks run in: the client's, the CM's, none,
- * and one with extra prefixes. */
-enum { XCM_SCANDIFF_CONTEXTS = 4 };
+ * one with extra prefixes, and (stream checks only; none for elements)
+ * no header assumed: the data begins the document. */
+enum { XCM_SCANDIFF_CONTEXTS = 5 };
 
 /* One element at the front of data. levels is what stanza_start answers
  * (XCM_XML_BARE_LAST allowed). *accepted says whether the scanner took it.

@@ -210,6 +210,73 @@ static void test_stream_events_after_scanning(void) {
     }
 }
 
+/* Stream headers: taken (counted) or declined, the same events either
+ * way, whole and split. */
+static void header_case(const char *head, int taken) {
+  static const unsigned char splits[][4] = {
+      {255, 255, 255, 255}, {0, 0, 0, 0}, {4, 30, 1, 90}};
+  char doc[1024];
+  size_t scanned = 0, i;
+  const char *why;
+
+  snprintf(doc, sizeof doc, "%s<message to='a@b'><body>x</body></message>",
+           head);
+  why = xcm_scandiff_stream(doc, strlen(doc), 4, 2, NULL, 0, &scanned);
+  if (!CHECK(why == NULL) || !CHECK_INT(scanned, taken ? 2 : 0))
+    xcm_test_note("header %s: %s", head, why ? why : "count");
+  for (i = 0; i < sizeof splits / sizeof splits[0]; i++) {
+    why = xcm_scandiff_stream(doc, strlen(doc), 4, 2, splits[i], 4, NULL);
+    if (!CHECK(why == NULL))
+      xcm_test_note("header %s, splits %zu: %s", head, i, why);
+  }
+}
+
+static void test_stream_headers(void) {
+  static const char std[] = "xmlns='jabber:client' "
+                            "xmlns:stream='http://etherx.jabber.org/streams'";
+  char h[512];
+  size_t i, n;
+
+  snprintf(h, sizeof h,
+           "<?xml version='1.0'?><stream:stream %s to='example.test' "
+           "version='1.0' xml:lang='en'>",
+           std);
+  header_case(h, 1);
+  header_case("<?xml version=\"1.0\" encoding=\"utf-8\" ?>\n<stream:stream "
+              "xmlns:stream=\"http://etherx.jabber.org/streams\" "
+              "xmlns=\"jabber:connectionmanager\" id=\"x&amp;y\">",
+              1);
+  header_case("  <stream xmlns='urn:x'>", 1);
+  header_case("<s:s xmlns:s='urn:s'>", 1);
+  header_case("<stream:stream\txmlns:stream = 'urn:s' a='1'\r\n>", 1);
+  /* Declined: expat decides, and the events still agree. */
+  snprintf(h, sizeof h,
+           "<?xml version='1.0' standalone='yes'?>"
+           "<stream:stream %s>",
+           std);
+  header_case(h, 0);
+  snprintf(h, sizeof h,
+           "<?xml version='1.0' encoding='UTF-16'?><stream:stream %s>", std);
+  header_case(h, 0);
+  snprintf(h, sizeof h, " <?xml version='1.0'?><stream:stream %s>", std);
+  header_case(h, 0);
+  header_case("<?xml version='1.1'?><s xmlns='urn:x'>", 0);
+  header_case("<stream:stream xmlns='jabber:client'>", 0);
+  header_case("<stream:stream xmlns:stream=''>", 0);
+  header_case("<s xmlns:db='jabber:server:dialback' db:x='1'>", 0);
+  header_case("<s a='1' a='2'>", 0);
+  header_case("<s xmlns:xml='http://www.w3.org/XML/1998/namespace'>", 0);
+  header_case("<xmls>", 0);
+  header_case("<s:s xmlns:s='urn:s' xmlns:s='urn:t'>", 0);
+  header_case("\xef\xbb\xbf<s xmlns='urn:x'>", 0);
+  header_case("<!DOCTYPE s><s>", 0);
+  n = (size_t)snprintf(h, sizeof h, "<s");
+  for (i = 0; i < 17; i++)
+    n += (size_t)snprintf(h + n, sizeof h - n, " xmlns:p%zu='urn:%zu'", i, i);
+  snprintf(h + n, sizeof h - n, ">");
+  header_case(h, 0);
+}
+
 int main(int argc, char **argv) {
   static const xcm_test tests[] = {
       {"takes_everyday_stanzas", test_takes_everyday_stanzas},
@@ -220,6 +287,7 @@ int main(int argc, char **argv) {
       {"stream_switches_between_scanner_and_expat",
        test_stream_switches_between_scanner_and_expat},
       {"stream_events_after_scanning", test_stream_events_after_scanning},
+      {"stream_headers", test_stream_headers},
   };
   return xcm_test_main(argc, argv, XCM_TESTS(tests));
 }

@@ -1262,6 +1262,38 @@ static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
   return err;
 }
 
+/* A stream header the scanner accepts: the reader enters the stream
+ * without a parser. */
+static int scan_header(xcm_xml_reader *r, const char *data, size_t len,
+                       size_t *used) {
+  xcm_xml_pool *pool = r->pool;
+  xcm_xml_nsdecl decls[XCM_XML_MAX_HEADER_PREFIXES];
+  xcm_xml_header h;
+  const char *qname;
+  size_t n;
+  int err;
+
+  *used = 0;
+  if (pool->scan_busy)
+    return 0;
+  n = xcm__xml_scan_header(pool->scan, data, len, r->limits.max_stanza, &h,
+                           decls, XCM_XML_MAX_HEADER_PREFIXES, &qname);
+  if (n == 0)
+    return 0;
+  err = save_decls(r, decls, h.ndecls, qname);
+  if (err != 0)
+    return err;
+  pool->scanned++;
+  pool->scan_busy = 1;
+  err = r->cb.header != NULL ? r->cb.header(r->ud, &h) : 0;
+  pool->scan_busy = 0;
+  *used = n;
+  if (err < 0)
+    return err;
+  r->state = R_STREAM;
+  return 0;
+}
+
 int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
                          size_t *consumed) {
   size_t used, piece;
@@ -1273,8 +1305,19 @@ int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
   if (r->state == R_ENDED)
     return XCM_ECLOSED;
   while (len > 0) {
-    enum reader_state before = r->state;
+    enum reader_state before;
 
+    if (r->scan && r->state == R_INIT && r->slot == NULL) {
+      err = scan_header(r, data, len, &used);
+      *consumed += used;
+      r->offset += used;
+      data += used;
+      len -= used;
+      if (err != 0)
+        return fail_with(r, err);
+      if (len == 0)
+        return 0;
+    }
     if (r->scan && r->state == R_STREAM && slot_clean(r)) {
       err = scan_run(r, data, len, &used);
       *consumed += used;
@@ -1294,6 +1337,7 @@ int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
       if (r->state == R_STREAM && (err = prime(r)) != 0)
         return fail_with(r, err);
     }
+    before = r->state;
     piece = len < PIECE_MAX ? len : PIECE_MAX;
     err = parse_piece(r, data, piece, &used, &paused);
     if (err != 0)

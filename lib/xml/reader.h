@@ -146,7 +146,8 @@ void xcm__xml_pool_free(xcm_xml_pool *pool);
 /* Slots currently lent out, and kept idle: for tests and statistics. */
 size_t xcm__xml_pool_busy(const xcm_xml_pool *pool);
 size_t xcm__xml_pool_idle(const xcm_xml_pool *pool);
-/* Stanzas the scanner (xcm__xml_reader_set_scan) handed over so far. */
+/* Stanzas and stream headers the scanner (xcm__xml_reader_set_scan)
+ * handed over so far. */
 uint64_t xcm__xml_pool_scanned(const xcm_xml_pool *pool);
 
 /* cb and limits are copied; ud is passed to every callback. */

@@ -643,3 +643,188 @@ int xcm__xml_scan_build(xcm_xml_scan *sc, const char *p, size_t n, int levels,
   st->root = &sc->nodes[0];
   return 0;
 }
+
+/* ---- the stream header ------------------------------------------------- */
+
+/* Past an XML declaration of the usual form at u[0] ("<?xml version='1.0'"
+ * with an optional UTF-8 encoding), or 0. */
+static size_t xml_decl(const xcm_xml_scan *sc, const unsigned char *u,
+                       size_t len) {
+  static const char *const names[] = {"version", "encoding"};
+  size_t i = 5, k;
+
+  if (len < 6 || memcmp(u, "<?xml", 5) != 0)
+    return 0;
+  for (k = 0; k < 2; k++) {
+    size_t ws = i, nl = strlen(names[k]), v0;
+    unsigned char q;
+
+    i = skip_space(sc, u, i, len);
+    if (i == ws || len - i < nl || memcmp(u + i, names[k], nl) != 0) {
+      if (k == 1) {
+        i = ws;
+        break; /* no encoding */
+      }
+      return 0;
+    }
+    i = skip_space(sc, u, i + nl, len);
+    if (i >= len || u[i] != '=')
+      return 0;
+    i = skip_space(sc, u, i + 1, len);
+    if (i >= len || (u[i] != '"' && u[i] != '\''))
+      return 0;
+    q = u[i];
+    v0 = ++i;
+    while (i < len && u[i] != q && i - v0 < 8)
+      i++;
+    if (i >= len || u[i] != q)
+      return 0;
+    if (k == 0 ? (i - v0 != 3 || memcmp(u + v0, "1.0", 3) != 0)
+               : (i - v0 != 5 ||
+                  !((u[v0] | 0x20) == 'u' && (u[v0 + 1] | 0x20) == 't' &&
+                    (u[v0 + 2] | 0x20) == 'f' && u[v0 + 3] == '-' &&
+                    u[v0 + 4] == '8')))
+      return 0;
+    i++;
+  }
+  i = skip_space(sc, u, i, len);
+  if (len - i < 2 || u[i] != '?' || u[i + 1] != '>')
+    return 0;
+  return i + 2;
+}
+
+/* Whether a name starts with "xml" in any case: reserved, and the xml
+ * and xmlns prefixes, all of which expat judges. */
+static int starts_xml(const unsigned char *n, size_t len) {
+  return len >= 3 && (n[0] | 0x20) == 'x' && (n[1] | 0x20) == 'm' &&
+         (n[2] | 0x20) == 'l';
+}
+
+typedef struct hattr {
+  size_t a0, alen, colon, v0, v1;
+} hattr;
+
+size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
+                            size_t max_len, xcm_xml_header *h,
+                            xcm_xml_nsdecl *decls, size_t max_decls,
+                            const char **qname) {
+  const unsigned char *u = (const unsigned char *)p;
+  hattr at[MAX_TAG_ATTRS];
+  size_t na = 0, nd = 0, i = 0, j, k, start, plen = 0, name_end, x;
+
+  if (len > max_len)
+    len = max_len;
+  if (len >= 5 && memcmp(u, "<?xml", 5) == 0 && (i = xml_decl(sc, u, len)) == 0)
+    return 0;
+  i = skip_space(sc, u, i, len);
+  if (i + 1 >= len || u[i] != '<' || !(sc->cls[u[i + 1]] & C_START))
+    return 0;
+  start = i;
+  j = skip_name(sc, u, i + 2, len);
+  if (j < len && u[j] == ':') {
+    plen = j - (i + 1);
+    if (j + 1 >= len || !(sc->cls[u[j + 1]] & C_START))
+      return 0;
+    j = skip_name(sc, u, j + 2, len);
+  }
+  if (j >= len || starts_xml(u + i + 1, j - i - 1))
+    return 0;
+  name_end = j;
+  for (;;) {
+    size_t ws = j;
+    hattr *a;
+
+    j = skip_space(sc, u, j, len);
+    if (j >= len)
+      return 0;
+    if (u[j] == '>')
+      break;
+    if (j == ws || !(sc->cls[u[j]] & C_START) || na == MAX_TAG_ATTRS)
+      return 0;
+    a = &at[na];
+    a->a0 = j;
+    a->colon = 0;
+    j = skip_name(sc, u, j + 1, len);
+    if (j < len && u[j] == ':') {
+      a->colon = j;
+      if (j + 1 >= len || !(sc->cls[u[j + 1]] & C_START))
+        return 0;
+      j = skip_name(sc, u, j + 2, len);
+    }
+    a->alen = j - a->a0;
+    for (k = 0; k < na; k++)
+      if (at[k].alen == a->alen &&
+          memcmp(u + at[k].a0, u + a->a0, a->alen) == 0)
+        return 0;
+    j = skip_space(sc, u, j, len);
+    if (j >= len || u[j] != '=')
+      return 0;
+    j = skip_space(sc, u, j + 1, len);
+    if (j >= len || (u[j] != '"' && u[j] != '\''))
+      return 0;
+    a->v0 = j + 1;
+    j = attr_value(sc, u, j, len);
+    if (j == 0)
+      return 0;
+    a->v1 = j - 1;
+    na++;
+    if (a->alen >= 5 && memcmp(u + a->a0, "xmlns", 5) == 0) {
+      /* xmlns or xmlns:p, with a value that decoding would not change,
+       * not empty for a prefix, not reserved, for a prefix not reserved. */
+      if (a->colon != 0 ? a->colon != a->a0 + 5 ||
+                              starts_xml(u + a->colon + 1,
+                                         a->a0 + a->alen - a->colon - 1) ||
+                              a->v1 == a->v0
+                        : a->alen != 5)
+        return 0;
+      if (nd++ == max_decls || is_reserved_ns(u + a->v0, a->v1 - a->v0))
+        return 0;
+      for (x = a->v0; x < a->v1; x++)
+        if (u[x] == '&' || (sc->cls[u[x]] & C_SPACE))
+          return 0;
+    } else if (a->colon != 0 &&
+               (a->colon - a->a0 != 3 || memcmp(u + a->a0, "xml", 3) != 0)) {
+      return 0; /* prefixed attributes other than xml: are expat's */
+    }
+  }
+  j++;
+  if (prepare(sc, j) != 0)
+    return 0;
+  memset(h, 0, sizeof(*h));
+  h->ns = "";
+  h->decls = decls;
+  h->attrs = sc->attrs;
+  for (k = 0, nd = 0; k < na; k++) {
+    const hattr *a = &at[k];
+    xcm_xml_attr *t;
+    size_t vs;
+
+    if (a->alen >= 5 && memcmp(u + a->a0, "xmlns", 5) == 0) {
+      decls[nd].prefix =
+          a->colon ? put(sc, u + a->colon + 1, a->a0 + a->alen - a->colon - 1)
+                   : "";
+      decls[nd].uri = put(sc, u + a->v0, a->v1 - a->v0);
+      if (plen > 0 ? a->colon != 0 && a->alen - 6 == plen &&
+                         memcmp(u + a->colon + 1, u + start + 1, plen) == 0
+                   : a->colon == 0)
+        h->ns = decls[nd].uri;
+      nd++;
+      continue;
+    }
+    t = &sc->attrs[h->nattrs++];
+    t->ns = a->colon ? NS_XML : "";
+    t->name = a->colon
+                  ? put(sc, u + a->colon + 1, a->a0 + a->alen - a->colon - 1)
+                  : put(sc, u + a->a0, a->alen);
+    vs = sc->strings.len;
+    put_decoded(sc, u, a->v0, a->v1, 1);
+    t->value = finish_string(sc, vs);
+  }
+  /* A prefix the tag does not declare is unbound: expat's error. */
+  if (plen > 0 && h->ns[0] == '\0')
+    return 0;
+  h->ndecls = nd;
+  *qname = put(sc, u + start + 1, name_end - start - 1);
+  h->name = *qname + (plen > 0 ? plen + 1 : 0);
+  return j;
+}

@@ -49,4 +49,15 @@ const char *xcm__xml_scan_ns(xcm_xml_scan *sc, const char *default_ns);
 int xcm__xml_scan_build(xcm_xml_scan *sc, const char *p, size_t n, int levels,
                         const char *default_ns, xcm_xml_stanza *st);
 
+/* A stream header at p: an optional XML declaration of the usual form
+ * (version 1.0, UTF-8 if any encoding), white space, and the root's start
+ * tag, whose prefix (if any) and namespace declarations (at most
+ * max_decls, into decls) are on the tag itself. Returns the bytes it
+ * takes, within max_len, and fills h and *qname (the root's name as
+ * written); 0 to decline. Valid until the next scan. */
+size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
+                            size_t max_len, xcm_xml_header *h,
+                            xcm_xml_nsdecl *decls, size_t max_decls,
+                            const char **qname);
+
 #endif
