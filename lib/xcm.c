@@ -1,8 +1,8 @@
 /* The public face: one connection manager on one loop. */
+#define _GNU_SOURCE /* accept4 */
 #include "xcm/xcm.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -264,7 +264,9 @@ static void on_readable(uv_poll_t *p, int status, int events) {
       uv_fileno((uv_handle_t *)&l->tcp, &lfd) != 0)
     return;
   for (i = 0; i < ACCEPT_BATCH; i++) {
-    int fd = accept(lfd, NULL, NULL); /* uv_tcp_open makes it non-blocking */
+    /* Close-on-exec and non-blocking from the start: two system calls
+     * fewer per client. */
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     uv_tcp_t *tcp;
 
     if (fd < 0) {
@@ -278,7 +280,6 @@ static void on_readable(uv_poll_t *p, int status, int events) {
         return;
       continue; /* aborted, or a network error of that connection */
     }
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
     tcp = xcm__alloc(cm->ctx.alloc, sizeof(*tcp));
     if (tcp == NULL) {
       close(fd);
@@ -291,8 +292,7 @@ static void on_readable(uv_poll_t *p, int status, int events) {
       uv_close((uv_handle_t *)tcp, free_handle);
       continue;
     }
-    uv_tcp_nodelay(tcp, 1);
-    xcm__session_accept(&cm->sessions, &l->cfg, tcp);
+    xcm__session_accept(&cm->sessions, &l->cfg, tcp); /* sets TCP_NODELAY */
   }
 }
 
@@ -490,7 +490,6 @@ int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp) {
     uv_close((uv_handle_t *)tcp, free_handle);
     return cm->stopping ? XCM_ECLOSED : XCM_EINVAL;
   }
-  uv_tcp_nodelay(tcp, 1);
   return xcm__session_accept(&cm->sessions, &cm->listeners[i]->cfg, tcp);
 }
 
