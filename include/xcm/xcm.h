@@ -101,9 +101,9 @@ typedef struct xcm_stats {
   uint64_t sessions_lost;   /* to the loss of every upstream link */
   uint64_t hook_dropped;    /* stanzas a hook dropped or replaced badly */
   unsigned upstream_links_up;
-  /* XML parsers in use: one per upstream link, one per client in the
-   * middle of a stanza or logging in; an idle client holds none (a parser
-   * is about 15 KB). */
+  /* expat parsers in use (about 15 KB each), by streams in the middle of
+   * an element the scanner declined and by clients with such input while
+   * they log in; usually 0, and an idle session holds none. */
   unsigned xml_parsers_busy;
 } xcm_stats;
 

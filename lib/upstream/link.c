@@ -418,6 +418,10 @@ static void on_read(void *ud, const char *data, size_t len) {
       return;
     }
   }
+  /* The scanner reads what Openfire usually sends; a parser borrowed for
+   * anything else goes back once it sits between stanzas. */
+  if (l->reader != NULL)
+    xcm__xml_reader_shrink(l->reader);
 }
 
 static void on_stream_end(void *ud, int err) {
