@@ -145,6 +145,42 @@ static void test_declines_what_is_unfinished_or_too_big(void) {
   expect_declined(deep);
 }
 
+/* Long runs are skipped 16 bytes at a time: put each kind of byte that
+ * needs a look at every offset of a 48-byte run, in text and in an
+ * attribute value. */
+static void test_runs_with_something_at_every_offset(void) {
+  static const char *const fine[] = {
+      "\t",       "\n", "\r", "\r\n", "&amp;", "&#x20AC;",
+      "\xc3\xa9", "]",  "\"", "'",    ">",     "\xf0\x9f\x98\x80"};
+  static const char *const bad[] = {"\x01", "\x7f\x80", "\xc3",
+                                    "<",    "&x;",      "\xff"};
+  char run[64], xml[256];
+  size_t k, at;
+
+  for (k = 0; k < sizeof fine / sizeof fine[0]; k++)
+    for (at = 0; at < 48; at++) {
+      memset(run, 'x', sizeof run);
+      memcpy(run + at, fine[k], strlen(fine[k]));
+      run[48 + strlen(fine[k])] = '\0';
+      /* In a '...' value, so a ' run goes in the text only. */
+      snprintf(xml, sizeof xml, "<m a='%s' b=\"x\"><b>%s</b></m>",
+               fine[k][0] == '\'' ? "q" : run, run);
+      expect_taken(xml);
+    }
+  for (k = 0; k < sizeof bad / sizeof bad[0]; k++)
+    for (at = 0; at < 48; at++) {
+      memset(run, 'x', sizeof run);
+      memcpy(run + at, bad[k], strlen(bad[k]));
+      run[48 + strlen(bad[k])] = '\0';
+      if (bad[k][0] != '<') {
+        snprintf(xml, sizeof xml, "<m><b>%s</b></m>", run);
+        expect_declined(xml);
+      }
+      snprintf(xml, sizeof xml, "<m a='%s'/>", run);
+      expect_declined(xml);
+    }
+}
+
 /* A stream mixing what the scanner takes and what it declines, split
  * every way: the same events, and the scanner does most of the work. */
 static void test_stream_switches_between_scanner_and_expat(void) {
@@ -284,6 +320,8 @@ int main(int argc, char **argv) {
       {"declines_what_is_expats", test_declines_what_is_expats},
       {"declines_what_is_unfinished_or_too_big",
        test_declines_what_is_unfinished_or_too_big},
+      {"runs_with_something_at_every_offset",
+       test_runs_with_something_at_every_offset},
       {"stream_switches_between_scanner_and_expat",
        test_stream_switches_between_scanner_and_expat},
       {"stream_events_after_scanning", test_stream_events_after_scanning},

@@ -165,7 +165,7 @@ int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
                          size_t *consumed);
 
 /* Let the validating scanner (xml/scan.h) read the stanzas it can before
- * expat is asked: the same events, about a tenth of the instructions on a
+ * expat is asked: the same events for about a fifth of the instructions on a
  * typical stanza. stanza_start may then be called twice for one element
  * (once by each), so it must answer the same both times. Costs nothing
  * per reader; the pool makes its scratch (about 15 KB) once. */
