@@ -47,6 +47,12 @@ typedef struct rec {
   int parent;     /* index into recs, -1 for the element itself */
 } rec;
 
+/* One attribute of a start tag: offsets of its name, of the ':' in it (0
+ * for none) and of its value between the quotes. */
+typedef struct hattr {
+  size_t a0, alen, colon, v0, v1;
+} hattr;
+
 struct xcm_xml_scan {
   const xcm_allocator *alloc;
   unsigned char cls[256];
@@ -247,27 +253,30 @@ static size_t skip_name(const xcm_xml_scan *sc, const unsigned char *u,
   return i;
 }
 
-/* Past a quoted attribute value starting at u[i] (the quote), or 0. */
-static size_t attr_value(const xcm_xml_scan *sc, const unsigned char *u,
-                         size_t i, size_t len) {
-  unsigned char q = u[i++];
+/* Past character data from u[i]: for an attribute value (q its quote)
+ * past the closing quote, for text (q == 0) up to the next '<'. 0 to
+ * decline. */
+static size_t chars(const xcm_xml_scan *sc, const unsigned char *u, size_t i,
+                    size_t len, unsigned char q) {
   uint32_t cp;
   size_t k;
 
   for (;;) {
-    i = skip_plain(sc, u, i, len, 1);
+    i = skip_plain(sc, u, i, len, q != 0);
     if (i >= len)
       return 0;
-    if (u[i] == q)
-      return i + 1;
+    if (q != 0 ? u[i] == q : u[i] == '<')
+      return q != 0 ? i + 1 : i;
     if (u[i] == '"' || u[i] == '\'')
-      k = 1;
+      k = 1; /* the other quote */
+    else if (u[i] == ']')
+      k = i + 2 < len && !(u[i + 1] == ']' && u[i + 2] == '>'); /* no ]]> */
     else if (u[i] == '&')
       k = reference(u + i, len - i, &cp);
     else if (u[i] >= 0x80)
       k = utf8_char(u + i, len - i, &cp);
     else
-      k = 0; /* '<' or a control character */
+      k = 0; /* '<' in a value, or a control character */
     if (k == 0)
       return 0;
     i += k;
@@ -279,12 +288,65 @@ static int is_reserved_ns(const unsigned char *v, size_t len) {
          (len == sizeof NS_XMLNS - 1 && memcmp(v, NS_XMLNS, len) == 0);
 }
 
+static int is_decl(const unsigned char *u, const hattr *a) {
+  return a->alen >= 5 && memcmp(u + a->a0, "xmlns", 5) == 0;
+}
+
+/* The attribute at u[j] (after white space): a name with at most one
+ * prefix, '=', a quoted value. Declines a repeat of one of at[0..na), a
+ * name that starts with "xmlns" but is neither xmlns nor xmlns:p, and a
+ * declaration whose value is reserved or would change when decoded or
+ * normalised (expat's business). Returns the offset past it, or 0. */
+static size_t attribute(const xcm_xml_scan *sc, const unsigned char *u,
+                        size_t j, size_t len, const hattr *at, size_t na,
+                        hattr *a) {
+  size_t k;
+
+  if (!(sc->cls[u[j]] & C_START))
+    return 0;
+  a->a0 = j;
+  a->colon = 0;
+  j = skip_name(sc, u, j + 1, len);
+  if (j < len && u[j] == ':') {
+    a->colon = j;
+    if (j + 1 >= len || !(sc->cls[u[j + 1]] & C_START))
+      return 0;
+    j = skip_name(sc, u, j + 2, len);
+  }
+  a->alen = j - a->a0;
+  for (k = 0; k < na; k++)
+    if (at[k].alen == a->alen && memcmp(u + at[k].a0, u + a->a0, a->alen) == 0)
+      return 0;
+  j = skip_space(sc, u, j, len);
+  if (j >= len || u[j] != '=')
+    return 0;
+  j = skip_space(sc, u, j + 1, len);
+  if (j >= len || (u[j] != '"' && u[j] != '\''))
+    return 0;
+  a->v0 = j + 1;
+  j = chars(sc, u, j + 1, len, u[j]);
+  if (j == 0)
+    return 0;
+  a->v1 = j - 1;
+  if (is_decl(u, a)) {
+    if (a->colon != 0 ? a->colon != a->a0 + 5 : a->alen != 5)
+      return 0;
+    if (is_reserved_ns(u + a->v0, a->v1 - a->v0))
+      return 0;
+    for (k = a->v0; k < a->v1; k++)
+      if (u[k] == '&' || (sc->cls[u[k]] & C_SPACE))
+        return 0;
+  }
+  return j;
+}
+
 /* The start tag at u[i] == '<'. Fills r (but not its depth and parent)
  * and says whether the element is empty. Returns the offset past the tag,
  * or 0 to decline. */
 static size_t start_tag(const xcm_xml_scan *sc, const unsigned char *u,
                         size_t i, size_t len, rec *r, int *empty) {
-  size_t an[MAX_TAG_ATTRS], al[MAX_TAG_ATTRS], na = 0, j, k, a0, alen, v0;
+  hattr at[MAX_TAG_ATTRS];
+  size_t na = 0, j;
 
   if (i + 1 >= len || !(sc->cls[u[i + 1]] & C_START))
     return 0;
@@ -299,6 +361,7 @@ static size_t start_tag(const xcm_xml_scan *sc, const unsigned char *u,
     return 0;
   for (;;) {
     size_t ws = j;
+    const hattr *a = &at[na];
 
     j = skip_space(sc, u, j, len);
     if (j >= len)
@@ -313,76 +376,22 @@ static size_t start_tag(const xcm_xml_scan *sc, const unsigned char *u,
       *empty = 1;
       return j + 2;
     }
-    if (j == ws || !(sc->cls[u[j]] & C_START) || na == MAX_TAG_ATTRS)
+    if (j == ws || na == MAX_TAG_ATTRS)
       return 0;
-    a0 = j;
-    j = skip_name(sc, u, j + 1, len);
-    if (j < len && u[j] == ':') {
-      /* Only the xml prefix, which is always bound. */
-      if (j - a0 != 3 || memcmp(u + a0, "xml", 3) != 0)
-        return 0;
-      if (j + 1 >= len || !(sc->cls[u[j + 1]] & C_START))
-        return 0;
-      j = skip_name(sc, u, j + 2, len);
-    }
-    alen = j - a0;
-    for (k = 0; k < na; k++)
-      if (al[k] == alen && memcmp(u + an[k], u + a0, alen) == 0)
-        return 0;
-    an[na] = a0;
-    al[na++] = alen;
-    j = skip_space(sc, u, j, len);
-    if (j >= len || u[j] != '=')
-      return 0;
-    j = skip_space(sc, u, j + 1, len);
-    if (j >= len || (u[j] != '"' && u[j] != '\''))
-      return 0;
-    v0 = j + 1;
-    j = attr_value(sc, u, j, len);
+    j = attribute(sc, u, j, len, at, na, &at[na]);
     if (j == 0)
       return 0;
-    if (alen >= 5 && memcmp(u + a0, "xmlns", 5) == 0) {
-      size_t vl = j - 1 - v0, x;
-
-      if (alen != 5 || is_reserved_ns(u + v0, vl))
-        return 0;
-      /* A value that normalising or decoding would change is expat's. */
-      for (x = v0; x < v0 + vl; x++)
-        if (u[x] == '&' || (sc->cls[u[x]] & C_SPACE))
-          return 0;
+    na++;
+    /* Of prefixes, only xml (always bound); of declarations, only the
+     * default namespace. */
+    if (a->colon != 0 && (is_decl(u, a) || a->colon - a->a0 != 3 ||
+                          memcmp(u + a->a0, "xml", 3) != 0))
+      return 0;
+    if (is_decl(u, a)) {
       r->has_xmlns = 1;
-      r->xmlns_off = v0;
-      r->xmlns_len = vl;
+      r->xmlns_off = a->v0;
+      r->xmlns_len = a->v1 - a->v0;
     }
-  }
-}
-
-/* Past the character data at u[i], up to the next '<', or 0. */
-static size_t text(const xcm_xml_scan *sc, const unsigned char *u, size_t i,
-                   size_t len) {
-  uint32_t cp;
-  size_t k;
-
-  for (;;) {
-    i = skip_plain(sc, u, i, len, 0);
-    if (i >= len)
-      return 0;
-    if (u[i] == '<')
-      return i;
-    if (u[i] == ']') {
-      if (i + 2 >= len || (u[i + 1] == ']' && u[i + 2] == '>'))
-        return 0;
-      k = 1;
-    } else if (u[i] == '&') {
-      k = reference(u + i, len - i, &cp);
-    } else if (u[i] >= 0x80) {
-      k = utf8_char(u + i, len - i, &cp);
-    } else {
-      k = 0; /* a control character */
-    }
-    if (k == 0)
-      return 0;
-    i += k;
   }
 }
 
@@ -451,7 +460,7 @@ static size_t scan(xcm_xml_scan *sc, const unsigned char *u, size_t len,
         rec_at[depth - 1] = r != &tmp ? (int)(sc->nrecs - 1) : -1;
       }
     }
-    i = text(sc, u, j, len);
+    i = chars(sc, u, j, len, 0);
     if (i == 0)
       return 0;
   }
@@ -740,17 +749,13 @@ static int starts_xml(const unsigned char *n, size_t len) {
          (n[2] | 0x20) == 'l';
 }
 
-typedef struct hattr {
-  size_t a0, alen, colon, v0, v1;
-} hattr;
-
 size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
                             size_t max_len, xcm_xml_header *h,
                             xcm_xml_nsdecl *decls, size_t max_decls,
                             const char **qname) {
   const unsigned char *u = (const unsigned char *)p;
   hattr at[MAX_TAG_ATTRS];
-  size_t na = 0, nd = 0, i = 0, j, k, start, plen = 0, name_end, x;
+  size_t na = 0, nd = 0, i = 0, j, k, start, plen = 0, name_end;
 
   if (len > max_len)
     len = max_len;
@@ -772,56 +777,28 @@ size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
   name_end = j;
   for (;;) {
     size_t ws = j;
-    hattr *a;
+    const hattr *a = &at[na];
 
     j = skip_space(sc, u, j, len);
     if (j >= len)
       return 0;
     if (u[j] == '>')
       break;
-    if (j == ws || !(sc->cls[u[j]] & C_START) || na == MAX_TAG_ATTRS)
+    if (j == ws || na == MAX_TAG_ATTRS)
       return 0;
-    a = &at[na];
-    a->a0 = j;
-    a->colon = 0;
-    j = skip_name(sc, u, j + 1, len);
-    if (j < len && u[j] == ':') {
-      a->colon = j;
-      if (j + 1 >= len || !(sc->cls[u[j + 1]] & C_START))
-        return 0;
-      j = skip_name(sc, u, j + 2, len);
-    }
-    a->alen = j - a->a0;
-    for (k = 0; k < na; k++)
-      if (at[k].alen == a->alen &&
-          memcmp(u + at[k].a0, u + a->a0, a->alen) == 0)
-        return 0;
-    j = skip_space(sc, u, j, len);
-    if (j >= len || u[j] != '=')
-      return 0;
-    j = skip_space(sc, u, j + 1, len);
-    if (j >= len || (u[j] != '"' && u[j] != '\''))
-      return 0;
-    a->v0 = j + 1;
-    j = attr_value(sc, u, j, len);
+    j = attribute(sc, u, j, len, at, na, &at[na]);
     if (j == 0)
       return 0;
-    a->v1 = j - 1;
     na++;
-    if (a->alen >= 5 && memcmp(u + a->a0, "xmlns", 5) == 0) {
-      /* xmlns or xmlns:p, with a value that decoding would not change,
-       * not empty for a prefix, not reserved, for a prefix not reserved. */
-      if (a->colon != 0 ? a->colon != a->a0 + 5 ||
-                              starts_xml(u + a->colon + 1,
-                                         a->a0 + a->alen - a->colon - 1) ||
-                              a->v1 == a->v0
-                        : a->alen != 5)
+    if (is_decl(u, a)) {
+      /* A prefix declared must be a name not starting with xml, and not
+       * undeclared (xmlns:p=""). */
+      if (a->colon != 0 &&
+          (starts_xml(u + a->colon + 1, a->a0 + a->alen - a->colon - 1) ||
+           a->v1 == a->v0))
         return 0;
-      if (nd++ == max_decls || is_reserved_ns(u + a->v0, a->v1 - a->v0))
+      if (nd++ == max_decls)
         return 0;
-      for (x = a->v0; x < a->v1; x++)
-        if (u[x] == '&' || (sc->cls[u[x]] & C_SPACE))
-          return 0;
     } else if (a->colon != 0 &&
                (a->colon - a->a0 != 3 || memcmp(u + a->a0, "xml", 3) != 0)) {
       return 0; /* prefixed attributes other than xml: are expat's */
