@@ -184,6 +184,7 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
   }
   cm->ctx.log = opt->log;
   cm->ctx.log_ud = opt->log_ud;
+  xcm__xml_pool_set_scan(cm->ctx.xml, !opt->expat_only);
   cm->ctx.log_level = opt->log_level ? opt->log_level : XCM_LOG_INFO;
 
   memset(&po, 0, sizeof po);

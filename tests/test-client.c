@@ -266,6 +266,32 @@ static void test_parsers_follow_activity(void) {
   world_stop(&w);
 }
 
+static void expat_only(xcm_options *o) {
+  o->expat_only = 1;
+}
+
+/* With the scanner switched off a usual login is read by expat: the
+ * client holds a parser until bound, and everything still works. */
+static void test_expat_only_reads_everything(void) {
+  world w;
+  raw a;
+  unsigned base;
+
+  world_start(&w, expat_only);
+  REQUIRE(run_until(&w, every_link_up, &w, 5000));
+  base = parsers_busy(&w);
+  raw_open(&w, &a, 1);
+  xcm_raw_sends(&a, HDR);
+  CHECK(xcm_raw_wait(&a, "</stream:features>", 3000));
+  CHECK_INT(parsers_busy(&w), base + 1);
+  xcm_raw_free(&a);
+  raw_open(&w, &a, 1);
+  CHECK(raw_login(&a, AUTH_ALICE, "good"));
+  CHECK(still_works(&a, 1));
+  xcm_raw_free(&a);
+  world_stop(&w);
+}
+
 typedef struct bad_case {
   const char *cls; /* for the README's table */
   const char *name;
@@ -1537,6 +1563,7 @@ static const xcm_test tests[] = {
     {"compression_inside_tls", test_compression_inside_tls},
     {"login_and_chat", test_login_and_chat},
     {"parsers_follow_activity", test_parsers_follow_activity},
+    {"expat_only_reads_everything", test_expat_only_reads_everything},
     {"stream_errors_on_the_wire", test_stream_errors_on_the_wire},
     {"stream_ids", test_stream_ids},
     {"auth_timeout", test_auth_timeout},

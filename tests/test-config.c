@@ -112,6 +112,7 @@ static void test_defaults(void) {
   CHECK_INT(o->max_clients, 0);
   CHECK_INT(o->max_per_address, 0);
   CHECK_INT(o->compression, 0);
+  CHECK_INT(o->expat_only, 0);
   CHECK(o->log == NULL && o->log_ud == NULL && o->alloc == NULL);
   CHECK_INT(o->log_level, XCM_LOG_INFO);
 
@@ -276,6 +277,7 @@ static void test_every_key(void) {
   const char *text = "[server]\n"
                      "domain = chat.example.org\n"
                      "compression = yes\n"
+                     "expat_only = yes\n"
                      "[upstream]\n"
                      "host = of.example.org\n"
                      "port = 15262\n"
@@ -330,6 +332,7 @@ static void test_every_key(void) {
   }
   CHECK_STR(o->domain, "chat.example.org");
   CHECK_INT(o->compression, 1);
+  CHECK_INT(o->expat_only, 1);
   CHECK_STR(o->server_host, "of.example.org");
   CHECK_INT(o->server_port, 15262);
   CHECK_STR(o->name, "edge7");

@@ -182,6 +182,8 @@ static const xcmd_key xcmd_keys[] = {
      0, 0},
     {XCMD_SEC_SERVER, "compression", XCMD_T_BOOL,
      offsetof(xcmd_config, opt.compression), 0, 0},
+    {XCMD_SEC_SERVER, "expat_only", XCMD_T_BOOL,
+     offsetof(xcmd_config, opt.expat_only), 0, 0},
 
     {XCMD_SEC_UPSTREAM, "host", XCMD_T_STR,
      offsetof(xcmd_config, opt.server_host), 0, 0},

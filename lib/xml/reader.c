@@ -107,6 +107,7 @@ struct xcm_xml_pool {
   size_t busy;
   unsigned long salt;
   xcm_xml_scan *scan; /* made for the first reader that scans */
+  int no_scan;        /* xcm__xml_pool_set_scan(pool, 0) */
   int scan_busy;      /* a scanned stanza's callback is running */
   uint64_t scanned;   /* stanzas the scanner handed over */
 };
@@ -1353,7 +1354,12 @@ int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
   return 0;
 }
 
+void xcm__xml_pool_set_scan(xcm_xml_pool *pool, int allowed) {
+  pool->no_scan = !allowed;
+}
+
 int xcm__xml_reader_set_scan(xcm_xml_reader *r, int on) {
+  on = on && !r->pool->no_scan;
   if (on && r->pool->scan == NULL) {
     int err = xcm__xml_scan_new(&r->pool->scan, r->pool->alloc);
 

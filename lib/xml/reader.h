@@ -170,6 +170,9 @@ int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
  * (once by each), so it must answer the same both times. Costs nothing
  * per reader; the pool makes its scratch (about 15 KB) once. */
 int xcm__xml_reader_set_scan(xcm_xml_reader *r, int on);
+/* Whether the pool's readers may scan at all (default yes): readers
+ * made afterwards that ask for the scanner get expat alone. */
+void xcm__xml_pool_set_scan(xcm_xml_pool *pool, int allowed);
 
 /* Back to the initial state: the next bytes start a new stream document.
  * Not from inside a callback (return XCM_XML_RESTART there instead). */
