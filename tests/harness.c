@@ -138,6 +138,21 @@ static void print_tried(void) {
     printf("# table hostile %s tried=%u\n", classes[i].name, classes[i].tried);
 }
 
+const char *xcm_test_cert_dir(void) {
+  const char *dir = getenv("XCM_CERTS_DIR");
+
+  return dir != NULL ? dir : ".";
+}
+
+const char *xcm_test_cert(const char *name) {
+  static char path[4][1100];
+  static int i;
+
+  i = (i + 1) % 4;
+  snprintf(path[i], sizeof path[i], "%s/%s", xcm_test_cert_dir(), name);
+  return path[i];
+}
+
 unsigned xcm_test_rand(void) {
   /* xorshift32: reproducible across libcs, unlike rand(). */
   rand_state ^= rand_state << 13;

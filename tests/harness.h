@@ -54,6 +54,12 @@ void xcm_test_tried_if(const char *cls, int ok);
  * (XCM_TEST_SEED overrides; the seed is printed on failure). */
 unsigned xcm_test_rand(void);
 
+/* The generated test certificates: the directory ($XCM_CERTS_DIR, which
+ * meson sets, else "."), and name's path in it. A path stays valid for
+ * the next three calls. */
+const char *xcm_test_cert_dir(void);
+const char *xcm_test_cert(const char *name);
+
 /* Run loop until pred(ud) holds or ms milliseconds pass; returns
  * pred(ud). Tests wait for what they expect instead of sleeping. */
 int xcm_test_run_until(uv_loop_t *loop, int (*pred)(void *), void *ud,

@@ -512,8 +512,6 @@ static int two_closed(void *ud) {
   return closed_count(ud) >= 2;
 }
 
-static char certs[1024];
-
 /* Set by a case: carol uses STARTTLS and zlib. */
 static int tls_case;
 
@@ -528,9 +526,9 @@ static int world_start(world *w) {
   memset(w, 0, sizeof(*w));
   A.step = S_SETUP;
   REQUIRE(uv_loop_init(&w->loop) == 0);
-  snprintf(cert, sizeof cert, "%s/server.pem", certs);
-  snprintf(key, sizeof key, "%s/server-key.pem", certs);
-  snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+  snprintf(cert, sizeof cert, "%s/server.pem", xcm_test_cert_dir());
+  snprintf(key, sizeof key, "%s/server-key.pem", xcm_test_cert_dir());
+  snprintf(ca, sizeof ca, "%s/ca.pem", xcm_test_cert_dir());
   w->tls = tls_case;
   if (w->tls) {
     xcm_tls_options to;
@@ -1049,10 +1047,10 @@ static int setup_once(unsigned long fail_at, int *ret) {
   char err[256], cert[1100], key[1100], cert2[1100], key2[1100];
   int which = 0, down = 0;
 
-  snprintf(cert, sizeof cert, "%s/server.pem", certs);
-  snprintf(key, sizeof key, "%s/server-key.pem", certs);
-  snprintf(cert2, sizeof cert2, "%s/second.pem", certs);
-  snprintf(key2, sizeof key2, "%s/second-key.pem", certs);
+  snprintf(cert, sizeof cert, "%s/server.pem", xcm_test_cert_dir());
+  snprintf(key, sizeof key, "%s/server-key.pem", xcm_test_cert_dir());
+  snprintf(cert2, sizeof cert2, "%s/second.pem", xcm_test_cert_dir());
+  snprintf(key2, sizeof key2, "%s/second-key.pem", xcm_test_cert_dir());
   REQUIRE(uv_loop_init(&loop) == 0);
   reset_allocator(fail_at, 0);
   memset(&o, 0, sizeof o);
@@ -1142,8 +1140,5 @@ static const xcm_test tests[] = {
 };
 
 int main(int argc, char **argv) {
-  const char *dir = getenv("XCM_CERTS_DIR");
-
-  snprintf(certs, sizeof certs, "%s", dir ? dir : ".");
   return xcm_test_main(argc, argv, XCM_TESTS(tests));
 }

@@ -37,17 +37,6 @@ typedef struct world {
   int closed;
 } world;
 
-static char certs[1024];
-
-static const char *cert(const char *name) {
-  static char path[4][1100];
-  static int i;
-
-  i = (i + 1) % 4;
-  snprintf(path[i], sizeof path[i], "%s/%s", certs, name);
-  return path[i];
-}
-
 /* Set by a test before world_start: listeners with a certificate. */
 static int want_tls;
 
@@ -100,8 +89,8 @@ static void world_start(world *w, void (*tune)(xcm_options *)) {
   lo.host = "127.0.0.1";
   lo.port = 0;
   if (want_tls) {
-    lo.cert_file = cert("server.pem");
-    lo.key_file = cert("server-key.pem");
+    lo.cert_file = xcm_test_cert("server.pem");
+    lo.key_file = xcm_test_cert("server-key.pem");
   }
   REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
   w->port = xcm_cm_listener_port(w->cm, 0);
@@ -718,8 +707,8 @@ static void test_bad_certificates(void) {
 
     memset(&lo, 0, sizeof lo);
     lo.host = "127.0.0.1";
-    lo.cert_file = cert(cases[i].cert);
-    lo.key_file = cert(cases[i].key);
+    lo.cert_file = xcm_test_cert(cases[i].cert);
+    lo.key_file = xcm_test_cert(cases[i].key);
     CHECK(xcm_cm_listen(w.cm, &lo, err, sizeof err) != 0);
     /* The message names the file and the problem. */
     if (!CHECK(strstr(err, cases[i].want) != NULL))
@@ -960,7 +949,7 @@ static void test_compression_inside_tls(void) {
   xcm__buf_init(&c.in, NULL);
   REQUIRE(xcm__ctx_init(&c.ctx, &w.loop, NULL) == 0);
   memset(&to, 0, sizeof to);
-  to.ca_file = cert("ca.pem");
+  to.ca_file = xcm_test_cert("ca.pem");
   to.verify = 1;
   REQUIRE(xcm__tls_config_new(&c.tls, &c.ctx, 0, &to, err, sizeof err) == 0);
   uv_ip4_addr("127.0.0.1", w.port, &a);
@@ -1093,7 +1082,7 @@ static int try_starttls_as(world *w, int port, const char *name) {
   xcm__buf_init(&c.in, NULL);
   REQUIRE(xcm__ctx_init(&c.ctx, &w->loop, NULL) == 0);
   memset(&to, 0, sizeof to);
-  to.ca_file = cert("ca.pem");
+  to.ca_file = xcm_test_cert("ca.pem");
   to.verify = 1;
   REQUIRE(xcm__tls_config_new(&c.tls, &c.ctx, 0, &to, err, sizeof err) == 0);
   uv_ip4_addr("127.0.0.1", port, &a);
@@ -1128,8 +1117,8 @@ static void test_cert_reload(void) {
   REQUIRE(mkdtemp(dir) != NULL);
   snprintf(certf, sizeof certf, "%s/cert.pem", dir);
   snprintf(keyf, sizeof keyf, "%s/key.pem", dir);
-  REQUIRE(copy_file(cert("server.pem"), certf));
-  REQUIRE(copy_file(cert("server-key.pem"), keyf));
+  REQUIRE(copy_file(xcm_test_cert("server.pem"), certf));
+  REQUIRE(copy_file(xcm_test_cert("server-key.pem"), keyf));
   world_start(&w, NULL);
   memset(&lo, 0, sizeof lo);
   lo.host = "127.0.0.1";
@@ -1141,17 +1130,17 @@ static void test_cert_reload(void) {
   /* A certificate for another name, reloaded without a restart: new
    * connections get it (and this client, checking example.test, says
    * no). */
-  REQUIRE(copy_file(cert("other.pem"), certf));
-  REQUIRE(copy_file(cert("other-key.pem"), keyf));
+  REQUIRE(copy_file(xcm_test_cert("other.pem"), certf));
+  REQUIRE(copy_file(xcm_test_cert("other-key.pem"), keyf));
   CHECK_INT(xcm_cm_reload_certs(w.cm, err, sizeof err), 1);
   CHECK_INT(try_starttls(&w, port), -1);
   /* A bad one is refused, naming the problem, and changes nothing. */
-  REQUIRE(copy_file(cert("expired.pem"), certf));
-  REQUIRE(copy_file(cert("expired-key.pem"), keyf));
+  REQUIRE(copy_file(xcm_test_cert("expired.pem"), certf));
+  REQUIRE(copy_file(xcm_test_cert("expired-key.pem"), keyf));
   CHECK(xcm_cm_reload_certs(w.cm, err, sizeof err) < 0);
   CHECK(strstr(err, "expired") != NULL);
-  REQUIRE(copy_file(cert("server.pem"), certf));
-  REQUIRE(copy_file(cert("server-key.pem"), keyf));
+  REQUIRE(copy_file(xcm_test_cert("server.pem"), certf));
+  REQUIRE(copy_file(xcm_test_cert("server-key.pem"), keyf));
   CHECK_INT(xcm_cm_reload_certs(w.cm, err, sizeof err), 1);
   CHECK_INT(try_starttls(&w, port), 1);
   world_stop(&w);
@@ -1249,13 +1238,15 @@ static void test_sni(void) {
   world_start(&w, NULL);
   memset(&lo, 0, sizeof lo);
   lo.host = "127.0.0.1";
-  lo.cert_file = cert("server.pem");
-  lo.key_file = cert("server-key.pem");
+  lo.cert_file = xcm_test_cert("server.pem");
+  lo.key_file = xcm_test_cert("server-key.pem");
   REQUIRE(xcm_cm_listen(w.cm, &lo, err, sizeof err) == 0);
-  REQUIRE(xcm_cm_listen_add_cert(w.cm, 1, cert("second.pem"),
-                                 cert("second-key.pem"), err, sizeof err) == 0);
-  CHECK(xcm_cm_listen_add_cert(w.cm, 1, cert("expired.pem"),
-                               cert("expired-key.pem"), err, sizeof err) < 0);
+  REQUIRE(xcm_cm_listen_add_cert(w.cm, 1, xcm_test_cert("second.pem"),
+                                 xcm_test_cert("second-key.pem"), err,
+                                 sizeof err) == 0);
+  CHECK(xcm_cm_listen_add_cert(w.cm, 1, xcm_test_cert("expired.pem"),
+                               xcm_test_cert("expired-key.pem"), err,
+                               sizeof err) < 0);
   port = xcm_cm_listener_port(w.cm, 1);
   CHECK_INT(try_starttls_as(&w, port, "example.test"), 1);
   CHECK_INT(try_starttls_as(&w, port, "second.test"), 1);
@@ -1575,8 +1566,5 @@ static const xcm_test tests[] = {
 };
 
 int main(int argc, char **argv) {
-  const char *dir = getenv("XCM_CERTS_DIR");
-
-  snprintf(certs, sizeof certs, "%s", dir ? dir : ".");
   return xcm_test_main(argc, argv, XCM_TESTS(tests));
 }

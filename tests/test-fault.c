@@ -100,17 +100,6 @@ struct peer {
   int ready;
 };
 
-static char certs[1024];
-
-static const char *cert(const char *name) {
-  static char path[4][1100];
-  static int i;
-
-  i = (i + 1) % 4;
-  snprintf(path[i], sizeof path[i], "%s/%s", certs, name);
-  return path[i];
-}
-
 static int run_until(world *w, int (*pred)(void *), void *ud, unsigned ms) {
   return xcm_test_run_until(&w->loop, pred, ud, ms);
 }
@@ -575,8 +564,8 @@ static void world_start(world *w, const tune *t) {
   memset(&lo, 0, sizeof lo);
   lo.host = "127.0.0.1";
   if (t->tls) {
-    lo.cert_file = cert("server.pem");
-    lo.key_file = cert("server-key.pem");
+    lo.cert_file = xcm_test_cert("server.pem");
+    lo.key_file = xcm_test_cert("server-key.pem");
   }
   REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
   w->port = xcm_cm_listener_port(w->cm, 0);
@@ -1331,8 +1320,5 @@ static const xcm_test tests[] = {
 };
 
 int main(int argc, char **argv) {
-  const char *dir = getenv("XCM_CERTS_DIR");
-
-  snprintf(certs, sizeof certs, "%s", dir ? dir : ".");
   return xcm_test_main(argc, argv, XCM_TESTS(tests));
 }

@@ -852,25 +852,14 @@ static void test_linger_with_bare_payloads(void) {
   linger_returns_and_bounces(1);
 }
 
-static char certs[1024];
-
-static const char *cert(const char *name) {
-  static char path[4][1100];
-  static int i;
-
-  i = (i + 1) % 4;
-  snprintf(path[i], sizeof path[i], "%s/%s", certs, name);
-  return path[i];
-}
-
 static xcm_testkit_options tls_kit(xcm_testkit_link_tls mode) {
   xcm_testkit_options ko;
 
   xcm_testkit_options_init(&ko);
   ko.seed = 9;
   ko.link_tls = mode;
-  ko.cert_file = cert("server.pem");
-  ko.key_file = cert("server-key.pem");
+  ko.cert_file = xcm_test_cert("server.pem");
+  ko.key_file = xcm_test_cert("server-key.pem");
   return ko;
 }
 
@@ -878,7 +867,7 @@ static void tls_verified(xcm_pool_options *o) {
   o->host = "localhost";
   o->connections = 2;
   o->tls = XCM_UP_TLS_REQUIRED;
-  o->ca_file = cert("ca.pem");
+  o->ca_file = xcm_test_cert("ca.pem");
 }
 
 static void test_link_tls_verified(void) {
@@ -896,7 +885,7 @@ static void test_link_tls_verified(void) {
 
 static void tls_wrong_ca(xcm_pool_options *o) {
   tls_verified(o);
-  o->ca_file = cert("self.pem");
+  o->ca_file = xcm_test_cert("self.pem");
 }
 
 static void test_link_tls_untrusted(void) {
@@ -1045,8 +1034,5 @@ static const xcm_test tests[] = {
 };
 
 int main(int argc, char **argv) {
-  const char *dir = getenv("XCM_CERTS_DIR");
-
-  snprintf(certs, sizeof certs, "%s", dir ? dir : ".");
   return xcm_test_main(argc, argv, XCM_TESTS(tests));
 }
