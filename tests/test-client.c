@@ -12,6 +12,7 @@
 #include "core/ctx.h"
 #include "harness.h"
 #include "rawclient.h"
+#include "world.h"
 #include "transport/stream.h"
 #include "util/buf.h"
 #include "xcm/testkit.h"
@@ -103,32 +104,9 @@ static void world_start(world *w, void (*tune)(xcm_options *)) {
   REQUIRE(run_until(w, policy_known, w, 5000));
 }
 
-static void cm_down(xcm_cm *cm, void *ud) {
-  (void)cm;
-  ((world *)ud)->closed++;
-}
-
-static void kit_down(xcm_testkit *kit, void *ud) {
-  (void)kit;
-  ((world *)ud)->closed++;
-}
-
-static int both_down(void *ud) {
-  return ((world *)ud)->closed == 2;
-}
-
 static void world_stop(world *w) {
-  xcm_cm_shutdown(w->cm, 1000, cm_down, w);
-  CHECK(run_until(w, both_down, w, 100) || 1);
-  while (w->closed < 1)
-    uv_run(&w->loop, UV_RUN_ONCE);
-  xcm_testkit_close(w->kit, kit_down, w);
-  while (w->closed < 2)
-    uv_run(&w->loop, UV_RUN_ONCE);
-  xcm_cm_free(w->cm);
-  xcm_testkit_free(w->kit);
-  uv_run(&w->loop, UV_RUN_DEFAULT);
-  CHECK_INT(uv_loop_close(&w->loop), 0);
+  xcm_test_cm_shutdown(w->cm, 1000, &w->closed);
+  xcm_test_world_end(&w->loop, w->cm, w->kit, &w->closed);
 }
 
 /* ---- a raw client ------------------------------------------------------ */
@@ -669,21 +647,13 @@ static void test_shutdown_tells_clients(void) {
   world_start(&w, NULL);
   raw_open(&w, &r, 1);
   REQUIRE(raw_login(&r, AUTH_BOB, "bye"));
-  xcm_cm_shutdown(w.cm, 2000, cm_down, &w);
+  xcm_test_cm_shutdown(w.cm, 2000, &w.closed);
   CHECK(xcm_raw_wait(&r, "system-shutdown", 3000));
   k.w = &w;
   k.closes = 1;
   CHECK(run_until(&w, closes_reached, &k, 3000));
-  while (w.closed < 1)
-    uv_run(&w.loop, UV_RUN_ONCE);
-  xcm_testkit_close(w.kit, kit_down, &w);
-  while (w.closed < 2)
-    uv_run(&w.loop, UV_RUN_ONCE);
   xcm_raw_free(&r);
-  xcm_cm_free(w.cm);
-  xcm_testkit_free(w.kit);
-  uv_run(&w.loop, UV_RUN_DEFAULT);
-  CHECK_INT(uv_loop_close(&w.loop), 0);
+  xcm_test_world_end(&w.loop, w.cm, w.kit, &w.closed);
 }
 
 /* ---- TLS, compression, limits ------------------------------------------ */

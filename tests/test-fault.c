@@ -35,6 +35,7 @@
 
 #include "harness.h"
 #include "rawclient.h"
+#include "world.h"
 #include "util/buf.h"
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
@@ -584,30 +585,12 @@ static void world_start(world *w, const tune *t) {
   uv_timer_start(&w->ticker, tick, TICK_MS, TICK_MS);
 }
 
-static void cm_down(xcm_cm *cm, void *ud) {
-  (void)cm;
-  ((world *)ud)->closed++;
-}
-
-static void kit_down(xcm_testkit *kit, void *ud) {
-  (void)kit;
-  ((world *)ud)->closed++;
-}
-
 static void world_stop(world *w) {
   int i;
 
   uv_close((uv_handle_t *)&w->ticker, NULL);
-  xcm_cm_shutdown(w->cm, 500, cm_down, w);
-  while (w->closed < 1)
-    uv_run(&w->loop, UV_RUN_ONCE);
-  xcm_testkit_close(w->kit, kit_down, w);
-  while (w->closed < 2)
-    uv_run(&w->loop, UV_RUN_ONCE);
-  xcm_cm_free(w->cm);
-  xcm_testkit_free(w->kit);
-  uv_run(&w->loop, UV_RUN_DEFAULT);
-  CHECK_INT(uv_loop_close(&w->loop), 0);
+  xcm_test_cm_shutdown(w->cm, 500, &w->closed);
+  xcm_test_world_end(&w->loop, w->cm, w->kit, &w->closed);
   for (i = 0; i < w->nflows; i++)
     free(w->flows[i].st);
 }
