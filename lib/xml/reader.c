@@ -60,9 +60,6 @@ struct xcm_xml_slot {
   int64_t chunk_base; /* index of chunk[0] */
   const char *chunk;  /* the piece being parsed now */
   size_t chunk_len;
-  /* Stop after a stanza that leaves more of the piece to read: the
-   * scanner takes over from there. */
-  int pause;
   int64_t boundary;     /* just after the last depth-1 element or header */
   int64_t stanza_start; /* start of the open depth-1 element */
   size_t stanza_starttag_len;
@@ -668,8 +665,8 @@ static void finish_stanza(xcm_xml_reader *r, int64_t end) {
     stop(r, STOP_RESTART, 0, end);
   else if (rc < 0)
     stop(r, STOP_ERROR, rc, 0);
-  else if (s->pause && end < s->chunk_base + (int64_t)s->chunk_len)
-    stop(r, STOP_PAUSE, 0, end);
+  else if (r->scan && end < s->chunk_base + (int64_t)s->chunk_len)
+    stop(r, STOP_PAUSE, 0, end); /* the scanner takes the rest */
 }
 
 static void on_end(void *ud, const XML_Char *full) {
@@ -1146,7 +1143,6 @@ static int parse_piece(xcm_xml_reader *r, const char *data, size_t n,
   *paused = 0;
   s->chunk = data;
   s->chunk_len = n;
-  s->pause = r->scan;
   s->chunk_base = s->fed;
   s->stop = STOP_NONE;
   status = XML_Parse(s->parser, data, (int)n, XML_FALSE);
@@ -1404,8 +1400,7 @@ int xcm__xml_reader_shrink(xcm_xml_reader *r) {
 
   if (s == NULL)
     return 1;
-  if (r->state == R_STREAM &&
-      (s->depth != 1 || s->boundary != s->fed || s->carry.len != 0))
+  if (r->state == R_STREAM && !slot_clean(r))
     return 0;
   if (r->state == R_INIT && s->fed != 0)
     return 0;
