@@ -281,10 +281,16 @@ static int on_features(xcm_link *l, const xcm_xml_node *f) {
 static int on_config(xcm_link *l, const xcm_xml_node *iq) {
   xcm_policy p;
   const char *id = xcm__xml_node_attr(iq, "id");
-  int err;
+  int err, skipped = xcm__policy_from_config(iq, &p);
 
-  if (xcm__policy_from_config(iq, &p) != 0)
+  if (skipped < 0)
     return 0;
+  if (skipped > 0)
+    xcm__log(l->ctx, XCM_LOG_WARN,
+             "upstream: the server's configuration lists %d SASL mechanism(s) "
+             "that clients will not be offered (malformed, repeated, or "
+             "beyond the first %d)",
+             skipped, XCM_POLICY_MAX_MECHANISMS);
   err = xcm__cm_iq_result(&l->scratch, l->jid, l->opt->domain,
                           id != NULL && id[0] ? id : "config");
   if (err == 0)
