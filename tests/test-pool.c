@@ -805,8 +805,17 @@ static void linger_returns_and_bounces(int bare) {
   offline_wait w;
   kit_closes kc;
   xcm_pool_stats ps;
-  static const char iq[] = "<iq type='get' id='v1' to='carol@example.test/"
-                           "gone'><query xmlns='jabber:iq:version'/></iq>";
+  /* An id with an entity in it and longer than any fixed buffer: the
+   * answer must carry it exactly, bare payload or not. */
+  char iq[600], id[400];
+
+  memcpy(id, "v1&amp;", 7);
+  memset(id + 7, 'x', 300);
+  id[307] = '\0';
+  snprintf(iq, sizeof iq,
+           "<iq type='get' id='%s' to='carol@example.test/gone'>"
+           "<query xmlns='jabber:iq:version'/></iq>",
+           id);
   static const char msg[] = "<message to='carol@example.test/gone' "
                             "type='chat'><body>while leaving</body></message>";
 
@@ -820,10 +829,11 @@ static void linger_returns_and_bounces(int bare) {
   REQUIRE(sess_login(&b, &carol, "lg", "carol", "gone"));
   xcm__pool_session_close(carol.up);
   carol.up = NULL;
-  xcm_testkit_local_send(b.kit, "bob@example.test/direct", iq, sizeof iq - 1);
+  xcm_testkit_local_send(b.kit, "bob@example.test/direct", iq, strlen(iq));
   xcm_testkit_local_send(b.kit, "bob@example.test/direct", msg, sizeof msg - 1);
   /* The iq is answered on the gone client's behalf ... */
   CHECK(run_until(&b, got_iq_error, &bob, 3000));
+  CHECK(memmem(bob.got.data, bob.got.len, id, strlen(id)) != NULL);
   /* ... the message is stored offline ... */
   w.b = &b;
   w.user = "carol";
