@@ -171,6 +171,18 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
            "%sthe CM name and the shared secret must both be set", "");
     return XCM_EINVAL;
   }
+  /* The upstream address NAME/PREFIXn-m lives in a fixed buffer of the
+   * link (XCM_POOL_MAX_JID): refuse what would not fit rather than cut
+   * it. */
+  if (strlen(opt->name) +
+          strlen(opt->resource_prefix ? opt->resource_prefix : "w") + 24 >
+      XCM_POOL_MAX_JID) {
+    errmsg(errbuf, errlen,
+           "%sthe CM name and resource prefix are too long together (at "
+           "most 232 bytes)",
+           "");
+    return XCM_EINVAL;
+  }
   cm = xcm__calloc(opt->alloc, sizeof(*cm));
   if (cm == NULL)
     return XCM_ENOMEM;

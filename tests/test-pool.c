@@ -1022,7 +1022,33 @@ static void test_ipv6(void) {
   bench_stop(&b);
 }
 
+/* The link's address NAME/PREFIXn-m has a fixed buffer: a name that
+ * would not fit is refused, never cut (the server would see another
+ * CM). */
+static void test_name_too_long(void) {
+  xcm_pool_options o;
+  xcm_pool *pool = NULL;
+  xcm_ctx ctx;
+  uv_loop_t loop;
+  char name[XCM_POOL_MAX_JID];
+
+  REQUIRE(uv_loop_init(&loop) == 0);
+  REQUIRE(xcm__ctx_init(&ctx, &loop, NULL) == 0);
+  memset(name, 'n', sizeof name - 1);
+  name[sizeof name - 1] = '\0';
+  memset(&o, 0, sizeof o);
+  o.domain = "example.test";
+  o.name = name;
+  o.secret = "cmsecret";
+  CHECK_INT(xcm__pool_new(&pool, &ctx, &o, &events, NULL), XCM_EINVAL);
+  CHECK(pool == NULL);
+  xcm__ctx_close(&ctx, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+
 static const xcm_test tests[] = {
+    {"name_too_long", test_name_too_long},
     {"ipv6", test_ipv6},
     {"link_zlib", test_link_zlib},
     {"create_refused", test_create_refused},

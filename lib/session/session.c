@@ -165,12 +165,24 @@ static void up_deliver(void *ud, const xcm_route *r) {
   if (s->table->hook != NULL && r->inner != NULL) {
     const char *rep;
     size_t rep_len, ql = xcm__xml_qname_length(r->inner, r->inner_len);
-    char name[64];
+    char buf[64], *name = buf;
     xcm_verdict verdict;
 
-    snprintf(name, sizeof name, "%.*s", (int)ql, r->inner + 1);
+    /* The hook gets the whole name, however long. */
+    if (ql >= sizeof buf) {
+      name = xcm__strndup(s->table->ctx->alloc, r->inner + 1, ql);
+      if (name == NULL) {
+        s->table->stats->hook_dropped++;
+        return;
+      }
+    } else {
+      memcpy(buf, r->inner + 1, ql);
+      buf[ql] = '\0';
+    }
     verdict = ask_hook(s, XCM_TO_CLIENT, name, r->inner, r->inner_len, &rep,
                        &rep_len);
+    if (name != buf)
+      xcm__free(s->table->ctx->alloc, name);
     if (verdict == XCM_DROP) {
       s->table->stats->hook_dropped++;
       return;

@@ -57,8 +57,8 @@ struct xcm_link {
   const char *fail_why;
   char why_buf[256];
 
-  char jid[256];
-  char stream_id[128];
+  char jid[XCM_POOL_MAX_JID]; /* the pool refuses names that do not fit */
+  char stream_id[128];        /* a longer one is refused (on_header) */
   xcm_buf scratch;
 };
 
@@ -194,9 +194,13 @@ static int on_header(void *ud, const xcm_xml_header *h) {
   if (strcmp(h->ns, XCM_NS_STREAMS) != 0 || strcmp(h->name, "stream") != 0)
     return fail(l, XCM_EPROTO, "the server's stream header is not a stream%s",
                 NULL);
-  snprintf(l->stream_id, sizeof l->stream_id, "%s", id != NULL ? id : "");
-  if (l->stream_id[0] == '\0')
+  if (id == NULL || id[0] == '\0')
     return fail(l, XCM_EPROTO, "the server's stream header has no id%s", NULL);
+  /* Cut, the id would make a handshake digest the server cannot match. */
+  if (strlen(id) >= sizeof l->stream_id)
+    return fail(l, XCM_EPROTO,
+                "the server's stream id is longer than 127 bytes%s", NULL);
+  memcpy(l->stream_id, id, strlen(id) + 1);
   return 0;
 }
 

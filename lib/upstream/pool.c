@@ -107,7 +107,8 @@ static int copy_options(xcm_pool *p, const xcm_pool_options *o) {
   char *cursor;
 
   if (o->domain == NULL || o->name == NULL || o->secret == NULL ||
-      o->domain[0] == '\0' || o->name[0] == '\0')
+      o->domain[0] == '\0' || o->name[0] == '\0' ||
+      strlen(o->name) + strlen(prefix) + 24 > XCM_POOL_MAX_JID)
     return XCM_EINVAL;
   size = strlen(host) + strlen(prefix) + strlen(ca) + strlen(o->domain) +
          strlen(o->name) + strlen(o->secret) + 6;
