@@ -91,6 +91,7 @@ typedef struct peer {
   const char *reply; /* written by close_in_read or on EOF */
   int reply_on_eof;
   int close_on_end;
+  struct got_recs *end_recs; /* collect the unsent records in end */
 } peer;
 
 struct fixture {
@@ -134,11 +135,16 @@ static void peer_read(void *ud, const char *data, size_t len) {
   }
 }
 
+struct got_recs;
+static void unsent_of(xcm_stream *s, struct got_recs *g);
+
 static void peer_end(void *ud, int err) {
   peer *p = ud;
 
   p->ends++;
   p->end_err = err;
+  if (p->end_recs != NULL)
+    unsent_of(p->s, p->end_recs);
   if (p->reply_on_eof && err == UV_EOF && p->reply != NULL)
     CHECK_INT(xcm__stream_write(p->s, p->reply, strlen(p->reply)), 0);
   if (p->close_on_end)
@@ -2016,11 +2022,16 @@ static void test_records_zlib(void) {
 typedef struct sink {
   xcm_buf got;
   int closed;
+  int fail; /* refuse the next write with UV_EPIPE */
 } sink;
 
 static int sink_write(void *ud, const char *data, size_t len) {
   sink *k = ud;
 
+  if (k->fail) {
+    k->fail = 0;
+    return UV_EPIPE;
+  }
   return xcm__buf_append(&k->got, data, len);
 }
 
@@ -2085,6 +2096,19 @@ static void test_records_custom(void) {
   uv_run(&f.loop, UV_RUN_NOWAIT);
   CHECK_INT(k.got.len, 20 + n);
   CHECK_INT(xcm__stream_footprint(f.cli.s), idle);
+  /* A write that fails: the owner hears of it while it can still take
+   * its records back. */
+  k.fail = 1;
+  f.cli.end_recs = &g;
+  f.cli.close_on_end = 1;
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>5</m>", 8), 0);
+  CHECK_INT(xcm__stream_write(f.cli.s, "<x/>", 4), 0);
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>6</m>", 8), 0);
+  uv_run(&f.loop, UV_RUN_NOWAIT);
+  CHECK_INT(f.cli.ends, 1);
+  CHECK_INT(f.cli.end_err, UV_EPIPE);
+  CHECK_INT(g.n, 2);
+  CHECK_MEM(g.all.data, g.all.len, "<m>5</m><m>6</m>", 16);
   got_free(&g);
   xcm__buf_free(&k.got);
   fx_free(&f);

@@ -247,14 +247,18 @@ static void report_end(xcm_stream *s, int err) {
 /* The socket refused our bytes: nothing more can be sent, so drop what
  * is queued and say so once. */
 static void write_failed(xcm_stream *s, int err) {
+  int closing = s->closing;
+
   s->failed = 1;
+  /* The owner hears of it before the queue goes, so that it can still
+   * take back its records (the stream lives until its handle closes). */
+  if (!closing)
+    report_end(s, err);
   if (s->out != NULL)
     s->out->app.len = s->out->wire.len = 0;
   out_trim(s);
-  if (s->closing)
+  if (closing)
     finish_close(s);
-  else
-    report_end(s, err);
 }
 
 /* After output made progress: free what is empty, owe a drain, finish a

@@ -43,7 +43,9 @@ typedef struct xcm_stream_cb {
    * another negative code (an xcm_error or libuv code) for a failure.
    * Reported once; the owner should then call xcm__stream_close(). After
    * UV_EOF the stream can still be written to (the peer only closed its
-   * half): write the answer, then close. */
+   * half): write the answer, then close. Records not yet sent can still
+   * be taken back here (xcm__stream_unsent_records), after a failed
+   * write too: the queue is dropped only once end returns. */
   void (*end)(void *ud, int err);
   /* The TLS handshake finished (err 0) or failed (then end follows
    * with the same code unless the owner closes). A connection lost
