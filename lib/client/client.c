@@ -156,86 +156,37 @@ void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text) {
 
 /* ---- writing ------------------------------------------------------------ */
 
+/* Whether an element the server routed is a message, by its name: the
+ * route's reader found where the element starts, so its name is the
+ * first thing in its bytes. */
 static int is_message(const char *bytes, size_t len) {
-  return len > 8 && memcmp(bytes, "<message", 8) == 0 &&
-         (bytes[8] == ' ' || bytes[8] == '>' || bytes[8] == '/' ||
-          bytes[8] == '\t' || bytes[8] == '\n' || bytes[8] == '\r');
+  return xcm__xml_qname_length(bytes, len) == 7 &&
+         memcmp(bytes + 1, "message", 7) == 0;
 }
 
-static int return_message(void *ud, const xcm_xml_stanza *s) {
+static void return_record(void *ud, const char *data, size_t len) {
   xcm_client *c = ud;
 
-  if (strcmp(s->name, "message") == 0)
-    c->cb->undelivered(c->ud, s->bytes, s->len);
-  return 0;
+  c->cb->undelivered(c->ud, data, len);
 }
 
-static int is_stanza_start(const char *p, size_t left) {
-  return (left > 8 && memcmp(p, "<message", 8) == 0) ||
-         (left > 9 && memcmp(p, "<presence", 9) == 0) ||
-         (left > 3 && memcmp(p, "<iq", 3) == 0 &&
-          (p[3] == ' ' || p[3] == '>' || p[3] == '/'));
-}
-
-/* Give back every message still queued for the client. The queue may
- * begin inside a stanza already partly written: start at the first
- * stanza that reads cleanly to the end. */
-static void return_from(xcm_client *c, const char *data, size_t len) {
-  static const xcm_xml_callbacks cb = {NULL, NULL, return_message, NULL};
-  static const xcm_xml_nsdecl ctx[] = {{"stream", XCM_NS_STREAMS},
-                                       {"", XCM_NS_CLIENT}};
-  size_t i, consumed;
-  xcm_xml_limits lim = {len + 1, 64};
-  int tries = 0;
-
-  for (i = 0; i < len && tries < 16; i++) {
-    xcm_xml_reader *r;
-    int err;
-
-    if (data[i] != '<' || !is_stanza_start(data + i, len - i))
-      continue;
-    tries++;
-    /* A dry run first, so that no message is returned twice. */
-    if (xcm__xml_reader_new(&r, c->ctx->xml, &(xcm_xml_callbacks){0}, NULL,
-                            &lim) != 0)
-      return;
-    xcm__xml_reader_assume_header(r, ctx, 2);
-    err = xcm__xml_reader_feed(r, data + i, len - i, &consumed);
-    xcm__xml_reader_free(r);
-    if (err != 0)
-      continue;
-    if (xcm__xml_reader_new(&r, c->ctx->xml, &cb, c, &lim) != 0)
-      return;
-    xcm__xml_reader_assume_header(r, ctx, 2);
-    xcm__xml_reader_feed(r, data + i, len - i, &consumed);
-    xcm__xml_reader_free(r);
-    return;
-  }
-}
-
-/* What libuv still holds in a write under way, then what was queued
- * after it. */
+/* Give back every message still queued for the client and not handed
+ * to the kernel at all. Each was written as a record: the stream knows
+ * where it starts and how long it is, so nothing in the bytes (text a
+ * sender chose included) is read again. */
 static void return_unsent(xcm_client *c) {
-  const char *data;
-  size_t len;
-
-  if (c->stream == NULL)
-    return;
-  len = xcm__stream_unsent_inflight(c->stream, &data);
-  if (len != 0)
-    return_from(c, data, len);
-  len = xcm__stream_unsent(c->stream, &data);
-  if (len != 0)
-    return_from(c, data, len);
+  if (c->stream != NULL)
+    xcm__stream_unsent_records(c->stream, return_record, c);
 }
 
 /* A client that does not read cannot have more queued for it without
- * bound: what it was not given goes back to the server (the message that
- * did not fit, then those still queued), and the client is dropped. */
-static void overflow(xcm_client *c, const char *data, size_t len) {
+ * bound: what it was not given goes back to the server (the messages
+ * still queued, then the one that did not fit), and the client is
+ * dropped. */
+static void overflow(xcm_client *c, const char *data, size_t len, int message) {
   if (c->cb->undelivered != NULL) {
     return_unsent(c);
-    if (is_message(data, len))
+    if (message)
       c->cb->undelivered(c->ud, data, len);
   }
   c->flags |= F_ENDED; /* it would not read the error either */
@@ -245,23 +196,31 @@ static void overflow(xcm_client *c, const char *data, size_t len) {
 
 /* No memory to queue what the client must get: it cannot be served
  * without a gap, so it goes, and a message goes back to the server. */
-static void out_of_memory(xcm_client *c, const char *data, size_t len) {
-  if (c->cb->undelivered != NULL && is_message(data, len))
+static void out_of_memory(xcm_client *c, const char *data, size_t len,
+                          int message) {
+  if (c->cb->undelivered != NULL && message)
     c->cb->undelivered(c->ud, data, len);
   xcm__client_fail(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
 }
 
-static int write_out(xcm_client *c, const char *data, size_t len) {
+/* Queue bytes for the client; a message is written as a record, so
+ * that it can be given back if the client never gets it. */
+static int write_as(xcm_client *c, const char *data, size_t len, int message) {
   int err;
 
   if (c->stream == NULL)
     return XCM_ECLOSED;
-  err = xcm__stream_write(c->stream, data, len);
+  err = message ? xcm__stream_write_record(c->stream, data, len)
+                : xcm__stream_write(c->stream, data, len);
   if (err == XCM_ELIMIT)
-    overflow(c, data, len);
+    overflow(c, data, len, message);
   else if (err == XCM_ENOMEM)
-    out_of_memory(c, data, len);
+    out_of_memory(c, data, len, message);
   return err;
+}
+
+static int write_out(xcm_client *c, const char *data, size_t len) {
+  return write_as(c, data, len, 0);
 }
 
 /* ---- the stream header and features ------------------------------------- */
@@ -834,11 +793,11 @@ static void watch_bind(xcm_client *c, const char *bytes, size_t len) {
 }
 
 void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
-  int sasl;
+  int sasl, message;
 
+  message = r->inner != NULL && is_message(r->inner, r->inner_len);
   if (c->flags & F_CLOSING) {
-    if (r->inner != NULL && is_message(r->inner, r->inner_len) &&
-        c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED))
+    if (message && c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED))
       c->cb->undelivered(c->ud, r->inner, r->inner_len);
     return;
   }
@@ -846,7 +805,7 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
     write_out(c, r->text, r->text_len);
     return;
   }
-  if (write_out(c, r->inner, r->inner_len) != 0)
+  if (write_as(c, r->inner, r->inner_len, message) != 0)
     return;
   if (c->flags & F_AUTHED) {
     if (!(c->flags & F_BOUND))
