@@ -807,12 +807,13 @@ static const tune no_rate = {.rate = XCM_UNLIMITED,
  * the link's queue): the queue stops near the high-water mark (the CM
  * stops reading its clients) and everything arrives once Openfire reads
  * again. Nothing may be lost or failed: the counts are fixed. */
-static void test_upstream_stalls(void) {
+static void upstream_stalls(const tune *t, const char *id) {
   world w;
   peer a, b, c;
   flow *bulk;
+  xcm_stats st;
 
-  world_start(&w, &no_rate);
+  world_start(&w, t);
   pair_start(&w, &a, &b, 100);
   peer_open(&w, &c, CAROL, w.port);
   REQUIRE(peer_login(&c));
@@ -828,13 +829,36 @@ static void test_upstream_stalls(void) {
   CHECK_INT(bulk->sent, bulk->total);
   CHECK(w.max_queued <= HIGH_WATER + 256 * 1024);
   xcm_testkit_stall(w.kit, 0);
+  /* Nothing could move while the server read nothing: "nothing moved
+   * for a while" (settled) counts from now, not from before the stall,
+   * which lasts longer when carol is shaped. */
+  w.last_change = uv_now(&w.loop);
   CHECK(settle(&w));
-  report(&w, "upstream-stalls", 0);
+  report(&w, id, 0);
   CHECK_INT(flow_tally(&w, CAROL, DAVE).delivered, 1800);
+  xcm_cm_stats(w.cm, &st);
+  if (t->rate_bytes != XCM_UNLIMITED)
+    CHECK(st.reads_shaped >= 1);
   pair_clean(&w);
   peer_free(&c);
   pair_free(&a, &b);
   world_stop(&w);
+}
+
+static void test_upstream_stalls(void) {
+  upstream_stalls(&no_rate, "upstream-stalls");
+}
+
+/* The same with carol shaped as well (4 MiB/s, bursts of 1 MiB: above
+ * the high-water mark), so that the two pauses of her reads, the
+ * upstream's flow control and her rate, overlap: neither may resume
+ * what the other still holds, and none may be left paused for good.
+ * Nothing may be lost or failed. */
+static const tune rate_and_stall = {
+    .rate = 1000, .burst = 1000, .rate_bytes = 4u << 20};
+
+static void test_upstream_stalls_shaped(void) {
+  upstream_stalls(&rate_and_stall, "upstream-stalls-shaped");
 }
 
 /* ---- 4: the server closes a third client's session mid-burst ----------- */
@@ -1297,6 +1321,7 @@ static const xcm_test tests[] = {
     {"one_link_dropped", test_one_link_dropped},
     {"all_links_dropped", test_all_links_dropped},
     {"upstream_stalls", test_upstream_stalls},
+    {"upstream_stalls_shaped", test_upstream_stalls_shaped},
     {"server_closes_mid_burst", test_server_closes_mid_burst},
     {"client_stops_reading", test_client_stops_reading},
     {"one_byte_a_second", test_one_byte_a_second},
