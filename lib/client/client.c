@@ -717,37 +717,50 @@ static const xcm_stream_cb stream_cb = {on_read, on_stream_end, on_tls_done,
 
 /* ---- timers ------------------------------------------------------------- */
 
+/* When a timeout of ms (0: dflt) from `from` runs out; never for
+ * XCM_UNLIMITED. */
+static uint64_t deadline(uint64_t from, unsigned ms, unsigned dflt) {
+  return ms == XCM_UNLIMITED ? UINT64_MAX : from + cfg_or(ms, dflt);
+}
+
 static void on_timer(uv_timer_t *t) {
   xcm_client *c = t->data;
   xcm_stats *st = c->cfg->stats;
-  uint64_t header_ms = cfg_or(c->cfg->header_timeout_ms, 10000);
-  uint64_t auth_ms = cfg_or(c->cfg->auth_timeout_ms, 30000);
-  uint64_t idle_ms = cfg_or(c->cfg->idle_timeout_ms, 600000);
   uint64_t n = now(c), next, wait;
   /* A header that was read either opened the session or waits for an
    * upstream link; a refused one ended the client. */
-  int headed = (c->flags & (F_OPENED | F_WAITING)) != 0;
+  uint64_t header_at =
+      (c->flags & (F_OPENED | F_WAITING))
+          ? UINT64_MAX
+          : deadline(c->created, c->cfg->header_timeout_ms, 10000);
+  uint64_t auth_at = (c->flags & F_AUTHED)
+                         ? UINT64_MAX
+                         : deadline(c->created, c->cfg->auth_timeout_ms, 30000);
+  uint64_t idle_at = deadline(c->last_active, c->cfg->idle_timeout_ms, 600000);
+  uint64_t wait_at = (c->flags & F_WAITING)
+                         ? c->created + c->cfg->upstream_wait_ms
+                         : UINT64_MAX;
 
-  if ((c->flags & F_WAITING) && n >= c->created + c->cfg->upstream_wait_ms) {
+  if (n >= wait_at) {
     xcm__client_fail(c, XCM_COND_REMOTE_CONNECTION_FAILED,
                      "no connection to the XMPP server; try again later");
     return;
   }
-  if (!headed && n >= c->created + header_ms) {
+  if (n >= header_at) {
     if (st != NULL)
       st->header_timeouts++;
     xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT,
                      "no stream header in time");
     return;
   }
-  if (!(c->flags & F_AUTHED) && n >= c->created + auth_ms) {
+  if (n >= auth_at) {
     if (st != NULL)
       st->auth_timeouts++;
     xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT,
                      "authentication took too long");
     return;
   }
-  if (n >= c->last_active + idle_ms) {
+  if (n >= idle_at) {
     xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT, "idle for too long");
     return;
   }
@@ -762,17 +775,19 @@ static void on_timer(uv_timer_t *t) {
   }
   /* Reads only note the time; the timer re-arms itself lazily, so an
    * active client costs no timer operations. */
-  next = c->last_active + idle_ms;
-  if (!headed && c->created + header_ms < next)
-    next = c->created + header_ms;
-  if (!(c->flags & F_AUTHED) && c->created + auth_ms < next)
-    next = c->created + auth_ms;
-  if ((c->flags & F_WAITING) && c->created + c->cfg->upstream_wait_ms < next)
-    next = c->created + c->cfg->upstream_wait_ms;
+  next = idle_at;
+  if (header_at < next)
+    next = header_at;
+  if (auth_at < next)
+    next = auth_at;
+  if (wait_at < next)
+    next = wait_at;
   wait = (c->flags & F_SHAPED) ? shape_wait(c) : 0;
   if (wait != 0 && n + wait < next)
     next = n + wait;
-  uv_timer_start(&c->timer, on_timer, next - n, 0);
+  /* With every timeout switched off there is nothing to wait for. */
+  if (next != UINT64_MAX)
+    uv_timer_start(&c->timer, on_timer, next - n, 0);
 }
 
 static void on_timer_closed(uv_handle_t *h) {
