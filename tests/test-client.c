@@ -1634,8 +1634,42 @@ static void test_flood_is_shaped(void) {
   world_stop(&w);
 }
 
+static void no_address_limit(xcm_options *o) {
+  o->max_per_address = XCM_UNLIMITED;
+}
+
+/* By default one address may hold 100 connections: the 101st is
+ * refused and counted under its limit. XCM_UNLIMITED switches the limit
+ * off (zero would mean the default). */
+static void test_default_address_limit(void) {
+  enum { N = 101 };
+  static raw r[N];
+  world w;
+  xcm_stats st;
+  int i, pass;
+
+  for (pass = 0; pass < 2; pass++) {
+    world_start(&w, pass == 0 ? NULL : no_address_limit);
+    for (i = 0; i < N; i++)
+      raw_open(&w, &r[i], 1);
+    if (pass == 0) {
+      CHECK(run_until(&w, xcm_raw_is_eof, &r[N - 1], 3000));
+    } else {
+      xcm_raw_sends(&r[N - 1], HDR);
+      CHECK(xcm_raw_wait(&r[N - 1], "</stream:features>", 3000));
+    }
+    xcm_cm_stats(w.cm, &st);
+    CHECK_INT(st.clients_refused_address_limit, pass == 0 ? 1 : 0);
+    CHECK_INT(st.clients_refused, pass == 0 ? 1 : 0);
+    for (i = 0; i < N; i++)
+      xcm_raw_free(&r[i]);
+    world_stop(&w);
+  }
+}
+
 static const xcm_test tests[] = {
     {"header_timeout", test_header_timeout},
+    {"default_address_limit", test_default_address_limit},
     {"flood_is_shaped", test_flood_is_shaped},
     {"stanza_hook", test_stanza_hook},
     {"session_api", test_session_api},
