@@ -77,7 +77,9 @@ HOSTILE_CLASSES = [
     ('before-tls', 'SASL, stanzas and iq:auth before TLS when TLS is '
      'required'),
     ('not-allowed-elements', 'elements a client may not send'),
-    ('rate-flood', 'floods above the rate'),
+    ('rate-flood', 'floods above the rate in stanzas or bytes per second: '
+     'shaped (reads paused until the budget refills), all delivered in '
+     'order, never disconnected'),
     ('guessed-stream-ids', "guessed stream ids (near a live session's own)"),
     ('stream-id-randomness', 'stream ids checked: 128 random bits, all '
      'distinct, every bit varying'),
