@@ -24,6 +24,7 @@
 #include "proto/cmproto.h"
 #include "transport/stream.h"
 #include "transcript.h"
+#include "world.h"
 #include "xcm/error.h"
 #include "xcm/testkit.h"
 
@@ -73,6 +74,9 @@ struct env {
   xcm_ctx ctx; /* for TLS connections, when a test needs them */
   int ctx_on, ctx_closed;
   int close_on; /* close the testkit from inside this event */
+  /* Protocol violations the test sends on purpose; env_stop() checks
+   * the witness counted exactly these. */
+  unsigned violations;
 };
 
 static char *dupn(const char *s, size_t n) {
@@ -456,6 +460,13 @@ static void on_event(void *ud, xcm_testkit *kit, const xcm_testkit_event *ev) {
 
 /* ---- environments ---------------------------------------------------- */
 
+/* Errors only: every protocol violation the witness saw, in order. */
+static void on_log(void *ud, int level, const char *msg) {
+  (void)ud;
+  if (level <= XCM_LOG_ERROR)
+    xcm_test_note("%s", msg);
+}
+
 static void env_start(env *e, xcm_testkit_options *opt) {
   xcm_testkit_options defaults;
   char err[256] = "";
@@ -471,6 +482,8 @@ static void env_start(env *e, xcm_testkit_options *opt) {
   }
   opt->on_event = on_event;
   opt->event_ud = e;
+  if (opt->log == NULL)
+    opt->log = on_log;
   if (opt->seed == 0)
     opt->seed = 42;
   rc = xcm_testkit_new(&e->kit, &e->loop, opt, err, sizeof(err));
@@ -499,6 +512,15 @@ static void env_stop(env *e) {
     conn_close(e->conns[i]);
   xcm_testkit_close(e->kit, on_kit_closed, e);
   CHECK(run_until(e, all_closed, NULL, WAIT_MS));
+  if (e->violations == 0) {
+    CHECK(xcm_test_kit_clean(e->kit));
+  } else {
+    xcm_testkit_stats st;
+
+    xcm_testkit_get_stats(e->kit, &st);
+    if (!CHECK_INT(st.violations, e->violations) && st.violations > 0)
+      xcm_test_note("the first: %s", xcm_testkit_first_violation(e->kit));
+  }
   xcm_testkit_free(e->kit);
   if (e->ctx_on) {
     xcm__ctx_close(&e->ctx, NULL);
@@ -1034,6 +1056,8 @@ static void test_replay_d(void) {
   env_start(&e, &o);
   accounts(&e);
   play(&e, &r);
+  /* The probe's failed for an unknown session. */
+  e.violations = 1;
   /* Stored, in the wrong namespace, as Openfire does. */
   CHECK_INT(xcm_testkit_offline_count(e.kit, "carol"), 1);
   m = xcm_testkit_offline_message(e.kit, "carol", 0, &len);
@@ -1086,6 +1110,9 @@ static void test_replay_e(void) {
   replay_opts(&o);
   env_start(&e, &o);
   play(&e, &r);
+  /* The probe's routes for two unknown sessions, a close of one, and a
+   * message outside a route. */
+  e.violations = 4;
   env_stop(&e);
 }
 
@@ -1097,6 +1124,7 @@ static void test_replay_e2(void) {
   replay_opts(&o);
   env_start(&e, &o);
   play(&e, &r);
+  e.violations = 1; /* the probe's route without streamid */
   env_stop(&e);
 }
 
@@ -1122,6 +1150,7 @@ static void test_replay_f(void) {
   env_start(&e, &o);
   accounts(&e);
   play(&e, &r);
+  e.violations = 2; /* the probe's routes with two stanzas and none */
   /* The second stanza of the route was dropped; the session went with
    * the connection, and its unavailable presence although it never sent
    * one (Openfire: "!wasAvailable"). */
@@ -1143,6 +1172,11 @@ static void test_replay_g(void) {
   replay_opts(&o);
   env_start(&e, &o);
   play(&e, &r);
+  /* The probe's route (for an unknown session) and iq before the
+   * handshake, a header without to, one in the wrong namespace (and
+   * without CM/RES) and an upper-case handshake. A wrong digest is no
+   * violation: the protocol answers it. */
+  e.violations = 7;
   xcm_testkit_get_stats(e.kit, &st);
   CHECK_INT(st.handshakes, 1);
   CHECK_INT(st.handshakes_failed, 1);
