@@ -48,6 +48,7 @@ typedef struct conn {
   xcm_stream *stream; /* set when it speaks through libxcm's stream (TLS) */
   char *in;           /* bytes not yet split into units */
   size_t in_len;
+  size_t sent;  /* bytes handed to conn_send() */
   char **units; /* complete top-level units, not yet consumed */
   size_t nunits;
   unsigned spaces; /* whitespace between units: heartbeats */
@@ -279,6 +280,7 @@ static void conn_send(conn *c, const char *data, size_t len) {
   uv_buf_t buf;
   const char *to;
 
+  c->sent += len;
   if (c->stream != NULL) {
     free(req);
     xcm__stream_write(c->stream, data, len);
@@ -2652,6 +2654,194 @@ static void *side(void *arg) {
   return NULL;
 }
 
+/* ---- the witness --------------------------------------------------------
+ *
+ * Whatever a CM sends is read a second time by the testkit's witness, a
+ * strict namespace-aware expat of its own. Each case below sends one
+ * thing the protocol does not allow from a handshaken CM with a created
+ * session, and checks that exactly one violation is counted, that its
+ * text names the connection, the byte offset (within the bad bytes) and
+ * the fault, and that the testkit reacts as Openfire does (drops the
+ * link on bad XML, reads on past what it tolerates). */
+
+static int violations_reach(env *e, void *ud) {
+  xcm_testkit_stats st;
+
+  xcm_testkit_get_stats(e->kit, &st);
+  return st.violations >= *(unsigned *)ud;
+}
+
+typedef struct witness_case {
+  const char *bytes; /* sent after header, handshake and create of s1 */
+  const char *want;  /* in the violation's text */
+  int dropped;       /* the testkit ends the connection for it */
+} witness_case;
+
+/* One CM, "cm1/w1", up with session s1 created; a second CM "cm2/x1"
+ * with session s2 when two_cms. */
+static void run_witness_case(const witness_case *wc, int two_cms, int witness) {
+  xcm_testkit_options o;
+  unsigned one = 1;
+  unsigned long long at = 0;
+  const char *v, *b;
+  char start[24];
+  size_t before;
+  env e;
+  conn *c;
+
+  xcm_testkit_options_init(&o);
+  o.witness = witness;
+  env_start(&e, &o);
+  c = cm_up(&e, "w1", "cm1/w1");
+  cm_create(&e, c, "s1");
+  if (two_cms)
+    cm_create(&e, cm_up(&e, "x1", "cm2/x1"), "s2");
+  CHECK(xcm_testkit_first_violation(e.kit) == NULL);
+  before = c->sent;
+  conn_sends(c, wc->bytes);
+  CHECK(run_until(&e, violations_reach, &one, WAIT_MS));
+  settle(&e, 50);
+  v = xcm_testkit_first_violation(e.kit);
+  REQUIRE(v != NULL);
+  if (!CHECK(strstr(v, wc->want) != NULL))
+    xcm_test_note("want %s in: %s", wc->want, v);
+  CHECK(strncmp(v, "CM connection #1 (cm1/w1): byte ", 32) == 0);
+  b = strstr(v, "byte ");
+  CHECK(b != NULL && sscanf(b, "byte %llu", &at) == 1);
+  if (!CHECK(at >= before && at < c->sent))
+    xcm_test_note("byte %llu is not within [%zu, %zu)", at, before, c->sent);
+  /* The offending bytes, quoted from their start. */
+  snprintf(start, sizeof(start), ": '%.12s", wc->bytes);
+  CHECK(strstr(v, start) != NULL);
+  if (wc->dropped)
+    CHECK(run_until(&e, saw_eof, c, WAIT_MS));
+  else
+    CHECK(!c->eof);
+  e.violations = 1;
+  env_stop(&e);
+}
+
+#define ROUTE_S1 "<route streamid=\"s1\" to=\"example.test\" from=\"cm1/w1\">"
+
+/* The reader refuses these too (the scanner declines a repeat, expat
+ * refuses it), and the link goes as Openfire's parser would end it. */
+static void test_witness_dup_attr(void) {
+  witness_case wc = {ROUTE_S1 "<message xmlns=\"jabber:client\" "
+                              "to=\"a@example.test\" to=\"b@example.test\">"
+                              "<body>x</body></message></route>",
+                     "not well-formed: duplicate attribute", 1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* What the outside review found the CM could send. */
+static void test_witness_dup_xmlns(void) {
+  witness_case wc = {ROUTE_S1 "<message xmlns=\"jabber:client\" "
+                              "xmlns=\"jabber:client\" to=\"a@example.test\">"
+                              "<body>x</body></message></route>",
+                     "not well-formed: duplicate attribute", 1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* Two prefixes bound to one namespace: a:k and b:k are one name. */
+static void test_witness_dup_expanded(void) {
+  witness_case wc = {ROUTE_S1 "<message xmlns=\"jabber:client\" "
+                              "xmlns:a=\"urn:x\" xmlns:b=\"urn:x\" a:k=\"1\" "
+                              "b:k=\"2\"/></route>",
+                     "not well-formed: duplicate attribute", 1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* Openfire reads the first and drops the rest silently (capture f): the
+ * testkit does too, and only the witness sees it. */
+static void test_witness_two_elements(void) {
+  witness_case wc = {ROUTE_S1 "<presence xmlns=\"jabber:client\"/>"
+                              "<presence xmlns=\"jabber:client\"/></route>",
+                     "a route with 2 elements, not one", 0};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+static void test_witness_no_element(void) {
+  witness_case wc = {ROUTE_S1 "</route>", "a route with 0 elements, not one",
+                     1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+static void test_witness_text_beside(void) {
+  witness_case wc = {ROUTE_S1 "hello<presence xmlns=\"jabber:client\"/>"
+                              "</route>",
+                     "a route with text beside its element", 0};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* cm2's session, routed by cm1: Openfire answers item-not-found (the
+ * sessions of each CM are apart), the witness names the owner. */
+static void test_witness_other_cm_sid(void) {
+  witness_case wc = {"<route streamid=\"s2\" to=\"example.test\" "
+                     "from=\"cm1/w1\"><presence xmlns=\"jabber:client\"/>"
+                     "</route>",
+                     "streamid 's2', a session of another CM (cm2)", 0};
+
+  run_witness_case(&wc, 1, 1);
+}
+
+static void test_witness_not_well_formed(void) {
+  witness_case wc = {ROUTE_S1 "<message xmlns=\"jabber:client\"></route>",
+                     "not well-formed: mismatched tag", 1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* Well-formed, but no XMPP stream carries text between stanzas. */
+static void test_witness_stray_text(void) {
+  witness_case wc = {"stray" ROUTE_S1 "<presence xmlns=\"jabber:client\"/>"
+                     "</route>",
+                     "text between stanzas", 1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* Without the witness the testkit's reader still counts what it refuses:
+ * its own path is strict about a duplicate xmlns. */
+static void test_witness_off_reader(void) {
+  witness_case wc = {ROUTE_S1 "<message xmlns=\"jabber:client\" "
+                              "xmlns=\"jabber:client\"/></route>",
+                     "the testkit's reader refused it", 1};
+
+  run_witness_case(&wc, 0, 0);
+}
+
+/* A whole session, sent a byte at a time: nothing to report. */
+static void test_witness_split(void) {
+  static const char stanzas[] =
+      ROUTE_S1 "<presence xmlns=\"jabber:client\"><status>a &amp; "
+               "\xc3\xbc</status></presence></route>" ROUTE_S1
+               "<message xmlns=\"jabber:client\" to=\"bob@example.test\"><body>"
+               "<![CDATA[x]]></body></message></route>";
+  env e;
+  conn *c;
+  size_t i;
+
+  env_start(&e, NULL);
+  c = cm_up(&e, "w1", "cm1/w1");
+  cm_create(&e, c, "s1");
+  for (i = 0; i < sizeof(stanzas) - 1; i++) {
+    conn_send(c, stanzas + i, 1);
+    if (i % 16 == 0)
+      settle(&e, 1);
+  }
+  conn_sends(c, "<iq type=\"set\" id=\"cl\" to=\"example.test\" "
+                "from=\"cm1/w1\"><session xmlns=\"" XCM_NS_CM_PROTOCOL
+                "\" id=\"s1\"><close/></session></iq>");
+  free(take_any(&e, c, "id=\"cl\""));
+  env_stop(&e);
+}
+
 static void test_two_loops(void) {
   pthread_t a, b;
   int ra = 0, rb = 0;
@@ -2693,6 +2883,17 @@ static const xcm_test tests[] = {
     {"stall", test_stall},
     {"slow_cm", test_slow_cm},
     {"events", test_events},
+    {"witness_dup_attr", test_witness_dup_attr},
+    {"witness_dup_xmlns", test_witness_dup_xmlns},
+    {"witness_dup_expanded", test_witness_dup_expanded},
+    {"witness_two_elements", test_witness_two_elements},
+    {"witness_no_element", test_witness_no_element},
+    {"witness_text_beside", test_witness_text_beside},
+    {"witness_other_cm_sid", test_witness_other_cm_sid},
+    {"witness_not_well_formed", test_witness_not_well_formed},
+    {"witness_stray_text", test_witness_stray_text},
+    {"witness_off_reader", test_witness_off_reader},
+    {"witness_split", test_witness_split},
     {"two_loops", test_two_loops},
     {"close_from_callback", test_close_from_callback},
     {"allocator", test_allocator},

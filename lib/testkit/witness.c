@@ -557,11 +557,20 @@ void xcm__tk_witness_feed(xcm_tk_witness *w, const char *data, size_t len) {
       w->qlen += n;
     }
     if (XML_Parse(w->p, data, (int)piece, XML_FALSE) == XML_STATUS_ERROR) {
-      char what[128];
+      char what[160];
+      uint64_t at = w->base + (uint64_t)XML_GetCurrentByteIndex(w->p);
 
       snprintf(what, sizeof(what), "not well-formed: %s",
                XML_ErrorString(XML_GetErrorCode(w->p)));
-      here_violation(w, what);
+      if (w->depth >= 2 && w->kind != K_NONE) {
+        /* Inside a stanza: quote it from its start, where the reader of
+         * the message can see what it was. */
+        snprintf(what + strlen(what), sizeof(what) - strlen(what),
+                 " (in the element from byte %" PRIu64 ")", w->el_off);
+        violation(w, at, what, w->quote, w->qlen, 1);
+      } else {
+        here_violation(w, what);
+      }
       w->dead = 1;
     }
     w->fed += piece;
