@@ -16,6 +16,13 @@
  * to happen instead of sleeping. "Local" clients stand for clients
  * connected to the server directly, like the captures' bob.
  *
+ * Every byte a CM sends is read twice: by the testkit, which reacts as
+ * Openfire would, and by a witness, a strict namespace-aware expat
+ * parser of its own that counts whatever the protocol does not allow
+ * (xcm_testkit_stats.violations, xcm_testkit_first_violation()). A
+ * test that ends with violations != 0 found a CM bug even if everything
+ * else went well.
+ *
  * Like Openfire, it counts a connection among the CM's as soon as its
  * stream header is read: routes for a session (picked by the session
  * id's Java hash modulo the CM's connections) and iq answers (picked at
