@@ -3,10 +3,14 @@
  * Anyone may log in (accounts are made on first login; ANONYMOUS works).
  *
  * usage: xcm-upstream PORTFILE [DOMAIN [SECRET]]
- * Writes the port it listens on to PORTFILE; runs until SIGTERM. */
+ * Writes the port it listens on to PORTFILE; runs until SIGTERM, then
+ * prints its counters and exits 3 if the CM broke the protocol (the
+ * testkit's witness; XCM_TESTKIT_WITNESS=0 turns it off, to measure what
+ * it costs). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <uv.h>
 
 #include "xcm/testkit.h"
@@ -22,9 +26,11 @@ static void on_term(uv_signal_t *s, int signum) {
   (void)signum;
   /* What the CM did, for tests that drive xcmd from outside. */
   xcm_testkit_get_stats(s->data, &st);
-  printf("creates=%llu closes_from_cm=%llu routes_in=%llu\n",
+  printf("creates=%llu closes_from_cm=%llu routes_in=%llu violations=%llu\n",
          (unsigned long long)st.creates, (unsigned long long)st.closes_from_cm,
-         (unsigned long long)st.routes_in);
+         (unsigned long long)st.routes_in, (unsigned long long)st.violations);
+  if (st.violations > 0)
+    printf("first violation: %s\n", xcm_testkit_first_violation(s->data));
   fflush(stdout);
   uv_close((uv_handle_t *)s, NULL);
   xcm_testkit_close(s->data, closed, NULL);
@@ -34,6 +40,7 @@ int main(int argc, char **argv) {
   xcm_testkit_options o;
   xcm_testkit *kit;
   uv_signal_t term;
+  xcm_testkit_stats st;
   char err[256];
   FILE *f;
 
@@ -48,6 +55,9 @@ int main(int argc, char **argv) {
   o.open_accounts = 1;
   o.max_sessions = 2000000;
   o.max_out = 64u << 20;
+  if (getenv("XCM_TESTKIT_WITNESS") != NULL &&
+      strcmp(getenv("XCM_TESTKIT_WITNESS"), "0") == 0)
+    o.witness = 0;
   if (xcm_testkit_new(&kit, uv_default_loop(), &o, err, sizeof err) != 0) {
     fprintf(stderr, "xcm-upstream: %s\n", err);
     return 1;
@@ -61,6 +71,8 @@ int main(int argc, char **argv) {
   term.data = kit;
   uv_signal_start(&term, on_term, SIGTERM);
   uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+  xcm_testkit_get_stats(kit, &st);
   xcm_testkit_free(kit);
-  return 0;
+  /* A benchmark of a CM that breaks the protocol measures nothing. */
+  return st.violations > 0 ? 3 : 0;
 }

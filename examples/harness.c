@@ -131,6 +131,14 @@ int main(void) {
   xcm_cm_shutdown(cm, 1000, cm_closed, kit);
   uv_run(loop, UV_RUN_DEFAULT);
   xcm_cm_free(cm);
+  /* The testkit also judged every byte the CM sent upstream. */
+  if (xcm_testkit_first_violation(kit) != NULL) {
+    printf("not ok 2 - the CM broke the protocol upstream: %s\n",
+           xcm_testkit_first_violation(kit));
+    ok = 0;
+  } else {
+    printf("ok 2 - the CM kept to the protocol upstream\n");
+  }
   xcm_testkit_free(kit);
   return ok ? 0 : 1;
 }

@@ -3,9 +3,14 @@
  * in-process Openfire behind it, over a transport of the fuzzer's own.
  * The input is fed in pieces (the first byte picks their size), so the
  * allow-list, the limits, SASL and the restarts all run on what comes.
- * The instance lives across inputs, as a server would. */
+ * The instance lives across inputs, as a server would. Whatever the
+ * client sends, what the CM sends upstream must stay within the protocol:
+ * a violation the testkit's witness counts aborts (libFuzzer keeps the
+ * input; the violation may belong to the input before, whose bytes the
+ * testkit read late). */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -99,5 +104,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uv_run(&loop, UV_RUN_NOWAIT);
   /* The stream is freed on the next loop turn after its close. */
   uv_run(&loop, UV_RUN_NOWAIT);
+  if (xcm_testkit_first_violation(kit) != NULL) {
+    fprintf(stderr, "fuzz-client: the CM broke the protocol upstream: %s\n",
+            xcm_testkit_first_violation(kit));
+    abort();
+  }
   return 0;
 }

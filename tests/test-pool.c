@@ -11,6 +11,7 @@
 #include "harness.h"
 #include "upstream/pool.h"
 #include "xcm/error.h"
+#include "world.h"
 #include "xcm/testkit.h"
 
 #define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -126,6 +127,7 @@ static void bench_stop(bench *b) {
   xcm_testkit_close(b->kit, kit_closed, b);
   while (b->closed < 2)
     uv_run(&b->loop, UV_RUN_ONCE);
+  CHECK(xcm_test_kit_clean(b->kit));
   xcm_testkit_free(b->kit);
   xcm__ctx_close(&b->ctx, ctx_closed);
   uv_run(&b->loop, UV_RUN_DEFAULT);

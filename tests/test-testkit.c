@@ -24,6 +24,7 @@
 #include "proto/cmproto.h"
 #include "transport/stream.h"
 #include "transcript.h"
+#include "world.h"
 #include "xcm/error.h"
 #include "xcm/testkit.h"
 
@@ -47,6 +48,7 @@ typedef struct conn {
   xcm_stream *stream; /* set when it speaks through libxcm's stream (TLS) */
   char *in;           /* bytes not yet split into units */
   size_t in_len;
+  size_t sent;  /* bytes handed to conn_send() */
   char **units; /* complete top-level units, not yet consumed */
   size_t nunits;
   unsigned spaces; /* whitespace between units: heartbeats */
@@ -73,6 +75,10 @@ struct env {
   xcm_ctx ctx; /* for TLS connections, when a test needs them */
   int ctx_on, ctx_closed;
   int close_on; /* close the testkit from inside this event */
+  /* Protocol violations the test sends on purpose; env_stop() checks
+   * the witness counted exactly these, and that the first says this. */
+  unsigned violations;
+  const char *first;
 };
 
 static char *dupn(const char *s, size_t n) {
@@ -275,6 +281,7 @@ static void conn_send(conn *c, const char *data, size_t len) {
   uv_buf_t buf;
   const char *to;
 
+  c->sent += len;
   if (c->stream != NULL) {
     free(req);
     xcm__stream_write(c->stream, data, len);
@@ -456,6 +463,13 @@ static void on_event(void *ud, xcm_testkit *kit, const xcm_testkit_event *ev) {
 
 /* ---- environments ---------------------------------------------------- */
 
+/* Errors only: every protocol violation the witness saw, in order. */
+static void on_log(void *ud, int level, const char *msg) {
+  (void)ud;
+  if (level <= XCM_LOG_ERROR)
+    xcm_test_note("%s", msg);
+}
+
 static void env_start(env *e, xcm_testkit_options *opt) {
   xcm_testkit_options defaults;
   char err[256] = "";
@@ -471,6 +485,8 @@ static void env_start(env *e, xcm_testkit_options *opt) {
   }
   opt->on_event = on_event;
   opt->event_ud = e;
+  if (opt->log == NULL)
+    opt->log = on_log;
   if (opt->seed == 0)
     opt->seed = 42;
   rc = xcm_testkit_new(&e->kit, &e->loop, opt, err, sizeof(err));
@@ -499,6 +515,19 @@ static void env_stop(env *e) {
     conn_close(e->conns[i]);
   xcm_testkit_close(e->kit, on_kit_closed, e);
   CHECK(run_until(e, all_closed, NULL, WAIT_MS));
+  if (e->violations == 0) {
+    CHECK(xcm_test_kit_clean(e->kit));
+  } else {
+    xcm_testkit_stats st;
+
+    xcm_testkit_get_stats(e->kit, &st);
+    if (!CHECK_INT(st.violations, e->violations) && st.violations > 0)
+      xcm_test_note("the first: %s", xcm_testkit_first_violation(e->kit));
+    if (e->first != NULL && st.violations > 0 &&
+        !CHECK(strstr(xcm_testkit_first_violation(e->kit), e->first) != NULL))
+      xcm_test_note("want %s in the first: %s", e->first,
+                    xcm_testkit_first_violation(e->kit));
+  }
   xcm_testkit_free(e->kit);
   if (e->ctx_on) {
     xcm__ctx_close(&e->ctx, NULL);
@@ -1034,6 +1063,9 @@ static void test_replay_d(void) {
   env_start(&e, &o);
   accounts(&e);
   play(&e, &r);
+  /* The probe's failed for an unknown session. */
+  e.violations = 1;
+  e.first = "a session close or failed for a session this CM never created";
   /* Stored, in the wrong namespace, as Openfire does. */
   CHECK_INT(xcm_testkit_offline_count(e.kit, "carol"), 1);
   m = xcm_testkit_offline_message(e.kit, "carol", 0, &len);
@@ -1086,6 +1118,10 @@ static void test_replay_e(void) {
   replay_opts(&o);
   env_start(&e, &o);
   play(&e, &r);
+  /* The probe's routes for two unknown sessions, a close of one, and a
+   * message outside a route. */
+  e.violations = 4;
+  e.first = "a route for streamid 'nosuch', which CM cm1 never created";
   env_stop(&e);
 }
 
@@ -1097,6 +1133,8 @@ static void test_replay_e2(void) {
   replay_opts(&o);
   env_start(&e, &o);
   play(&e, &r);
+  e.violations = 1; /* the probe's route without streamid */
+  e.first = "a route without streamid";
   env_stop(&e);
 }
 
@@ -1122,6 +1160,8 @@ static void test_replay_f(void) {
   env_start(&e, &o);
   accounts(&e);
   play(&e, &r);
+  e.violations = 2; /* the probe's routes with two stanzas and none */
+  e.first = "a route with 2 elements, not one";
   /* The second stanza of the route was dropped; the session went with
    * the connection, and its unavailable presence although it never sent
    * one (Openfire: "!wasAvailable"). */
@@ -1143,6 +1183,12 @@ static void test_replay_g(void) {
   replay_opts(&o);
   env_start(&e, &o);
   play(&e, &r);
+  /* The probe's route (for an unknown session) and iq before the
+   * handshake, a header without to, one in the wrong namespace (and
+   * without CM/RES) and an upper-case handshake. A wrong digest is no
+   * violation: the protocol answers it. */
+  e.violations = 7;
+  e.first = "a route before the handshake";
   xcm_testkit_get_stats(e.kit, &st);
   CHECK_INT(st.handshakes, 1);
   CHECK_INT(st.handshakes_failed, 1);
@@ -2618,6 +2664,237 @@ static void *side(void *arg) {
   return NULL;
 }
 
+/* ---- the witness --------------------------------------------------------
+ *
+ * Whatever a CM sends is read a second time by the testkit's witness, a
+ * strict namespace-aware expat of its own. Each case below sends one
+ * thing the protocol does not allow from a handshaken CM with a created
+ * session, and checks that exactly one violation is counted, that its
+ * text names the connection, the byte offset (within the bad bytes) and
+ * the fault, and that the testkit reacts as Openfire does (drops the
+ * link on bad XML, reads on past what it tolerates). */
+
+static int violations_reach(env *e, void *ud) {
+  xcm_testkit_stats st;
+
+  xcm_testkit_get_stats(e->kit, &st);
+  return st.violations >= *(unsigned *)ud;
+}
+
+typedef struct witness_case {
+  const char *bytes; /* sent after header, handshake and create of s1 */
+  const char *want;  /* in the violation's text */
+  int dropped;       /* the testkit ends the connection for it */
+} witness_case;
+
+/* One CM, "cm1/w1", up with session s1 created; a second CM "cm2/x1"
+ * with session s2 when two_cms. */
+static void run_witness_case(const witness_case *wc, int two_cms, int witness) {
+  xcm_testkit_options o;
+  unsigned one = 1;
+  unsigned long long at = 0;
+  const char *v, *b;
+  char start[24];
+  size_t before;
+  env e;
+  conn *c;
+
+  xcm_testkit_options_init(&o);
+  o.witness = witness;
+  env_start(&e, &o);
+  c = cm_up(&e, "w1", "cm1/w1");
+  cm_create(&e, c, "s1");
+  if (two_cms)
+    cm_create(&e, cm_up(&e, "x1", "cm2/x1"), "s2");
+  CHECK(xcm_testkit_first_violation(e.kit) == NULL);
+  before = c->sent;
+  conn_sends(c, wc->bytes);
+  CHECK(run_until(&e, violations_reach, &one, WAIT_MS));
+  settle(&e, 50);
+  v = xcm_testkit_first_violation(e.kit);
+  REQUIRE(v != NULL);
+  if (!CHECK(strstr(v, wc->want) != NULL))
+    xcm_test_note("want %s in: %s", wc->want, v);
+  CHECK(strncmp(v, "CM connection #1 (cm1/w1): byte ", 32) == 0);
+  b = strstr(v, "byte ");
+  CHECK(b != NULL && sscanf(b, "byte %llu", &at) == 1);
+  if (!CHECK(at >= before && at < c->sent))
+    xcm_test_note("byte %llu is not within [%zu, %zu)", at, before, c->sent);
+  /* The offending bytes, quoted from their start. */
+  snprintf(start, sizeof(start), ": '%.12s", wc->bytes);
+  CHECK(strstr(v, start) != NULL);
+  if (wc->dropped)
+    CHECK(run_until(&e, saw_eof, c, WAIT_MS));
+  else
+    CHECK(!c->eof);
+  e.violations = 1;
+  env_stop(&e);
+}
+
+#define ROUTE_S1 "<route streamid=\"s1\" to=\"example.test\" from=\"cm1/w1\">"
+
+/* The reader refuses these too (the scanner declines a repeat, expat
+ * refuses it), and the link goes as Openfire's parser would end it. */
+static void test_witness_dup_attr(void) {
+  witness_case wc = {ROUTE_S1 "<message xmlns=\"jabber:client\" "
+                              "to=\"a@example.test\" to=\"b@example.test\">"
+                              "<body>x</body></message></route>",
+                     "not well-formed: duplicate attribute", 1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* What the outside review found the CM could send. */
+static void test_witness_dup_xmlns(void) {
+  witness_case wc = {ROUTE_S1 "<message xmlns=\"jabber:client\" "
+                              "xmlns=\"jabber:client\" to=\"a@example.test\">"
+                              "<body>x</body></message></route>",
+                     "not well-formed: duplicate attribute", 1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* Two prefixes bound to one namespace: a:k and b:k are one name. */
+static void test_witness_dup_expanded(void) {
+  witness_case wc = {ROUTE_S1 "<message xmlns=\"jabber:client\" "
+                              "xmlns:a=\"urn:x\" xmlns:b=\"urn:x\" a:k=\"1\" "
+                              "b:k=\"2\"/></route>",
+                     "not well-formed: duplicate attribute", 1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* Openfire reads the first and drops the rest silently (capture f): the
+ * testkit does too, and only the witness sees it. */
+static void test_witness_two_elements(void) {
+  witness_case wc = {ROUTE_S1 "<presence xmlns=\"jabber:client\"/>"
+                              "<presence xmlns=\"jabber:client\"/></route>",
+                     "a route with 2 elements, not one", 0};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+static void test_witness_no_element(void) {
+  witness_case wc = {ROUTE_S1 "</route>", "a route with 0 elements, not one",
+                     1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+static void test_witness_text_beside(void) {
+  witness_case wc = {ROUTE_S1 "hello<presence xmlns=\"jabber:client\"/>"
+                              "</route>",
+                     "a route with text beside its element", 0};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* cm2's session, routed by cm1: Openfire answers item-not-found (the
+ * sessions of each CM are apart), the witness names the owner. */
+static void test_witness_other_cm_sid(void) {
+  witness_case wc = {"<route streamid=\"s2\" to=\"example.test\" "
+                     "from=\"cm1/w1\"><presence xmlns=\"jabber:client\"/>"
+                     "</route>",
+                     "streamid 's2', a session of another CM (cm2)", 0};
+
+  run_witness_case(&wc, 1, 1);
+}
+
+static void test_witness_not_well_formed(void) {
+  witness_case wc = {ROUTE_S1 "<message xmlns=\"jabber:client\"></route>",
+                     "not well-formed: mismatched tag", 1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* Well-formed, but no XMPP stream carries text between stanzas. */
+static void test_witness_stray_text(void) {
+  witness_case wc = {"stray" ROUTE_S1 "<presence xmlns=\"jabber:client\"/>"
+                     "</route>",
+                     "text between stanzas", 1};
+
+  run_witness_case(&wc, 0, 1);
+}
+
+/* Without the witness the testkit's reader still counts what it refuses:
+ * its own path (the scanner declines a repeated name or a prefix, expat
+ * refuses) is strict about duplicate attributes, duplicate xmlns,
+ * expanded duplicates and bad XML, and drops the link. */
+static void test_witness_off_reader(void) {
+  static const char *const bad[] = {
+      ROUTE_S1 "<message xmlns=\"jabber:client\" to=\"a@example.test\" "
+               "to=\"b@example.test\"/></route>",
+      ROUTE_S1 "<message xmlns=\"jabber:client\" "
+               "xmlns=\"jabber:client\"/></route>",
+      ROUTE_S1 "<message xmlns=\"jabber:client\" xmlns:a=\"urn:x\" "
+               "xmlns:b=\"urn:x\" a:k=\"1\" b:k=\"2\"/></route>",
+      ROUTE_S1 "<message xmlns=\"jabber:client\"></route>"};
+  size_t i;
+
+  for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    witness_case wc = {bad[i], "the testkit's reader refused it", 1};
+
+    run_witness_case(&wc, 0, 0);
+  }
+}
+
+/* What Openfire tolerates, the testkit's reader tolerates too: without
+ * the witness nobody would count these. */
+static void test_witness_off_tolerates(void) {
+  static const char *const quiet[] = {
+      ROUTE_S1 "<presence xmlns=\"jabber:client\"/>"
+               "<presence xmlns=\"jabber:client\"/></route>",
+      ROUTE_S1 "hello<presence xmlns=\"jabber:client\"/></route>",
+      "<route streamid=\"s2\" to=\"example.test\" from=\"cm1/w1\">"
+      "<presence xmlns=\"jabber:client\"/></route>"};
+  xcm_testkit_options o;
+  xcm_testkit_stats st;
+  size_t i;
+  env e;
+  conn *c;
+
+  xcm_testkit_options_init(&o);
+  o.witness = 0;
+  env_start(&e, &o);
+  c = cm_up(&e, "w1", "cm1/w1");
+  cm_create(&e, c, "s1");
+  cm_create(&e, cm_up(&e, "x1", "cm2/x1"), "s2");
+  for (i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++)
+    conn_sends(c, quiet[i]);
+  /* The last one gets item-not-found: everything was read. */
+  free(take_any(&e, c, "item-not-found"));
+  xcm_testkit_get_stats(e.kit, &st);
+  CHECK_INT(st.violations, 0);
+  CHECK(!c->eof);
+  env_stop(&e);
+}
+
+/* A whole session, sent a byte at a time: nothing to report. */
+static void test_witness_split(void) {
+  static const char stanzas[] =
+      ROUTE_S1 "<presence xmlns=\"jabber:client\"><status>a &amp; "
+               "\xc3\xbc</status></presence></route>" ROUTE_S1
+               "<message xmlns=\"jabber:client\" to=\"bob@example.test\"><body>"
+               "<![CDATA[x]]></body></message></route>";
+  env e;
+  conn *c;
+  size_t i;
+
+  env_start(&e, NULL);
+  c = cm_up(&e, "w1", "cm1/w1");
+  cm_create(&e, c, "s1");
+  for (i = 0; i < sizeof(stanzas) - 1; i++) {
+    conn_send(c, stanzas + i, 1);
+    if (i % 16 == 0)
+      settle(&e, 1);
+  }
+  conn_sends(c, "<iq type=\"set\" id=\"cl\" to=\"example.test\" "
+                "from=\"cm1/w1\"><session xmlns=\"" XCM_NS_CM_PROTOCOL
+                "\" id=\"s1\"><close/></session></iq>");
+  free(take_any(&e, c, "id=\"cl\""));
+  env_stop(&e);
+}
+
 static void test_two_loops(void) {
   pthread_t a, b;
   int ra = 0, rb = 0;
@@ -2659,6 +2936,18 @@ static const xcm_test tests[] = {
     {"stall", test_stall},
     {"slow_cm", test_slow_cm},
     {"events", test_events},
+    {"witness_dup_attr", test_witness_dup_attr},
+    {"witness_dup_xmlns", test_witness_dup_xmlns},
+    {"witness_dup_expanded", test_witness_dup_expanded},
+    {"witness_two_elements", test_witness_two_elements},
+    {"witness_no_element", test_witness_no_element},
+    {"witness_text_beside", test_witness_text_beside},
+    {"witness_other_cm_sid", test_witness_other_cm_sid},
+    {"witness_not_well_formed", test_witness_not_well_formed},
+    {"witness_stray_text", test_witness_stray_text},
+    {"witness_off_reader", test_witness_off_reader},
+    {"witness_off_tolerates", test_witness_off_tolerates},
+    {"witness_split", test_witness_split},
     {"two_loops", test_two_loops},
     {"close_from_callback", test_close_from_callback},
     {"allocator", test_allocator},

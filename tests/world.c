@@ -16,6 +16,18 @@ void xcm_test_cm_shutdown(xcm_cm *cm, unsigned drain_ms, int *down) {
   xcm_cm_shutdown(cm, drain_ms, cm_down, down);
 }
 
+int xcm_test_kit_clean(const xcm_testkit *kit) {
+  xcm_testkit_stats st;
+
+  xcm_testkit_get_stats(kit, &st);
+  if (st.violations == 0)
+    return 1;
+  xcm_test_note("the testkit saw %llu protocol violation(s); the first: %s",
+                (unsigned long long)st.violations,
+                xcm_testkit_first_violation(kit));
+  return 0;
+}
+
 void xcm_test_world_end(uv_loop_t *loop, xcm_cm *cm, xcm_testkit *kit,
                         int *down) {
   while (*down < 1)
@@ -23,6 +35,7 @@ void xcm_test_world_end(uv_loop_t *loop, xcm_cm *cm, xcm_testkit *kit,
   xcm_testkit_close(kit, kit_down, down);
   while (*down < 2)
     uv_run(loop, UV_RUN_ONCE);
+  CHECK(xcm_test_kit_clean(kit));
   xcm_cm_free(cm);
   xcm_testkit_free(kit);
   uv_run(loop, UV_RUN_DEFAULT);

@@ -14,8 +14,15 @@
 void xcm_test_cm_shutdown(xcm_cm *cm, unsigned drain_ms, int *down);
 
 /* After xcm_test_cm_shutdown(cm, ..., down): wait for it, close kit,
- * free both and check that loop closes cleanly. */
+ * check that the testkit saw no protocol violation, free both and check
+ * that loop closes cleanly. */
 void xcm_test_world_end(uv_loop_t *loop, xcm_cm *cm, xcm_testkit *kit,
                         int *down);
+
+/* Whether kit's witness saw no protocol violation from any CM; if it
+ * did, says how many and prints the first. Every test that ends a
+ * testkit CHECKs it (or, sending bad bytes on purpose, checks the
+ * count it expects). */
+int xcm_test_kit_clean(const xcm_testkit *kit);
 
 #endif

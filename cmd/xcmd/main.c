@@ -168,8 +168,24 @@ static void worker_main(void *arg) {
   worker *w = arg;
 
   uv_run(&w->loop, UV_RUN_DEFAULT);
-  if (w->kit != NULL)
+  if (w->kit != NULL) {
+    xcm_testkit_stats st;
+
+    /* The demo upstream logged each violation as it came (error level);
+     * say it once more where nobody can miss it. A demo goes on. */
+    xcm_testkit_get_stats(w->kit, &st);
+    if (st.violations > 0) {
+      char line[1024];
+
+      snprintf(line, sizeof line,
+               "demo upstream: the CM broke the protocol %llu time(s); the "
+               "first: %s",
+               (unsigned long long)st.violations,
+               xcm_testkit_first_violation(w->kit));
+      log_line(w->name, XCM_LOG_ERROR, line);
+    }
     xcm_testkit_free(w->kit);
+  }
 }
 
 static int demo_upstream(worker *w, xcm_options *o) {

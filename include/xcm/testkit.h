@@ -16,6 +16,13 @@
  * to happen instead of sleeping. "Local" clients stand for clients
  * connected to the server directly, like the captures' bob.
  *
+ * Every byte a CM sends is read twice: by the testkit, which reacts as
+ * Openfire would, and by a witness, a strict namespace-aware expat
+ * parser of its own that counts whatever the protocol does not allow
+ * (xcm_testkit_stats.violations, xcm_testkit_first_violation()). A
+ * test that ends with violations != 0 found a CM bug even if everything
+ * else went well.
+ *
  * Like Openfire, it counts a connection among the CM's as soon as its
  * stream header is read: routes for a session (picked by the session
  * id's Java hash modulo the CM's connections) and iq answers (picked at
@@ -139,6 +146,11 @@ typedef struct xcm_testkit_options {
    * an account with the password they gave (demos, load tests). SCRAM
    * cannot: the server must know the password before the exchange. */
   int open_accounts;
+  /* [1] The witness: read every byte a CM sends a second time with a
+   * strict namespace-aware expat parser of its own and count anything
+   * the protocol does not allow (see xcm_testkit_first_violation()).
+   * 0 only to measure what it costs. */
+  int witness;
 
   xcm_testkit_event_fn on_event; /* [none] */
   void *event_ud;
@@ -167,6 +179,14 @@ typedef struct xcm_testkit_stats {
   uint64_t offline_stored, offline_delivered;
   uint64_t local_undelivered; /* stanzas for local clients without a
                                  callback */
+  /* What a CM sent that the protocol does not allow: XML that is not
+   * well-formed with namespaces (a duplicate attribute or xmlns
+   * included), restricted XML, a stream header or handshake other than
+   * the protocol's, an element with no place at depth 1, a route
+   * without exactly one element (or with text beside it) or whose
+   * streamid is not a session its CM created. Each is also logged at
+   * error level. Tests check it is 0 when they end. */
+  uint64_t violations;
 } xcm_testkit_stats;
 
 void xcm_testkit_options_init(xcm_testkit_options *opt);
@@ -264,6 +284,12 @@ unsigned xcm_testkit_sessions(const xcm_testkit *kit);
 int xcm_testkit_jid_state(const xcm_testkit *kit, const char *full_jid);
 
 void xcm_testkit_get_stats(const xcm_testkit *kit, xcm_testkit_stats *out);
+
+/* The first violation (see xcm_testkit_stats.violations) as text: the
+ * connection ("CM connection #N (CM/RES)"), the byte offset in what it
+ * sent, what was wrong, and the offending bytes quoted and truncated.
+ * NULL while there is none. Valid until xcm_testkit_free(). */
+const char *xcm_testkit_first_violation(const xcm_testkit *kit);
 
 /* Messages stored offline for user (the local part), oldest first, and
  * the bytes of the i-th as stored (without the delay element delivery

@@ -33,6 +33,7 @@ void xcm_testkit_options_init(xcm_testkit_options *opt) {
   opt->max_sessions = 100000;
   opt->max_out = DEFAULT_MAX_OUT;
   opt->log_level = XCM_LOG_INFO;
+  opt->witness = 1;
 }
 
 /* ---- re-entrancy --------------------------------------------------- */
@@ -544,6 +545,7 @@ static void maybe_finish(xcm_testkit *kit) {
   xcm__map_free(&kit->groups);
   xcm__map_free(&kit->users);
   xcm__map_free(&kit->jids);
+  xcm__tk_witness_forget(kit);
   xcm__buf_free(&kit->config);
   if (kit->tls != NULL) {
     xcm__tls_config_unref(kit->tls);
@@ -624,6 +626,7 @@ int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
   xcm__map_init(&kit->groups, a);
   xcm__map_init(&kit->users, a);
   xcm__map_init(&kit->jids, a);
+  xcm__map_init(&kit->witness_sids, a);
   xcm__buf_init(&kit->config, a);
   kit->table_bits = 4; /* Java's default map capacity, 16 */
   kit->rng = opt->seed;
@@ -671,6 +674,7 @@ void xcm_testkit_free(xcm_testkit *kit) {
   if (kit == NULL)
     return;
   a = kit->opt.alloc;
+  xcm__free(a, kit->first_violation);
   free_strings(kit, a);
   xcm__free(a, kit);
 }
@@ -1007,6 +1011,14 @@ int xcm_testkit_jid_state(const xcm_testkit *kit, const char *full_jid) {
 
 void xcm_testkit_get_stats(const xcm_testkit *kit, xcm_testkit_stats *out) {
   *out = kit->stats;
+}
+
+const char *xcm_testkit_first_violation(const xcm_testkit *kit) {
+  if (kit->stats.violations == 0)
+    return NULL;
+  /* Out of memory for the text: the count still says it happened. */
+  return kit->first_violation != NULL ? kit->first_violation
+                                      : "(violation text lost: out of memory)";
 }
 
 unsigned xcm_testkit_offline_count(const xcm_testkit *kit, const char *user) {

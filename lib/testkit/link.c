@@ -3,6 +3,7 @@
  * session iqs (create, close, failed), and routes. Every answer has the
  * shape, the attribute order and the connection that Openfire 4.1.6
  * gives it in the captures. */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -980,6 +981,34 @@ static void on_stream_end(void *ud) {
 static const xcm_xml_callbacks reader_cb = {on_header, on_stanza_start,
                                             on_stanza, on_stream_end};
 
+/* The reader refused data[0..len) somewhere, or a callback of the
+ * testkit's own ended the connection (on a route without streamid, say).
+ * The witness reads the whole rest (it stops at its first error); a
+ * refusal by the reader that it did not explain itself (a limit, or no
+ * witness) is a violation of its own. */
+static void reader_failed(xcm_tk_conn *c, const char *data, size_t len) {
+  xcm_testkit *kit = c->kit;
+  unsigned before = xcm__tk_witness_count(c->witness);
+  char what[256], name[96];
+
+  if (c->witness != NULL)
+    xcm__tk_witness_feed(c->witness, data, len);
+  if (c->drop_pending || xcm__tk_witness_count(c->witness) > before)
+    return; /* the testkit's own decision, or explained */
+  snprintf(what, sizeof(what), "the testkit's reader refused it: %s",
+           xcm__xml_reader_error_text(c->reader) != NULL
+               ? xcm__xml_reader_error_text(c->reader)
+               : "(no reason)");
+  if (c->witness != NULL)
+    snprintf(name, sizeof(name), "%s", xcm__tk_witness_name(c->witness));
+  else
+    snprintf(name, sizeof(name), "CM connection #%llu (%s)",
+             (unsigned long long)c->number,
+             c->addr != NULL ? c->addr : "no header yet");
+  xcm__tk_violation(kit, name, xcm__xml_reader_offset(c->reader), what, data,
+                    len < 160 ? len : 160, len > 160);
+}
+
 static void on_read(void *ud, const char *data, size_t len) {
   xcm_tk_conn *c = ud;
   xcm_testkit *kit = c->kit;
@@ -992,13 +1021,18 @@ static void on_read(void *ud, const char *data, size_t len) {
     int err = xcm__xml_reader_feed(c->reader, data, len, &used);
 
     if (err != 0) {
+      reader_failed(c, data, len);
       /* Malformed XML: Openfire's parser throws and the connection
        * closes. */
       xcm__tk_conn_drop(c, XCM_TK_ABORT);
       break;
     }
+    if (c->witness != NULL)
+      xcm__tk_witness_feed(c->witness, data, used);
     data += used;
     len -= used;
+    if ((c->tls_pending || c->zlib_pending) && c->witness != NULL)
+      xcm__tk_witness_restart(c->witness);
     if (c->tls_pending) {
       c->tls_pending = 0;
       if (xcm__stream_start_tls(c->stream, kit->tls, 1, NULL, data, len) != 0)
@@ -1049,6 +1083,7 @@ static void on_closed(void *ud) {
     kit->conns = c->next;
   if (c->next != NULL)
     c->next->prev = c->prev;
+  xcm__tk_witness_free(c->witness);
   xcm__free(kit->ctx.alloc, c->addr);
   xcm__free(kit->ctx.alloc, c);
   xcm__tk_stream_closed(kit);
@@ -1083,13 +1118,16 @@ int xcm__tk_conn_accept(xcm_testkit *kit, uv_tcp_t *tcp) {
   kit->conns = c;
   kit->streams_open++;
   kit->stats.accepted++;
+  c->number = kit->stats.accepted;
   /* Openfire reads stanzas up to xmpp.parser.buffer.size, 1 MiB by
    * default; a route holding a client's largest stanza must fit, one
    * level deeper than the client's own limit. */
   xl.max_stanza = 1u << 20;
   xl.max_depth = 64;
   if (xcm__xml_reader_new(&c->reader, kit->ctx.xml, &reader_cb, c, &xl) != 0 ||
-      xcm__xml_reader_set_scan(c->reader, 1) != 0)
+      xcm__xml_reader_set_scan(c->reader, 1) != 0 ||
+      (kit->opt.witness &&
+       xcm__tk_witness_new(&c->witness, kit, c->number) != 0))
     xcm__tk_conn_drop(c, XCM_TK_ABORT);
   else if (kit->stalled)
     xcm__stream_pause(c->stream);

@@ -7,7 +7,8 @@
  *   xmpp.c   the XMPP server behind the routes: binding, rosters,
  *            presence, message and iq routing, offline storage;
  *   sasl.c   PLAIN, ANONYMOUS and SCRAM-SHA-1;
- *   tag.c    rewriting start tags the way Openfire's serializer does.
+ *   tag.c    rewriting start tags the way Openfire's serializer does;
+ *   witness.c an independent strict reading of everything a CM sends.
  *
  * Re-entrancy. Event callbacks and local clients' stanza callbacks run
  * in the middle of routing and may call back into the testkit. So:
@@ -37,6 +38,7 @@ typedef struct xcm_tk_session xcm_tk_session;
 typedef struct xcm_tk_user xcm_tk_user;
 typedef struct xcm_tk_item xcm_tk_item;
 typedef struct xcm_tk_offline xcm_tk_offline;
+typedef struct xcm_tk_witness xcm_tk_witness;
 
 enum xcm_tk_conn_state {
   XCM_TK_HEADER, /* waiting for the CM's stream header */
@@ -51,6 +53,8 @@ struct xcm_tk_conn {
   xcm_testkit *kit;
   xcm_stream *stream;
   xcm_xml_reader *reader;
+  xcm_tk_witness *witness; /* NULL when the option is off */
+  uint64_t number;         /* in order of acceptance, for messages */
   enum xcm_tk_conn_state state;
   char id[XCM_TK_ID_LEN + 1];
   char *addr;          /* "CM/RES" as the header's to gave it */
@@ -187,6 +191,8 @@ struct xcm_testkit {
   void *close_ud;
 
   xcm_testkit_stats stats;
+  char *first_violation; /* see xcm_testkit_first_violation() */
+  xcm_map witness_sids;  /* every session id a CM asked to create */
 };
 
 /* kit.c */
@@ -297,5 +303,26 @@ size_t xcm__tk_start_tag(const char *bytes, size_t len, int *self_closing);
 /* The raw value of attribute name on the start tag, or 0. */
 int xcm__tk_attr_raw(const char *bytes, size_t len, const char *name,
                      const char **value, size_t *vlen);
+
+/* witness.c */
+/* number: the connection's, for messages. */
+int xcm__tk_witness_new(xcm_tk_witness **out, xcm_testkit *kit,
+                        uint64_t number);
+void xcm__tk_witness_free(xcm_tk_witness *w);
+/* Exactly the bytes the connection's reader consumed, in order. */
+void xcm__tk_witness_feed(xcm_tk_witness *w, const char *data, size_t len);
+/* Where the reader restarts the stream (STARTTLS, compression). */
+void xcm__tk_witness_restart(xcm_tk_witness *w);
+/* Violations it reported, and how it names its connection. */
+unsigned xcm__tk_witness_count(const xcm_tk_witness *w);
+const char *xcm__tk_witness_name(const xcm_tk_witness *w);
+/* The witness's record of created sessions, at xcm_testkit_free(). */
+void xcm__tk_witness_forget(xcm_testkit *kit);
+/* Count, log at error level and, if it is the first, keep: conn names
+ * the connection, off the byte offset in what it sent, bytes[0..len)
+ * the offending bytes (quoted, escaped; more: they go on). */
+void xcm__tk_violation(xcm_testkit *kit, const char *conn, uint64_t off,
+                       const char *what, const char *bytes, size_t len,
+                       int more);
 
 #endif

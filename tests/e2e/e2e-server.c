@@ -85,6 +85,7 @@ int main(int argc, char **argv) {
   xcm_testkit_options ko;
   xcm_options o;
   xcm_listen_options lo;
+  xcm_testkit_stats st;
   char err[512];
 
   if (argc < 4) {
@@ -151,6 +152,15 @@ int main(int argc, char **argv) {
   uv_signal_start(&s.term, on_term, SIGTERM);
   uv_run(s.loop, UV_RUN_DEFAULT);
   xcm_cm_free(s.cm);
+  xcm_testkit_get_stats(s.kit, &st);
+  /* The clients' tests pass or fail on what the clients saw; what the CM
+   * sent upstream is judged here. */
+  if (st.violations > 0)
+    fprintf(stderr,
+            "e2e-server: the testkit saw %llu protocol violation(s) from the "
+            "CM; the first: %s\n",
+            (unsigned long long)st.violations,
+            xcm_testkit_first_violation(s.kit));
   xcm_testkit_free(s.kit);
-  return 0;
+  return st.violations > 0 ? 3 : 0;
 }

@@ -18,7 +18,7 @@ check() {
   if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
     echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
 }
-echo "1..15"
+echo "1..18"
 
 "$xcmd" --version | grep -q '^xcmd [0-9]'
 check $? "--version"
@@ -124,6 +124,7 @@ grep -q "system-shutdown" "$tmp/w1.out" && grep -q "system-shutdown" "$tmp/w2.ou
 check $? "clients receive system-shutdown" "$(cat "$tmp/w1.out")"
 sleep 0.3
 kill -TERM $uppid; wait $uppid
+check $? "the upstream saw no protocol violation (exit 0)" "$(cat "$tmp/up.out")"
 grep -q "closes_from_cm=22" "$tmp/up.out"
 check $? "the upstream saw every session closed" "$(cat "$tmp/up.out")"
 
@@ -134,6 +135,8 @@ for _ in $(seq 100); do grep -q "is up" "$tmp/demo.log" && break; sleep 0.05; do
 out=$($py "$src/tests/e2e/slix_chat.py" --port $dport --domain localhost --tls none --mech PLAIN 2>&1); rc=$?
 check $rc "--demo is reached by a real client (slixmpp)" "$(echo "$out" | grep 'not ok')"
 kill -TERM $dpid; wait $dpid
+! grep -q "protocol violation\|broke the protocol" "$tmp/demo.log"
+check $? "--demo's upstream saw no protocol violation" "$(grep -m3 'violation\|broke' "$tmp/demo.log")"
 
 # [log] bodies: stanzas in the debug log only when asked for.
 "$upstream" "$tmp/up2" example.test cmsecret >/dev/null &
@@ -168,6 +171,7 @@ CONF
   kill -TERM $bpid; wait $bpid
 done
 kill -TERM $up2; wait $up2
+check $? "the second upstream saw no protocol violation (exit 0)"
 grep -q 'from client .*<message .*<body>' "$tmp/bodies-yes.log" &&
   grep -q 'to client .*<message .*<body>' "$tmp/bodies-yes.log"
 check $? "bodies = yes puts the stanzas both ways into the debug log" "$(tail -5 "$tmp/bodies-yes.log")"
