@@ -134,12 +134,16 @@ typedef struct fixture {
   log_ctx ctx;
 } fixture;
 
+/* Whether fixtures made from now on let the scanner read first. */
+static int fx_scan;
+
 static void fx_init(fixture *f, const xcm_xml_limits *limits) {
   memset(f, 0, sizeof(*f));
   REQUIRE(xcm__xml_pool_new(&f->pool, NULL, 4) == 0);
   xcm__buf_init(&f->ctx.log, NULL);
   REQUIRE(xcm__xml_reader_new(&f->ctx.r, f->pool, &callbacks, &f->ctx,
                               limits) == 0);
+  REQUIRE(xcm__xml_reader_set_scan(f->ctx.r, fx_scan) == 0);
 }
 
 static void fx_free(fixture *f) {
@@ -287,6 +291,60 @@ static void test_namespaces_of_stanza(void) {
   CHECK(strstr(log, "d0 u0 [<message xmlns:foo='urn:other'>") != NULL);
   CHECK(strstr(log, "d0 u9 [<message><x bar:a='1'/>") != NULL);
   free(log);
+}
+
+/* Past any number of declarations on a stanza's start tag the reader
+ * still knows exactly whether the default namespace was declared there
+ * and which header prefixes were redeclared: the route framing adds
+ * what is missing, and adding one twice breaks the upstream link. */
+static void test_namespaces_many_decls(void) {
+  static const struct {
+    const char *redecl, *body, *want;
+  } cases[] = {
+      {" xmlns='urn:ietf:params:xml:ns:xmpp-sasl'", "/>",
+       "S{urn:ietf:params:xml:ns:xmpp-sasl}auth d1 u0 ["},
+      {" xmlns:foo='urn:other'", "><foo:x bar:a='1'/></auth>",
+       "S{jabber:client}auth d0 u8 ["},
+      {" xmlns:bar='urn:bar' xmlns='' xmlns:foo='urn:foo'",
+       "><foo:x bar:a='1'/></auth>", "S{}auth d1 u0 ["},
+      {"", "><foo:x/></auth>", "S{jabber:client}auth d0 u4 ["},
+  };
+  static const size_t counts[] = {16, 17, 33};
+  size_t i, c, k, at;
+
+  for (fx_scan = 0; fx_scan <= 1; fx_scan++)
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+      for (c = 0; c < sizeof counts / sizeof counts[0]; c++)
+        for (at = 14; at <= counts[c]; at += 3) {
+          xcm_buf in;
+          char tmp[64];
+          char *log;
+          int err;
+
+          xcm__buf_init(&in, NULL);
+          xcm__buf_append_str(&in,
+                              "<stream:stream "
+                              "xmlns:stream='http://etherx.jabber.org/streams' "
+                              "xmlns='jabber:client' xmlns:foo='urn:foo' "
+                              "xmlns:bar='urn:bar'><auth");
+          for (k = 0; k <= counts[c]; k++) {
+            if (k == at)
+              xcm__buf_append_str(&in, cases[i].redecl);
+            if (k == counts[c])
+              break;
+            snprintf(tmp, sizeof tmp, " xmlns:p%zu='urn:p'", k);
+            xcm__buf_append_str(&in, tmp);
+          }
+          xcm__buf_append_str(&in, cases[i].body);
+          xcm__buf_append_char(&in, '\0');
+          log = events_all_ways(in.data, 2, NULL, &err);
+          if (!CHECK_INT(err, 0) || !CHECK(strstr(log, cases[i].want) != NULL))
+            xcm_test_note("scan %d case %zu, %zu declarations at %zu: %s",
+                          fx_scan, i, counts[c], at, log);
+          free(log);
+          xcm__buf_free(&in);
+        }
+  fx_scan = 0;
 }
 
 static void test_restart_mid_buffer(void) {
@@ -1006,6 +1064,7 @@ static const xcm_test tests[] = {
     {"header_and_stanzas", test_header_and_stanzas},
     {"tree", test_tree},
     {"namespaces_of_stanza", test_namespaces_of_stanza},
+    {"namespaces_many_decls", test_namespaces_many_decls},
     {"restart_mid_buffer", test_restart_mid_buffer},
     {"restart_consumed", test_restart_consumed},
     {"restricted_xml", test_restricted_xml},

@@ -87,10 +87,17 @@ struct xcm_xml_slot {
   uint32_t declared_mask; /* header prefixes redeclared on the start tag */
   uint32_t used_mask;
 
-  /* Namespace declarations seen since the last start tag. */
-  xcm_xml_nsdecl pending[XCM_XML_MAX_HEADER_PREFIXES + 1];
+  /* The stream header's namespace declarations, as they come; more than
+   * XCM_XML_MAX_HEADER_PREFIXES are refused. */
+  xcm_xml_nsdecl pending[XCM_XML_MAX_HEADER_PREFIXES];
   size_t npending;
   int pending_overflow;
+  /* What the declarations seen since the last start tag mean for a
+   * stanza, computed as each comes, however many there are: whether one
+   * declares the default namespace and which header prefixes they
+   * redeclare. The route framing must not declare those again. */
+  int pending_default;
+  uint32_t pending_mask;
 
   arena_chunk *arena;
   xcm_buf text;
@@ -360,6 +367,17 @@ static void on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri) {
 
   if (s->stop != STOP_NONE || s->priming || s->depth > 1)
     return;
+  if (s->depth == 1) {
+    /* On a stanza's start tag: no record to fill, only two facts. */
+    int hi;
+
+    if (prefix == NULL || prefix[0] == '\0') {
+      s->pending_default = 1;
+    } else if ((hi = header_prefix_index(r, prefix, strlen(prefix))) >= 0) {
+      s->pending_mask |= (uint32_t)1 << hi;
+    }
+    return;
+  }
   if (s->npending == XCM_XML_MAX_HEADER_PREFIXES) {
     s->pending_overflow = 1;
     return;
@@ -542,20 +560,10 @@ static void on_start(void *ud, const XML_Char *full, const XML_Char **atts) {
     s->declared_mask = 0;
     s->used_mask = 0;
     s->first = s->last = s->cur = NULL;
-    for (i = 0; i < s->npending; i++) {
-      int hi;
-
-      if (s->pending[i].prefix[0] == '\0') {
-        s->declares_default = 1;
-        continue;
-      }
-      hi = header_prefix_index(r, s->pending[i].prefix,
-                               strlen(s->pending[i].prefix));
-      if (hi >= 0)
-        s->declared_mask |= (uint32_t)1 << hi;
-    }
-    s->npending = 0;
-    s->pending_overflow = 0;
+    s->declares_default = s->pending_default;
+    s->declared_mask = s->pending_mask;
+    s->pending_default = 0;
+    s->pending_mask = 0;
     s->stanza_ns = arena_strndup(r, ns, ns_len);
     s->stanza_name = arena_strndup(r, local, local_len);
     if (s->stanza_ns == NULL || s->stanza_name == NULL) {
@@ -573,7 +581,6 @@ static void on_start(void *ud, const XML_Char *full, const XML_Char **atts) {
     s->tree_levels = (unsigned)levels & ~(unsigned)XCM_XML_BARE_LAST;
     s->bare_level = (levels & XCM_XML_BARE_LAST) ? s->tree_levels : 0;
   } else {
-    s->npending = 0;
     if (idx - s->stanza_start > (int64_t)r->limits.max_stanza) {
       stop_error(r, XCM_ELIMIT, XCM_COND_POLICY_VIOLATION,
                  "stanza larger than the limit");
@@ -859,6 +866,8 @@ static void setup_parser(xcm_xml_reader *r, xcm_xml_slot *s) {
   s->first = s->last = s->cur = NULL;
   s->npending = 0;
   s->pending_overflow = 0;
+  s->pending_default = 0;
+  s->pending_mask = 0;
   xcm__buf_reset(&s->text);
 }
 
