@@ -606,8 +606,6 @@ static void on_start(void *ud, const XML_Char *full, const XML_Char **atts) {
     s->stanza_start = idx;
     s->stanza_starttag_len = (size_t)XML_GetCurrentByteCount(s->parser);
     s->qname_len = local_len + (prefix_len ? prefix_len + 1 : 0);
-    s->declares_default = 0;
-    s->declared_mask = 0;
     s->used_mask = 0;
     s->first = s->cur = NULL;
     s->declares_default = s->pending_default;
