@@ -177,7 +177,7 @@ static const xcm_xml_callbacks callbacks = {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  static const xcm_xml_limits limits = {MAX_STANZA, MAX_DEPTH};
+  static const xcm_xml_limits limits = {MAX_STANZA, MAX_DEPTH, 0};
   uint8_t splits[PREFIX - 1] = {0};
   xcm_xml_pool *pool;
   xcm_xml_reader *r;

@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
                                       {"", XCM_NS_CM}};
-  xcm_xml_limits lim = {16384, 16};
+  xcm_xml_limits lim = {16384, 16, 0};
   xcm_xml_pool *pool;
   xcm_xml_reader *r;
   size_t piece, off = 1, consumed;

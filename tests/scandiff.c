@@ -193,7 +193,7 @@ static const xcm_xml_callbacks callbacks = {on_header, on_start, on_stanza,
                                             on_end};
 
 static int side_open(side *s, int context, int levels, int scan) {
-  xcm_xml_limits lim = {MAX_STANZA, MAX_DEPTH};
+  xcm_xml_limits lim = {MAX_STANZA, MAX_DEPTH, 0};
   const xcm_xml_nsdecl *decls;
   size_t n;
 

@@ -2,6 +2,7 @@
  * XML, limits, and memory that follows activity. */
 #include <dirent.h>
 #include <malloc.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,12 +135,16 @@ typedef struct fixture {
   log_ctx ctx;
 } fixture;
 
+/* Whether fixtures made from now on let the scanner read first. */
+static int fx_scan;
+
 static void fx_init(fixture *f, const xcm_xml_limits *limits) {
   memset(f, 0, sizeof(*f));
   REQUIRE(xcm__xml_pool_new(&f->pool, NULL, 4) == 0);
   xcm__buf_init(&f->ctx.log, NULL);
   REQUIRE(xcm__xml_reader_new(&f->ctx.r, f->pool, &callbacks, &f->ctx,
                               limits) == 0);
+  REQUIRE(xcm__xml_reader_set_scan(f->ctx.r, fx_scan) == 0);
 }
 
 static void fx_free(fixture *f) {
@@ -289,6 +294,60 @@ static void test_namespaces_of_stanza(void) {
   free(log);
 }
 
+/* Past any number of declarations on a stanza's start tag the reader
+ * still knows exactly whether the default namespace was declared there
+ * and which header prefixes were redeclared: the route framing adds
+ * what is missing, and adding one twice breaks the upstream link. */
+static void test_namespaces_many_decls(void) {
+  static const struct {
+    const char *redecl, *body, *want;
+  } cases[] = {
+      {" xmlns='urn:ietf:params:xml:ns:xmpp-sasl'", "/>",
+       "S{urn:ietf:params:xml:ns:xmpp-sasl}auth d1 u0 ["},
+      {" xmlns:foo='urn:other'", "><foo:x bar:a='1'/></auth>",
+       "S{jabber:client}auth d0 u8 ["},
+      {" xmlns:bar='urn:bar' xmlns='' xmlns:foo='urn:foo'",
+       "><foo:x bar:a='1'/></auth>", "S{}auth d1 u0 ["},
+      {"", "><foo:x/></auth>", "S{jabber:client}auth d0 u4 ["},
+  };
+  static const size_t counts[] = {16, 17, 33};
+  size_t i, c, k, at;
+
+  for (fx_scan = 0; fx_scan <= 1; fx_scan++)
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+      for (c = 0; c < sizeof counts / sizeof counts[0]; c++)
+        for (at = 14; at <= counts[c]; at += 3) {
+          xcm_buf in;
+          char tmp[64];
+          char *log;
+          int err;
+
+          xcm__buf_init(&in, NULL);
+          xcm__buf_append_str(&in,
+                              "<stream:stream "
+                              "xmlns:stream='http://etherx.jabber.org/streams' "
+                              "xmlns='jabber:client' xmlns:foo='urn:foo' "
+                              "xmlns:bar='urn:bar'><auth");
+          for (k = 0; k <= counts[c]; k++) {
+            if (k == at)
+              xcm__buf_append_str(&in, cases[i].redecl);
+            if (k == counts[c])
+              break;
+            snprintf(tmp, sizeof tmp, " xmlns:p%zu='urn:p'", k);
+            xcm__buf_append_str(&in, tmp);
+          }
+          xcm__buf_append_str(&in, cases[i].body);
+          xcm__buf_append_char(&in, '\0');
+          log = events_all_ways(in.data, 2, NULL, &err);
+          if (!CHECK_INT(err, 0) || !CHECK(strstr(log, cases[i].want) != NULL))
+            xcm_test_note("scan %d case %zu, %zu declarations at %zu: %s",
+                          fx_scan, i, counts[c], at, log);
+          free(log);
+          xcm__buf_free(&in);
+        }
+  fx_scan = 0;
+}
+
 static void test_restart_mid_buffer(void) {
   int err;
   char *log = events_all_ways(
@@ -429,7 +488,7 @@ static void stanza_of_size(char *out, size_t size) {
 }
 
 static void test_stanza_limit(void) {
-  xcm_xml_limits lim = {200, 8};
+  xcm_xml_limits lim = {200, 8, 0};
   fixture f;
   char big[600];
   unsigned before;
@@ -477,7 +536,7 @@ static char *repeat(char c, size_t n) {
  * the class "length-extremes" if every split agrees and want is there. */
 static void try_extreme(const char *what, const char *stanza, const char *want,
                         int want_err) {
-  xcm_xml_limits lim = {8192, 8};
+  xcm_xml_limits lim = {8192, 8, 0};
   unsigned before = xcm_test_failures();
   xcm_buf in;
   char *log;
@@ -568,7 +627,7 @@ static void test_length_extremes(void) {
   many = malloc(4096);
   REQUIRE(many != NULL);
   for (i = 16; i <= 17; i++) {
-    xcm_xml_limits lim = {8192, 8};
+    xcm_xml_limits lim = {8192, 8, 0};
     unsigned before = xcm_test_failures();
     size_t k;
     int err;
@@ -606,7 +665,7 @@ static void test_length_extremes(void) {
 /* A start tag that never ends must not make the reader (or expat) buffer
  * without bound. */
 static void test_endless_start_tag(void) {
-  xcm_xml_limits lim = {1000, 8};
+  xcm_xml_limits lim = {1000, 8, 0};
   fixture f;
   char chunk[512];
   size_t consumed, total = 0;
@@ -630,7 +689,7 @@ static void test_endless_start_tag(void) {
 }
 
 static void test_header_limit(void) {
-  xcm_xml_limits lim = {200, 8};
+  xcm_xml_limits lim = {200, 8, 0};
   fixture f;
   char hdr[1024];
   size_t n;
@@ -657,7 +716,7 @@ static void test_header_limit(void) {
 }
 
 static void test_depth_limit(void) {
-  xcm_xml_limits lim = {10000, 4};
+  xcm_xml_limits lim = {10000, 4, 0};
   unsigned before;
   int err;
   fixture f;
@@ -682,7 +741,7 @@ static void test_depth_limit(void) {
 }
 
 static void test_deep_nesting_attack(void) {
-  xcm_xml_limits lim = {1 << 20, 32};
+  xcm_xml_limits lim = {1 << 20, 32, 0};
   fixture f;
   xcm_buf b;
   unsigned before = xcm_test_failures();
@@ -1001,11 +1060,230 @@ static void test_regressions(void) {
   xcm_test_note("replayed %d regression inputs", replayed);
 }
 
+/* ---- trees cost what their element is worth ---------------------------- */
+
+/* Counts our allocations (expat's own do not come through the hook):
+ * calls, bytes outstanding and the peak of those. */
+typedef struct counted {
+  unsigned long calls;
+  long long bytes, peak;
+} counted;
+
+typedef union counted_block {
+  size_t size;
+  max_align_t align;
+} counted_block;
+
+static void *counted_realloc(void *ud, void *ptr, size_t size) {
+  counted *a = ud;
+  counted_block *b = ptr != NULL ? (counted_block *)ptr - 1 : NULL, *nb;
+  size_t old = b != NULL ? b->size : 0;
+
+  if (size == 0) {
+    if (b != NULL) {
+      a->bytes -= (long long)old;
+      free(b);
+    }
+    return NULL;
+  }
+  a->calls++;
+  nb = realloc(b, sizeof(*nb) + size);
+  if (nb == NULL)
+    return NULL;
+  a->bytes += (long long)size - (long long)old;
+  if (a->bytes > a->peak)
+    a->peak = a->bytes;
+  nb->size = size;
+  return nb + 1;
+}
+
+enum { SHAPE_PLAIN, SHAPE_MIXED, SHAPE_SIBLINGS, SHAPE_DEEP, SHAPE_COUNT };
+
+static const char *const shape_names[] = {"plain", "mixed text",
+                                          "<a/> siblings", "deep nesting"};
+
+/* One stanza of exactly size bytes in the shape: plain text in a body;
+ * text mixed with children (tttttttt<a>u</a>...); empty siblings;
+ * nesting 30 deep with text at every level, over and over. */
+static char *tree_shape(int shape, size_t size) {
+  static const char head[] = "<message>", tail[] = "</message>";
+  char *b = malloc(size + 1), *p = b, *end = b + size - (sizeof tail - 1);
+  size_t i;
+
+  memcpy(p, head, sizeof head - 1);
+  p += sizeof head - 1;
+  switch (shape) {
+  case SHAPE_PLAIN:
+    memcpy(p, "<body>", 6);
+    p += 6;
+    memset(p, 't', (size_t)(end - 7 - p));
+    p = end - 7;
+    memcpy(p, "</body>", 7);
+    p += 7;
+    break;
+  case SHAPE_MIXED:
+    while (end - p >= 16) {
+      memcpy(p, "tttttttt<a>u</a>", 16);
+      p += 16;
+    }
+    break;
+  case SHAPE_SIBLINGS:
+    while (end - p >= 4) {
+      memcpy(p, "<a/>", 4);
+      p += 4;
+    }
+    break;
+  case SHAPE_DEEP:
+    while (end - p >= 30 * 9) {
+      for (i = 0; i < 30; i++, p += 4)
+        memcpy(p, "<a>t", 4);
+      for (i = 0; i < 30; i++, p += 5)
+        memcpy(p, "</a>t", 5);
+    }
+    break;
+  }
+  memset(p, 't', (size_t)(end - p)); /* text of the stanza itself */
+  memcpy(end, tail, sizeof tail);
+  return b;
+}
+
+typedef struct tree_count {
+  size_t nodes, text;
+  int stanzas;
+} tree_count;
+
+static int two_levels(void *ud, const char *ns, const char *name) {
+  (void)ud;
+  (void)ns;
+  (void)name;
+  return 2;
+}
+
+static int count_tree(void *ud, const xcm_xml_stanza *s) {
+  tree_count *t = ud;
+  const xcm_xml_node *c;
+
+  t->stanzas++;
+  t->nodes = 1;
+  t->text = s->root->text_len;
+  for (c = s->root->children; c != NULL; c = c->next) {
+    t->nodes++;
+    t->text += c->text_len;
+  }
+  return 0;
+}
+
+/* Read the shape's stanza with a two-level tree, in reads of 4 KB as
+ * from a socket, into *a; returns the reader's result. */
+static int read_shape(int shape, size_t size, int scan,
+                      const xcm_xml_limits *lim, counted *a, tree_count *t,
+                      char *why, size_t why_len) {
+  static const xcm_xml_callbacks cb = {NULL, two_levels, count_tree, NULL};
+  const xcm_allocator alloc = {counted_realloc, a};
+  xcm_xml_pool *pool;
+  xcm_xml_reader *r;
+  char *st = tree_shape(shape, size);
+  size_t off = 0, consumed;
+  int err;
+
+  memset(a, 0, sizeof(*a));
+  memset(t, 0, sizeof(*t));
+  REQUIRE(xcm__xml_pool_new(&pool, &alloc, 1) == 0);
+  REQUIRE(xcm__xml_reader_new(&r, pool, &cb, t, lim) == 0);
+  REQUIRE(xcm__xml_reader_set_scan(r, scan) == 0);
+  err = xcm__xml_reader_feed(r, STREAM_HDR, strlen(STREAM_HDR), &consumed);
+  while (err == 0 && off < size) {
+    size_t n = size - off < 4096 ? size - off : 4096;
+
+    err = xcm__xml_reader_feed(r, st + off, n, &consumed);
+    off += n;
+  }
+  snprintf(why, why_len, "%s: %s", xcm_cond_name(xcm__xml_reader_condition(r)),
+           xcm__xml_reader_error_text(r));
+  xcm__xml_reader_free(r);
+  xcm__xml_pool_free(pool);
+  free(st);
+  return err;
+}
+
+/* The review's second finding: text mixed with children re-copied the
+ * parent's text at every run, and each child walked its siblings, so one
+ * 256 KB stanza cost a gigabyte and seconds. Now a tree is linear in its
+ * element: at the largest stanza, the worst shapes cost within a small
+ * factor of a plain stanza of the same size, plus the public nodes
+ * themselves, and twice the element costs twice as much. Counted, not
+ * timed; in both reader modes. */
+static void test_tree_cost_linear(void) {
+  enum { SIZE = 262144 };
+  const size_t node = sizeof(xcm_xml_node) + 64;
+  counted plain, a, half;
+  tree_count t, th;
+  char why[160];
+  int scan, shape;
+
+  for (scan = 0; scan <= 1; scan++) {
+    REQUIRE(read_shape(SHAPE_PLAIN, SIZE, scan, NULL, &plain, &t, why,
+                       sizeof why) == 0);
+    CHECK_INT(t.stanzas, 1);
+    for (shape = SHAPE_MIXED; shape < SHAPE_COUNT; shape++) {
+      unsigned before = xcm_test_failures();
+
+      if (!CHECK_INT(
+              read_shape(shape, SIZE, scan, NULL, &a, &t, why, sizeof why), 0))
+        xcm_test_note("%s", why);
+      CHECK_INT(t.stanzas, 1);
+      REQUIRE(read_shape(shape, SIZE / 2, scan, NULL, &half, &th, why,
+                         sizeof why) == 0);
+      xcm_test_note("scan %d, %s: %zu nodes, %zu bytes of text; peak %lld "
+                    "bytes in %lu allocations (plain: %lld in %lu; half the "
+                    "size: %lld in %lu)",
+                    scan, shape_names[shape], t.nodes, t.text, a.peak, a.calls,
+                    plain.peak, plain.calls, half.peak, half.calls);
+      CHECK(a.calls <= 4 * plain.calls);
+      CHECK(a.peak <= 4 * plain.peak + (long long)(t.nodes * node));
+      /* Linear: quadratic growth would quadruple. */
+      CHECK(a.peak <= 5 * half.peak / 2);
+      CHECK(a.calls <= 2 * half.calls + 8);
+      if (xcm_test_failures() != before)
+        xcm_test_note("scan %d, shape %s", scan, shape_names[shape]);
+    }
+  }
+}
+
+/* max_tree: a tree is built only for an element no larger than that;
+ * a larger one is a policy violation, found before its bytes pile up. */
+static void test_tree_cap(void) {
+  xcm_xml_limits lim = {0, 0, 16384};
+  counted a, at_cap;
+  tree_count t;
+  char why[160];
+  int scan, shape;
+
+  for (scan = 0; scan <= 1; scan++)
+    for (shape = SHAPE_PLAIN; shape < SHAPE_COUNT; shape++) {
+      /* At the cap it is read. */
+      CHECK_INT(
+          read_shape(shape, 16384, scan, &lim, &at_cap, &t, why, sizeof why),
+          0);
+      CHECK_INT(t.stanzas, 1);
+      CHECK_INT(read_shape(shape, 262144, scan, &lim, &a, &t, why, sizeof why),
+                XCM_ELIMIT);
+      CHECK_STR(why, "policy-violation: element too large for the CM to read");
+      CHECK_INT(t.stanzas, 0);
+      /* What the refusal cost is bounded by the cap, not by the
+       * element: one more read's worth (4 KB) past it. */
+      if (!CHECK(a.peak <= 2 * at_cap.peak))
+        xcm_test_note("scan %d, %s: peak %lld, %lld at the cap", scan,
+                      shape_names[shape], a.peak, at_cap.peak);
+    }
+}
+
 static const xcm_test tests[] = {
     {"regressions", test_regressions},
     {"header_and_stanzas", test_header_and_stanzas},
     {"tree", test_tree},
     {"namespaces_of_stanza", test_namespaces_of_stanza},
+    {"namespaces_many_decls", test_namespaces_many_decls},
     {"restart_mid_buffer", test_restart_mid_buffer},
     {"restart_consumed", test_restart_consumed},
     {"restricted_xml", test_restricted_xml},
@@ -1022,6 +1300,8 @@ static const xcm_test tests[] = {
     {"assume_header", test_assume_header},
     {"pool_sharing", test_pool_sharing},
     {"memory_per_reader", test_memory_per_reader},
+    {"tree_cost_linear", test_tree_cost_linear},
+    {"tree_cap", test_tree_cap},
     {"transcripts_server_side", test_transcripts_server_side},
 };
 

@@ -149,6 +149,120 @@ static void check_round_trip(const char *hdr, const char *stanza,
   xcm__xml_pool_free(pool);
 }
 
+/* Like check_round_trip, with the client's reader in one mode (scanner
+ * on or expat alone) and the stanza fed in two pieces split at split
+ * (0: in one piece). The server reads with expat, which refuses a
+ * repeated attribute or namespace declaration. */
+static void check_round_trip_split(const char *hdr, const char *stanza,
+                                   int scan, size_t split) {
+  xcm_xml_pool *pool;
+  reading client, server;
+  size_t consumed, len = strlen(stanza);
+  int err;
+
+  memset(&client, 0, sizeof client);
+  memset(&server, 0, sizeof server);
+  REQUIRE(xcm__xml_pool_new(&pool, NULL, 2) == 0);
+  client.sid = "abc123";
+  server.server = 1;
+  xcm__buf_init(&client.canon, NULL);
+  xcm__buf_init(&client.wrapped, NULL);
+  REQUIRE(xcm__xml_reader_new(&client.r, pool, &reading_cb, &client, NULL) ==
+          0);
+  REQUIRE(xcm__xml_reader_set_scan(client.r, scan) == 0);
+  err = xcm__xml_reader_feed(client.r, hdr, strlen(hdr), &consumed);
+  if (err == 0 && split > 0)
+    err = xcm__xml_reader_feed(client.r, stanza, split, &consumed);
+  if (err == 0)
+    err =
+        xcm__xml_reader_feed(client.r, stanza + split, len - split, &consumed);
+  REQUIRE(err == 0);
+  REQUIRE(client.stanzas == 1);
+  err = read_stream(&server, pool, SERVER_HDR, client.wrapped.data,
+                    client.wrapped.len);
+  if (!CHECK_INT(err, 0))
+    xcm_test_note("scan %d split %zu: upstream could not read: %.*s", scan,
+                  split, (int)client.wrapped.len, client.wrapped.data);
+  CHECK_INT(server.stanzas, 1);
+  CHECK_INT(server.children, 1);
+  CHECK_MEM(server.canon.data, server.canon.len, client.canon.data,
+            client.canon.len);
+  reading_free(&client);
+  reading_free(&server);
+  xcm__xml_pool_free(pool);
+}
+
+/* A start tag with n declarations of unused prefixes and, at position
+ * at, the extra declarations in redecl: more than the reader ever kept
+ * in a fixed record. */
+static char *many_decls(const char *name, size_t n, size_t at,
+                        const char *redecl, const char *body) {
+  xcm_buf b;
+  size_t i;
+  char tmp[64];
+
+  xcm__buf_init(&b, NULL);
+  xcm__buf_append_str(&b, "<");
+  xcm__buf_append_str(&b, name);
+  for (i = 0; i <= n; i++) {
+    if (i == at)
+      xcm__buf_append_str(&b, redecl);
+    if (i == n)
+      break;
+    snprintf(tmp, sizeof tmp, " xmlns:p%zu='urn:p%zu'", i, i);
+    xcm__buf_append_str(&b, tmp);
+  }
+  xcm__buf_append_str(&b, body);
+  xcm__buf_append_char(&b, '\0');
+  return b.data;
+}
+
+/* The security review's stanza: past the 16th declaration the default
+ * namespace (or a header prefix) is declared again, and the framing used
+ * to add its own a second time, which broke the shared upstream link. */
+static void test_wrap_many_declarations(void) {
+  static const struct {
+    const char *hdr, *name, *redecl, *body;
+  } shapes[] = {
+      {CLIENT_HDR, "auth", " xmlns='urn:ietf:params:xml:ns:xmpp-sasl'",
+       " mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"},
+      {CLIENT_HDR, "message", " xmlns='jabber:client'",
+       " to='bob@example.test'><body>hi</body></message>"},
+      {CLIENT_HDR_PREFIXES, "message", " xmlns:foo='urn:other'",
+       "><foo:x bar:a='1'/></message>"},
+      {CLIENT_HDR_PREFIXES, "message",
+       " xmlns:bar='urn:bar' xmlns='urn:x' xmlns:foo='urn:foo'",
+       "><foo:x bar:a='1'/></message>"},
+      {CLIENT_HDR, "message", " xmlns:stream='urn:not-streams'",
+       "><stream:x/></message>"},
+  };
+  static const size_t counts[] = {0, 15, 16, 17, 40};
+  size_t i, c, at, split;
+  int scan;
+
+  for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+    for (c = 0; c < sizeof counts / sizeof counts[0]; c++)
+      for (at = 0; at <= counts[c]; at += at < 18 ? 1 : 11) {
+        char *st = many_decls(shapes[i].name, counts[c], at, shapes[i].redecl,
+                              shapes[i].body);
+        unsigned before = xcm_test_failures();
+
+        for (scan = 0; scan <= 1; scan++) {
+          check_round_trip_split(shapes[i].hdr, st, scan, 0);
+          /* Every byte split where it matters most. */
+          if (counts[c] == 17 && at == 17)
+            for (split = 1; split < strlen(st); split++)
+              check_round_trip_split(shapes[i].hdr, st, scan, split);
+        }
+        if (xcm_test_failures() != before)
+          xcm_test_note("shape %zu, %zu declarations, redeclared at %zu", i,
+                        counts[c], at);
+        free(st);
+        if (xcm_test_failures() != before)
+          return;
+      }
+}
+
 static void test_wrap_exact(void) {
   char out[1024];
   const char *auth = "<auth xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\" "
@@ -504,6 +618,7 @@ static const xcm_test tests[] = {
     {"wrap_exact", test_wrap_exact},
     {"wrap_header_prefixes", test_wrap_header_prefixes},
     {"round_trips", test_round_trips},
+    {"wrap_many_declarations", test_wrap_many_declarations},
     {"smuggling", test_smuggling},
     {"unwrap", test_unwrap},
     {"unwrap_refused", test_unwrap_refused},

@@ -86,6 +86,10 @@ static void apply_limits(xcm_client *c) {
 
   l.max_stanza = cfg_max_stanza(c);
   l.max_depth = c->cfg->max_depth ? c->cfg->max_depth : 32;
+  /* Trees are built only for what the CM must read itself (pre-auth
+   * iqs, <compress>, bind); none of those is anywhere near this, and the
+   * cap keeps a hostile one from costing more than its size allows. */
+  l.max_tree = 16384;
   xcm__xml_reader_set_limits(c->reader, &l);
 }
 

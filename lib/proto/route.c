@@ -321,7 +321,7 @@ static int read_one(one_element *o, const xcm_xml_callbacks *cb,
                     const xcm_xml_nsdecl *context, const char *bytes,
                     size_t len) {
   xcm_xml_pool *pool;
-  xcm_xml_limits limits = {len + 1, 256};
+  xcm_xml_limits limits = {len + 1, 256, 0};
   size_t consumed;
   int err;
 

@@ -99,7 +99,7 @@ static int read_replacement(xcm_session *s, const xcm_xml_nsdecl *decls,
                             int (*fn)(one_element *, const xcm_xml_stanza *)) {
   static const xcm_xml_callbacks cb = {NULL, NULL, one_stanza, NULL};
   one_element o = {0, fn, s, decls, ndecls, 0};
-  xcm_xml_limits lim = {len + 1, 64};
+  xcm_xml_limits lim = {len + 1, 64, 0};
   xcm_xml_reader *r;
   size_t consumed;
   int err;

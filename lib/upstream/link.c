@@ -474,7 +474,7 @@ static void try_next_address(xcm_link *l);
 
 static void on_connected(void *ud) {
   xcm_link *l = ud;
-  xcm_xml_limits lim = {2u << 20, 64};
+  xcm_xml_limits lim = {2u << 20, 64, 0};
   int err;
 
   uv_freeaddrinfo(l->addrs);

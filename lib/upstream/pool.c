@@ -592,7 +592,7 @@ static void undeliverable(xcm_pool *p, xcm_up_session *s,
                                       {"", XCM_NS_CM}};
   const xcm_xml_node *inner = st->root->children;
   payload_read pr = {p, s, r, 0};
-  xcm_xml_limits lim = {0, 0};
+  xcm_xml_limits lim = {0, 0, 0};
   xcm_xml_reader *rd;
   size_t consumed;
   int err;

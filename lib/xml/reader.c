@@ -26,6 +26,9 @@
 #define KEEP_BUF_MAX 65536
 
 #define ARENA_CHUNK 4096
+/* Each new chunk is twice the last, up to this: a large tree costs a
+ * few allocations, not one per 4 KB. */
+#define ARENA_CHUNK_MAX (256 * 1024)
 
 enum reader_state { R_INIT, R_STREAM, R_ENDED, R_FAILED };
 
@@ -39,15 +42,33 @@ struct arena_chunk {
   /* Followed by cap bytes. */
 };
 
+/* A further run of a node's character data in the slot's text buffer,
+ * when a child's text came between it and the node's earlier text. */
+typedef struct text_run text_run;
+struct text_run {
+  size_t off;
+  size_t len;
+  text_run *next;
+};
+
 /* A tree node under construction. The public node comes first so that
- * the links between public nodes can point straight at it. */
+ * the links between public nodes can point straight at it.
+ *
+ * Text is appended to the slot's text buffer once, as it comes; a node
+ * whose text is interrupted by children gets a list of runs, gathered
+ * once when the node ends. Building is linear in the element's size in
+ * time and memory, whatever its shape. */
 typedef struct build_node build_node;
 struct build_node {
   xcm_xml_node n;
   size_t starttag_len;
+  int64_t start; /* expat index of the start tag */
+  build_node *last_child;
+  /* The text: its first run, then the others; after the node's end,
+   * text_off is where all of it lies, contiguous and NUL-terminated. */
   size_t text_off; /* into the slot's text buffer until the fix-up */
-  int64_t start;   /* expat index of the start tag */
-  build_node *next_built;
+  size_t run_len;  /* of the first run */
+  text_run *more, *more_last;
 };
 
 struct xcm_xml_slot {
@@ -78,8 +99,7 @@ struct xcm_xml_slot {
   unsigned tree_levels;
   unsigned bare_level; /* built without attributes; 0 for none */
   build_node *cur;     /* deepest open node that was built */
-  build_node *first;   /* creation order, for the text fix-up */
-  build_node *last;
+  build_node *first;   /* the root of the tree */
   const char *stanza_ns;
   const char *stanza_name;
   size_t qname_len;
@@ -87,10 +107,17 @@ struct xcm_xml_slot {
   uint32_t declared_mask; /* header prefixes redeclared on the start tag */
   uint32_t used_mask;
 
-  /* Namespace declarations seen since the last start tag. */
-  xcm_xml_nsdecl pending[XCM_XML_MAX_HEADER_PREFIXES + 1];
+  /* The stream header's namespace declarations, as they come; more than
+   * XCM_XML_MAX_HEADER_PREFIXES are refused. */
+  xcm_xml_nsdecl pending[XCM_XML_MAX_HEADER_PREFIXES];
   size_t npending;
   int pending_overflow;
+  /* What the declarations seen since the last start tag mean for a
+   * stanza, computed as each comes, however many there are: whether one
+   * declares the default namespace and which header prefixes they
+   * redeclare. The route framing must not declare those again. */
+  int pending_default;
+  uint32_t pending_mask;
 
   arena_chunk *arena;
   xcm_buf text;
@@ -136,7 +163,9 @@ static const xcm_xml_nsdecl client_decls[] = {{"stream", XCM_NS_STREAMS},
 static const xcm_xml_nsdecl cm_decls[] = {{"stream", XCM_NS_STREAMS},
                                           {"", XCM_NS_CM}};
 
-static const xcm_xml_limits default_limits = {262144, 32};
+static const xcm_xml_limits default_limits = {262144, 32, 0};
+
+static const char too_large_tree[] = "element too large for the CM to read";
 
 static void apply_limits(xcm_xml_reader *r, const xcm_xml_limits *l) {
   r->limits = default_limits;
@@ -144,6 +173,16 @@ static void apply_limits(xcm_xml_reader *r, const xcm_xml_limits *l) {
     r->limits.max_stanza = l->max_stanza;
   if (l != NULL && l->max_depth != 0)
     r->limits.max_depth = l->max_depth;
+  if (l != NULL)
+    r->limits.max_tree = l->max_tree;
+}
+
+/* Whether an element of len bytes (or more) is past the cap on what a
+ * tree may be built for. */
+static int tree_too_large(const xcm_xml_reader *r, unsigned levels,
+                          int64_t len) {
+  return levels > 0 && r->limits.max_tree != 0 &&
+         len > (int64_t)r->limits.max_tree;
 }
 
 /* ---- arena ------------------------------------------------------------ */
@@ -156,7 +195,11 @@ static void *arena_alloc(xcm_xml_reader *r, size_t size) {
 
   size = (size + 7) & ~(size_t)7;
   if (c == NULL || c->cap - c->used < size) {
-    cap = size > ARENA_CHUNK ? size : ARENA_CHUNK;
+    cap = c == NULL                  ? ARENA_CHUNK
+          : c->cap < ARENA_CHUNK_MAX ? 2 * c->cap
+                                     : c->cap;
+    if (cap < size)
+      cap = size;
     c = xcm__alloc(r->pool->alloc, sizeof(*c) + cap);
     if (c == NULL)
       return NULL;
@@ -360,6 +403,17 @@ static void on_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri) {
 
   if (s->stop != STOP_NONE || s->priming || s->depth > 1)
     return;
+  if (s->depth == 1) {
+    /* On a stanza's start tag: no record to fill, only two facts. */
+    int hi;
+
+    if (prefix == NULL || prefix[0] == '\0') {
+      s->pending_default = 1;
+    } else if ((hi = header_prefix_index(r, prefix, strlen(prefix))) >= 0) {
+      s->pending_mask |= (uint32_t)1 << hi;
+    }
+    return;
+  }
   if (s->npending == XCM_XML_MAX_HEADER_PREFIXES) {
     s->pending_overflow = 1;
     return;
@@ -380,10 +434,15 @@ static xcm_xml_attr *copy_attrs(xcm_xml_reader *r, const XML_Char **atts,
   size_t n = 0, i;
   xcm_xml_attr *a;
 
+  /* Never written: a node without attributes shares it. */
+  static xcm_xml_attr none[1];
+
   while (atts[2 * n] != NULL)
     n++;
   *count = n;
-  a = arena_alloc(r, (n ? n : 1) * sizeof(*a));
+  if (n == 0)
+    return none;
+  a = arena_alloc(r, n * sizeof(*a));
   if (a == NULL)
     return NULL;
   for (i = 0; i < n; i++) {
@@ -470,15 +529,27 @@ static build_node *build(xcm_xml_reader *r, const char *ns, size_t ns_len,
                          const XML_Char **atts, int64_t start) {
   static const XML_Char *const none[] = {NULL};
   xcm_xml_slot *s = r->slot;
-  build_node *b = arena_alloc(r, sizeof(*b));
+  build_node *b = arena_alloc(r, sizeof(*b)), *prev;
+  xcm_xml_node *p;
 
   if (b == NULL)
     return NULL;
   memset(b, 0, sizeof(*b));
   if (s->depth - 1 == s->bare_level)
     atts = (const XML_Char **)none;
-  b->n.ns = arena_strndup(r, ns, ns_len);
-  b->n.name = arena_strndup(r, local, local_len);
+  /* Children mostly share their parent's namespace and their previous
+   * sibling's name: share the strings too. */
+  p = s->cur != NULL ? &s->cur->n : NULL;
+  if (p != NULL && strlen(p->ns) == ns_len && memcmp(p->ns, ns, ns_len) == 0)
+    b->n.ns = p->ns;
+  else
+    b->n.ns = arena_strndup(r, ns, ns_len);
+  prev = s->cur != NULL ? s->cur->last_child : NULL;
+  if (prev != NULL && strlen(prev->n.name) == local_len &&
+      memcmp(prev->n.name, local, local_len) == 0)
+    b->n.name = prev->n.name;
+  else
+    b->n.name = arena_strndup(r, local, local_len);
   b->n.attrs = copy_attrs(r, atts, &b->n.nattrs);
   if (b->n.ns == NULL || b->n.name == NULL || b->n.attrs == NULL)
     return NULL;
@@ -486,20 +557,17 @@ static build_node *build(xcm_xml_reader *r, const char *ns, size_t ns_len,
   b->start = start;
   b->starttag_len = (size_t)XML_GetCurrentByteCount(s->parser);
   b->n.off = (size_t)(start - s->stanza_start);
-  if (s->cur != NULL) {
-    xcm_xml_node *p = &s->cur->n, **link = &p->children;
-
-    while (*link != NULL)
-      link = &(*link)->next;
-    *link = &b->n;
+  if (p != NULL) {
+    if (prev != NULL)
+      prev->n.next = &b->n;
+    else
+      p->children = &b->n;
+    s->cur->last_child = b;
     b->n.parent = p;
     p->nchildren++;
-  }
-  if (s->last != NULL)
-    s->last->next_built = b;
-  else
+  } else {
     s->first = b;
-  s->last = b;
+  }
   s->cur = b;
   return b;
 }
@@ -538,24 +606,12 @@ static void on_start(void *ud, const XML_Char *full, const XML_Char **atts) {
     s->stanza_start = idx;
     s->stanza_starttag_len = (size_t)XML_GetCurrentByteCount(s->parser);
     s->qname_len = local_len + (prefix_len ? prefix_len + 1 : 0);
-    s->declares_default = 0;
-    s->declared_mask = 0;
     s->used_mask = 0;
-    s->first = s->last = s->cur = NULL;
-    for (i = 0; i < s->npending; i++) {
-      int hi;
-
-      if (s->pending[i].prefix[0] == '\0') {
-        s->declares_default = 1;
-        continue;
-      }
-      hi = header_prefix_index(r, s->pending[i].prefix,
-                               strlen(s->pending[i].prefix));
-      if (hi >= 0)
-        s->declared_mask |= (uint32_t)1 << hi;
-    }
-    s->npending = 0;
-    s->pending_overflow = 0;
+    s->first = s->cur = NULL;
+    s->declares_default = s->pending_default;
+    s->declared_mask = s->pending_mask;
+    s->pending_default = 0;
+    s->pending_mask = 0;
     s->stanza_ns = arena_strndup(r, ns, ns_len);
     s->stanza_name = arena_strndup(r, local, local_len);
     if (s->stanza_ns == NULL || s->stanza_name == NULL) {
@@ -573,10 +629,13 @@ static void on_start(void *ud, const XML_Char *full, const XML_Char **atts) {
     s->tree_levels = (unsigned)levels & ~(unsigned)XCM_XML_BARE_LAST;
     s->bare_level = (levels & XCM_XML_BARE_LAST) ? s->tree_levels : 0;
   } else {
-    s->npending = 0;
     if (idx - s->stanza_start > (int64_t)r->limits.max_stanza) {
       stop_error(r, XCM_ELIMIT, XCM_COND_POLICY_VIOLATION,
                  "stanza larger than the limit");
+      return;
+    }
+    if (tree_too_large(r, s->tree_levels, idx - s->stanza_start)) {
+      stop_error(r, XCM_ELIMIT, XCM_COND_POLICY_VIOLATION, too_large_tree);
       return;
     }
   }
@@ -599,13 +658,22 @@ static void on_start(void *ud, const XML_Char *full, const XML_Char **atts) {
 }
 
 /* Give each built node its text as a pointer, now that the text buffer
- * no longer moves. */
+ * no longer moves: a walk over the tree in document order. */
 static void fix_up_text(xcm_xml_slot *s) {
-  build_node *b;
+  xcm_xml_node *n = s->first != NULL ? &s->first->n : NULL;
 
-  for (b = s->first; b != NULL; b = b->next_built)
-    if (b->n.text_len > 0)
-      b->n.text = s->text.data + b->text_off;
+  while (n != NULL) {
+    if (n->text_len > 0)
+      n->text = s->text.data + ((build_node *)n)->text_off;
+    if (n->children != NULL) {
+      n = n->children;
+      continue;
+    }
+    while (n != NULL && n->next == NULL)
+      n = n->parent;
+    if (n != NULL)
+      n = n->next;
+  }
 }
 
 static void finish_stanza(xcm_xml_reader *r, int64_t end) {
@@ -617,6 +685,10 @@ static void finish_stanza(xcm_xml_reader *r, int64_t end) {
   if (len > r->limits.max_stanza) {
     stop_error(r, XCM_ELIMIT, XCM_COND_POLICY_VIOLATION,
                "stanza larger than the limit");
+    return;
+  }
+  if (tree_too_large(r, s->tree_levels, (int64_t)len)) {
+    stop_error(r, XCM_ELIMIT, XCM_COND_POLICY_VIOLATION, too_large_tree);
     return;
   }
   if (s->stanza_start < s->chunk_base) {
@@ -657,7 +729,7 @@ static void finish_stanza(xcm_xml_reader *r, int64_t end) {
   xcm__buf_reset(&s->text);
   if (s->text.cap > KEEP_BUF_MAX)
     xcm__buf_free(&s->text);
-  s->first = s->last = s->cur = NULL;
+  s->first = s->cur = NULL;
   s->tree_levels = 0;
   s->bare_level = 0;
 
@@ -667,6 +739,30 @@ static void finish_stanza(xcm_xml_reader *r, int64_t end) {
     stop(r, STOP_ERROR, rc, 0);
   else if (r->scan && end < s->chunk_base + (int64_t)s->chunk_len)
     stop(r, STOP_PAUSE, 0, end); /* the scanner takes the rest */
+}
+
+/* At a node's end: make its text contiguous and NUL-terminated at the
+ * end of the text buffer. Text that is already there, as one run, is
+ * only terminated; interrupted text is gathered once, so every byte of
+ * text is copied at most once in all. */
+static int end_text(xcm_xml_slot *s, build_node *b) {
+  size_t off = s->text.len, at;
+  text_run *t;
+
+  if (b->more == NULL && b->text_off + b->run_len == off)
+    return xcm__buf_append_char(&s->text, '\0');
+  if (xcm__buf_reserve(&s->text, b->n.text_len + 1) != 0)
+    return XCM_ENOMEM;
+  memcpy(s->text.data + off, s->text.data + b->text_off, b->run_len);
+  at = off + b->run_len;
+  for (t = b->more; t != NULL; t = t->next) {
+    memcpy(s->text.data + at, s->text.data + t->off, t->len);
+    at += t->len;
+  }
+  s->text.data[at] = '\0';
+  s->text.len = at + 1;
+  b->text_off = off;
+  return 0;
 }
 
 static void on_end(void *ud, const XML_Char *full) {
@@ -697,26 +793,9 @@ static void on_end(void *ud, const XML_Char *full) {
     /* An empty element's end event has no bytes of its own. */
     end = count > 0 ? idx + count : b->start + (int64_t)b->starttag_len;
     b->n.len = (size_t)(end - b->start);
-    if (b->n.text_len > 0) {
-      /* A child's text may have been appended after ours: move ours to
-       * the end so it stays contiguous, then terminate it. */
-      if (b->text_off + b->n.text_len != s->text.len) {
-        size_t off = s->text.len;
-
-        if (xcm__buf_reserve(&s->text, b->n.text_len) != 0) {
-          stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT,
-                     "out of memory");
-          return;
-        }
-        memcpy(s->text.data + off, s->text.data + b->text_off, b->n.text_len);
-        s->text.len += b->n.text_len;
-        b->text_off = off;
-      }
-      if (xcm__buf_append_char(&s->text, '\0') != 0) {
-        stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT,
-                   "out of memory");
-        return;
-      }
+    if (b->n.text_len > 0 && end_text(s, b) != 0) {
+      stop_error(r, XCM_ENOMEM, XCM_COND_RESOURCE_CONSTRAINT, "out of memory");
+      return;
     }
     s->cur = b->n.parent != NULL ? (build_node *)b->n.parent : NULL;
   }
@@ -749,15 +828,27 @@ static void on_text(void *ud, const XML_Char *text, int len) {
     return;
   if (b->n.text_len == 0) {
     b->text_off = s->text.len;
-  } else if (b->text_off + b->n.text_len != s->text.len) {
-    /* Mixed content: a child's text came in between. */
-    size_t off = s->text.len;
+    b->run_len = (size_t)len;
+  } else if (b->more == NULL && b->text_off + b->run_len == s->text.len) {
+    b->run_len += (size_t)len; /* the same run goes on */
+  } else if (b->more != NULL &&
+             b->more_last->off + b->more_last->len == s->text.len) {
+    b->more_last->len += (size_t)len;
+  } else {
+    /* Mixed content: a child's text came in between. Note where this
+     * run lies; the node's end gathers them. */
+    text_run *t = arena_alloc(r, sizeof(*t));
 
-    if (xcm__buf_reserve(&s->text, b->n.text_len) != 0)
+    if (t == NULL)
       goto nomem;
-    memcpy(s->text.data + off, s->text.data + b->text_off, b->n.text_len);
-    s->text.len += b->n.text_len;
-    b->text_off = off;
+    t->off = s->text.len;
+    t->len = (size_t)len;
+    t->next = NULL;
+    if (b->more_last != NULL)
+      b->more_last->next = t;
+    else
+      b->more = t;
+    b->more_last = t;
   }
   if (xcm__buf_append(&s->text, text, (size_t)len) != 0)
     goto nomem;
@@ -856,9 +947,11 @@ static void setup_parser(xcm_xml_reader *r, xcm_xml_slot *s) {
   s->stop = STOP_NONE;
   s->tree_levels = 0;
   s->bare_level = 0;
-  s->first = s->last = s->cur = NULL;
+  s->first = s->cur = NULL;
   s->npending = 0;
   s->pending_overflow = 0;
+  s->pending_default = 0;
+  s->pending_mask = 0;
   xcm__buf_reset(&s->text);
 }
 
@@ -1108,6 +1201,10 @@ static int carry_over(xcm_xml_reader *r) {
                          "stanza larger than the limit");
     return XCM_ELIMIT;
   }
+  if (s->depth > 1 && tree_too_large(r, s->tree_levels, s->fed - keep_from)) {
+    xcm__xml_reader_fail(r, XCM_COND_POLICY_VIOLATION, too_large_tree);
+    return XCM_ELIMIT;
+  }
   if (s->carry.len == 0 || keep_from >= s->chunk_base) {
     xcm__buf_reset(&s->carry);
     s->carry_base = keep_from;
@@ -1241,6 +1338,12 @@ static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
         err = levels;
         break;
       }
+    }
+    if (tree_too_large(r, (unsigned)levels & ~(unsigned)XCM_XML_BARE_LAST,
+                       (int64_t)n)) {
+      xcm__xml_reader_fail(r, XCM_COND_POLICY_VIOLATION, too_large_tree);
+      err = XCM_ELIMIT;
+      break;
     }
     if (xcm__xml_scan_build(sc, data + j, n, levels, dns, &st) != 0)
       break;

@@ -134,7 +134,15 @@ typedef struct xcm_xml_callbacks {
 typedef struct xcm_xml_limits {
   size_t max_stanza;  /* bytes of one depth-1 element, and of the header */
   unsigned max_depth; /* nesting below the root; a stanza is depth 1 */
-  /* A zero field means the default: 256 KiB, depth 32. */
+  /* A zero field above means the default: 256 KiB, depth 32. */
+  /* Bytes of a depth-1 element for which stanza_start asked for a tree;
+   * 0 for no cap other than max_stanza. A tree costs memory per element
+   * (about 150 bytes for each node, even <a/>), so an owner that builds
+   * trees only to look into a few small elements (a client's iqs before
+   * authentication, <compress>) caps them well below max_stanza. A larger
+   * element is a policy-violation stream error ("element too large for
+   * the CM to read"), from expat and the scanner alike. */
+  size_t max_tree;
 } xcm_xml_limits;
 
 /* The pool: parsers and buffers shared by every reader on one loop.

@@ -60,7 +60,8 @@ struct xcm_xml_scan {
   size_t nrecs;
   unsigned unrecorded; /* shallowest depth not recorded, 0 if none */
   xcm_xml_node nodes[MAX_NODES];
-  int node_of[MAX_NODES]; /* node index per rec, -1 if not built */
+  int node_of[MAX_NODES];              /* node index per rec, -1 if not built */
+  xcm_xml_node *last_child[MAX_NODES]; /* per node, while building */
   xcm_xml_attr attrs[MAX_ATTRS];
   xcm_buf strings;
   const char *name; /* the element's local name, in strings */
@@ -661,6 +662,7 @@ int xcm__xml_scan_build(xcm_xml_scan *sc, const char *p, size_t n, int levels,
     if (r->depth > want)
       continue;
     node = &sc->nodes[nn];
+    sc->last_child[nn] = NULL;
     sc->node_of[i] = (int)nn++;
     memset(node, 0, sizeof(*node));
     parent = r->parent >= 0 ? &sc->nodes[sc->node_of[r->parent]] : NULL;
@@ -680,11 +682,13 @@ int xcm__xml_scan_build(xcm_xml_scan *sc, const char *p, size_t n, int levels,
     node->off = r->start;
     node->len = r->end - r->start;
     if (parent != NULL) {
-      xcm_xml_node **link = &parent->children;
+      xcm_xml_node **last = &sc->last_child[sc->node_of[r->parent]];
 
-      while (*link != NULL)
-        link = &(*link)->next;
-      *link = node;
+      if (*last != NULL)
+        (*last)->next = node;
+      else
+        parent->children = node;
+      *last = node;
       node->parent = parent;
       parent->nchildren++;
     }
