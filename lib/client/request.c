@@ -166,8 +166,10 @@ typedef struct matching {
  * callback changes): the scanner and then expat may both ask. */
 static int answer_levels(void *ud, const char *ns, const char *name) {
   (void)ud;
+  /* iq > bind > jid, and a level below so that a <jid/> with an element
+   * inside shows its child (the deepest level built has none). */
   if (strcmp(ns, XCM_NS_CLIENT) == 0 && strcmp(name, "iq") == 0)
-    return 3; /* iq > bind > jid */
+    return 4 | XCM_XML_BARE_LAST;
   if (strcmp(ns, NS_SASL) == 0)
     return 1;
   return 0;
