@@ -8,6 +8,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "client/request.h"
 #include "harness.h"
 #include "rawclient.h"
 #include "util/buf.h"
@@ -390,7 +391,159 @@ static void test_logins_still_work(void) {
   world_stop(&w);
 }
 
+/* ---- the table itself ---------------------------------------------------- */
+
+typedef struct noting {
+  xcm_requests **t;
+  unsigned state;
+  int err;
+} noting;
+
+static int note_levels(void *ud, const char *ns, const char *name) {
+  (void)ud;
+  (void)ns;
+  return strcmp(name, "iq") == 0 ? 2 : 0;
+}
+
+static int note_stanza(void *ud, const xcm_xml_stanza *s) {
+  noting *n = ud;
+
+  n->err = xcm__req_note(n->t, NULL, s, n->state);
+  return 0;
+}
+
+/* What xcm__req_note says of bytes, one client element. */
+static int note(xcm_xml_pool *pool, xcm_requests **t, unsigned state,
+                const char *bytes) {
+  static const xcm_xml_callbacks cb = {NULL, note_levels, note_stanza, NULL};
+  static const xcm_xml_nsdecl context[] = {{"stream", XCM_NS_STREAMS},
+                                           {"", XCM_NS_CLIENT}};
+  noting n = {t, state, 1};
+  xcm_xml_reader *r;
+  size_t consumed;
+
+  REQUIRE(xcm__xml_reader_new(&r, pool, &cb, &n, NULL) == 0);
+  REQUIRE(xcm__xml_reader_assume_header(r, context, 2) == 0);
+  REQUIRE(xcm__xml_reader_feed(r, bytes, strlen(bytes), &consumed) == 0);
+  xcm__xml_reader_free(r);
+  return n.err;
+}
+
+static xcm_answer_kind answer(xcm_xml_pool *pool, xcm_requests **t,
+                              const char *bytes, char *jid, size_t cap) {
+  xcm_answer a;
+
+  REQUIRE(xcm__req_answer(t, NULL, pool, bytes, strlen(bytes), &a) == 0);
+  if (jid != NULL)
+    snprintf(jid, cap, "%s", a.jid != NULL ? a.jid : "");
+  free(a.jid);
+  return a.kind;
+}
+
+#define LEGACY(id)                                                             \
+  "<iq type='set' id='" id "'><query xmlns='jabber:iq:auth'>"                  \
+  "<username>a</username></query></iq>"
+#define BIND_SET(id)                                                           \
+  "<iq type='set' id='" id "'><bind xmlns='" NS_BIND "'/></iq>"
+
+/* The matching rules, without a network: the right element, namespace,
+ * type and id; one element only; the JID as the <jid/> element's text. */
+static void test_answers_read_as_elements(void) {
+  xcm_requests *t = NULL;
+  xcm_xml_pool *pool;
+  char jid[128];
+  int i;
+
+  REQUIRE(xcm__xml_pool_new(&pool, NULL, 4) == 0);
+  /* Legacy auth: only a result or error with its id answers it. */
+  CHECK_INT(note(pool, &t, 0, LEGACY("a1")), 0);
+  CHECK_INT(xcm__req_pending(t, XCM_REQ_LEGACY), 1);
+  CHECK_INT(answer(pool, &t, "<iq type='result' id='a2'/>", NULL, 0),
+            XCM_ANSWER_NONE);
+  CHECK_INT(answer(pool, &t, "<iq type='get' id='a1'/>", NULL, 0),
+            XCM_ANSWER_NONE);
+  CHECK_INT(answer(pool, &t, "<message type='result' id='a1'/>", NULL, 0),
+            XCM_ANSWER_NONE);
+  CHECK_INT(note(pool, &t, 0, "<iq type='get' id='a1'/>"), XCM_EBUSY);
+  CHECK_INT(answer(pool, &t, "<iq type='error' id='a1'/>", NULL, 0),
+            XCM_ANSWER_LEGACY_FAIL);
+  CHECK(t == NULL);
+  CHECK_INT(answer(pool, &t, "<iq type='result' id='a1'/>", NULL, 0),
+            XCM_ANSWER_NONE);
+  /* Registration is never recorded; a request needs an id. */
+  CHECK_INT(note(pool, &t, 0,
+                 "<iq type='set' id='r1'><query "
+                 "xmlns='jabber:iq:register'/></iq>"),
+            0);
+  CHECK(t == NULL);
+  CHECK_INT(
+      note(pool, &t, 0, "<iq type='set'><query xmlns='jabber:iq:auth'/></iq>"),
+      XCM_EINVAL);
+  /* Bind: a prefixed iq is an iq; the JID is unescaped text. */
+  CHECK_INT(note(pool, &t, XCM_REQ_AUTHED, BIND_SET("b1")), 0);
+  CHECK_INT(answer(pool, &t,
+                   "<c:iq xmlns:c='jabber:client' type='result' id='b1'>"
+                   "<bind xmlns='" NS_BIND "'><jid>a@b/c&amp;d</jid></bind>"
+                   "</c:iq>",
+                   jid, sizeof jid),
+            XCM_ANSWER_BOUND);
+  CHECK_STR(jid, "a@b/c&d");
+  CHECK(t == NULL);
+  /* An element inside <jid/>, or no <jid/> in the bind namespace. */
+  CHECK_INT(note(pool, &t, XCM_REQ_AUTHED, BIND_SET("b2")), 0);
+  CHECK_INT(answer(pool, &t,
+                   "<iq type='result' id='b2'><bind xmlns='" NS_BIND
+                   "'><jid>a<x/>b</jid></bind></iq>",
+                   NULL, 0),
+            XCM_ANSWER_BIND_FAIL);
+  CHECK_INT(note(pool, &t, XCM_REQ_AUTHED, BIND_SET("b3")), 0);
+  CHECK_INT(answer(pool, &t,
+                   "<iq type='result' id='b3'><bind xmlns='other'><jid>x@y/z"
+                   "</jid></bind></iq>",
+                   NULL, 0),
+            XCM_ANSWER_BIND_FAIL);
+  /* SASL: the element in its namespace; a challenge goes on; two
+   * elements are no answer. */
+  CHECK_INT(note(pool, &t, 0,
+                 "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                 "mechanism='PLAIN'/>"),
+            0);
+  CHECK_INT(answer(pool, &t, "<success xmlns='jabber:client'/>", NULL, 0),
+            XCM_ANSWER_NONE);
+  CHECK_INT(answer(pool, &t,
+                   "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+                   NULL, 0),
+            XCM_ANSWER_NONE);
+  CHECK_INT(answer(pool, &t,
+                   "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/><x/>",
+                   NULL, 0),
+            XCM_ANSWER_SASL_FAIL);
+  CHECK(t == NULL);
+  CHECK_INT(note(pool, &t, 0,
+                 "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                 "mechanism='PLAIN'/>"),
+            0);
+  CHECK_INT(answer(pool, &t,
+                   "<s:success xmlns:s='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+                   NULL, 0),
+            XCM_ANSWER_SASL_OK);
+  CHECK(t == NULL);
+  /* Full is full. */
+  for (i = 0; i < XCM_REQ_MAX; i++) {
+    char one[128];
+
+    snprintf(one, sizeof one, LEGACY("f%d"), i);
+    CHECK_INT(note(pool, &t, 0, one), 0);
+  }
+  CHECK_INT(note(pool, &t, 0, LEGACY("f9")), XCM_ELIMIT);
+  CHECK_INT(xcm__req_pending(t, XCM_REQ_LEGACY), XCM_REQ_MAX);
+  xcm__req_clear(&t, NULL);
+  CHECK(t == NULL);
+  xcm__xml_pool_free(pool);
+}
+
 static const xcm_test tests[] = {
+    {"answers_read_as_elements", test_answers_read_as_elements},
     {"legacy_error_is_final", test_legacy_error_is_final},
     {"register_needs_tls", test_register_needs_tls},
     {"bind_jid_from_result_only", test_bind_jid_from_result_only},

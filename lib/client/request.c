@@ -118,14 +118,15 @@ int xcm__req_note(xcm_requests **t, const xcm_allocator *a,
   q = s->root->children;
   if (!eq(type, "set") || q == NULL)
     return 0;
-  /* Registration (jabber:iq:register) is relayed but needs no record:
-   * the CM does not act on its answers, whatever they say. */
-  if (!(state & XCM_REQ_AUTHED) && strcmp(q->ns, NS_IQ_AUTH) == 0 &&
-      strcmp(q->name, "query") == 0)
+  /* The server picks its handler by the first child's namespace
+   * (Openfire: getChildElement(), then the namespace), whatever the
+   * child's name: so does this, or a request the server takes for a
+   * login would go unwatched. Registration (jabber:iq:register) is
+   * relayed but needs no record: the CM does not act on its answers,
+   * whatever they say. */
+  if (!(state & XCM_REQ_AUTHED) && strcmp(q->ns, NS_IQ_AUTH) == 0)
     return id != NULL ? add(t, a, XCM_REQ_LEGACY, id) : XCM_EINVAL;
-  /* The server reads the first child (Openfire's getChildElement()). */
-  if ((state & XCM_REQ_AUTHED) && strcmp(q->ns, XCM_NS_BIND) == 0 &&
-      strcmp(q->name, "bind") == 0)
+  if ((state & XCM_REQ_AUTHED) && strcmp(q->ns, XCM_NS_BIND) == 0)
     return id != NULL ? add(t, a, XCM_REQ_BIND, id) : XCM_EINVAL;
   return 0;
 }

@@ -30,8 +30,8 @@ typedef struct xcm_requests xcm_requests;
 
 typedef enum xcm_req_kind {
   XCM_REQ_SASL = 1, /* <auth/> until <success/> or <failure/> */
-  XCM_REQ_LEGACY,   /* iq set in jabber:iq:auth, by id */
-  XCM_REQ_BIND      /* iq set with <bind/> in the bind namespace, by id */
+  XCM_REQ_LEGACY,   /* iq set, first child in jabber:iq:auth, by id */
+  XCM_REQ_BIND      /* iq set, first child in the bind namespace, by id */
 } xcm_req_kind;
 
 /* What a client may have asked, given where its login stands. */
