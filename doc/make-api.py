@@ -25,7 +25,11 @@ def clean(comment):
 def items(text):
     """(comment, declaration) pairs at file level."""
     body = re.sub(r"#ifdef __cplusplus.*?#endif", "", text, flags=re.S)
-    body = re.sub(r"^#.*$", "", body, flags=re.M)
+    # Constants (#define XCM_NAME value) are declarations too; include
+    # guards and other preprocessor lines are not.
+    body = re.sub(r"^(#define XCM_\w+[ \t]+\S.*)$", r"\1;", body,
+                  flags=re.M)
+    body = re.sub(r"^#(?!define XCM_\w+[ \t]+\S).*$", "", body, flags=re.M)
     parts = re.split(r"(/\*.*?\*/)", body, flags=re.S)
     pending = ""
     result = []
@@ -77,6 +81,8 @@ def main():
         first = True
         for comment, decl in items(text[m.end():] if m else text):
             out.append("```c")
+            if decl.startswith("#define"):
+                decl = decl[:-1]  # the ';' that made it one
             out.append(re.sub(r"/\*.*?\*/", "", decl, flags=re.S).strip()
                        if decl.startswith("typedef") is False else decl)
             out.append("```")

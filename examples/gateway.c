@@ -118,8 +118,12 @@ int main(int argc, char **argv) {
   o.domain = argv[4];
   o.name = "gateway";
   o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
-  o.rate = 100000; /* a gateway in front of machines, not people */
+  /* A gateway in front of machines, not people: its own clients may be
+   * fast and many behind one address. */
+  o.rate = 100000;
   o.burst = 100000;
+  o.rate_bytes = XCM_UNLIMITED;
+  o.max_per_address = XCM_UNLIMITED;
   o.log = log_line;
   if (xcm_cm_new(&g.cm, loop, &o, err, sizeof err) != 0) {
     fprintf(stderr, "gateway: %s\n", err);

@@ -171,6 +171,18 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
            "%sthe CM name and the shared secret must both be set", "");
     return XCM_EINVAL;
   }
+  /* The upstream address NAME/PREFIXn-m lives in a fixed buffer of the
+   * link (XCM_POOL_MAX_JID): refuse what would not fit rather than cut
+   * it. */
+  if (strlen(opt->name) +
+          strlen(opt->resource_prefix ? opt->resource_prefix : "w") + 24 >
+      XCM_POOL_MAX_JID) {
+    errmsg(errbuf, errlen,
+           "%sthe CM name and resource prefix are too long together (at "
+           "most 232 bytes)",
+           "");
+    return XCM_EINVAL;
+  }
   cm = xcm__calloc(opt->alloc, sizeof(*cm));
   if (cm == NULL)
     return XCM_ENOMEM;
@@ -212,8 +224,9 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
   }
   xcm__sessions_init(&cm->sessions, &cm->ctx, &cm->stats);
   cm->sessions.pool = cm->pool;
-  cm->sessions.max_clients = opt->max_clients;
-  cm->sessions.max_per_address = opt->max_per_address;
+  cm->sessions.max_clients = opt->max_clients ? opt->max_clients : 10000;
+  cm->sessions.max_per_address =
+      opt->max_per_address ? opt->max_per_address : 100;
   uv_timer_init(loop, &cm->drain);
   cm->drain.data = cm;
   *out = cm;
@@ -383,11 +396,15 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
   l->cfg.max_stanza_preauth = cm->opt.max_stanza_preauth;
   l->cfg.max_stanza = cm->opt.max_stanza;
   l->cfg.max_depth = cm->opt.max_depth;
+  l->cfg.header_timeout_ms = cm->opt.header_timeout_ms;
   l->cfg.auth_timeout_ms = cm->opt.auth_timeout_ms;
   l->cfg.idle_timeout_ms = cm->opt.idle_timeout_ms;
   l->cfg.max_out = cm->opt.max_client_out;
   l->cfg.rate = cm->opt.rate;
   l->cfg.burst = cm->opt.burst;
+  l->cfg.rate_bytes = cm->opt.rate_bytes;
+  l->cfg.burst_bytes = cm->opt.burst_bytes;
+  l->cfg.stats = &cm->stats;
   l->cfg.compression = cm->opt.compression;
   l->cfg.tls = l->tls;
   l->cfg.direct_tls = lo->direct_tls;

@@ -80,7 +80,9 @@ HOSTILE_CLASSES = [
      "error's id reused, a bind error echoing a forged JID, pending ids "
      "reused, too many requests"),
     ('not-allowed-elements', 'elements a client may not send'),
-    ('rate-flood', 'floods above the rate'),
+    ('rate-flood', 'floods above the rate in stanzas or bytes per second: '
+     'shaped (reads paused until the budget refills), all delivered in '
+     'order, never disconnected'),
     ('guessed-stream-ids', "guessed stream ids (near a live session's own)"),
     ('stream-id-randomness', 'stream ids checked: 128 random bits, all '
      'distinct, every bit varying'),

@@ -275,8 +275,7 @@ static void tiny_limits(xcm_options *o) {
 }
 
 static void test_stream_errors_on_the_wire(void) {
-  static char big[2048], bigger[6000], flood[200 * 64], deep[2000];
-  static char mflood[200 * 64];
+  static char big[2048], bigger[6000], deep[2000];
   static const bad_case cases[] = {
       {"bad-stream-headers", "wrong host",
        "<?xml version='1.0'?><stream:stream "
@@ -337,8 +336,6 @@ static void test_stream_errors_on_the_wire(void) {
       {"oversized", "too big before auth", big, "policy-violation", 0},
       {"oversized", "too big after auth", bigger, "policy-violation", 1},
       {"deep-nesting", "too deep", deep, "policy-violation", 1},
-      {"rate-flood", "flood", flood, "policy-violation", 1},
-      {"rate-flood", "message flood", mflood, "policy-violation", 1},
       {"invalid-utf8", "invalid utf-8", "<message>\xff\xfe</message>",
        "not-well-formed", 1},
   };
@@ -354,12 +351,6 @@ static void test_stream_errors_on_the_wire(void) {
   strcpy(deep, "<message>");
   for (i = 0; i < 40; i++)
     strcat(deep, "<x>");
-  flood[0] = '\0';
-  for (i = 0; i < 200; i++)
-    strcat(flood, "<presence/>");
-  mflood[0] = '\0';
-  for (i = 0; i < 200; i++)
-    strcat(mflood, "<message to='nobody@example.test'/>");
   world_start(&w, tiny_limits);
   raw_open(&w, &good, 1);
   REQUIRE(raw_login(&good, AUTH_ALICE, "good"));
@@ -789,6 +780,8 @@ static void test_per_address_limit(void) {
   CHECK(xcm_raw_wait(&r[0], "</stream:features>", 3000));
   xcm_cm_stats(w.cm, &st);
   CHECK_INT(st.clients_refused, 1);
+  CHECK_INT(st.clients_refused_address_limit, 1);
+  CHECK_INT(st.clients_refused_total_limit, 0);
   for (i = 0; i < 3; i++)
     xcm_raw_free(&r[i]);
   world_stop(&w);
@@ -1317,6 +1310,8 @@ static void test_max_clients(void) {
   CHECK(xcm_raw_wait(&r[1], "</stream:features>", 3000));
   xcm_cm_stats(w.cm, &st);
   CHECK_INT(st.clients_refused, 1);
+  CHECK_INT(st.clients_refused_total_limit, 1);
+  CHECK_INT(st.clients_refused_address_limit, 0);
   for (i = 0; i < 3; i++)
     xcm_raw_free(&r[i]);
   world_stop(&w);
@@ -1505,7 +1500,177 @@ static void test_stanza_hook(void) {
   world_stop(&w);
 }
 
+static void short_header(xcm_options *o) {
+  o->header_timeout_ms = 300;
+  o->auth_timeout_ms = 20000;
+}
+
+/* A client that connects and says nothing is closed after the header
+ * timeout with connection-timeout; one that sent its header is not. The
+ * one with a header connects first, so its header deadline has passed
+ * (and its timer fired first) by the time the silent one is closed. */
+static void test_header_timeout(void) {
+  world w;
+  raw talker, silent;
+  xcm_stats st;
+
+  world_start(&w, short_header);
+  raw_open(&w, &talker, 1);
+  xcm_raw_sends(&talker, HDR);
+  CHECK(xcm_raw_wait(&talker, "</stream:features>", 3000));
+  raw_open(&w, &silent, 1);
+  CHECK(xcm_raw_wait(&silent, "<connection-timeout", 5000));
+  CHECK(xcm_raw_wait(&silent, "no stream header in time", 1000));
+  CHECK(run_until(&w, xcm_raw_is_eof, &silent, 3000));
+  CHECK(!talker.eof);
+  CHECK(strstr(talker.in.data, "connection-timeout") == NULL);
+  xcm_cm_stats(w.cm, &st);
+  CHECK_INT(st.header_timeouts, 1);
+  CHECK_INT(st.auth_timeouts, 0);
+  CHECK_INT(st.stream_errors[XCM_COND_CONNECTION_TIMEOUT], 1);
+  /* The one with a header still logs in. */
+  xcm_raw_sends(&talker, AUTH_ALICE);
+  CHECK(xcm_raw_wait(&talker, "<success", 3000));
+  xcm_raw_free(&silent);
+  xcm_raw_free(&talker);
+  world_stop(&w);
+}
+
+/* A low rate, so that a flood is far above it in either unit. */
+static void shaped_limits(xcm_options *o) {
+  o->rate = 50;
+  o->burst = 10;
+  o->rate_bytes = 8192;
+  o->burst_bytes = 2048;
+}
+
+typedef struct flood_case {
+  const char *name;
+  int n;       /* stanzas in the one write */
+  int padding; /* body bytes beyond the sequence number */
+  int presence;
+} flood_case;
+
+/* Whether r received bodies "<tag>0<" ... "<tag>(n-1)<" in that order
+ * (and so each of them). */
+static int in_order(const raw *r, const char *tag, int n) {
+  const char *p = r->in.data ? r->in.data : "";
+  char want[64];
+  int i;
+
+  for (i = 0; i < n; i++) {
+    snprintf(want, sizeof want, ">%s%d<", tag, i);
+    p = strstr(p, want);
+    if (p == NULL)
+      return 0;
+  }
+  return 1;
+}
+
+/* A client that writes far above its rate (stanzas/s or bytes/s) in one
+ * go is shaped, not disconnected: each read is handled whole, then its
+ * reads pause until its budget refills, so all it sent arrives, in
+ * order; another client is served meanwhile. Waits are on what arrives;
+ * the caps only end a broken run. */
+static void test_flood_is_shaped(void) {
+  static const flood_case cases[] = {
+      {"message flood", 60, 0, 0},
+      {"presence flood", 60, 0, 1},
+      {"byte flood", 8, 2000, 0},
+  };
+  world w;
+  raw good, bad;
+  xcm_buf out;
+  size_t i;
+  int k;
+
+  world_start(&w, shaped_limits);
+  raw_open(&w, &good, 1);
+  REQUIRE(raw_login(&good, AUTH_ALICE, "good"));
+  raw_open(&w, &bad, 1);
+  REQUIRE(raw_login(&bad, AUTH_BOB, "bad"));
+  xcm__buf_init(&out, NULL);
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const flood_case *fc = &cases[i];
+    unsigned before = xcm_test_failures();
+    xcm_stats st0, st;
+    char tag[8], buf[3000], end[64];
+
+    snprintf(tag, sizeof tag, "f%zu-", i);
+    xcm__buf_reset(&out);
+    xcm__buf_reset(&good.in);
+    xcm_cm_stats(w.cm, &st0);
+    for (k = 0; k < fc->n; k++) {
+      if (fc->presence)
+        snprintf(buf, sizeof buf, "<presence><status>%s%d</status></presence>",
+                 tag, k);
+      else
+        snprintf(buf, sizeof buf,
+                 "<message to='alice@example.test/good' type='chat'>"
+                 "<body>%s%d</body><x xmlns='urn:pad'>%0*d</x></message>",
+                 tag, k, fc->padding, 0);
+      xcm__buf_append(&out, buf, strlen(buf));
+    }
+    xcm_raw_send(&bad, out.data, out.len);
+    /* The other client is served while the flooder waits. */
+    CHECK(still_works(&good, (int)i));
+    snprintf(end, sizeof end, ">%s%d<", tag, fc->n - 1);
+    if (!CHECK(xcm_raw_wait(&good, end, 30000)))
+      xcm_test_note("case '%s': the last stanza did not arrive", fc->name);
+    CHECK(in_order(&good, tag, fc->n));
+    CHECK(!bad.eof);
+    xcm_cm_stats(w.cm, &st);
+    CHECK(st.reads_shaped > st0.reads_shaped);
+    CHECK_INT(st.stream_errors[XCM_COND_POLICY_VIOLATION], 0);
+    xcm_test_tried("rate-flood", before);
+  }
+  /* And the flooder is still a client like any other. */
+  xcm_raw_sends(&bad, "<message to='alice@example.test/good' "
+                      "type='chat'><body>after the floods</body></message>");
+  CHECK(xcm_raw_wait(&good, "after the floods", 30000));
+  xcm__buf_free(&out);
+  xcm_raw_free(&bad);
+  xcm_raw_free(&good);
+  world_stop(&w);
+}
+
+static void no_address_limit(xcm_options *o) {
+  o->max_per_address = XCM_UNLIMITED;
+}
+
+/* By default one address may hold 100 connections: the 101st is
+ * refused and counted under its limit. XCM_UNLIMITED switches the limit
+ * off (zero would mean the default). */
+static void test_default_address_limit(void) {
+  enum { N = 101 };
+  static raw r[N];
+  world w;
+  xcm_stats st;
+  int i, pass;
+
+  for (pass = 0; pass < 2; pass++) {
+    world_start(&w, pass == 0 ? NULL : no_address_limit);
+    for (i = 0; i < N; i++)
+      raw_open(&w, &r[i], 1);
+    if (pass == 0) {
+      CHECK(run_until(&w, xcm_raw_is_eof, &r[N - 1], 3000));
+    } else {
+      xcm_raw_sends(&r[N - 1], HDR);
+      CHECK(xcm_raw_wait(&r[N - 1], "</stream:features>", 3000));
+    }
+    xcm_cm_stats(w.cm, &st);
+    CHECK_INT(st.clients_refused_address_limit, pass == 0 ? 1 : 0);
+    CHECK_INT(st.clients_refused, pass == 0 ? 1 : 0);
+    for (i = 0; i < N; i++)
+      xcm_raw_free(&r[i]);
+    world_stop(&w);
+  }
+}
+
 static const xcm_test tests[] = {
+    {"header_timeout", test_header_timeout},
+    {"default_address_limit", test_default_address_limit},
+    {"flood_is_shaped", test_flood_is_shaped},
     {"stanza_hook", test_stanza_hook},
     {"session_api", test_session_api},
     {"max_clients", test_max_clients},

@@ -104,13 +104,16 @@ static void test_defaults(void) {
   CHECK_INT(o->max_stanza_preauth, 8192);
   CHECK_INT(o->max_stanza, 262144);
   CHECK_INT(o->max_depth, 32);
-  CHECK_INT(o->auth_timeout_ms, 60000);
+  CHECK_INT(o->header_timeout_ms, 10000);
+  CHECK_INT(o->auth_timeout_ms, 30000);
   CHECK_INT(o->idle_timeout_ms, 600000);
   CHECK_INT(o->max_client_out, 1048576);
   CHECK_INT(o->rate, 200);
   CHECK_INT(o->burst, 1000);
-  CHECK_INT(o->max_clients, 0);
-  CHECK_INT(o->max_per_address, 0);
+  CHECK_INT(o->rate_bytes, 262144);
+  CHECK_INT(o->burst_bytes, 1048576);
+  CHECK_INT(o->max_clients, 10000);
+  CHECK_INT(o->max_per_address, 100);
   CHECK_INT(o->compression, 0);
   CHECK_INT(o->expat_only, 0);
   CHECK(o->log == NULL && o->log_ud == NULL && o->alloc == NULL);
@@ -272,6 +275,29 @@ static void test_words(void) {
   xcmd_config_free(&cfg);
 }
 
+/* "unlimited" switches a limit off: XCM_UNLIMITED, which xcm.h says
+ * the library reads as no limit (zero would mean the default). */
+static void test_unlimited(void) {
+  xcmd_config cfg;
+
+  REQUIRE(parse_ok("[limits]\nmax_clients = unlimited\n"
+                   "max_per_address = unlimited\nheader_timeout = unlimited\n"
+                   "auth_timeout = unlimited\nidle_timeout = unlimited\n"
+                   "rate = unlimited\nrate_bytes = unlimited\n",
+                   &cfg) == 0);
+  CHECK_INT(cfg.opt.max_clients, XCM_UNLIMITED);
+  CHECK_INT(cfg.opt.max_per_address, XCM_UNLIMITED);
+  CHECK_INT(cfg.opt.header_timeout_ms, XCM_UNLIMITED);
+  CHECK_INT(cfg.opt.auth_timeout_ms, XCM_UNLIMITED);
+  CHECK_INT(cfg.opt.idle_timeout_ms, XCM_UNLIMITED);
+  CHECK_INT(cfg.opt.rate, XCM_UNLIMITED);
+  CHECK_INT(cfg.opt.rate_bytes, XCM_UNLIMITED);
+  /* Bursts are left as they were. */
+  CHECK_INT(cfg.opt.burst, 1000);
+  CHECK_INT(cfg.opt.burst_bytes, 1048576);
+  xcmd_config_free(&cfg);
+}
+
 /* Every key with a value other than its default. */
 static void test_every_key(void) {
   const char *text = "[server]\n"
@@ -303,11 +329,14 @@ static void test_every_key(void) {
                      "max_stanza_preauth = 1k\n"
                      "max_stanza = 1k\n"
                      "max_depth = 256\n"
+                     "header_timeout = 1h\n"
                      "auth_timeout = 1s\n"
                      "idle_timeout = 1s\n"
                      "max_client_out = 4k\n"
                      "rate = 1000000\n"
                      "burst = 1\n"
+                     "rate_bytes = 1g\n"
+                     "burst_bytes = 1k\n"
                      "max_clients = 10000000\n"
                      "max_per_address = 3\n"
                      "[log]\n"
@@ -355,11 +384,14 @@ static void test_every_key(void) {
   CHECK_INT(o->max_stanza_preauth, 1024);
   CHECK_INT(o->max_stanza, 1024);
   CHECK_INT(o->max_depth, 256);
+  CHECK_INT(o->header_timeout_ms, 3600000);
   CHECK_INT(o->auth_timeout_ms, 1000);
   CHECK_INT(o->idle_timeout_ms, 1000);
   CHECK_INT(o->max_client_out, 4096);
   CHECK_INT(o->rate, 1000000);
   CHECK_INT(o->burst, 1);
+  CHECK_INT(o->rate_bytes, 1073741824u);
+  CHECK_INT(o->burst_bytes, 1024);
   CHECK_INT(o->max_clients, 10000000);
   CHECK_INT(o->max_per_address, 3);
   CHECK_INT(cfg.log_target, XCMD_LOG_SYSLOG);
@@ -566,8 +598,17 @@ static void test_errors_values(void) {
   expect_error(MINIMAL "[limits]\nrate = 0x10\n",
                "xcmd.conf:8: key 'rate' in [limits]: '0x10' is not a number");
   expect_error(MINIMAL "[limits]\nrate = 0\n",
-               "xcmd.conf:8: key 'rate' in [limits]: '0' is out of range (1 "
-               "to 1000000)");
+               "xcmd.conf:8: key 'rate' in [limits]: '0' is not a limit: "
+               "write 'unlimited' to switch it off");
+  expect_error(MINIMAL "[limits]\nmax_clients = 0\n",
+               "xcmd.conf:8: key 'max_clients' in [limits]: '0' is not a "
+               "limit: write 'unlimited' to switch it off");
+  expect_error(MINIMAL "[limits]\nburst = unlimited\n",
+               "xcmd.conf:8: key 'burst' in [limits]: 'unlimited' is not a "
+               "number");
+  expect_error(MINIMAL "[limits]\nrate_bytes = 100\n",
+               "xcmd.conf:8: key 'rate_bytes' in [limits]: '100' is out of "
+               "range (1k to 1g)");
   expect_error(MINIMAL "[limits]\nrate = 99999999999999999999999\n",
                "xcmd.conf:8: key 'rate' in [limits]: '99999999999999999999999'"
                " is out of range (1 to 1000000)");
@@ -1164,6 +1205,7 @@ static const xcm_test tests[] = {
     {"booleans", test_booleans},
     {"words", test_words},
     {"every_key", test_every_key},
+    {"unlimited", test_unlimited},
     {"quoting", test_quoting},
     {"comments", test_comments},
     {"crlf", test_crlf},

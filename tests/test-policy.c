@@ -195,7 +195,8 @@ static void test_mechanism_filter(void) {
   add_mechs(&t, config, mechs, sizeof(mechs) / sizeof(mechs[0]));
   /* Foreign children of <mechanisms/> are not mechanisms. */
   add(&t, config->children, "urn:other", "mechanism", "OTHER");
-  CHECK_INT(xcm__policy_from_config(iq, &p), 0);
+  /* The seven bad names and the repeat are counted as left out. */
+  CHECK_INT(xcm__policy_from_config(iq, &p), 7);
   CHECK_INT(p.nmechanisms, 4);
   CHECK_STR(p.mechanisms[0], "PLAIN");
   CHECK_STR(p.mechanisms[1], "ABCDEFGHIJKLMNOPQRST");
@@ -215,7 +216,8 @@ static void test_mechanism_filter(void) {
       add(&t, m, NS_SASL, "mechanism", names[i]);
     }
   }
-  CHECK_INT(xcm__policy_from_config(iq, &p), 0);
+  /* ... and the rest are counted, so that the link can say so. */
+  CHECK_INT(xcm__policy_from_config(iq, &p), 20 - XCM_POLICY_MAX_MECHANISMS);
   CHECK_INT(p.nmechanisms, XCM_POLICY_MAX_MECHANISMS);
   strcpy(name, "M-P");
   CHECK_STR(p.mechanisms[XCM_POLICY_MAX_MECHANISMS - 1], name);
@@ -285,7 +287,7 @@ static int cfg_stanza(void *ud, const xcm_xml_stanza *s) {
   if (s->root == NULL)
     return 0;
   c->result = xcm__policy_from_config(s->root, &c->policy);
-  if (c->result == 0)
+  if (c->result >= 0)
     c->configs++;
   return 0;
 }

@@ -805,8 +805,17 @@ static void linger_returns_and_bounces(int bare) {
   offline_wait w;
   kit_closes kc;
   xcm_pool_stats ps;
-  static const char iq[] = "<iq type='get' id='v1' to='carol@example.test/"
-                           "gone'><query xmlns='jabber:iq:version'/></iq>";
+  /* An id with an entity in it and longer than any fixed buffer: the
+   * answer must carry it exactly, bare payload or not. */
+  char iq[600], id[400];
+
+  memcpy(id, "v1&amp;", 7);
+  memset(id + 7, 'x', 300);
+  id[307] = '\0';
+  snprintf(iq, sizeof iq,
+           "<iq type='get' id='%s' to='carol@example.test/gone'>"
+           "<query xmlns='jabber:iq:version'/></iq>",
+           id);
   static const char msg[] = "<message to='carol@example.test/gone' "
                             "type='chat'><body>while leaving</body></message>";
 
@@ -820,10 +829,11 @@ static void linger_returns_and_bounces(int bare) {
   REQUIRE(sess_login(&b, &carol, "lg", "carol", "gone"));
   xcm__pool_session_close(carol.up);
   carol.up = NULL;
-  xcm_testkit_local_send(b.kit, "bob@example.test/direct", iq, sizeof iq - 1);
+  xcm_testkit_local_send(b.kit, "bob@example.test/direct", iq, strlen(iq));
   xcm_testkit_local_send(b.kit, "bob@example.test/direct", msg, sizeof msg - 1);
   /* The iq is answered on the gone client's behalf ... */
   CHECK(run_until(&b, got_iq_error, &bob, 3000));
+  CHECK(memmem(bob.got.data, bob.got.len, id, strlen(id)) != NULL);
   /* ... the message is stored offline ... */
   w.b = &b;
   w.user = "carol";
@@ -1012,7 +1022,33 @@ static void test_ipv6(void) {
   bench_stop(&b);
 }
 
+/* The link's address NAME/PREFIXn-m has a fixed buffer: a name that
+ * would not fit is refused, never cut (the server would see another
+ * CM). */
+static void test_name_too_long(void) {
+  xcm_pool_options o;
+  xcm_pool *pool = NULL;
+  xcm_ctx ctx;
+  uv_loop_t loop;
+  char name[XCM_POOL_MAX_JID];
+
+  REQUIRE(uv_loop_init(&loop) == 0);
+  REQUIRE(xcm__ctx_init(&ctx, &loop, NULL) == 0);
+  memset(name, 'n', sizeof name - 1);
+  name[sizeof name - 1] = '\0';
+  memset(&o, 0, sizeof o);
+  o.domain = "example.test";
+  o.name = name;
+  o.secret = "cmsecret";
+  CHECK_INT(xcm__pool_new(&pool, &ctx, &o, &events, NULL), XCM_EINVAL);
+  CHECK(pool == NULL);
+  xcm__ctx_close(&ctx, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&loop), 0);
+}
+
 static const xcm_test tests[] = {
+    {"name_too_long", test_name_too_long},
     {"ipv6", test_ipv6},
     {"link_zlib", test_link_zlib},
     {"create_refused", test_create_refused},

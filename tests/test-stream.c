@@ -2,8 +2,10 @@
  * batched writes, flow control, pause and resume, half close, EOF and
  * reset, close and abort; TLS (certificate checks at load, verification,
  * SNI, ALPN, STARTTLS with early bytes, stalls and resets mid-handshake);
- * zlib (random splits, over TLS, a bomb); and the memory an idle stream
- * holds with each layer. */
+ * zlib (random splits, over TLS, a bomb); records (writes whose extent
+ * the stream remembers, for taking back what was never sent) over TCP,
+ * TLS, zlib and a custom transport; and the memory an idle stream holds
+ * with each layer. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,7 @@ typedef struct counter {
   long long live;  /* bytes */
   long long count; /* blocks */
   long long peak;  /* most live bytes since reset */
+  int fail_in;     /* > 0: the fail_in-th allocation from now fails */
 } counter;
 
 static counter heap;
@@ -46,6 +49,8 @@ static void *count_realloc(void *ud, void *ptr, size_t size) {
     free(p);
     return NULL;
   }
+  if (c->fail_in > 0 && --c->fail_in == 0)
+    return NULL;
   q = realloc(p, size + 16);
   if (q == NULL)
     return NULL;
@@ -86,6 +91,7 @@ typedef struct peer {
   const char *reply; /* written by close_in_read or on EOF */
   int reply_on_eof;
   int close_on_end;
+  struct got_recs *end_recs; /* collect the unsent records in end */
 } peer;
 
 struct fixture {
@@ -129,11 +135,16 @@ static void peer_read(void *ud, const char *data, size_t len) {
   }
 }
 
+struct got_recs;
+static void unsent_of(xcm_stream *s, struct got_recs *g);
+
 static void peer_end(void *ud, int err) {
   peer *p = ud;
 
   p->ends++;
   p->end_err = err;
+  if (p->end_recs != NULL)
+    unsent_of(p->s, p->end_recs);
   if (p->reply_on_eof && err == UV_EOF && p->reply != NULL)
     CHECK_INT(xcm__stream_write(p->s, p->reply, strlen(p->reply)), 0);
   if (p->close_on_end)
@@ -1793,6 +1804,317 @@ static void test_footprint_tls_zlib(void) {
   footprint_with_layers(1, 1, 96 * 1024);
 }
 
+/* ---- records ------------------------------------------------------- */
+
+/* What xcm__stream_unsent_records gave, copied: the bytes one after the
+ * other, and each record's length. */
+typedef struct got_recs {
+  xcm_buf all;
+  xcm_buf lens; /* size_t each */
+  size_t n;
+} got_recs;
+
+static void got_init(got_recs *g) {
+  xcm__buf_init(&g->all, NULL);
+  xcm__buf_init(&g->lens, NULL);
+  g->n = 0;
+}
+
+static void got_free(got_recs *g) {
+  xcm__buf_free(&g->all);
+  xcm__buf_free(&g->lens);
+}
+
+static void collect(void *ud, const char *data, size_t len) {
+  got_recs *g = ud;
+
+  CHECK(xcm__buf_append(&g->all, data, len) == 0);
+  CHECK(xcm__buf_append(&g->lens, &len, sizeof len) == 0);
+  g->n++;
+}
+
+static size_t got_len(const got_recs *g, size_t i) {
+  size_t len;
+
+  memcpy(&len, g->lens.data + i * sizeof len, sizeof len);
+  return len;
+}
+
+/* Collect what s would give back now; the count returned must match. */
+static void unsent_of(xcm_stream *s, got_recs *g) {
+  size_t n;
+
+  xcm__buf_reset(&g->all);
+  xcm__buf_reset(&g->lens);
+  g->n = 0;
+  n = xcm__stream_unsent_records(s, collect, g);
+  CHECK_INT(n, g->n);
+}
+
+/* Record i: numbered, with a filler that differs from one to the next. */
+static void make_record(char *buf, size_t i, size_t len) {
+  size_t j = (size_t)snprintf(buf, len, "<r n='%06zu'>", i);
+
+  for (; j < len - 4; j++)
+    buf[j] = (char)('a' + (i + j) % 23);
+  memcpy(buf + len - 4, "</r>", 4);
+}
+
+enum { REC_LEN = 61, UNIT = 1 + REC_LEN };
+
+/* Over TCP to a peer that does not read: one byte that is not a record,
+ * then a record, again and again until max_out refuses. What the stream
+ * gives back is exactly the records not handed to the kernel at all, in
+ * order, from the one after the cut (a record partly written is not
+ * given) to the last. Sent records do not count against max_out: the
+ * queue fills with bytes, though the kernel took tens of thousands of
+ * records. Once the peer reads everything, the stream is back to its
+ * idle footprint. */
+static void test_records_plain(void) {
+  fixture f;
+  xcm_stream_limits lim = {256 * 1024, 0, 0, 0};
+  char rec[REC_LEN];
+  xcm_buf sent;
+  got_recs g;
+  size_t idle, i, n, first, total, unsent, at, off;
+  int err;
+
+  fx_init(&f, "127.0.0.1");
+  f.srv_start_paused = 1;
+  xcm__buf_init(&sent, NULL);
+  got_init(&g);
+  connect_cli(&f, &lim);
+  REQUIRE(run_until(&f, cli_connected, 2000));
+  idle = xcm__stream_footprint(f.cli.s);
+  /* Whether the bytes or the record was refused, total counts what went
+   * in and n the records. */
+  for (n = 0;; n++) {
+    REQUIRE(n < 2000000);
+    if (n % 64 == 0)
+      uv_run(&f.loop, UV_RUN_NOWAIT);
+    if (xcm__stream_write(f.cli.s, "\n", 1) != 0)
+      break;
+    REQUIRE(xcm__buf_append(&sent, "\n", 1) == 0);
+    make_record(rec, n, sizeof rec);
+    err = xcm__stream_write_record(f.cli.s, rec, sizeof rec);
+    if (err != 0) {
+      CHECK_INT(err, XCM_ELIMIT);
+      break;
+    }
+    REQUIRE(xcm__buf_append(&sent, rec, sizeof rec) == 0);
+  }
+  total = sent.len;
+  unsent = xcm__stream_queued(f.cli.s);
+  REQUIRE(unsent <= total);
+  /* Record i starts at i * UNIT + 1; the first given back is the first
+   * that starts at or after the first unsent byte. */
+  first = 0;
+  while (first < n && first * UNIT + 1 < total - unsent)
+    first++;
+  at = total - unsent;
+  xcm_test_note("%zu records (%zu bytes) written, %zu bytes unsent; the cut "
+                "is %s",
+                n, total, unsent,
+                at % UNIT > 1 ? "inside a record" : "between records");
+  CHECK(unsent > lim.max_out / 2);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, n - first);
+  off = 0;
+  for (i = 0; i < g.n; i++) {
+    make_record(rec, first + i, sizeof rec);
+    CHECK_MEM(g.all.data + off, got_len(&g, i), rec, sizeof rec);
+    off += got_len(&g, i);
+  }
+  /* The peer reads: everything arrives in order, nothing is left. */
+  want_len = total;
+  xcm__stream_resume(f.srv.s);
+  CHECK(run_until(&f, srv_got_all, 10000));
+  CHECK_MEM(f.srv.got.data, f.srv.got.len, sent.data, sent.len);
+  run_for(&f, 10);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, 0);
+  CHECK_INT(xcm__stream_footprint(f.cli.s), idle);
+  got_free(&g);
+  xcm__buf_free(&sent);
+  fx_free(&f);
+}
+
+/* With TLS only plaintext not yet encrypted can be given back: records
+ * written before the handshake ends wait for it and are given; once the
+ * flusher has encrypted them they are not, though they may still be
+ * queued. */
+static void test_records_tls(void) {
+  fixture f;
+  got_recs g;
+  size_t idle;
+
+  fx_init(&f, "127.0.0.1");
+  got_init(&g);
+  f.srv_tls = server_cfg(&f, "server.pem", "server-key.pem", 1);
+  connect_tls(&f, client_cfg(&f, 1, NULL), "localhost", NULL);
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>1</m>", 8), 0);
+  CHECK_INT(xcm__stream_write(f.cli.s, "<x/>", 4), 0);
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>2</m>", 8), 0);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, 2);
+  CHECK_MEM(g.all.data, g.all.len, "<m>1</m><m>2</m>", 16);
+  CHECK(run_until(&f, both_tls_done, 5000));
+  want_len = 20;
+  CHECK(run_until(&f, srv_got_all, 5000));
+  CHECK_MEM(f.srv.got.data, f.srv.got.len, "<m>1</m><x/><m>2</m>", 20);
+  run_for(&f, 10);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, 0);
+  idle = xcm__stream_footprint(f.cli.s);
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>3</m>", 8), 0);
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>4</m>", 8), 0);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, 2);
+  CHECK_MEM(g.all.data, g.all.len, "<m>3</m><m>4</m>", 16);
+  /* One loop iteration runs the flusher, which encrypts them. */
+  uv_run(&f.loop, UV_RUN_NOWAIT);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, 0);
+  want_len = 36;
+  CHECK(run_until(&f, srv_got_all, 5000));
+  run_for(&f, 10);
+  CHECK_INT(xcm__stream_footprint(f.cli.s), idle);
+  got_free(&g);
+  fx_free_tls(&f);
+}
+
+/* The same with zlib: records are given back until they are deflated. */
+static void test_records_zlib(void) {
+  fixture f;
+  got_recs g;
+  size_t idle;
+
+  fx_init(&f, "127.0.0.1");
+  got_init(&g);
+  f.srv.hook = compress_server_hook;
+  connect_cli(&f, NULL);
+  REQUIRE(run_until(&f, cli_connected, 2000));
+  compress_client_upgrade(&f);
+  REQUIRE(run_until(&f, srv_is_zlib, 2000));
+  CHECK_INT(xcm__stream_write(f.cli.s, "<a/>", 4), 0);
+  want_len = 4;
+  CHECK(run_until(&f, srv_got_all, 2000));
+  run_for(&f, 10);
+  idle = xcm__stream_footprint(f.cli.s);
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>1</m>", 8), 0);
+  CHECK_INT(xcm__stream_write(f.cli.s, "<x/>", 4), 0);
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>2</m>", 8), 0);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, 2);
+  CHECK_MEM(g.all.data, g.all.len, "<m>1</m><m>2</m>", 16);
+  uv_run(&f.loop, UV_RUN_NOWAIT);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, 0);
+  want_len = 24;
+  CHECK(run_until(&f, srv_got_all, 2000));
+  CHECK_MEM(f.srv.got.data, f.srv.got.len, "<a/><m>1</m><x/><m>2</m>", 24);
+  run_for(&f, 10);
+  CHECK_INT(xcm__stream_footprint(f.cli.s), idle);
+  got_free(&g);
+  fx_free(&f);
+}
+
+typedef struct sink {
+  xcm_buf got;
+  int closed;
+  int fail; /* refuse the next write with UV_EPIPE */
+} sink;
+
+static int sink_write(void *ud, const char *data, size_t len) {
+  sink *k = ud;
+
+  if (k->fail) {
+    k->fail = 0;
+    return UV_EPIPE;
+  }
+  return xcm__buf_append(&k->got, data, len);
+}
+
+static void sink_close(void *ud) {
+  sink *k = ud;
+
+  k->closed++;
+}
+
+/* Over a custom transport: a record that cannot be kept fails the write
+ * as a whole; records count against max_out (16 bytes each beside their
+ * bytes), so a flood of tiny ones stays bounded; everything goes once
+ * the transport has taken it. */
+static void test_records_custom(void) {
+  fixture f;
+  xcm_transport t = {sink_write, sink_close, NULL};
+  xcm_stream_limits lim = {16 * 1024, 0, 0, 0};
+  sink k;
+  got_recs g;
+  size_t idle, n, per = 1 + 2 * sizeof(size_t);
+
+  fx_init(&f, "127.0.0.1");
+  got_init(&g);
+  memset(&k, 0, sizeof k);
+  xcm__buf_init(&k.got, NULL);
+  t.ud = &k;
+  REQUIRE(xcm__stream_custom(&f.cli.s, &f.ctx, &t, "gw", &peer_cb, &f.cli,
+                             &lim) == 0);
+  idle = xcm__stream_footprint(f.cli.s);
+  /* The second allocation is the record array, the third the buffer:
+   * either failing queues nothing. */
+  heap.fail_in = 2;
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m/>", 4), XCM_ENOMEM);
+  CHECK_INT(xcm__stream_queued(f.cli.s), 0);
+  CHECK_INT(xcm__stream_footprint(f.cli.s), idle);
+  heap.fail_in = 3;
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m/>", 4), XCM_ENOMEM);
+  CHECK_INT(xcm__stream_queued(f.cli.s), 0);
+  CHECK_INT(xcm__stream_footprint(f.cli.s), idle);
+  heap.fail_in = 0;
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "", 0), 0);
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>1</m>", 8), 0);
+  CHECK_INT(xcm__stream_write(f.cli.s, "<x/>", 4), 0);
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>2</m>", 8), 0);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, 2);
+  CHECK_MEM(g.all.data, g.all.len, "<m>1</m><m>2</m>", 16);
+  uv_run(&f.loop, UV_RUN_NOWAIT);
+  CHECK_MEM(k.got.data, k.got.len, "<m>1</m><x/><m>2</m>", 20);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, 0);
+  CHECK_INT(xcm__stream_footprint(f.cli.s), idle);
+  /* One-byte records until refused, the loop never turning. */
+  for (n = 0; xcm__stream_write_record(f.cli.s, "x", 1) == 0; n++)
+    REQUIRE(n < lim.max_out);
+  xcm_test_note("%zu one-byte records fit in max_out %zu; footprint %zu", n,
+                lim.max_out, xcm__stream_footprint(f.cli.s));
+  CHECK(n * per <= lim.max_out && (n + 1) * per > lim.max_out);
+  CHECK(xcm__stream_footprint(f.cli.s) <= idle + 2 * lim.max_out);
+  unsent_of(f.cli.s, &g);
+  CHECK_INT(g.n, n);
+  uv_run(&f.loop, UV_RUN_NOWAIT);
+  CHECK_INT(k.got.len, 20 + n);
+  CHECK_INT(xcm__stream_footprint(f.cli.s), idle);
+  /* A write that fails: the owner hears of it while it can still take
+   * its records back. */
+  k.fail = 1;
+  f.cli.end_recs = &g;
+  f.cli.close_on_end = 1;
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>5</m>", 8), 0);
+  CHECK_INT(xcm__stream_write(f.cli.s, "<x/>", 4), 0);
+  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>6</m>", 8), 0);
+  uv_run(&f.loop, UV_RUN_NOWAIT);
+  CHECK_INT(f.cli.ends, 1);
+  CHECK_INT(f.cli.end_err, UV_EPIPE);
+  CHECK_INT(g.n, 2);
+  CHECK_MEM(g.all.data, g.all.len, "<m>5</m><m>6</m>", 16);
+  got_free(&g);
+  xcm__buf_free(&k.got);
+  fx_free(&f);
+  CHECK_INT(k.closed, 1);
+}
+
 static const xcm_test tests[] = {
     {"echo_ipv4", test_echo_ipv4},
     {"echo_ipv6", test_echo_ipv6},
@@ -1833,6 +2155,10 @@ static const xcm_test tests[] = {
     {"footprint_tls", test_footprint_tls},
     {"footprint_zlib", test_footprint_zlib},
     {"footprint_tls_zlib", test_footprint_tls_zlib},
+    {"records_plain", test_records_plain},
+    {"records_tls", test_records_tls},
+    {"records_zlib", test_records_zlib},
+    {"records_custom", test_records_custom},
 };
 
 int main(int argc, char **argv) {

@@ -100,11 +100,16 @@ static void xcmd_defaults(xcmd_config *cfg) {
   o->max_stanza_preauth = 8 * XCMD_KIB;
   o->max_stanza = 256 * XCMD_KIB;
   o->max_depth = 32;
-  o->auth_timeout_ms = 60000;
+  o->header_timeout_ms = 10000;
+  o->auth_timeout_ms = 30000;
   o->idle_timeout_ms = 600000;
   o->max_client_out = XCMD_MIB;
   o->rate = 200;
   o->burst = 1000;
+  o->rate_bytes = 256 * XCMD_KIB;
+  o->burst_bytes = XCMD_MIB;
+  o->max_clients = 10000;
+  o->max_per_address = 100;
   o->log_level = XCM_LOG_INFO;
   cfg->log_target = XCMD_LOG_STDERR;
   cfg->log_level = XCM_LOG_INFO;
@@ -163,6 +168,7 @@ enum xcmd_type {
   XCMD_T_PORT,   /* int */
   XCMD_T_BOOL,   /* int */
   XCMD_T_SIZE,   /* size_t */
+  XCMD_T_USIZE,  /* unsigned, a size */
   XCMD_T_MS,     /* unsigned, milliseconds */
   XCMD_T_LEVEL,  /* int, XCM_LOG_* */
   XCMD_T_TARGET, /* xcmd_log_target */
@@ -231,6 +237,8 @@ static const xcmd_key xcmd_keys[] = {
      offsetof(xcmd_config, opt.max_stanza), XCMD_KIB, 64ULL * XCMD_MIB},
     {XCMD_SEC_LIMITS, "max_depth", XCMD_T_UINT,
      offsetof(xcmd_config, opt.max_depth), 4, 256},
+    {XCMD_SEC_LIMITS, "header_timeout", XCMD_T_MS,
+     offsetof(xcmd_config, opt.header_timeout_ms), XCMD_SEC, XCMD_HOUR},
     {XCMD_SEC_LIMITS, "auth_timeout", XCMD_T_MS,
      offsetof(xcmd_config, opt.auth_timeout_ms), XCMD_SEC, XCMD_HOUR},
     {XCMD_SEC_LIMITS, "idle_timeout", XCMD_T_MS,
@@ -241,10 +249,14 @@ static const xcmd_key xcmd_keys[] = {
      1000000},
     {XCMD_SEC_LIMITS, "burst", XCMD_T_UINT, offsetof(xcmd_config, opt.burst), 1,
      1000000},
+    {XCMD_SEC_LIMITS, "rate_bytes", XCMD_T_USIZE,
+     offsetof(xcmd_config, opt.rate_bytes), XCMD_KIB, XCMD_GIB},
+    {XCMD_SEC_LIMITS, "burst_bytes", XCMD_T_USIZE,
+     offsetof(xcmd_config, opt.burst_bytes), XCMD_KIB, XCMD_GIB},
     {XCMD_SEC_LIMITS, "max_clients", XCMD_T_UINT,
-     offsetof(xcmd_config, opt.max_clients), 0, 10000000},
+     offsetof(xcmd_config, opt.max_clients), 1, 10000000},
     {XCMD_SEC_LIMITS, "max_per_address", XCMD_T_UINT,
-     offsetof(xcmd_config, opt.max_per_address), 0, 10000000},
+     offsetof(xcmd_config, opt.max_per_address), 1, 10000000},
 
     {XCMD_SEC_LOG, "target", XCMD_T_TARGET, offsetof(xcmd_config, log_target),
      0, 0},
@@ -455,7 +467,7 @@ static int xcmd_ini_range(xcmd_ini *st, int k, int rc, unsigned long long v,
 
   if (rc == 0 && v >= key->min && v <= key->max)
     return 0;
-  if (key->type == XCMD_T_SIZE) {
+  if (key->type == XCMD_T_SIZE || key->type == XCMD_T_USIZE) {
     xcmd_fmt_size(key->min, lo, sizeof(lo));
     xcmd_fmt_size(key->max, hi, sizeof(hi));
   } else if (key->type == XCMD_T_MS) {
@@ -467,6 +479,23 @@ static int xcmd_ini_range(xcmd_ini *st, int k, int rc, unsigned long long v,
   }
   return xcmd_key_fail(st, st->line, k, "'%s' is out of range (%s to %s)",
                        shown, lo, hi);
+}
+
+/* Limits that "unlimited" switches off (XCM_UNLIMITED in xcm.h); all are
+ * unsigned fields of xcm_options. */
+static int xcmd_may_be_unlimited(const xcmd_key *key) {
+  static const char *const names[] = {"max_clients",    "max_per_address",
+                                      "header_timeout", "auth_timeout",
+                                      "idle_timeout",   "rate",
+                                      "rate_bytes"};
+  size_t i;
+
+  if (key->section != XCMD_SEC_LIMITS)
+    return 0;
+  for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (strcmp(key->name, names[i]) == 0)
+      return 1;
+  return 0;
 }
 
 static int xcmd_ini_apply(xcmd_ini *st, int k, const char *v, size_t len) {
@@ -483,6 +512,14 @@ static int xcmd_ini_apply(xcmd_ini *st, int k, const char *v, size_t len) {
              : (char *)st->cfg;
   base += key->off;
   xcmd_show(v, len, shown, sizeof(shown));
+  if (xcmd_may_be_unlimited(key) && strcmp(v, "unlimited") == 0) {
+    *(unsigned *)(void *)base = XCM_UNLIMITED;
+    return 0;
+  }
+  if (xcmd_may_be_unlimited(key) && strcmp(v, "0") == 0)
+    return xcmd_key_fail(st, st->line, k,
+                         "'0' is not a limit: write 'unlimited' to switch "
+                         "it off");
   switch (key->type) {
   case XCMD_T_STR:
     s = xcmd_own(st->cfg, v, len);
@@ -503,13 +540,17 @@ static int xcmd_ini_apply(xcmd_ini *st, int k, const char *v, size_t len) {
       *(unsigned *)(void *)base = (unsigned)n;
     return 0;
   case XCMD_T_SIZE:
+  case XCMD_T_USIZE:
     rc = xcmd_parse_size(v, len, &n);
     if (rc == -1)
       return xcmd_key_fail(st, st->line, k,
                            "'%s' is not a size (use e.g. 8k, 256k, 1m)", shown);
     if ((rc = xcmd_ini_range(st, k, rc, n, shown)) != 0)
       return rc;
-    *(size_t *)(void *)base = (size_t)n;
+    if (key->type == XCMD_T_USIZE)
+      *(unsigned *)(void *)base = (unsigned)n;
+    else
+      *(size_t *)(void *)base = (size_t)n;
     return 0;
   case XCMD_T_MS:
     rc = xcmd_parse_ms(v, len, &n);

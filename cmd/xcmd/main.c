@@ -218,6 +218,12 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
     snprintf(w->cm_name, sizeof w->cm_name, "%s-w%u", o.name, index + 1);
     o.name = w->cm_name;
   }
+  /* Descriptors are counted per process: max_clients is the daemon's,
+   * shared out between the workers. (max_per_address stays per worker:
+   * one address's connections spread over workers by SO_REUSEPORT's
+   * hash, unevenly.) */
+  if (d->nworkers > 1 && o.max_clients != 0 && o.max_clients != XCM_UNLIMITED)
+    o.max_clients = (o.max_clients + d->nworkers - 1) / d->nworkers;
   o.log = worker_log;
   o.log_ud = w;
   if (uv_loop_init(&w->loop) != 0)

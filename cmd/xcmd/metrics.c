@@ -121,6 +121,11 @@ static char *render(xcmd_metrics *m, size_t *len) {
     uv_mutex_lock(&w->lock);
     sum.clients_accepted += w->stats.clients_accepted;
     sum.clients_refused += w->stats.clients_refused;
+    sum.clients_refused_total_limit += w->stats.clients_refused_total_limit;
+    sum.clients_refused_address_limit += w->stats.clients_refused_address_limit;
+    sum.header_timeouts += w->stats.header_timeouts;
+    sum.auth_timeouts += w->stats.auth_timeouts;
+    sum.reads_shaped += w->stats.reads_shaped;
     sum.clients_now += w->stats.clients_now;
     sum.clients_tls_now += w->stats.clients_tls_now;
     sum.sessions_authenticated += w->stats.sessions_authenticated;
@@ -146,8 +151,28 @@ static char *render(xcmd_metrics *m, size_t *len) {
   counter(&p, &left, "xcm_clients_accepted_total", "Client connections taken.",
           "counter", sum.clients_accepted);
   counter(&p, &left, "xcm_clients_refused_total",
-          "Client connections refused over a limit.", "counter",
-          sum.clients_refused);
+          "Client connections refused at accept (a limit, or no memory).",
+          "counter", sum.clients_refused);
+  put(&p, &left,
+      "# HELP xcm_clients_refused_by_limit_total Client connections "
+      "refused at accept, by the limit reached.\n"
+      "# TYPE xcm_clients_refused_by_limit_total counter\n"
+      "xcm_clients_refused_by_limit_total{limit=\"max_clients\"} %llu\n"
+      "xcm_clients_refused_by_limit_total{limit=\"max_per_address\"} %llu\n",
+      (unsigned long long)sum.clients_refused_total_limit,
+      (unsigned long long)sum.clients_refused_address_limit);
+  put(&p, &left,
+      "# HELP xcm_client_timeouts_total Clients closed with "
+      "connection-timeout before logging in, by what they had not done.\n"
+      "# TYPE xcm_client_timeouts_total counter\n"
+      "xcm_client_timeouts_total{timeout=\"header\"} %llu\n"
+      "xcm_client_timeouts_total{timeout=\"auth\"} %llu\n",
+      (unsigned long long)sum.header_timeouts,
+      (unsigned long long)sum.auth_timeouts);
+  counter(&p, &left, "xcm_client_reads_shaped_total",
+          "Times a client's reads were paused for sending above its rate "
+          "(stanzas or bytes per second).",
+          "counter", sum.reads_shaped);
   counter(&p, &left, "xcm_sessions_authenticated_total",
           "Sessions that authenticated.", "counter",
           sum.sessions_authenticated);

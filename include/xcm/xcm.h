@@ -12,6 +12,7 @@
 #ifndef XCM_XCM_H
 #define XCM_XCM_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -36,8 +37,13 @@ typedef enum xcm_upstream_tls {
   XCM_UPSTREAM_TLS_REQUIRED
 } xcm_upstream_tls;
 
+/* A limit or timeout set to XCM_UNLIMITED is switched off (zero takes
+ * the default): max_clients, max_per_address, header_timeout_ms,
+ * auth_timeout_ms, idle_timeout_ms, rate, rate_bytes. */
+#define XCM_UNLIMITED UINT_MAX
+
 /* Zero (or NULL) fields take the defaults in brackets. Strings are
- * copied. */
+ * copied. The defaults suit a server that faces strangers. */
 typedef struct xcm_options {
   const char *domain; /* the XMPP domain Openfire serves; required */
 
@@ -59,13 +65,26 @@ typedef struct xcm_options {
   size_t max_stanza_preauth; /* [8 KiB] */
   size_t max_stanza;         /* [256 KiB] */
   unsigned max_depth;        /* [32] */
-  unsigned auth_timeout_ms;  /* [60000] */
-  unsigned idle_timeout_ms;  /* [600000] */
-  size_t max_client_out;     /* [1 MiB] queued for one client */
-  unsigned rate;             /* [200] stanzas/s per client, sustained */
-  unsigned burst;            /* [1000] */
-  unsigned max_clients;      /* [0: no limit] */
-  unsigned max_per_address;  /* [0: no limit] */
+  /* A client that has not sent its stream header (after its TLS
+   * handshake, on a direct TLS port) this long after connecting is
+   * closed with connection-timeout. [10000] */
+  unsigned header_timeout_ms;
+  unsigned auth_timeout_ms; /* [30000] to authenticate, from connecting */
+  unsigned idle_timeout_ms; /* [600000] */
+  size_t max_client_out;    /* [1 MiB] queued for one client */
+  /* Each client's input is shaped by two token buckets, stanzas and
+   * bytes: a read is always handled whole, and a client whose bucket is
+   * then in debt has its reads paused until the debt is repaid
+   * (stats.reads_shaped). Nobody is disconnected for rate. */
+  unsigned rate;        /* [200] stanzas/s per client, sustained */
+  unsigned burst;       /* [1000] stanzas */
+  unsigned rate_bytes;  /* [262144] bytes/s per client, sustained */
+  unsigned burst_bytes; /* [1048576] bytes */
+  /* Connections at once, in all and from one address (IPv4 or exact
+   * IPv6 address); one over is closed at accept and counted in
+   * stats.clients_refused_total_limit / _address_limit. */
+  unsigned max_clients;     /* [10000] */
+  unsigned max_per_address; /* [100] */
   /* While no upstream link is up, a new client waits this long for one;
    * then (or at once, with 0) it gets remote-connection-failed. [0] */
   unsigned upstream_wait_ms;
@@ -94,7 +113,7 @@ typedef struct xcm_listen_options {
 
 typedef struct xcm_stats {
   uint64_t clients_accepted;
-  uint64_t clients_refused; /* over a limit, or no upstream */
+  uint64_t clients_refused; /* over a limit, or no memory */
   uint64_t clients_now;
   uint64_t clients_tls_now; /* of those, in TLS */
   uint64_t sessions_authenticated;
@@ -109,6 +128,16 @@ typedef struct xcm_stats {
    * an element the scanner declined and by clients with such input while
    * they log in; usually 0, and an idle session holds none. */
   unsigned xml_parsers_busy;
+  /* Of clients_refused: refused at max_clients, at max_per_address. */
+  uint64_t clients_refused_total_limit;
+  uint64_t clients_refused_address_limit;
+  /* Clients closed with connection-timeout for sending no stream header
+   * within header_timeout_ms, for not authenticating within
+   * auth_timeout_ms. */
+  uint64_t header_timeouts;
+  uint64_t auth_timeouts;
+  /* Times a client's reads were paused for being over its rate. */
+  uint64_t reads_shaped;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */

@@ -38,7 +38,8 @@ enum {
   F_ENDED = 1u << 9,    /* the stream ended (EOF or error) */
   F_WAITING = 1u << 10, /* header read; waiting for an upstream link */
   F_BOUND = 1u << 11,   /* a resource was bound (or legacy auth passed) */
-  F_FEEDING = 1u << 12  /* inside the reader: its parser is in use */
+  F_FEEDING = 1u << 12, /* inside the reader: its parser is in use */
+  F_SHAPED = 1u << 13   /* over its rate: reads paused until repaid */
 };
 
 enum action { A_NONE, A_TLS, A_ZLIB };
@@ -54,7 +55,8 @@ struct xcm_client {
   uint64_t created;
   uint64_t last_active;
   uint64_t bucket_at;
-  uint32_t tokens; /* thousandths of a stanza */
+  int64_t tokens;      /* thousandths of a stanza; below 0, in debt */
+  int64_t byte_tokens; /* thousandths of a byte; below 0, in debt */
   unsigned flags;
   unsigned reads; /* counted up to LOGIN_READS */
   unsigned char action;
@@ -156,86 +158,37 @@ void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text) {
 
 /* ---- writing ------------------------------------------------------------ */
 
+/* Whether an element the server routed is a message, by its name: the
+ * route's reader found where the element starts, so its name is the
+ * first thing in its bytes. */
 static int is_message(const char *bytes, size_t len) {
-  return len > 8 && memcmp(bytes, "<message", 8) == 0 &&
-         (bytes[8] == ' ' || bytes[8] == '>' || bytes[8] == '/' ||
-          bytes[8] == '\t' || bytes[8] == '\n' || bytes[8] == '\r');
+  return xcm__xml_qname_length(bytes, len) == 7 &&
+         memcmp(bytes + 1, "message", 7) == 0;
 }
 
-static int return_message(void *ud, const xcm_xml_stanza *s) {
+static void return_record(void *ud, const char *data, size_t len) {
   xcm_client *c = ud;
 
-  if (strcmp(s->name, "message") == 0)
-    c->cb->undelivered(c->ud, s->bytes, s->len);
-  return 0;
+  c->cb->undelivered(c->ud, data, len);
 }
 
-static int is_stanza_start(const char *p, size_t left) {
-  return (left > 8 && memcmp(p, "<message", 8) == 0) ||
-         (left > 9 && memcmp(p, "<presence", 9) == 0) ||
-         (left > 3 && memcmp(p, "<iq", 3) == 0 &&
-          (p[3] == ' ' || p[3] == '>' || p[3] == '/'));
-}
-
-/* Give back every message still queued for the client. The queue may
- * begin inside a stanza already partly written: start at the first
- * stanza that reads cleanly to the end. */
-static void return_from(xcm_client *c, const char *data, size_t len) {
-  static const xcm_xml_callbacks cb = {NULL, NULL, return_message, NULL};
-  static const xcm_xml_nsdecl ctx[] = {{"stream", XCM_NS_STREAMS},
-                                       {"", XCM_NS_CLIENT}};
-  size_t i, consumed;
-  xcm_xml_limits lim = {len + 1, 64};
-  int tries = 0;
-
-  for (i = 0; i < len && tries < 16; i++) {
-    xcm_xml_reader *r;
-    int err;
-
-    if (data[i] != '<' || !is_stanza_start(data + i, len - i))
-      continue;
-    tries++;
-    /* A dry run first, so that no message is returned twice. */
-    if (xcm__xml_reader_new(&r, c->ctx->xml, &(xcm_xml_callbacks){0}, NULL,
-                            &lim) != 0)
-      return;
-    xcm__xml_reader_assume_header(r, ctx, 2);
-    err = xcm__xml_reader_feed(r, data + i, len - i, &consumed);
-    xcm__xml_reader_free(r);
-    if (err != 0)
-      continue;
-    if (xcm__xml_reader_new(&r, c->ctx->xml, &cb, c, &lim) != 0)
-      return;
-    xcm__xml_reader_assume_header(r, ctx, 2);
-    xcm__xml_reader_feed(r, data + i, len - i, &consumed);
-    xcm__xml_reader_free(r);
-    return;
-  }
-}
-
-/* What libuv still holds in a write under way, then what was queued
- * after it. */
+/* Give back every message still queued for the client and not handed
+ * to the kernel at all. Each was written as a record: the stream knows
+ * where it starts and how long it is, so nothing in the bytes (text a
+ * sender chose included) is read again. */
 static void return_unsent(xcm_client *c) {
-  const char *data;
-  size_t len;
-
-  if (c->stream == NULL)
-    return;
-  len = xcm__stream_unsent_inflight(c->stream, &data);
-  if (len != 0)
-    return_from(c, data, len);
-  len = xcm__stream_unsent(c->stream, &data);
-  if (len != 0)
-    return_from(c, data, len);
+  if (c->stream != NULL)
+    xcm__stream_unsent_records(c->stream, return_record, c);
 }
 
 /* A client that does not read cannot have more queued for it without
- * bound: what it was not given goes back to the server (the message that
- * did not fit, then those still queued), and the client is dropped. */
-static void overflow(xcm_client *c, const char *data, size_t len) {
+ * bound: what it was not given goes back to the server (the messages
+ * still queued, then the one that did not fit), and the client is
+ * dropped. */
+static void overflow(xcm_client *c, const char *data, size_t len, int message) {
   if (c->cb->undelivered != NULL) {
     return_unsent(c);
-    if (is_message(data, len))
+    if (message)
       c->cb->undelivered(c->ud, data, len);
   }
   c->flags |= F_ENDED; /* it would not read the error either */
@@ -245,23 +198,31 @@ static void overflow(xcm_client *c, const char *data, size_t len) {
 
 /* No memory to queue what the client must get: it cannot be served
  * without a gap, so it goes, and a message goes back to the server. */
-static void out_of_memory(xcm_client *c, const char *data, size_t len) {
-  if (c->cb->undelivered != NULL && is_message(data, len))
+static void out_of_memory(xcm_client *c, const char *data, size_t len,
+                          int message) {
+  if (c->cb->undelivered != NULL && message)
     c->cb->undelivered(c->ud, data, len);
   xcm__client_fail(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
 }
 
-static int write_out(xcm_client *c, const char *data, size_t len) {
+/* Queue bytes for the client; a message is written as a record, so
+ * that it can be given back if the client never gets it. */
+static int write_as(xcm_client *c, const char *data, size_t len, int message) {
   int err;
 
   if (c->stream == NULL)
     return XCM_ECLOSED;
-  err = xcm__stream_write(c->stream, data, len);
+  err = message ? xcm__stream_write_record(c->stream, data, len)
+                : xcm__stream_write(c->stream, data, len);
   if (err == XCM_ELIMIT)
-    overflow(c, data, len);
+    overflow(c, data, len, message);
   else if (err == XCM_ENOMEM)
-    out_of_memory(c, data, len);
+    out_of_memory(c, data, len, message);
   return err;
+}
+
+static int write_out(xcm_client *c, const char *data, size_t len) {
+  return write_as(c, data, len, 0);
 }
 
 /* ---- the stream header and features ------------------------------------- */
@@ -390,21 +351,93 @@ static int levels(void *ud, const char *ns, const char *name) {
   return 0;
 }
 
-static int rate_ok(xcm_client *c) {
-  unsigned rate = c->cfg->rate ? c->cfg->rate : 200;
-  uint64_t burst = (uint64_t)(c->cfg->burst ? c->cfg->burst : 1000) * 1000;
-  uint64_t n = now(c), t = c->tokens;
+/* ---- shaping ------------------------------------------------------------ */
 
-  t += (n - c->bucket_at) * rate;
+/* Two token buckets, stanzas and bytes, in thousandths so that a rate
+ * of a few per second still refills a little every millisecond. A read
+ * is taken whole even if it leaves a bucket in debt (a stanza is never
+ * cut off half-way); then the client's reads pause until the debt is
+ * repaid. So a flood costs the flooder its own time, and nobody is
+ * disconnected for sending fast. */
+static unsigned cfg_or(unsigned v, unsigned dflt) {
+  return v ? v : dflt;
+}
+
+static unsigned stanza_rate(const xcm_client *c) {
+  return cfg_or(c->cfg->rate, 200);
+}
+
+static unsigned byte_rate(const xcm_client *c) {
+  return cfg_or(c->cfg->rate_bytes, 256u * 1024);
+}
+
+static int64_t refill(int64_t t, uint64_t ms, unsigned rate, unsigned burst) {
+  int64_t cap = (int64_t)burst * 1000;
+
+  /* A long quiet spell fills the bucket without overflowing the sum. */
+  if (t >= cap || ms >= (uint64_t)(cap - t) / rate + 1)
+    return cap;
+  return t + (int64_t)(ms * rate);
+}
+
+static void refill_buckets(xcm_client *c) {
+  uint64_t n = now(c), ms = n - c->bucket_at;
+
   c->bucket_at = n;
-  if (t > burst)
-    t = burst;
-  if (t < 1000) {
-    c->tokens = (uint32_t)t;
-    return 0;
-  }
-  c->tokens = (uint32_t)(t - 1000);
-  return 1;
+  if (stanza_rate(c) != XCM_UNLIMITED)
+    c->tokens =
+        refill(c->tokens, ms, stanza_rate(c), cfg_or(c->cfg->burst, 1000));
+  if (byte_rate(c) != XCM_UNLIMITED)
+    c->byte_tokens = refill(c->byte_tokens, ms, byte_rate(c),
+                            cfg_or(c->cfg->burst_bytes, 1u << 20));
+}
+
+static void take_stanza(xcm_client *c) {
+  if (stanza_rate(c) != XCM_UNLIMITED)
+    c->tokens -= 1000;
+}
+
+static void take_bytes(xcm_client *c, size_t len) {
+  if (byte_rate(c) != XCM_UNLIMITED)
+    c->byte_tokens -= (int64_t)len * 1000;
+}
+
+static uint64_t debt_ms(int64_t t, unsigned rate) {
+  return t >= 0 ? 0 : ((uint64_t)-t + rate - 1) / rate;
+}
+
+/* Milliseconds until both buckets are out of debt (as of the last
+ * refill), 0 if neither is in debt. */
+static uint64_t shape_wait(const xcm_client *c) {
+  uint64_t a = 0, b = 0;
+
+  if (stanza_rate(c) != XCM_UNLIMITED)
+    a = debt_ms(c->tokens, stanza_rate(c));
+  if (byte_rate(c) != XCM_UNLIMITED)
+    b = debt_ms(c->byte_tokens, byte_rate(c));
+  return a > b ? a : b;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* After a read: over the budget, stop reading until the timer finds the
+ * debt repaid. The stream's pause is shared with the upstream's flow
+ * control (F_PAUSED): each side resumes it only if the other does not
+ * hold it. */
+static void shape(xcm_client *c) {
+  uint64_t wait = shape_wait(c), due;
+
+  if (wait == 0 || c->stream == NULL || (c->flags & F_CLOSING))
+    return;
+  if (!(c->flags & F_SHAPED) && c->cfg->stats != NULL)
+    c->cfg->stats->reads_shaped++;
+  c->flags |= F_SHAPED;
+  xcm__stream_pause(c->stream);
+  /* Sooner than a timeout the timer waits for already, or that one
+   * would be late. */
+  due = uv_timer_get_due_in(&c->timer);
+  if (!uv_is_active((uv_handle_t *)&c->timer) || due > wait)
+    uv_timer_start(&c->timer, on_timer, wait, 0);
 }
 
 static int relay(xcm_client *c, const xcm_xml_stanza *s) {
@@ -510,9 +543,7 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
     return XCM_ECLOSED;
   if (c->flags & F_WAITING)
     return refuse(c, XCM_COND_NOT_AUTHORIZED, "wait for the stream features");
-  if (!rate_ok(c))
-    return refuse(c, XCM_COND_POLICY_VIOLATION,
-                  "stanzas sent faster than allowed");
+  take_stanza(c);
   if (strcmp(s->ns, XCM_NS_CLIENT) == 0 &&
       (strcmp(s->name, "message") == 0 || strcmp(s->name, "presence") == 0 ||
        strcmp(s->name, "iq") == 0)) {
@@ -568,6 +599,8 @@ static void on_read(void *ud, const char *data, size_t len) {
   c->last_active = now(c);
   if (c->reads < LOGIN_READS)
     c->reads++;
+  refill_buckets(c);
+  take_bytes(c, len);
   while (len > 0 && !(c->flags & F_CLOSING)) {
     c->flags |= F_FEEDING;
     err = xcm__xml_reader_feed(c->reader, data, len, &consumed);
@@ -613,6 +646,7 @@ static void on_read(void *ud, const char *data, size_t len) {
       ((c->flags & F_BOUND) || c->reads == LOGIN_READS ||
        xcm__xml_pool_busy(c->ctx->xml) > WARM_MAX))
     xcm__xml_reader_shrink(c->reader);
+  shape(c);
 }
 
 static void on_stream_end(void *ud, int err) {
@@ -657,34 +691,77 @@ static const xcm_stream_cb stream_cb = {on_read, on_stream_end, on_tls_done,
 
 /* ---- timers ------------------------------------------------------------- */
 
+/* When a timeout of ms (0: dflt) from `from` runs out; never for
+ * XCM_UNLIMITED. */
+static uint64_t deadline(uint64_t from, unsigned ms, unsigned dflt) {
+  return ms == XCM_UNLIMITED ? UINT64_MAX : from + cfg_or(ms, dflt);
+}
+
 static void on_timer(uv_timer_t *t) {
   xcm_client *c = t->data;
-  unsigned auth_ms = c->cfg->auth_timeout_ms ? c->cfg->auth_timeout_ms : 60000;
-  unsigned idle_ms = c->cfg->idle_timeout_ms ? c->cfg->idle_timeout_ms : 600000;
-  uint64_t n = now(c), next;
+  xcm_stats *st = c->cfg->stats;
+  uint64_t n = now(c), next, wait;
+  /* A header that was read either opened the session or waits for an
+   * upstream link; a refused one ended the client. */
+  uint64_t header_at =
+      (c->flags & (F_OPENED | F_WAITING))
+          ? UINT64_MAX
+          : deadline(c->created, c->cfg->header_timeout_ms, 10000);
+  uint64_t auth_at = (c->flags & F_AUTHED)
+                         ? UINT64_MAX
+                         : deadline(c->created, c->cfg->auth_timeout_ms, 30000);
+  uint64_t idle_at = deadline(c->last_active, c->cfg->idle_timeout_ms, 600000);
+  uint64_t wait_at = (c->flags & F_WAITING)
+                         ? c->created + c->cfg->upstream_wait_ms
+                         : UINT64_MAX;
 
-  if ((c->flags & F_WAITING) && n >= c->created + c->cfg->upstream_wait_ms) {
+  if (n >= wait_at) {
     xcm__client_fail(c, XCM_COND_REMOTE_CONNECTION_FAILED,
                      "no connection to the XMPP server; try again later");
     return;
   }
-  if (!(c->flags & F_AUTHED) && n >= c->created + auth_ms) {
+  if (n >= header_at) {
+    if (st != NULL)
+      st->header_timeouts++;
+    xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT,
+                     "no stream header in time");
+    return;
+  }
+  if (n >= auth_at) {
+    if (st != NULL)
+      st->auth_timeouts++;
     xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT,
                      "authentication took too long");
     return;
   }
-  if (n >= c->last_active + idle_ms) {
+  if (n >= idle_at) {
     xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT, "idle for too long");
     return;
   }
+  /* A shaped client reads again once its debt is repaid. */
+  if (c->flags & F_SHAPED) {
+    refill_buckets(c);
+    if (shape_wait(c) == 0) {
+      c->flags &= ~(unsigned)F_SHAPED;
+      if (!(c->flags & F_PAUSED) && c->stream != NULL)
+        xcm__stream_resume(c->stream);
+    }
+  }
   /* Reads only note the time; the timer re-arms itself lazily, so an
    * active client costs no timer operations. */
-  next = c->last_active + idle_ms;
-  if (!(c->flags & F_AUTHED) && c->created + auth_ms < next)
-    next = c->created + auth_ms;
-  if ((c->flags & F_WAITING) && c->created + c->cfg->upstream_wait_ms < next)
-    next = c->created + c->cfg->upstream_wait_ms;
-  uv_timer_start(&c->timer, on_timer, next - n, 0);
+  next = idle_at;
+  if (header_at < next)
+    next = header_at;
+  if (auth_at < next)
+    next = auth_at;
+  if (wait_at < next)
+    next = wait_at;
+  wait = (c->flags & F_SHAPED) ? shape_wait(c) : 0;
+  if (wait != 0 && n + wait < next)
+    next = n + wait;
+  /* With every timeout switched off there is nothing to wait for. */
+  if (next != UINT64_MAX)
+    uv_timer_start(&c->timer, on_timer, next - n, 0);
 }
 
 static void on_timer_closed(uv_handle_t *h) {
@@ -753,7 +830,9 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   c->cb = cb;
   c->ud = ud;
   c->created = c->last_active = c->bucket_at = uv_now(ctx->loop);
-  c->tokens = (cfg->burst ? cfg->burst : 1000) * 1000u;
+  c->tokens = (int64_t)(cfg->burst ? cfg->burst : 1000) * 1000;
+  c->byte_tokens =
+      (int64_t)(cfg->burst_bytes ? cfg->burst_bytes : 1u << 20) * 1000;
   err = make_sid(c->sid);
   if (err == 0)
     err = xcm__xml_reader_new(&c->reader, ctx->xml, &reader_cb, c, NULL);
@@ -853,9 +932,10 @@ static void watch_answers(xcm_client *c, const char *bytes, size_t len) {
 }
 
 void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
+  int message = r->inner != NULL && is_message(r->inner, r->inner_len);
+
   if (c->flags & F_CLOSING) {
-    if (r->inner != NULL && is_message(r->inner, r->inner_len) &&
-        c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED))
+    if (message && c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED))
       c->cb->undelivered(c->ud, r->inner, r->inner_len);
     return;
   }
@@ -863,7 +943,7 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
     write_out(c, r->text, r->text_len);
     return;
   }
-  if (write_out(c, r->inner, r->inner_len) != 0)
+  if (write_as(c, r->inner, r->inner_len, message) != 0)
     return;
   if (c->req != NULL)
     watch_answers(c, r->inner, r->inner_len);
@@ -895,7 +975,8 @@ void xcm__client_pause(xcm_client *c) {
 
 void xcm__client_resume(xcm_client *c) {
   c->flags &= ~(unsigned)F_PAUSED;
-  if (c->stream != NULL)
+  /* Shaping holds the pause too, until its timer. */
+  if (c->stream != NULL && !(c->flags & F_SHAPED))
     xcm__stream_resume(c->stream);
 }
 

@@ -19,6 +19,7 @@
 #include "xcm/condition.h"
 #include "xcm/policy.h"
 #include "xcm/route.h"
+#include "xcm/xcm.h"
 #include "xml/reader.h"
 
 typedef struct xcm_client xcm_client;
@@ -27,23 +28,28 @@ typedef struct xcm_client xcm_client;
  * fields take the defaults given. */
 typedef struct xcm_client_cfg {
   const char *domain;
-  size_t max_stanza_preauth; /* 8 KiB */
-  size_t max_stanza;         /* 256 KiB */
-  unsigned max_depth;        /* 32 */
-  unsigned auth_timeout_ms;  /* 60 s to authenticate */
-  unsigned idle_timeout_ms;  /* 10 min without a byte (whitespace counts) */
-  size_t max_out;            /* 1 MiB queued for a client that does not read */
-  unsigned rate;             /* stanzas per second, sustained: 200 */
-  unsigned burst;            /* ... and in a burst: 1000 */
-  int compression;           /* offer zlib (after TLS) when the server does */
-  xcm_tls_config *tls;       /* NULL: no STARTTLS here */
-  int direct_tls;            /* XEP-0368: TLS from the first byte */
+  size_t max_stanza_preauth;  /* 8 KiB */
+  size_t max_stanza;          /* 256 KiB */
+  unsigned max_depth;         /* 32 */
+  unsigned header_timeout_ms; /* 10 s to send the stream header */
+  unsigned auth_timeout_ms;   /* 30 s to authenticate */
+  unsigned idle_timeout_ms;   /* 10 min without a byte (whitespace counts) */
+  size_t max_out;             /* 1 MiB queued for a client that does not read */
+  unsigned rate;              /* stanzas per second, sustained: 200 */
+  unsigned burst;             /* ... and in a burst: 1000 */
+  unsigned rate_bytes;        /* bytes per second, sustained: 256 KiB */
+  unsigned burst_bytes;       /* ... and in a burst: 1 MiB */
+  int compression;            /* offer zlib (after TLS) when the server does */
+  xcm_tls_config *tls;        /* NULL: no STARTTLS here */
+  int direct_tls;             /* XEP-0368: TLS from the first byte */
   /* While no upstream link is up, a new client waits this long for one
    * before remote-connection-failed; 0 refuses at once. */
   unsigned upstream_wait_ms;
   /* The server's current policy, or NULL while no link is up. */
   const xcm_policy *(*policy)(void *ud);
   void *policy_ud;
+  /* Where timeouts and shaped reads are counted; may be NULL. */
+  xcm_stats *stats;
 } xcm_client_cfg;
 
 /* Why a client went away. */

@@ -66,23 +66,28 @@ int xcm_policy_has_mechanism(const xcm_policy *p, const char *name,
   return 0;
 }
 
-static void read_mechanisms(const xcm_xml_node *mechs, xcm_policy *p) {
+/* Returns how many mechanism elements were not kept, so that the caller
+ * can say so: a capped list must not shrink without a word. */
+static int read_mechanisms(const xcm_xml_node *mechs, xcm_policy *p) {
   const xcm_xml_node *c;
   const char *s;
   size_t len;
+  int skipped = 0;
 
   for (c = mechs->children; c != NULL; c = c->next) {
-    if (p->nmechanisms == XCM_POLICY_MAX_MECHANISMS)
-      return;
     if (!is(c, XCM_NS_SASL, "mechanism"))
       continue;
     s = trimmed(c, &len);
-    if (!mechanism_ok(s, len) || xcm_policy_has_mechanism(p, s, len))
+    if (p->nmechanisms == XCM_POLICY_MAX_MECHANISMS || !mechanism_ok(s, len) ||
+        xcm_policy_has_mechanism(p, s, len)) {
+      skipped++;
       continue;
+    }
     memcpy(p->mechanisms[p->nmechanisms], s, len);
     p->mechanisms[p->nmechanisms][len] = '\0';
     p->nmechanisms++;
   }
+  return skipped;
 }
 
 static int offers_zlib(const xcm_xml_node *compression) {
@@ -104,6 +109,7 @@ int xcm__policy_from_config(const xcm_xml_node *iq, xcm_policy *out) {
   const xcm_xml_node *config = NULL, *c;
   const char *type;
   xcm_policy p;
+  int skipped = 0;
 
   if (iq == NULL || !is(iq, XCM_NS_CM, "iq"))
     return XCM_EPROTO;
@@ -122,7 +128,7 @@ int xcm__policy_from_config(const xcm_xml_node *iq, xcm_policy *out) {
       p.tls = has_child(c, XCM_NS_TLS, "required") ? XCM_TLS_REQUIRED
                                                    : XCM_TLS_OPTIONAL;
     else if (is(c, XCM_NS_SASL, "mechanisms"))
-      read_mechanisms(c, &p);
+      skipped += read_mechanisms(c, &p);
     else if (is(c, XCM_NS_COMPRESS_FEATURE, "compression"))
       p.compression_zlib = p.compression_zlib || offers_zlib(c);
     else if (is(c, XCM_NS_IQ_AUTH_FEATURE, "auth"))
@@ -131,7 +137,7 @@ int xcm__policy_from_config(const xcm_xml_node *iq, xcm_policy *out) {
       p.registration = 1;
   }
   *out = p;
-  return 0;
+  return skipped;
 }
 
 /* Appends s as snprintf would: out keeps whatever fits and its NUL, and

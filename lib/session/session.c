@@ -30,6 +30,7 @@ void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_stats *stats) {
   memset(t, 0, sizeof(*t));
   t->ctx = ctx;
   t->stats = stats;
+  t->max_clients = t->max_per_address = XCM_UNLIMITED;
   xcm__map_init(&t->per_address, ctx->alloc);
   xcm__map_init(&t->by_sid, ctx->alloc);
 }
@@ -165,12 +166,24 @@ static void up_deliver(void *ud, const xcm_route *r) {
   if (s->table->hook != NULL && r->inner != NULL) {
     const char *rep;
     size_t rep_len, ql = xcm__xml_qname_length(r->inner, r->inner_len);
-    char name[64];
+    char buf[64], *name = buf;
     xcm_verdict verdict;
 
-    snprintf(name, sizeof name, "%.*s", (int)ql, r->inner + 1);
+    /* The hook gets the whole name, however long. */
+    if (ql >= sizeof buf) {
+      name = xcm__strndup(s->table->ctx->alloc, r->inner + 1, ql);
+      if (name == NULL) {
+        s->table->stats->hook_dropped++;
+        return;
+      }
+    } else {
+      memcpy(buf, r->inner + 1, ql);
+      buf[ql] = '\0';
+    }
     verdict = ask_hook(s, XCM_TO_CLIENT, name, r->inner, r->inner_len, &rep,
                        &rep_len);
+    if (name != buf)
+      xcm__free(s->table->ctx->alloc, name);
     if (verdict == XCM_DROP) {
       s->table->stats->hook_dropped++;
       return;
@@ -373,8 +386,10 @@ static void refused_closed(uv_handle_t *h) {
   xcm__free(t->ctx->alloc, h);
 }
 
-static void refuse(xcm_sessions *t, uv_tcp_t *tcp) {
+static void refuse(xcm_sessions *t, uv_tcp_t *tcp, uint64_t *reason) {
   t->stats->clients_refused++;
+  if (reason != NULL)
+    (*reason)++;
   tcp->data = t;
   uv_close((uv_handle_t *)tcp, refused_closed);
 }
@@ -404,7 +419,7 @@ static addr_count *count_address(xcm_sessions *t, uv_tcp_t *tcp, int *over) {
       return NULL;
     }
   }
-  if (t->max_per_address && a->n >= t->max_per_address) {
+  if (a->n >= t->max_per_address) {
     *over = 1;
     return a;
   }
@@ -438,8 +453,9 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
   int err;
 
   *stream = NULL;
-  if (t->max_clients && t->count >= t->max_clients) {
+  if (t->count >= t->max_clients) {
     t->stats->clients_refused++;
+    t->stats->clients_refused_total_limit++;
     return XCM_EBUSY;
   }
   s = xcm__calloc(t->ctx->alloc, sizeof(*s));
@@ -462,14 +478,14 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
   addr_count *a = NULL;
   int over = 0, err;
 
-  if (t->max_clients && t->count >= t->max_clients) {
-    refuse(t, tcp);
+  if (t->count >= t->max_clients) {
+    refuse(t, tcp, &t->stats->clients_refused_total_limit);
     return XCM_EBUSY;
   }
-  if (t->max_per_address) {
+  if (t->max_per_address != XCM_UNLIMITED) {
     a = count_address(t, tcp, &over);
     if (over) {
-      refuse(t, tcp);
+      refuse(t, tcp, &t->stats->clients_refused_address_limit);
       return XCM_EBUSY;
     }
   }
@@ -477,7 +493,7 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
   if (s == NULL) {
     if (a != NULL)
       a->n--;
-    refuse(t, tcp);
+    refuse(t, tcp, NULL);
     return XCM_ENOMEM;
   }
   s->table = t;

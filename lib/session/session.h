@@ -23,8 +23,8 @@ typedef struct xcm_sessions {
   xcm_map by_sid;
   xcm_session_fn events; /* NULL: none */
   void *events_ud;
-  unsigned max_clients;     /* 0: none */
-  unsigned max_per_address; /* 0: none */
+  unsigned max_clients;     /* XCM_UNLIMITED: none */
+  unsigned max_per_address; /* XCM_UNLIMITED: none */
   xcm_stanza_hook hook;     /* NULL: none */
   void *hook_ud;
   /* Called when the last session is gone (for the shutdown). */

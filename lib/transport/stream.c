@@ -30,6 +30,7 @@
 #include "transport/stream.h"
 
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -60,7 +61,25 @@ typedef struct frame {
  * by the flusher. So the stream needs no pointer of its own for it. */
 static _Thread_local frame *pumping;
 
-/* Output state, allocated while the stream has bytes to send. */
+/* A write the owner marked as a record: where it starts in the
+ * plaintext written since the output state was allocated, and its
+ * length. */
+typedef struct out_rec {
+  uint64_t at;
+  size_t len;
+} out_rec;
+
+/* Output state, allocated while the stream has bytes to send.
+ *
+ * Records. Plaintext positions count every byte written since the state
+ * was allocated; `end` is the next one. The plaintext still unsent and
+ * unencoded is the tail [end - n, end): with TLS or zlib n is app.len;
+ * without, n is wire.len plus what libuv has not yet written of the
+ * request in flight (whose buffer holds the plaintext just before
+ * wire's). That start only moves forward, so a record that begins
+ * before it is sent (or partly sent) for good and is dropped whenever
+ * the array would otherwise grow. Each record still kept counts
+ * sizeof(out_rec) against max_out, beside the bytes. */
 typedef struct out_state {
   xcm_buf app;          /* plaintext for TLS or zlib, not yet encoded */
   xcm_buf wire;         /* bytes for the socket, not yet given to it */
@@ -68,6 +87,9 @@ typedef struct out_state {
   char *inflight_data;  /* its buffer, owned by the request */
   size_t inflight_cap;
   size_t inflight_len; /* bytes in that buffer, the first ones written */
+  uint64_t end;        /* plaintext position after the last byte written */
+  out_rec *recs;       /* records, oldest first; NULL until the first */
+  size_t nrecs, recs_cap;
 } out_state;
 
 /* A uv_connect_t with the success callback, so that the stream does not
@@ -181,7 +203,21 @@ static int out_get(xcm_stream *s) {
   s->out->inflight = NULL;
   s->out->inflight_data = NULL;
   s->out->inflight_cap = 0;
+  s->out->inflight_len = 0;
+  s->out->end = 0;
+  s->out->recs = NULL;
+  s->out->nrecs = s->out->recs_cap = 0;
   return 0;
+}
+
+static void out_free(xcm_stream *s) {
+  out_state *o = s->out;
+
+  xcm__buf_free(&o->app);
+  xcm__buf_free(&o->wire);
+  xcm__free(salloc(s), o->recs);
+  xcm__free(salloc(s), o);
+  s->out = NULL;
 }
 
 /* Give the output state back once nothing is left in it. */
@@ -196,10 +232,7 @@ static void out_trim(xcm_stream *s) {
     xcm__buf_free(&o->app);
   if (o->app.len != 0 || o->wire.len != 0 || o->inflight != NULL)
     return;
-  xcm__buf_free(&o->app);
-  xcm__buf_free(&o->wire);
-  xcm__free(salloc(s), o);
-  s->out = NULL;
+  out_free(s);
 }
 
 static void report_end(xcm_stream *s, int err) {
@@ -214,14 +247,18 @@ static void report_end(xcm_stream *s, int err) {
 /* The socket refused our bytes: nothing more can be sent, so drop what
  * is queued and say so once. */
 static void write_failed(xcm_stream *s, int err) {
+  int closing = s->closing;
+
   s->failed = 1;
+  /* The owner hears of it before the queue goes, so that it can still
+   * take back its records (the stream lives until its handle closes). */
+  if (!closing)
+    report_end(s, err);
   if (s->out != NULL)
     s->out->app.len = s->out->wire.len = 0;
   out_trim(s);
-  if (s->closing)
+  if (closing)
     finish_close(s);
-  else
-    report_end(s, err);
 }
 
 /* After output made progress: free what is empty, owe a drain, finish a
@@ -407,60 +444,167 @@ static void flush_cb(uv_prepare_t *h) {
   uv_prepare_stop(h);
 }
 
-int xcm__stream_write(xcm_stream *s, const void *data, size_t len) {
-  size_t q, max = s->limits.max_out;
+static int layered(const xcm_stream *s) {
+  return s->tls != NULL || s->zlib != NULL;
+}
+
+/* What libuv has not written yet of the request in flight: the end of
+ * its buffer. */
+static size_t inflight_pending(const xcm_stream *s) {
+  const out_state *o = s->out;
+  size_t pending;
+
+  if (o->inflight == NULL || s->tcp == NULL)
+    return 0;
+  pending = uv_stream_get_write_queue_size((const uv_stream_t *)s->tcp);
+  return pending < o->inflight_len ? pending : o->inflight_len;
+}
+
+/* The plaintext position where what is neither encoded nor handed to
+ * the kernel begins (see out_state). With TLS or zlib on, wire holds
+ * encoded bytes: only app is still plaintext. */
+static uint64_t unsent_from(const xcm_stream *s) {
+  const out_state *o = s->out;
+
+  if (layered(s))
+    return o->end - o->app.len;
+  return o->end - o->wire.len - inflight_pending(s);
+}
+
+/* Forget the records that begin before the unsent tail: they are sent,
+ * or partly sent, for good. They are the oldest, so a prefix. */
+static void recs_prune(xcm_stream *s) {
+  out_state *o = s->out;
+  uint64_t from = unsent_from(s);
+  size_t i = 0;
+
+  while (i < o->nrecs && o->recs[i].at < from)
+    i++;
+  if (i == 0)
+    return;
+  memmove(o->recs, o->recs + i, (o->nrecs - i) * sizeof(*o->recs));
+  o->nrecs -= i;
+}
+
+/* A free slot for one more record: drop the sent ones before growing. */
+static int recs_reserve(xcm_stream *s) {
+  out_state *o = s->out;
+  out_rec *r;
+  size_t cap;
+
+  if (o->nrecs < o->recs_cap)
+    return 0;
+  recs_prune(s);
+  if (o->nrecs < o->recs_cap)
+    return 0;
+  cap = o->recs_cap != 0 ? 2 * o->recs_cap : 8;
+  r = xcm__realloc(salloc(s), o->recs, cap * sizeof(*r));
+  if (r == NULL)
+    return XCM_ENOMEM;
+  o->recs = r;
+  o->recs_cap = cap;
+  return 0;
+}
+
+/* What counts against max_out: the bytes queued and the records kept. */
+static size_t limit_used(const xcm_stream *s) {
+  return queued(s) + (s->out != NULL ? s->out->nrecs * sizeof(out_rec) : 0);
+}
+
+/* Whether len more bytes (and a record) fit under max_out. Records
+ * already sent may still be counted: drop them before refusing. */
+static int has_room(xcm_stream *s, size_t len, int record) {
+  size_t max = s->limits.max_out, need = len + (record ? sizeof(out_rec) : 0);
+
+  if (max == 0)
+    return 1;
+  if (need > max)
+    return 0;
+  if (limit_used(s) <= max - need)
+    return 1;
+  if (s->out == NULL || s->out->nrecs == 0)
+    return 0;
+  recs_prune(s);
+  return limit_used(s) <= max - need;
+}
+
+static int queue_write(xcm_stream *s, const void *data, size_t len,
+                       int record) {
+  out_state *o;
+  size_t q;
   int err;
 
   if (s->closing || s->failed)
     return XCM_ECLOSED;
   if (len == 0)
     return 0;
-  q = queued(s);
-  if (max != 0 && (len > max || q > max - len))
+  if (!has_room(s, len, record))
     return XCM_ELIMIT;
+  q = queued(s);
   err = out_get(s);
+  /* The slot first: a record that could not be kept must not leave its
+   * bytes queued without it. */
+  if (err == 0 && record)
+    err = recs_reserve(s);
   if (err == 0)
-    err = xcm__buf_append(s->tls != NULL || s->zlib != NULL ? &s->out->app
-                                                            : &s->out->wire,
-                          data, len);
+    err = xcm__buf_append(layered(s) ? &s->out->app : &s->out->wire, data, len);
   if (err != 0) {
     out_trim(s);
     return err;
   }
+  o = s->out;
+  if (record) {
+    o->recs[o->nrecs].at = o->end;
+    o->recs[o->nrecs].len = len;
+    o->nrecs++;
+  }
+  o->end += len;
   if (s->limits.high_water != 0 && q + len > s->limits.high_water)
     s->over = 1;
   schedule_flush(s);
   return 0;
 }
 
-size_t xcm__stream_unsent(const xcm_stream *s, const char **data) {
-  const xcm_buf *b;
-
-  *data = NULL;
-  if (s->out == NULL)
-    return 0;
-  /* With TLS or zlib on, wire holds encoded bytes: only app is still
-   * plaintext. */
-  b = s->tls != NULL || s->zlib != NULL ? &s->out->app : &s->out->wire;
-  *data = b->data;
-  return b->len;
+int xcm__stream_write(xcm_stream *s, const void *data, size_t len) {
+  return queue_write(s, data, len, 0);
 }
 
-size_t xcm__stream_unsent_inflight(const xcm_stream *s, const char **data) {
-  const out_state *o = s->out;
-  size_t pending;
+int xcm__stream_write_record(xcm_stream *s, const void *data, size_t len) {
+  return queue_write(s, data, len, 1);
+}
 
-  *data = NULL;
-  if (o == NULL || o->inflight == NULL || s->tls != NULL || s->zlib != NULL ||
-      s->tcp == NULL)
+/* Where a record's bytes are: in app with TLS or zlib; else in wire, or
+ * in the buffer of the request in flight, which ends where wire
+ * begins. A record never straddles the two: wire goes to a request
+ * whole. */
+static const char *rec_data(const xcm_stream *s, const out_rec *r) {
+  const out_state *o = s->out;
+  uint64_t wire_at;
+
+  if (layered(s))
+    return o->app.data + (r->at - (o->end - o->app.len));
+  wire_at = o->end - o->wire.len;
+  if (r->at >= wire_at)
+    return o->wire.data + (r->at - wire_at);
+  return o->inflight_data + (r->at - (wire_at - o->inflight_len));
+}
+
+size_t xcm__stream_unsent_records(const xcm_stream *s, xcm_stream_record_fn fn,
+                                  void *ud) {
+  const out_state *o = s->out;
+  uint64_t from;
+  size_t i, n = 0;
+
+  if (o == NULL || o->nrecs == 0)
     return 0;
-  /* The one request under way: libuv counts what it has not written
-   * yet, which is the end of its buffer. */
-  pending = uv_stream_get_write_queue_size((const uv_stream_t *)s->tcp);
-  if (pending > o->inflight_len)
-    pending = o->inflight_len;
-  *data = o->inflight_data + (o->inflight_len - pending);
-  return pending;
+  from = unsent_from(s);
+  for (i = 0; i < o->nrecs; i++) {
+    if (o->recs[i].at < from)
+      continue;
+    fn(ud, rec_data(s, &o->recs[i]), o->recs[i].len);
+    n++;
+  }
+  return n;
 }
 
 size_t xcm__stream_queued(const xcm_stream *s) {
@@ -889,12 +1033,9 @@ static void destroy(xcm_stream *s) {
   unlink_flush(s);
   if (!s->quiet)
     s->cb->closed(s->ud);
-  if (s->out != NULL) {
-    /* uv_close has run every write callback by now. */
-    xcm__buf_free(&s->out->app);
-    xcm__buf_free(&s->out->wire);
-    xcm__free(a, s->out);
-  }
+  /* uv_close has run every write callback by now. */
+  if (s->out != NULL)
+    out_free(s);
   if (s->in != NULL) {
     xcm__buf_free(&s->in->mid);
     xcm__buf_free(&s->in->raw);
@@ -1111,7 +1252,7 @@ size_t xcm__stream_footprint(const xcm_stream *s) {
   const out_state *o = s->out;
 
   if (o != NULL) {
-    n += sizeof(*o) + o->app.cap + o->wire.cap;
+    n += sizeof(*o) + o->app.cap + o->wire.cap + o->recs_cap * sizeof(*o->recs);
     if (o->inflight != NULL)
       n += sizeof(*o->inflight) + o->inflight_cap;
   }

@@ -43,7 +43,9 @@ typedef struct xcm_stream_cb {
    * another negative code (an xcm_error or libuv code) for a failure.
    * Reported once; the owner should then call xcm__stream_close(). After
    * UV_EOF the stream can still be written to (the peer only closed its
-   * half): write the answer, then close. */
+   * half): write the answer, then close. Records not yet sent can still
+   * be taken back here (xcm__stream_unsent_records), after a failed
+   * write too: the queue is dropped only once end returns. */
   void (*end)(void *ud, int err);
   /* The TLS handshake finished (err 0) or failed (then end follows
    * with the same code unless the owner closes). A connection lost
@@ -104,19 +106,25 @@ int xcm__stream_connect(xcm_stream **out, xcm_ctx *ctx,
                         const xcm_stream_limits *limits);
 
 /* Queue len bytes (copied). Returns 0, XCM_ELIMIT when the output bound
- * would be passed (nothing is queued then), XCM_ECLOSED, or XCM_ENOMEM. */
+ * (bytes queued, and records kept: see below) would be passed (nothing
+ * is queued then), XCM_ECLOSED, or XCM_ENOMEM. */
 int xcm__stream_write(xcm_stream *s, const void *data, size_t len);
 
-/* Plaintext queued and neither encoded (TLS, zlib) nor handed to the
- * kernel, for a writer that must take back what its peer will never read.
- * It may begin inside something written earlier. Valid until the next
- * call on s. */
-size_t xcm__stream_unsent(const xcm_stream *s, const char **data);
-/* Plaintext handed to libuv in a write the kernel has not taken yet
- * (it comes before what xcm__stream_unsent gives); it may begin inside
- * something partly written. None with TLS or zlib. Valid until the next
- * call on s. */
-size_t xcm__stream_unsent_inflight(const xcm_stream *s, const char **data);
+/* The same, and remember where these bytes start and how long they
+ * are (a stanza the owner may have to take back). Fails as a whole: if
+ * the record cannot be kept (XCM_ENOMEM), nothing is queued. Each record
+ * still kept counts sizeof(a record), 16 bytes on 64-bit, against
+ * max_out beside the bytes. An empty write keeps nothing. */
+int xcm__stream_write_record(xcm_stream *s, const void *data, size_t len);
+
+/* Call fn, oldest first, with the bytes of every record not yet handed
+ * to the kernel at all: queued plaintext, including what libuv still
+ * holds in a write under way on plain TCP; with TLS or zlib, only what
+ * is not encoded yet. A record partly sent is not given. The bytes are
+ * lent for the call; fn must not use s. Returns how many were given. */
+typedef void (*xcm_stream_record_fn)(void *ud, const char *data, size_t len);
+size_t xcm__stream_unsent_records(const xcm_stream *s, xcm_stream_record_fn fn,
+                                  void *ud);
 
 /* Bytes queued and not yet handed to the kernel. */
 size_t xcm__stream_queued(const xcm_stream *s);

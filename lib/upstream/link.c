@@ -57,8 +57,8 @@ struct xcm_link {
   const char *fail_why;
   char why_buf[256];
 
-  char jid[256];
-  char stream_id[128];
+  char jid[XCM_POOL_MAX_JID]; /* the pool refuses names that do not fit */
+  char stream_id[128];        /* a longer one is refused (on_header) */
   xcm_buf scratch;
 };
 
@@ -194,9 +194,13 @@ static int on_header(void *ud, const xcm_xml_header *h) {
   if (strcmp(h->ns, XCM_NS_STREAMS) != 0 || strcmp(h->name, "stream") != 0)
     return fail(l, XCM_EPROTO, "the server's stream header is not a stream%s",
                 NULL);
-  snprintf(l->stream_id, sizeof l->stream_id, "%s", id != NULL ? id : "");
-  if (l->stream_id[0] == '\0')
+  if (id == NULL || id[0] == '\0')
     return fail(l, XCM_EPROTO, "the server's stream header has no id%s", NULL);
+  /* Cut, the id would make a handshake digest the server cannot match. */
+  if (strlen(id) >= sizeof l->stream_id)
+    return fail(l, XCM_EPROTO,
+                "the server's stream id is longer than 127 bytes%s", NULL);
+  memcpy(l->stream_id, id, strlen(id) + 1);
   return 0;
 }
 
@@ -281,10 +285,16 @@ static int on_features(xcm_link *l, const xcm_xml_node *f) {
 static int on_config(xcm_link *l, const xcm_xml_node *iq) {
   xcm_policy p;
   const char *id = xcm__xml_node_attr(iq, "id");
-  int err;
+  int err, skipped = xcm__policy_from_config(iq, &p);
 
-  if (xcm__policy_from_config(iq, &p) != 0)
+  if (skipped < 0)
     return 0;
+  if (skipped > 0)
+    xcm__log(l->ctx, XCM_LOG_WARN,
+             "upstream: the server's configuration lists %d SASL mechanism(s) "
+             "that clients will not be offered (malformed, repeated, or "
+             "beyond the first %d)",
+             skipped, XCM_POLICY_MAX_MECHANISMS);
   err = xcm__cm_iq_result(&l->scratch, l->jid, l->opt->domain,
                           id != NULL && id[0] ? id : "config");
   if (err == 0)

@@ -107,7 +107,8 @@ static int copy_options(xcm_pool *p, const xcm_pool_options *o) {
   char *cursor;
 
   if (o->domain == NULL || o->name == NULL || o->secret == NULL ||
-      o->domain[0] == '\0' || o->name[0] == '\0')
+      o->domain[0] == '\0' || o->name[0] == '\0' ||
+      strlen(o->name) + strlen(prefix) + 24 > XCM_POOL_MAX_JID)
     return XCM_EINVAL;
   size = strlen(host) + strlen(prefix) + strlen(ca) + strlen(o->domain) +
          strlen(o->name) + strlen(o->secret) + 6;
@@ -532,49 +533,90 @@ static int send_bounce(xcm_pool *p, xcm_up_session *s, const char *id,
   return err;
 }
 
-/* An attribute of a route's payload. The payload is usually built
- * without its attributes (see on_link_payload_attrs); one whose route
- * began before its session closed still is, and then the value comes
- * from the start tag itself, as it is written there: a value with an
- * entity in it (cap bytes or more, or with '&') is not used. */
-static const char *payload_attr(const xcm_xml_node *inner, const xcm_route *r,
-                                const char *name, char *buf, size_t cap) {
-  const char *v, *q;
-  size_t vl, ql;
-
-  if (inner->nattrs > 0)
-    return xcm__xml_node_attr(inner, name);
-  if (!xcm__xml_start_tag(r->inner, r->inner_len, name, &v, &vl, &q, &ql) ||
-      vl >= cap || memchr(v, '&', vl) != NULL)
-    return NULL;
-  memcpy(buf, v, vl);
-  buf[vl] = '\0';
-  return buf;
-}
-
-static void undeliverable(xcm_pool *p, xcm_up_session *s,
-                          const xcm_xml_stanza *st, const xcm_route *r) {
-  const xcm_xml_node *inner = st->root->children;
-  char tb[16], ib[256], fb[1024], ob[1024];
-  const char *type;
+/* A route's payload the session can no longer take: a message goes back
+ * to be stored offline (unless it is an error), an iq get or set is
+ * answered with an error. inner has its attributes. */
+static void undeliverable_node(xcm_pool *p, xcm_up_session *s,
+                               const xcm_xml_node *inner, const xcm_route *r) {
+  const char *type = xcm__xml_node_attr(inner, "type");
   int err = 0;
 
-  if (inner == NULL || r->inner == NULL)
-    return;
-  type = payload_attr(inner, r, "type", tb, sizeof tb);
   if (strcmp(inner->name, "message") == 0 &&
       (type == NULL || strcmp(type, "error") != 0)) {
     err = send_failed(p, s, r->inner, r->inner_len);
   } else if (strcmp(inner->name, "iq") == 0 && type != NULL &&
              (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)) {
-    err = send_bounce(p, s, payload_attr(inner, r, "id", ib, sizeof ib),
-                      payload_attr(inner, r, "from", fb, sizeof fb),
-                      payload_attr(inner, r, "to", ob, sizeof ob));
+    err = send_bounce(p, s, xcm__xml_node_attr(inner, "id"),
+                      xcm__xml_node_attr(inner, "from"),
+                      xcm__xml_node_attr(inner, "to"));
   }
   if (err != 0)
     xcm__log(p->ctx, XCM_LOG_WARN,
              "upstream: could not return an undeliverable <%s/> for %s: %s",
              inner->name, s->sid, xcm_strerror(err));
+}
+
+typedef struct payload_read {
+  xcm_pool *p;
+  xcm_up_session *s;
+  const xcm_route *r;
+  int done;
+} payload_read;
+
+static int payload_levels(void *ud, const char *ns, const char *name) {
+  (void)ud, (void)ns, (void)name;
+  return 1;
+}
+
+static int payload_stanza(void *ud, const xcm_xml_stanza *st) {
+  payload_read *pr = ud;
+
+  if (st->root != NULL && !pr->done) {
+    pr->done = 1;
+    undeliverable_node(pr->p, pr->s, st->root, pr->r);
+  }
+  return 0;
+}
+
+/* The payload is usually read without its attributes (see
+ * on_link_payload_attrs); one whose route began before its session
+ * closed still is. Its attributes are then read from its bytes as an
+ * element, in the upstream stream's namespaces: rare, so the cost does
+ * not matter, and exact where a walk over the start tag would have to
+ * cap and unescape by hand. */
+static void undeliverable(xcm_pool *p, xcm_up_session *s,
+                          const xcm_xml_stanza *st, const xcm_route *r) {
+  static const xcm_xml_callbacks cb = {NULL, payload_levels, payload_stanza,
+                                       NULL};
+  static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
+                                      {"", XCM_NS_CM}};
+  const xcm_xml_node *inner = st->root->children;
+  payload_read pr = {p, s, r, 0};
+  xcm_xml_limits lim = {0, 0};
+  xcm_xml_reader *rd;
+  size_t consumed;
+  int err;
+
+  if (inner == NULL || r->inner == NULL)
+    return;
+  if (inner->nattrs > 0) {
+    undeliverable_node(p, s, inner, r);
+    return;
+  }
+  lim.max_stanza = r->inner_len + 1;
+  err = xcm__xml_reader_new(&rd, p->ctx->xml, &cb, &pr, &lim);
+  if (err == 0)
+    err = xcm__xml_reader_assume_header(rd, cm, 2);
+  if (err == 0)
+    err = xcm__xml_reader_feed(rd, r->inner, r->inner_len, &consumed);
+  if (err != 0 || !pr.done)
+    xcm__log(p->ctx, XCM_LOG_WARN,
+             "upstream: could not read an undeliverable <%s/> for %s: %s",
+             inner->name, s->sid,
+             err == 0                          ? "no element"
+             : rd != NULL && err != XCM_ENOMEM ? xcm__xml_reader_error_text(rd)
+                                               : xcm_strerror(err));
+  xcm__xml_reader_free(rd);
 }
 
 static void on_route(xcm_pool *p, const xcm_xml_stanza *st) {

@@ -26,6 +26,10 @@
 typedef struct xcm_pool xcm_pool;
 typedef struct xcm_up_session xcm_up_session;
 
+/* The most bytes of a link's upstream address NAME/PREFIXn-m and its
+ * NUL: longer names and prefixes are refused when the pool is made. */
+#define XCM_POOL_MAX_JID 256
+
 enum xcm_pool_tls { XCM_UP_TLS_OFF, XCM_UP_TLS_OPTIONAL, XCM_UP_TLS_REQUIRED };
 
 typedef struct xcm_pool_options {

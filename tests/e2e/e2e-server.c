@@ -118,9 +118,11 @@ int main(int argc, char **argv) {
   o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
   o.compression = argc > 5 && strcmp(argv[5], "compression") == 0;
   if (getenv("XCM_E2E_BENCH") != NULL) {
-    /* Load runs flood on purpose. */
-    o.rate = 1000000;
-    o.burst = 1000000;
+    /* Load runs flood on purpose, with many clients from one address. */
+    o.rate = XCM_UNLIMITED;
+    o.rate_bytes = XCM_UNLIMITED;
+    o.max_clients = XCM_UNLIMITED;
+    o.max_per_address = XCM_UNLIMITED;
   }
   o.log = log_fn;
   if (xcm_cm_new(&s.cm, s.loop, &o, err, sizeof err) != 0) {
