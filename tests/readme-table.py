@@ -76,6 +76,9 @@ HOSTILE_CLASSES = [
     ('before-auth', 'stanzas before authentication'),
     ('before-tls', 'SASL, stanzas and iq:auth before TLS when TLS is '
      'required'),
+    ('forged-answers', "answers the CM must not act on: a legacy auth "
+     "error's id reused, a bind error echoing a forged JID, pending ids "
+     "reused, too many requests"),
     ('not-allowed-elements', 'elements a client may not send'),
     ('rate-flood', 'floods above the rate in stanzas or bytes per second: '
      'shaped (reads paused until the budget refills), all delivered in '

@@ -248,7 +248,9 @@ typedef enum xcm_session_event {
 typedef struct xcm_session_info {
   const char *sid;  /* the stream id */
   const char *peer; /* the client's address */
-  const char *jid;  /* the bound full JID, or NULL */
+  /* The bound full JID, or NULL: the text of the server's bind result
+   * (XML escapes resolved), never anything the client wrote. */
+  const char *jid;
   int authenticated;
   int tls;
   int compressed;

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "client/request.h"
 #include "proto/cmproto.h"
 #include "proto/route.h"
 #include "util/alloc.h"
@@ -21,8 +22,7 @@
 
 /* Parsers kept between reads by clients still logging in, at most (see
  * on_read): about 15 KB each. A login takes about six reads; a client
- * that is not bound after LOGIN_READS (legacy auth binds nothing) is
- * treated as logged in. */
+ * that is not bound after LOGIN_READS is treated as logged in. */
 enum { WARM_MAX = 128, LOGIN_READS = 8 };
 
 enum {
@@ -37,7 +37,7 @@ enum {
   F_PAUSED = 1u << 8,   /* the upstream asked us to stop reading */
   F_ENDED = 1u << 9,    /* the stream ended (EOF or error) */
   F_WAITING = 1u << 10, /* header read; waiting for an upstream link */
-  F_BOUND = 1u << 11,   /* a resource was bound */
+  F_BOUND = 1u << 11,   /* a resource was bound (or legacy auth passed) */
   F_FEEDING = 1u << 12, /* inside the reader: its parser is in use */
   F_SHAPED = 1u << 13   /* over its rate: reads paused until repaid */
 };
@@ -61,7 +61,7 @@ struct xcm_client {
   unsigned reads; /* counted up to LOGIN_READS */
   unsigned char action;
   unsigned char handles; /* stream and timer still open */
-  char *legacy_id;       /* id of a pending jabber:iq:auth set */
+  xcm_requests *req;     /* requests whose answers we act on; NULL: none */
   char sid[SID_LEN + 1];
   char lang[16];
 };
@@ -99,7 +99,7 @@ static void maybe_free(xcm_client *c) {
   if (c->handles > 0)
     return;
   xcm__xml_reader_free(c->reader);
-  xcm__free(c->ctx->alloc, c->legacy_id);
+  xcm__req_clear(&c->req, c->ctx->alloc);
   xcm__free(c->ctx->alloc, c);
 }
 
@@ -342,9 +342,12 @@ static int refuse(xcm_client *c, xcm_cond cond, const char *text) {
 static int levels(void *ud, const char *ns, const char *name) {
   xcm_client *c = ud;
 
-  /* Before authentication an iq may only be legacy auth or registration:
-   * look one level in to tell. */
-  if (!(c->flags & F_AUTHED) && strcmp(name, "iq") == 0 &&
+  /* Until the login is over, look one level into an iq: before
+   * authentication it may only be legacy auth or registration, and a
+   * legacy auth or bind set is a request whose answer we act on
+   * (client/request.h). A bound session pays nothing. Only flags decide,
+   * so the scanner and expat get the same answer for one element. */
+  if (!(c->flags & F_BOUND) && strcmp(name, "iq") == 0 &&
       strcmp(ns, XCM_NS_CLIENT) == 0)
     return 2;
   if (strcmp(ns, NS_COMPRESS) == 0)
@@ -459,6 +462,25 @@ static int relay(xcm_client *c, const xcm_xml_stanza *s) {
   return 0;
 }
 
+/* Relay s, noting it first if it is a request whose answer we will act
+ * on (client/request.h); only while logging in. */
+static int relay_request(xcm_client *c, const xcm_xml_stanza *s) {
+  unsigned state = (c->flags & F_AUTHED) ? XCM_REQ_AUTHED : 0;
+  int err = xcm__req_note(&c->req, c->ctx->alloc, s, state);
+
+  if (err == XCM_EBUSY)
+    return refuse(c, XCM_COND_POLICY_VIOLATION,
+                  "an iq reuses the id of a request still pending");
+  if (err == XCM_ELIMIT)
+    return refuse(c, XCM_COND_POLICY_VIOLATION, "too many requests pending");
+  if (err == XCM_EINVAL)
+    return refuse(c, XCM_COND_POLICY_VIOLATION,
+                  "an authentication or bind request needs an id");
+  if (err != 0)
+    return refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+  return relay(c, s);
+}
+
 static int starttls(xcm_client *c) {
   static const char proceed[] = "<proceed xmlns=\"" NS_TLS "\"/>";
   static const char failure[] = "<failure xmlns=\"" NS_TLS "\"/>";
@@ -502,26 +524,19 @@ static int compress(xcm_client *c, const xcm_xml_stanza *s) {
 static int preauth_iq(xcm_client *c, const xcm_xml_stanza *s) {
   const xcm_policy *p = c->cfg->policy(c->cfg->policy_ud);
   const xcm_xml_node *q = s->root ? s->root->children : NULL;
-  const char *type, *id;
+  int reg;
 
   if (p == NULL || q == NULL || q->next != NULL)
     return refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
-  if (strcmp(q->ns, NS_IQ_REGISTER) == 0 && p->registration)
-    return relay(c, s);
-  if (strcmp(q->ns, NS_IQ_AUTH) != 0 || !p->legacy_auth)
+  reg = strcmp(q->ns, NS_IQ_REGISTER) == 0 && p->registration;
+  if (!reg && (strcmp(q->ns, NS_IQ_AUTH) != 0 || !p->legacy_auth))
     return refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
+  /* A registration carries a password as much as legacy auth does. */
   if (p->tls == XCM_TLS_REQUIRED && !(c->flags & F_SECURED))
     return refuse(c, XCM_COND_POLICY_VIOLATION,
-                  "TLS is required before authentication");
-  type = xcm__xml_node_attr(s->root, "type");
-  id = xcm__xml_node_attr(s->root, "id");
-  if (type != NULL && strcmp(type, "set") == 0 && id != NULL) {
-    xcm__free(c->ctx->alloc, c->legacy_id);
-    c->legacy_id = xcm__strndup(c->ctx->alloc, id, strlen(id));
-    if (c->legacy_id == NULL)
-      return refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
-  }
-  return relay(c, s);
+                  reg ? "TLS is required before registration"
+                      : "TLS is required before authentication");
+  return relay_request(c, s);
 }
 
 static int on_stanza(void *ud, const xcm_xml_stanza *s) {
@@ -537,7 +552,7 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
       (strcmp(s->name, "message") == 0 || strcmp(s->name, "presence") == 0 ||
        strcmp(s->name, "iq") == 0)) {
     if (c->flags & F_AUTHED)
-      return relay(c, s);
+      return (c->flags & F_BOUND) ? relay(c, s) : relay_request(c, s);
     if (strcmp(s->name, "iq") == 0)
       return preauth_iq(c, s);
     return refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
@@ -554,7 +569,7 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
     if (p != NULL && p->tls == XCM_TLS_REQUIRED && !(c->flags & F_SECURED))
       return refuse(c, XCM_COND_POLICY_VIOLATION,
                     "TLS is required before authentication");
-    return relay(c, s);
+    return relay_request(c, s);
   }
   return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
 }
@@ -869,57 +884,60 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   return 0;
 }
 
-/* Whether the server's element authenticates the stream: a SASL success,
- * or the result of the pending legacy auth. */
-static int authenticates(xcm_client *c, const char *bytes, size_t len) {
-  const char *v, *q;
-  size_t vl, ql;
-
-  if (xcm__xml_start_tag(bytes, len, "xmlns", &v, &vl, &q, &ql) && ql == 7 &&
-      memcmp(q, "success", 7) == 0 && vl == strlen(NS_SASL) &&
-      memcmp(v, NS_SASL, vl) == 0)
-    return 1;
-  if (c->legacy_id == NULL ||
-      !xcm__xml_start_tag(bytes, len, "type", &v, &vl, &q, &ql) || ql != 2 ||
-      memcmp(q, "iq", 2) != 0 || vl != 6 || memcmp(v, "result", 6) != 0)
-    return 0;
-  return xcm__xml_start_tag(bytes, len, "id", &v, &vl, &q, &ql) &&
-         vl == strlen(c->legacy_id) && memcmp(v, c->legacy_id, vl) == 0;
-}
-
-static const char *find(const char *hay, size_t len, const char *needle) {
-  size_t n = strlen(needle), i;
-
-  for (i = 0; i + n <= len; i++)
-    if (memcmp(hay + i, needle, n) == 0)
-      return hay + i;
-  return NULL;
-}
-
-/* Until a resource is bound, look in iq results for the JID the server
- * gives (only then: a bound session pays nothing). */
-static void watch_bind(xcm_client *c, const char *bytes, size_t len) {
-  const char *j, *e;
-
-  if (len < 4 || memcmp(bytes, "<iq", 3) != 0 ||
-      find(bytes, len, "urn:ietf:params:xml:ns:xmpp-bind") == NULL)
-    return;
-  j = find(bytes, len, "<jid>");
-  e = j != NULL ? find(j, len - (size_t)(j - bytes), "</jid>") : NULL;
-  if (e == NULL)
-    return;
+/* The login is over: the table goes, and so does the parser kept for
+ * the login. */
+static void logged_in(xcm_client *c) {
   c->flags |= F_BOUND;
-  /* Logged in: the parser kept for the login can go back now. */
+  xcm__req_clear(&c->req, c->ctx->alloc);
   if (!(c->flags & (F_FEEDING | F_CLOSING)))
     xcm__xml_reader_shrink(c->reader);
-  if (c->cb->bound != NULL)
-    c->cb->bound(c->ud, j + 5, (size_t)(e - (j + 5)));
+}
+
+/* The server accepted a SASL exchange (a new stream follows) or a legacy
+ * auth, which binds the resource in the same step (XEP-0078). */
+static void authenticated(xcm_client *c, int sasl) {
+  c->flags |= F_AUTHED;
+  if (sasl) {
+    /* RFC 6120 6.4.6: after success the client opens a new stream. What
+     * was pending before it (another <auth/>, a legacy auth) is moot. */
+    xcm__xml_reader_restart(c->reader);
+    c->flags &= ~(unsigned)F_HEADER_SENT;
+    xcm__req_clear(&c->req, c->ctx->alloc);
+  } else {
+    logged_in(c);
+  }
+  apply_limits(c);
+  if (c->cb->authenticated != NULL)
+    c->cb->authenticated(c->ud);
+}
+
+/* While the client has requests pending, read what the server sends it
+ * as elements and act only on the answers to those requests
+ * (client/request.h); a bound session never gets here. */
+static void watch_answers(xcm_client *c, const char *bytes, size_t len) {
+  xcm_answer a;
+
+  if (xcm__req_answer(&c->req, c->ctx->alloc, c->ctx->xml, bytes, len, &a) !=
+      0) {
+    /* Whether it answered a request is unknown: we cannot go on. */
+    xcm__client_fail(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+    return;
+  }
+  if (a.kind == XCM_ANSWER_SASL_OK && !(c->flags & F_AUTHED))
+    authenticated(c, 1);
+  else if (a.kind == XCM_ANSWER_LEGACY_OK && !(c->flags & F_AUTHED))
+    authenticated(c, 0);
+  else if (a.kind == XCM_ANSWER_BOUND && !(c->flags & F_BOUND)) {
+    logged_in(c);
+    if (c->cb->bound != NULL)
+      c->cb->bound(c->ud, a.jid, a.jid_len);
+  }
+  xcm__free(c->ctx->alloc, a.jid);
 }
 
 void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
-  int sasl, message;
+  int message = r->inner != NULL && is_message(r->inner, r->inner_len);
 
-  message = r->inner != NULL && is_message(r->inner, r->inner_len);
   if (c->flags & F_CLOSING) {
     if (message && c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED))
       c->cb->undelivered(c->ud, r->inner, r->inner_len);
@@ -931,25 +949,8 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
   }
   if (write_as(c, r->inner, r->inner_len, message) != 0)
     return;
-  if (c->flags & F_AUTHED) {
-    if (!(c->flags & F_BOUND))
-      watch_bind(c, r->inner, r->inner_len);
-    return;
-  }
-  if (!authenticates(c, r->inner, r->inner_len))
-    return;
-  sasl = c->legacy_id == NULL || r->inner[1] == 's';
-  c->flags |= F_AUTHED;
-  xcm__free(c->ctx->alloc, c->legacy_id);
-  c->legacy_id = NULL;
-  if (sasl) {
-    /* RFC 6120 6.4.6: after success the client opens a new stream. */
-    xcm__xml_reader_restart(c->reader);
-    c->flags &= ~(unsigned)F_HEADER_SENT;
-  }
-  apply_limits(c);
-  if (c->cb->authenticated != NULL)
-    c->cb->authenticated(c->ud);
+  if (c->req != NULL)
+    watch_answers(c, r->inner, r->inner_len);
 }
 
 void xcm__client_server_closed(xcm_client *c, const char *error, size_t len) {

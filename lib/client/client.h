@@ -3,8 +3,9 @@
  * client may send, limits and timeouts, and every stream error. Stanzas
  * the server must see (SASL, iq, message, presence) go to the owner, who
  * routes them; what the server sends back comes in through
- * xcm__client_deliver(), which also watches for the SASL success (or the
- * legacy auth result) that authenticates the stream.
+ * xcm__client_deliver(), which also watches, while the client logs in,
+ * for the answers to its own requests that authenticate the stream (SASL
+ * success, legacy auth result) and bind it (client/request.h).
  *
  * The client knows nothing of the pool: the owner (session/) joins the
  * two. */
@@ -70,8 +71,8 @@ typedef struct xcm_client_cb {
                 size_t ndecls);
   /* The stream is now authenticated (SASL success or legacy auth). */
   void (*authenticated)(void *ud);
-  /* The server bound a resource: the full JID (len bytes, escaped as on
-   * the wire). May be NULL. */
+  /* The server bound a resource: the full JID (len bytes, NUL-terminated,
+   * the text of the bind result's <jid/>, unescaped). May be NULL. */
   void (*bound)(void *ud, const char *jid, size_t len);
   /* TLS is established. May be NULL. */
   void (*secured)(void *ud);
