@@ -5,6 +5,7 @@
 #include "proto/cmproto.h"
 #include "util/alloc.h"
 #include "xcm/error.h"
+#include "xml/element.h"
 
 #define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
 #define NS_IQ_AUTH "jabber:iq:auth"
@@ -159,7 +160,6 @@ typedef struct matching {
   xcm_requests **t;
   const xcm_allocator *a;
   xcm_answer *out;
-  int elements;
   int err;
 } matching;
 
@@ -234,9 +234,6 @@ static void match(matching *m, const xcm_xml_stanza *s) {
 static int answer_stanza(void *ud, const xcm_xml_stanza *s) {
   matching *m = ud;
 
-  /* A route carries one element; anything else is no answer. */
-  if (++m->elements > 1)
-    return XCM_EXML;
   match(m, s);
   return m->err;
 }
@@ -244,29 +241,18 @@ static int answer_stanza(void *ud, const xcm_xml_stanza *s) {
 int xcm__req_answer(xcm_requests **t, const xcm_allocator *a,
                     xcm_xml_pool *pool, const char *bytes, size_t len,
                     xcm_answer *out) {
-  static const xcm_xml_callbacks cb = {NULL, answer_levels, answer_stanza,
-                                       NULL};
   /* The bytes as the client reads them, in its stream's context. */
   static const xcm_xml_nsdecl context[] = {{"stream", XCM_NS_STREAMS},
                                            {"", XCM_NS_CLIENT}};
-  xcm_xml_limits lim = {len + 1, ANSWER_DEPTH, 0};
-  matching m = {t, a, out, 0, 0};
-  xcm_xml_reader *r;
-  size_t consumed;
+  matching m = {t, a, out, 0};
   int err;
 
   memset(out, 0, sizeof(*out));
   if (*t == NULL)
     return 0;
-  err = xcm__xml_reader_new(&r, pool, &cb, &m, &lim);
-  if (err != 0)
-    return err;
-  err = xcm__xml_reader_set_scan(r, 1);
-  if (err == 0)
-    err = xcm__xml_reader_assume_header(r, context, 2);
-  if (err == 0)
-    err = xcm__xml_reader_feed(r, bytes, len, &consumed);
-  xcm__xml_reader_free(r);
+  /* A route carries one element; anything else is no answer. */
+  err = xcm__xml_read_element(pool, bytes, len, context, 2, ANSWER_DEPTH, 1,
+                              answer_levels, answer_stanza, &m);
   if (m.err == XCM_ENOMEM || err == XCM_ENOMEM) {
     xcm__free(a, out->jid);
     memset(out, 0, sizeof(*out));

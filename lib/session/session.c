@@ -4,6 +4,7 @@
 
 #include "proto/route.h"
 #include "util/alloc.h"
+#include "xml/element.h"
 #include "xcm/error.h"
 
 struct xcm_session {
@@ -73,47 +74,23 @@ void xcm__sessions_free(xcm_sessions *t) {
 static const xcm_xml_nsdecl client_context[] = {{"stream", XCM_NS_STREAMS},
                                                 {"", XCM_NS_CLIENT}};
 
-typedef struct one_element one_element;
-struct one_element {
-  int count;
-  int (*fn)(one_element *o, const xcm_xml_stanza *st);
+/* What a replacement is read for: the session, and the client's stream
+ * context it is read in. */
+typedef struct one_element {
   xcm_session *s;
-  const xcm_xml_nsdecl *decls; /* the client's stream context */
+  const xcm_xml_nsdecl *decls;
   size_t ndecls;
-  int err;
-};
-
-static int one_stanza(void *ud, const xcm_xml_stanza *st) {
-  one_element *o = ud;
-
-  if (++o->count > 1)
-    return XCM_EXML;
-  o->err = o->fn(o, st);
-  return o->err;
-}
+} one_element;
 
 /* A hook's replacement must be exactly one well-formed element in the
  * client's namespace context, or it could break the route framing. */
 static int read_replacement(xcm_session *s, const xcm_xml_nsdecl *decls,
                             size_t ndecls, const char *bytes, size_t len,
-                            int (*fn)(one_element *, const xcm_xml_stanza *)) {
-  static const xcm_xml_callbacks cb = {NULL, NULL, one_stanza, NULL};
-  one_element o = {0, fn, s, decls, ndecls, 0};
-  xcm_xml_limits lim = {len + 1, 64, 0};
-  xcm_xml_reader *r;
-  size_t consumed;
-  int err;
+                            int (*fn)(void *, const xcm_xml_stanza *)) {
+  one_element o = {s, decls, ndecls};
 
-  err = xcm__xml_reader_new(&r, s->table->ctx->xml, &cb, &o, &lim);
-  if (err != 0)
-    return err;
-  err = xcm__xml_reader_assume_header(r, decls, ndecls);
-  if (err == 0)
-    err = xcm__xml_reader_feed(r, bytes, len, &consumed);
-  if (err == 0 && (o.count != 1 || xcm__xml_reader_shrink(r) != 1))
-    err = XCM_EXML;
-  xcm__xml_reader_free(r);
-  return err;
+  return xcm__xml_read_element(s->table->ctx->xml, bytes, len, decls, ndecls,
+                               64, 0, NULL, fn, &o);
 }
 
 static xcm_verdict ask_hook(xcm_session *s, xcm_direction dir, const char *name,
@@ -148,7 +125,8 @@ static void up_created(void *ud, int err) {
                      "the XMPP server did not answer");
 }
 
-static int deliver_replacement(one_element *o, const xcm_xml_stanza *st) {
+static int deliver_replacement(void *ud, const xcm_xml_stanza *st) {
+  const one_element *o = ud;
   xcm_session *s = o->s;
   xcm_route r;
 
@@ -256,7 +234,9 @@ static int cl_open(void *ud, const char *sid, const char *address) {
   return err;
 }
 
-static int send_replacement(one_element *o, const xcm_xml_stanza *st) {
+static int send_replacement(void *ud, const xcm_xml_stanza *st) {
+  const one_element *o = ud;
+
   return xcm__pool_session_send(o->s->up, st, o->decls, o->ndecls);
 }
 

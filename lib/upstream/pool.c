@@ -9,6 +9,7 @@
 #include "upstream/link.h"
 #include "util/alloc.h"
 #include "util/map.h"
+#include "xml/element.h"
 #include "xcm/error.h"
 
 enum session_state { S_CREATING, S_OPEN, S_CLOSING };
@@ -560,7 +561,6 @@ typedef struct payload_read {
   xcm_pool *p;
   xcm_up_session *s;
   const xcm_route *r;
-  int done;
 } payload_read;
 
 static int payload_levels(void *ud, const char *ns, const char *name) {
@@ -571,10 +571,7 @@ static int payload_levels(void *ud, const char *ns, const char *name) {
 static int payload_stanza(void *ud, const xcm_xml_stanza *st) {
   payload_read *pr = ud;
 
-  if (st->root != NULL && !pr->done) {
-    pr->done = 1;
-    undeliverable_node(pr->p, pr->s, st->root, pr->r);
-  }
+  undeliverable_node(pr->p, pr->s, st->root, pr->r);
   return 0;
 }
 
@@ -583,18 +580,13 @@ static int payload_stanza(void *ud, const xcm_xml_stanza *st) {
  * closed still is. Its attributes are then read from its bytes as an
  * element, in the upstream stream's namespaces: rare, so the cost does
  * not matter, and exact where a walk over the start tag would have to
- * cap and unescape by hand. */
+ * cap and unescape by hand. The route held exactly this one element. */
 static void undeliverable(xcm_pool *p, xcm_up_session *s,
                           const xcm_xml_stanza *st, const xcm_route *r) {
-  static const xcm_xml_callbacks cb = {NULL, payload_levels, payload_stanza,
-                                       NULL};
   static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
                                       {"", XCM_NS_CM}};
   const xcm_xml_node *inner = st->root->children;
-  payload_read pr = {p, s, r, 0};
-  xcm_xml_limits lim = {0, 0, 0};
-  xcm_xml_reader *rd;
-  size_t consumed;
+  payload_read pr = {p, s, r};
   int err;
 
   if (inner == NULL || r->inner == NULL)
@@ -603,20 +595,12 @@ static void undeliverable(xcm_pool *p, xcm_up_session *s,
     undeliverable_node(p, s, inner, r);
     return;
   }
-  lim.max_stanza = r->inner_len + 1;
-  err = xcm__xml_reader_new(&rd, p->ctx->xml, &cb, &pr, &lim);
-  if (err == 0)
-    err = xcm__xml_reader_assume_header(rd, cm, 2);
-  if (err == 0)
-    err = xcm__xml_reader_feed(rd, r->inner, r->inner_len, &consumed);
-  if (err != 0 || !pr.done)
+  err = xcm__xml_read_element(p->ctx->xml, r->inner, r->inner_len, cm, 2, 64, 0,
+                              payload_levels, payload_stanza, &pr);
+  if (err != 0)
     xcm__log(p->ctx, XCM_LOG_WARN,
              "upstream: could not read an undeliverable <%s/> for %s: %s",
-             inner->name, s->sid,
-             err == 0                          ? "no element"
-             : rd != NULL && err != XCM_ENOMEM ? xcm__xml_reader_error_text(rd)
-                                               : xcm_strerror(err));
-  xcm__xml_reader_free(rd);
+             inner->name, s->sid, xcm_strerror(err));
 }
 
 static void on_route(xcm_pool *p, const xcm_xml_stanza *st) {
