@@ -74,12 +74,24 @@ HOSTILE_CLASSES = [
      'messages'),
     ('bad-stream-headers', 'bad stream headers (host, namespaces, version)'),
     ('before-auth', 'stanzas before authentication'),
-    ('before-tls', 'SASL, stanzas and iq:auth before TLS when TLS is '
-     'required'),
+    ('before-tls', 'SASL, stanzas, iq:auth and registration before TLS '
+     'when TLS is required'),
     ('forged-answers', "answers the CM must not act on: a legacy auth "
      "error's id reused, a bind error echoing a forged JID, pending ids "
      "reused, too many requests"),
     ('not-allowed-elements', 'elements a client may not send'),
+    ('namespace-declarations', 'stanzas with more namespace declarations '
+     'than any fixed record holds, the default or a header prefix '
+     'redeclared after them (the route framing must not write one twice)'),
+    ('tree-shapes', 'elements shaped to make tree building quadratic '
+     '(text mixed with children, 65,000 siblings, deep nesting) at the '
+     'size limit and over the tree cap'),
+    ('forged-queued-messages', 'message bodies carrying CDATA that looks '
+     "like another user's message, in the queue of a client that is dropped"),
+    ('upstream-witness', 'bytes a CM must never send upstream, each caught by '
+     "the testkit's strict witness"),
+    ('silent-connections', 'connections that never send a stream header'),
+    ('connection-limits', 'connections past the default per-address limit'),
     ('rate-flood', 'floods above the rate in stanzas or bytes per second: '
      'shaped (reads paused until the budget refills), all delivered in '
      'order, never disconnected'),

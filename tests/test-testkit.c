@@ -2696,6 +2696,7 @@ static void run_witness_case(const witness_case *wc, int two_cms, int witness) {
   const char *v, *b;
   char start[24];
   size_t before;
+  unsigned failures = xcm_test_failures();
   env e;
   conn *c;
 
@@ -2729,6 +2730,7 @@ static void run_witness_case(const witness_case *wc, int two_cms, int witness) {
     CHECK(!c->eof);
   e.violations = 1;
   env_stop(&e);
+  xcm_test_tried("upstream-witness", failures);
 }
 
 #define ROUTE_S1 "<route streamid=\"s1\" to=\"example.test\" from=\"cm1/w1\">"
