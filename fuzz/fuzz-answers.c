@@ -303,6 +303,14 @@ static void read_answer(const char *bytes, size_t len, reading *r) {
     r->bad = 1;
     if (!r->first_done)
       r->bad_before = 1;
+  } else if (r->depth > 1 ||
+             XML_Parse(p, "</stream:stream>", 16, 1) != XML_STATUS_OK) {
+    /* Something still open or pending at the end: the bytes are not one
+     * element (the CM reads them with xcm__xml_read_element, which says
+     * so). Ending the document makes expat judge what it held back. */
+    r->bad = 1;
+    if (!r->first_done)
+      r->bad_before = 1;
   }
   XML_ParserFree(p);
 }

@@ -2844,11 +2844,12 @@ static void test_witness_off_reader(void) {
  * the witness nobody would count these. */
 static void test_witness_off_tolerates(void) {
   static const char *const quiet[] = {
-      ROUTE_S1 "<presence xmlns=\"jabber:client\"/>"
-               "<presence xmlns=\"jabber:client\"/></route>",
-      ROUTE_S1 "hello<presence xmlns=\"jabber:client\"/></route>",
-      "<route streamid=\"s2\" to=\"example.test\" from=\"cm1/w1\">"
-      "<presence xmlns=\"jabber:client\"/></route>"};
+      /* Parenthesised: each is one string made of several literals. */
+      (ROUTE_S1 "<presence xmlns=\"jabber:client\"/>"
+                "<presence xmlns=\"jabber:client\"/></route>"),
+      (ROUTE_S1 "hello<presence xmlns=\"jabber:client\"/></route>"),
+      ("<route streamid=\"s2\" to=\"example.test\" from=\"cm1/w1\">"
+       "<presence xmlns=\"jabber:client\"/></route>")};
   xcm_testkit_options o;
   xcm_testkit_stats st;
   size_t i;
