@@ -1416,6 +1416,8 @@ static void test_session_api(void) {
         NULL);
   CHECK_INT(xcm_cm_session(w.cm, e.sid, &info), XCM_ENOTFOUND);
   CHECK_INT(xcm_cm_upstream_links(w.cm), 2);
+  /* The world waits for one link, enough to log in: wait for both. */
+  REQUIRE(run_until(&w, both_links_up, &w, 5000));
   REQUIRE(xcm_cm_upstream_link(w.cm, 0, &li) == 0);
   CHECK(li.up && strncmp(li.resource, "cm1/", 4) == 0);
   {
