@@ -29,14 +29,7 @@
   "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
   "mechanism='PLAIN'>AGJvYgBib2I=</auth>"
 
-typedef struct world {
-  uv_loop_t loop;
-  xcm_testkit *kit;
-  xcm_cm *cm;
-  int port;     /* plain, with STARTTLS when tls is on */
-  int tls_port; /* direct TLS, when tls is on */
-  int closed;
-} world;
+typedef xcm_test_world world;
 
 /* Set by a test before world_start: listeners with a certificate. */
 static int want_tls;
@@ -57,51 +50,21 @@ static int policy_known(void *ud) {
   return xcm_cm_policy(w->cm) != NULL && st.upstream_links_up >= 1;
 }
 
-static void world_start(world *w, void (*tune)(xcm_options *)) {
-  xcm_testkit_options ko;
-  xcm_options o;
-  xcm_listen_options lo;
-  char err[256];
+static void tune_options(xcm_options *o, void *ud) {
+  void (*const *tune)(xcm_options *) = ud;
 
-  memset(w, 0, sizeof(*w));
-  REQUIRE(uv_loop_init(&w->loop) == 0);
-  xcm_testkit_options_init(&ko);
-  ko.seed = 5;
-  REQUIRE(xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) == 0);
-  xcm_testkit_add_account(w->kit, "alice", "alice");
-  xcm_testkit_add_account(w->kit, "bob", "bob");
-  xcm_testkit_add_roster_item(w->kit, "alice", "bob@example.test", "Bob",
-                              "both");
-  xcm_testkit_add_roster_item(w->kit, "bob", "alice@example.test", "Alice",
-                              "both");
-  memset(&o, 0, sizeof o);
-  o.domain = "example.test";
-  o.server_port = xcm_testkit_port(w->kit);
-  o.name = "cm1";
-  o.secret = "cmsecret";
-  o.connections = 2;
-  o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
-  if (tune != NULL)
-    tune(&o);
-  if (xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err) != 0)
-    xcm_test_note("xcm_cm_new: %s", err);
-  REQUIRE(w->cm != NULL);
-  memset(&lo, 0, sizeof lo);
-  lo.host = "127.0.0.1";
-  lo.port = 0;
-  if (want_tls) {
-    lo.cert_file = xcm_test_cert("server.pem");
-    lo.key_file = xcm_test_cert("server-key.pem");
-  }
-  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
-  w->port = xcm_cm_listener_port(w->cm, 0);
-  if (want_tls) {
-    lo.direct_tls = 1;
-    REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
-    w->tls_port = xcm_cm_listener_port(w->cm, 1);
-  }
-  REQUIRE(xcm_cm_start(w->cm) == 0);
-  REQUIRE(run_until(w, policy_known, w, 5000));
+  if (*tune != NULL)
+    (*tune)(o);
+}
+
+static void world_start(world *w, void (*tune)(xcm_options *)) {
+  xcm_test_world_setup s = {.seed = 5,
+                            .roster = 1,
+                            .tune = tune_options,
+                            .ud = &tune,
+                            .direct_tls = want_tls};
+
+  xcm_test_world_start(w, &s);
 }
 
 static void world_stop(world *w) {

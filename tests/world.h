@@ -5,10 +5,51 @@
 #ifndef XCM_TESTS_WORLD_H
 #define XCM_TESTS_WORLD_H
 
+#include <stdint.h>
 #include <uv.h>
 
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
+
+/* A CM in front of the testkit on one loop, the CM listening on
+ * loopback. A suite's own world starts with one (or is one). */
+typedef struct xcm_test_world {
+  uv_loop_t loop;
+  xcm_testkit *kit;
+  xcm_cm *cm;
+  int port;     /* plain, with STARTTLS when the listener has a certificate */
+  int tls_port; /* direct TLS, when asked for */
+  int closed;   /* for xcm_test_cm_shutdown and xcm_test_world_end */
+} xcm_test_world;
+
+/* What one suite's world differs in; zero is the usual. */
+typedef struct xcm_test_world_setup {
+  /* The testkit: xcm_testkit_options_init's, but for these. */
+  uint64_t seed;
+  unsigned offline_max;          /* 0: the testkit's default */
+  xcm_testkit_event_fn on_event; /* given ud */
+  /* Its accounts, NULL-terminated, each one's password its name; NULL:
+   * alice and bob. With roster, alice and bob have each other in their
+   * rosters (both ways). */
+  const char *const *accounts;
+  int roster;
+  /* The CM's options are example.test's, as cm1 with two links and no
+   * upstream TLS; tune (may be NULL) changes them. hooks (may be NULL)
+   * sees the CM made, before it listens: its event hooks. */
+  void (*tune)(xcm_options *o, void *ud);
+  void (*hooks)(xcm_cm *cm, void *ud);
+  void *ud;
+  /* tls: the listener has the test certificate (STARTTLS); direct_tls:
+   * so has it, and a second listener, for TLS from the first byte. */
+  int tls, direct_tls;
+  /* Wait for every upstream link to be up, not just one. */
+  int every_link;
+} xcm_test_world_setup;
+
+/* Set w up (any contents: it is cleared) as s says, start the CM and
+ * wait up to 5 s for its policy and its links; a test that cannot get
+ * so far ends there (REQUIRE). */
+void xcm_test_world_start(xcm_test_world *w, const xcm_test_world_setup *s);
 
 /* Start cm's graceful shutdown; *down counts up when it is done. */
 void xcm_test_cm_shutdown(xcm_cm *cm, unsigned drain_ms, int *down);
