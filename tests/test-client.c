@@ -68,8 +68,7 @@ static void world_start(world *w, void (*tune)(xcm_options *)) {
 }
 
 static void world_stop(world *w) {
-  xcm_test_cm_shutdown(w->cm, 1000, &w->closed);
-  xcm_test_world_end(&w->loop, w->cm, w->kit, &w->closed);
+  xcm_test_world_stop(w, 1000);
 }
 
 /* ---- a raw client ------------------------------------------------------ */

@@ -122,3 +122,8 @@ void xcm_test_world_start(xcm_test_world *w, const xcm_test_world_setup *s) {
   lw.every = s->every_link;
   REQUIRE(xcm_test_run_until(&w->loop, links_ready, &lw, 5000));
 }
+
+void xcm_test_world_stop(xcm_test_world *w, unsigned drain_ms) {
+  xcm_test_cm_shutdown(w->cm, drain_ms, &w->closed);
+  xcm_test_world_end(&w->loop, w->cm, w->kit, &w->closed);
+}

@@ -1,7 +1,8 @@
-/* Ending a test world: a CM in front of the testkit on one loop, as the
- * client and fault suites run them. The order matters: the CM drains and
- * closes its sessions upstream while the testkit still answers, then the
- * testkit closes, then both are freed and the loop runs dry. */
+/* Starting and ending a test world: a CM in front of the testkit on one
+ * loop, as the end-to-end suites run them. In ending one the order
+ * matters: the CM drains and closes its sessions upstream while the
+ * testkit still answers, then the testkit closes, then both are freed
+ * and the loop runs dry. */
 #ifndef XCM_TESTS_WORLD_H
 #define XCM_TESTS_WORLD_H
 
@@ -65,5 +66,8 @@ void xcm_test_world_end(uv_loop_t *loop, xcm_cm *cm, xcm_testkit *kit,
  * testkit CHECKs it (or, sending bad bytes on purpose, checks the
  * count it expects). */
 int xcm_test_kit_clean(const xcm_testkit *kit);
+
+/* Both of the above for a world: shut its CM down (drain_ms), end it. */
+void xcm_test_world_stop(xcm_test_world *w, unsigned drain_ms);
 
 #endif
