@@ -43,11 +43,6 @@
 #define MAX_FLOWS 6
 #define HIGH_WATER (1u << 20) /* the pool's default; not an option */
 
-#define HDR                                                                    \
-  "<?xml version='1.0'?><stream:stream "                                       \
-  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
-  "to='example.test' version='1.0'>"
-
 /* alice and bob are the pair; carol is the faulty client; dave is a
  * client connected to the server directly (the testkit's local client),
  * feeding or draining the faulty one. */
@@ -642,7 +637,7 @@ static int peer_login(peer *p) {
            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
            "mechanism='PLAIN'>%s</auth>",
            user_plain[p->user]);
-  if (!xcm_raw_login(&p->raw, HDR, auth, user_res[p->user]))
+  if (!xcm_raw_login(&p->raw, XCM_RAW_HDR, auth, user_res[p->user]))
     return 0;
   p->w->peers[p->user] = p;
   p->scan = 1;
@@ -986,7 +981,7 @@ typedef struct dribble {
 
 static void drip(uv_timer_t *t) {
   dribble *d = t->data;
-  static const char hdr[] = HDR;
+  static const char hdr[] = XCM_RAW_HDR;
 
   if (d->at < sizeof hdr - 1 && !d->p->raw.eof)
     peer_send(d->p, hdr + d->at++, 1);
@@ -1129,7 +1124,7 @@ static void test_reset_mid_tls_handshake(void) {
   for (round = 0; round < 2; round++) {
     peer_open(&w, &c, CAROL, round == 0 ? w.tls_port : w.port);
     if (round == 1) {
-      peer_sends(&c, HDR);
+      peer_sends(&c, XCM_RAW_HDR);
       CHECK(peer_wait(&c, "</stream:features>", 3000));
       peer_sends(&c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
       CHECK(peer_wait(&c, "<proceed", 3000));

@@ -17,13 +17,6 @@
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
 
-#define HDR                                                                    \
-  "<?xml version='1.0'?><stream:stream "                                       \
-  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
-  "to='example.test' version='1.0'>"
-#define AUTH_ALICE                                                             \
-  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
-  "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
 #define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
 
 typedef struct world {
@@ -114,7 +107,7 @@ static void test_legacy_error_is_final(void) {
 
   world_start(&w, 0, legacy_on);
   REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  xcm_raw_sends(&r, HDR);
+  xcm_raw_sends(&r, XCM_RAW_HDR);
   REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
   xcm__buf_reset(&r.in);
   xcm_raw_sends(&r, "<iq type='set' id='x1'><query xmlns='jabber:iq:auth'>"
@@ -133,7 +126,7 @@ static void test_legacy_error_is_final(void) {
   CHECK_INT(st.sessions_authenticated, 0);
   /* Not authenticated, so SASL is still on offer and works. */
   xcm__buf_reset(&r.in);
-  xcm_raw_sends(&r, AUTH_ALICE);
+  xcm_raw_sends(&r, XCM_RAW_AUTH_ALICE);
   if (!CHECK(xcm_raw_wait(&r, "<success", 3000)))
     xcm_test_note("got: %s", r.in.data);
   CHECK(authenticated_now(&w));
@@ -155,7 +148,7 @@ static void test_register_needs_tls(void) {
 
   world_start(&w, 1, tls_required);
   REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  xcm_raw_sends(&r, HDR);
+  xcm_raw_sends(&r, XCM_RAW_HDR);
   REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
   CHECK(strstr(r.in.data, "<required/>") != NULL);
   xcm_testkit_get_stats(w.base.kit, &ks0);
@@ -174,19 +167,6 @@ static void test_register_needs_tls(void) {
   world_stop(&w);
 }
 
-/* Header, SASL PLAIN as alice, the restart: ready to bind. */
-static int sasl_login(xcm_raw *r) {
-  xcm_raw_sends(r, HDR);
-  if (!xcm_raw_wait(r, "</stream:features>", 3000))
-    return 0;
-  xcm_raw_sends(r, AUTH_ALICE);
-  if (!xcm_raw_wait(r, "<success", 3000))
-    return 0;
-  xcm__buf_reset(&r->in);
-  xcm_raw_sends(r, HDR);
-  return xcm_raw_wait(r, NS_BIND, 3000);
-}
-
 /* Finding 5: a bind refused by the server, whose error echoes the
  * client's request with a <jid/> of the client's own, binds nothing. A
  * genuine bind then reports the JID from the result's <jid/>, unescaped
@@ -201,7 +181,7 @@ static void test_bind_jid_from_result_only(void) {
 
   world_start(&w, 0, NULL);
   REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  REQUIRE(sasl_login(&r));
+  REQUIRE(xcm_raw_sasl(&r, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE));
   /* A resource over the server's 1023 bytes: bad-request, echoed. */
   req = malloc(2048);
   REQUIRE(req != NULL);
@@ -255,7 +235,7 @@ static void test_pending_id_reused(void) {
 
   world_start(&w, 0, legacy_on);
   REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  xcm_raw_sends(&r, HDR);
+  xcm_raw_sends(&r, XCM_RAW_HDR);
   REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
   xcm_testkit_get_stats(w.base.kit, &ks0);
   /* One write: the server cannot have answered the first in between. */
@@ -273,7 +253,7 @@ static void test_pending_id_reused(void) {
 
   before = xcm_test_failures();
   REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  REQUIRE(sasl_login(&r));
+  REQUIRE(xcm_raw_sasl(&r, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE));
   xcm_raw_sends(&r, "<iq type='set' id='b1'><bind xmlns='" NS_BIND
                     "'><resource>one</resource></bind></iq>"
                     "<iq type='set' id='b1'><bind xmlns='" NS_BIND
@@ -295,7 +275,7 @@ static void test_too_many_pending(void) {
 
   world_start(&w, 0, legacy_on);
   REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  xcm_raw_sends(&r, HDR);
+  xcm_raw_sends(&r, XCM_RAW_HDR);
   REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
   xcm__buf_init(&b, NULL);
   for (i = 0; i < 5; i++) {
@@ -326,12 +306,12 @@ static void test_logins_still_work(void) {
 
   world_start(&w, 0, legacy_on);
   REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  CHECK(xcm_raw_login(&r, HDR, AUTH_ALICE, "web"));
+  CHECK(xcm_raw_login(&r, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE, "web"));
   CHECK(strstr(w.log, "3:alice@example.test/web:auth;") != NULL);
   xcm_raw_free(&r);
   w.log[0] = '\0';
   REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  xcm_raw_sends(&r, HDR);
+  xcm_raw_sends(&r, XCM_RAW_HDR);
   REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
   xcm_raw_sends(&r, "<iq type='set' id='la'><query xmlns='jabber:iq:auth'>"
                     "<username>alice</username><password>alice</password>"

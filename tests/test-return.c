@@ -33,17 +33,6 @@
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
 
-#define HDR                                                                    \
-  "<?xml version='1.0'?><stream:stream "                                       \
-  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
-  "to='example.test' version='1.0'>"
-#define AUTH_ALICE                                                             \
-  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
-  "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
-#define AUTH_BOB                                                               \
-  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
-  "mechanism='PLAIN'>AGJvYgBib2I=</auth>"
-
 /* What a forged message starts with, wherever it would be stored. */
 #define FORGED_TO "<message to='carol@example.test'"
 
@@ -436,9 +425,9 @@ static void test_slow_reader_gets_exactly_its_messages(void) {
   off.seen = calloc(MAX_MESSAGES + BATCH, 1);
   REQUIRE(off.seen != NULL);
   REQUIRE(xcm_raw_open(&alice, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  REQUIRE(xcm_raw_login(&alice, HDR, AUTH_ALICE, "a"));
+  REQUIRE(xcm_raw_login(&alice, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE, "a"));
   REQUIRE(xcm_raw_open(&bob, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  REQUIRE(xcm_raw_login(&bob, HDR, AUTH_BOB, "slow"));
+  REQUIRE(xcm_raw_login(&bob, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "slow"));
   xcm__buf_reset(&bob.in);
   xcm_raw_set_reading(&bob, 0);
 

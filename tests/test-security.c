@@ -13,14 +13,6 @@
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
 
-#define HDR                                                                    \
-  "<?xml version='1.0'?><stream:stream "                                       \
-  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
-  "to='example.test' version='1.0'>"
-#define AUTH_ALICE                                                             \
-  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
-  "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
-
 typedef struct world {
   xcm_test_world base;
   int expat_only;
@@ -81,19 +73,6 @@ static void world_stop(world *w) {
   xcm_test_world_stop(&w->base, 1000);
 }
 
-/* The logged-in client routes a message to itself through the link. */
-static int still_works(xcm_raw *good, int n) {
-  char buf[256], want[64];
-
-  snprintf(want, sizeof want, "still %d", n);
-  snprintf(buf, sizeof buf,
-           "<message to='alice@example.test/good' type='chat'><body>%s</body>"
-           "</message>",
-           want);
-  xcm_raw_sends(good, buf);
-  return xcm_raw_wait(good, want, 3000);
-}
-
 /* A SASL <auth> whose start tag declares ndecls unused prefixes and,
  * after the first at of them, the default namespace (and, with stream,
  * the stream prefix too). */
@@ -139,21 +118,21 @@ static void check_many_declarations(int expat_only) {
 
   world_start(&w, expat_only);
   REQUIRE(xcm_raw_open(&good, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  REQUIRE(xcm_raw_login(&good, HDR, AUTH_ALICE, "good"));
-  CHECK(still_works(&good, 0));
+  REQUIRE(xcm_raw_login(&good, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE, "good"));
+  CHECK(xcm_raw_still_works(&good, 0));
   for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
     unsigned before = xcm_test_failures();
     char *auth = hostile_auth(shapes[i].ndecls, shapes[i].at, shapes[i].stream);
     xcm_raw bad;
 
     REQUIRE(xcm_raw_open(&bad, &w.base.loop, "127.0.0.1", w.base.port, 1));
-    xcm_raw_sends(&bad, HDR);
+    xcm_raw_sends(&bad, XCM_RAW_HDR);
     CHECK(xcm_raw_wait(&bad, "</stream:features>", 3000));
     xcm_raw_sends(&bad, auth);
     /* Openfire read the <auth> as it was meant, and answered it. */
     if (!CHECK(xcm_raw_wait(&bad, "<success", 3000)))
       xcm_test_note("shape %zu got: %s", i, bad.in.data ? bad.in.data : "");
-    CHECK(still_works(&good, (int)i + 1));
+    CHECK(xcm_raw_still_works(&good, (int)i + 1));
     xcm_testkit_get_stats(w.base.kit, &ks);
     CHECK_INT(ks.dropped, 0);
     CHECK_INT(w.links_down, 0);
