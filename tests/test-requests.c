@@ -81,6 +81,13 @@ static void world_stop(world *w) {
   xcm_test_world_stop(&w->base, 1000);
 }
 
+/* A raw client on w's listener, past its header: the features read. */
+static void open_at_features(world *w, xcm_raw *r) {
+  REQUIRE(xcm_raw_open(r, &w->base.loop, "127.0.0.1", w->base.port, 1));
+  xcm_raw_sends(r, XCM_RAW_HDR);
+  REQUIRE(xcm_raw_wait(r, "</stream:features>", 3000));
+}
+
 static void legacy_on(xcm_policy *p) {
   p->legacy_auth = 1;
 }
@@ -106,9 +113,7 @@ static void test_legacy_error_is_final(void) {
   xcm_raw r;
 
   world_start(&w, 0, legacy_on);
-  REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  xcm_raw_sends(&r, XCM_RAW_HDR);
-  REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
+  open_at_features(&w, &r);
   xcm__buf_reset(&r.in);
   xcm_raw_sends(&r, "<iq type='set' id='x1'><query xmlns='jabber:iq:auth'>"
                     "<username>alice</username><password>wrong</password>"
@@ -147,9 +152,7 @@ static void test_register_needs_tls(void) {
   xcm_raw r;
 
   world_start(&w, 1, tls_required);
-  REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  xcm_raw_sends(&r, XCM_RAW_HDR);
-  REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
+  open_at_features(&w, &r);
   CHECK(strstr(r.in.data, "<required/>") != NULL);
   xcm_testkit_get_stats(w.base.kit, &ks0);
   xcm_raw_sends(&r, "<iq type='set' id='r1'><query "
@@ -234,9 +237,7 @@ static void test_pending_id_reused(void) {
   xcm_raw r;
 
   world_start(&w, 0, legacy_on);
-  REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  xcm_raw_sends(&r, XCM_RAW_HDR);
-  REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
+  open_at_features(&w, &r);
   xcm_testkit_get_stats(w.base.kit, &ks0);
   /* One write: the server cannot have answered the first in between. */
   xcm_raw_sends(&r, "<iq type='set' id='dup'><query xmlns='jabber:iq:auth'>"
@@ -274,9 +275,7 @@ static void test_too_many_pending(void) {
   int i;
 
   world_start(&w, 0, legacy_on);
-  REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  xcm_raw_sends(&r, XCM_RAW_HDR);
-  REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
+  open_at_features(&w, &r);
   xcm__buf_init(&b, NULL);
   for (i = 0; i < 5; i++) {
     char one[256];
@@ -310,9 +309,7 @@ static void test_logins_still_work(void) {
   CHECK(strstr(w.log, "3:alice@example.test/web:auth;") != NULL);
   xcm_raw_free(&r);
   w.log[0] = '\0';
-  REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
-  xcm_raw_sends(&r, XCM_RAW_HDR);
-  REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
+  open_at_features(&w, &r);
   xcm_raw_sends(&r, "<iq type='set' id='la'><query xmlns='jabber:iq:auth'>"
                     "<username>alice</username><password>alice</password>"
                     "<resource>old</resource></query></iq>");
