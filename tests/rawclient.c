@@ -130,10 +130,7 @@ void xcm_raw_reset(xcm_raw *r) {
     uv_run(r->loop, UV_RUN_ONCE);
 }
 
-int xcm_raw_login(xcm_raw *r, const char *header, const char *auth,
-                  const char *resource) {
-  char buf[512];
-
+int xcm_raw_sasl(xcm_raw *r, const char *header, const char *auth) {
   xcm_raw_sends(r, header);
   if (!xcm_raw_wait(r, "</stream:features>", 3000))
     return 0;
@@ -142,7 +139,14 @@ int xcm_raw_login(xcm_raw *r, const char *header, const char *auth,
     return 0;
   xcm__buf_reset(&r->in);
   xcm_raw_sends(r, header);
-  if (!xcm_raw_wait(r, "urn:ietf:params:xml:ns:xmpp-bind", 3000))
+  return xcm_raw_wait(r, "urn:ietf:params:xml:ns:xmpp-bind", 3000);
+}
+
+int xcm_raw_login(xcm_raw *r, const char *header, const char *auth,
+                  const char *resource) {
+  char buf[512];
+
+  if (!xcm_raw_sasl(r, header, auth))
     return 0;
   snprintf(buf, sizeof buf,
            "<iq type='set' id='b1'><bind "
@@ -152,4 +156,16 @@ int xcm_raw_login(xcm_raw *r, const char *header, const char *auth,
            resource);
   xcm_raw_sends(r, buf);
   return xcm_raw_wait(r, "id=\"s1\"", 3000);
+}
+
+int xcm_raw_still_works(xcm_raw *good, int n) {
+  char buf[256], want[64];
+
+  snprintf(want, sizeof want, "still %d", n);
+  snprintf(buf, sizeof buf,
+           "<message to='alice@example.test/good' type='chat'><body>%s</body>"
+           "</message>",
+           want);
+  xcm_raw_sends(good, buf);
+  return xcm_raw_wait(good, want, 3000);
 }

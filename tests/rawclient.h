@@ -9,6 +9,19 @@
 
 #include "util/buf.h"
 
+/* A client's stream header to example.test, and SASL PLAIN as the
+ * testkit's alice and bob (each one's password is the name). */
+#define XCM_RAW_HDR                                                            \
+  "<?xml version='1.0'?><stream:stream "                                       \
+  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
+  "to='example.test' version='1.0'>"
+#define XCM_RAW_AUTH_ALICE                                                     \
+  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
+  "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
+#define XCM_RAW_AUTH_BOB                                                       \
+  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
+  "mechanism='PLAIN'>AGJvYgBib2I=</auth>"
+
 typedef struct xcm_raw xcm_raw;
 struct xcm_raw {
   uv_loop_t *loop;
@@ -46,10 +59,17 @@ void xcm_raw_free(xcm_raw *r);
 /* Drop the connection with a reset (no FIN) and wait for the handle; in
  * stays until xcm_raw_free. */
 void xcm_raw_reset(xcm_raw *r);
+/* Header, then auth (a SASL element), the restart: 1 when the features
+ * after it (bind) came, ready to bind. in is cleared after the SASL
+ * success. */
+int xcm_raw_sasl(xcm_raw *r, const char *header, const char *auth);
 /* Log in: header, then auth (a SASL element), the restart, bind of
  * resource, a session and initial presence; 1 when the session result
  * came. in is cleared after the SASL success. */
 int xcm_raw_login(xcm_raw *r, const char *header, const char *auth,
                   const char *resource);
+/* A logged-in alice@example.test/good routes a message to herself: 1
+ * when "still n" came back. */
+int xcm_raw_still_works(xcm_raw *good, int n);
 
 #endif

@@ -18,25 +18,7 @@
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
 
-#define HDR                                                                    \
-  "<?xml version='1.0'?><stream:stream "                                       \
-  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
-  "to='example.test' version='1.0'>"
-#define AUTH_ALICE                                                             \
-  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
-  "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
-#define AUTH_BOB                                                               \
-  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
-  "mechanism='PLAIN'>AGJvYgBib2I=</auth>"
-
-typedef struct world {
-  uv_loop_t loop;
-  xcm_testkit *kit;
-  xcm_cm *cm;
-  int port;     /* plain, with STARTTLS when tls is on */
-  int tls_port; /* direct TLS, when tls is on */
-  int closed;
-} world;
+typedef xcm_test_world world;
 
 /* Set by a test before world_start: listeners with a certificate. */
 static int want_tls;
@@ -57,56 +39,25 @@ static int policy_known(void *ud) {
   return xcm_cm_policy(w->cm) != NULL && st.upstream_links_up >= 1;
 }
 
-static void world_start(world *w, void (*tune)(xcm_options *)) {
-  xcm_testkit_options ko;
-  xcm_options o;
-  xcm_listen_options lo;
-  char err[256];
+static void tune_options(xcm_options *o, void *ud) {
+  void (*const *tune)(xcm_options *) = ud;
 
-  memset(w, 0, sizeof(*w));
-  REQUIRE(uv_loop_init(&w->loop) == 0);
-  xcm_testkit_options_init(&ko);
-  ko.seed = 5;
-  REQUIRE(xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) == 0);
-  xcm_testkit_add_account(w->kit, "alice", "alice");
-  xcm_testkit_add_account(w->kit, "bob", "bob");
-  xcm_testkit_add_roster_item(w->kit, "alice", "bob@example.test", "Bob",
-                              "both");
-  xcm_testkit_add_roster_item(w->kit, "bob", "alice@example.test", "Alice",
-                              "both");
-  memset(&o, 0, sizeof o);
-  o.domain = "example.test";
-  o.server_port = xcm_testkit_port(w->kit);
-  o.name = "cm1";
-  o.secret = "cmsecret";
-  o.connections = 2;
-  o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
-  if (tune != NULL)
-    tune(&o);
-  if (xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err) != 0)
-    xcm_test_note("xcm_cm_new: %s", err);
-  REQUIRE(w->cm != NULL);
-  memset(&lo, 0, sizeof lo);
-  lo.host = "127.0.0.1";
-  lo.port = 0;
-  if (want_tls) {
-    lo.cert_file = xcm_test_cert("server.pem");
-    lo.key_file = xcm_test_cert("server-key.pem");
-  }
-  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
-  w->port = xcm_cm_listener_port(w->cm, 0);
-  if (want_tls) {
-    lo.direct_tls = 1;
-    REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
-    w->tls_port = xcm_cm_listener_port(w->cm, 1);
-  }
-  REQUIRE(xcm_cm_start(w->cm) == 0);
-  REQUIRE(run_until(w, policy_known, w, 5000));
+  if (*tune != NULL)
+    (*tune)(o);
+}
+
+static void world_start(world *w, void (*tune)(xcm_options *)) {
+  xcm_test_world_setup s = {.seed = 5,
+                            .roster = 1,
+                            .tune = tune_options,
+                            .ud = &tune,
+                            .direct_tls = want_tls};
+
+  xcm_test_world_start(w, &s);
 }
 
 static void world_stop(world *w) {
-  xcm_test_cm_shutdown(w->cm, 1000, &w->closed);
-  xcm_test_world_end(&w->loop, w->cm, w->kit, &w->closed);
+  xcm_test_world_stop(w, 1000);
 }
 
 /* ---- a raw client ------------------------------------------------------ */
@@ -121,20 +72,7 @@ static void raw_open(world *w, raw *r, int reading) {
 
 /* Log in with SASL PLAIN, bind resource, establish the session. */
 static int raw_login(raw *r, const char *auth, const char *resource) {
-  return xcm_raw_login(r, HDR, auth, resource);
-}
-
-/* The well-behaved client still routes a message to itself. */
-static int still_works(raw *good, int n) {
-  char buf[256], want[64];
-
-  snprintf(want, sizeof want, "still %d", n);
-  snprintf(buf, sizeof buf,
-           "<message to='alice@example.test/good' type='chat'><body>%s</body>"
-           "</message>",
-           want);
-  xcm_raw_sends(good, buf);
-  return xcm_raw_wait(good, want, 3000);
+  return xcm_raw_login(r, XCM_RAW_HDR, auth, resource);
 }
 
 /* ---- tests ----------------------------------------------------------- */
@@ -145,7 +83,7 @@ static void test_login_and_chat(void) {
 
   world_start(&w, NULL);
   raw_open(&w, &a, 1);
-  xcm_raw_sends(&a, HDR);
+  xcm_raw_sends(&a, XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&a, "</stream:features>", 3000));
   /* Our header, with our stream id, and the server's mechanisms; no
    * STARTTLS without a certificate, no compression outside TLS. */
@@ -154,10 +92,10 @@ static void test_login_and_chat(void) {
   CHECK(strstr(a.in.data, "starttls") == NULL);
   CHECK(strstr(a.in.data, "compression") == NULL);
   xcm__buf_reset(&a.in);
-  xcm_raw_sends(&a, AUTH_ALICE);
+  xcm_raw_sends(&a, XCM_RAW_AUTH_ALICE);
   CHECK(xcm_raw_wait(&a, "<success", 3000));
   xcm__buf_reset(&a.in);
-  xcm_raw_sends(&a, HDR);
+  xcm_raw_sends(&a, XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&a, "</stream:features>", 3000));
   CHECK(strstr(a.in.data, "xmpp-bind") != NULL);
   CHECK(strstr(a.in.data, "mechanism") == NULL);
@@ -168,7 +106,7 @@ static void test_login_and_chat(void) {
   xcm_raw_sends(&a, "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/>"
                     "</iq><presence/>");
   CHECK(xcm_raw_wait(&a, "bob@example.test", 3000));
-  CHECK(still_works(&a, 1));
+  CHECK(xcm_raw_still_works(&a, 1));
   xcm_raw_sends(&a, "</stream:stream>");
   CHECK(xcm_raw_wait(&a, "</stream:stream>", 3000));
   CHECK(run_until(&w, xcm_raw_is_eof, &a, 3000));
@@ -213,20 +151,20 @@ static void test_parsers_follow_activity(void) {
   CHECK_INT(parsers_busy(&w), base + 1);
 
   raw_open(&w, &b, 1);
-  CHECK(raw_login(&b, AUTH_BOB, "idle"));
+  CHECK(raw_login(&b, XCM_RAW_AUTH_BOB, "idle"));
   CHECK_INT(parsers_busy(&w), base + 1);
 
-  xcm_raw_sends(&a, AUTH_ALICE);
+  xcm_raw_sends(&a, XCM_RAW_AUTH_ALICE);
   CHECK(xcm_raw_wait(&a, "<success", 3000));
   xcm__buf_reset(&a.in);
-  xcm_raw_sends(&a, HDR);
+  xcm_raw_sends(&a, XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&a, "urn:ietf:params:xml:ns:xmpp-bind", 3000));
   xcm_raw_sends(&a, "<iq type='set' id='b1'><bind "
                     "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>good"
                     "</resource></bind></iq>");
   CHECK(xcm_raw_wait(&a, "<jid>alice@example.test/good</jid>", 3000));
   CHECK_INT(parsers_busy(&w), base);
-  CHECK(still_works(&a, 1));
+  CHECK(xcm_raw_still_works(&a, 1));
   CHECK_INT(parsers_busy(&w), base);
   xcm_raw_free(&a);
   xcm_raw_free(&b);
@@ -248,13 +186,13 @@ static void test_expat_only_reads_everything(void) {
   REQUIRE(run_until(&w, every_link_up, &w, 5000));
   base = parsers_busy(&w);
   raw_open(&w, &a, 1);
-  xcm_raw_sends(&a, HDR);
+  xcm_raw_sends(&a, XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&a, "</stream:features>", 3000));
   CHECK_INT(parsers_busy(&w), base + 1);
   xcm_raw_free(&a);
   raw_open(&w, &a, 1);
-  CHECK(raw_login(&a, AUTH_ALICE, "good"));
-  CHECK(still_works(&a, 1));
+  CHECK(raw_login(&a, XCM_RAW_AUTH_ALICE, "good"));
+  CHECK(xcm_raw_still_works(&a, 1));
   xcm_raw_free(&a);
   world_stop(&w);
 }
@@ -262,7 +200,8 @@ static void test_expat_only_reads_everything(void) {
 typedef struct bad_case {
   const char *cls; /* for the README's table */
   const char *name;
-  const char *send; /* after our HDR unless it starts with '<?' or '<s' */
+  const char
+      *send; /* after our XCM_RAW_HDR unless it starts with '<?' or '<s' */
   const char *cond;
   int authenticate_first;
 } bad_case;
@@ -353,7 +292,7 @@ static void test_stream_errors_on_the_wire(void) {
     strcat(deep, "<x>");
   world_start(&w, tiny_limits);
   raw_open(&w, &good, 1);
-  REQUIRE(raw_login(&good, AUTH_ALICE, "good"));
+  REQUIRE(raw_login(&good, XCM_RAW_AUTH_ALICE, "good"));
   for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     unsigned before = xcm_test_failures();
     raw r;
@@ -364,10 +303,10 @@ static void test_stream_errors_on_the_wire(void) {
 
     raw_open(&w, &r, 1);
     if (cases[i].authenticate_first) {
-      REQUIRE(raw_login(&r, AUTH_BOB, "bad"));
+      REQUIRE(raw_login(&r, XCM_RAW_AUTH_BOB, "bad"));
       xcm__buf_reset(&r.in);
     } else if (!own_header) {
-      xcm_raw_sends(&r, HDR);
+      xcm_raw_sends(&r, XCM_RAW_HDR);
     }
     xcm_raw_sends(&r, cases[i].send);
     snprintf(want, sizeof want,
@@ -380,7 +319,7 @@ static void test_stream_errors_on_the_wire(void) {
     CHECK(xcm_raw_wait(&r, "</stream:stream>", 3000));
     CHECK(run_until(&w, xcm_raw_is_eof, &r, 3000));
     xcm_raw_free(&r);
-    if (!CHECK(still_works(&good, (int)i)))
+    if (!CHECK(xcm_raw_still_works(&good, (int)i)))
       xcm_test_note("the good client broke after '%s'", cases[i].name);
     xcm_test_tried(cases[i].cls, before);
   }
@@ -442,7 +381,7 @@ static void test_stream_ids(void) {
     raw r;
 
     raw_open(&w, &r, 1);
-    xcm_raw_sends(&r, HDR);
+    xcm_raw_sends(&r, XCM_RAW_HDR);
     CHECK(xcm_raw_wait(&r, "</stream:features>", 3000));
     if (CHECK_INT(header_id(&r, ids[i]), 0) && CHECK_INT(strlen(ids[i]), 22) &&
         CHECK(strspn(ids[i], abc) == 22) &&
@@ -468,7 +407,7 @@ static void test_stream_ids(void) {
 
   /* Guesses near a live session's id. */
   raw_open(&w, &a, 1);
-  REQUIRE(raw_login(&a, AUTH_ALICE, "good"));
+  REQUIRE(raw_login(&a, XCM_RAW_AUTH_ALICE, "good"));
   REQUIRE(header_id(&a, live) == 0);
   REQUIRE(xcm_cm_session(w.cm, live, &info) == 0);
   for (i = 0; i < 22 + 3; i++) {
@@ -488,7 +427,7 @@ static void test_stream_ids(void) {
               XCM_ENOTFOUND);
     xcm_test_tried("guessed-stream-ids", before);
   }
-  CHECK(still_works(&a, 1));
+  CHECK(xcm_raw_still_works(&a, 1));
   CHECK_INT(xcm_cm_session(w.cm, live, &info), 0);
   xcm_raw_free(&a);
   world_stop(&w);
@@ -504,7 +443,7 @@ static void test_auth_timeout(void) {
 
   world_start(&w, short_auth);
   raw_open(&w, &r, 1);
-  xcm_raw_sends(&r, HDR);
+  xcm_raw_sends(&r, XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&r, "connection-timeout", 3000));
   CHECK(run_until(&w, xcm_raw_is_eof, &r, 3000));
   xcm_raw_free(&r);
@@ -531,7 +470,7 @@ static void test_client_gone_closes_session(void) {
 
   world_start(&w, NULL);
   raw_open(&w, &r, 1);
-  REQUIRE(raw_login(&r, AUTH_BOB, "gone"));
+  REQUIRE(raw_login(&r, XCM_RAW_AUTH_BOB, "gone"));
   CHECK_INT(xcm_testkit_jid_state(w.kit, "bob@example.test/gone"), 2);
   /* Dropped without </stream:stream>: the server hears of it. */
   xcm_raw_reset(&r);
@@ -549,16 +488,16 @@ static void test_server_closes_client(void) {
 
   world_start(&w, NULL);
   raw_open(&w, &good, 1);
-  REQUIRE(raw_login(&good, AUTH_ALICE, "good"));
+  REQUIRE(raw_login(&good, XCM_RAW_AUTH_ALICE, "good"));
   raw_open(&w, &r, 1);
-  REQUIRE(raw_login(&r, AUTH_BOB, "kicked"));
+  REQUIRE(raw_login(&r, XCM_RAW_AUTH_BOB, "kicked"));
   REQUIRE(xcm_testkit_close_jid(w.kit, "bob@example.test/kicked",
                                 XCM_COND_CONFLICT) == 0);
   CHECK(xcm_raw_wait(&r, "<conflict", 3000));
   CHECK(xcm_raw_wait(&r, "</stream:stream>", 3000));
   CHECK(run_until(&w, xcm_raw_is_eof, &r, 3000));
   CHECK(strstr(good.in.data, "<conflict") == NULL);
-  CHECK(still_works(&good, 1));
+  CHECK(xcm_raw_still_works(&good, 1));
   xcm_raw_free(&r);
   xcm_raw_free(&good);
   world_stop(&w);
@@ -570,7 +509,7 @@ static void test_upstream_lost(void) {
 
   world_start(&w, NULL);
   raw_open(&w, &r, 1);
-  REQUIRE(raw_login(&r, AUTH_BOB, "lost"));
+  REQUIRE(raw_login(&r, XCM_RAW_AUTH_BOB, "lost"));
   xcm_testkit_drop_all(w.kit);
   CHECK(xcm_raw_wait(&r, "remote-connection-failed", 3000));
   CHECK(run_until(&w, xcm_raw_is_eof, &r, 3000));
@@ -578,7 +517,7 @@ static void test_upstream_lost(void) {
   /* Served again once the links are back. */
   CHECK(run_until(&w, policy_known, &w, 5000));
   raw_open(&w, &r, 1);
-  CHECK(raw_login(&r, AUTH_BOB, "back"));
+  CHECK(raw_login(&r, XCM_RAW_AUTH_BOB, "back"));
   xcm_raw_free(&r);
   world_stop(&w);
 }
@@ -603,7 +542,7 @@ static void test_slow_reader(void) {
 
   world_start(&w, small_out);
   raw_open(&w, &slow, 1);
-  REQUIRE(raw_login(&slow, AUTH_BOB, "slow"));
+  REQUIRE(raw_login(&slow, XCM_RAW_AUTH_BOB, "slow"));
   uv_read_stop((uv_stream_t *)&slow.tcp);
   REQUIRE(xcm_testkit_local_login(w.kit, "alice@example.test/direct", NULL,
                                   NULL) == 0);
@@ -637,7 +576,7 @@ static void test_shutdown_tells_clients(void) {
 
   world_start(&w, NULL);
   raw_open(&w, &r, 1);
-  REQUIRE(raw_login(&r, AUTH_BOB, "bye"));
+  REQUIRE(raw_login(&r, XCM_RAW_AUTH_BOB, "bye"));
   xcm_test_cm_shutdown(w.cm, 2000, &w.closed);
   CHECK(xcm_raw_wait(&r, "system-shutdown", 3000));
   k.w = &w;
@@ -696,7 +635,8 @@ static int legacy_on(void *ud) {
 }
 
 static void test_tls_required_cannot_be_bypassed(void) {
-  static const char *tries[] = {AUTH_ALICE, "<message to='bob@example.test'/>",
+  static const char *tries[] = {XCM_RAW_AUTH_ALICE,
+                                "<message to='bob@example.test'/>",
                                 "<iq type='set' id='a'><query "
                                 "xmlns='jabber:iq:auth'><username>alice"
                                 "</username><password>alice</password>"
@@ -723,7 +663,7 @@ static void test_tls_required_cannot_be_bypassed(void) {
     char want[96];
 
     raw_open(&w, &r, 1);
-    xcm_raw_sends(&r, HDR);
+    xcm_raw_sends(&r, XCM_RAW_HDR);
     CHECK(xcm_raw_wait(&r, "</stream:features>", 3000));
     /* Only STARTTLS, marked required: no mechanisms to try. */
     CHECK(strstr(r.in.data, "<required/>") != NULL);
@@ -776,7 +716,7 @@ static void test_per_address_limit(void) {
     raw_open(&w, &r[i], 1);
   /* The third is closed at once; the first two are served. */
   CHECK(run_until(&w, xcm_raw_is_eof, &r[2], 3000));
-  xcm_raw_sends(&r[0], HDR);
+  xcm_raw_sends(&r[0], XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&r[0], "</stream:features>", 3000));
   xcm_cm_stats(w.cm, &st);
   CHECK_INT(st.clients_refused, 1);
@@ -808,9 +748,9 @@ static void test_idle_timeout(void) {
 
   world_start(&w, quick_idle);
   raw_open(&w, &idle, 1);
-  REQUIRE(raw_login(&idle, AUTH_ALICE, "idle"));
+  REQUIRE(raw_login(&idle, XCM_RAW_AUTH_ALICE, "idle"));
   raw_open(&w, &alive, 1);
-  REQUIRE(raw_login(&alive, AUTH_BOB, "alive"));
+  REQUIRE(raw_login(&alive, XCM_RAW_AUTH_BOB, "alive"));
   /* Whitespace counts as life. */
   p.r = &alive;
   uv_timer_init(&w.loop, &p.t);
@@ -919,7 +859,7 @@ static void test_compression_inside_tls(void) {
   REQUIRE(xcm__stream_connect(&c.s, &c.ctx, (struct sockaddr *)&a, &sc_cb,
                               sc_connected, &c, NULL) == 0);
   REQUIRE(run_until(&w, sc_flag, &c.connected, 3000));
-  sc_send(&c, HDR);
+  sc_send(&c, XCM_RAW_HDR);
   REQUIRE(sc_wait(&c, "</stream:features>"));
   /* No compression offered on a clear stream. */
   CHECK(strstr(c.in.data, "compression") == NULL);
@@ -928,20 +868,20 @@ static void test_compression_inside_tls(void) {
   xcm__buf_reset(&c.in);
   REQUIRE(xcm__stream_start_tls(c.s, c.tls, 0, "example.test", NULL, 0) == 0);
   REQUIRE(run_until(&w, sc_flag, &c.tls_done, 3000) && c.tls_done == 1);
-  sc_send(&c, HDR);
+  sc_send(&c, XCM_RAW_HDR);
   REQUIRE(sc_wait(&c, "</stream:features>"));
   CHECK(strstr(c.in.data, "<method>zlib</method>") != NULL);
   sc_send(&c, compress);
   REQUIRE(sc_wait(&c, "<compressed"));
   xcm__buf_reset(&c.in);
   REQUIRE(xcm__stream_start_zlib(c.s, NULL, 0) == 0);
-  sc_send(&c, HDR);
+  sc_send(&c, XCM_RAW_HDR);
   REQUIRE(sc_wait(&c, "</stream:features>"));
   CHECK(strstr(c.in.data, "compression") == NULL);
-  sc_send(&c, AUTH_ALICE);
+  sc_send(&c, XCM_RAW_AUTH_ALICE);
   REQUIRE(sc_wait(&c, "<success"));
   xcm__buf_reset(&c.in);
-  sc_send(&c, HDR);
+  sc_send(&c, XCM_RAW_HDR);
   REQUIRE(sc_wait(&c, "xmpp-bind"));
   sc_send(&c, "<iq type='set' id='b1'><bind "
               "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>z"
@@ -980,7 +920,7 @@ static void test_wait_for_upstream(void) {
   xcm_testkit_drop_all(w.kit);
   REQUIRE(run_until(&w, upstream_down, &w, 3000));
   raw_open(&w, &r, 1);
-  xcm_raw_sends(&r, HDR);
+  xcm_raw_sends(&r, XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&r, "remote-connection-failed", 1000));
   xcm_raw_free(&r);
   xcm_testkit_stall(w.kit, 0);
@@ -991,13 +931,13 @@ static void test_wait_for_upstream(void) {
   xcm_testkit_drop_all(w.kit);
   REQUIRE(run_until(&w, upstream_down, &w, 3000));
   raw_open(&w, &r, 1);
-  xcm_raw_sends(&r, HDR);
+  xcm_raw_sends(&r, XCM_RAW_HDR);
   run_until(&w, xcm_raw_is_eof, &r, 300);
   CHECK(!r.eof && r.in.len == 0);
   xcm_testkit_stall(w.kit, 0);
   CHECK(xcm_raw_wait(&r, "</stream:features>", 3000));
   xcm__buf_reset(&r.in);
-  xcm_raw_sends(&r, AUTH_ALICE);
+  xcm_raw_sends(&r, XCM_RAW_AUTH_ALICE);
   CHECK(xcm_raw_wait(&r, "<success", 3000));
   xcm_raw_free(&r);
   world_stop(&w);
@@ -1052,7 +992,7 @@ static int try_starttls_as(world *w, int port, const char *name) {
   REQUIRE(xcm__stream_connect(&c.s, &c.ctx, (struct sockaddr *)&a, &sc_cb,
                               sc_connected, &c, NULL) == 0);
   REQUIRE(run_until(w, sc_flag, &c.connected, 3000));
-  sc_send(&c, HDR);
+  sc_send(&c, XCM_RAW_HDR);
   REQUIRE(sc_wait(&c, "</stream:features>"));
   sc_send(&c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
   REQUIRE(sc_wait(&c, "<proceed"));
@@ -1149,9 +1089,9 @@ static void test_adopt_accepted_stream(void) {
   REQUIRE(uv_listen((uv_stream_t *)&o.server, 8, own_accept) == 0);
   uv_tcp_getsockname(&o.server, (struct sockaddr *)&ss, &len);
   raw_open_port(&w, &r, 1, ntohs(((struct sockaddr_in *)&ss)->sin_port));
-  CHECK(raw_login(&r, AUTH_ALICE, "adopted"));
+  CHECK(raw_login(&r, XCM_RAW_AUTH_ALICE, "adopted"));
   CHECK_INT(o.adopted, 1);
-  CHECK(still_works(&r, 1));
+  CHECK(xcm_raw_still_works(&r, 1));
   xcm_raw_free(&r);
   uv_close((uv_handle_t *)&o.server, NULL);
   world_stop(&w);
@@ -1185,7 +1125,7 @@ static void test_pre_1_0_stream(void) {
                     "<resource>good</resource></query></iq>");
   CHECK(xcm_raw_wait(&r, "la1", 3000));
   CHECK(strstr(r.in.data, "type=\"result\"") != NULL);
-  CHECK(still_works(&r, 7));
+  CHECK(xcm_raw_still_works(&r, 7));
   xcm_raw_free(&r);
   world_stop(&w);
 }
@@ -1261,7 +1201,7 @@ static void test_custom_transport(void) {
       "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
       "<resource>gw</resource></bind></iq><message "
       "to='alice@example.test/gw'><body>through the gateway</body></message>";
-  const char *hdr = HDR;
+  const char *hdr = XCM_RAW_HDR;
   xcm_transport t;
   gateway g;
   world w;
@@ -1278,9 +1218,9 @@ static void test_custom_transport(void) {
   for (i = 0; i < strlen(hdr); i++)
     xcm_conn_input(g.conn, hdr + i, 1);
   CHECK(gw_expect(&w, &g, "</stream:features>"));
-  xcm_conn_input(g.conn, AUTH_ALICE, strlen(AUTH_ALICE));
+  xcm_conn_input(g.conn, XCM_RAW_AUTH_ALICE, strlen(XCM_RAW_AUTH_ALICE));
   CHECK(gw_expect(&w, &g, "<success"));
-  xcm_conn_input(g.conn, HDR, strlen(HDR));
+  xcm_conn_input(g.conn, XCM_RAW_HDR, strlen(XCM_RAW_HDR));
   CHECK(gw_expect(&w, &g, "xmpp-bind\"/>"));
   xcm_conn_input(g.conn, bind, sizeof bind - 1);
   CHECK(gw_expect(&w, &g, "through the gateway"));
@@ -1306,7 +1246,7 @@ static void test_max_clients(void) {
   for (i = 0; i < 3; i++)
     raw_open(&w, &r[i], 1);
   CHECK(run_until(&w, xcm_raw_is_eof, &r[2], 3000));
-  xcm_raw_sends(&r[1], HDR);
+  xcm_raw_sends(&r[1], XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&r[1], "</stream:features>", 3000));
   xcm_cm_stats(w.cm, &st);
   CHECK_INT(st.clients_refused, 1);
@@ -1329,7 +1269,7 @@ static void test_ipv6_listener(void) {
   lo.host = "::1";
   REQUIRE(xcm_cm_listen(w.cm, &lo, err, sizeof err) == 0);
   REQUIRE(xcm_raw_open(&r, &w.loop, "::1", xcm_cm_listener_port(w.cm, 1), 1));
-  CHECK(raw_login(&r, AUTH_ALICE, "v6"));
+  CHECK(raw_login(&r, XCM_RAW_AUTH_ALICE, "v6"));
   xcm_raw_free(&r);
   world_stop(&w);
 }
@@ -1400,7 +1340,7 @@ static void test_session_api(void) {
   memset(&e, 0, sizeof e);
   xcm_cm_set_session_events(w.cm, on_session, &e);
   raw_open(&w, &r, 1);
-  REQUIRE(raw_login(&r, AUTH_ALICE, "api"));
+  REQUIRE(raw_login(&r, XCM_RAW_AUTH_ALICE, "api"));
   CHECK_STR(e.log, "1:-:-:;2:-:auth:;3:alice@example.test/api:auth:;");
   REQUIRE(xcm_cm_session(w.cm, e.sid, &info) == 0);
   CHECK_STR(info.jid, "alice@example.test/api");
@@ -1481,7 +1421,7 @@ static void test_stanza_hook(void) {
   world_start(&w, NULL);
   xcm_cm_set_stanza_hook(w.cm, hook, NULL);
   raw_open(&w, &r, 1);
-  REQUIRE(raw_login(&r, AUTH_ALICE, "hk"));
+  REQUIRE(raw_login(&r, XCM_RAW_AUTH_ALICE, "hk"));
   xcm_raw_sends(&r, "<message to='alice@example.test/hk'><body>secret</body>"
                     "</message><message to='alice@example.test/hk'><body>broken"
                     "</body></message><message to='alice@example.test/hk'>"
@@ -1519,7 +1459,7 @@ static void test_header_timeout(void) {
 
   world_start(&w, short_header);
   raw_open(&w, &talker, 1);
-  xcm_raw_sends(&talker, HDR);
+  xcm_raw_sends(&talker, XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&talker, "</stream:features>", 3000));
   raw_open(&w, &silent, 1);
   CHECK(xcm_raw_wait(&silent, "<connection-timeout", 5000));
@@ -1532,7 +1472,7 @@ static void test_header_timeout(void) {
   CHECK_INT(st.auth_timeouts, 0);
   CHECK_INT(st.stream_errors[XCM_COND_CONNECTION_TIMEOUT], 1);
   /* The one with a header still logs in. */
-  xcm_raw_sends(&talker, AUTH_ALICE);
+  xcm_raw_sends(&talker, XCM_RAW_AUTH_ALICE);
   CHECK(xcm_raw_wait(&talker, "<success", 3000));
   xcm_raw_free(&silent);
   xcm_raw_free(&talker);
@@ -1590,9 +1530,9 @@ static void test_flood_is_shaped(void) {
 
   world_start(&w, shaped_limits);
   raw_open(&w, &good, 1);
-  REQUIRE(raw_login(&good, AUTH_ALICE, "good"));
+  REQUIRE(raw_login(&good, XCM_RAW_AUTH_ALICE, "good"));
   raw_open(&w, &bad, 1);
-  REQUIRE(raw_login(&bad, AUTH_BOB, "bad"));
+  REQUIRE(raw_login(&bad, XCM_RAW_AUTH_BOB, "bad"));
   xcm__buf_init(&out, NULL);
   for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const flood_case *fc = &cases[i];
@@ -1617,7 +1557,7 @@ static void test_flood_is_shaped(void) {
     }
     xcm_raw_send(&bad, out.data, out.len);
     /* The other client is served while the flooder waits. */
-    CHECK(still_works(&good, (int)i));
+    CHECK(xcm_raw_still_works(&good, (int)i));
     snprintf(end, sizeof end, ">%s%d<", tag, fc->n - 1);
     if (!CHECK(xcm_raw_wait(&good, end, 30000)))
       xcm_test_note("case '%s': the last stanza did not arrive", fc->name);
@@ -1660,7 +1600,7 @@ static void test_default_address_limit(void) {
     if (pass == 0) {
       CHECK(run_until(&w, xcm_raw_is_eof, &r[N - 1], 3000));
     } else {
-      xcm_raw_sends(&r[N - 1], HDR);
+      xcm_raw_sends(&r[N - 1], XCM_RAW_HDR);
       CHECK(xcm_raw_wait(&r[N - 1], "</stream:features>", 3000));
     }
     xcm_cm_stats(w.cm, &st);

@@ -43,16 +43,13 @@
 #define MAX_FLOWS 6
 #define HIGH_WATER (1u << 20) /* the pool's default; not an option */
 
-#define HDR                                                                    \
-  "<?xml version='1.0'?><stream:stream "                                       \
-  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
-  "to='example.test' version='1.0'>"
-
 /* alice and bob are the pair; carol is the faulty client; dave is a
  * client connected to the server directly (the testkit's local client),
  * feeding or draining the faulty one. */
 enum { ALICE, BOB, CAROL, DAVE, NUSERS };
-static const char *const user_name[NUSERS] = {"alice", "bob", "carol", "dave"};
+/* NULL-terminated: the world's accounts (xcm_test_world_setup). */
+static const char *const user_name[NUSERS + 1] = {"alice", "bob", "carol",
+                                                  "dave", NULL};
 static const char *const user_res[NUSERS] = {"pair", "pair", "odd", "direct"};
 /* SASL PLAIN: base64 of "\0user\0user" (the password is the name). */
 static const char *const user_plain[NUSERS] = {
@@ -72,10 +69,7 @@ typedef struct flow {
 typedef struct peer peer;
 
 typedef struct world {
-  uv_loop_t loop;
-  xcm_testkit *kit;
-  xcm_cm *cm;
-  int port, tls_port, closed;
+  xcm_test_world base;
   peer *peers[NUSERS];
   char sid[NUSERS][64];
   flow flows[MAX_FLOWS];
@@ -101,7 +95,7 @@ struct peer {
 };
 
 static int run_until(world *w, int (*pred)(void *), void *ud, unsigned ms) {
-  return xcm_test_run_until(&w->loop, pred, ud, ms);
+  return xcm_test_run_until(&w->base.loop, pred, ud, ms);
 }
 
 /* ---- accounting ------------------------------------------------------- */
@@ -182,7 +176,7 @@ static void on_message(world *w, int user, const char *tag, size_t taglen,
 
   if (st == NULL)
     return;
-  w->last_change = uv_now(&w->loop);
+  w->last_change = uv_now(&w->base.loop);
   if (type != NULL && tl == 5 && memcmp(type, "error", 5) == 0) {
     /* A bounce goes back to the sender only. */
     if (from != user)
@@ -275,12 +269,12 @@ static void mark_offline(world *w) {
   int u;
 
   for (u = 0; u < NUSERS; u++) {
-    unsigned i, n = xcm_testkit_offline_count(w->kit, user_name[u]);
+    unsigned i, n = xcm_testkit_offline_count(w->base.kit, user_name[u]);
 
     for (i = 0; i < n; i++) {
       size_t len;
       const char *m =
-          xcm_testkit_offline_message(w->kit, user_name[u], i, &len);
+          xcm_testkit_offline_message(w->base.kit, user_name[u], i, &len);
       int from, to;
       unsigned char *st = m ? message_state(w, m, len, &from, &to) : NULL;
 
@@ -290,7 +284,7 @@ static void mark_offline(world *w) {
         misroute(w, u, "another's message stored", m, len);
       else if (!(*st & M_OFFLINE)) {
         *st |= M_OFFLINE;
-        w->last_change = uv_now(&w->loop);
+        w->last_change = uv_now(&w->base.loop);
       }
     }
   }
@@ -383,7 +377,7 @@ static int settled(void *ud) {
     if (w->flows[i].sent < w->flows[i].total)
       return 0;
   return resolved(w) == w->sent_total ||
-         uv_now(&w->loop) - w->last_change > 300;
+         uv_now(&w->base.loop) - w->last_change > 300;
 }
 
 /* ---- the world ----------------------------------------------------------- */
@@ -431,16 +425,8 @@ static int links_up(void *ud) {
   world *w = ud;
   xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
-  return xcm_cm_policy(w->cm) != NULL && st.upstream_links_up >= 1;
-}
-
-static int all_links_up(void *ud) {
-  world *w = ud;
-  xcm_stats st;
-
-  xcm_cm_stats(w->cm, &st);
-  return st.upstream_links_up == xcm_cm_upstream_links(w->cm);
+  xcm_cm_stats(w->base.cm, &st);
+  return xcm_cm_policy(w->base.cm) != NULL && st.upstream_links_up >= 1;
 }
 
 static int total_sent(world *w) {
@@ -464,7 +450,8 @@ static void send_one(world *w, flow *f) {
                user_name[f->to], user_res[f->to], user_name[f->from],
                user_name[f->to], f->sent, f->pad, pad);
   if (f->from == DAVE)
-    xcm_testkit_local_send(w->kit, "dave@example.test/direct", buf, (size_t)n);
+    xcm_testkit_local_send(w->base.kit, "dave@example.test/direct", buf,
+                           (size_t)n);
   else
     peer_send(w->peers[f->from], buf, (size_t)n);
   f->sent++;
@@ -491,10 +478,11 @@ static void tick(uv_timer_t *t) {
     for (n = 0; n < f->per_tick && f->sent < f->total; n++)
       send_one(w, f);
   }
-  for (i = 0; i < xcm_cm_upstream_links(w->cm); i++) {
+  for (i = 0; i < xcm_cm_upstream_links(w->base.cm); i++) {
     xcm_link_info li;
 
-    if (xcm_cm_upstream_link(w->cm, i, &li) == 0 && li.queued > w->max_queued)
+    if (xcm_cm_upstream_link(w->base.cm, i, &li) == 0 &&
+        li.queued > w->max_queued)
       w->max_queued = li.queued;
   }
 }
@@ -519,68 +507,54 @@ typedef struct tune {
   int tls;
 } tune;
 
+typedef struct starting {
+  world *w;
+  const tune *t;
+} starting;
+
+static void tune_options(xcm_options *o, void *ud) {
+  const starting *st = ud;
+  const tune *t = st->t;
+
+  o->connections = t->connections ? t->connections : 3;
+  o->auth_timeout_ms = t->auth_timeout_ms;
+  o->idle_timeout_ms = t->idle_timeout_ms;
+  o->rate = t->rate;
+  o->burst = t->burst;
+  o->rate_bytes = t->rate_bytes;
+  o->max_client_out = t->max_client_out;
+  o->log = on_log;
+  o->log_ud = st->w;
+  o->log_level = XCM_LOG_WARN;
+}
+
+static void hooks(xcm_cm *cm, void *ud) {
+  const starting *st = ud;
+
+  xcm_cm_set_link_events(cm, on_link, st->w);
+  xcm_cm_set_session_events(cm, on_session, st->w);
+}
+
 static void world_start(world *w, const tune *t) {
   static const tune none;
-  xcm_testkit_options ko;
-  xcm_options o;
-  xcm_listen_options lo;
-  char err[256];
-  int u;
+  starting st = {w, t != NULL ? t : &none};
+  xcm_test_world_setup s = {.seed = 7,
+                            .offline_max = 10000,
+                            .accounts = user_name,
+                            .roster = 1,
+                            .tune = tune_options,
+                            .hooks = hooks,
+                            .ud = &st,
+                            .direct_tls = st.t->tls,
+                            .every_link = 1};
 
-  if (t == NULL)
-    t = &none;
   memset(w, 0, sizeof(*w));
-  REQUIRE(uv_loop_init(&w->loop) == 0);
-  xcm_testkit_options_init(&ko);
-  ko.seed = 7;
-  ko.offline_max = 10000;
-  REQUIRE(xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) == 0);
-  for (u = 0; u < NUSERS; u++)
-    xcm_testkit_add_account(w->kit, user_name[u], user_name[u]);
-  xcm_testkit_add_roster_item(w->kit, "alice", "bob@example.test", "Bob",
-                              "both");
-  xcm_testkit_add_roster_item(w->kit, "bob", "alice@example.test", "Alice",
-                              "both");
-  memset(&o, 0, sizeof o);
-  o.domain = "example.test";
-  o.server_port = xcm_testkit_port(w->kit);
-  o.name = "cm1";
-  o.secret = "cmsecret";
-  o.connections = t->connections ? t->connections : 3;
-  o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
-  o.auth_timeout_ms = t->auth_timeout_ms;
-  o.idle_timeout_ms = t->idle_timeout_ms;
-  o.rate = t->rate;
-  o.burst = t->burst;
-  o.rate_bytes = t->rate_bytes;
-  o.max_client_out = t->max_client_out;
-  o.log = on_log;
-  o.log_ud = w;
-  o.log_level = XCM_LOG_WARN;
-  if (xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err) != 0)
-    xcm_test_note("xcm_cm_new: %s", err);
-  REQUIRE(w->cm != NULL);
-  xcm_cm_set_link_events(w->cm, on_link, w);
-  xcm_cm_set_session_events(w->cm, on_session, w);
-  memset(&lo, 0, sizeof lo);
-  lo.host = "127.0.0.1";
-  if (t->tls) {
-    lo.cert_file = xcm_test_cert("server.pem");
-    lo.key_file = xcm_test_cert("server-key.pem");
-  }
-  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
-  w->port = xcm_cm_listener_port(w->cm, 0);
-  if (t->tls) {
-    lo.direct_tls = 1;
-    REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
-    w->tls_port = xcm_cm_listener_port(w->cm, 1);
-  }
-  REQUIRE(xcm_cm_start(w->cm) == 0);
-  REQUIRE(run_until(w, all_links_up, w, 5000) && links_up(w));
-  REQUIRE(xcm_testkit_local_login(w->kit, "dave@example.test/direct",
+  xcm_test_world_start(&w->base, &s);
+  REQUIRE(xcm_testkit_local_login(w->base.kit, "dave@example.test/direct",
                                   dave_stanza, w) == 0);
-  xcm_testkit_local_send(w->kit, "dave@example.test/direct", "<presence/>", 11);
-  uv_timer_init(&w->loop, &w->ticker);
+  xcm_testkit_local_send(w->base.kit, "dave@example.test/direct", "<presence/>",
+                         11);
+  uv_timer_init(&w->base.loop, &w->ticker);
   w->ticker.data = w;
   uv_timer_start(&w->ticker, tick, TICK_MS, TICK_MS);
 }
@@ -589,8 +563,7 @@ static void world_stop(world *w) {
   int i;
 
   uv_close((uv_handle_t *)&w->ticker, NULL);
-  xcm_test_cm_shutdown(w->cm, 500, &w->closed);
-  xcm_test_world_end(&w->loop, w->cm, w->kit, &w->closed);
+  xcm_test_world_stop(&w->base, 500);
   for (i = 0; i < w->nflows; i++)
     free(w->flows[i].st);
 }
@@ -608,7 +581,7 @@ static void peer_data(xcm_raw *r, int eof) {
 
 static void peer_open(world *w, peer *p, int user, int port) {
   memset(p, 0, sizeof(*p));
-  REQUIRE(xcm_raw_open(&p->raw, &w->loop, "127.0.0.1", port, 1));
+  REQUIRE(xcm_raw_open(&p->raw, &w->base.loop, "127.0.0.1", port, 1));
   p->raw.on_data = peer_data;
   p->raw.ud = p;
   p->w = w;
@@ -642,7 +615,7 @@ static int peer_login(peer *p) {
            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
            "mechanism='PLAIN'>%s</auth>",
            user_plain[p->user]);
-  if (!xcm_raw_login(&p->raw, HDR, auth, user_res[p->user]))
+  if (!xcm_raw_login(&p->raw, XCM_RAW_HDR, auth, user_res[p->user]))
     return 0;
   p->w->peers[p->user] = p;
   p->scan = 1;
@@ -655,9 +628,9 @@ static int peer_login(peer *p) {
 /* The pair logged in, and their flows of n messages each way, one per
  * tick each. */
 static void pair_start(world *w, peer *a, peer *b, int n) {
-  peer_open(w, a, ALICE, w->port);
+  peer_open(w, a, ALICE, w->base.port);
   REQUIRE(peer_login(a));
-  peer_open(w, b, BOB, w->port);
+  peer_open(w, b, BOB, w->base.port);
   REQUIRE(peer_login(b));
   add(w, ALICE, BOB, n, 1, 0);
   add(w, BOB, ALICE, n, 1, 0);
@@ -729,18 +702,18 @@ static void test_one_link_dropped(void) {
   pair_start(&w, &a, &b, 100);
   REQUIRE(wait_sent(&w, ALICE, BOB, 30));
   /* The link carrying alice's session. */
-  REQUIRE(xcm_cm_session(w.cm, w.sid[ALICE], &si) == 0 && si.link >= 0);
-  REQUIRE(xcm_cm_upstream_link(w.cm, (unsigned)si.link, &li) == 0);
+  REQUIRE(xcm_cm_session(w.base.cm, w.sid[ALICE], &si) == 0 && si.link >= 0);
+  REQUIRE(xcm_cm_upstream_link(w.base.cm, (unsigned)si.link, &li) == 0);
   from = w.sent_prev_tick;
   cw.counter = &w.link_downs;
   cw.above = w.link_downs;
-  REQUIRE(xcm_testkit_drop_connection_jid(w.kit, li.resource) == 0);
+  REQUIRE(xcm_testkit_drop_connection_jid(w.base.kit, li.resource) == 0);
   CHECK(run_until(&w, count_above, &cw, 3000));
   bound = total_sent(&w) - from;
   CHECK(settle(&w));
   report(&w, "one-link-dropped", bound);
   /* The sessions moved: nobody was logged out. */
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.base.cm, &st);
   CHECK_INT(st.sessions_lost, 0);
   CHECK(a.ready && b.ready);
   CHECK_INT(pair_tally(&w).failed, 0);
@@ -772,18 +745,18 @@ static void test_all_links_dropped(void) {
   pair_start(&w, &a, &b, 100);
   REQUIRE(wait_sent(&w, ALICE, BOB, 30));
   from = w.sent_prev_tick;
-  xcm_testkit_drop_all(w.kit);
+  xcm_testkit_drop_all(w.base.kit);
   CHECK(run_until(&w, both_eof, both, 3000));
   bound = total_sent(&w) - from;
   CHECK(strstr(a.raw.in.data, "remote-connection-failed") != NULL);
   CHECK(strstr(b.raw.in.data, "remote-connection-failed") != NULL);
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.base.cm, &st);
   CHECK_INT(st.sessions_lost, 2);
   pair_free(&a, &b);
   REQUIRE(run_until(&w, links_up, &w, 5000));
-  peer_open(&w, &a, ALICE, w.port);
+  peer_open(&w, &a, ALICE, w.base.port);
   REQUIRE(peer_login(&a));
-  peer_open(&w, &b, BOB, w.port);
+  peer_open(&w, &b, BOB, w.base.port);
   REQUIRE(peer_login(&b));
   CHECK(settle(&w));
   report(&w, "all-links-dropped", bound);
@@ -815,28 +788,28 @@ static void upstream_stalls(const tune *t, const char *id) {
 
   world_start(&w, t);
   pair_start(&w, &a, &b, 100);
-  peer_open(&w, &c, CAROL, w.port);
+  peer_open(&w, &c, CAROL, w.base.port);
   REQUIRE(peer_login(&c));
   bulk = add(&w, CAROL, DAVE, 1800, 0, 4000);
   REQUIRE(wait_sent(&w, ALICE, BOB, 30));
-  xcm_testkit_stall(w.kit, 1);
+  xcm_testkit_stall(w.base.kit, 1);
   bulk->per_tick = 200;
   CHECK(run_until(&w, queue_high, &w, 5000));
   /* Held there while carol has written everything: the rest waits in
    * the kernel between her and the CM, not in the CM. */
-  xcm_test_run_for(&w.loop, 200);
+  xcm_test_run_for(&w.base.loop, 200);
   xcm_test_note("stalled: most queued on a link %zu bytes", w.max_queued);
   CHECK_INT(bulk->sent, bulk->total);
   CHECK(w.max_queued <= HIGH_WATER + 256 * 1024);
-  xcm_testkit_stall(w.kit, 0);
+  xcm_testkit_stall(w.base.kit, 0);
   /* Nothing could move while the server read nothing: "nothing moved
    * for a while" (settled) counts from now, not from before the stall,
    * which lasts longer when carol is shaped. */
-  w.last_change = uv_now(&w.loop);
+  w.last_change = uv_now(&w.base.loop);
   CHECK(settle(&w));
   report(&w, id, 0);
   CHECK_INT(flow_tally(&w, CAROL, DAVE).delivered, 1800);
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.base.cm, &st);
   if (t->rate_bytes != XCM_UNLIMITED)
     CHECK(st.reads_shaped >= 1);
   pair_clean(&w);
@@ -877,14 +850,14 @@ static void test_server_closes_mid_burst(void) {
 
   world_start(&w, NULL);
   pair_start(&w, &a, &b, 100);
-  peer_open(&w, &c, CAROL, w.port);
+  peer_open(&w, &c, CAROL, w.base.port);
   REQUIRE(peer_login(&c));
   REQUIRE(wait_sent(&w, ALICE, BOB, 20));
   add(&w, CAROL, ALICE, 30, 5, 0);
   add(&w, DAVE, CAROL, 240, 20, 4000);
   REQUIRE(wait_sent(&w, CAROL, ALICE, 30));
   bound = 10;
-  REQUIRE(xcm_testkit_close_jid(w.kit, "carol@example.test/odd",
+  REQUIRE(xcm_testkit_close_jid(w.base.kit, "carol@example.test/odd",
                                 XCM_COND_CONFLICT) == 0);
   CHECK(peer_wait(&c, "<conflict", 3000));
   CHECK(run_until(&w, is_eof, &c, 3000));
@@ -911,7 +884,7 @@ static int policy_violations(void *ud) {
   world *w = ud;
   xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
+  xcm_cm_stats(w->base.cm, &st);
   return st.stream_errors[XCM_COND_POLICY_VIOLATION] > 0;
 }
 
@@ -948,7 +921,7 @@ static void test_client_stops_reading(void) {
 
   world_start(&w, &small_out);
   pair_start(&w, &a, &b, 100);
-  peer_open(&w, &c, CAROL, w.port);
+  peer_open(&w, &c, CAROL, w.base.port);
   REQUIRE(peer_login(&c));
   REQUIRE(wait_sent(&w, ALICE, BOB, 30));
   xcm_raw_set_reading(&c.raw, 0);
@@ -960,7 +933,7 @@ static void test_client_stops_reading(void) {
   CHECK(run_until(&w, is_eof, &c, 3000));
   CHECK(settle(&w));
   report(&w, "client-stops-reading", kernel_send_max() / 4000);
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.base.cm, &st);
   xcm_test_note("the CM gave back %llu with <failed/>",
                 (unsigned long long)st.failed_returned);
   /* At least what its own queue for her held (max_client_out). */
@@ -986,7 +959,7 @@ typedef struct dribble {
 
 static void drip(uv_timer_t *t) {
   dribble *d = t->data;
-  static const char hdr[] = HDR;
+  static const char hdr[] = XCM_RAW_HDR;
 
   if (d->at < sizeof hdr - 1 && !d->p->raw.eof)
     peer_send(d->p, hdr + d->at++, 1);
@@ -1004,18 +977,18 @@ static void test_one_byte_a_second(void) {
   world_start(&w, &quick_auth);
   pair_start(&w, &a, &b, 250);
   REQUIRE(wait_sent(&w, ALICE, BOB, 30));
-  peer_open(&w, &c, CAROL, w.port);
-  t0 = uv_now(&w.loop);
+  peer_open(&w, &c, CAROL, w.base.port);
+  t0 = uv_now(&w.base.loop);
   d.p = &c;
   d.at = 0;
-  uv_timer_init(&w.loop, &d.t);
+  uv_timer_init(&w.base.loop, &d.t);
   d.t.data = &d;
   uv_timer_start(&d.t, drip, 0, 1000);
   CHECK(peer_wait(&c, "connection-timeout", 4000));
   CHECK(run_until(&w, is_eof, &c, 3000));
   xcm_test_note("the dribbler was closed after %llu ms, %zu bytes",
-                (unsigned long long)(uv_now(&w.loop) - t0), d.at);
-  CHECK(uv_now(&w.loop) - t0 >= 1400 && uv_now(&w.loop) - t0 < 2500);
+                (unsigned long long)(uv_now(&w.base.loop) - t0), d.at);
+  CHECK(uv_now(&w.base.loop) - t0 >= 1400 && uv_now(&w.base.loop) - t0 < 2500);
   uv_close((uv_handle_t *)&d.t, NULL);
   CHECK(settle(&w));
   report(&w, "one-byte-a-second", 0);
@@ -1045,7 +1018,7 @@ static void test_half_close(void) {
 
   world_start(&w, NULL);
   pair_start(&w, &a, &b, 100);
-  peer_open(&w, &c, CAROL, w.port);
+  peer_open(&w, &c, CAROL, w.base.port);
   REQUIRE(peer_login(&c));
   REQUIRE(wait_sent(&w, ALICE, BOB, 20));
   add(&w, CAROL, ALICE, 20, 5, 0);
@@ -1105,7 +1078,7 @@ static int clients_now(void *ud) {
   clients_wait *c = ud;
   xcm_stats st;
 
-  xcm_cm_stats(c->w->cm, &st);
+  xcm_cm_stats(c->w->base.cm, &st);
   return st.clients_now == c->n;
 }
 
@@ -1127,9 +1100,9 @@ static void test_reset_mid_tls_handshake(void) {
   cw.w = &w;
   cw.n = 2;
   for (round = 0; round < 2; round++) {
-    peer_open(&w, &c, CAROL, round == 0 ? w.tls_port : w.port);
+    peer_open(&w, &c, CAROL, round == 0 ? w.base.tls_port : w.base.port);
     if (round == 1) {
-      peer_sends(&c, HDR);
+      peer_sends(&c, XCM_RAW_HDR);
       CHECK(peer_wait(&c, "</stream:features>", 3000));
       peer_sends(&c, "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
       CHECK(peer_wait(&c, "<proceed", 3000));
@@ -1212,7 +1185,7 @@ static void test_accept_at_fd_limit(void) {
   world_start(&w, NULL);
   pair_start(&w, &a, &b, 150);
   REQUIRE(wait_sent(&w, ALICE, BOB, 20));
-  uv_prepare_init(&w.loop, &meter);
+  uv_prepare_init(&w.base.loop, &meter);
   meter.data = &turns;
   uv_prepare_start(&meter, count_turn);
   for (i = 0; i < AT_LIMIT_TRIES; i++)
@@ -1230,19 +1203,19 @@ static void test_accept_at_fd_limit(void) {
     if (fd < 0)
       break;
     fill[nfill++] = fd;
-    CHECK(dial(fd, w.port));
-    xcm_test_run_for(&w.loop, 5);
+    CHECK(dial(fd, w.base.port));
+    xcm_test_run_for(&w.base.loop, 5);
   }
   xcm_test_note("at the limit after %d raw connections", nfill);
   warnings = w.warnings;
   turns0 = turns;
   cpu0 = cpu_seconds();
-  t0 = uv_now(&w.loop);
+  t0 = uv_now(&w.base.loop);
   for (i = 0; i < AT_LIMIT_TRIES; i++) {
-    CHECK(dial(pre[i], w.port));
-    xcm_test_run_for(&w.loop, 33);
+    CHECK(dial(pre[i], w.base.port));
+    xcm_test_run_for(&w.base.loop, 33);
   }
-  elapsed = uv_now(&w.loop) - t0;
+  elapsed = uv_now(&w.base.loop) - t0;
   cpu = cpu_seconds() - cpu0;
   warnings = w.warnings - warnings;
   xcm_test_note("at the limit for %llu ms: %d warnings, %lu loop turns, "
@@ -1261,7 +1234,7 @@ static void test_accept_at_fd_limit(void) {
   for (i = 0; i < AT_LIMIT_TRIES; i++)
     close(pre[i]);
   REQUIRE(setrlimit(RLIMIT_NOFILE, &old) == 0);
-  peer_open(&w, &c, CAROL, w.port);
+  peer_open(&w, &c, CAROL, w.base.port);
   CHECK(peer_login(&c));
   uv_close((uv_handle_t *)&meter, NULL);
   CHECK(settle(&w));
@@ -1295,7 +1268,7 @@ static void test_flood_above_rate(void) {
 
   world_start(&w, &rated);
   pair_start(&w, &a, &b, 100);
-  peer_open(&w, &c, CAROL, w.port);
+  peer_open(&w, &c, CAROL, w.base.port);
   REQUIRE(peer_login(&c));
   REQUIRE(wait_sent(&w, ALICE, BOB, 30));
   add(&w, CAROL, ALICE, 400, 400, 0);
@@ -1303,7 +1276,7 @@ static void test_flood_above_rate(void) {
   /* Two seconds at her rate; the cap only ends a broken run. */
   CHECK(run_until(&w, flood_delivered, &w, 30000));
   CHECK(!c.raw.eof);
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.base.cm, &st);
   CHECK(st.reads_shaped >= 1);
   CHECK_INT(st.stream_errors[XCM_COND_POLICY_VIOLATION], 0);
   CHECK(settle(&w));

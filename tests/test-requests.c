@@ -17,21 +17,10 @@
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
 
-#define HDR                                                                    \
-  "<?xml version='1.0'?><stream:stream "                                       \
-  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
-  "to='example.test' version='1.0'>"
-#define AUTH_ALICE                                                             \
-  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
-  "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
 #define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
 
 typedef struct world {
-  uv_loop_t loop;
-  xcm_testkit *kit;
-  xcm_cm *cm;
-  int port;
-  int closed;
+  xcm_test_world base;
   /* Session events: "EV:JID:AUTH;" per event, and the last stream id. */
   char log[4096];
   char sid[64];
@@ -48,14 +37,6 @@ static void on_session(void *ud, xcm_session_event ev,
   snprintf(w->sid, sizeof w->sid, "%s", info->sid);
 }
 
-static int policy_known(void *ud) {
-  world *w = ud;
-  xcm_stats st;
-
-  xcm_cm_stats(w->cm, &st);
-  return xcm_cm_policy(w->cm) != NULL && st.upstream_links_up >= 1;
-}
-
 typedef struct policy_wait {
   world *w;
   xcm_policy want;
@@ -63,62 +44,48 @@ typedef struct policy_wait {
 
 static int policy_is(void *ud) {
   policy_wait *p = ud;
-  const xcm_policy *cur = xcm_cm_policy(p->w->cm);
+  const xcm_policy *cur = xcm_cm_policy(p->w->base.cm);
 
   return cur != NULL && cur->tls == p->want.tls &&
          cur->legacy_auth == p->want.legacy_auth &&
          cur->registration == p->want.registration;
 }
 
+static void one_link(xcm_options *o, void *ud) {
+  (void)ud;
+  o->connections = 1;
+}
+
 /* A CM (with a certificate when tls) in front of the testkit, the
  * testkit's policy changed by set (may be NULL). */
 static void world_start(world *w, int tls, void (*set)(xcm_policy *p)) {
-  xcm_testkit_options ko;
-  xcm_options o;
-  xcm_listen_options lo;
+  static const char *const accounts[] = {"alice", NULL};
+  xcm_test_world_setup s = {
+      .seed = 7, .accounts = accounts, .tune = one_link, .tls = tls};
   policy_wait pw;
-  char err[256];
 
   memset(w, 0, sizeof(*w));
-  REQUIRE(uv_loop_init(&w->loop) == 0);
-  xcm_testkit_options_init(&ko);
-  ko.seed = 7;
-  REQUIRE(xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) == 0);
-  xcm_testkit_add_account(w->kit, "alice", "alice");
-  memset(&o, 0, sizeof o);
-  o.domain = "example.test";
-  o.server_port = xcm_testkit_port(w->kit);
-  o.name = "cm1";
-  o.secret = "cmsecret";
-  o.connections = 1;
-  o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
-  if (xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err) != 0)
-    xcm_test_note("xcm_cm_new: %s", err);
-  REQUIRE(w->cm != NULL);
-  memset(&lo, 0, sizeof lo);
-  lo.host = "127.0.0.1";
-  if (tls) {
-    lo.cert_file = xcm_test_cert("server.pem");
-    lo.key_file = xcm_test_cert("server-key.pem");
-  }
-  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
-  w->port = xcm_cm_listener_port(w->cm, 0);
-  REQUIRE(xcm_cm_start(w->cm) == 0);
-  REQUIRE(xcm_test_run_until(&w->loop, policy_known, w, 5000));
-  xcm_cm_set_session_events(w->cm, on_session, w);
+  xcm_test_world_start(&w->base, &s);
+  xcm_cm_set_session_events(w->base.cm, on_session, w);
   if (set != NULL) {
     pw.w = w;
-    pw.want = *xcm_cm_policy(w->cm);
+    pw.want = *xcm_cm_policy(w->base.cm);
     set(&pw.want);
-    REQUIRE(xcm_testkit_set_policy(w->kit, &pw.want) == 0);
-    REQUIRE(xcm_test_run_until(&w->loop, policy_is, &pw, 3000));
+    REQUIRE(xcm_testkit_set_policy(w->base.kit, &pw.want) == 0);
+    REQUIRE(xcm_test_run_until(&w->base.loop, policy_is, &pw, 3000));
   }
 }
 
 static void world_stop(world *w) {
-  xcm_cm_set_session_events(w->cm, NULL, NULL);
-  xcm_test_cm_shutdown(w->cm, 1000, &w->closed);
-  xcm_test_world_end(&w->loop, w->cm, w->kit, &w->closed);
+  xcm_cm_set_session_events(w->base.cm, NULL, NULL);
+  xcm_test_world_stop(&w->base, 1000);
+}
+
+/* A raw client on w's listener, past its header: the features read. */
+static void open_at_features(world *w, xcm_raw *r) {
+  REQUIRE(xcm_raw_open(r, &w->base.loop, "127.0.0.1", w->base.port, 1));
+  xcm_raw_sends(r, XCM_RAW_HDR);
+  REQUIRE(xcm_raw_wait(r, "</stream:features>", 3000));
 }
 
 static void legacy_on(xcm_policy *p) {
@@ -133,7 +100,7 @@ static void tls_required(xcm_policy *p) {
 static int authenticated_now(world *w) {
   xcm_session_info info;
 
-  return xcm_cm_session(w->cm, w->sid, &info) == 0 && info.authenticated;
+  return xcm_cm_session(w->base.cm, w->sid, &info) == 0 && info.authenticated;
 }
 
 /* Finding 3: a legacy auth set answered with an error is over. A later
@@ -146,9 +113,7 @@ static void test_legacy_error_is_final(void) {
   xcm_raw r;
 
   world_start(&w, 0, legacy_on);
-  REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
-  xcm_raw_sends(&r, HDR);
-  REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
+  open_at_features(&w, &r);
   xcm__buf_reset(&r.in);
   xcm_raw_sends(&r, "<iq type='set' id='x1'><query xmlns='jabber:iq:auth'>"
                     "<username>alice</username><password>wrong</password>"
@@ -159,18 +124,18 @@ static void test_legacy_error_is_final(void) {
                     "<username>alice</username></query></iq>");
   CHECK(xcm_raw_wait(&r, "type=\"result\"", 3000));
   /* Let anything the result set off run its course. */
-  xcm_test_run_for(&w.loop, 50);
+  xcm_test_run_for(&w.base.loop, 50);
   CHECK(!authenticated_now(&w));
   CHECK(strstr(w.log, "2:") == NULL);
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.base.cm, &st);
   CHECK_INT(st.sessions_authenticated, 0);
   /* Not authenticated, so SASL is still on offer and works. */
   xcm__buf_reset(&r.in);
-  xcm_raw_sends(&r, AUTH_ALICE);
+  xcm_raw_sends(&r, XCM_RAW_AUTH_ALICE);
   if (!CHECK(xcm_raw_wait(&r, "<success", 3000)))
     xcm_test_note("got: %s", r.in.data);
   CHECK(authenticated_now(&w));
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.base.cm, &st);
   CHECK_INT(st.sessions_authenticated, 1);
   xcm_test_tried("forged-answers", before);
   xcm_raw_free(&r);
@@ -187,37 +152,22 @@ static void test_register_needs_tls(void) {
   xcm_raw r;
 
   world_start(&w, 1, tls_required);
-  REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
-  xcm_raw_sends(&r, HDR);
-  REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
+  open_at_features(&w, &r);
   CHECK(strstr(r.in.data, "<required/>") != NULL);
-  xcm_testkit_get_stats(w.kit, &ks0);
+  xcm_testkit_get_stats(w.base.kit, &ks0);
   xcm_raw_sends(&r, "<iq type='set' id='r1'><query "
                     "xmlns='jabber:iq:register'><username>mallory</username>"
                     "<password>secret</password></query></iq>");
   if (!CHECK(xcm_raw_wait(&r, "<policy-violation ", 3000)))
     xcm_test_note("got: %s", r.in.data);
   CHECK(strstr(r.in.data, "TLS is required before registration") != NULL);
-  CHECK(xcm_test_run_until(&w.loop, xcm_raw_is_eof, &r, 3000));
-  xcm_test_run_for(&w.loop, 50);
-  xcm_testkit_get_stats(w.kit, &ks1);
+  CHECK(xcm_test_run_until(&w.base.loop, xcm_raw_is_eof, &r, 3000));
+  xcm_test_run_for(&w.base.loop, 50);
+  xcm_testkit_get_stats(w.base.kit, &ks1);
   CHECK_INT(ks1.routes_in, ks0.routes_in);
   xcm_test_tried("before-tls", before);
   xcm_raw_free(&r);
   world_stop(&w);
-}
-
-/* Header, SASL PLAIN as alice, the restart: ready to bind. */
-static int sasl_login(xcm_raw *r) {
-  xcm_raw_sends(r, HDR);
-  if (!xcm_raw_wait(r, "</stream:features>", 3000))
-    return 0;
-  xcm_raw_sends(r, AUTH_ALICE);
-  if (!xcm_raw_wait(r, "<success", 3000))
-    return 0;
-  xcm__buf_reset(&r->in);
-  xcm_raw_sends(r, HDR);
-  return xcm_raw_wait(r, NS_BIND, 3000);
 }
 
 /* Finding 5: a bind refused by the server, whose error echoes the
@@ -233,8 +183,8 @@ static void test_bind_jid_from_result_only(void) {
   xcm_raw r;
 
   world_start(&w, 0, NULL);
-  REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
-  REQUIRE(sasl_login(&r));
+  REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
+  REQUIRE(xcm_raw_sasl(&r, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE));
   /* A resource over the server's 1023 bytes: bad-request, echoed. */
   req = malloc(2048);
   REQUIRE(req != NULL);
@@ -250,10 +200,10 @@ static void test_bind_jid_from_result_only(void) {
   CHECK(xcm_raw_wait(&r, "bad-request", 3000));
   /* The echo reached the client, forged JID and all. */
   CHECK(strstr(r.in.data, "admin@example.test/console") != NULL);
-  xcm_test_run_for(&w.loop, 50);
+  xcm_test_run_for(&w.base.loop, 50);
   CHECK(strstr(w.log, "admin@example.test/console") == NULL);
   CHECK(strstr(w.log, "3:") == NULL);
-  REQUIRE(xcm_cm_session(w.cm, w.sid, &info) == 0);
+  REQUIRE(xcm_cm_session(w.base.cm, w.sid, &info) == 0);
   CHECK(info.jid == NULL);
   /* The genuine bind: the JID as the server wrote it, unescaped. */
   xcm__buf_reset(&r.in);
@@ -261,7 +211,7 @@ static void test_bind_jid_from_result_only(void) {
                     "'><resource>good&amp;co</resource></bind></iq>");
   CHECK(xcm_raw_wait(&r, "</jid>", 3000));
   CHECK(strstr(w.log, "3:alice@example.test/good&co:auth;") != NULL);
-  REQUIRE(xcm_cm_session(w.cm, w.sid, &info) == 0);
+  REQUIRE(xcm_cm_session(w.base.cm, w.sid, &info) == 0);
   CHECK(info.jid != NULL &&
         strcmp(info.jid, "alice@example.test/good&co") == 0);
   xcm_test_tried("forged-answers", before);
@@ -274,7 +224,7 @@ static void expect_refused(world *w, xcm_raw *r, const char *text) {
     xcm_test_note("got: %s", r->in.data);
   if (!CHECK(strstr(r->in.data, text) != NULL))
     xcm_test_note("got: %s", r->in.data);
-  CHECK(xcm_test_run_until(&w->loop, xcm_raw_is_eof, r, 3000));
+  CHECK(xcm_test_run_until(&w->base.loop, xcm_raw_is_eof, r, 3000));
 }
 
 /* While a request is pending, an iq with its id could get the answer the
@@ -287,10 +237,8 @@ static void test_pending_id_reused(void) {
   xcm_raw r;
 
   world_start(&w, 0, legacy_on);
-  REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
-  xcm_raw_sends(&r, HDR);
-  REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
-  xcm_testkit_get_stats(w.kit, &ks0);
+  open_at_features(&w, &r);
+  xcm_testkit_get_stats(w.base.kit, &ks0);
   /* One write: the server cannot have answered the first in between. */
   xcm_raw_sends(&r, "<iq type='set' id='dup'><query xmlns='jabber:iq:auth'>"
                     "<username>alice</username><password>wrong</password>"
@@ -298,15 +246,15 @@ static void test_pending_id_reused(void) {
                     "<iq type='get' id='dup'><query xmlns='jabber:iq:auth'>"
                     "<username>alice</username></query></iq>");
   expect_refused(&w, &r, "reuses the id of a request still pending");
-  xcm_testkit_get_stats(w.kit, &ks1);
+  xcm_testkit_get_stats(w.base.kit, &ks1);
   /* The set went up, the get did not. */
   CHECK_INT(ks1.routes_in, ks0.routes_in + 1);
   xcm_test_tried("forged-answers", before);
   xcm_raw_free(&r);
 
   before = xcm_test_failures();
-  REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
-  REQUIRE(sasl_login(&r));
+  REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
+  REQUIRE(xcm_raw_sasl(&r, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE));
   xcm_raw_sends(&r, "<iq type='set' id='b1'><bind xmlns='" NS_BIND
                     "'><resource>one</resource></bind></iq>"
                     "<iq type='set' id='b1'><bind xmlns='" NS_BIND
@@ -327,9 +275,7 @@ static void test_too_many_pending(void) {
   int i;
 
   world_start(&w, 0, legacy_on);
-  REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
-  xcm_raw_sends(&r, HDR);
-  REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
+  open_at_features(&w, &r);
   xcm__buf_init(&b, NULL);
   for (i = 0; i < 5; i++) {
     char one[256];
@@ -358,21 +304,19 @@ static void test_logins_still_work(void) {
   xcm_raw r;
 
   world_start(&w, 0, legacy_on);
-  REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
-  CHECK(xcm_raw_login(&r, HDR, AUTH_ALICE, "web"));
+  REQUIRE(xcm_raw_open(&r, &w.base.loop, "127.0.0.1", w.base.port, 1));
+  CHECK(xcm_raw_login(&r, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE, "web"));
   CHECK(strstr(w.log, "3:alice@example.test/web:auth;") != NULL);
   xcm_raw_free(&r);
   w.log[0] = '\0';
-  REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
-  xcm_raw_sends(&r, HDR);
-  REQUIRE(xcm_raw_wait(&r, "</stream:features>", 3000));
+  open_at_features(&w, &r);
   xcm_raw_sends(&r, "<iq type='set' id='la'><query xmlns='jabber:iq:auth'>"
                     "<username>alice</username><password>alice</password>"
                     "<resource>old</resource></query></iq>");
   CHECK(xcm_raw_wait(&r, "type=\"result\"", 3000));
-  xcm_test_run_for(&w.loop, 50);
+  xcm_test_run_for(&w.base.loop, 50);
   CHECK(authenticated_now(&w));
-  REQUIRE(xcm_cm_session(w.cm, w.sid, &info) == 0);
+  REQUIRE(xcm_cm_session(w.base.cm, w.sid, &info) == 0);
   /* Past the pre-auth limit (8 KiB) now. */
   {
     char *big = malloc(12000);

@@ -33,17 +33,6 @@
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
 
-#define HDR                                                                    \
-  "<?xml version='1.0'?><stream:stream "                                       \
-  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
-  "to='example.test' version='1.0'>"
-#define AUTH_ALICE                                                             \
-  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
-  "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
-#define AUTH_BOB                                                               \
-  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
-  "mechanism='PLAIN'>AGJvYgBib2I=</auth>"
-
 /* What a forged message starts with, wherever it would be stored. */
 #define FORGED_TO "<message to='carol@example.test'"
 
@@ -269,11 +258,7 @@ static void test_forged_message_in_cdata(void) {
 /* ---- through the CM and the testkit ------------------------------------- */
 
 typedef struct world {
-  uv_loop_t loop;
-  xcm_testkit *kit;
-  xcm_cm *cm;
-  int port;
-  int closed;
+  xcm_test_world base;
   unsigned stored_bob;   /* OFFLINE_STORED events for bob */
   unsigned stored_other; /* ... for anyone else */
 } world;
@@ -291,71 +276,44 @@ static void on_kit_event(void *ud, xcm_testkit *kit,
     w->stored_other++;
 }
 
-static int links_up(void *ud) {
-  world *w = ud;
-  xcm_stats st;
-
-  xcm_cm_stats(w->cm, &st);
-  return xcm_cm_policy(w->cm) != NULL && st.upstream_links_up >= 1;
-}
-
 static void cm_log(void *ud, int level, const char *msg) {
   (void)ud;
   (void)level;
   xcm_test_note("log: %s", msg);
 }
 
-static void world_start(world *w) {
-  xcm_testkit_options ko;
-  xcm_options o;
-  xcm_listen_options lo;
-  char err[256];
-
-  memset(w, 0, sizeof(*w));
-  REQUIRE(uv_loop_init(&w->loop) == 0);
-  xcm_testkit_options_init(&ko);
-  ko.seed = 11;
-  ko.offline_max = 100000;
-  ko.on_event = on_kit_event;
-  ko.event_ud = w;
-  REQUIRE(xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) == 0);
-  xcm_testkit_add_account(w->kit, "alice", "alice");
-  xcm_testkit_add_account(w->kit, "bob", "bob");
-  /* The forged messages' addressees exist: stored, they would show. */
-  xcm_testkit_add_account(w->kit, "carol", "carol");
-  xcm_testkit_add_account(w->kit, "admin", "admin");
-  memset(&o, 0, sizeof o);
-  o.domain = "example.test";
-  o.server_port = xcm_testkit_port(w->kit);
-  o.name = "cm1";
-  o.secret = "cmsecret";
-  o.connections = 2;
-  o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
+static void tune(xcm_options *o, void *ud) {
+  (void)ud;
   /* Above what one loop iteration can bring for bob (alice sends in
    * small rounds): he is dropped because he does not read, not because
    * of one burst. */
-  o.max_client_out = 256 * 1024;
+  o->max_client_out = 256 * 1024;
   /* alice floods on purpose: she is not what is tested. */
-  o.rate = 1000000;
-  o.burst = 1000000;
+  o->rate = 1000000;
+  o->burst = 1000000;
   if (getenv("XCM_TEST_LOG") != NULL) {
-    o.log = cm_log;
-    o.log_level = XCM_LOG_DEBUG;
+    o->log = cm_log;
+    o->log_level = XCM_LOG_DEBUG;
   }
-  if (xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err) != 0)
-    xcm_test_note("xcm_cm_new: %s", err);
-  REQUIRE(w->cm != NULL);
-  memset(&lo, 0, sizeof lo);
-  lo.host = "127.0.0.1";
-  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
-  w->port = xcm_cm_listener_port(w->cm, 0);
-  REQUIRE(xcm_cm_start(w->cm) == 0);
-  REQUIRE(xcm_test_run_until(&w->loop, links_up, w, 5000));
+}
+
+static void world_start(world *w) {
+  /* The forged messages' addressees exist: stored, they would show. */
+  static const char *const accounts[] = {"alice", "bob", "carol", "admin",
+                                         NULL};
+  xcm_test_world_setup s = {.seed = 11,
+                            .offline_max = 100000,
+                            .on_event = on_kit_event,
+                            .accounts = accounts,
+                            .tune = tune,
+                            .ud = w};
+
+  memset(w, 0, sizeof(*w));
+  xcm_test_world_start(&w->base, &s);
 }
 
 static void world_stop(world *w) {
-  xcm_test_cm_shutdown(w->cm, 1000, &w->closed);
-  xcm_test_world_end(&w->loop, w->cm, w->kit, &w->closed);
+  xcm_test_world_stop(&w->base, 1000);
 }
 
 enum { PAD = 8000, BATCH = 4, MAX_MESSAGES = 4000 };
@@ -371,14 +329,14 @@ static int arrived(void *ud) {
   round *r = ud;
   xcm_testkit_stats ks;
 
-  xcm_testkit_get_stats(r->w->kit, &ks);
+  xcm_testkit_get_stats(r->w->base.kit, &ks);
   return ks.routes_in - r->routes >= r->sent;
 }
 
 static int bob_dropped(world *w) {
   xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
+  xcm_cm_stats(w->base.cm, &st);
   return st.stream_errors[XCM_COND_POLICY_VIOLATION] > 0;
 }
 
@@ -397,13 +355,13 @@ static void read_offline(world *w, offline *o, unsigned sent) {
 
   xcm__buf_init(&want, NULL);
   memset(o->seen, 0, sent);
-  o->n = xcm_testkit_offline_count(w->kit, "bob");
+  o->n = xcm_testkit_offline_count(w->base.kit, "bob");
   o->min = sent;
   o->max = 0;
   o->dups = o->broken = 0;
   for (i = 0; i < o->n; i++) {
     size_t len;
-    const char *m = xcm_testkit_offline_message(w->kit, "bob", i, &len);
+    const char *m = xcm_testkit_offline_message(w->base.kit, "bob", i, &len);
     const char *body = m != NULL ? strstr(m, "<body>n=") : NULL;
     const char *wb;
 
@@ -466,14 +424,14 @@ static void test_slow_reader_gets_exactly_its_messages(void) {
   xcm__buf_init(&msg, NULL);
   off.seen = calloc(MAX_MESSAGES + BATCH, 1);
   REQUIRE(off.seen != NULL);
-  REQUIRE(xcm_raw_open(&alice, &w.loop, "127.0.0.1", w.port, 1));
-  REQUIRE(xcm_raw_login(&alice, HDR, AUTH_ALICE, "a"));
-  REQUIRE(xcm_raw_open(&bob, &w.loop, "127.0.0.1", w.port, 1));
-  REQUIRE(xcm_raw_login(&bob, HDR, AUTH_BOB, "slow"));
+  REQUIRE(xcm_raw_open(&alice, &w.base.loop, "127.0.0.1", w.base.port, 1));
+  REQUIRE(xcm_raw_login(&alice, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE, "a"));
+  REQUIRE(xcm_raw_open(&bob, &w.base.loop, "127.0.0.1", w.base.port, 1));
+  REQUIRE(xcm_raw_login(&bob, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "slow"));
   xcm__buf_reset(&bob.in);
   xcm_raw_set_reading(&bob, 0);
 
-  xcm_testkit_get_stats(w.kit, &ks);
+  xcm_testkit_get_stats(w.base.kit, &ks);
   r.w = &w;
   r.routes = ks.routes_in;
   /* In rounds, each on its way to bob before the next: the CM meets his
@@ -485,7 +443,7 @@ static void test_slow_reader_gets_exactly_its_messages(void) {
       xcm_raw_send(&alice, msg.data, msg.len);
     }
     r.sent = sent;
-    REQUIRE(xcm_test_run_until(&w.loop, arrived, &r, 10000));
+    REQUIRE(xcm_test_run_until(&w.base.loop, arrived, &r, 10000));
     if (extra > 0 || bob_dropped(&w))
       extra++;
   }
@@ -493,9 +451,9 @@ static void test_slow_reader_gets_exactly_its_messages(void) {
   s.w = &w;
   s.o = &off;
   s.sent = sent;
-  CHECK(xcm_test_run_until(&w.loop, settled, &s, 15000));
-  xcm_cm_stats(w.cm, &st);
-  xcm_testkit_get_stats(w.kit, &ks);
+  CHECK(xcm_test_run_until(&w.base.loop, settled, &s, 15000));
+  xcm_cm_stats(w.base.cm, &st);
+  xcm_testkit_get_stats(w.base.kit, &ks);
   xcm_test_note("stored for bob: %u (from %u to %u); given back from his "
                 "queue: %llu; failed received: %llu",
                 off.n, off.min, off.max, (unsigned long long)st.failed_returned,
@@ -506,15 +464,15 @@ static void test_slow_reader_gets_exactly_its_messages(void) {
   CHECK_INT(off.dups, 0);
   CHECK_INT(off.max, sent - 1);
   CHECK_INT(off.n, sent - off.min);
-  CHECK_INT(xcm_testkit_offline_count(w.kit, "carol"), 0);
-  CHECK_INT(xcm_testkit_offline_count(w.kit, "admin"), 0);
+  CHECK_INT(xcm_testkit_offline_count(w.base.kit, "carol"), 0);
+  CHECK_INT(xcm_testkit_offline_count(w.base.kit, "admin"), 0);
   CHECK_INT(w.stored_other, 0);
   CHECK_INT(w.stored_bob, off.n);
 
   /* What reached bob whole, if the reset left him any of it, comes
    * before everything stored. */
   xcm_raw_set_reading(&bob, 1);
-  xcm_test_run_until(&w.loop, xcm_raw_is_eof, &bob, 3000);
+  xcm_test_run_until(&w.base.loop, xcm_raw_is_eof, &bob, 3000);
   for (p = bob.in.data; p != NULL && (p = strstr(p, "<body>n=")) != NULL; p++) {
     unsigned c;
 

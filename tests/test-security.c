@@ -13,20 +13,9 @@
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
 
-#define HDR                                                                    \
-  "<?xml version='1.0'?><stream:stream "                                       \
-  "xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client' "     \
-  "to='example.test' version='1.0'>"
-#define AUTH_ALICE                                                             \
-  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
-  "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
-
 typedef struct world {
-  uv_loop_t loop;
-  xcm_testkit *kit;
-  xcm_cm *cm;
-  int port;
-  int closed;
+  xcm_test_world base;
+  int expat_only;
   unsigned links_down; /* the CM's link events */
   unsigned conns_down; /* the testkit's */
 } world;
@@ -53,69 +42,35 @@ static void on_kit_event(void *ud, xcm_testkit *kit,
     w->conns_down++;
 }
 
-static int links_up(void *ud) {
+static void one_link(xcm_options *o, void *ud) {
   world *w = ud;
-  xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
-  return xcm_cm_policy(w->cm) != NULL &&
-         st.upstream_links_up == xcm_cm_upstream_links(w->cm);
+  o->connections = 1;
+  o->expat_only = w->expat_only;
+}
+
+static void link_events(xcm_cm *cm, void *ud) {
+  xcm_cm_set_link_events(cm, on_link, ud);
 }
 
 /* One upstream link, so that the attacker's session and the victim's
  * share it, as they do on any busy CM. */
 static void world_start(world *w, int expat_only) {
-  xcm_testkit_options ko;
-  xcm_options o;
-  xcm_listen_options lo;
-  char err[256];
+  xcm_test_world_setup s = {.seed = 7,
+                            .on_event = on_kit_event,
+                            .tune = one_link,
+                            .hooks = link_events,
+                            .ud = w,
+                            .every_link = 1};
 
   memset(w, 0, sizeof(*w));
-  REQUIRE(uv_loop_init(&w->loop) == 0);
-  xcm_testkit_options_init(&ko);
-  ko.seed = 7;
-  ko.on_event = on_kit_event;
-  ko.event_ud = w;
-  REQUIRE(xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) == 0);
-  xcm_testkit_add_account(w->kit, "alice", "alice");
-  xcm_testkit_add_account(w->kit, "bob", "bob");
-  memset(&o, 0, sizeof o);
-  o.domain = "example.test";
-  o.server_port = xcm_testkit_port(w->kit);
-  o.name = "cm1";
-  o.secret = "cmsecret";
-  o.connections = 1;
-  o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
-  o.expat_only = expat_only;
-  if (xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err) != 0)
-    xcm_test_note("xcm_cm_new: %s", err);
-  REQUIRE(w->cm != NULL);
-  xcm_cm_set_link_events(w->cm, on_link, w);
-  memset(&lo, 0, sizeof lo);
-  lo.host = "127.0.0.1";
-  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
-  w->port = xcm_cm_listener_port(w->cm, 0);
-  REQUIRE(xcm_cm_start(w->cm) == 0);
-  REQUIRE(xcm_test_run_until(&w->loop, links_up, w, 5000));
+  w->expat_only = expat_only;
+  xcm_test_world_start(&w->base, &s);
 }
 
 static void world_stop(world *w) {
-  xcm_cm_set_link_events(w->cm, NULL, NULL);
-  xcm_test_cm_shutdown(w->cm, 1000, &w->closed);
-  xcm_test_world_end(&w->loop, w->cm, w->kit, &w->closed);
-}
-
-/* The logged-in client routes a message to itself through the link. */
-static int still_works(xcm_raw *good, int n) {
-  char buf[256], want[64];
-
-  snprintf(want, sizeof want, "still %d", n);
-  snprintf(buf, sizeof buf,
-           "<message to='alice@example.test/good' type='chat'><body>%s</body>"
-           "</message>",
-           want);
-  xcm_raw_sends(good, buf);
-  return xcm_raw_wait(good, want, 3000);
+  xcm_cm_set_link_events(w->base.cm, NULL, NULL);
+  xcm_test_world_stop(&w->base, 1000);
 }
 
 /* A SASL <auth> whose start tag declares ndecls unused prefixes and,
@@ -162,23 +117,23 @@ static void check_many_declarations(int expat_only) {
   size_t i;
 
   world_start(&w, expat_only);
-  REQUIRE(xcm_raw_open(&good, &w.loop, "127.0.0.1", w.port, 1));
-  REQUIRE(xcm_raw_login(&good, HDR, AUTH_ALICE, "good"));
-  CHECK(still_works(&good, 0));
+  REQUIRE(xcm_raw_open(&good, &w.base.loop, "127.0.0.1", w.base.port, 1));
+  REQUIRE(xcm_raw_login(&good, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE, "good"));
+  CHECK(xcm_raw_still_works(&good, 0));
   for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
     unsigned before = xcm_test_failures();
     char *auth = hostile_auth(shapes[i].ndecls, shapes[i].at, shapes[i].stream);
     xcm_raw bad;
 
-    REQUIRE(xcm_raw_open(&bad, &w.loop, "127.0.0.1", w.port, 1));
-    xcm_raw_sends(&bad, HDR);
+    REQUIRE(xcm_raw_open(&bad, &w.base.loop, "127.0.0.1", w.base.port, 1));
+    xcm_raw_sends(&bad, XCM_RAW_HDR);
     CHECK(xcm_raw_wait(&bad, "</stream:features>", 3000));
     xcm_raw_sends(&bad, auth);
     /* Openfire read the <auth> as it was meant, and answered it. */
     if (!CHECK(xcm_raw_wait(&bad, "<success", 3000)))
       xcm_test_note("shape %zu got: %s", i, bad.in.data ? bad.in.data : "");
-    CHECK(still_works(&good, (int)i + 1));
-    xcm_testkit_get_stats(w.kit, &ks);
+    CHECK(xcm_raw_still_works(&good, (int)i + 1));
+    xcm_testkit_get_stats(w.base.kit, &ks);
     CHECK_INT(ks.dropped, 0);
     CHECK_INT(w.links_down, 0);
     CHECK_INT(w.conns_down, 0);

@@ -1851,6 +1851,25 @@ static void unsent_of(xcm_stream *s, got_recs *g) {
   CHECK_INT(n, g->n);
 }
 
+/* Two records with a plain write between them: both, and only they,
+ * would be given back. */
+static void write_two_records(xcm_stream *s, got_recs *g) {
+  CHECK_INT(xcm__stream_write_record(s, "<m>1</m>", 8), 0);
+  CHECK_INT(xcm__stream_write(s, "<x/>", 4), 0);
+  CHECK_INT(xcm__stream_write_record(s, "<m>2</m>", 8), 0);
+  unsent_of(s, g);
+  CHECK_INT(g->n, 2);
+  CHECK_MEM(g->all.data, g->all.len, "<m>1</m><m>2</m>", 16);
+}
+
+/* One loop iteration runs the flusher, which encrypts (or deflates) what
+ * the client queued: nothing can be given back after it. */
+static void flushed(fixture *f, got_recs *g) {
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  unsent_of(f->cli.s, g);
+  CHECK_INT(g->n, 0);
+}
+
 /* Record i: numbered, with a filler that differs from one to the next. */
 static void make_record(char *buf, size_t i, size_t len) {
   size_t j = (size_t)snprintf(buf, len, "<r n='%06zu'>", i);
@@ -1952,12 +1971,7 @@ static void test_records_tls(void) {
   got_init(&g);
   f.srv_tls = server_cfg(&f, "server.pem", "server-key.pem", 1);
   connect_tls(&f, client_cfg(&f, 1, NULL), "localhost", NULL);
-  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>1</m>", 8), 0);
-  CHECK_INT(xcm__stream_write(f.cli.s, "<x/>", 4), 0);
-  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>2</m>", 8), 0);
-  unsent_of(f.cli.s, &g);
-  CHECK_INT(g.n, 2);
-  CHECK_MEM(g.all.data, g.all.len, "<m>1</m><m>2</m>", 16);
+  write_two_records(f.cli.s, &g);
   CHECK(run_until(&f, both_tls_done, 5000));
   want_len = 20;
   CHECK(run_until(&f, srv_got_all, 5000));
@@ -1971,10 +1985,7 @@ static void test_records_tls(void) {
   unsent_of(f.cli.s, &g);
   CHECK_INT(g.n, 2);
   CHECK_MEM(g.all.data, g.all.len, "<m>3</m><m>4</m>", 16);
-  /* One loop iteration runs the flusher, which encrypts them. */
-  uv_run(&f.loop, UV_RUN_NOWAIT);
-  unsent_of(f.cli.s, &g);
-  CHECK_INT(g.n, 0);
+  flushed(&f, &g);
   want_len = 36;
   CHECK(run_until(&f, srv_got_all, 5000));
   run_for(&f, 10);
@@ -2001,15 +2012,8 @@ static void test_records_zlib(void) {
   CHECK(run_until(&f, srv_got_all, 2000));
   run_for(&f, 10);
   idle = xcm__stream_footprint(f.cli.s);
-  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>1</m>", 8), 0);
-  CHECK_INT(xcm__stream_write(f.cli.s, "<x/>", 4), 0);
-  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>2</m>", 8), 0);
-  unsent_of(f.cli.s, &g);
-  CHECK_INT(g.n, 2);
-  CHECK_MEM(g.all.data, g.all.len, "<m>1</m><m>2</m>", 16);
-  uv_run(&f.loop, UV_RUN_NOWAIT);
-  unsent_of(f.cli.s, &g);
-  CHECK_INT(g.n, 0);
+  write_two_records(f.cli.s, &g);
+  flushed(&f, &g);
   want_len = 24;
   CHECK(run_until(&f, srv_got_all, 2000));
   CHECK_MEM(f.srv.got.data, f.srv.got.len, "<a/><m>1</m><x/><m>2</m>", 24);
@@ -2073,12 +2077,7 @@ static void test_records_custom(void) {
   CHECK_INT(xcm__stream_footprint(f.cli.s), idle);
   heap.fail_in = 0;
   CHECK_INT(xcm__stream_write_record(f.cli.s, "", 0), 0);
-  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>1</m>", 8), 0);
-  CHECK_INT(xcm__stream_write(f.cli.s, "<x/>", 4), 0);
-  CHECK_INT(xcm__stream_write_record(f.cli.s, "<m>2</m>", 8), 0);
-  unsent_of(f.cli.s, &g);
-  CHECK_INT(g.n, 2);
-  CHECK_MEM(g.all.data, g.all.len, "<m>1</m><m>2</m>", 16);
+  write_two_records(f.cli.s, &g);
   uv_run(&f.loop, UV_RUN_NOWAIT);
   CHECK_MEM(k.got.data, k.got.len, "<m>1</m><x/><m>2</m>", 20);
   unsent_of(f.cli.s, &g);

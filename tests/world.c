@@ -1,5 +1,7 @@
 #include "world.h"
 
+#include <string.h>
+
 #include "harness.h"
 
 static void cm_down(xcm_cm *cm, void *ud) {
@@ -40,4 +42,88 @@ void xcm_test_world_end(uv_loop_t *loop, xcm_cm *cm, xcm_testkit *kit,
   xcm_testkit_free(kit);
   uv_run(loop, UV_RUN_DEFAULT);
   CHECK_INT(uv_loop_close(loop), 0);
+}
+
+typedef struct links_wait {
+  xcm_test_world *w;
+  int every;
+} links_wait;
+
+/* The CM has its policy, and one link up (or every link). */
+static int links_ready(void *ud) {
+  const links_wait *lw = ud;
+  xcm_stats st;
+
+  xcm_cm_stats(lw->w->cm, &st);
+  if (xcm_cm_policy(lw->w->cm) == NULL)
+    return 0;
+  if (lw->every)
+    return st.upstream_links_up == xcm_cm_upstream_links(lw->w->cm);
+  return st.upstream_links_up >= 1;
+}
+
+void xcm_test_world_start(xcm_test_world *w, const xcm_test_world_setup *s) {
+  static const char *const alice_and_bob[] = {"alice", "bob", NULL};
+  const char *const *user;
+  xcm_testkit_options ko;
+  xcm_options o;
+  xcm_listen_options lo;
+  char err[256];
+  links_wait lw;
+
+  memset(w, 0, sizeof(*w));
+  REQUIRE(uv_loop_init(&w->loop) == 0);
+  xcm_testkit_options_init(&ko);
+  ko.seed = s->seed;
+  if (s->offline_max != 0)
+    ko.offline_max = s->offline_max;
+  if (s->on_event != NULL) {
+    ko.on_event = s->on_event;
+    ko.event_ud = s->ud;
+  }
+  REQUIRE(xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) == 0);
+  for (user = s->accounts ? s->accounts : alice_and_bob; *user != NULL; user++)
+    xcm_testkit_add_account(w->kit, *user, *user);
+  if (s->roster) {
+    xcm_testkit_add_roster_item(w->kit, "alice", "bob@example.test", "Bob",
+                                "both");
+    xcm_testkit_add_roster_item(w->kit, "bob", "alice@example.test", "Alice",
+                                "both");
+  }
+  memset(&o, 0, sizeof o);
+  o.domain = "example.test";
+  o.server_port = xcm_testkit_port(w->kit);
+  o.name = "cm1";
+  o.secret = "cmsecret";
+  o.connections = 2;
+  o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
+  if (s->tune != NULL)
+    s->tune(&o, s->ud);
+  if (xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err) != 0)
+    xcm_test_note("xcm_cm_new: %s", err);
+  REQUIRE(w->cm != NULL);
+  if (s->hooks != NULL)
+    s->hooks(w->cm, s->ud);
+  memset(&lo, 0, sizeof lo);
+  lo.host = "127.0.0.1";
+  if (s->tls || s->direct_tls) {
+    lo.cert_file = xcm_test_cert("server.pem");
+    lo.key_file = xcm_test_cert("server-key.pem");
+  }
+  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
+  w->port = xcm_cm_listener_port(w->cm, 0);
+  if (s->direct_tls) {
+    lo.direct_tls = 1;
+    REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
+    w->tls_port = xcm_cm_listener_port(w->cm, 1);
+  }
+  REQUIRE(xcm_cm_start(w->cm) == 0);
+  lw.w = w;
+  lw.every = s->every_link;
+  REQUIRE(xcm_test_run_until(&w->loop, links_ready, &lw, 5000));
+}
+
+void xcm_test_world_stop(xcm_test_world *w, unsigned drain_ms) {
+  xcm_test_cm_shutdown(w->cm, drain_ms, &w->closed);
+  xcm_test_world_end(&w->loop, w->cm, w->kit, &w->closed);
 }
