@@ -156,7 +156,67 @@ static void test_many_declarations_expat(void) {
   check_many_declarations(1);
 }
 
+/* The review's second finding: a tree mixing text with children, or
+ * with tens of thousands of siblings, cost time and memory quadratic in
+ * its size, and <compress> (answered with setup-failed, the stream left
+ * open) could ask for one again and again after login. The CM builds
+ * trees only for what it must read and caps them (max_tree): such an
+ * element ends its own stream at once, and nobody else notices. */
+static void check_tree_shapes(int expat_only) {
+  static const struct {
+    const char *unit;
+    size_t times;
+  } shapes[] = {{"tttttttt<a>u</a>", 15000}, {"<a/>", 60000}};
+  world w;
+  xcm_raw good;
+  xcm_buf b;
+  size_t i, k;
+
+  world_start(&w, expat_only);
+  REQUIRE(xcm_raw_open(&good, &w.base.loop, "127.0.0.1", w.base.port, 1));
+  REQUIRE(xcm_raw_login(&good, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE, "good"));
+  for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    unsigned before = xcm_test_failures();
+    xcm_raw bad;
+
+    xcm__buf_init(&b, NULL);
+    REQUIRE(xcm__buf_append_str(
+                &b, "<compress xmlns='http://jabber.org/protocol/compress'>"
+                    "<method>zlib</method>") == 0);
+    for (k = 0; k < shapes[i].times; k++)
+      REQUIRE(xcm__buf_append_str(&b, shapes[i].unit) == 0);
+    REQUIRE(xcm__buf_append_str(&b, "</compress>") == 0);
+    REQUIRE(xcm_raw_open(&bad, &w.base.loop, "127.0.0.1", w.base.port, 1));
+    REQUIRE(xcm_raw_login(&bad, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "bad"));
+    xcm_raw_send(&bad, b.data, b.len);
+    if (!CHECK(
+            xcm_raw_wait(&bad, "element too large for the CM to read", 5000)))
+      xcm_test_note("shape %zu got: %.300s", i, bad.in.data ? bad.in.data : "");
+    CHECK(xcm_raw_wait(&bad, "<policy-violation", 1000));
+    CHECK(strstr(bad.in.data, "setup-failed") == NULL);
+    CHECK(xcm_raw_still_works(&good, (int)i));
+    CHECK_INT(w.links_down, 0);
+    xcm_raw_free(&bad);
+    xcm__buf_free(&b);
+    if (xcm_test_failures() != before)
+      xcm_test_note("shape %zu, expat_only %d", i, expat_only);
+    xcm_test_tried("tree-shapes", before);
+  }
+  xcm_raw_free(&good);
+  world_stop(&w);
+}
+
+static void test_tree_shapes_scanner(void) {
+  check_tree_shapes(0);
+}
+
+static void test_tree_shapes_expat(void) {
+  check_tree_shapes(1);
+}
+
 static const xcm_test tests[] = {
+    {"tree_shapes_scanner", test_tree_shapes_scanner},
+    {"tree_shapes_expat", test_tree_shapes_expat},
     {"many_declarations_scanner", test_many_declarations_scanner},
     {"many_declarations_expat", test_many_declarations_expat},
 };
