@@ -1099,6 +1099,44 @@ static void test_kept_stanza_every_split(void) {
     }
 }
 
+/* A stream header cut anywhere, with or without an XML declaration:
+ * kept as bytes too, and read as if whole. */
+static void test_kept_header_every_split(void) {
+  static const char *const docs[] = {
+      "<?xml version='1.0' encoding='UTF-8'?>\n" STREAM_HDR "<presence/>",
+      " " STREAM_HDR "<presence/>",
+      "<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns:x='urn:x'"
+      " xmlns='jabber:client' xml:lang='en'><x:y/>",
+  };
+  size_t d, i, j;
+
+  for (d = 0; d < sizeof docs / sizeof docs[0]; d++) {
+    char *want = NULL;
+    size_t len = strlen(docs[d]);
+
+    for (fx_scan = 0; fx_scan <= 1; fx_scan++)
+      for (i = 1; i < len; i++)
+        for (j = i; j < len; j += 7) {
+          size_t cuts[2] = {i, j}, busy = 0;
+          fixture f;
+
+          fx_init(&f, NULL);
+          CHECK_INT(feed_cuts(&f, docs[d], len, cuts, 2, &busy), 0);
+          if (want == NULL)
+            want = strdup(f.ctx.log.data);
+          else if (!CHECK_STR(f.ctx.log.data, want))
+            xcm_test_note("doc %zu, scan %d, cuts at %zu, %zu", d, fx_scan, i,
+                          j);
+          /* The last one uses a prefix: expat's. */
+          if (fx_scan && d < 2 && !CHECK_INT(busy, 0))
+            xcm_test_note("doc %zu, cuts at %zu, %zu", d, i, j);
+          fx_free(&f);
+        }
+    fx_scan = 0;
+    free(want);
+  }
+}
+
 /* Past KEEP_MAX (2 KiB) a cut-off element is expat's: the byte after the
  * cap lends it a parser, and it still comes out as whole. */
 static void test_kept_stanza_cap(void) {
@@ -1589,6 +1627,7 @@ static const xcm_test tests[] = {
     {"memory_per_reader", test_memory_per_reader},
     {"half_stanza_holds_no_parser", test_half_stanza_holds_no_parser},
     {"kept_stanza_every_split", test_kept_stanza_every_split},
+    {"kept_header_every_split", test_kept_header_every_split},
     {"kept_stanza_cap", test_kept_stanza_cap},
     {"kept_stanza_refused_in_time", test_kept_stanza_refused_in_time},
     {"tree_cost_linear", test_tree_cost_linear},

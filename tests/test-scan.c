@@ -220,8 +220,66 @@ static void test_tells_cut_off_from_declined(void) {
       "<1",
       "<m>]]>",
   };
+  static const char *const cut_headers[] = {
+      "",
+      " \n",
+      "<",
+      "<?",
+      "<?xml",
+      "<?xml ",
+      "<?xml ver",
+      "<?xml version = \"1.",
+      "<?xml version='1.0",
+      "<?xml version='1.0' enc",
+      "<?xml version='1.0' encoding='UT",
+      "<?xml version='1.0' encoding='utf-8'",
+      "<?xml version='1.0'?",
+      "<?xml version='1.0'?>\n",
+      "<s",
+      "<s:",
+      "<s:st",
+      "<s:st xmlns:s='urn:s",
+      "<s ",
+      "<s xml:lang='e",
+  };
+  static const char *const declined_headers[] = {
+      "<?xmlv",
+      "<?xml version='2",
+      "<?xml version='1.0' encoding='lat",
+      "<?xml version='1.0' standalone",
+      "<?xml version='1.0'?x",
+      " <?x",
+      "<s/",
+      "<xml",
+      "<s:1",
+      "\xef\xbb\xbf<s",
+      "<!DOCTYPE",
+  };
+  xcm_xml_nsdecl decls[16];
+  xcm_xml_header h;
+  xcm_xml_scan *sc;
+  const char *qname;
   char big[9000];
   size_t i;
+
+  REQUIRE(xcm__xml_scan_new(&sc, NULL) == 0);
+  for (i = 0; i < sizeof cut_headers / sizeof cut_headers[0]; i++) {
+    const char *x = cut_headers[i];
+
+    CHECK_INT(
+        xcm__xml_scan_header(sc, x, strlen(x), 8192, &h, decls, 16, &qname), 0);
+    if (!CHECK_INT(xcm__xml_scan_incomplete(sc), 1))
+      xcm_test_note("cut-off header: %s", x);
+  }
+  for (i = 0; i < sizeof declined_headers / sizeof declined_headers[0]; i++) {
+    const char *x = declined_headers[i];
+
+    CHECK_INT(
+        xcm__xml_scan_header(sc, x, strlen(x), 8192, &h, decls, 16, &qname), 0);
+    if (!CHECK_INT(xcm__xml_scan_incomplete(sc), 0))
+      xcm_test_note("declined header: %s", x);
+  }
+  xcm__xml_scan_free(sc);
 
   for (i = 0; i < sizeof cut / sizeof cut[0]; i++)
     if (!CHECK_INT(incomplete(cut[i]), 1))

@@ -1448,6 +1448,50 @@ static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
   return err;
 }
 
+/* The stream header at p if the scanner accepts it: the reader enters
+ * the stream without a parser. *n is its length, 0 if declined. */
+static int header_at(xcm_xml_reader *r, const char *p, size_t len, size_t *n) {
+  xcm_xml_pool *pool = r->pool;
+  xcm_xml_nsdecl decls[XCM_XML_MAX_HEADER_PREFIXES];
+  xcm_xml_header h;
+  const char *qname;
+  int err;
+
+  *n = xcm__xml_scan_header(pool->scan, p, len, r->limits.max_stanza, &h, decls,
+                            XCM_XML_MAX_HEADER_PREFIXES, &qname);
+  if (*n == 0)
+    return 0;
+  err = save_decls(r, decls, h.ndecls, qname);
+  if (err != 0)
+    return err;
+  pool->scanned++;
+  pool->scan_busy = 1;
+  err = r->cb.header != NULL ? r->cb.header(r->ud, &h) : 0;
+  pool->scan_busy = 0;
+  if (err < 0)
+    return err;
+  r->state = R_STREAM;
+  return 0;
+}
+
+/* A stream header at the front of data: handed over if the scanner takes
+ * it, kept if it is only cut off, else left to expat. */
+static int scan_header(xcm_xml_reader *r, const char *data, size_t len,
+                       size_t *used) {
+  size_t n;
+  int err;
+
+  *used = 0;
+  if (r->pool->scan_busy)
+    return 0;
+  err = header_at(r, data, len, &n);
+  if (err == 0 && n == 0 && xcm__xml_scan_incomplete(r->pool->scan) &&
+      len <= keep_cap(r) && keep(r, data, len) == 0)
+    n = len;
+  *used = n;
+  return err;
+}
+
 /* Give the kept bytes to expat, with a parser primed for the stream, and
  * forget them: expat reads the element on as if it had had it from its
  * first byte, and judges it as it always did. */
@@ -1484,6 +1528,20 @@ static int resume_kept(xcm_xml_reader *r, const char *data, size_t len,
     return unkeep(r);
   r->kept = k;
   memcpy(k->data + old, data, add);
+  if (r->state == R_INIT) {
+    /* A cut-off stream header. */
+    rc = header_at(r, k->data, old + add, &n);
+    if (rc == 0 && n == 0) {
+      if (add < len || !xcm__xml_scan_incomplete(pool->scan))
+        return unkeep(r);
+      k->len = old + add;
+      *used = len;
+      return 0;
+    }
+    *used = n > old ? n - old : 0;
+    drop_kept(r);
+    return rc;
+  }
   pool->scan_busy = 1;
   n = xcm__xml_scan_element(pool->scan, k->data, old + add,
                             r->limits.max_stanza, r->limits.max_depth);
@@ -1504,38 +1562,6 @@ static int resume_kept(xcm_xml_reader *r, const char *data, size_t len,
   return rc;
 }
 
-/* A stream header the scanner accepts: the reader enters the stream
- * without a parser. */
-static int scan_header(xcm_xml_reader *r, const char *data, size_t len,
-                       size_t *used) {
-  xcm_xml_pool *pool = r->pool;
-  xcm_xml_nsdecl decls[XCM_XML_MAX_HEADER_PREFIXES];
-  xcm_xml_header h;
-  const char *qname;
-  size_t n;
-  int err;
-
-  *used = 0;
-  if (pool->scan_busy)
-    return 0;
-  n = xcm__xml_scan_header(pool->scan, data, len, r->limits.max_stanza, &h,
-                           decls, XCM_XML_MAX_HEADER_PREFIXES, &qname);
-  if (n == 0)
-    return 0;
-  err = save_decls(r, decls, h.ndecls, qname);
-  if (err != 0)
-    return err;
-  pool->scanned++;
-  pool->scan_busy = 1;
-  err = r->cb.header != NULL ? r->cb.header(r->ud, &h) : 0;
-  pool->scan_busy = 0;
-  *used = n;
-  if (err < 0)
-    return err;
-  r->state = R_STREAM;
-  return 0;
-}
-
 int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
                          size_t *consumed) {
   size_t used, piece;
@@ -1547,7 +1573,7 @@ int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
   if (r->state == R_ENDED)
     return XCM_ECLOSED;
   while (len > 0) {
-    enum reader_state before;
+    enum reader_state before = r->state;
 
     if (r->kept != NULL) {
       err = resume_kept(r, data, len, &used);
@@ -1557,7 +1583,8 @@ int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
       len -= used;
       if (err != 0)
         return fail_with(r, err);
-      if (len == 0 || r->state != R_STREAM)
+      /* After a restart, the rest is not this document's. */
+      if (len == 0 || (before == R_STREAM && r->state != R_STREAM))
         return 0;
     }
     if (r->scan && r->state == R_INIT && r->slot == NULL) {
@@ -1633,6 +1660,7 @@ int xcm__xml_reader_assume_header(xcm_xml_reader *r,
   if (ndecls > XCM_XML_MAX_HEADER_PREFIXES)
     return XCM_ELIMIT;
   release_slot(r);
+  drop_kept(r);
   for (i = 0; i < ndecls; i++)
     if (strcmp(decls[i].prefix, "stream") == 0)
       break;

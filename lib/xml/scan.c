@@ -792,20 +792,37 @@ int xcm__xml_scan_build(xcm_xml_scan *sc, const char *p, size_t n, int levels,
 
 /* ---- the stream header ------------------------------------------------- */
 
+/* Whether the n bytes at v, cut off by the end of the input before the
+ * closing quote, begin (or are) the value the declaration's k-th
+ * pseudo-attribute must have ("1.0", or "UTF-8" in any case). */
+static int decl_value_prefix(size_t k, const unsigned char *v, size_t n) {
+  const char *want = k == 0 ? "1.0" : "utf-8";
+  size_t i;
+
+  if (n > strlen(want))
+    return 0;
+  for (i = 0; i < n; i++)
+    if ((want[i] >= 'a' && want[i] <= 'z' ? v[i] | 0x20 : v[i]) != want[i])
+      return 0;
+  return 1;
+}
+
 /* Past an XML declaration of the usual form at u[0] ("<?xml version='1.0'"
  * with an optional UTF-8 encoding), or 0. */
-static size_t xml_decl(const xcm_xml_scan *sc, const unsigned char *u,
-                       size_t len) {
+static size_t xml_decl(xcm_xml_scan *sc, const unsigned char *u, size_t len) {
   static const char *const names[] = {"version", "encoding"};
   size_t i = 5, k;
 
-  if (len < 6 || memcmp(u, "<?xml", 5) != 0)
+  if (len < 5 || memcmp(u, "<?xml", 5) != 0)
     return 0;
   for (k = 0; k < 2; k++) {
     size_t ws = i, nl = strlen(names[k]), v0;
     unsigned char q;
 
     i = skip_space(sc, u, i, len);
+    if (i >= len ||
+        (i != ws && len - i < nl && memcmp(u + i, names[k], len - i) == 0))
+      return more(sc);
     if (i == ws || len - i < nl || memcmp(u + i, names[k], nl) != 0) {
       if (k == 1) {
         i = ws;
@@ -814,16 +831,22 @@ static size_t xml_decl(const xcm_xml_scan *sc, const unsigned char *u,
       return 0;
     }
     i = skip_space(sc, u, i + nl, len);
-    if (i >= len || u[i] != '=')
+    if (i >= len)
+      return more(sc);
+    if (u[i] != '=')
       return 0;
     i = skip_space(sc, u, i + 1, len);
-    if (i >= len || (u[i] != '"' && u[i] != '\''))
+    if (i >= len)
+      return more(sc);
+    if (u[i] != '"' && u[i] != '\'')
       return 0;
     q = u[i];
     v0 = ++i;
     while (i < len && u[i] != q && i - v0 < 8)
       i++;
-    if (i >= len || u[i] != q)
+    if (i >= len)
+      return decl_value_prefix(k, u + v0, i - v0) ? more(sc) : 0;
+    if (u[i] != q)
       return 0;
     if (k == 0 ? (i - v0 != 3 || memcmp(u + v0, "1.0", 3) != 0)
                : (i - v0 != 5 ||
@@ -834,7 +857,9 @@ static size_t xml_decl(const xcm_xml_scan *sc, const unsigned char *u,
     i++;
   }
   i = skip_space(sc, u, i, len);
-  if (len - i < 2 || u[i] != '?' || u[i + 1] != '>')
+  if (i >= len || (i + 1 == len && u[i] == '?'))
+    return more(sc);
+  if (u[i] != '?' || u[i + 1] != '>')
     return 0;
   return i + 2;
 }
@@ -846,31 +871,35 @@ static int starts_xml(const unsigned char *n, size_t len) {
          (n[2] | 0x20) == 'l';
 }
 
-size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
-                            size_t max_len, xcm_xml_header *h,
-                            xcm_xml_nsdecl *decls, size_t max_decls,
-                            const char **qname) {
-  const unsigned char *u = (const unsigned char *)p;
+static size_t header(xcm_xml_scan *sc, const unsigned char *u, size_t len,
+                     xcm_xml_header *h, xcm_xml_nsdecl *decls, size_t max_decls,
+                     const char **qname) {
   hattr at[MAX_TAG_ATTRS];
   size_t na = 0, nd = 0, i = 0, j, k, start, plen = 0, name_end;
 
-  if (len > max_len)
-    len = max_len;
+  if (len < 5 && memcmp(u, "<?xml", len) == 0)
+    return more(sc); /* a declaration or the root may follow */
   if (len >= 5 && memcmp(u, "<?xml", 5) == 0 && (i = xml_decl(sc, u, len)) == 0)
     return 0;
   i = skip_space(sc, u, i, len);
-  if (i + 1 >= len || u[i] != '<' || !(sc->cls[u[i + 1]] & C_START))
+  if (i >= len || (i + 1 == len && u[i] == '<'))
+    return more(sc);
+  if (u[i] != '<' || !(sc->cls[u[i + 1]] & C_START))
     return 0;
   start = i;
   j = skip_name(sc, u, i + 2, len);
   if (j < len && u[j] == ':') {
     plen = j - (i + 1);
-    if (j + 1 >= len || !(sc->cls[u[j + 1]] & C_START))
+    if (j + 1 >= len)
+      return more(sc);
+    if (!(sc->cls[u[j + 1]] & C_START))
       return 0;
     j = skip_name(sc, u, j + 2, len);
   }
-  if (j >= len || starts_xml(u + i + 1, j - i - 1))
+  if (starts_xml(u + i + 1, j - i - 1))
     return 0;
+  if (j >= len)
+    return more(sc);
   name_end = j;
   for (;;) {
     size_t ws = j;
@@ -878,7 +907,7 @@ size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
 
     j = skip_space(sc, u, j, len);
     if (j >= len)
-      return 0;
+      return more(sc);
     if (u[j] == '>')
       break;
     if (j == ws || na == MAX_TAG_ATTRS)
@@ -941,4 +970,17 @@ size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
   *qname = put(sc, u + start + 1, name_end - start - 1);
   h->name = *qname + (plen > 0 ? plen + 1 : 0);
   return j;
+}
+
+size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
+                            size_t max_len, xcm_xml_header *h,
+                            xcm_xml_nsdecl *decls, size_t max_decls,
+                            const char **qname) {
+  size_t n;
+
+  sc->ran_out = 0;
+  n = header(sc, (const unsigned char *)p, len < max_len ? len : max_len, h,
+             decls, max_decls, qname);
+  sc->incomplete = n == 0 && sc->ran_out && len <= max_len;
+  return n;
 }

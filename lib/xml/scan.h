@@ -38,12 +38,12 @@ void xcm__xml_scan_free(xcm_xml_scan *sc);
 size_t xcm__xml_scan_element(xcm_xml_scan *sc, const char *p, size_t len,
                              size_t max_len, unsigned max_depth);
 
-/* After a scan that returned 0: 1 if it declined only because the input
- * ended before the element did, with len <= max_len and every byte so far
- * a prefix of an element the subset allows (a cut-off reference or UTF-8
- * character included), so that expat could not refuse these bytes yet
- * and the same scan with more bytes appended may take the element; 0 if
- * it declined for anything else (the element is expat's). */
+/* After a scan (of an element or a header) that returned 0: 1 if it
+ * declined only because the input ended before the element did, with len <=
+ * max_len and every byte so far a prefix of an element the subset allows (a
+ * cut-off reference or UTF-8 character included), so that expat could not
+ * refuse these bytes yet and the same scan with more bytes appended may take
+ * the element; 0 if it declined for anything else (the element is expat's). */
 int xcm__xml_scan_incomplete(const xcm_xml_scan *sc);
 
 /* After a scan that returned non-zero: the element's local name
