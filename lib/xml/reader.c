@@ -146,9 +146,9 @@ struct xcm_xml_pool {
   uint64_t scanned;   /* stanzas the scanner handed over */
 };
 
-/* The start of a depth-1 element that the scanner found cut off by the
- * end of a read, kept by the reader instead of a parser: len bytes, at
- * most KEEP_MAX, all consumed already. */
+/* The start of a depth-1 element (or of the stream header) that the
+ * scanner found cut off by the end of a read, kept by the reader instead
+ * of a parser: len bytes, at most KEEP_MAX, all consumed already. */
 typedef struct kept_bytes {
   size_t len;
   char data[];
