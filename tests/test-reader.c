@@ -1060,7 +1060,7 @@ static void test_kept_stanza_every_split(void) {
                           "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80</resource>"
                           "</bind></iq> <presence/>",
       "<message to='a@b' x='&#x1F600;&lt;'><body>x ]] > y&#65;</body>"
-      "</message>\n<m a = \"1\" ></m >",
+      "</message>\n<m a = \"1\" ></m > </stream:stream \n>",
   };
   int levels[] = {0, 1, 2, 2 | XCM_XML_BARE_LAST};
   size_t b, l, i, j, hdr = strlen(STREAM_HDR);

@@ -1354,6 +1354,27 @@ static size_t keep_cap(const xcm_xml_reader *r) {
   return cap;
 }
 
+/* Whether the n bytes at p are the root's end tag cut off by the end of a
+ * read: "</", then a prefix of the root's name, or all of it and white
+ * space. The scanner never reads an end tag at depth 0 and expat could
+ * not refuse these bytes yet, so they are kept like a cut-off element
+ * and given to expat once the tag is whole. */
+static int root_end_cut_off(const xcm_xml_reader *r, const char *p, size_t n) {
+  size_t ql, i;
+
+  if (r->root_qname == NULL || n < 2 || p[0] != '<' || p[1] != '/')
+    return 0;
+  ql = strlen(r->root_qname);
+  if (n - 2 <= ql)
+    return memcmp(p + 2, r->root_qname, n - 2) == 0;
+  if (memcmp(p + 2, r->root_qname, ql) != 0)
+    return 0;
+  for (i = 2 + ql; i < n; i++)
+    if (!is_space(p[i]))
+      return 0;
+  return 1;
+}
+
 /* Keep the n bytes at p, an element the scanner found cut off by the end
  * of the read, and give the parser back: until the element ends the
  * reader holds those bytes and nothing more. Returns 0, or -1 (out of
@@ -1429,8 +1450,9 @@ static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
     n = xcm__xml_scan_element(sc, data + j, len - j, r->limits.max_stanza,
                               r->limits.max_depth);
     if (n == 0) {
-      if (xcm__xml_scan_incomplete(sc) && len - j <= keep_cap(r) &&
-          keep(r, data + j, len - j) == 0)
+      if ((xcm__xml_scan_incomplete(sc) ||
+           root_end_cut_off(r, data + j, len - j)) &&
+          len - j <= keep_cap(r) && keep(r, data + j, len - j) == 0)
         i = len;
       break;
     }
@@ -1545,7 +1567,9 @@ static int resume_kept(xcm_xml_reader *r, const char *data, size_t len,
   pool->scan_busy = 1;
   n = xcm__xml_scan_element(pool->scan, k->data, old + add,
                             r->limits.max_stanza, r->limits.max_depth);
-  if (n == 0 && add == len && xcm__xml_scan_incomplete(pool->scan)) {
+  if (n == 0 && add == len &&
+      (xcm__xml_scan_incomplete(pool->scan) ||
+       root_end_cut_off(r, k->data, old + add))) {
     pool->scan_busy = 0;
     k->len = old + add;
     *used = len;
