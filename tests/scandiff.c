@@ -245,6 +245,23 @@ static void side_feed(side *s, const char *p, size_t len) {
 
 /* ---- the checks --------------------------------------------------------- */
 
+/* Every proper prefix of an element the scanner took must be declined as
+ * cut off, never as anything else: the reader keeps such bytes and scans
+ * again rather than lend them a parser. All prefixes of a small element,
+ * some of a large one (the scan of each costs its length). */
+static const char *prefixes_incomplete(xcm_xml_scan *sc, const char *data,
+                                       size_t n) {
+  size_t p, step = n <= 512 ? 1 : n / 97;
+
+  for (p = 1; p < n; p += p + 8 >= n ? 1 : step)
+    if (xcm__xml_scan_element(sc, data, p, MAX_STANZA, MAX_DEPTH) != 0 ||
+        !xcm__xml_scan_incomplete(sc)) {
+      fprintf(stderr, "prefix of %zu bytes: %.*s\n", p, (int)p, data);
+      return "a prefix of a taken element was not incomplete";
+    }
+  return NULL;
+}
+
 const char *xcm_scandiff_element(const char *data, size_t len, int context,
                                  int levels, int *accepted) {
   static char why[160];
@@ -275,6 +292,8 @@ const char *xcm_scandiff_element(const char *data, size_t len, int context,
     result = "the scanner claimed more bytes than it was given";
   else
     dump_stanza(&want, &st);
+  if (result == NULL)
+    result = prefixes_incomplete(sc, data, n);
   xcm__xml_scan_free(sc);
   if (result != NULL || want.oom) {
     free(want.data);

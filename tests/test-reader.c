@@ -195,18 +195,23 @@ static char *events_all_ways_limited(const char *data, int tree_levels,
                                      const xcm_xml_limits *limits,
                                      int *result) {
   size_t (*splits[])(size_t) = {NULL, split_random, split_one, split_large};
+  enum { NSPLITS = sizeof(splits) / sizeof(splits[0]) };
   char *first = NULL;
-  int first_err = 0;
+  int first_err = 0, scan_was = fx_scan;
   size_t i;
 
-  for (i = 0; i < sizeof(splits) / sizeof(splits[0]); i++) {
+  /* Each split with expat alone, then with the scanner first: a stanza
+   * cut off by a split is kept as bytes, scanned again, or handed to
+   * expat, and none of that may show. */
+  for (i = 0; i < 2 * NSPLITS; i++) {
     fixture f;
     int err;
 
+    fx_scan = i >= NSPLITS;
     fx_init(&f, limits);
     f.ctx.tree_levels = tree_levels;
     f.ctx.restart_on = restart_on;
-    err = feed_split(&f, data, strlen(data), splits[i]);
+    err = feed_split(&f, data, strlen(data), splits[i % NSPLITS]);
     if (err != 0) {
       char line[128];
       snprintf(line, sizeof line, "ERR %s %s\n",
@@ -223,6 +228,7 @@ static char *events_all_ways_limited(const char *data, int tree_levels,
     }
     fx_free(&f);
   }
+  fx_scan = scan_was;
   *result = first_err;
   return first;
 }
@@ -940,6 +946,325 @@ static void test_memory_per_reader(void) {
   free(r);
 }
 
+/* ---- cut-off elements kept as bytes ------------------------------------ */
+
+/* What bench/xcm-load.c --scenario half sends after the header: half of
+ * a SASL auth, and then nothing. */
+#define HALF_AUTH                                                              \
+  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNl"
+#define REST_AUTH "AHNlY3JldA==</auth>"
+
+/* Feed data[0, len) in the pieces that cuts (ascending, inside the data)
+ * make, following restarts; after every piece, *busy_after gets or'ed
+ * with the pool's busy count. */
+static int feed_cuts(fixture *f, const char *data, size_t len,
+                     const size_t *cuts, size_t ncuts, size_t *busy_after) {
+  size_t k, a = 0, consumed;
+  int err;
+
+  for (k = 0; k <= ncuts; k++) {
+    size_t b = k < ncuts ? cuts[k] : len;
+
+    while (a < b) {
+      err = xcm__xml_reader_feed(f->ctx.r, data + a, b - a, &consumed);
+      a += consumed;
+      if (err != 0)
+        return err;
+      if (f->ctx.ends > 0)
+        return 0;
+    }
+    *busy_after |= xcm__xml_pool_busy(f->pool);
+  }
+  return 0;
+}
+
+/* A stranger that sends half a stanza and waits holds no parser, only
+ * the bytes; the rest completes the stanza as if it had come whole. */
+static void test_half_stanza_holds_no_parser(void) {
+  enum { N = 2000 };
+  static const xcm_xml_callbacks cb = {NULL, NULL, count_stanzas, NULL};
+  const char *whole = STREAM_HDR HALF_AUTH REST_AUTH;
+  xcm_xml_pool *pool;
+  xcm_xml_reader **rs = calloc(N, sizeof(*rs));
+  size_t consumed, before, idle, waiting;
+  fixture f;
+  char *want;
+  int n = 0, i, off;
+
+  /* Whole, with expat alone: the event to match. */
+  fx_scan = 0;
+  fx_init(&f, NULL);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, whole, strlen(whole), &consumed) == 0);
+  want = strdup(f.ctx.log.data);
+  fx_free(&f);
+
+  for (off = 0; off <= 1; off++) {
+    fx_scan = 1;
+    fx_init(&f, NULL);
+    REQUIRE(xcm__xml_reader_feed(f.ctx.r, STREAM_HDR HALF_AUTH,
+                                 strlen(STREAM_HDR HALF_AUTH), &consumed) == 0);
+    CHECK_INT(consumed, strlen(STREAM_HDR HALF_AUTH));
+    CHECK_INT(xcm__xml_pool_busy(f.pool), 0);
+    CHECK_INT(f.ctx.stanzas, 0);
+    /* Mid-element: nothing to give back, and it says so. */
+    CHECK_INT(xcm__xml_reader_shrink(f.ctx.r), 0);
+    /* The second time, the scanner is turned off while the bytes wait:
+     * expat takes them and reads on. */
+    if (off)
+      REQUIRE(xcm__xml_reader_set_scan(f.ctx.r, 0) == 0);
+    REQUIRE(xcm__xml_reader_feed(f.ctx.r, REST_AUTH, strlen(REST_AUTH),
+                                 &consumed) == 0);
+    CHECK_INT(consumed, strlen(REST_AUTH));
+    CHECK_STR(f.ctx.log.data, want);
+    /* Done with: nothing kept, no parser. */
+    CHECK_INT(xcm__xml_reader_shrink(f.ctx.r), 1);
+    fx_free(&f);
+  }
+  fx_scan = 0;
+  free(want);
+
+  /* What a waiting reader costs, as memory_per_reader measures it. */
+  REQUIRE(rs != NULL);
+  REQUIRE(xcm__xml_pool_new(&pool, NULL, 0) == 0);
+  before = heap_in_use();
+  for (i = 0; i < N; i++) {
+    REQUIRE(xcm__xml_reader_new(&rs[i], pool, &cb, &n, NULL) == 0);
+    REQUIRE(xcm__xml_reader_set_scan(rs[i], 1) == 0);
+    REQUIRE(xcm__xml_reader_feed(rs[i], STREAM_HDR, strlen(STREAM_HDR),
+                                 &consumed) == 0);
+  }
+  idle = (heap_in_use() - before) / N;
+  for (i = 0; i < N; i++)
+    REQUIRE(xcm__xml_reader_feed(rs[i], HALF_AUTH, strlen(HALF_AUTH),
+                                 &consumed) == 0);
+  waiting = (heap_in_use() - before) / N;
+  CHECK_INT(xcm__xml_pool_busy(pool), 0);
+  xcm_test_note("heap per reader waiting on half a stanza (%zu bytes): %zu "
+                "bytes (idle: %zu)",
+                strlen(HALF_AUTH), waiting, idle);
+  if (waiting != 0)
+    CHECK(waiting <= idle + strlen(HALF_AUTH) + 64);
+  for (i = 0; i < N; i++)
+    xcm__xml_reader_free(rs[i]);
+  xcm__xml_pool_free(pool);
+  free(rs);
+}
+
+/* Stanzas cut at every one and every pair of places: the same events as
+ * whole, with expat alone and with the scanner, which never needs a
+ * parser for them. */
+static void test_kept_stanza_every_split(void) {
+  static const char *const bodies[] = {
+      HALF_AUTH REST_AUTH "<iq type='set' id='b1'><bind xmlns='urn:ietf:"
+                          "params:xml:ns:xmpp-bind'><resource>r&amp;"
+                          "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80</resource>"
+                          "</bind></iq> <presence/>",
+      "<message to='a@b' x='&#x1F600;&lt;'><body>x ]] > y&#65;</body>"
+      "</message>\n<m a = \"1\" ></m > </stream:stream \n>",
+  };
+  int levels[] = {0, 1, 2, 2 | XCM_XML_BARE_LAST};
+  size_t b, l, i, j, hdr = strlen(STREAM_HDR);
+  char doc[512];
+
+  for (b = 0; b < sizeof bodies / sizeof bodies[0]; b++)
+    for (l = 0; l < sizeof levels / sizeof levels[0]; l++) {
+      unsigned before = xcm_test_failures();
+      char *want = NULL;
+      size_t len;
+
+      snprintf(doc, sizeof doc, "%s%s", STREAM_HDR, bodies[b]);
+      len = strlen(doc);
+      for (fx_scan = 0; fx_scan <= 1; fx_scan++)
+        for (i = hdr; i < len; i++)
+          for (j = i; j < len; j++) {
+            size_t cuts[3] = {hdr, i, j}, busy = 0;
+            fixture f;
+
+            fx_init(&f, NULL);
+            f.ctx.tree_levels = levels[l];
+            CHECK_INT(feed_cuts(&f, doc, len, cuts, 3, &busy), 0);
+            if (want == NULL)
+              want = strdup(f.ctx.log.data);
+            else if (!CHECK_STR(f.ctx.log.data, want))
+              xcm_test_note("scan %d, cuts at %zu and %zu", fx_scan, i, j);
+            if (fx_scan)
+              CHECK_INT(busy, 0);
+            fx_free(&f);
+            if (xcm_test_failures() != before)
+              goto next;
+          }
+    next:
+      fx_scan = 0;
+      free(want);
+    }
+}
+
+/* A stream header cut anywhere, with or without an XML declaration:
+ * kept as bytes too, and read as if whole. */
+static void test_kept_header_every_split(void) {
+  static const char *const docs[] = {
+      "<?xml version='1.0' encoding='UTF-8'?>\n" STREAM_HDR "<presence/>",
+      " " STREAM_HDR "<presence/>",
+      "<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns:x='urn:x'"
+      " xmlns='jabber:client' xml:lang='en'><x:y/>",
+  };
+  size_t d, i, j;
+
+  for (d = 0; d < sizeof docs / sizeof docs[0]; d++) {
+    char *want = NULL;
+    size_t len = strlen(docs[d]);
+
+    for (fx_scan = 0; fx_scan <= 1; fx_scan++)
+      for (i = 1; i < len; i++)
+        for (j = i; j < len; j += 7) {
+          size_t cuts[2] = {i, j}, busy = 0;
+          fixture f;
+
+          fx_init(&f, NULL);
+          CHECK_INT(feed_cuts(&f, docs[d], len, cuts, 2, &busy), 0);
+          if (want == NULL)
+            want = strdup(f.ctx.log.data);
+          else if (!CHECK_STR(f.ctx.log.data, want))
+            xcm_test_note("doc %zu, scan %d, cuts at %zu, %zu", d, fx_scan, i,
+                          j);
+          /* The last one uses a prefix: expat's. */
+          if (fx_scan && d < 2 && !CHECK_INT(busy, 0))
+            xcm_test_note("doc %zu, cuts at %zu, %zu", d, i, j);
+          fx_free(&f);
+        }
+    fx_scan = 0;
+    free(want);
+  }
+}
+
+/* Past KEEP_MAX (2 KiB) a cut-off element is expat's: the byte after the
+ * cap lends it a parser, and it still comes out as whole. */
+static void test_kept_stanza_cap(void) {
+  xcm_buf d;
+  fixture f;
+  size_t i, hdr = strlen(STREAM_HDR), consumed, busy_at = 0;
+  char *want;
+
+  xcm__buf_init(&d, NULL);
+  xcm__buf_append_str(&d, STREAM_HDR "<message><body>");
+  for (i = 0; i < 3000; i++)
+    xcm__buf_append_char(&d, (char)('a' + i % 26));
+  xcm__buf_append_str(&d, "</body></message><presence/>");
+
+  fx_scan = 0;
+  fx_init(&f, NULL);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, d.data, d.len, &consumed) == 0);
+  want = strdup(f.ctx.log.data);
+  fx_free(&f);
+
+  fx_scan = 1;
+  fx_init(&f, NULL);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, d.data, hdr, &consumed) == 0);
+  for (i = hdr; i < d.len; i++) {
+    REQUIRE(xcm__xml_reader_feed(f.ctx.r, d.data + i, 1, &consumed) == 0);
+    if (busy_at == 0 && xcm__xml_pool_busy(f.pool) > 0)
+      busy_at = i + 1 - hdr;
+  }
+  /* 2048 bytes kept, the 2049th goes to expat with them. */
+  CHECK_INT(busy_at, 2049);
+  CHECK_STR(f.ctx.log.data, want);
+  CHECK_INT(f.ctx.stanzas, 2);
+  fx_free(&f);
+
+  /* A large piece after a small one: the same. */
+  fx_init(&f, NULL);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, d.data, hdr + 100, &consumed) == 0);
+  CHECK_INT(xcm__xml_pool_busy(f.pool), 0);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, d.data + hdr + 100, 2500, &consumed) ==
+          0);
+  CHECK_INT(xcm__xml_pool_busy(f.pool), 1);
+  REQUIRE(xcm__xml_reader_feed(f.ctx.r, d.data + hdr + 2600, d.len - hdr - 2600,
+                               &consumed) == 0);
+  CHECK_STR(f.ctx.log.data, want);
+  fx_free(&f);
+  fx_scan = 0;
+  free(want);
+  xcm__buf_free(&d);
+}
+
+/* Fed one byte at a time: the index of the byte whose feed failed (or
+ * -1), and the condition. */
+static long error_byte(const char *doc, const xcm_xml_limits *lim, int levels,
+                       int scan, xcm_cond *cond) {
+  fixture f;
+  size_t i, consumed;
+  long at = -1;
+
+  fx_scan = scan;
+  fx_init(&f, lim);
+  f.ctx.tree_levels = levels;
+  for (i = 0; doc[i] != '\0'; i++)
+    if (xcm__xml_reader_feed(f.ctx.r, doc + i, 1, &consumed) != 0) {
+      at = (long)i;
+      break;
+    }
+  *cond = xcm__xml_reader_condition(f.ctx.r);
+  fx_free(&f);
+  fx_scan = 0;
+  return at;
+}
+
+/* Limits refuse a kept element at the very byte expat alone refuses it,
+ * and so do errors of form. */
+static void test_kept_stanza_refused_in_time(void) {
+  static const struct {
+    xcm_xml_limits lim;
+    int levels;
+    size_t size; /* a stanza_of_size() of this size, or 0 for xml */
+    const char *xml;
+  } cases[] = {
+      {{200, 8, 0}, 0, 201, NULL},
+      {{3000, 8, 0}, 0, 3001, NULL},
+      {{0, 0, 500}, 2, 600, NULL},
+      {{0, 0, 500}, 0, 600, NULL}, /* no tree: no cap */
+      {{10000, 4, 0}, 0, 0, "<a><b><c><d><e/></d></c></b></a>"},
+      {{1000, 8, 0}, 0, 0, "<message to='aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+      {{0, 0, 0}, 0, 0, "<message><body>hi</bodx></message>"},
+      {{0, 0, 0}, 0, 0, "<message><!-- c --></message>"},
+      {{0, 0, 0}, 0, 0, "<message a='1' a='2'/>"},
+      {{0, 0, 0}, 0, 0, "<message>&#0;</message>"},
+      {{0, 0, 0}, 0, 0, "<message>\xc3\x28</message>"},
+  };
+  static char doc[8192];
+  size_t c;
+
+  for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    unsigned before = xcm_test_failures();
+    xcm_cond ce, cs;
+    long ae, as;
+
+    if (cases[c].size != 0) {
+      stanza_of_size(doc, cases[c].size);
+    } else {
+      size_t n =
+          (size_t)snprintf(doc, sizeof doc, "%s%s", STREAM_HDR, cases[c].xml);
+
+      /* An attribute value that never ends: on past the limit. */
+      if (cases[c].lim.max_stanza == 1000) {
+        memset(doc + n, 'a', 1500);
+        doc[n + 1500] = '\0';
+      }
+    }
+    ae = error_byte(doc, &cases[c].lim, cases[c].levels, 0, &ce);
+    as = error_byte(doc, &cases[c].lim, cases[c].levels, 1, &cs);
+    if (cases[c].levels == 0 && cases[c].lim.max_tree != 0)
+      CHECK_INT(ae, -1);
+    else
+      CHECK(ae > (long)strlen(STREAM_HDR));
+    CHECK_INT(as, ae);
+    CHECK_INT(cs, ce);
+    if (xcm_test_failures() != before)
+      xcm_test_note("case %zu: expat at %ld (%s), scanner at %ld (%s)", c, ae,
+                    xcm_cond_name(ce), as, xcm_cond_name(cs));
+    xcm_test_tried(cases[c].size != 0 ? "oversized" : "malformed-xml", before);
+  }
+}
+
 /* Every capture, read from the server's side: each connection's received
  * bytes parse as one stream, in the pieces they arrived in, and give as
  * many route elements as the captures contain. */
@@ -1304,6 +1629,11 @@ static const xcm_test tests[] = {
     {"assume_header", test_assume_header},
     {"pool_sharing", test_pool_sharing},
     {"memory_per_reader", test_memory_per_reader},
+    {"half_stanza_holds_no_parser", test_half_stanza_holds_no_parser},
+    {"kept_stanza_every_split", test_kept_stanza_every_split},
+    {"kept_header_every_split", test_kept_header_every_split},
+    {"kept_stanza_cap", test_kept_stanza_cap},
+    {"kept_stanza_refused_in_time", test_kept_stanza_refused_in_time},
     {"tree_cost_linear", test_tree_cost_linear},
     {"tree_cap", test_tree_cap},
     {"transcripts_server_side", test_transcripts_server_side},

@@ -8,6 +8,7 @@
 #include "harness.h"
 #include "scandiff.h"
 #include "xml/reader.h"
+#include "xml/scan.h"
 
 static const int level_choices[] = {0, 1, 2, 2 | XCM_XML_BARE_LAST, 3, 64};
 
@@ -143,6 +144,156 @@ static void test_declines_what_is_unfinished_or_too_big(void) {
   for (i = 17; i-- > 0;)
     n += (size_t)snprintf(deep + n, sizeof deep - n, "</d%zu>", i);
   expect_declined(deep);
+}
+
+/* Whether the scanner declines xml as cut off (1), otherwise (0), or
+ * takes it (-1); within the limits of tests/scandiff.c. */
+static int incomplete(const char *xml) {
+  xcm_xml_scan *sc;
+  int r;
+
+  REQUIRE(xcm__xml_scan_new(&sc, NULL) == 0);
+  r = xcm__xml_scan_element(sc, xml, strlen(xml), 8192, 16) != 0
+          ? -1
+          : xcm__xml_scan_incomplete(sc);
+  xcm__xml_scan_free(sc);
+  return r;
+}
+
+/* Cut off is told from declined: only bytes that more bytes could make a
+ * subset element, and that expat could not refuse yet. (Every prefix of
+ * every element taken above is checked by tests/scandiff.c.) */
+static void test_tells_cut_off_from_declined(void) {
+  static const char *const cut[] = {
+      "<",
+      "<m",
+      "<m ",
+      "<m a",
+      "<m a:",
+      "<m a =",
+      "<m a='",
+      "<m a='x&",
+      "<m a='&#",
+      "<m a='&#x1F",
+      "<m a='&qu",
+      "<m/",
+      "<m>",
+      "<m>]",
+      "<m>]]",
+      "<m>x]",
+      "<m>\xc3",
+      "<m>\xe2\x82",
+      "<m>\xf0\x9f\x98",
+      "<m><",
+      "<m></",
+      "<m></m",
+      "<mm></m",
+      "<m></m ",
+      "<m><n/><o>x</o",
+      "<m xmln",
+      "<xmln",
+      "<m>&#1234567",
+      "<m>&am",
+      "<m a='1' a",
+  };
+  static const char *const declined[] = {
+      "<m a='1' a=",
+      "<m a='1'b",
+      "<m>&#123456789",
+      "<m>&bogus",
+      "<m>&#X41",
+      "<m>\xc0",
+      "<m>\xc3\x28",
+      "<m>\xf5\x80",
+      "<m>\xe2\x82\x28",
+      "<m></n",
+      "<m></mx",
+      "<m><!--",
+      "<m><![CDATA[",
+      "<m xmlns:p='u'",
+      "<p:m",
+      "<m>\x01",
+      "<m a='<'",
+      "<m a=1",
+      " <m",
+      "</m",
+      "<1",
+      "<m>]]>",
+  };
+  static const char *const cut_headers[] = {
+      "",
+      " \n",
+      "<",
+      "<?",
+      "<?xml",
+      "<?xml ",
+      "<?xml ver",
+      "<?xml version = \"1.",
+      "<?xml version='1.0",
+      "<?xml version='1.0' enc",
+      "<?xml version='1.0' encoding='UT",
+      "<?xml version='1.0' encoding='utf-8'",
+      "<?xml version='1.0'?",
+      "<?xml version='1.0'?>\n",
+      "<s",
+      "<s:",
+      "<s:st",
+      "<s:st xmlns:s='urn:s",
+      "<s ",
+      "<s xml:lang='e",
+  };
+  static const char *const declined_headers[] = {
+      "<?xmlv",
+      "<?xml version='2",
+      "<?xml version='1.0' encoding='lat",
+      "<?xml version='1.0' standalone",
+      "<?xml version='1.0'?x",
+      " <?x",
+      "<s/",
+      "<xml",
+      "<s:1",
+      "\xef\xbb\xbf<s",
+      "<!DOCTYPE",
+  };
+  xcm_xml_nsdecl decls[16];
+  xcm_xml_header h;
+  xcm_xml_scan *sc;
+  const char *qname;
+  char big[9000];
+  size_t i;
+
+  REQUIRE(xcm__xml_scan_new(&sc, NULL) == 0);
+  for (i = 0; i < sizeof cut_headers / sizeof cut_headers[0]; i++) {
+    const char *x = cut_headers[i];
+
+    CHECK_INT(
+        xcm__xml_scan_header(sc, x, strlen(x), 8192, &h, decls, 16, &qname), 0);
+    if (!CHECK_INT(xcm__xml_scan_incomplete(sc), 1))
+      xcm_test_note("cut-off header: %s", x);
+  }
+  for (i = 0; i < sizeof declined_headers / sizeof declined_headers[0]; i++) {
+    const char *x = declined_headers[i];
+
+    CHECK_INT(
+        xcm__xml_scan_header(sc, x, strlen(x), 8192, &h, decls, 16, &qname), 0);
+    if (!CHECK_INT(xcm__xml_scan_incomplete(sc), 0))
+      xcm_test_note("declined header: %s", x);
+  }
+  xcm__xml_scan_free(sc);
+
+  for (i = 0; i < sizeof cut / sizeof cut[0]; i++)
+    if (!CHECK_INT(incomplete(cut[i]), 1))
+      xcm_test_note("cut off: %s", cut[i]);
+  for (i = 0; i < sizeof declined / sizeof declined[0]; i++)
+    if (!CHECK_INT(incomplete(declined[i]), 0))
+      xcm_test_note("declined: %s", declined[i]);
+  /* Cut off past the stanza limit: no use waiting. */
+  memcpy(big, "<m>", 3);
+  memset(big + 3, 'x', sizeof big - 4);
+  big[sizeof big - 1] = '\0';
+  CHECK_INT(incomplete(big), 0);
+  big[8192] = '\0';
+  CHECK_INT(incomplete(big), 1);
 }
 
 /* Long runs are skipped 16 bytes at a time: put each kind of byte that
@@ -320,6 +471,7 @@ int main(int argc, char **argv) {
       {"declines_what_is_expats", test_declines_what_is_expats},
       {"declines_what_is_unfinished_or_too_big",
        test_declines_what_is_unfinished_or_too_big},
+      {"tells_cut_off_from_declined", test_tells_cut_off_from_declined},
       {"runs_with_something_at_every_offset",
        test_runs_with_something_at_every_offset},
       {"stream_switches_between_scanner_and_expat",

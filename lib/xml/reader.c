@@ -25,6 +25,16 @@
  * than kept for the next one. */
 #define KEEP_BUF_MAX 65536
 
+/* The most bytes of a cut-off element the reader keeps itself, scanning
+ * them again with each read, before it lends the element a parser. A
+ * parser costs about 15 KB for as long as the element stays open; these
+ * bytes cost their size. 2 KiB holds every stanza of a usual login (SASL
+ * auth and responses, bind, session, roster get) and most messages, and
+ * bounds the rescanning a sender of one byte per read can cause to 2 KiB
+ * per read. A larger element comes from a sender that is busy sending,
+ * and expat reads it as before. */
+#define KEEP_MAX 2048
+
 #define ARENA_CHUNK 4096
 /* Each new chunk is twice the last, up to this: a large tree costs a
  * few allocations, not one per 4 KB. */
@@ -136,6 +146,14 @@ struct xcm_xml_pool {
   uint64_t scanned;   /* stanzas the scanner handed over */
 };
 
+/* The start of a depth-1 element (or of the stream header) that the
+ * scanner found cut off by the end of a read, kept by the reader instead
+ * of a parser: len bytes, at most KEEP_MAX, all consumed already. */
+typedef struct kept_bytes {
+  size_t len;
+  char data[];
+} kept_bytes;
+
 struct xcm_xml_reader {
   xcm_xml_pool *pool;
   xcm_xml_slot *slot; /* NULL while idle */
@@ -144,8 +162,9 @@ struct xcm_xml_reader {
   xcm_xml_limits limits;
   enum reader_state state;
   xcm_cond cond;
-  const char *err_text;
   int err;
+  int scan; /* try the scanner before expat */
+  const char *err_text;
   /* The stream's namespace context: a shared static table for the usual
    * headers, else decls_mem owns it. */
   const xcm_xml_nsdecl *decls;
@@ -155,7 +174,7 @@ struct xcm_xml_reader {
    * tag: "stream:stream" is shared, anything else is in decls_mem. */
   const char *root_qname;
   uint64_t offset;
-  int scan; /* try the scanner before expat */
+  kept_bytes *kept; /* NULL unless an element is cut off (see KEEP_MAX) */
 };
 
 static const xcm_xml_nsdecl client_decls[] = {{"stream", XCM_NS_STREAMS},
@@ -1070,10 +1089,16 @@ static void release_slot(xcm_xml_reader *r) {
   r->slot = NULL;
 }
 
+static void drop_kept(xcm_xml_reader *r) {
+  xcm__free(r->pool->alloc, r->kept);
+  r->kept = NULL;
+}
+
 void xcm__xml_reader_free(xcm_xml_reader *r) {
   if (r == NULL)
     return;
   release_slot(r);
+  drop_kept(r);
   clear_decls(r);
   xcm__free(r->pool->alloc, r);
 }
@@ -1149,6 +1174,7 @@ static int fail_with(xcm_xml_reader *r, int err) {
   r->err = err;
   r->state = R_FAILED;
   release_slot(r);
+  drop_kept(r);
   return err;
 }
 
@@ -1226,6 +1252,7 @@ static int carry_over(xcm_xml_reader *r) {
 
 static void reset_document(xcm_xml_reader *r) {
   release_slot(r);
+  drop_kept(r);
   clear_decls(r);
   r->state = R_INIT;
 }
@@ -1273,6 +1300,18 @@ static int parse_piece(xcm_xml_reader *r, const char *data, size_t n,
   }
 }
 
+/* Lend the reader a parser from the pool, brought to where its stream
+ * is: inside the root, with the header's namespaces bound. */
+static int take_slot(xcm_xml_reader *r) {
+  if (r->slot != NULL)
+    return 0;
+  r->slot = slot_get(r->pool);
+  if (r->slot == NULL)
+    return XCM_ENOMEM;
+  setup_parser(r, r->slot);
+  return r->state == R_STREAM ? prime(r) : 0;
+}
+
 /* Whether expat sits between stanzas with nothing of its own buffered,
  * so that bytes it never sees cannot confuse it. */
 static int slot_clean(const xcm_xml_reader *r) {
@@ -1302,14 +1341,96 @@ static int binds_xml(const xcm_xml_reader *r) {
   return 0;
 }
 
+/* How many bytes of a cut-off element the reader may keep: KEEP_MAX, or
+ * less if a limit is lower. An element past a limit is expat's to
+ * refuse, at the same byte it always did. */
+static size_t keep_cap(const xcm_xml_reader *r) {
+  size_t cap = KEEP_MAX;
+
+  if (r->limits.max_stanza < cap)
+    cap = r->limits.max_stanza;
+  if (r->limits.max_tree != 0 && r->limits.max_tree < cap)
+    cap = r->limits.max_tree;
+  return cap;
+}
+
+/* Whether the n bytes at p are the root's end tag cut off by the end of a
+ * read: "</", then a prefix of the root's name, or all of it and white
+ * space. The scanner never reads an end tag at depth 0 and expat could
+ * not refuse these bytes yet, so they are kept like a cut-off element
+ * and given to expat once the tag is whole. */
+static int root_end_cut_off(const xcm_xml_reader *r, const char *p, size_t n) {
+  size_t ql, i;
+
+  if (r->root_qname == NULL || n < 2 || p[0] != '<' || p[1] != '/')
+    return 0;
+  ql = strlen(r->root_qname);
+  if (n - 2 <= ql)
+    return memcmp(p + 2, r->root_qname, n - 2) == 0;
+  if (memcmp(p + 2, r->root_qname, ql) != 0)
+    return 0;
+  for (i = 2 + ql; i < n; i++)
+    if (!is_space(p[i]))
+      return 0;
+  return 1;
+}
+
+/* Keep the n bytes at p, an element the scanner found cut off by the end
+ * of the read, and give the parser back: until the element ends the
+ * reader holds those bytes and nothing more. Returns 0, or -1 (out of
+ * memory: expat reads the element instead). */
+static int keep(xcm_xml_reader *r, const char *p, size_t n) {
+  kept_bytes *k = xcm__alloc(r->pool->alloc, sizeof(*k) + n);
+
+  if (k == NULL)
+    return -1;
+  k->len = n;
+  memcpy(k->data, p, n);
+  r->kept = k;
+  release_slot(r);
+  return 0;
+}
+
+/* Hand over the element of n bytes at p that the scanner just took.
+ * Returns 0, 1 when the scanner cannot build the tree asked for (the
+ * element is expat's), or a negative error. */
+static int hand_over(xcm_xml_reader *r, const char *p, size_t n) {
+  xcm_xml_pool *pool = r->pool;
+  xcm_xml_scan *sc = pool->scan;
+  const char *dns = default_ns(r);
+  xcm_xml_stanza st;
+  int levels = 0, rc;
+
+  if (r->cb.stanza_start != NULL) {
+    levels = r->cb.stanza_start(r->ud, xcm__xml_scan_ns(sc, dns),
+                                xcm__xml_scan_name(sc));
+    if (levels < 0)
+      return levels;
+  }
+  if (tree_too_large(r, (unsigned)levels & ~(unsigned)XCM_XML_BARE_LAST,
+                     (int64_t)n)) {
+    xcm__xml_reader_fail(r, XCM_COND_POLICY_VIOLATION, too_large_tree);
+    return XCM_ELIMIT;
+  }
+  if (xcm__xml_scan_build(sc, p, n, levels, dns, &st) != 0)
+    return 1;
+  pool->scanned++;
+  rc = r->cb.stanza != NULL ? r->cb.stanza(r->ud, &st) : 0;
+  if (rc == XCM_XML_RESTART) {
+    reset_document(r);
+    return 0;
+  }
+  return rc < 0 ? rc : 0;
+}
+
 /* Hand over the complete elements at the front of data that the scanner
  * accepts, and the white space between them. Stops at the first it
- * declines, which is then expat's; *used says how far it got. */
+ * declines, which is then expat's, or keeps the last if it is only cut
+ * off by the end of data; *used says how far it got. */
 static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
                     size_t *used) {
   xcm_xml_pool *pool = r->pool;
   xcm_xml_scan *sc = pool->scan;
-  const char *dns = default_ns(r);
   size_t i = 0;
   int err = 0;
 
@@ -1319,8 +1440,7 @@ static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
   pool->scan_busy = 1;
   while (r->state == R_STREAM) {
     size_t j = i, n;
-    xcm_xml_stanza st;
-    int levels = 0, rc;
+    int rc;
 
     while (j < len && is_space(data[j]))
       j++;
@@ -1329,30 +1449,18 @@ static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
       break;
     n = xcm__xml_scan_element(sc, data + j, len - j, r->limits.max_stanza,
                               r->limits.max_depth);
-    if (n == 0)
-      break;
-    if (r->cb.stanza_start != NULL) {
-      levels = r->cb.stanza_start(r->ud, xcm__xml_scan_ns(sc, dns),
-                                  xcm__xml_scan_name(sc));
-      if (levels < 0) {
-        err = levels;
-        break;
-      }
-    }
-    if (tree_too_large(r, (unsigned)levels & ~(unsigned)XCM_XML_BARE_LAST,
-                       (int64_t)n)) {
-      xcm__xml_reader_fail(r, XCM_COND_POLICY_VIOLATION, too_large_tree);
-      err = XCM_ELIMIT;
+    if (n == 0) {
+      if ((xcm__xml_scan_incomplete(sc) ||
+           root_end_cut_off(r, data + j, len - j)) &&
+          len - j <= keep_cap(r) && keep(r, data + j, len - j) == 0)
+        i = len;
       break;
     }
-    if (xcm__xml_scan_build(sc, data + j, n, levels, dns, &st) != 0)
+    rc = hand_over(r, data + j, n);
+    if (rc == 1)
       break;
-    pool->scanned++;
-    rc = r->cb.stanza != NULL ? r->cb.stanza(r->ud, &st) : 0;
     i = j + n;
-    if (rc == XCM_XML_RESTART) {
-      reset_document(r);
-    } else if (rc < 0) {
+    if (rc < 0) {
       err = rc;
       break;
     }
@@ -1362,23 +1470,18 @@ static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
   return err;
 }
 
-/* A stream header the scanner accepts: the reader enters the stream
- * without a parser. */
-static int scan_header(xcm_xml_reader *r, const char *data, size_t len,
-                       size_t *used) {
+/* The stream header at p if the scanner accepts it: the reader enters
+ * the stream without a parser. *n is its length, 0 if declined. */
+static int header_at(xcm_xml_reader *r, const char *p, size_t len, size_t *n) {
   xcm_xml_pool *pool = r->pool;
   xcm_xml_nsdecl decls[XCM_XML_MAX_HEADER_PREFIXES];
   xcm_xml_header h;
   const char *qname;
-  size_t n;
   int err;
 
-  *used = 0;
-  if (pool->scan_busy)
-    return 0;
-  n = xcm__xml_scan_header(pool->scan, data, len, r->limits.max_stanza, &h,
-                           decls, XCM_XML_MAX_HEADER_PREFIXES, &qname);
-  if (n == 0)
+  *n = xcm__xml_scan_header(pool->scan, p, len, r->limits.max_stanza, &h, decls,
+                            XCM_XML_MAX_HEADER_PREFIXES, &qname);
+  if (*n == 0)
     return 0;
   err = save_decls(r, decls, h.ndecls, qname);
   if (err != 0)
@@ -1387,11 +1490,100 @@ static int scan_header(xcm_xml_reader *r, const char *data, size_t len,
   pool->scan_busy = 1;
   err = r->cb.header != NULL ? r->cb.header(r->ud, &h) : 0;
   pool->scan_busy = 0;
-  *used = n;
   if (err < 0)
     return err;
   r->state = R_STREAM;
   return 0;
+}
+
+/* A stream header at the front of data: handed over if the scanner takes
+ * it, kept if it is only cut off, else left to expat. */
+static int scan_header(xcm_xml_reader *r, const char *data, size_t len,
+                       size_t *used) {
+  size_t n;
+  int err;
+
+  *used = 0;
+  if (r->pool->scan_busy)
+    return 0;
+  err = header_at(r, data, len, &n);
+  if (err == 0 && n == 0 && xcm__xml_scan_incomplete(r->pool->scan) &&
+      len <= keep_cap(r) && keep(r, data, len) == 0)
+    n = len;
+  *used = n;
+  return err;
+}
+
+/* Give the kept bytes to expat, with a parser primed for the stream, and
+ * forget them: expat reads the element on as if it had had it from its
+ * first byte, and judges it as it always did. */
+static int unkeep(xcm_xml_reader *r) {
+  size_t used;
+  int err, paused;
+
+  err = take_slot(r);
+  if (err == 0)
+    err = parse_piece(r, r->kept->data, r->kept->len, &used, &paused);
+  drop_kept(r);
+  return err;
+}
+
+/* More bytes for the kept element: scan it again from its start with
+ * them appended, up to the cap. If it is complete now, hand it over
+ * (*used: the bytes of data it took); if it is still cut off and all of
+ * data fit, keep it (*used: all); otherwise give the kept bytes to expat
+ * (*used: none), which reads data on from there. Rescanning costs the
+ * kept bytes again at each read, hence the cap. */
+static int resume_kept(xcm_xml_reader *r, const char *data, size_t len,
+                       size_t *used) {
+  xcm_xml_pool *pool = r->pool;
+  kept_bytes *k = r->kept;
+  size_t old = k->len, cap = keep_cap(r), add, n;
+  int rc;
+
+  *used = 0;
+  if (!r->scan || pool->scan_busy || binds_xml(r) || old >= cap)
+    return unkeep(r);
+  add = len < cap - old ? len : cap - old;
+  k = xcm__realloc(pool->alloc, k, sizeof(*k) + old + add);
+  if (k == NULL)
+    return unkeep(r);
+  r->kept = k;
+  memcpy(k->data + old, data, add);
+  if (r->state == R_INIT) {
+    /* A cut-off stream header. */
+    rc = header_at(r, k->data, old + add, &n);
+    if (rc == 0 && n == 0) {
+      if (add < len || !xcm__xml_scan_incomplete(pool->scan))
+        return unkeep(r);
+      k->len = old + add;
+      *used = len;
+      return 0;
+    }
+    *used = n > old ? n - old : 0;
+    drop_kept(r);
+    return rc;
+  }
+  pool->scan_busy = 1;
+  n = xcm__xml_scan_element(pool->scan, k->data, old + add,
+                            r->limits.max_stanza, r->limits.max_depth);
+  if (n == 0 && add == len &&
+      (xcm__xml_scan_incomplete(pool->scan) ||
+       root_end_cut_off(r, k->data, old + add))) {
+    pool->scan_busy = 0;
+    k->len = old + add;
+    *used = len;
+    return 0;
+  }
+  /* A complete element ends in the new bytes: the kept ones were cut
+   * off. */
+  rc = n > old ? hand_over(r, k->data, n) : 1;
+  pool->scan_busy = 0;
+  if (rc == 1)
+    return unkeep(r);
+  *used = n - old;
+  drop_kept(r);
+  return rc;
 }
 
 int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
@@ -1405,8 +1597,20 @@ int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
   if (r->state == R_ENDED)
     return XCM_ECLOSED;
   while (len > 0) {
-    enum reader_state before;
+    enum reader_state before = r->state;
 
+    if (r->kept != NULL) {
+      err = resume_kept(r, data, len, &used);
+      *consumed += used;
+      r->offset += used;
+      data += used;
+      len -= used;
+      if (err != 0)
+        return fail_with(r, err);
+      /* After a restart, the rest is not this document's. */
+      if (len == 0 || (before == R_STREAM && r->state != R_STREAM))
+        return 0;
+    }
     if (r->scan && r->state == R_INIT && r->slot == NULL) {
       err = scan_header(r, data, len, &used);
       *consumed += used;
@@ -1429,14 +1633,8 @@ int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
       if (len == 0 || r->state != R_STREAM)
         return 0;
     }
-    if (r->slot == NULL) {
-      r->slot = slot_get(r->pool);
-      if (r->slot == NULL)
-        return fail_with(r, XCM_ENOMEM);
-      setup_parser(r, r->slot);
-      if (r->state == R_STREAM && (err = prime(r)) != 0)
-        return fail_with(r, err);
-    }
+    if (r->slot == NULL && (err = take_slot(r)) != 0)
+      return fail_with(r, err);
     before = r->state;
     piece = len < PIECE_MAX ? len : PIECE_MAX;
     err = parse_piece(r, data, piece, &used, &paused);
@@ -1486,6 +1684,7 @@ int xcm__xml_reader_assume_header(xcm_xml_reader *r,
   if (ndecls > XCM_XML_MAX_HEADER_PREFIXES)
     return XCM_ELIMIT;
   release_slot(r);
+  drop_kept(r);
   for (i = 0; i < ndecls; i++)
     if (strcmp(decls[i].prefix, "stream") == 0)
       break;
@@ -1501,6 +1700,8 @@ int xcm__xml_reader_assume_header(xcm_xml_reader *r,
 int xcm__xml_reader_shrink(xcm_xml_reader *r) {
   xcm_xml_slot *s = r->slot;
 
+  if (r->kept != NULL)
+    return 0; /* mid-element, though holding no parser */
   if (s == NULL)
     return 1;
   if (r->state == R_STREAM && !slot_clean(r))

@@ -17,7 +17,10 @@
  * back; the reader then keeps only the stream's namespace context, and the
  * next feed primes a slot with it again. An idle reader costs
  * sizeof(xcm_xml_reader) and, for an unusual stream header, one small
- * string.
+ * string. With the scanner on (xcm__xml_reader_set_scan), a reader in
+ * the middle of a usual element cut off by the end of a read holds no
+ * slot either, only that element's bytes so far (up to 2 KiB; a longer
+ * one borrows a slot), and xcm__xml_reader_shrink() returns 0 then.
  *
  * Nothing here is thread-safe; a pool and its readers belong to one loop.
  */

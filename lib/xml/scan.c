@@ -66,6 +66,11 @@ struct xcm_xml_scan {
   xcm_buf strings;
   const char *name; /* the element's local name, in strings */
   const char *ns;
+  /* The last scan declined only because the input ended first: set by
+   * more(), where the bytes so far are a prefix of an element the
+   * subset allows and expat could not yet refuse. */
+  int ran_out;
+  int incomplete; /* ran_out, and the input was not cut at max_len */
 };
 
 int xcm__xml_scan_new(xcm_xml_scan **out, const xcm_allocator *alloc) {
@@ -199,7 +204,60 @@ static size_t reference(const unsigned char *u, size_t n, uint32_t *cp) {
   return 0;
 }
 
+/* Whether the n bytes at u[0] == '&', cut off by the end of the input,
+ * begin a reference reference() would take: expat waits for the rest of
+ * such a one rather than refusing it. */
+static int reference_prefix(const unsigned char *u, size_t n) {
+  static const char *const named[] = {"&lt;", "&gt;", "&amp;", "&quot;",
+                                      "&apos;"};
+  size_t i, digits = 0;
+
+  if (n < 2)
+    return 1;
+  if (u[1] == '#') {
+    int hex = n > 2 && u[2] == 'x';
+
+    for (i = hex ? 3 : 2; i < n; i++, digits++)
+      if (hex ? hex_digit(u[i]) < 0 : !(u[i] >= '0' && u[i] <= '9'))
+        return 0;
+    return digits <= 8;
+  }
+  for (i = 0; i < sizeof named / sizeof named[0]; i++)
+    if (n < strlen(named[i]) && memcmp(u, named[i], n) == 0)
+      return 1;
+  return 0;
+}
+
+/* Whether the n bytes at u[0] (>= 0x80), cut off by the end of the input,
+ * begin a UTF-8 sequence: a lead byte and continuation bytes, fewer than
+ * it announces. expat waits for a partial character before judging it;
+ * utf8_char() judges it whole once it is there. */
+static int utf8_prefix(const unsigned char *u, size_t n) {
+  size_t need, i;
+
+  if (u[0] >= 0xC2 && u[0] < 0xE0)
+    need = 2;
+  else if (u[0] >= 0xE0 && u[0] < 0xF0)
+    need = 3;
+  else if (u[0] >= 0xF0 && u[0] < 0xF5)
+    need = 4;
+  else
+    return 0;
+  if (n >= need)
+    return 0;
+  for (i = 1; i < n; i++)
+    if (!is_cont(u[i]))
+      return 0;
+  return 1;
+}
+
 /* ---- the scan ---------------------------------------------------------- */
+
+/* Decline because the input ended before the element did. */
+static size_t more(xcm_xml_scan *sc) {
+  sc->ran_out = 1;
+  return 0;
+}
 
 /* Past the run of bytes at u[i] that need no closer look: for text
  * (quotes == 0) anything but '<', '&', ']', control characters and
@@ -257,7 +315,7 @@ static size_t skip_name(const xcm_xml_scan *sc, const unsigned char *u,
 /* Past character data from u[i]: for an attribute value (q its quote)
  * past the closing quote, for text (q == 0) up to the next '<'. 0 to
  * decline. */
-static size_t chars(const xcm_xml_scan *sc, const unsigned char *u, size_t i,
+static size_t chars(xcm_xml_scan *sc, const unsigned char *u, size_t i,
                     size_t len, unsigned char q) {
   uint32_t cp;
   size_t k;
@@ -265,19 +323,27 @@ static size_t chars(const xcm_xml_scan *sc, const unsigned char *u, size_t i,
   for (;;) {
     i = skip_plain(sc, u, i, len, q != 0);
     if (i >= len)
-      return 0;
+      return more(sc);
     if (q != 0 ? u[i] == q : u[i] == '<')
       return q != 0 ? i + 1 : i;
-    if (u[i] == '"' || u[i] == '\'')
+    if (u[i] == '"' || u[i] == '\'') {
       k = 1; /* the other quote */
-    else if (u[i] == ']')
-      k = i + 2 < len && !(u[i + 1] == ']' && u[i + 2] == '>'); /* no ]]> */
-    else if (u[i] == '&')
+    } else if (u[i] == ']') {
+      /* Text needs a '<' after it anyway: near the end, wait. */
+      if (i + 2 >= len)
+        return more(sc);
+      k = !(u[i + 1] == ']' && u[i + 2] == '>'); /* no ]]> */
+    } else if (u[i] == '&') {
       k = reference(u + i, len - i, &cp);
-    else if (u[i] >= 0x80)
+      if (k == 0 && reference_prefix(u + i, len - i))
+        return more(sc);
+    } else if (u[i] >= 0x80) {
       k = utf8_char(u + i, len - i, &cp);
-    else
+      if (k == 0 && utf8_prefix(u + i, len - i))
+        return more(sc);
+    } else {
       k = 0; /* '<' in a value, or a control character */
+    }
     if (k == 0)
       return 0;
     i += k;
@@ -298,9 +364,8 @@ static int is_decl(const unsigned char *u, const hattr *a) {
  * name that starts with "xmlns" but is neither xmlns nor xmlns:p, and a
  * declaration whose value is reserved or would change when decoded or
  * normalised (expat's business). Returns the offset past it, or 0. */
-static size_t attribute(const xcm_xml_scan *sc, const unsigned char *u,
-                        size_t j, size_t len, const hattr *at, size_t na,
-                        hattr *a) {
+static size_t attribute(xcm_xml_scan *sc, const unsigned char *u, size_t j,
+                        size_t len, const hattr *at, size_t na, hattr *a) {
   size_t k;
 
   if (!(sc->cls[u[j]] & C_START))
@@ -310,19 +375,27 @@ static size_t attribute(const xcm_xml_scan *sc, const unsigned char *u,
   j = skip_name(sc, u, j + 1, len);
   if (j < len && u[j] == ':') {
     a->colon = j;
-    if (j + 1 >= len || !(sc->cls[u[j + 1]] & C_START))
+    if (j + 1 >= len)
+      return more(sc);
+    if (!(sc->cls[u[j + 1]] & C_START))
       return 0;
     j = skip_name(sc, u, j + 2, len);
   }
+  if (j >= len)
+    return more(sc); /* the name may go on */
   a->alen = j - a->a0;
   for (k = 0; k < na; k++)
     if (at[k].alen == a->alen && memcmp(u + at[k].a0, u + a->a0, a->alen) == 0)
       return 0;
   j = skip_space(sc, u, j, len);
-  if (j >= len || u[j] != '=')
+  if (j >= len)
+    return more(sc);
+  if (u[j] != '=')
     return 0;
   j = skip_space(sc, u, j + 1, len);
-  if (j >= len || (u[j] != '"' && u[j] != '\''))
+  if (j >= len)
+    return more(sc);
+  if (u[j] != '"' && u[j] != '\'')
     return 0;
   a->v0 = j + 1;
   j = chars(sc, u, j + 1, len, u[j]);
@@ -344,16 +417,18 @@ static size_t attribute(const xcm_xml_scan *sc, const unsigned char *u,
 /* The start tag at u[i] == '<'. Fills r (but not its depth and parent)
  * and says whether the element is empty. Returns the offset past the tag,
  * or 0 to decline. */
-static size_t start_tag(const xcm_xml_scan *sc, const unsigned char *u,
-                        size_t i, size_t len, rec *r, int *empty) {
+static size_t start_tag(xcm_xml_scan *sc, const unsigned char *u, size_t i,
+                        size_t len, rec *r, int *empty) {
   hattr at[MAX_TAG_ATTRS];
   size_t na = 0, j;
 
-  if (i + 1 >= len || !(sc->cls[u[i + 1]] & C_START))
+  if (i + 1 >= len)
+    return more(sc);
+  if (!(sc->cls[u[i + 1]] & C_START))
     return 0;
   j = skip_name(sc, u, i + 2, len);
   if (j >= len)
-    return 0;
+    return more(sc);
   memset(r, 0, sizeof(*r));
   r->start = i;
   r->name_len = j - (i + 1);
@@ -366,13 +441,15 @@ static size_t start_tag(const xcm_xml_scan *sc, const unsigned char *u,
 
     j = skip_space(sc, u, j, len);
     if (j >= len)
-      return 0;
+      return more(sc);
     if (u[j] == '>') {
       *empty = 0;
       return j + 1;
     }
     if (u[j] == '/') {
-      if (j + 1 >= len || u[j + 1] != '>')
+      if (j + 1 >= len)
+        return more(sc);
+      if (u[j + 1] != '>')
         return 0;
       *empty = 1;
       return j + 2;
@@ -404,7 +481,9 @@ static size_t scan(xcm_xml_scan *sc, const unsigned char *u, size_t len,
 
   sc->nrecs = 0;
   sc->unrecorded = 0;
-  /* Whatever lies past the limit cannot complete an acceptable element. */
+  sc->ran_out = 0;
+  /* Whatever lies past the limit cannot complete an acceptable element
+   * (and running out there is no reason to wait: see the caller). */
   if (len > max_len)
     len = max_len;
   if (max_depth > MAX_STACK)
@@ -413,7 +492,7 @@ static size_t scan(xcm_xml_scan *sc, const unsigned char *u, size_t len,
     return 0;
   for (;;) {
     if (i + 1 >= len)
-      return 0;
+      return more(sc);
     if (u[i + 1] == '/') {
       size_t nl;
       int r;
@@ -422,10 +501,19 @@ static size_t scan(xcm_xml_scan *sc, const unsigned char *u, size_t len,
         return 0;
       nl = name_len[depth - 1];
       r = rec_at[depth - 1];
-      if (i + 2 + nl >= len || memcmp(u + i + 2, u + name_at[depth - 1], nl))
+      if (i + 2 + nl >= len) {
+        /* The end tag so far must be the start of the right one. */
+        size_t have = len - (i + 2);
+
+        return memcmp(u + i + 2, u + name_at[depth - 1], have) == 0 ? more(sc)
+                                                                    : 0;
+      }
+      if (memcmp(u + i + 2, u + name_at[depth - 1], nl) != 0)
         return 0;
       j = skip_space(sc, u, i + 2 + nl, len);
-      if (j >= len || u[j] != '>')
+      if (j >= len)
+        return more(sc);
+      if (u[j] != '>')
         return 0;
       j++;
       if (r >= 0) {
@@ -556,12 +644,17 @@ size_t xcm__xml_scan_element(xcm_xml_scan *sc, const char *p, size_t len,
   size_t n = scan(sc, u, len, max_len, max_depth);
 
   sc->name = sc->ns = NULL;
+  sc->incomplete = n == 0 && sc->ran_out && len <= max_len;
   if (n == 0 || prepare(sc, n) != 0)
     return 0;
   sc->name = put(sc, u + 1, sc->recs[0].name_len);
   if (sc->recs[0].has_xmlns)
     sc->ns = put(sc, u + sc->recs[0].xmlns_off, sc->recs[0].xmlns_len);
   return n;
+}
+
+int xcm__xml_scan_incomplete(const xcm_xml_scan *sc) {
+  return sc->incomplete;
 }
 
 const char *xcm__xml_scan_name(xcm_xml_scan *sc) {
@@ -699,20 +792,37 @@ int xcm__xml_scan_build(xcm_xml_scan *sc, const char *p, size_t n, int levels,
 
 /* ---- the stream header ------------------------------------------------- */
 
+/* Whether the n bytes at v, cut off by the end of the input before the
+ * closing quote, begin (or are) the value the declaration's k-th
+ * pseudo-attribute must have ("1.0", or "UTF-8" in any case). */
+static int decl_value_prefix(size_t k, const unsigned char *v, size_t n) {
+  const char *want = k == 0 ? "1.0" : "utf-8";
+  size_t i;
+
+  if (n > strlen(want))
+    return 0;
+  for (i = 0; i < n; i++)
+    if ((want[i] >= 'a' && want[i] <= 'z' ? v[i] | 0x20 : v[i]) != want[i])
+      return 0;
+  return 1;
+}
+
 /* Past an XML declaration of the usual form at u[0] ("<?xml version='1.0'"
  * with an optional UTF-8 encoding), or 0. */
-static size_t xml_decl(const xcm_xml_scan *sc, const unsigned char *u,
-                       size_t len) {
+static size_t xml_decl(xcm_xml_scan *sc, const unsigned char *u, size_t len) {
   static const char *const names[] = {"version", "encoding"};
   size_t i = 5, k;
 
-  if (len < 6 || memcmp(u, "<?xml", 5) != 0)
+  if (len < 5 || memcmp(u, "<?xml", 5) != 0)
     return 0;
   for (k = 0; k < 2; k++) {
     size_t ws = i, nl = strlen(names[k]), v0;
     unsigned char q;
 
     i = skip_space(sc, u, i, len);
+    if (i >= len ||
+        (i != ws && len - i < nl && memcmp(u + i, names[k], len - i) == 0))
+      return more(sc);
     if (i == ws || len - i < nl || memcmp(u + i, names[k], nl) != 0) {
       if (k == 1) {
         i = ws;
@@ -721,16 +831,22 @@ static size_t xml_decl(const xcm_xml_scan *sc, const unsigned char *u,
       return 0;
     }
     i = skip_space(sc, u, i + nl, len);
-    if (i >= len || u[i] != '=')
+    if (i >= len)
+      return more(sc);
+    if (u[i] != '=')
       return 0;
     i = skip_space(sc, u, i + 1, len);
-    if (i >= len || (u[i] != '"' && u[i] != '\''))
+    if (i >= len)
+      return more(sc);
+    if (u[i] != '"' && u[i] != '\'')
       return 0;
     q = u[i];
     v0 = ++i;
     while (i < len && u[i] != q && i - v0 < 8)
       i++;
-    if (i >= len || u[i] != q)
+    if (i >= len)
+      return decl_value_prefix(k, u + v0, i - v0) ? more(sc) : 0;
+    if (u[i] != q)
       return 0;
     if (k == 0 ? (i - v0 != 3 || memcmp(u + v0, "1.0", 3) != 0)
                : (i - v0 != 5 ||
@@ -741,7 +857,9 @@ static size_t xml_decl(const xcm_xml_scan *sc, const unsigned char *u,
     i++;
   }
   i = skip_space(sc, u, i, len);
-  if (len - i < 2 || u[i] != '?' || u[i + 1] != '>')
+  if (i >= len || (i + 1 == len && u[i] == '?'))
+    return more(sc);
+  if (u[i] != '?' || u[i + 1] != '>')
     return 0;
   return i + 2;
 }
@@ -753,31 +871,35 @@ static int starts_xml(const unsigned char *n, size_t len) {
          (n[2] | 0x20) == 'l';
 }
 
-size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
-                            size_t max_len, xcm_xml_header *h,
-                            xcm_xml_nsdecl *decls, size_t max_decls,
-                            const char **qname) {
-  const unsigned char *u = (const unsigned char *)p;
+static size_t header(xcm_xml_scan *sc, const unsigned char *u, size_t len,
+                     xcm_xml_header *h, xcm_xml_nsdecl *decls, size_t max_decls,
+                     const char **qname) {
   hattr at[MAX_TAG_ATTRS];
   size_t na = 0, nd = 0, i = 0, j, k, start, plen = 0, name_end;
 
-  if (len > max_len)
-    len = max_len;
+  if (len < 5 && memcmp(u, "<?xml", len) == 0)
+    return more(sc); /* a declaration or the root may follow */
   if (len >= 5 && memcmp(u, "<?xml", 5) == 0 && (i = xml_decl(sc, u, len)) == 0)
     return 0;
   i = skip_space(sc, u, i, len);
-  if (i + 1 >= len || u[i] != '<' || !(sc->cls[u[i + 1]] & C_START))
+  if (i >= len || (i + 1 == len && u[i] == '<'))
+    return more(sc);
+  if (u[i] != '<' || !(sc->cls[u[i + 1]] & C_START))
     return 0;
   start = i;
   j = skip_name(sc, u, i + 2, len);
   if (j < len && u[j] == ':') {
     plen = j - (i + 1);
-    if (j + 1 >= len || !(sc->cls[u[j + 1]] & C_START))
+    if (j + 1 >= len)
+      return more(sc);
+    if (!(sc->cls[u[j + 1]] & C_START))
       return 0;
     j = skip_name(sc, u, j + 2, len);
   }
-  if (j >= len || starts_xml(u + i + 1, j - i - 1))
+  if (starts_xml(u + i + 1, j - i - 1))
     return 0;
+  if (j >= len)
+    return more(sc);
   name_end = j;
   for (;;) {
     size_t ws = j;
@@ -785,7 +907,7 @@ size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
 
     j = skip_space(sc, u, j, len);
     if (j >= len)
-      return 0;
+      return more(sc);
     if (u[j] == '>')
       break;
     if (j == ws || na == MAX_TAG_ATTRS)
@@ -848,4 +970,17 @@ size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
   *qname = put(sc, u + start + 1, name_end - start - 1);
   h->name = *qname + (plen > 0 ? plen + 1 : 0);
   return j;
+}
+
+size_t xcm__xml_scan_header(xcm_xml_scan *sc, const char *p, size_t len,
+                            size_t max_len, xcm_xml_header *h,
+                            xcm_xml_nsdecl *decls, size_t max_decls,
+                            const char **qname) {
+  size_t n;
+
+  sc->ran_out = 0;
+  n = header(sc, (const unsigned char *)p, len < max_len ? len : max_len, h,
+             decls, max_decls, qname);
+  sc->incomplete = n == 0 && sc->ran_out && len <= max_len;
+  return n;
 }

@@ -10,8 +10,11 @@
  * CDATA, processing instructions, a prefix other than xml:, an incomplete
  * element, a limit reached) is declined, never refused: the reader then
  * gives the bytes to expat, which accepts or refuses them as it always
- * did. So an element the scanner accepts is one expat accepts with the
- * same extent and tree; fuzz/fuzz-scan.c checks exactly that.
+ * did. An element declined only because the input ended first is told
+ * apart (xcm__xml_scan_incomplete), so the reader can keep its few bytes
+ * and scan again when more come instead of lending it a parser. So an element
+ * the scanner accepts is one expat accepts with the same extent and tree;
+ * fuzz/fuzz-scan.c checks exactly that.
  *
  * The scratch (nodes, attributes, strings) is one per reader pool and
  * used only during one scan and the callback that receives its tree.
@@ -34,6 +37,14 @@ void xcm__xml_scan_free(xcm_xml_scan *sc);
  * element itself is depth 1) and inside the subset; 0 to decline. */
 size_t xcm__xml_scan_element(xcm_xml_scan *sc, const char *p, size_t len,
                              size_t max_len, unsigned max_depth);
+
+/* After a scan (of an element or a header) that returned 0: 1 if it
+ * declined only because the input ended before the element did, with len <=
+ * max_len and every byte so far a prefix of an element the subset allows (a
+ * cut-off reference or UTF-8 character included), so that expat could not
+ * refuse these bytes yet and the same scan with more bytes appended may take
+ * the element; 0 if it declined for anything else (the element is expat's). */
+int xcm__xml_scan_incomplete(const xcm_xml_scan *sc);
 
 /* After a scan that returned non-zero: the element's local name
  * (NUL-terminated) and namespace, default_ns being the namespace in scope
