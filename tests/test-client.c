@@ -175,7 +175,7 @@ static void test_parsers_follow_activity(void) {
  * report: 10,000 such cost 16 KB each) holds no parser while it waits,
  * only the bytes; the rest of the stanza completes its login. */
 static void test_half_stanza_holds_no_parser(void) {
-  static const char auth[] = AUTH_ALICE;
+  static const char auth[] = XCM_RAW_AUTH_ALICE;
   const size_t half = sizeof auth / 2;
   world w;
   raw a;
@@ -185,7 +185,7 @@ static void test_half_stanza_holds_no_parser(void) {
   REQUIRE(run_until(&w, every_link_up, &w, 5000));
   base = parsers_busy(&w);
   raw_open(&w, &a, 1);
-  xcm_raw_sends(&a, HDR);
+  xcm_raw_sends(&a, XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&a, "</stream:features>", 3000));
   xcm_raw_send(&a, auth, half);
   /* Nothing comes back: give the CM time to read the half. */
