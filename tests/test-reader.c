@@ -1105,8 +1105,8 @@ static void test_kept_header_every_split(void) {
   static const char *const docs[] = {
       "<?xml version='1.0' encoding='UTF-8'?>\n" STREAM_HDR "<presence/>",
       " " STREAM_HDR "<presence/>",
-      "<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns:x='urn:x'"
-      " xmlns='jabber:client' xml:lang='en'><x:y/>",
+      ("<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns:x='urn:x'"
+       " xmlns='jabber:client' xml:lang='en'><x:y/>"),
   };
   size_t d, i, j;
 
