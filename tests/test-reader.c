@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "util/buf.h"
 #include "xcm/error.h"
+#include "xml/element.h"
 #include "xml/reader.h"
 
 #define STREAM_HDR                                                             \
@@ -1607,7 +1608,76 @@ static void test_tree_cap(void) {
     }
 }
 
+typedef struct nested {
+  xcm_xml_pool *pool;
+  int inner_ok, outer_ok, calls;
+} nested;
+
+static int nested_levels(void *ud, const char *ns, const char *name) {
+  (void)ud, (void)ns, (void)name;
+  return 2;
+}
+
+static int nested_inner(void *ud, const xcm_xml_stanza *s) {
+  nested *n = ud;
+
+  n->inner_ok = s->root != NULL && strcmp(s->root->name, "iq") == 0 &&
+                s->root->children != NULL &&
+                strcmp(s->root->children->name, "bind") == 0;
+  return 0;
+}
+
+/* Inside the outer stanza's callback, read other bytes as the client
+ * layer reads a server's answer; the outer tree must still be whole. */
+static int nested_outer(void *ud, const xcm_xml_stanza *s) {
+  static const char answer[] =
+      "<iq type='result' id='b1'><bind xmlns='urn:ietf:params:xml:ns:"
+      "xmpp-bind'><jid>a@b/c</jid></bind></iq>";
+  static const xcm_xml_nsdecl ctx[] = {{"stream", XCM_NS_STREAMS},
+                                       {"", XCM_NS_CLIENT}};
+  nested *n = ud;
+  uint64_t before = xcm__xml_pool_scanned(n->pool);
+
+  n->calls++;
+  CHECK_INT(xcm__xml_read_element(n->pool, answer, sizeof answer - 1, ctx, 2, 8,
+                                  1, nested_levels, nested_inner, n),
+            0);
+  /* Scanned, not handed to expat: a second scanner serves it. */
+  CHECK_INT(xcm__xml_pool_scanned(n->pool), before + 1);
+  CHECK_INT(xcm__xml_pool_busy(n->pool), 0);
+  n->outer_ok = s->root != NULL && strcmp(s->root->name, "message") == 0 &&
+                s->root->children != NULL &&
+                strcmp(s->root->children->name, "body") == 0 &&
+                s->root->children->text_len == 2 &&
+                memcmp(s->root->children->text, "hi", 2) == 0;
+  return 0;
+}
+
+/* The review's fix reads the server's answers during login with a reader
+ * of their own, inside the upstream link's scanned callback: the scanner
+ * must serve both, so that a login costs no expat parser. */
+static void test_nested_scan(void) {
+  static const char doc[] = STREAM_HDR "<message><body>hi</body></message>";
+  static const xcm_xml_callbacks cb = {NULL, nested_levels, nested_outer, NULL};
+  nested n;
+  xcm_xml_reader *r;
+  size_t consumed;
+
+  memset(&n, 0, sizeof n);
+  REQUIRE(xcm__xml_pool_new(&n.pool, NULL, 1) == 0);
+  REQUIRE(xcm__xml_reader_new(&r, n.pool, &cb, &n, NULL) == 0);
+  REQUIRE(xcm__xml_reader_set_scan(r, 1) == 0);
+  CHECK_INT(xcm__xml_reader_feed(r, doc, sizeof doc - 1, &consumed), 0);
+  CHECK_INT(n.calls, 1);
+  CHECK(n.inner_ok);
+  CHECK(n.outer_ok);
+  CHECK_INT(xcm__xml_pool_scanned(n.pool), 3); /* header, outer, inner */
+  xcm__xml_reader_free(r);
+  xcm__xml_pool_free(n.pool);
+}
+
 static const xcm_test tests[] = {
+    {"nested_scan", test_nested_scan},
     {"regressions", test_regressions},
     {"header_and_stanzas", test_header_and_stanzas},
     {"tree", test_tree},

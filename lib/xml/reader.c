@@ -35,6 +35,9 @@
  * and expat reads it as before. */
 #define KEEP_MAX 2048
 
+/* Scans that may run at once: one, and one inside its callback. */
+#define SCAN_NEST 2
+
 #define ARENA_CHUNK 4096
 /* Each new chunk is twice the last, up to this: a large tree costs a
  * few allocations, not one per 4 KB. */
@@ -140,10 +143,14 @@ struct xcm_xml_pool {
   size_t keep;
   size_t busy;
   unsigned long salt;
-  xcm_xml_scan *scan; /* made for the first reader that scans */
-  int no_scan;        /* xcm__xml_pool_set_scan(pool, 0) */
-  int scan_busy;      /* a scanned stanza's callback is running */
-  uint64_t scanned;   /* stanzas the scanner handed over */
+  /* Made for the first reader that scans; the second the first time a
+   * scan runs inside a scanned element's callback. */
+  xcm_xml_scan *scan[SCAN_NEST];
+  int no_scan; /* xcm__xml_pool_set_scan(pool, 0) */
+  /* Scanners in use: a scanned element's tree lives in its scanner's
+   * scratch while its callback runs (see scan_enter). */
+  unsigned scan_depth;
+  uint64_t scanned; /* stanzas the scanner handed over */
 };
 
 /* The start of a depth-1 element (or of the stream header) that the
@@ -1046,7 +1053,8 @@ void xcm__xml_pool_free(xcm_xml_pool *pool) {
     next = s->next_idle;
     slot_destroy(pool, s);
   }
-  xcm__xml_scan_free(pool->scan);
+  for (unsigned i = 0; i < SCAN_NEST; i++)
+    xcm__xml_scan_free(pool->scan[i]);
   xcm__free(pool->alloc, pool);
 }
 
@@ -1391,12 +1399,34 @@ static int keep(xcm_xml_reader *r, const char *p, size_t n) {
   return 0;
 }
 
+/* The scanner for a scan starting now, or NULL when there is none: then
+ * expat reads. A scanned element's tree lives in its scanner's scratch
+ * while its callback runs, and the callback may read other bytes that
+ * stand alone (the server's answer the client layer must look into, a
+ * hook's replacement): those get the next scanner, made the first time,
+ * so that a login's answers are scanned too. */
+static xcm_xml_scan *scan_enter(xcm_xml_pool *pool) {
+  xcm_xml_scan **sc;
+
+  if (pool->scan_depth == SCAN_NEST)
+    return NULL;
+  sc = &pool->scan[pool->scan_depth];
+  if (*sc == NULL && xcm__xml_scan_new(sc, pool->alloc) != 0)
+    return NULL;
+  pool->scan_depth++;
+  return *sc;
+}
+
+static void scan_leave(xcm_xml_pool *pool) {
+  pool->scan_depth--;
+}
+
 /* Hand over the element of n bytes at p that the scanner just took.
  * Returns 0, 1 when the scanner cannot build the tree asked for (the
  * element is expat's), or a negative error. */
-static int hand_over(xcm_xml_reader *r, const char *p, size_t n) {
+static int hand_over(xcm_xml_reader *r, xcm_xml_scan *sc, const char *p,
+                     size_t n) {
   xcm_xml_pool *pool = r->pool;
-  xcm_xml_scan *sc = pool->scan;
   const char *dns = default_ns(r);
   xcm_xml_stanza st;
   int levels = 0, rc;
@@ -1430,14 +1460,13 @@ static int hand_over(xcm_xml_reader *r, const char *p, size_t n) {
 static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
                     size_t *used) {
   xcm_xml_pool *pool = r->pool;
-  xcm_xml_scan *sc = pool->scan;
+  xcm_xml_scan *sc;
   size_t i = 0;
   int err = 0;
 
   *used = 0;
-  if (pool->scan_busy || binds_xml(r))
+  if (binds_xml(r) || (sc = scan_enter(pool)) == NULL)
     return 0;
-  pool->scan_busy = 1;
   while (r->state == R_STREAM) {
     size_t j = i, n;
     int rc;
@@ -1456,7 +1485,7 @@ static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
         i = len;
       break;
     }
-    rc = hand_over(r, data + j, n);
+    rc = hand_over(r, sc, data + j, n);
     if (rc == 1)
       break;
     i = j + n;
@@ -1465,21 +1494,22 @@ static int scan_run(xcm_xml_reader *r, const char *data, size_t len,
       break;
     }
   }
-  pool->scan_busy = 0;
+  scan_leave(pool);
   *used = i;
   return err;
 }
 
 /* The stream header at p if the scanner accepts it: the reader enters
  * the stream without a parser. *n is its length, 0 if declined. */
-static int header_at(xcm_xml_reader *r, const char *p, size_t len, size_t *n) {
+static int header_at(xcm_xml_reader *r, xcm_xml_scan *sc, const char *p,
+                     size_t len, size_t *n) {
   xcm_xml_pool *pool = r->pool;
   xcm_xml_nsdecl decls[XCM_XML_MAX_HEADER_PREFIXES];
   xcm_xml_header h;
   const char *qname;
   int err;
 
-  *n = xcm__xml_scan_header(pool->scan, p, len, r->limits.max_stanza, &h, decls,
+  *n = xcm__xml_scan_header(sc, p, len, r->limits.max_stanza, &h, decls,
                             XCM_XML_MAX_HEADER_PREFIXES, &qname);
   if (*n == 0)
     return 0;
@@ -1487,9 +1517,7 @@ static int header_at(xcm_xml_reader *r, const char *p, size_t len, size_t *n) {
   if (err != 0)
     return err;
   pool->scanned++;
-  pool->scan_busy = 1;
   err = r->cb.header != NULL ? r->cb.header(r->ud, &h) : 0;
-  pool->scan_busy = 0;
   if (err < 0)
     return err;
   r->state = R_STREAM;
@@ -1500,16 +1528,18 @@ static int header_at(xcm_xml_reader *r, const char *p, size_t len, size_t *n) {
  * it, kept if it is only cut off, else left to expat. */
 static int scan_header(xcm_xml_reader *r, const char *data, size_t len,
                        size_t *used) {
+  xcm_xml_scan *sc;
   size_t n;
   int err;
 
   *used = 0;
-  if (r->pool->scan_busy)
+  if ((sc = scan_enter(r->pool)) == NULL)
     return 0;
-  err = header_at(r, data, len, &n);
-  if (err == 0 && n == 0 && xcm__xml_scan_incomplete(r->pool->scan) &&
+  err = header_at(r, sc, data, len, &n);
+  if (err == 0 && n == 0 && xcm__xml_scan_incomplete(sc) &&
       len <= keep_cap(r) && keep(r, data, len) == 0)
     n = len;
+  scan_leave(r->pool);
   *used = n;
   return err;
 }
@@ -1539,10 +1569,11 @@ static int resume_kept(xcm_xml_reader *r, const char *data, size_t len,
   xcm_xml_pool *pool = r->pool;
   kept_bytes *k = r->kept;
   size_t old = k->len, cap = keep_cap(r), add, n;
+  xcm_xml_scan *sc;
   int rc;
 
   *used = 0;
-  if (!r->scan || pool->scan_busy || binds_xml(r) || old >= cap)
+  if (!r->scan || binds_xml(r) || old >= cap)
     return unkeep(r);
   add = len < cap - old ? len : cap - old;
   k = xcm__realloc(pool->alloc, k, sizeof(*k) + old + add);
@@ -1550,35 +1581,39 @@ static int resume_kept(xcm_xml_reader *r, const char *data, size_t len,
     return unkeep(r);
   r->kept = k;
   memcpy(k->data + old, data, add);
+  if ((sc = scan_enter(pool)) == NULL)
+    return unkeep(r);
   if (r->state == R_INIT) {
     /* A cut-off stream header. */
-    rc = header_at(r, k->data, old + add, &n);
+    rc = header_at(r, sc, k->data, old + add, &n);
     if (rc == 0 && n == 0) {
-      if (add < len || !xcm__xml_scan_incomplete(pool->scan))
+      rc = add < len || !xcm__xml_scan_incomplete(sc);
+      scan_leave(pool);
+      if (rc)
         return unkeep(r);
       k->len = old + add;
       *used = len;
       return 0;
     }
+    scan_leave(pool);
     *used = n > old ? n - old : 0;
     drop_kept(r);
     return rc;
   }
-  pool->scan_busy = 1;
-  n = xcm__xml_scan_element(pool->scan, k->data, old + add,
-                            r->limits.max_stanza, r->limits.max_depth);
+  n = xcm__xml_scan_element(sc, k->data, old + add, r->limits.max_stanza,
+                            r->limits.max_depth);
   if (n == 0 && add == len &&
-      (xcm__xml_scan_incomplete(pool->scan) ||
+      (xcm__xml_scan_incomplete(sc) ||
        root_end_cut_off(r, k->data, old + add))) {
-    pool->scan_busy = 0;
+    scan_leave(pool);
     k->len = old + add;
     *used = len;
     return 0;
   }
   /* A complete element ends in the new bytes: the kept ones were cut
    * off. */
-  rc = n > old ? hand_over(r, k->data, n) : 1;
-  pool->scan_busy = 0;
+  rc = n > old ? hand_over(r, sc, k->data, n) : 1;
+  scan_leave(pool);
   if (rc == 1)
     return unkeep(r);
   *used = n - old;
@@ -1657,8 +1692,8 @@ void xcm__xml_pool_set_scan(xcm_xml_pool *pool, int allowed) {
 
 int xcm__xml_reader_set_scan(xcm_xml_reader *r, int on) {
   on = on && !r->pool->no_scan;
-  if (on && r->pool->scan == NULL) {
-    int err = xcm__xml_scan_new(&r->pool->scan, r->pool->alloc);
+  if (on && r->pool->scan[0] == NULL) {
+    int err = xcm__xml_scan_new(&r->pool->scan[0], r->pool->alloc);
 
     if (err != 0)
       return err;

@@ -179,7 +179,8 @@ int xcm__xml_reader_feed(xcm_xml_reader *r, const char *data, size_t len,
  * expat is asked: the same events for about a fifth of the instructions on a
  * typical stanza. stanza_start may then be called twice for one element
  * (once by each), so it must answer the same both times. Costs nothing
- * per reader; the pool makes its scratch (about 15 KB) once. */
+ * per reader; the pool makes its scratch (about 15 KB) once, and a second
+ * for bytes read inside a scanned element's callback. */
 int xcm__xml_reader_set_scan(xcm_xml_reader *r, int on);
 /* Whether the pool's readers may scan at all (default yes): readers
  * made afterwards that ask for the scanner get expat alone. */
