@@ -1456,6 +1456,23 @@ static void test_stanza_hook(void) {
   /* old became new on the way up; ping became pong on the way down. */
   CHECK(xcm_raw_wait(&r, "<body>new</body>", 3000));
   CHECK(xcm_raw_wait(&r, "<body>pong</body>", 3000));
+  /* A prefixed stanza from the server: the hook gets its local name, as
+   * for what clients send. */
+  xcm_raw_sends(&r, "<c:message xmlns:c='jabber:client' "
+                    "to='alice@example.test/hk'><c:body>ping</c:body>"
+                    "</c:message><message to='alice@example.test/hk'>"
+                    "<body>last</body></message>");
+  CHECK(xcm_raw_wait(&r, ">last<", 3000));
+  {
+    const char *p = r.in.data;
+    int pongs = 0;
+
+    while ((p = strstr(p, ">pong<")) != NULL) {
+      pongs++;
+      p++;
+    }
+    CHECK_INT(pongs, 2);
+  }
   CHECK(strstr(r.in.data, ">secret<") == NULL);
   CHECK(strstr(r.in.data, ">old<") == NULL);
   CHECK(strstr(r.in.data, ">ping<") == NULL);

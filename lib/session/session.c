@@ -144,18 +144,24 @@ static void up_deliver(void *ud, const xcm_route *r) {
   if (s->table->hook != NULL && r->inner != NULL) {
     const char *rep;
     size_t rep_len, ql = xcm__xml_qname_length(r->inner, r->inner_len);
+    const char *local = r->inner + 1, *colon = memchr(local, ':', ql);
     char buf[64], *name = buf;
     xcm_verdict verdict;
 
-    /* The hook gets the whole name, however long. */
+    /* The local name, as the hook gets it for what clients send ("message"
+     * for <c:message/>), and whole however long. */
+    if (colon != NULL) {
+      ql -= (size_t)(colon + 1 - local);
+      local = colon + 1;
+    }
     if (ql >= sizeof buf) {
-      name = xcm__strndup(s->table->ctx->alloc, r->inner + 1, ql);
+      name = xcm__strndup(s->table->ctx->alloc, local, ql);
       if (name == NULL) {
         s->table->stats->hook_dropped++;
         return;
       }
     } else {
-      memcpy(buf, r->inner + 1, ql);
+      memcpy(buf, local, ql);
       buf[ql] = '\0';
     }
     verdict = ask_hook(s, XCM_TO_CLIENT, name, r->inner, r->inner_len, &rep,
