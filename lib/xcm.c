@@ -665,7 +665,10 @@ void xcm_cm_free(xcm_cm *cm) {
 void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out) {
   *out = cm->stats;
   out->upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
-  out->xml_parsers_busy = (unsigned)xcm__xml_pool_busy(cm->ctx.xml);
+  /* The parser pool goes before the shutdown callback runs; the
+   * statistics stay readable until xcm_cm_free, as libuv's handles do. */
+  out->xml_parsers_busy =
+      cm->ctx.xml != NULL ? (unsigned)xcm__xml_pool_busy(cm->ctx.xml) : 0;
 }
 
 int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen) {
