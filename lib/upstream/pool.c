@@ -85,6 +85,12 @@ struct xcm_pool {
   void *close_ud;
   xcm_buf scratch;
   xcm_buf tmp;
+  unsigned char pin[32]; /* opt.pin_sha256 points here */
+  /* Certificates refused and reported, by SHA-256: each is reported
+   * once, not at every attempt of every link; a link that comes up
+   * clears them. */
+  unsigned char told[8][32];
+  unsigned ntold, told_next;
 };
 
 static const xcm_link_cb link_cb;
@@ -124,6 +130,10 @@ static int copy_options(xcm_pool *p, const xcm_pool_options *o) {
   p->opt.domain = keep_str(&cursor, o->domain);
   p->opt.name = keep_str(&cursor, o->name);
   p->opt.secret = keep_str(&cursor, o->secret);
+  if (o->pin_sha256 != NULL) {
+    memcpy(p->pin, o->pin_sha256, sizeof p->pin);
+    p->opt.pin_sha256 = p->pin;
+  }
   if (p->opt.port == 0)
     p->opt.port = 5262;
   if (p->opt.connections == 0)
@@ -351,6 +361,7 @@ static void on_link_up(void *ud, xcm_link *l) {
   p->links[i].congested = 0;
   p->links[i].up = 1;
   p->up++;
+  p->ntold = 0;
   if (p->ev.link != NULL)
     p->ev.link(p->ud, i, xcm__link_jid(l), 1, 0, NULL);
 }
@@ -800,6 +811,72 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
+/* ---- the server's certificate refused ------------------------------------ */
+
+/* Where Openfire keeps its certificate (the package's home), for the
+ * command that shows its fingerprint on the Openfire host. */
+#define OPENFIRE_KEYSTORE "/usr/share/openfire/resources/security/keystore"
+
+/* Refused by the TLS layer: say what failed, what was seen and the ways
+ * out, once per certificate. Several lines, so that each stays readable
+ * in syslog. */
+static void on_refused(void *ud, const xcm_tls_refusal *r) {
+  xcm_pool *p = ud;
+  xcm_ctx *ctx = p->ctx;
+  char seen[112], pin[112];
+  unsigned i;
+
+  for (i = 0; i < p->ntold; i++)
+    if (memcmp(p->told[i], r->sha256, 32) == 0) {
+      xcm__log(ctx, XCM_LOG_DEBUG,
+               "upstream: %s:%d: the certificate refused before, again: %s",
+               p->opt.host, p->opt.port, r->why);
+      return;
+    }
+  memcpy(p->told[p->told_next], r->sha256, 32);
+  p->told_next = (p->told_next + 1) % 8;
+  if (p->ntold < 8)
+    p->ntold++;
+  xcm__tls_format_fingerprint(r->sha256, seen, sizeof seen);
+  if (r->pin != NULL) {
+    xcm__tls_format_fingerprint(r->pin, pin, sizeof pin);
+    xcm__log(ctx, XCM_LOG_ERROR,
+             "upstream: the certificate of %s:%d does not match the pinned "
+             "fingerprint: pinned %s, seen %s; no link comes up, and clients "
+             "are refused (told once per certificate)",
+             p->opt.host, p->opt.port, pin, seen);
+  } else {
+    xcm__log(ctx, XCM_LOG_ERROR,
+             "upstream: certificate verification failed for %s:%d: %s; no "
+             "link comes up, and clients are refused (told once per "
+             "certificate)",
+             p->opt.host, p->opt.port, r->why);
+  }
+  xcm__log(ctx, XCM_LOG_ERROR,
+           "upstream: the certificate seen: %s, subject \"%s\", issuer "
+           "\"%s\", valid %s to %s",
+           seen, r->subject, r->issuer, r->valid_from, r->valid_to);
+  xcm__log(ctx, XCM_LOG_ERROR,
+           "upstream: way out 1, pin this certificate: first compare the "
+           "fingerprint with the one Openfire has, on the Openfire host "
+           "(keytool -list -v -keystore " OPENFIRE_KEYSTORE
+           " -storepass changeit, its SHA256 line), then set: "
+           "[upstream] fingerprint = %s (manager.xml: "
+           "xmpp.server.certificate.fingerprint; API: "
+           "xcm_options.upstream_fingerprint)",
+           seen);
+  xcm__log(ctx, XCM_LOG_ERROR,
+           "upstream: way out 2, trust the CA that issued it%s: [upstream] "
+           "ca_file = /path/to/ca.pem (API: xcm_options.upstream_ca_file); "
+           "or give Openfire a certificate from a CA this host trusts",
+           r->pin != NULL ? " (instead of the pin)" : "");
+  xcm__log(ctx, XCM_LOG_ERROR,
+           "upstream: way out 3, not recommended (anyone in the path can "
+           "then read the secret and every session): [upstream] "
+           "accept_self_signed = yes (API: "
+           "xcm_options.upstream_accept_self_signed)");
+}
+
 /* ---- the pool ------------------------------------------------------------ */
 
 int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
@@ -829,6 +906,9 @@ int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
     memset(&to, 0, sizeof to);
     to.ca_file = p->opt.ca_file;
     to.verify = !p->opt.accept_self_signed;
+    to.pin_sha256 = p->opt.pin_sha256;
+    to.refused = on_refused;
+    to.refused_ud = p;
     if (p->opt.accept_self_signed)
       xcm__log(ctx, XCM_LOG_WARN,
                "upstream: NOT verifying the server's certificate "
