@@ -164,15 +164,16 @@ static int check_pin(const xcm_options *opt, unsigned char pin[32],
 
   if (xcm__tls_parse_fingerprint(fp, pin) != 0) {
     if (errbuf != NULL && errlen > 0)
-      snprintf(errbuf, errlen,
-               "upstream_fingerprint: \"%.80s%s\" is not a SHA-256 "
-               "fingerprint; expected \"sha256:\" and 64 hex digits, with "
-               "or without ':' between byte pairs, e.g. sha256:%s or "
-               "sha256:%s",
-               fp, strlen(fp) > 80 ? "..." : "",
-               "9F:86:D0:81:88:4C:7D:65:9A:2F:EA:A0:C5:5A:D0:15:A3:BF:4F:1B:"
-               "2B:0B:82:2C:D1:5D:6C:15:B0:F0:0A:08",
-               "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+      snprintf(
+          errbuf, errlen,
+          "upstream_fingerprint: \"%.80s%s\" is not a SHA-256 "
+          "fingerprint; expected \"sha256:\" and 64 hex digits, with "
+          "or without ':' between byte pairs, e.g. sha256:%s or "
+          "sha256:%s",
+          fp, strlen(fp) > 80 ? "..." : "",
+          "9F:86:D0:81:88:4C:7D:65:9A:2F:EA:A0:C5:5A:D0:15:A3:BF:4F:1B:"
+          "2B:0B:82:2C:D1:5D:6C:15:B0:F0:0A:08",
+          "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
     return XCM_EINVAL;
   }
   if (opt->upstream_accept_self_signed)

@@ -191,16 +191,16 @@ size_t xcm__stream_footprint(const xcm_stream *s);
 
 /* What a client saw of a server certificate it refused. */
 typedef struct xcm_tls_refusal {
-  const char *peer;          /* the host name asked for */
-  unsigned char sha256[32];  /* of the leaf certificate's DER */
-  const char *subject;       /* distinguished names, as text */
+  const char *peer;         /* the host name asked for */
+  unsigned char sha256[32]; /* of the leaf certificate's DER */
+  const char *subject;      /* distinguished names, as text */
   const char *issuer;
-  const char *valid_from;    /* "YYYY-MM-DD hh:mm:ss" (UTC) */
+  const char *valid_from; /* "YYYY-MM-DD hh:mm:ss" (UTC) */
   const char *valid_to;
-  int self_signed;           /* issued by itself */
-  uint32_t flags;            /* MBEDTLS_X509_BADCERT_*; 0 for a pin mismatch */
-  const char *why;           /* the reasons in words, "; "-separated */
-  const unsigned char *pin;  /* the pinned SHA-256 it did not match, or NULL */
+  int self_signed;          /* issued by itself */
+  uint32_t flags;           /* MBEDTLS_X509_BADCERT_*; 0 for a pin mismatch */
+  const char *why;          /* the reasons in words, "; "-separated */
+  const unsigned char *pin; /* the pinned SHA-256 it did not match, or NULL */
 } xcm_tls_refusal;
 
 /* "sha256:" and 64 hex digits, optionally with ':' between byte pairs,

@@ -676,9 +676,9 @@ static int on_verify(void *ud, mbedtls_x509_crt *crt, int depth,
   if (mbedtls_sha256_ret(crt->raw.p, crt->raw.len, li->sha256, 0) != 0)
     return MBEDTLS_ERR_X509_FATAL_ERROR;
   li->flags = *flags;
-  li->self_signed = crt->issuer_raw.len == crt->subject_raw.len &&
-                    memcmp(crt->issuer_raw.p, crt->subject_raw.p,
-                           crt->subject_raw.len) == 0;
+  li->self_signed =
+      crt->issuer_raw.len == crt->subject_raw.len &&
+      memcmp(crt->issuer_raw.p, crt->subject_raw.p, crt->subject_raw.len) == 0;
   if (mbedtls_x509_dn_gets(li->subject, sizeof li->subject, &crt->subject) < 0)
     snprintf(li->subject, sizeof li->subject, "?");
   if (mbedtls_x509_dn_gets(li->issuer, sizeof li->issuer, &crt->issuer) < 0)
@@ -807,10 +807,10 @@ static void describe_flags(const leaf_info *li, uint32_t flags,
     ADD("not valid before %s", li->valid_from);
   if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH)
     ADD("name mismatch (it is not for \"%s\")", host ? host : "");
-  flags &= ~(uint32_t)(MBEDTLS_X509_BADCERT_NOT_TRUSTED |
-                       MBEDTLS_X509_BADCERT_EXPIRED |
-                       MBEDTLS_X509_BADCERT_FUTURE |
-                       MBEDTLS_X509_BADCERT_CN_MISMATCH);
+  flags &=
+      ~(uint32_t)(MBEDTLS_X509_BADCERT_NOT_TRUSTED |
+                  MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE |
+                  MBEDTLS_X509_BADCERT_CN_MISMATCH);
   if (flags != 0 &&
       mbedtls_x509_crt_verify_info(rest, sizeof rest, "", flags) > 0) {
     for (p = rest; *p != '\0'; p++)
