@@ -164,6 +164,9 @@ int xcm__stream_is_tls(const xcm_stream *s);
 int xcm__stream_is_zlib(const xcm_stream *s);
 /* The ALPN protocol agreed in the TLS handshake, or NULL. */
 const char *xcm__stream_alpn(const xcm_stream *s);
+/* The handshake failed because the server's certificate was refused
+ * (and reported through xcm_tls_options.refused). */
+int xcm__stream_tls_refused(const xcm_stream *s);
 
 /* The peer's address as text (IPv4 or IPv6, no port; an IPv4-mapped IPv6
  * address is shown as IPv4); "" if unknown, e.g. after a reset. It is

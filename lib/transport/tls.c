@@ -77,6 +77,7 @@ struct xcm_tls {
   xcm_tls_recv_fn recv;
   void *ud;
   int done;
+  int refused;     /* the server's certificate, reported */
   leaf_info *leaf; /* client: see leaf_info */
 };
 
@@ -730,6 +731,7 @@ int xcm__tls_new(xcm_tls **out, xcm_tls_config *cfg, int is_server,
   t->recv = recv;
   t->ud = ud;
   t->done = 0;
+  t->refused = 0;
   t->leaf = NULL;
   err = mbedtls_ssl_setup(&t->ssl, &cfg->conf);
   if (err == 0 && !is_server && hostname != NULL)
@@ -879,6 +881,7 @@ int xcm__tls_handshake(xcm_tls *t, const char *peer) {
   if (t->leaf != NULL && t->cfg->refused != NULL &&
       (t->leaf->mismatch || err == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED)) {
     report_refusal(t);
+    t->refused = 1;
     return XCM_ETLS;
   }
   log_failure(t, "handshake", err, peer);
@@ -923,6 +926,10 @@ int xcm__tls_close_notify(xcm_tls *t) {
 int xcm__tls_has_pending(const xcm_tls *t) {
   return mbedtls_ssl_get_bytes_avail(&t->ssl) > 0 ||
          mbedtls_ssl_check_pending(&t->ssl);
+}
+
+int xcm__tls_refused(const xcm_tls *t) {
+  return t->refused;
 }
 
 const char *xcm__tls_alpn(const xcm_tls *t) {

@@ -446,7 +446,11 @@ static void on_tls_done(void *ud, int err) {
   xcm_link *l = ud;
 
   if (err != 0) {
-    xcm__link_drop(l, err, "TLS handshake with the server failed");
+    xcm__link_drop(l, err,
+                   xcm__stream_tls_refused(l->stream)
+                       ? "the server's certificate was refused (told at "
+                         "error level once per certificate)"
+                       : "TLS handshake with the server failed");
     return;
   }
   l->tls_on = 1;
