@@ -448,7 +448,7 @@ static void on_tls_done(void *ud, int err) {
   if (err != 0) {
     xcm__link_drop(l, err,
                    xcm__stream_tls_refused(l->stream)
-                       ? "the server's certificate was refused (told at "
+                       ? "TLS: the server's certificate was refused (told at "
                          "error level once per certificate)"
                        : "TLS handshake with the server failed");
     return;

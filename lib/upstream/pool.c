@@ -856,15 +856,22 @@ static void on_refused(void *ud, const xcm_tls_refusal *r) {
            "upstream: the certificate seen: %s, subject \"%s\", issuer "
            "\"%s\", valid %s to %s",
            seen, r->subject, r->issuer, r->valid_from, r->valid_to);
+  /* Out of band: s_client cannot speak to the CM port itself (Openfire
+   * refuses a jabber:client header there), so either the keystore or
+   * the client port, which has the same certificate unless set apart,
+   * from the Openfire host. */
   xcm__log(ctx, XCM_LOG_ERROR,
-           "upstream: way out 1, pin this certificate: first compare the "
-           "fingerprint with the one Openfire has, on the Openfire host "
-           "(keytool -list -v -keystore " OPENFIRE_KEYSTORE
-           " -storepass changeit, its SHA256 line), then set: "
-           "[upstream] fingerprint = %s (manager.xml: "
+           "upstream: way out 1, pin this certificate once you know it is "
+           "Openfire's: on the Openfire host, 'keytool -list -v "
+           "-keystore " OPENFIRE_KEYSTORE
+           " -storepass changeit' (or 'openssl s_client "
+           "-connect 127.0.0.1:5222 -starttls xmpp -xmpphost %s </dev/null "
+           "| openssl x509 -noout -fingerprint -sha256', the client port's "
+           "certificate, the same unless set apart) must show this "
+           "fingerprint; then set: [upstream] fingerprint = %s (manager.xml: "
            "xmpp.server.certificate.fingerprint; API: "
            "xcm_options.upstream_fingerprint)",
-           seen);
+           p->opt.domain, seen);
   xcm__log(ctx, XCM_LOG_ERROR,
            "upstream: way out 2, trust the CA that issued it%s: [upstream] "
            "ca_file = /path/to/ca.pem (API: xcm_options.upstream_ca_file); "
