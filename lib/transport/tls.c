@@ -871,6 +871,9 @@ int xcm__tls_handshake(xcm_tls *t, const char *peer) {
                "new one (and pin that)",
                peer, t->leaf->valid_to);
     }
+    /* Kept only for a refusal's report. */
+    xcm__free(t->cfg->ctx->alloc, t->leaf);
+    t->leaf = NULL;
     xcm__log(t->cfg->ctx, XCM_LOG_DEBUG, "TLS with %s: %s, %s", peer,
              mbedtls_ssl_get_version(&t->ssl),
              mbedtls_ssl_get_ciphersuite(&t->ssl));
