@@ -921,6 +921,12 @@ int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
                "upstream: NOT verifying the server's certificate "
                "(accept_self_signed): anyone in the path can read the "
                "secret and every session");
+    if (p->opt.pin_sha256 != NULL) {
+      xcm__tls_format_fingerprint(p->opt.pin_sha256, msg, sizeof msg);
+      xcm__log(ctx, XCM_LOG_INFO,
+               "upstream: trusting only the server certificate %s (pinned)",
+               msg);
+    }
     err = xcm__tls_config_new(&p->tls, ctx, 0, &to, msg, sizeof msg);
     if (err != 0)
       xcm__log(ctx, XCM_LOG_ERROR, "upstream TLS: %s", msg);
