@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "util/buf.h"
 #include "xcm/error.h"
+#include "proto/stream.h"
 #include "xml/element.h"
 #include "xml/reader.h"
 
@@ -848,15 +849,13 @@ static void test_unusual_header_context(void) {
 }
 
 static void test_assume_header(void) {
-  static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
-                                      {"", XCM_NS_CM}};
   fixture f;
   const char *d = "<route streamid='a'><message/></route>";
   size_t consumed;
 
   fx_init(&f, NULL);
   f.ctx.tree_levels = 2;
-  REQUIRE(xcm__xml_reader_assume_header(f.ctx.r, cm, 2) == 0);
+  REQUIRE(xcm__xml_reader_assume_header(f.ctx.r, &xcm__stream_cm) == 0);
   REQUIRE(xcm__xml_reader_feed(f.ctx.r, d, strlen(d), &consumed) == 0);
   CHECK_STR(f.ctx.log.data ? f.ctx.log.data : "",
             "S{jabber:connectionmanager}route d0 u0 [<route "
@@ -921,6 +920,8 @@ static void test_memory_per_reader(void) {
   before = heap_in_use();
   for (i = 0; i < N; i++) {
     REQUIRE(xcm__xml_reader_new(&r[i], pool, &cb, &n, NULL) == 0);
+    /* As the client layer sets it: the usual header is not copied. */
+    xcm__xml_reader_set_usual(r[i], &xcm__stream_client);
     REQUIRE(xcm__xml_reader_feed(r[i], STREAM_HDR "<presence/>",
                                  strlen(STREAM_HDR "<presence/>"),
                                  &consumed) == 0);
@@ -1030,6 +1031,7 @@ static void test_half_stanza_holds_no_parser(void) {
   before = heap_in_use();
   for (i = 0; i < N; i++) {
     REQUIRE(xcm__xml_reader_new(&rs[i], pool, &cb, &n, NULL) == 0);
+    xcm__xml_reader_set_usual(rs[i], &xcm__stream_client);
     REQUIRE(xcm__xml_reader_set_scan(rs[i], 1) == 0);
     REQUIRE(xcm__xml_reader_feed(rs[i], STREAM_HDR, strlen(STREAM_HDR),
                                  &consumed) == 0);
@@ -1633,14 +1635,13 @@ static int nested_outer(void *ud, const xcm_xml_stanza *s) {
   static const char answer[] =
       "<iq type='result' id='b1'><bind xmlns='urn:ietf:params:xml:ns:"
       "xmpp-bind'><jid>a@b/c</jid></bind></iq>";
-  static const xcm_xml_nsdecl ctx[] = {{"stream", XCM_NS_STREAMS},
-                                       {"", XCM_NS_CLIENT}};
   nested *n = ud;
   uint64_t before = xcm__xml_pool_scanned(n->pool);
 
   n->calls++;
-  CHECK_INT(xcm__xml_read_element(n->pool, answer, sizeof answer - 1, ctx, 2, 8,
-                                  1, nested_levels, nested_inner, n),
+  CHECK_INT(xcm__xml_read_standalone(n->pool, &xcm__stream_client, answer,
+                                     sizeof answer - 1, 8, 1, nested_levels,
+                                     nested_inner, n),
             0);
   /* Scanned, not handed to expat: a second scanner serves it. */
   CHECK_INT(xcm__xml_pool_scanned(n->pool), before + 1);
