@@ -1395,9 +1395,9 @@ static int keep(xcm_xml_reader *r, const char *p, size_t n) {
 /* The scanner for a scan starting now, or NULL when there is none: then
  * expat reads. A scanned element's tree lives in its scanner's scratch
  * while its callback runs, and the callback may read other bytes that
- * stand alone (the server's answer the client layer must look into, a
- * hook's replacement): those get the next scanner, made the first time,
- * so that a login's answers are scanned too. */
+ * stand alone (xml/element.h; the CM does for every answer a client gets
+ * while it logs in): those get the next scanner, made the first time,
+ * so that they are scanned too. */
 static xcm_xml_scan *scan_enter(xcm_xml_pool *pool) {
   xcm_xml_scan **sc;
 

@@ -121,10 +121,10 @@ typedef struct xcm_xml_stanza {
 
 /* What a stanza callback may return besides 0 and a negative error. */
 enum {
-  /* This element ends the document (in XMPP: STARTTLS, compression, SASL
-   * success restart the stream): feed returns right after it and the
+  /* This element ends the document: feed returns right after it and the
    * reader is back in its initial state, expecting a new header. The bytes
-   * after the element are not consumed. */
+   * after the element are not consumed (they may be another layer's, such
+   * as the start of a TLS handshake). */
   XCM_XML_RESTART = 1
 };
 
@@ -159,8 +159,8 @@ typedef struct xcm_xml_limits {
   /* Bytes of a depth-1 element for which stanza_start asked for a tree;
    * 0 for no cap other than max_stanza. A tree costs memory per element
    * (about 150 bytes for each node, even <a/>), so an owner that builds
-   * trees only to look into a few small elements (a client's iqs before
-   * authentication, <compress>) caps them well below max_stanza. A larger
+   * trees only to look into a few small elements caps them well below
+   * max_stanza. A larger
    * element is a policy-violation stream error ("element too large for
    * the CM to read"), from expat and the scanner alike. */
   size_t max_tree;
