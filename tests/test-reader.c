@@ -863,6 +863,64 @@ static void test_assume_header(void) {
   fx_free(&f);
 }
 
+/* The reader treats no namespace specially on its own: a context that is
+ * not XMPP's reads the same way, with both parsers. */
+static void test_owner_context(void) {
+  static const xcm_xml_nsdecl decls[] = {{"r", "urn:r"}, {"", "urn:d"}};
+  static const xcm_xml_context doc = {"r:doc", decls, 2};
+  const char *d = "<a/><r:b xmlns='urn:e'><r:c/></r:b></r:doc>";
+  int scan;
+
+  for (scan = 0; scan <= 1; scan++) {
+    fixture f;
+    size_t consumed;
+
+    fx_scan = scan;
+    fx_init(&f, NULL);
+    REQUIRE(xcm__xml_reader_assume_header(f.ctx.r, &doc) == 0);
+    REQUIRE(xcm__xml_reader_shrink(f.ctx.r) == 1);
+    REQUIRE(xcm__xml_reader_feed(f.ctx.r, d, strlen(d), &consumed) == 0);
+    CHECK_INT(consumed, strlen(d));
+    CHECK_STR(f.ctx.log.data ? f.ctx.log.data : "",
+              "S{urn:d}a d0 u0 [<a/>]\n"
+              "S{urn:r}b d1 u1 [<r:b xmlns='urn:e'><r:c/></r:b>]\n"
+              "E\n");
+    fx_free(&f);
+  }
+  fx_scan = 0;
+}
+
+/* The owner's usual header is pointed at, any other copied. */
+static void test_usual_header(void) {
+  static const xcm_xml_nsdecl decls[] = {{"", "urn:d"}, {"p", "urn:p"}};
+  static const xcm_xml_context usual = {"doc", decls, 2};
+  static const char *const hdrs[] = {
+      "<doc xmlns:p='urn:p' xmlns='urn:d'>",   /* the same, in another order */
+      "<doc xmlns='urn:d'>",                   /* fewer declarations */
+      "<p:doc xmlns:p='urn:p' xmlns='urn:d'>", /* another root name */
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof hdrs / sizeof hdrs[0]; i++) {
+    fixture f;
+    size_t consumed, n;
+    const xcm_xml_nsdecl *got;
+
+    fx_init(&f, NULL);
+    xcm__xml_reader_set_usual(f.ctx.r, &usual);
+    REQUIRE(xcm__xml_reader_feed(f.ctx.r, hdrs[i], strlen(hdrs[i]),
+                                 &consumed) == 0);
+    got = xcm__xml_reader_decls(f.ctx.r, &n);
+    CHECK_INT(got == decls, i == 0);
+    /* Shared or copied, the context primes the same: read on without a
+     * parser in between. */
+    REQUIRE(xcm__xml_reader_shrink(f.ctx.r) == 1);
+    REQUIRE(xcm__xml_reader_feed(f.ctx.r, "<p:x/>", 6, &consumed) ==
+            (i == 1 ? XCM_EXML : 0));
+    fx_free(&f);
+  }
+}
+
 static int count_stanzas(void *ud, const xcm_xml_stanza *s) {
   int *n = ud;
 
@@ -1698,6 +1756,8 @@ static const xcm_test tests[] = {
     {"shrink_and_resume", test_shrink_and_resume},
     {"unusual_header_context", test_unusual_header_context},
     {"assume_header", test_assume_header},
+    {"owner_context", test_owner_context},
+    {"usual_header", test_usual_header},
     {"pool_sharing", test_pool_sharing},
     {"memory_per_reader", test_memory_per_reader},
     {"half_stanza_holds_no_parser", test_half_stanza_holds_no_parser},

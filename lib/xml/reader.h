@@ -67,7 +67,7 @@ typedef struct xcm_xml_nsdecl {
  * and the declarations on the tag. The strings and the array stay the
  * owner's. */
 typedef struct xcm_xml_context {
-  const char *root;
+  const char *root; /* never NULL: "p:doc", or "doc" without a prefix */
   const xcm_xml_nsdecl *decls;
   size_t ndecls;
 } xcm_xml_context;
@@ -160,9 +160,9 @@ typedef struct xcm_xml_limits {
    * 0 for no cap other than max_stanza. A tree costs memory per element
    * (about 150 bytes for each node, even <a/>), so an owner that builds
    * trees only to look into a few small elements caps them well below
-   * max_stanza. A larger
-   * element is a policy-violation stream error ("element too large for
-   * the CM to read"), from expat and the scanner alike. */
+   * max_stanza. A larger element is a policy-violation stream error
+   * ("element too large for the CM to read"), from expat and the scanner
+   * alike. */
   size_t max_tree;
 } xcm_xml_limits;
 
