@@ -5,6 +5,7 @@
 
 #include "proto/cmproto.h"
 #include "proto/route.h"
+#include "proto/stream.h"
 #include "transport/stream.h"
 #include "upstream/link.h"
 #include "util/alloc.h"
@@ -594,8 +595,6 @@ static int payload_stanza(void *ud, const xcm_xml_stanza *st) {
  * cap and unescape by hand. The route held exactly this one element. */
 static void undeliverable(xcm_pool *p, xcm_up_session *s,
                           const xcm_xml_stanza *st, const xcm_route *r) {
-  static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
-                                      {"", XCM_NS_CM}};
   const xcm_xml_node *inner = st->root->children;
   payload_read pr = {p, s, r};
   int err;
@@ -606,8 +605,9 @@ static void undeliverable(xcm_pool *p, xcm_up_session *s,
     undeliverable_node(p, s, inner, r);
     return;
   }
-  err = xcm__xml_read_element(p->ctx->xml, r->inner, r->inner_len, cm, 2, 64, 0,
-                              payload_levels, payload_stanza, &pr);
+  err = xcm__xml_read_standalone(p->ctx->xml, &xcm__stream_cm, r->inner,
+                                 r->inner_len, 64, 0, payload_levels,
+                                 payload_stanza, &pr);
   if (err != 0)
     xcm__log(p->ctx, XCM_LOG_WARN,
              "upstream: could not read an undeliverable <%s/> for %s: %s",
