@@ -73,7 +73,7 @@ static void log_line(void *ud, int level, const char *msg) {
           msg);
 }
 
-static void stopped(xcm_cm *cm, void *ud) {
+static void stopped(void *ud, xcm_cm *cm) {
   gateway *g = ud;
 
   (void)cm;
@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   g.word = argc > 6 ? argv[6] : "spam";
-  memset(&o, 0, sizeof o);
+  xcm_options_init(&o, sizeof o);
   o.server_host = argv[1];
   o.server_port = atoi(argv[2]);
   o.secret = argv[3];
@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   xcm_cm_set_stanza_hook(g.cm, filter, &g);
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   lo.host = "127.0.0.1";
   lo.port = 0;
   if (xcm_cm_listen(g.cm, &lo, err, sizeof err) != 0 ||

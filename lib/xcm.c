@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include "core/ctx.h"
+#include "options.h"
 #include "session/session.h"
 #include "transport/stream.h"
 #include "upstream/pool.h"
 #include "util/alloc.h"
+#include "util/sized.h"
 #include "xml/reader.h"
 
 #define MAX_LISTENERS 16
@@ -54,7 +56,7 @@ struct xcm_cm {
   int open_handles; /* listeners' handles, the drain timer, the pool */
   uv_timer_t drain;
   unsigned drain_ms;
-  void (*shutdown_cb)(xcm_cm *cm, void *ud);
+  xcm_shutdown_fn shutdown_cb;
   xcm_link_fn link_events;
   void *link_events_ud;
   void *shutdown_ud;
@@ -157,62 +159,32 @@ static void free_failed(xcm_ctx *ctx) {
 int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
                char *errbuf, size_t errlen) {
   xcm_cm *cm;
+  xcm_options o;
   xcm_pool_options po;
   int err;
 
   *out = NULL;
-  if (opt->domain == NULL || opt->domain[0] == '\0') {
-    errmsg(errbuf, errlen, "%sthe XMPP domain is not set", "");
-    return XCM_EINVAL;
-  }
-  if (opt->name == NULL || opt->name[0] == '\0' || opt->secret == NULL ||
-      opt->secret[0] == '\0') {
-    errmsg(errbuf, errlen,
-           "%sthe CM name and the shared secret must both be set", "");
-    return XCM_EINVAL;
-  }
-  /* The upstream address NAME/PREFIXn-m lives in a fixed buffer of the
-   * link (XCM_POOL_MAX_JID): refuse what would not fit rather than cut
-   * it. */
-  if (strlen(opt->name) +
-          strlen(opt->resource_prefix ? opt->resource_prefix : "w") + 24 >
-      XCM_POOL_MAX_JID) {
-    errmsg(errbuf, errlen,
-           "%sthe CM name and resource prefix are too long together (at "
-           "most 232 bytes)",
-           "");
-    return XCM_EINVAL;
-  }
-  cm = xcm__calloc(opt->alloc, sizeof(*cm));
+  err = xcm__options_resolve(&o, opt, errbuf, errlen);
+  if (err != 0)
+    return err;
+  cm = xcm__calloc(o.alloc, sizeof(*cm));
   if (cm == NULL)
     return XCM_ENOMEM;
-  err = copy_options(cm, opt);
+  err = copy_options(cm, &o);
   if (err == 0)
-    err = xcm__ctx_init(&cm->ctx, loop, opt->alloc);
+    err = xcm__ctx_init(&cm->ctx, loop, o.alloc);
   if (err != 0) {
-    xcm__free(opt->alloc, cm->strings);
-    xcm__free(opt->alloc, cm);
+    xcm__free(o.alloc, cm->strings);
+    xcm__free(o.alloc, cm);
     return err;
   }
-  cm->ctx.log = opt->log;
-  cm->ctx.log_ud = opt->log_ud;
-  xcm__xml_pool_set_scan(cm->ctx.xml, !opt->expat_only);
-  cm->ctx.log_level = opt->log_level ? opt->log_level : XCM_LOG_INFO;
+  cm->ctx.log = o.log;
+  cm->ctx.log_ud = o.log_ud;
+  xcm__xml_pool_set_scan(cm->ctx.xml, !o.expat_only);
+  cm->ctx.log_level = o.log_level;
 
-  memset(&po, 0, sizeof po);
-  po.host = cm->opt.server_host;
-  po.port = opt->server_port;
-  po.domain = cm->opt.domain;
-  po.name = cm->opt.name;
-  po.secret = cm->opt.secret;
-  po.resource_prefix = cm->opt.resource_prefix;
-  po.connections = opt->connections;
-  po.tls = (enum xcm_pool_tls)opt->upstream_tls;
-  po.ca_file = cm->opt.upstream_ca_file;
-  po.accept_self_signed = opt->upstream_accept_self_signed;
-  po.zlib = opt->upstream_zlib;
-  po.keepalive_ms = opt->keepalive_ms;
-  po.dead_after_ms = opt->dead_after_ms;
+  /* Strings from the instance's own copy. */
+  xcm__pool_options_from(&po, &cm->opt);
   err = xcm__pool_new(&cm->pool, &cm->ctx, &po, &pool_events, cm);
   if (err != 0) {
     errmsg(errbuf, errlen, "cannot set up the upstream pool: %s",
@@ -224,9 +196,8 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
   }
   xcm__sessions_init(&cm->sessions, &cm->ctx, &cm->stats);
   cm->sessions.pool = cm->pool;
-  cm->sessions.max_clients = opt->max_clients ? opt->max_clients : 10000;
-  cm->sessions.max_per_address =
-      opt->max_per_address ? opt->max_per_address : 100;
+  cm->sessions.max_clients = o.max_clients;
+  cm->sessions.max_per_address = o.max_per_address;
   uv_timer_init(loop, &cm->drain);
   cm->drain.data = cm;
   *out = cm;
@@ -350,14 +321,21 @@ static void orphan_closed(uv_handle_t *h) {
   orphan_free(h->data);
 }
 
-int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
+int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
                   size_t errlen) {
   struct sockaddr_storage ss;
-  const char *host = lo->host ? lo->host : "127.0.0.1";
-  int port = lo->port;
+  xcm_listen_options opts;
+  const xcm_listen_options *lo = &opts;
+  const char *host;
+  int port;
   listener *l;
   int err, namelen;
 
+  err = xcm__listen_options_resolve(&opts, in, errbuf, errlen);
+  if (err != 0)
+    return err;
+  host = lo->host;
+  port = lo->port;
   if (cm->nlisteners == MAX_LISTENERS)
     return XCM_ELIMIT;
   if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
@@ -392,23 +370,10 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
       return XCM_ENOMEM;
     }
   }
-  l->cfg.domain = cm->opt.domain;
-  l->cfg.max_stanza_preauth = cm->opt.max_stanza_preauth;
-  l->cfg.max_stanza = cm->opt.max_stanza;
-  l->cfg.max_depth = cm->opt.max_depth;
-  l->cfg.header_timeout_ms = cm->opt.header_timeout_ms;
-  l->cfg.auth_timeout_ms = cm->opt.auth_timeout_ms;
-  l->cfg.idle_timeout_ms = cm->opt.idle_timeout_ms;
-  l->cfg.max_out = cm->opt.max_client_out;
-  l->cfg.rate = cm->opt.rate;
-  l->cfg.burst = cm->opt.burst;
-  l->cfg.rate_bytes = cm->opt.rate_bytes;
-  l->cfg.burst_bytes = cm->opt.burst_bytes;
+  xcm__client_cfg_from(&l->cfg, &cm->opt);
   l->cfg.stats = &cm->stats;
-  l->cfg.compression = cm->opt.compression;
   l->cfg.tls = l->tls;
   l->cfg.direct_tls = lo->direct_tls;
-  l->cfg.upstream_wait_ms = cm->opt.upstream_wait_ms;
   l->cfg.policy = current_policy;
   l->cfg.policy_ud = cm;
   err = uv_tcp_init_ex(cm->ctx.loop, &l->tcp, ss.ss_family);
@@ -511,12 +476,20 @@ int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp) {
   return xcm__session_accept(&cm->sessions, &cm->listeners[i]->cfg, tcp);
 }
 
-int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *t,
+int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *in,
                   const char *peer, xcm_conn **out) {
+  xcm_transport tr, *t = &tr;
   xcm_stream *s;
   int err;
 
   *out = NULL;
+  /* The table is copied: read as much of it as the caller has. */
+  memset(&tr, 0, sizeof tr);
+  err = xcm__sized_read(&tr, sizeof tr, in,
+                        offsetof(xcm_transport, write) + sizeof tr.write,
+                        "xcm_transport", "it with .size = sizeof it", NULL, 0);
+  if (err != 0 || tr.write == NULL || tr.close == NULL)
+    return XCM_EINVAL;
   if (i >= cm->nlisteners || cm->stopping)
     return cm->stopping ? XCM_ECLOSED : XCM_EINVAL;
   err = xcm__session_attach(&cm->sessions, &cm->listeners[i]->cfg, t, peer, &s);
@@ -534,7 +507,7 @@ void xcm_conn_input_end(xcm_conn *c) {
 }
 
 int xcm_cm_listener_port(const xcm_cm *cm, unsigned i) {
-  return i < cm->nlisteners ? cm->listeners[i]->port : -1;
+  return i < cm->nlisteners ? cm->listeners[i]->port : XCM_EINVAL;
 }
 
 int xcm_cm_start(xcm_cm *cm) {
@@ -561,7 +534,7 @@ static void ctx_closed(xcm_ctx *ctx) {
   xcm_cm *cm = (xcm_cm *)ctx;
 
   if (cm->shutdown_cb != NULL)
-    cm->shutdown_cb(cm, cm->shutdown_ud);
+    cm->shutdown_cb(cm->shutdown_ud, cm);
 }
 
 static void handle_closed(xcm_cm *cm) {
@@ -610,12 +583,12 @@ static void sessions_empty(void *ud) {
                  cm->drain_ms < 200 ? cm->drain_ms : 200, 0);
 }
 
-void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
-                     void (*cb)(xcm_cm *cm, void *ud), void *ud) {
+int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms, xcm_shutdown_fn cb,
+                    void *ud) {
   unsigned i;
 
   if (cm->stopping)
-    return;
+    return XCM_ECLOSED;
   cm->stopping = 1;
   cm->shutdown_cb = cb;
   cm->shutdown_ud = ud;
@@ -630,13 +603,14 @@ void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
   }
   cm->sessions.empty = sessions_empty;
   cm->sessions.empty_ud = cm;
-  cm->drain_ms = drain_ms ? drain_ms : 5000;
+  cm->drain_ms = drain_ms;
   uv_timer_start(&cm->drain, drain_timeout, cm->drain_ms, 0);
   if (cm->sessions.count == 0)
     sessions_empty(cm);
   else
     xcm__sessions_fail_all(&cm->sessions, XCM_COND_SYSTEM_SHUTDOWN,
                            "the connection manager is shutting down");
+  return 0;
 }
 
 void xcm_cm_free(xcm_cm *cm) {
@@ -662,13 +636,19 @@ void xcm_cm_free(xcm_cm *cm) {
   xcm__free(alloc, cm);
 }
 
-void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out) {
-  *out = cm->stats;
-  out->upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
+int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
+  xcm_stats st;
+
+  if (out == NULL)
+    return XCM_EINVAL;
+  st = cm->stats;
+  st.upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
   /* The parser pool goes before the shutdown callback runs; the
    * statistics stay readable until xcm_cm_free, as libuv's handles do. */
-  out->xml_parsers_busy =
+  st.xml_parsers_busy =
       cm->ctx.xml != NULL ? (unsigned)xcm__xml_pool_busy(cm->ctx.xml) : 0;
+  xcm__sized_write(out, size, &st, sizeof st);
+  return 0;
 }
 
 int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen) {
@@ -725,13 +705,32 @@ void xcm_cm_set_session_events(xcm_cm *cm, xcm_session_fn fn, void *ud) {
   cm->sessions.events_ud = ud;
 }
 
-int xcm_cm_session(xcm_cm *cm, const char *sid, xcm_session_info *out) {
+int xcm_cm_session(const xcm_cm *cm, const char *sid, xcm_session_info *out,
+                   size_t size) {
+  const xcm_session *s = xcm__sessions_find(&cm->sessions, sid);
+  xcm_session_info info;
+
+  if (s == NULL)
+    return XCM_ENOTFOUND;
+  xcm__session_info(s, &info);
+  xcm__sized_write(out, size, &info, sizeof info);
+  return 0;
+}
+
+int xcm_cm_session_set_data(xcm_cm *cm, const char *sid, void *data) {
   xcm_session *s = xcm__sessions_find(&cm->sessions, sid);
 
   if (s == NULL)
     return XCM_ENOTFOUND;
-  xcm__session_info(s, out);
+  xcm__session_set_data(s, data);
   return 0;
+}
+
+int xcm_cm_session_get_data(const xcm_cm *cm, const char *sid, void **out) {
+  const xcm_session *s = xcm__sessions_find(&cm->sessions, sid);
+
+  *out = s != NULL ? xcm__session_data(s) : NULL;
+  return s != NULL ? 0 : XCM_ENOTFOUND;
 }
 
 int xcm_cm_close_session(xcm_cm *cm, const char *sid, xcm_cond cond,
@@ -745,17 +744,25 @@ int xcm_cm_close_session(xcm_cm *cm, const char *sid, xcm_cond cond,
 }
 
 unsigned xcm_cm_upstream_links(const xcm_cm *cm) {
-  return cm->opt.connections ? cm->opt.connections : 5;
+  return cm->opt.connections;
 }
 
-int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out) {
-  memset(out, 0, sizeof(*out));
-  if (cm->pool == NULL || i >= xcm_cm_upstream_links(cm))
+int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out,
+                         size_t size) {
+  xcm_link_info info;
+
+  if (i >= cm->opt.connections)
     return XCM_EINVAL;
-  out->up = xcm__pool_link_state(cm->pool, i, &out->resource) == XCM_LINK_UP;
-  out->tls = xcm__pool_link_tls(cm->pool, i);
-  out->compressed = xcm__pool_link_zlib(cm->pool, i);
-  out->queued = xcm__pool_link_queued(cm->pool, i);
+  memset(&info, 0, sizeof info);
+  /* After the shutdown the pool is gone: its links read as down until
+   * xcm_cm_free, as libuv's handles stay readable until freed. */
+  if (cm->pool != NULL) {
+    info.up = xcm__pool_link_state(cm->pool, i, &info.resource) == XCM_LINK_UP;
+    info.tls = xcm__pool_link_tls(cm->pool, i);
+    info.compressed = xcm__pool_link_zlib(cm->pool, i);
+    info.queued = xcm__pool_link_queued(cm->pool, i);
+  }
+  xcm__sized_write(out, size, &info, sizeof info);
   return 0;
 }
 

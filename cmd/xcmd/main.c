@@ -129,12 +129,12 @@ static void say(int level, const char *fmt, ...) {
 
 /* ---- workers ------------------------------------------------------------ */
 
-static void kit_closed(xcm_testkit *kit, void *ud) {
+static void kit_closed(void *ud, xcm_testkit *kit) {
   (void)kit;
   (void)ud;
 }
 
-static void worker_stopped(xcm_cm *cm, void *ud) {
+static void worker_stopped(void *ud, xcm_cm *cm) {
   worker *w = ud;
 
   (void)cm;
@@ -173,7 +173,7 @@ static void worker_main(void *arg) {
 
     /* The demo upstream logged each violation as it came (error level);
      * say it once more where nobody can miss it. A demo goes on. */
-    xcm_testkit_get_stats(w->kit, &st);
+    xcm_testkit_get_stats(w->kit, &st, sizeof st);
     if (st.violations > 0) {
       char line[1024];
 
@@ -193,7 +193,7 @@ static int demo_upstream(worker *w, xcm_options *o) {
   char err[256];
   static const char *users[][2] = {{"alice", "alice"}, {"bob", "bob"}};
 
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   ko.domain = o->domain;
   ko.secret = o->secret;
   ko.heartbeat_ms = 30000;

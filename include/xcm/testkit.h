@@ -106,10 +106,12 @@ typedef void (*xcm_testkit_stanza_fn)(void *ud, xcm_testkit *kit,
                                       const char *jid, const char *stanza,
                                       size_t len);
 
-/* Fill with xcm_testkit_options_init(), which sets the defaults in
- * brackets (those of the captures), then change what the test needs.
- * Strings and the policy are copied by xcm_testkit_new(). */
+/* Fill with xcm_testkit_options_init(&opt, sizeof opt), which sets
+ * size and the defaults in brackets (those of the captures), then change
+ * what the test needs. Strings and the policy are copied by
+ * xcm_testkit_new(). The struct grows at its end only (doc/abi.md). */
 typedef struct xcm_testkit_options {
+  size_t size;        /* sizeof the caller's struct, set by the init */
   const char *domain; /* ["example.test"] */
   const char *secret; /* ["cmsecret"] */
   const char *host;   /* ["127.0.0.1"] */
@@ -160,6 +162,7 @@ typedef struct xcm_testkit_options {
   const xcm_allocator *alloc; /* [the C library's] */
 } xcm_testkit_options;
 
+/* Filled by xcm_testkit_get_stats: it grows at its end only. */
 typedef struct xcm_testkit_stats {
   uint64_t accepted;          /* TCP connections on the CM port */
   uint64_t handshakes;        /* accepted handshakes */
@@ -189,11 +192,14 @@ typedef struct xcm_testkit_stats {
   uint64_t violations;
 } xcm_testkit_stats;
 
-void xcm_testkit_options_init(xcm_testkit_options *opt);
+/* Set size and every field of *opt to its default; size is sizeof *opt
+ * as the caller was compiled. 0, or XCM_EINVAL for a size too small. */
+int xcm_testkit_options_init(xcm_testkit_options *opt, size_t size);
 
 /* Listen on host:port right away (the port is known on return). opt NULL
- * means the defaults. errbuf (may be NULL) receives a message naming the
- * problem. */
+ * means the defaults; otherwise it must come from
+ * xcm_testkit_options_init (XCM_EINVAL). errbuf (may be NULL) receives a
+ * message naming the problem. */
 int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
                     const xcm_testkit_options *opt, char *errbuf,
                     size_t errlen);
@@ -201,8 +207,8 @@ int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
 /* Stop listening and abort every connection without a word (as a
  * crashed server would), then call cb once every handle is closed.
  * Safe to call from an event callback. */
-void xcm_testkit_close(xcm_testkit *kit, void (*cb)(xcm_testkit *kit, void *ud),
-                       void *ud);
+typedef void (*xcm_testkit_close_fn)(void *ud, xcm_testkit *kit);
+void xcm_testkit_close(xcm_testkit *kit, xcm_testkit_close_fn cb, void *ud);
 /* After the close callback ran. */
 void xcm_testkit_free(xcm_testkit *kit);
 
@@ -283,7 +289,10 @@ unsigned xcm_testkit_sessions(const xcm_testkit *kit);
 /* 1 if full_jid is bound, 2 if it is also available, else 0. */
 int xcm_testkit_jid_state(const xcm_testkit *kit, const char *full_jid);
 
-void xcm_testkit_get_stats(const xcm_testkit *kit, xcm_testkit_stats *out);
+/* Copy the counters into out, as much as size (sizeof *out as the
+ * caller was compiled) holds. 0, or XCM_EINVAL for a NULL out. */
+int xcm_testkit_get_stats(const xcm_testkit *kit, xcm_testkit_stats *out,
+                          size_t size);
 
 /* The first violation (see xcm_testkit_stats.violations) as text: the
  * connection ("CM connection #N (CM/RES)"), the byte offset in what it

@@ -15,6 +15,7 @@ struct xcm_session {
   xcm_up_session *up;
   xcm_session *prev, *next;
   struct addr_count *addr;
+  void *data; /* the owner's (xcm_cm_session_set_data) */
 };
 
 static void event(xcm_session *s, xcm_session_event ev,
@@ -31,12 +32,12 @@ void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_stats *stats) {
   memset(t, 0, sizeof(*t));
   t->ctx = ctx;
   t->stats = stats;
-  t->max_clients = t->max_per_address = XCM_UNLIMITED;
+  t->max_clients = t->max_per_address = XCM__OFF;
   xcm__map_init(&t->per_address, ctx->alloc);
   xcm__map_init(&t->by_sid, ctx->alloc);
 }
 
-xcm_session *xcm__sessions_find(xcm_sessions *t, const char *sid) {
+xcm_session *xcm__sessions_find(const xcm_sessions *t, const char *sid) {
   return sid != NULL ? (xcm_session *)xcm__map_get(&t->by_sid, sid, strlen(sid))
                      : NULL;
 }
@@ -50,6 +51,15 @@ void xcm__session_info(const xcm_session *s, xcm_session_info *out) {
   out->tls = xcm__client_secured(s->client);
   out->compressed = xcm__client_compressed(s->client);
   out->link = s->up != NULL ? xcm__up_session_link(s->up) : -1;
+  out->data = s->data;
+}
+
+void xcm__session_set_data(xcm_session *s, void *data) {
+  s->data = data;
+}
+
+void *xcm__session_data(const xcm_session *s) {
+  return s->data;
 }
 
 void xcm__session_close(xcm_session *s, xcm_cond cond, const char *text) {
@@ -103,6 +113,7 @@ static xcm_verdict ask_hook(xcm_session *s, xcm_direction dir, const char *name,
   info.name = name;
   info.bytes = bytes;
   info.len = len;
+  info.session_data = s->data;
   *rep = NULL;
   *rep_len = 0;
   return s->table->hook(s->table->hook_ud, &info, rep, rep_len);
@@ -468,7 +479,7 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
     refuse(t, tcp, &t->stats->clients_refused_total_limit);
     return XCM_EBUSY;
   }
-  if (t->max_per_address != XCM_UNLIMITED) {
+  if (t->max_per_address != XCM__OFF) {
     a = count_address(t, tcp, &over);
     if (over) {
       refuse(t, tcp, &t->stats->clients_refused_address_limit);

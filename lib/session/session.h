@@ -23,8 +23,8 @@ typedef struct xcm_sessions {
   xcm_map by_sid;
   xcm_session_fn events; /* NULL: none */
   void *events_ud;
-  unsigned max_clients;     /* XCM_UNLIMITED: none */
-  unsigned max_per_address; /* XCM_UNLIMITED: none */
+  unsigned max_clients;     /* XCM__OFF: none */
+  unsigned max_per_address; /* XCM__OFF: none */
   xcm_stanza_hook hook;     /* NULL: none */
   void *hook_ud;
   /* Called when the last session is gone (for the shutdown). */
@@ -42,9 +42,12 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
                         uv_tcp_t *tcp);
 
 /* The session of stream id sid, or NULL. */
-xcm_session *xcm__sessions_find(xcm_sessions *t, const char *sid);
+xcm_session *xcm__sessions_find(const xcm_sessions *t, const char *sid);
 /* What a session is now; strings valid until it changes or ends. */
 void xcm__session_info(const xcm_session *s, xcm_session_info *out);
+/* The owner's data for the session (NULL until set); never freed here. */
+void xcm__session_set_data(xcm_session *s, void *data);
+void *xcm__session_data(const xcm_session *s);
 /* End it with a stream error (text static or the caller's until return:
  * it is written at once). */
 void xcm__session_close(xcm_session *s, xcm_cond cond, const char *text);

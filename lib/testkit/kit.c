@@ -6,17 +6,24 @@
 #include "proto/cmproto.h"
 #include "testkit/testkit.h"
 #include "util/alloc.h"
+#include "util/sized.h"
 #include "xcm/error.h"
 #include "xml/writer.h"
 
 #define DEFAULT_MAX_OUT (4u << 20)
 
-void xcm_testkit_options_init(xcm_testkit_options *opt) {
+/* The least size of an initialised xcm_testkit_options: the size field
+ * and the first after it. */
+#define MIN_OPTIONS_SIZE                                                       \
+  (offsetof(xcm_testkit_options, domain) + sizeof(const char *))
+
+static void set_defaults(xcm_testkit_options *opt) {
   static const char *const mechs[] = {"PLAIN", "ANONYMOUS", "SCRAM-SHA-1",
                                       "DIGEST-MD5"};
   unsigned i;
 
   memset(opt, 0, sizeof(*opt));
+  opt->size = sizeof(*opt);
   opt->domain = "example.test";
   opt->secret = "cmsecret";
   opt->host = "127.0.0.1";
@@ -34,6 +41,13 @@ void xcm_testkit_options_init(xcm_testkit_options *opt) {
   opt->max_out = DEFAULT_MAX_OUT;
   opt->log_level = XCM_LOG_INFO;
   opt->witness = 1;
+}
+
+int xcm_testkit_options_init(xcm_testkit_options *opt, size_t size) {
+  xcm_testkit_options d;
+
+  set_defaults(&d);
+  return xcm__sized_init(opt, size, &d, sizeof d, MIN_OPTIONS_SIZE);
 }
 
 /* ---- re-entrancy --------------------------------------------------- */
@@ -513,7 +527,7 @@ static void ctx_closed(xcm_ctx *ctx) {
   if (kit->self_free)
     xcm_testkit_free(kit);
   else if (kit->close_cb != NULL)
-    kit->close_cb(kit, kit->close_ud);
+    kit->close_cb(kit->close_ud, kit);
 }
 
 static void free_group(xcm_map_entry *e, void *ud) {
@@ -590,18 +604,22 @@ static void do_close(xcm_testkit *kit) {
 }
 
 int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
-                    const xcm_testkit_options *opt, char *errbuf,
+                    const xcm_testkit_options *in, char *errbuf,
                     size_t errlen) {
-  xcm_testkit_options defaults;
+  xcm_testkit_options o, *opt = &o;
   const xcm_allocator *a;
   xcm_testkit *kit;
   int err;
 
   if (out == NULL || loop == NULL)
     return XCM_EINVAL;
-  if (opt == NULL) {
-    xcm_testkit_options_init(&defaults);
-    opt = &defaults;
+  set_defaults(&o);
+  if (in != NULL) {
+    err = xcm__sized_read(
+        &o, sizeof o, in, MIN_OPTIONS_SIZE, "xcm_testkit_options",
+        "xcm_testkit_options_init(&opt, sizeof opt)", errbuf, errlen);
+    if (err != 0)
+      return err;
   }
   if (!options_valid(opt)) {
     if (errbuf != NULL)
@@ -622,7 +640,7 @@ int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
   }
   kit->ctx.log = opt->log;
   kit->ctx.log_ud = opt->log_ud;
-  kit->ctx.log_level = opt->log_level ? opt->log_level : XCM_LOG_INFO;
+  kit->ctx.log_level = opt->log_level;
   xcm__map_init(&kit->groups, a);
   xcm__map_init(&kit->users, a);
   xcm__map_init(&kit->jids, a);
@@ -656,8 +674,7 @@ int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
   return 0;
 }
 
-void xcm_testkit_close(xcm_testkit *kit, void (*cb)(xcm_testkit *kit, void *ud),
-                       void *ud) {
+void xcm_testkit_close(xcm_testkit *kit, xcm_testkit_close_fn cb, void *ud) {
   if (kit->closing || kit->close_pending)
     return;
   kit->close_cb = cb;
@@ -1009,8 +1026,12 @@ int xcm_testkit_jid_state(const xcm_testkit *kit, const char *full_jid) {
   return s->available ? 2 : 1;
 }
 
-void xcm_testkit_get_stats(const xcm_testkit *kit, xcm_testkit_stats *out) {
-  *out = kit->stats;
+int xcm_testkit_get_stats(const xcm_testkit *kit, xcm_testkit_stats *out,
+                          size_t size) {
+  if (out == NULL)
+    return XCM_EINVAL;
+  xcm__sized_write(out, size, &kit->stats, sizeof kit->stats);
+  return 0;
 }
 
 const char *xcm_testkit_first_violation(const xcm_testkit *kit) {
