@@ -205,10 +205,11 @@ int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
                     size_t errlen);
 
 /* Stop listening and abort every connection without a word (as a
- * crashed server would), then call cb once every handle is closed.
- * Safe to call from an event callback. */
+ * crashed server would), then call cb (may be NULL) once every handle
+ * is closed. Safe to call from an event callback. 0, or XCM_ECLOSED when
+ * a close is already under way (cb is not called twice). */
 typedef void (*xcm_testkit_close_fn)(void *ud, xcm_testkit *kit);
-void xcm_testkit_close(xcm_testkit *kit, xcm_testkit_close_fn cb, void *ud);
+int xcm_testkit_close(xcm_testkit *kit, xcm_testkit_close_fn cb, void *ud);
 /* After the close callback ran. */
 void xcm_testkit_free(xcm_testkit *kit);
 

@@ -674,15 +674,16 @@ int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
   return 0;
 }
 
-void xcm_testkit_close(xcm_testkit *kit, xcm_testkit_close_fn cb, void *ud) {
+int xcm_testkit_close(xcm_testkit *kit, xcm_testkit_close_fn cb, void *ud) {
   if (kit->closing || kit->close_pending)
-    return;
+    return XCM_ECLOSED;
   kit->close_cb = cb;
   kit->close_ud = ud;
   if (kit->busy > 0)
     kit->close_pending = 1;
   else
     do_close(kit);
+  return 0;
 }
 
 void xcm_testkit_free(xcm_testkit *kit) {
