@@ -48,7 +48,11 @@ struct xcm_cm {
   char *strings;
   xcm_pool *pool;
   xcm_sessions sessions;
-  xcm_stats stats;
+  xcm_counters counters; /* the session layer's, for xcm_cm_stats */
+  xcm_session_fn session_events;
+  void *session_events_ud;
+  xcm_stanza_hook hook;
+  void *hook_ud;
   listener *listeners[MAX_LISTENERS];
   unsigned nlisteners;
   int started;
@@ -121,8 +125,7 @@ static void on_link(void *ud, unsigned index, const char *resource, int up,
   (void)err;
   if (cm->link_events != NULL)
     cm->link_events(cm->link_events_ud, index, resource, up, why, NULL);
-  cm->stats.upstream_links_up = xcm__pool_links_up(cm->pool);
-  if (up && cm->stats.upstream_links_up == 1)
+  if (up && xcm__pool_links_up(cm->pool) == 1)
     xcm__sessions_retry(&cm->sessions);
   if (up)
     xcm__log(&cm->ctx, XCM_LOG_INFO, "upstream %s is up%s%s", resource,
@@ -194,7 +197,7 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
     xcm__ctx_close(&cm->ctx, free_failed);
     return err;
   }
-  xcm__sessions_init(&cm->sessions, &cm->ctx, &cm->stats);
+  xcm__sessions_init(&cm->sessions, &cm->ctx, &cm->counters);
   cm->sessions.pool = cm->pool;
   cm->sessions.max_clients = o.max_clients;
   cm->sessions.max_per_address = o.max_per_address;
@@ -371,7 +374,7 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
     }
   }
   xcm__client_cfg_from(&l->cfg, &cm->opt);
-  l->cfg.stats = &cm->stats;
+  l->cfg.counters = &cm->counters;
   l->cfg.tls = l->tls;
   l->cfg.direct_tls = lo->direct_tls;
   l->cfg.policy = current_policy;
@@ -637,11 +640,30 @@ void xcm_cm_free(xcm_cm *cm) {
 }
 
 int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
+  const xcm_counters *c = &cm->counters;
   xcm_stats st;
 
   if (out == NULL)
     return XCM_EINVAL;
-  st = cm->stats;
+  memset(&st, 0, sizeof st);
+  st.clients_accepted = c->clients_accepted;
+  st.clients_refused = c->clients_refused;
+  st.clients_now = c->clients_now;
+  st.clients_tls_now = c->clients_tls_now;
+  st.sessions_authenticated = c->sessions_authenticated;
+  st.stanzas_in = c->stanzas_in;
+  st.stanzas_out = c->stanzas_out;
+  st.bytes_in = c->bytes_in;
+  st.bytes_out = c->bytes_out;
+  memcpy(st.stream_errors, c->stream_errors, sizeof st.stream_errors);
+  st.failed_returned = c->failed_returned;
+  st.sessions_lost = c->sessions_lost;
+  st.hook_dropped = c->hook_dropped;
+  st.clients_refused_total_limit = c->clients_refused_total_limit;
+  st.clients_refused_address_limit = c->clients_refused_address_limit;
+  st.header_timeouts = c->header_timeouts;
+  st.auth_timeouts = c->auth_timeouts;
+  st.reads_shaped = c->reads_shaped;
   st.upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
   /* The parser pool goes before the shutdown callback runs; the
    * statistics stay readable until xcm_cm_free, as libuv's handles do. */
@@ -700,9 +722,47 @@ void xcm_cm_set_link_events(xcm_cm *cm, xcm_link_fn fn, void *ud) {
   cm->link_events_ud = ud;
 }
 
+static void session_info(const xcm_session *s, xcm_session_info *info) {
+  xcm_session_view v;
+
+  xcm__session_view(s, &v);
+  memset(info, 0, sizeof *info);
+  info->sid = v.sid;
+  info->peer = v.peer;
+  info->jid = v.jid;
+  info->authenticated = v.authenticated;
+  info->tls = v.tls;
+  info->compressed = v.compressed;
+  info->link = v.link;
+  info->data = v.data;
+}
+
+_Static_assert(XCM__SESSION_OPENED == (int)XCM_SESSION_OPENED &&
+                   XCM__SESSION_AUTHENTICATED ==
+                       (int)XCM_SESSION_AUTHENTICATED &&
+                   XCM__SESSION_BOUND == (int)XCM_SESSION_BOUND &&
+                   XCM__SESSION_CLOSED == (int)XCM_SESSION_CLOSED,
+               "the session layer's events are the public ones");
+
+static void on_session_event(void *ud, enum xcm_session_ev ev,
+                             const xcm_session *s, const xcm_client_end *end) {
+  xcm_cm *cm = ud;
+  xcm_session_info info;
+
+  session_info(s, &info);
+  if (end != NULL) {
+    info.cond = end->cond;
+    info.text = end->text;
+  }
+  /* The session layer's events are the public ones, in the same order. */
+  cm->session_events(cm->session_events_ud, (xcm_session_event)ev, &info);
+}
+
 void xcm_cm_set_session_events(xcm_cm *cm, xcm_session_fn fn, void *ud) {
-  cm->sessions.events = fn;
-  cm->sessions.events_ud = ud;
+  cm->session_events = fn;
+  cm->session_events_ud = ud;
+  cm->sessions.events = fn != NULL ? on_session_event : NULL;
+  cm->sessions.events_ud = cm;
 }
 
 int xcm_cm_session(const xcm_cm *cm, const char *sid, xcm_session_info *out,
@@ -712,7 +772,7 @@ int xcm_cm_session(const xcm_cm *cm, const char *sid, xcm_session_info *out,
 
   if (s == NULL)
     return XCM_ENOTFOUND;
-  xcm__session_info(s, &info);
+  session_info(s, &info);
   xcm__sized_write(out, size, &info, sizeof info);
   return 0;
 }
@@ -766,9 +826,37 @@ int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out,
   return 0;
 }
 
+static enum xcm_hook_verdict on_hook(void *ud, const xcm_session *s,
+                                     int to_client, const char *name,
+                                     const char *bytes, size_t len,
+                                     const char **rep, size_t *rep_len) {
+  xcm_cm *cm = ud;
+  xcm_stanza_info info;
+  xcm_session_view v;
+
+  xcm__session_view(s, &v);
+  memset(&info, 0, sizeof info);
+  info.dir = to_client ? XCM_TO_CLIENT : XCM_TO_SERVER;
+  info.sid = v.sid;
+  info.name = name;
+  info.bytes = bytes;
+  info.len = len;
+  info.session_data = v.data;
+  switch (cm->hook(cm->hook_ud, &info, rep, rep_len)) {
+  case XCM_DROP:
+    return XCM__HOOK_DROP;
+  case XCM_REPLACE:
+    return XCM__HOOK_REPLACE;
+  default:
+    return XCM__HOOK_PASS; /* XCM_PASS, or no verdict at all */
+  }
+}
+
 void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook, void *ud) {
-  cm->sessions.hook = hook;
-  cm->sessions.hook_ud = ud;
+  cm->hook = hook;
+  cm->hook_ud = ud;
+  cm->sessions.hook = hook != NULL ? on_hook : NULL;
+  cm->sessions.hook_ud = cm;
 }
 
 const xcm_policy *xcm_cm_policy(const xcm_cm *cm) {

@@ -426,8 +426,8 @@ static void shape(xcm_client *c) {
 
   if (wait == 0 || c->stream == NULL || (c->flags & F_CLOSING))
     return;
-  if (!(c->flags & F_SHAPED) && c->cfg->stats != NULL)
-    c->cfg->stats->reads_shaped++;
+  if (!(c->flags & F_SHAPED) && c->cfg->counters != NULL)
+    c->cfg->counters->reads_shaped++;
   c->flags |= F_SHAPED;
   xcm__stream_pause(c->stream);
   /* Sooner than a timeout the timer waits for already, or that one
@@ -696,7 +696,7 @@ static uint64_t deadline(uint64_t from, unsigned ms) {
 
 static void on_timer(uv_timer_t *t) {
   xcm_client *c = t->data;
-  xcm_stats *st = c->cfg->stats;
+  xcm_counters *st = c->cfg->counters;
   uint64_t n = now(c), next, wait;
   /* A header that was read either opened the session or waits for an
    * upstream link; a refused one ended the client. */

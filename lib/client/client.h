@@ -18,8 +18,9 @@
 #include "transport/stream.h"
 #include "xcm/condition.h"
 #include "xcm/policy.h"
+#include "session/counters.h"
 #include "xcm/route.h"
-#include "xcm/xcm.h"
+#include "xcm/transport.h"
 #include "xml/reader.h"
 
 typedef struct xcm_client xcm_client;
@@ -51,7 +52,7 @@ typedef struct xcm_client_cfg {
   const xcm_policy *(*policy)(void *ud);
   void *policy_ud;
   /* Where timeouts and shaped reads are counted; may be NULL. */
-  xcm_stats *stats;
+  xcm_counters *counters;
 } xcm_client_cfg;
 
 /* Why a client went away. */
