@@ -247,6 +247,10 @@ static void test_allocator_and_testkit_sizes(void) {
   CHECK_INT(xcm_testkit_new(&kit, &loop, &ko, err, sizeof err), XCM_EINVAL);
   CHECK(strstr(err, "xcm_testkit_options not initialised") != NULL);
   CHECK(kit == NULL);
+  xcm_testkit_options_init(&ko, sizeof ko);
+  ko.alloc = &a; /* its size is still 0 */
+  CHECK_INT(xcm_testkit_new(&kit, &loop, &ko, err, sizeof err), XCM_EINVAL);
+  CHECK(kit == NULL);
   CHECK_INT(uv_loop_close(&loop), 0);
 }
 

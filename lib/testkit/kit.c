@@ -450,7 +450,11 @@ static int options_valid(const xcm_testkit_options *opt) {
           xcm__xml_chars_valid(opt->secret, strlen(opt->secret))) &&
          (unsigned)opt->link_tls <= XCM_TESTKIT_LINK_TLS_REQUIRE &&
          (unsigned)opt->conflict <= XCM_TESTKIT_CONFLICT_TAKEOVER &&
-         opt->port >= 0 && opt->port < 65536;
+         opt->port >= 0 && opt->port < 65536 &&
+         /* An allocator table must say its size (doc/abi.md). */
+         (opt->alloc == NULL ||
+          opt->alloc->size >=
+              offsetof(xcm_allocator, realloc) + sizeof opt->alloc->realloc);
 }
 
 static char *dup_opt(const xcm_allocator *a, const char *s, const char *def,
