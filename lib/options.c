@@ -146,10 +146,12 @@ int xcm__options_resolve(xcm_options *o, const xcm_options *in, char *errbuf,
   if (o->alloc != NULL) {
     xcm_allocator a;
 
+    /* The library calls through the caller's table itself: it must hold
+     * every field of the first version (realloc and ud). */
     memset(&a, 0, sizeof a);
-    err = xcm__sized_read(&a, sizeof a, o->alloc,
-                          MIN_SIZE(xcm_allocator, realloc), "xcm_allocator",
-                          "it with .size = sizeof it", errbuf, errlen);
+    err = xcm__sized_read(&a, sizeof a, o->alloc, MIN_SIZE(xcm_allocator, ud),
+                          "xcm_allocator", "it with .size = sizeof it", errbuf,
+                          errlen);
     if (err != 0)
       return err;
     if (a.realloc == NULL)

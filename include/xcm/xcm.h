@@ -61,7 +61,7 @@ typedef struct xcm_options {
   unsigned connections;            /* [5]; 1 to 64 */
   xcm_upstream_tls upstream_tls;   /* [XCM_UPSTREAM_TLS_OPTIONAL] */
   const char *upstream_ca_file;    /* trust for the server's certificate
-                                      [NULL: the system's default, none] */
+                                      [NULL: the system's CA bundle] */
   int upstream_accept_self_signed; /* skip verification (logged loudly) [0] */
   int upstream_zlib;               /* compress upstream links if offered [0] */
   unsigned keepalive_ms;           /* [30000]; at least 1 */

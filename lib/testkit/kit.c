@@ -454,7 +454,7 @@ static int options_valid(const xcm_testkit_options *opt) {
          /* An allocator table must say its size (doc/abi.md). */
          (opt->alloc == NULL ||
           opt->alloc->size >=
-              offsetof(xcm_allocator, realloc) + sizeof opt->alloc->realloc);
+              offsetof(xcm_allocator, ud) + sizeof opt->alloc->ud);
 }
 
 static char *dup_opt(const xcm_allocator *a, const char *s, const char *def,
