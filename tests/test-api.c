@@ -251,6 +251,14 @@ static void test_allocator_and_testkit_sizes(void) {
   ko.alloc = &a; /* its size is still 0 */
   CHECK_INT(xcm_testkit_new(&kit, &loop, &ko, err, sizeof err), XCM_EINVAL);
   CHECK(kit == NULL);
+  /* Zero is a value there too. */
+  xcm_testkit_options_init(&ko, sizeof ko);
+  ko.offline_max = 0;
+  CHECK_INT(xcm_testkit_new(&kit, &loop, &ko, err, sizeof err), XCM_EINVAL);
+  xcm_testkit_options_init(&ko, sizeof ko);
+  ko.domain = NULL;
+  CHECK_INT(xcm_testkit_new(&kit, &loop, &ko, err, sizeof err), XCM_EINVAL);
+  CHECK(kit == NULL);
   CHECK_INT(uv_loop_close(&loop), 0);
 }
 

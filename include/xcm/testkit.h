@@ -140,10 +140,11 @@ typedef struct xcm_testkit_options {
   uint64_t seed;         /* [0: from the system]: stream ids, iq ids and
                             the random connection; SCRAM nonces always
                             come from the system */
-  unsigned offline_max;  /* [1000] messages stored per user */
-  unsigned max_sessions; /* [100000] client sessions over all CMs */
+  unsigned offline_max;  /* [1000] messages stored per user; at least 1 */
+  unsigned max_sessions; /* [100000] client sessions over all CMs; at
+                            least 1 */
   size_t max_out;        /* [4 MiB] queued for one CM connection; a CM
-                            that lets more pile up is dropped */
+                            that lets more pile up is dropped; at least 1 */
   /* [0] Unknown users may log in with SASL PLAIN (or XEP-0078) and get
    * an account with the password they gave (demos, load tests). SCRAM
    * cannot: the server must know the password before the exchange. */

@@ -442,12 +442,15 @@ static int listen_on(xcm_testkit *kit, char *errbuf, size_t errlen) {
 
 /* ---- lifecycle ----------------------------------------------------- */
 
+/* Every field holds its value (set_defaults has the defaults): NULL
+ * strings and zero counts are refused, not taken for the default. */
 static int options_valid(const xcm_testkit_options *opt) {
-  const char *d = opt->domain != NULL ? opt->domain : "example.test";
-
-  return policy_valid(&opt->client_policy) && valid_node(d) &&
-         (opt->secret == NULL ||
-          xcm__xml_chars_valid(opt->secret, strlen(opt->secret))) &&
+  return policy_valid(&opt->client_policy) && opt->domain != NULL &&
+         valid_node(opt->domain) && opt->secret != NULL &&
+         xcm__xml_chars_valid(opt->secret, strlen(opt->secret)) &&
+         opt->host != NULL && opt->offline_max > 0 && opt->max_sessions > 0 &&
+         opt->max_out > 0 && opt->log_level >= XCM_LOG_ERROR &&
+         opt->log_level <= XCM_LOG_DEBUG &&
          (unsigned)opt->link_tls <= XCM_TESTKIT_LINK_TLS_REQUIRE &&
          (unsigned)opt->conflict <= XCM_TESTKIT_CONFLICT_TAKEOVER &&
          opt->port >= 0 && opt->port < 65536 &&
@@ -457,12 +460,9 @@ static int options_valid(const xcm_testkit_options *opt) {
               offsetof(xcm_allocator, ud) + sizeof opt->alloc->ud);
 }
 
-static char *dup_opt(const xcm_allocator *a, const char *s, const char *def,
-                     int *err) {
+static char *dup_opt(const xcm_allocator *a, const char *s, int *err) {
   char *d;
 
-  if (s == NULL)
-    s = def;
   if (s == NULL)
     return NULL;
   d = xcm__strndup(a, s, strlen(s));
@@ -476,22 +476,16 @@ static int copy_options(xcm_testkit *kit, const xcm_testkit_options *opt) {
   int err = 0;
 
   kit->opt = *opt;
-  kit->domain = dup_opt(a, opt->domain, "example.test", &err);
-  kit->secret = dup_opt(a, opt->secret, "cmsecret", &err);
-  kit->host = dup_opt(a, opt->host, "127.0.0.1", &err);
-  kit->cert_file = dup_opt(a, opt->cert_file, NULL, &err);
-  kit->key_file = dup_opt(a, opt->key_file, NULL, &err);
+  kit->domain = dup_opt(a, opt->domain, &err);
+  kit->secret = dup_opt(a, opt->secret, &err);
+  kit->host = dup_opt(a, opt->host, &err);
+  kit->cert_file = dup_opt(a, opt->cert_file, &err);
+  kit->key_file = dup_opt(a, opt->key_file, &err);
   kit->opt.domain = kit->domain;
   kit->opt.secret = kit->secret;
   kit->opt.host = kit->host;
   kit->opt.cert_file = kit->cert_file;
   kit->opt.key_file = kit->key_file;
-  if (kit->opt.offline_max == 0)
-    kit->opt.offline_max = 1000;
-  if (kit->opt.max_sessions == 0)
-    kit->opt.max_sessions = 100000;
-  if (kit->opt.max_out == 0)
-    kit->opt.max_out = DEFAULT_MAX_OUT;
   return err;
 }
 
