@@ -7,7 +7,8 @@ import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER = ["xcm.h", "transport.h", "route.h", "proto.h", "policy.h",
-         "testkit.h", "condition.h", "error.h", "alloc.h", "log.h"]
+         "testkit.h", "condition.h", "error.h", "alloc.h", "log.h",
+         "version.h", "export.h"]
 
 
 def clean(comment):
@@ -25,11 +26,17 @@ def clean(comment):
 def items(text):
     """(comment, declaration) pairs at file level."""
     body = re.sub(r"#ifdef __cplusplus.*?#endif", "", text, flags=re.S)
+    # The export mark is for the linker (doc/abi.md), not the reader.
+    # clang-format aligned continuation lines after the mark: undo that.
+    body = re.sub(r"\bXCM_EXTERN (.*?;)",
+                  lambda m: m.group(1).replace("\n" + " " * 11, "\n"),
+                  body, flags=re.S)
     # Constants (#define XCM_NAME value) are declarations too; include
     # guards and other preprocessor lines are not.
     body = re.sub(r"^(#define XCM_\w+[ \t]+\S.*)$", r"\1;", body,
                   flags=re.M)
-    body = re.sub(r"^#(?!define XCM_\w+[ \t]+\S).*$", "", body, flags=re.M)
+    body = re.sub(r"^#(?!define XCM_\w+[ \t]+\S)(?:.*\\\n)*.*$", "", body,
+                  flags=re.M)
     parts = re.split(r"(/\*.*?\*/)", body, flags=re.S)
     pending = ""
     result = []

@@ -20,10 +20,9 @@
 #include <uv.h>
 
 #include "config.h"
+#include "demo.h"
 #include "metrics.h"
-#include "xcm/testkit.h"
 #include "xcm/xcm.h"
-#include "xcm_config.h"
 
 #define MAX_WORKERS 64
 
@@ -34,7 +33,7 @@ typedef struct worker {
   uv_async_t stop;
   uv_async_t reload;
   xcm_cm *cm;
-  xcm_testkit *kit; /* --demo only */
+  xcmd_demo *demo; /* --demo only */
   xcmd_metrics_worker metrics;
   char prefix[16];
   char name[16];
@@ -129,11 +128,6 @@ static void say(int level, const char *fmt, ...) {
 
 /* ---- workers ------------------------------------------------------------ */
 
-static void kit_closed(xcm_testkit *kit, void *ud) {
-  (void)kit;
-  (void)ud;
-}
-
 static void worker_stopped(xcm_cm *cm, void *ud) {
   worker *w = ud;
 
@@ -144,8 +138,7 @@ static void worker_stopped(xcm_cm *cm, void *ud) {
   uv_close((uv_handle_t *)&w->reload, NULL);
   /* The demo's upstream lives on this loop too; with the CM drained it
    * can go, and the loop ends. */
-  if (w->kit != NULL)
-    xcm_testkit_close(w->kit, kit_closed, w);
+  xcmd_demo_stop(w->demo);
 }
 
 static void on_stop(uv_async_t *a) {
@@ -168,52 +161,7 @@ static void worker_main(void *arg) {
   worker *w = arg;
 
   uv_run(&w->loop, UV_RUN_DEFAULT);
-  if (w->kit != NULL) {
-    xcm_testkit_stats st;
-
-    /* The demo upstream logged each violation as it came (error level);
-     * say it once more where nobody can miss it. A demo goes on. */
-    xcm_testkit_get_stats(w->kit, &st);
-    if (st.violations > 0) {
-      char line[1024];
-
-      snprintf(line, sizeof line,
-               "demo upstream: the CM broke the protocol %llu time(s); the "
-               "first: %s",
-               (unsigned long long)st.violations,
-               xcm_testkit_first_violation(w->kit));
-      log_line(w->name, XCM_LOG_ERROR, line);
-    }
-    xcm_testkit_free(w->kit);
-  }
-}
-
-static int demo_upstream(worker *w, xcm_options *o) {
-  xcm_testkit_options ko;
-  char err[256];
-  static const char *users[][2] = {{"alice", "alice"}, {"bob", "bob"}};
-
-  xcm_testkit_options_init(&ko);
-  ko.domain = o->domain;
-  ko.secret = o->secret;
-  ko.heartbeat_ms = 30000;
-  /* Anyone may log in with any password the first time: the account is
-   * made on the spot, so a newcomer needs to read nothing first. */
-  ko.open_accounts = 1;
-  ko.log = worker_log;
-  ko.log_ud = w;
-  if (xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) != 0) {
-    say(XCM_LOG_ERROR, "demo upstream: %s", err);
-    return -1;
-  }
-  xcm_testkit_add_account(w->kit, users[0][0], users[0][1]);
-  xcm_testkit_add_account(w->kit, users[1][0], users[1][1]);
-  xcm_testkit_add_roster_item(w->kit, "alice", "bob@localhost", "Bob", "both");
-  xcm_testkit_add_roster_item(w->kit, "bob", "alice@localhost", "Alice",
-                              "both");
-  o->server_host = "127.0.0.1";
-  o->server_port = xcm_testkit_port(w->kit);
-  return 0;
+  xcmd_demo_free(w->demo, worker_log, w);
 }
 
 static int worker_init(daemon_state *d, worker *w, unsigned index) {
@@ -245,8 +193,11 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
   if (uv_loop_init(&w->loop) != 0)
     return -1;
   w->loop.data = d;
-  if (d->demo && demo_upstream(w, &o) != 0)
+  if (d->demo && xcmd_demo_start(&w->demo, &w->loop, &o, worker_log, w, err,
+                                 sizeof err) != 0) {
+    say(XCM_LOG_ERROR, "%s", err);
     return -1;
+  }
   if (xcm_cm_new(&w->cm, &w->loop, &o, err, sizeof err) != 0) {
     say(XCM_LOG_ERROR, "%s", err);
     return -1;
@@ -403,12 +354,18 @@ int main(int argc, char **argv) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
     if (strcmp(a, "--version") == 0) {
-      printf("xcmd %s (libxcm)\n", XCM_VERSION);
+      printf("xcmd %s (libxcm)\n", xcm_version_string());
       return 0;
     } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       usage(stdout);
       return 0;
     } else if (strcmp(a, "--demo") == 0) {
+      if (!xcmd_demo_available) {
+        fprintf(stderr, "xcmd: --demo: this xcmd was built without the demo "
+                        "upstream (the testkit); run cmd/demo from the "
+                        "source tree, which builds xcmd-demo\n");
+        return 2;
+      }
       d.demo = 1;
     } else if ((strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) && v) {
       file = v;
@@ -515,8 +472,9 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  say(XCM_LOG_INFO, "xcmd %s started: %u worker%s, domain %s", XCM_VERSION,
-      d.nworkers, d.nworkers == 1 ? "" : "s", d.cfg.opt.domain);
+  say(XCM_LOG_INFO, "xcmd %s started: %u worker%s, domain %s",
+      xcm_version_string(), d.nworkers, d.nworkers == 1 ? "" : "s",
+      d.cfg.opt.domain);
   if (d.demo)
     say(XCM_LOG_INFO,
         "demo: point an XMPP client at 127.0.0.1 port %d and log in as "

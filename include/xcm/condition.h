@@ -2,6 +2,8 @@
 #ifndef XCM_CONDITION_H
 #define XCM_CONDITION_H
 
+#include "xcm/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -38,10 +40,10 @@ typedef enum xcm_cond {
 
 /* The element name of cond as written on the wire, e.g. "not-well-formed";
  * "" for XCM_COND_NONE or an out-of-range value. */
-const char *xcm_cond_name(xcm_cond cond);
+XCM_EXTERN const char *xcm_cond_name(xcm_cond cond);
 
 /* The condition whose element name is name (len bytes), or XCM_COND_NONE. */
-xcm_cond xcm_cond_from_name(const char *name, unsigned long len);
+XCM_EXTERN xcm_cond xcm_cond_from_name(const char *name, unsigned long len);
 
 #ifdef __cplusplus
 }

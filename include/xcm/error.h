@@ -8,6 +8,8 @@
 #ifndef XCM_ERROR_H
 #define XCM_ERROR_H
 
+#include "xcm/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -27,15 +29,15 @@ enum xcm_error {
   XCM_ETIMEDOUT = -4011, /* a deadline passed */
   XCM_EBUSY = -4012,     /* resource temporarily exhausted; retry later */
   XCM_ECONFIG = -4013,   /* invalid configuration */
-  XCM_ETOOBIG = -4014,   /* output does not fit the buffer given */
+  XCM_ETOOBIG = -4014    /* output does not fit the buffer given */
 };
 
 /* A static, human-readable description of err (an xcm_error or a libuv
  * code). Never NULL. */
-const char *xcm_strerror(int err);
+XCM_EXTERN const char *xcm_strerror(int err);
 
 /* The symbolic name of err, e.g. "XCM_ENOMEM" or "ECONNRESET". Never NULL. */
-const char *xcm_err_name(int err);
+XCM_EXTERN const char *xcm_err_name(int err);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,8 @@
 #ifndef XCM_POLICY_H
 #define XCM_POLICY_H
 
+#include "xcm/export.h"
+
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -38,10 +40,11 @@ typedef struct xcm_policy {
  * mechanisms=PLAIN,SCRAM-SHA-1 compression=zlib auth=no register=yes".
  * snprintf semantics: returns the length of the whole summary; out gets as
  * much of it as fits, always NUL-terminated when cap > 0. */
-int xcm_policy_describe(char *out, size_t cap, const xcm_policy *p);
+XCM_EXTERN int xcm_policy_describe(char *out, size_t cap, const xcm_policy *p);
 
 /* 1 if p announces the SASL mechanism name (len bytes), else 0. */
-int xcm_policy_has_mechanism(const xcm_policy *p, const char *name, size_t len);
+XCM_EXTERN int xcm_policy_has_mechanism(const xcm_policy *p, const char *name,
+                                        size_t len);
 
 #ifdef __cplusplus
 }

@@ -20,6 +20,8 @@
 #ifndef XCM_PROTO_H
 #define XCM_PROTO_H
 
+#include "xcm/export.h"
+
 #include <stddef.h>
 
 #include "xcm/condition.h"
@@ -32,52 +34,55 @@ extern "C" {
 /* Upstream ------------------------------------------------------------ */
 
 /* The stream header opening an upstream connection. */
-int xcm_cm_stream_open(char *out, size_t cap, const char *cm_jid);
+XCM_EXTERN int xcm_cm_stream_open(char *out, size_t cap, const char *cm_jid);
 
 /* The XEP-0114 handshake digest: lowercase hex SHA-1 of the upstream
  * stream id (as received, unescaped) followed by the shared secret.
  * hex receives 40 digits and a NUL. Returns 0 or a negative error. */
-int xcm_cm_handshake_digest(char hex[41], const char *stream_id,
-                            const char *secret);
+XCM_EXTERN int xcm_cm_handshake_digest(char hex[41], const char *stream_id,
+                                       const char *secret);
 
 /* <handshake>digest</handshake> for stream_id and secret. */
-int xcm_cm_handshake(char *out, size_t cap, const char *stream_id,
-                     const char *secret);
+XCM_EXTERN int xcm_cm_handshake(char *out, size_t cap, const char *stream_id,
+                                const char *secret);
 
 /* An empty iq result, from cm_jid to domain: the answer to the
  * configuration iq and to a server-initiated session close. */
-int xcm_cm_iq_result(char *out, size_t cap, const char *cm_jid,
-                     const char *domain, const char *id);
+XCM_EXTERN int xcm_cm_iq_result(char *out, size_t cap, const char *cm_jid,
+                                const char *domain, const char *id);
 
 /* Session requests for client session sid. create: host_name and
  * host_addr (the client's address, checked by Openfire against its
  * allow and block lists) are each optional; with neither, no <host/>. */
-int xcm_cm_session_create(char *out, size_t cap, const char *cm_jid,
-                          const char *domain, const char *id, const char *sid,
-                          const char *host_name, const char *host_addr);
-int xcm_cm_session_close(char *out, size_t cap, const char *cm_jid,
-                         const char *domain, const char *id, const char *sid);
+XCM_EXTERN int xcm_cm_session_create(char *out, size_t cap, const char *cm_jid,
+                                     const char *domain, const char *id,
+                                     const char *sid, const char *host_name,
+                                     const char *host_addr);
+XCM_EXTERN int xcm_cm_session_close(char *out, size_t cap, const char *cm_jid,
+                                    const char *domain, const char *id,
+                                    const char *sid);
 
 /* Returns one undeliverable stanza to the server (it stores a message
  * offline). stanza is inserted as is: exactly one complete element,
  * carrying its own xmlns="jabber:client". */
-int xcm_cm_session_failed(char *out, size_t cap, const char *cm_jid,
-                          const char *domain, const char *id, const char *sid,
-                          const char *stanza, size_t stanza_len);
+XCM_EXTERN int xcm_cm_session_failed(char *out, size_t cap, const char *cm_jid,
+                                     const char *domain, const char *id,
+                                     const char *sid, const char *stanza,
+                                     size_t stanza_len);
 
 /* The item-not-found error answering a server's close (or failed) for a
  * session sid the CM does not know. */
-int xcm_cm_session_not_found(char *out, size_t cap, const char *cm_jid,
-                             const char *domain, const char *id,
-                             const char *sid);
+XCM_EXTERN int xcm_cm_session_not_found(char *out, size_t cap,
+                                        const char *cm_jid, const char *domain,
+                                        const char *id, const char *sid);
 
 /* The error a gone client would have given to an iq get or set sent to
  * it: unexpected-request, type wait. id, from and to are the original
  * iq's attributes (each may be NULL when it had none); the answer goes
  * back from the original to, to the original from. The caller routes it
  * to the server on the client's behalf. */
-int xcm_cm_iq_bounce(char *out, size_t cap, const char *id, const char *from,
-                     const char *to);
+XCM_EXTERN int xcm_cm_iq_bounce(char *out, size_t cap, const char *id,
+                                const char *from, const char *to);
 
 /* Client side ---------------------------------------------------------- */
 
@@ -85,8 +90,9 @@ int xcm_cm_iq_bounce(char *out, size_t cap, const char *id, const char *from,
  * root with from=domain and id=sid (both required), version="1.0" when
  * version_1 (the client asked for an RFC 6120 stream) and xml:lang when
  * lang is not NULL. */
-int xcm_client_stream_open(char *out, size_t cap, const char *domain,
-                           const char *sid, const char *lang, int version_1);
+XCM_EXTERN int xcm_client_stream_open(char *out, size_t cap, const char *domain,
+                                      const char *sid, const char *lang,
+                                      int version_1);
 
 enum xcm_feature_flags {
   XCM_FEATURE_STARTTLS = 1u << 0,
@@ -124,18 +130,20 @@ enum xcm_stream_state {
  * is not compressed yet. Compression waits for authentication as XEP-0170
  * recommends: offered to anybody, it lets an unauthenticated peer make the
  * CM inflate large amounts of data cheaply. */
-void xcm_features_from_policy(xcm_features *f, const xcm_policy *p,
-                              unsigned state);
+XCM_EXTERN void xcm_features_from_policy(xcm_features *f, const xcm_policy *p,
+                                         unsigned state);
 
-int xcm_client_features(char *out, size_t cap, const xcm_features *f);
+XCM_EXTERN int xcm_client_features(char *out, size_t cap,
+                                   const xcm_features *f);
 
 /* A stream error (cond must be a condition, not XCM_COND_NONE), with a
  * <text/> child when text is not NULL. Written with the stream: prefix
  * the CM's own header binds. */
-int xcm_stream_error(char *out, size_t cap, xcm_cond cond, const char *text);
+XCM_EXTERN int xcm_stream_error(char *out, size_t cap, xcm_cond cond,
+                                const char *text);
 
 /* </stream:stream> */
-int xcm_stream_close(char *out, size_t cap);
+XCM_EXTERN int xcm_stream_close(char *out, size_t cap);
 
 #ifdef __cplusplus
 }

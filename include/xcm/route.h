@@ -10,6 +10,8 @@
 #ifndef XCM_ROUTE_H
 #define XCM_ROUTE_H
 
+#include "xcm/export.h"
+
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -36,15 +38,16 @@ typedef struct xcm_route {
  * with snprintf semantics (see xcm/proto.h): returns the full length; if
  * that is >= cap, out holds "". Returns XCM_EXML if stanza is not exactly
  * one well-formed element, XCM_EINVAL for unusable attribute values. */
-int xcm_route_wrap(char *out, size_t cap, const char *stanza, size_t len,
-                   const char *streamid, const char *to, const char *from);
+XCM_EXTERN int xcm_route_wrap(char *out, size_t cap, const char *stanza,
+                              size_t len, const char *streamid, const char *to,
+                              const char *from);
 
 /* Parse one <route> element from bytes. On success *out is a new route
  * owned by the caller (free it with xcm_route_free); its strings are
  * copies. Returns XCM_EXML for malformed XML and XCM_EPROTO for a route
  * that must not be forwarded (no streamid, no element, several). */
-int xcm_route_unwrap(const char *bytes, size_t len, xcm_route **out);
-void xcm_route_free(xcm_route *route);
+XCM_EXTERN int xcm_route_unwrap(const char *bytes, size_t len, xcm_route **out);
+XCM_EXTERN void xcm_route_free(xcm_route *route);
 
 #ifdef __cplusplus
 }

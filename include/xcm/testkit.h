@@ -37,9 +37,11 @@
 #ifndef XCM_TESTKIT_H
 #define XCM_TESTKIT_H
 
+#include "xcm/export.h"
+
 #include <stddef.h>
 #include <stdint.h>
-#include <uv.h>
+#include "xcm/xcm.h" /* and uv.h, checked there */
 
 #include "xcm/alloc.h"
 #include "xcm/condition.h"
@@ -189,44 +191,46 @@ typedef struct xcm_testkit_stats {
   uint64_t violations;
 } xcm_testkit_stats;
 
-void xcm_testkit_options_init(xcm_testkit_options *opt);
+XCM_EXTERN void xcm_testkit_options_init(xcm_testkit_options *opt);
 
 /* Listen on host:port right away (the port is known on return). opt NULL
  * means the defaults. errbuf (may be NULL) receives a message naming the
  * problem. */
-int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
-                    const xcm_testkit_options *opt, char *errbuf,
-                    size_t errlen);
+XCM_EXTERN int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
+                               const xcm_testkit_options *opt, char *errbuf,
+                               size_t errlen);
 
 /* Stop listening and abort every connection without a word (as a
  * crashed server would), then call cb once every handle is closed.
  * Safe to call from an event callback. */
-void xcm_testkit_close(xcm_testkit *kit, void (*cb)(xcm_testkit *kit, void *ud),
-                       void *ud);
+XCM_EXTERN void xcm_testkit_close(xcm_testkit *kit,
+                                  void (*cb)(xcm_testkit *kit, void *ud),
+                                  void *ud);
 /* After the close callback ran. */
-void xcm_testkit_free(xcm_testkit *kit);
+XCM_EXTERN void xcm_testkit_free(xcm_testkit *kit);
 
-int xcm_testkit_port(const xcm_testkit *kit);
-const char *xcm_testkit_domain(const xcm_testkit *kit);
+XCM_EXTERN int xcm_testkit_port(const xcm_testkit *kit);
+XCM_EXTERN const char *xcm_testkit_domain(const xcm_testkit *kit);
 
 /* Accounts and rosters ---------------------------------------------- */
 
 /* Add user (the local part, no domain) or change its password. */
-int xcm_testkit_add_account(xcm_testkit *kit, const char *user,
-                            const char *password);
+XCM_EXTERN int xcm_testkit_add_account(xcm_testkit *kit, const char *user,
+                                       const char *password);
 
 /* Put contact (a bare JID) on owner's roster, or update the item. name
  * may be NULL; subscription is "none", "to", "from" or "both". Presence
  * follows RFC 6121: owner's presence goes to contacts of subscription
  * "from" or "both", and owner receives the presence of "to" or "both"
  * contacts. Tests add both directions for two users who see each other. */
-int xcm_testkit_add_roster_item(xcm_testkit *kit, const char *owner,
-                                const char *contact, const char *name,
-                                const char *subscription);
+XCM_EXTERN int xcm_testkit_add_roster_item(xcm_testkit *kit, const char *owner,
+                                           const char *contact,
+                                           const char *name,
+                                           const char *subscription);
 
 /* Change the client policy and push a new configuration iq on every
  * handshaken CM connection. */
-int xcm_testkit_set_policy(xcm_testkit *kit, const xcm_policy *p);
+XCM_EXTERN int xcm_testkit_set_policy(xcm_testkit *kit, const xcm_policy *p);
 
 /* Local clients: connected to the server directly -------------------- */
 
@@ -234,74 +238,81 @@ int xcm_testkit_set_policy(xcm_testkit *kit, const xcm_policy *p);
  * bind it, closing an older session with that full JID as Openfire does
  * (conflict). Stanzas for it go to cb (NULL: dropped and counted in
  * local_undelivered). It is not available until it sends presence. */
-int xcm_testkit_local_login(xcm_testkit *kit, const char *full_jid,
-                            xcm_testkit_stanza_fn cb, void *ud);
+XCM_EXTERN int xcm_testkit_local_login(xcm_testkit *kit, const char *full_jid,
+                                       xcm_testkit_stanza_fn cb, void *ud);
 /* Send stanzas as full_jid: len bytes of one or more complete stanzas
  * in jabber:client; from is stamped as the server does. */
-int xcm_testkit_local_send(xcm_testkit *kit, const char *full_jid,
-                           const char *stanza, size_t len);
+XCM_EXTERN int xcm_testkit_local_send(xcm_testkit *kit, const char *full_jid,
+                                      const char *stanza, size_t len);
 /* End the session (unavailable presence if it was available). */
-int xcm_testkit_local_logout(xcm_testkit *kit, const char *full_jid);
+XCM_EXTERN int xcm_testkit_local_logout(xcm_testkit *kit, const char *full_jid);
 
 /* Fault controls ---------------------------------------------------- */
 
 /* Cut a CM connection without a stream error: i counts handshaken
  * connections in the order of xcm_testkit_connection_jid(); by address
  * "CM/RES" for the second form. XCM_ENOTFOUND if there is none. */
-int xcm_testkit_drop_connection(xcm_testkit *kit, unsigned i);
-int xcm_testkit_drop_connection_jid(xcm_testkit *kit, const char *addr);
-void xcm_testkit_drop_all(xcm_testkit *kit);
+XCM_EXTERN int xcm_testkit_drop_connection(xcm_testkit *kit, unsigned i);
+XCM_EXTERN int xcm_testkit_drop_connection_jid(xcm_testkit *kit,
+                                               const char *addr);
+XCM_EXTERN void xcm_testkit_drop_all(xcm_testkit *kit);
 
 /* While on, session creates are answered not-allowed. */
-void xcm_testkit_refuse_creates(xcm_testkit *kit, int on);
+XCM_EXTERN void xcm_testkit_refuse_creates(xcm_testkit *kit, int on);
 
 /* End a session from the server side, as Openfire 4.1.6 does (capture
  * c): the stream error routed to the client, the close iq, then the
  * unavailable presence. By session id (over every CM) or full JID. */
-int xcm_testkit_close_session(xcm_testkit *kit, const char *sid, xcm_cond cond);
-int xcm_testkit_close_jid(xcm_testkit *kit, const char *full_jid,
-                          xcm_cond cond);
+XCM_EXTERN int xcm_testkit_close_session(xcm_testkit *kit, const char *sid,
+                                         xcm_cond cond);
+XCM_EXTERN int xcm_testkit_close_jid(xcm_testkit *kit, const char *full_jid,
+                                     xcm_cond cond);
 
 /* <stream:error><system-shutdown/></stream:error></stream:stream> on
  * every CM connection, then close them all: every session is gone. The
  * listener stays open, as a restarted server's would. */
-void xcm_testkit_system_shutdown(xcm_testkit *kit);
+XCM_EXTERN void xcm_testkit_system_shutdown(xcm_testkit *kit);
 
 /* While on, the testkit reads nothing from CM connections and sends no
  * heartbeats: a server that hangs with its sockets open. */
-void xcm_testkit_stall(xcm_testkit *kit, int on);
+XCM_EXTERN void xcm_testkit_stall(xcm_testkit *kit, int on);
 
 /* Observation ------------------------------------------------------- */
 
 /* Handshaken CM connections, and the address of the i-th (in handshake
  * order; NULL past the end; valid until the connection goes). */
-unsigned xcm_testkit_connections(const xcm_testkit *kit);
-const char *xcm_testkit_connection_jid(const xcm_testkit *kit, unsigned i);
+XCM_EXTERN unsigned xcm_testkit_connections(const xcm_testkit *kit);
+XCM_EXTERN const char *xcm_testkit_connection_jid(const xcm_testkit *kit,
+                                                  unsigned i);
 
 /* Live client sessions, CM-hosted and local. */
-unsigned xcm_testkit_sessions(const xcm_testkit *kit);
+XCM_EXTERN unsigned xcm_testkit_sessions(const xcm_testkit *kit);
 /* 1 if full_jid is bound, 2 if it is also available, else 0. */
-int xcm_testkit_jid_state(const xcm_testkit *kit, const char *full_jid);
+XCM_EXTERN int xcm_testkit_jid_state(const xcm_testkit *kit,
+                                     const char *full_jid);
 
-void xcm_testkit_get_stats(const xcm_testkit *kit, xcm_testkit_stats *out);
+XCM_EXTERN void xcm_testkit_get_stats(const xcm_testkit *kit,
+                                      xcm_testkit_stats *out);
 
 /* The first violation (see xcm_testkit_stats.violations) as text: the
  * connection ("CM connection #N (CM/RES)"), the byte offset in what it
  * sent, what was wrong, and the offending bytes quoted and truncated.
  * NULL while there is none. Valid until xcm_testkit_free(). */
-const char *xcm_testkit_first_violation(const xcm_testkit *kit);
+XCM_EXTERN const char *xcm_testkit_first_violation(const xcm_testkit *kit);
 
 /* Messages stored offline for user (the local part), oldest first, and
  * the bytes of the i-th as stored (without the delay element delivery
  * adds); NULL past the end. Valid until the store changes. */
-unsigned xcm_testkit_offline_count(const xcm_testkit *kit, const char *user);
-const char *xcm_testkit_offline_message(const xcm_testkit *kit,
-                                        const char *user, unsigned i,
-                                        size_t *len);
+XCM_EXTERN unsigned xcm_testkit_offline_count(const xcm_testkit *kit,
+                                              const char *user);
+XCM_EXTERN const char *xcm_testkit_offline_message(const xcm_testkit *kit,
+                                                   const char *user, unsigned i,
+                                                   size_t *len);
 
 /* The last configuration iq sent, NUL-terminated (NULL before the
  * first). */
-const char *xcm_testkit_last_configuration(const xcm_testkit *kit, size_t *len);
+XCM_EXTERN const char *xcm_testkit_last_configuration(const xcm_testkit *kit,
+                                                      size_t *len);
 
 #ifdef __cplusplus
 }

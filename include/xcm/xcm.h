@@ -8,13 +8,33 @@
  *
  * Lifecycle: xcm_cm_new(), xcm_cm_listen() for each listener,
  * xcm_cm_start(), ... xcm_cm_shutdown() (graceful, with a callback),
- * then xcm_cm_free() once the callback ran. */
+ * then xcm_cm_free() once the callback ran.
+ *
+ * What the process must provide (libxcm sets nothing process-wide):
+ * - SIGPIPE ignored (signal(SIGPIPE, SIG_IGN)), as in any libuv program
+ *   that writes to sockets: a peer that closes first would otherwise
+ *   kill the process.
+ * - Every call on the loop's thread (the instance is not thread-safe;
+ *   run one instance per loop per thread instead).
+ * - Descriptors: one per client and per upstream link, plus listeners;
+ *   RLIMIT_NOFILE above max_clients + connections + some.
+ * - Under a strict C standard (-std=c99/c11/c17 rather than gnu*), a
+ *   POSIX feature macro before the first #include, because libuv's
+ *   uv.h needs POSIX types: -D_POSIX_C_SOURCE=200112L (or later). */
 #ifndef XCM_XCM_H
 #define XCM_XCM_H
+
+#include "xcm/export.h"
 
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+#if defined(__STRICT_ANSI__) && !defined(__cplusplus) &&                       \
+    !defined(_POSIX_C_SOURCE) && !defined(_XOPEN_SOURCE) &&                    \
+    !defined(_GNU_SOURCE) && !defined(_DEFAULT_SOURCE)
+#error                                                                         \
+    "libxcm (through libuv's uv.h) needs POSIX: compile with -D_POSIX_C_SOURCE=200112L, or with -std=gnu11"
+#endif
 #include <uv.h>
 
 #include "xcm/alloc.h"
@@ -23,6 +43,7 @@
 #include "xcm/log.h"
 #include "xcm/policy.h"
 #include "xcm/transport.h"
+#include "xcm/version.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -174,20 +195,22 @@ typedef xcm_verdict (*xcm_stanza_hook)(void *ud, const xcm_stanza_info *st,
  * free, but a failure to set up the upstream pool (no memory, a bad CA
  * file) leaves a handle that closes, and frees the rest, on the next
  * turn of the loop: run it before uv_loop_close(). */
-int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
-               char *errbuf, size_t errlen);
+XCM_EXTERN int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
+                          char *errbuf, size_t errlen);
 
 /* Add a listener. Certificates are checked now: an expired, not yet
  * valid or mismatched one is an error naming the file. The address is
  * bound now too, so a port in use is an error here (accepting starts
  * with xcm_cm_start). */
-int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
-                  size_t errlen);
+XCM_EXTERN int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo,
+                             char *errbuf, size_t errlen);
 /* Give TLS listener i another certificate, chosen when a client asks for
  * its name (SNI); the listener's own stays the default. Checked now like
  * the first; reloaded with it. At most 16 per listener. */
-int xcm_cm_listen_add_cert(xcm_cm *cm, unsigned i, const char *cert_file,
-                           const char *key_file, char *errbuf, size_t errlen);
+XCM_EXTERN int xcm_cm_listen_add_cert(xcm_cm *cm, unsigned i,
+                                      const char *cert_file,
+                                      const char *key_file, char *errbuf,
+                                      size_t errlen);
 
 /* Run a client connection the caller accepted itself (a gateway with its
  * own listening socket): tcp must be initialised on the instance's loop
@@ -195,45 +218,45 @@ int xcm_cm_listen_add_cert(xcm_cm *cm, unsigned i, const char *cert_file,
  * owns it from now on, and closes and frees it, even on failure. It is
  * served with the settings of listener i (its certificate for STARTTLS;
  * direct TLS if that listener is direct TLS). */
-int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp);
+XCM_EXTERN int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp);
 
 /* Run a client connection over the caller's own transport (t is
  * copied), with the settings of listener i; peer names the other end for
  * logs and limits. *out is the connection to give received bytes to; it
  * is valid until t->close has run. */
-int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *t,
-                  const char *peer, xcm_conn **out);
+XCM_EXTERN int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *t,
+                             const char *peer, xcm_conn **out);
 /* Bytes received from the peer. Not from inside a libxcm callback. */
-void xcm_conn_input(xcm_conn *c, const char *data, size_t len);
+XCM_EXTERN void xcm_conn_input(xcm_conn *c, const char *data, size_t len);
 /* The peer closed its side. */
-void xcm_conn_input_end(xcm_conn *c);
+XCM_EXTERN void xcm_conn_input_end(xcm_conn *c);
 
 /* The port of listener i (in the order added). */
-int xcm_cm_listener_port(const xcm_cm *cm, unsigned i);
+XCM_EXTERN int xcm_cm_listener_port(const xcm_cm *cm, unsigned i);
 
 /* Start accepting clients and connect upstream. Clients that open a
  * stream before the first upstream link is up wait for it up to
  * upstream_wait_ms, and are then refused with remote-connection-failed
  * (at once with the default 0). */
-int xcm_cm_start(xcm_cm *cm);
+XCM_EXTERN int xcm_cm_start(xcm_cm *cm);
 
 /* Stop accepting, send system-shutdown to every client, close every
  * session upstream, wait up to drain_ms for the server's answers, close
  * the upstream links, then call cb. */
-void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
-                     void (*cb)(xcm_cm *cm, void *ud), void *ud);
+XCM_EXTERN void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
+                                void (*cb)(xcm_cm *cm, void *ud), void *ud);
 
 /* After the shutdown callback. */
-void xcm_cm_free(xcm_cm *cm);
+XCM_EXTERN void xcm_cm_free(xcm_cm *cm);
 
-void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out);
+XCM_EXTERN void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out);
 
 /* Read every TLS listener's certificate and key files again and use them
  * for new connections; connections already in TLS keep theirs. All or
  * nothing: if one file is bad (unreadable, expired, not matching its
  * key), errbuf names it and nothing changes. Returns the number of
  * listeners reloaded, or a negative error. */
-int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen);
+XCM_EXTERN int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen);
 
 /* Sessions ---------------------------------------------------------- */
 
@@ -265,12 +288,14 @@ typedef void (*xcm_session_fn)(void *ud, xcm_session_event ev,
                                const xcm_session_info *info);
 
 /* Install (or, with NULL, remove) the session-event function. */
-void xcm_cm_set_session_events(xcm_cm *cm, xcm_session_fn fn, void *ud);
+XCM_EXTERN void xcm_cm_set_session_events(xcm_cm *cm, xcm_session_fn fn,
+                                          void *ud);
 /* The session with stream id sid: 0, or XCM_ENOTFOUND. */
-int xcm_cm_session(xcm_cm *cm, const char *sid, xcm_session_info *out);
+XCM_EXTERN int xcm_cm_session(xcm_cm *cm, const char *sid,
+                              xcm_session_info *out);
 /* End a session with a stream error (text may be NULL). */
-int xcm_cm_close_session(xcm_cm *cm, const char *sid, xcm_cond cond,
-                         const char *text);
+XCM_EXTERN int xcm_cm_close_session(xcm_cm *cm, const char *sid, xcm_cond cond,
+                                    const char *text);
 
 /* The upstream pool ------------------------------------------------- */
 
@@ -288,17 +313,19 @@ typedef void (*xcm_link_fn)(void *ud, unsigned i, const char *resource, int up,
                             const char *why, const xcm_policy *policy);
 
 /* Install (or, with NULL, remove) the upstream event function. */
-void xcm_cm_set_link_events(xcm_cm *cm, xcm_link_fn fn, void *ud);
+XCM_EXTERN void xcm_cm_set_link_events(xcm_cm *cm, xcm_link_fn fn, void *ud);
 
 /* How many links the pool has, and the state of link i. */
-unsigned xcm_cm_upstream_links(const xcm_cm *cm);
-int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out);
+XCM_EXTERN unsigned xcm_cm_upstream_links(const xcm_cm *cm);
+XCM_EXTERN int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i,
+                                    xcm_link_info *out);
 
 /* Install (or, with NULL, remove) the stanza hook. */
-void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook, void *ud);
+XCM_EXTERN void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook,
+                                       void *ud);
 
 /* The policy the server gave (NULL before the first link is up). */
-const xcm_policy *xcm_cm_policy(const xcm_cm *cm);
+XCM_EXTERN const xcm_policy *xcm_cm_policy(const xcm_cm *cm);
 
 #ifdef __cplusplus
 }

@@ -5,9 +5,9 @@
 # certificate on SIGHUP and drains on SIGTERM, and the demo reached by a
 # real client. Prints TAP.
 #
-# usage: xcmd_test.sh XCMD XCM_UPSTREAM CERTDIR SRCDIR
+# usage: xcmd_test.sh XCMD XCM_UPSTREAM CERTDIR SRCDIR XCMD_DEMO
 set -u
-xcmd=$1 upstream=$2 certs=$3 src=$4
+xcmd=$1 upstream=$2 certs=$3 src=$4 xcmd_demo=$5
 py=/usr/bin/python3
 tmp=$(mktemp -d)
 pids=()
@@ -137,8 +137,14 @@ check $? "the upstream saw no protocol violation (exit 0)" "$(cat "$tmp/up.out")
 grep -q "closes_from_cm=22" "$tmp/up.out"
 check $? "the upstream saw every session closed" "$(cat "$tmp/up.out")"
 
+# The daemon an operator installs carries no testkit: --demo is refused
+# with a pointer to the demo build.
+out=$("$xcmd" --demo 2>&1); rc=$?
+[ $rc -eq 2 ] && echo "$out" | grep -q "built without the demo upstream.*cmd/demo"
+check $? "xcmd (no testkit) refuses --demo and names cmd/demo" "$out"
+
 dport=$((20000 + RANDOM % 10000))
-"$xcmd" --demo --port $dport 2>"$tmp/demo.log" &
+"$xcmd_demo" --demo --port $dport 2>"$tmp/demo.log" &
 dpid=$!; pids+=($dpid)
 for _ in $(seq 100); do grep -q "is up" "$tmp/demo.log" && break; sleep 0.05; done
 out=$($py "$src/tests/e2e/slix_chat.py" --port $dport --domain localhost --tls none --mech PLAIN 2>&1); rc=$?
