@@ -18,7 +18,7 @@ check() {
   if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
     echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
 }
-echo "1..19"
+echo "1..20"
 
 "$xcmd" --version | grep -q '^xcmd [0-9]'
 check $? "--version"
