@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <uv.h>
 
+#include "proto/stream.h"
 #include "util/buf.h"
 #include "xcm/error.h"
 #include "xml/reader.h"
@@ -426,6 +427,8 @@ static void start_client(client *c) {
   c->tcp.data = c;
   c->connect.data = c;
   xcm__xml_reader_new(&c->reader, B.pool, &reader_cb, c, NULL);
+  /* The CM's usual header: a thousand idle clients hold no copy of it. */
+  xcm__xml_reader_set_usual(c->reader, &xcm__stream_client);
   xcm__xml_reader_set_scan(c->reader, 1);
   uv_ip4_addr(B.o.host, B.o.port, &to);
   if (B.o.spread) {

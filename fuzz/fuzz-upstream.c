@@ -52,8 +52,6 @@ static const xcm_xml_callbacks cb = {NULL, levels, on_stanza, NULL};
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
-                                      {"", XCM_NS_CM}};
   xcm_xml_limits lim = {16384, 16, 0};
   xcm_xml_pool *pool;
   xcm_xml_reader *r;
@@ -65,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (xcm__xml_pool_new(&pool, NULL, 1) != 0)
     return 0;
   if (xcm__xml_reader_new(&r, pool, &cb, NULL, &lim) == 0 &&
-      xcm__xml_reader_assume_header(r, cm, 2) == 0) {
+      xcm__xml_reader_assume_header(r, &xcm__stream_cm) == 0) {
     while (off < size) {
       size_t n = size - off < piece ? size - off : piece;
       if (xcm__xml_reader_feed(r, (const char *)data + off, n, &consumed) !=

@@ -85,7 +85,7 @@ static int copy_options(xcm_cm *cm, const xcm_options *o) {
   char *cursor;
   size_t size = slen(o->domain) + slen(o->server_host) + slen(o->name) +
                 slen(o->secret) + slen(o->resource_prefix) +
-                slen(o->upstream_ca_file);
+                slen(o->upstream_ca_file) + slen(o->upstream_fingerprint);
 
   cm->strings = xcm__alloc(o->alloc, size);
   if (cm->strings == NULL)
@@ -98,6 +98,7 @@ static int copy_options(xcm_cm *cm, const xcm_options *o) {
   cm->opt.secret = keep(&cursor, o->secret);
   cm->opt.resource_prefix = keep(&cursor, o->resource_prefix);
   cm->opt.upstream_ca_file = keep(&cursor, o->upstream_ca_file);
+  cm->opt.upstream_fingerprint = keep(&cursor, o->upstream_fingerprint);
   return 0;
 }
 
@@ -154,13 +155,52 @@ static void free_failed(xcm_ctx *ctx) {
   xcm__free(alloc, cm);
 }
 
+/* upstream_fingerprint: well-formed, and not set beside what it
+ * replaces. */
+static int check_pin(const xcm_options *opt, unsigned char pin[32],
+                     char *errbuf, size_t errlen) {
+  const char *fp = opt->upstream_fingerprint;
+  const char *clash = NULL;
+
+  if (xcm__tls_parse_fingerprint(fp, pin) != 0) {
+    if (errbuf != NULL && errlen > 0)
+      snprintf(
+          errbuf, errlen,
+          "upstream_fingerprint: \"%.80s%s\" is not a SHA-256 "
+          "fingerprint; expected \"sha256:\" and 64 hex digits, with "
+          "or without ':' between byte pairs, e.g. sha256:%s or "
+          "sha256:%s",
+          fp, strlen(fp) > 80 ? "..." : "",
+          "9F:86:D0:81:88:4C:7D:65:9A:2F:EA:A0:C5:5A:D0:15:A3:BF:4F:1B:"
+          "2B:0B:82:2C:D1:5D:6C:15:B0:F0:0A:08",
+          "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+    return XCM_EINVAL;
+  }
+  if (opt->upstream_accept_self_signed)
+    clash = "upstream_accept_self_signed (which trusts any certificate)";
+  else if (opt->upstream_ca_file != NULL)
+    clash = "upstream_ca_file (the pin replaces the CA)";
+  if (clash != NULL) {
+    if (errbuf != NULL && errlen > 0)
+      snprintf(errbuf, errlen,
+               "upstream_fingerprint cannot be set with %s: set one of them",
+               clash);
+    return XCM_EINVAL;
+  }
+  return 0;
+}
+
 int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
                char *errbuf, size_t errlen) {
   xcm_cm *cm;
   xcm_pool_options po;
+  unsigned char pin[32];
   int err;
 
   *out = NULL;
+  if (opt->upstream_fingerprint != NULL &&
+      (err = check_pin(opt, pin, errbuf, errlen)) != 0)
+    return err;
   if (opt->domain == NULL || opt->domain[0] == '\0') {
     errmsg(errbuf, errlen, "%sthe XMPP domain is not set", "");
     return XCM_EINVAL;
@@ -210,6 +250,12 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
   po.tls = (enum xcm_pool_tls)opt->upstream_tls;
   po.ca_file = cm->opt.upstream_ca_file;
   po.accept_self_signed = opt->upstream_accept_self_signed;
+  if (opt->upstream_fingerprint != NULL) {
+    po.pin_sha256 = pin;
+    /* Optional TLS would let anyone in the path strip STARTTLS from the
+     * features and meet no pin at all. */
+    po.tls = XCM_UP_TLS_REQUIRED;
+  }
   po.zlib = opt->upstream_zlib;
   po.keepalive_ms = opt->keepalive_ms;
   po.dead_after_ms = opt->dead_after_ms;

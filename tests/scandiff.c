@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/stream.h"
 #include "xml/reader.h"
 #include "xml/scan.h"
 
@@ -194,19 +195,21 @@ static const xcm_xml_callbacks callbacks = {on_header, on_start, on_stanza,
 
 static int side_open(side *s, int context, int levels, int scan) {
   xcm_xml_limits lim = {MAX_STANZA, MAX_DEPTH, 0};
-  const xcm_xml_nsdecl *decls;
-  size_t n;
+  xcm_xml_context ctx;
 
   memset(s, 0, sizeof(*s));
   s->levels = levels;
-  decls = context_decls(context, &n);
+  ctx.decls = context_decls(context, &ctx.ndecls);
+  /* The root as the CM names the root of a stream it assumes
+   * (proto/stream.c): "stream:stream" where the prefix is bound. */
+  ctx.root = ctx.ndecls > 0 ? "stream:stream" : "stream";
   if (xcm__xml_pool_new(&s->pool, NULL, 1) != 0)
     return -1;
   if (xcm__xml_reader_new(&s->r, s->pool, &callbacks, s, &lim) != 0 ||
       xcm__xml_reader_set_scan(s->r, scan) != 0)
     return -1;
   if (context % XCM_SCANDIFF_CONTEXTS != 4 &&
-      xcm__xml_reader_assume_header(s->r, decls, n) != 0)
+      xcm__xml_reader_assume_header(s->r, &ctx) != 0)
     return -1;
   return 0;
 }

@@ -795,6 +795,69 @@ static void test_errors_cross(void) {
                "xcmd.conf:8: key 'host' in [metrics]: set without 'port'");
 }
 
+#define FP_PLAIN                                                               \
+  "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+#define FP_COLONS                                                              \
+  "SHA256:9F:86:D0:81:88:4C:7D:65:9A:2F:EA:A0:C5:5A:D0:15:A3:BF:4F:1B:2B:0B:"  \
+  "82:2C:D1:5D:6C:15:B0:F0:0A:08"
+#define FP_FORM                                                                \
+  " (use sha256: and 64 hex digits, with or without ':' between byte pairs, "  \
+  "as 'openssl x509 -noout -fingerprint -sha256' or keytool prints it)"
+
+/* [upstream] fingerprint: Openfire's certificate pinned, in either
+ * spelling; anything else, or a pin beside what it replaces, is an error
+ * on its line. */
+static void test_fingerprint(void) {
+  xcmd_config cfg;
+
+  REQUIRE(xcmd_config_parse(
+              "[server]\ndomain = d\n[upstream]\nname = n\n"
+              "secret = s\nfingerprint = " FP_PLAIN "\n[listener]\n",
+              strlen("[server]\ndomain = d\n[upstream]\nname = "
+                     "n\nsecret = s\nfingerprint = " FP_PLAIN "\n[listener]\n"),
+              NAME, &cfg, NULL, 0) == 0);
+  CHECK_STR(cfg.opt.upstream_fingerprint, FP_PLAIN);
+  xcmd_config_free(&cfg);
+  REQUIRE(
+      xcmd_config_parse("[server]\ndomain = d\n[upstream]\nname = n\n"
+                        "secret = s\ntls = required\nfingerprint = \"" FP_COLONS
+                        "\"\n[listener]\n",
+                        strlen("[server]\ndomain = d\n[upstream]\nname = "
+                               "n\nsecret = s\ntls = required\n"
+                               "fingerprint = \"" FP_COLONS "\"\n[listener]\n"),
+                        NAME, &cfg, NULL, 0) == 0);
+  CHECK_STR(cfg.opt.upstream_fingerprint, FP_COLONS);
+  xcmd_config_free(&cfg);
+
+  expect_error("[server]\ndomain = d\n[upstream]\nname = n\nsecret = s\n"
+               "fingerprint = 9f86d081\n[listener]\n",
+               "xcmd.conf:6: key 'fingerprint' in [upstream]: '9f86d081' is "
+               "not a SHA-256 fingerprint" FP_FORM);
+  expect_error("[server]\ndomain = d\n[upstream]\nname = n\nsecret = s\n"
+               "fingerprint = sha256:9F:86D0:81\n[listener]\n",
+               "xcmd.conf:6: key 'fingerprint' in [upstream]: "
+               "'sha256:9F:86D0:81' is not a SHA-256 fingerprint" FP_FORM);
+  expect_error("[server]\ndomain = d\n[upstream]\nname = n\nsecret = s\n"
+               "fingerprint = " FP_PLAIN "0\n[listener]\n",
+               "xcmd.conf:6: key 'fingerprint' in [upstream]: '" FP_PLAIN
+               "0' is not a SHA-256 fingerprint" FP_FORM);
+  expect_error("[server]\ndomain = d\n[upstream]\nname = n\nsecret = s\n"
+               "fingerprint = " FP_PLAIN "\naccept_self_signed = yes\n"
+               "[listener]\n",
+               "xcmd.conf:6: key 'fingerprint' in [upstream]: cannot be set "
+               "with accept_self_signed = yes (a pin trusts one certificate; "
+               "accept_self_signed any): set one of them");
+  expect_error("[server]\ndomain = d\n[upstream]\nname = n\nsecret = s\n"
+               "ca_file = /etc/ca.pem\nfingerprint = " FP_PLAIN
+               "\n[listener]\n",
+               "xcmd.conf:7: key 'fingerprint' in [upstream]: cannot be set "
+               "with ca_file (the pin replaces the CA): set one of them");
+  expect_error("[server]\ndomain = d\n[upstream]\nname = n\nsecret = s\n"
+               "tls = off\nfingerprint = " FP_PLAIN "\n[listener]\n",
+               "xcmd.conf:7: key 'fingerprint' in [upstream]: needs TLS, and "
+               "tls is off (with a fingerprint, TLS is required)");
+}
+
 static void test_example_file(void) {
   const char *path = XCMD_SOURCE_ROOT "/doc/xcmd.conf.example";
   xcmd_config cfg;
@@ -976,7 +1039,8 @@ static const char *const manager_xml_warnings[] = {
     "and --key",
     "manager.xml:46: xmpp.socket.ssl.truststore: a Java keystore cannot be "
     "read; to verify Openfire's certificate give its CA as PEM (ca_file in "
-    "[upstream] of an xcmd.conf)",
+    "[upstream] of an xcmd.conf) or pin it "
+    "(xmpp.server.certificate.fingerprint)",
     "manager.xml:58: xmpp.socket.tcp-nodelay: not translated: xcmd does not "
     "set TCP_NODELAY itself",
     "manager.xml:68: xmpp.httpbind.enabled: BOSH (HTTP binding) is not "
@@ -1130,7 +1194,8 @@ static void test_manager_xml_stock(void) {
   CHECK_STR(cfg.warnings[2],
             "manager.xml: xmpp.socket.ssl.truststore: a Java keystore cannot "
             "be read; to verify Openfire's certificate give its CA as PEM "
-            "(ca_file in [upstream] of an xcmd.conf)");
+            "(ca_file in [upstream] of an xcmd.conf) or pin it "
+            "(xmpp.server.certificate.fingerprint)");
   xcmd_config_free(&cfg);
 
   /* The least a Java CM ran with. */
@@ -1309,6 +1374,38 @@ static void test_manager_xml_errors(void) {
                    "manager.xml:1: property name longer than 255 bytes");
 }
 
+/* manager.xml carries the pin as xcmd's own property beside the Java
+ * CM's xmpp.server.certificate.* ones. */
+static void test_manager_xml_fingerprint(void) {
+  xcmd_config cfg;
+  char err[512];
+  unsigned i;
+
+  REQUIRE(xml("<jive><xmpp>" XML_REQUIRED "<hostname>of</hostname>"
+              "<server><certificate><fingerprint>" FP_COLONS
+              "</fingerprint></certificate></server></xmpp></jive>",
+              &cfg, err) == 0);
+  CHECK_STR(cfg.opt.upstream_fingerprint, FP_COLONS);
+  CHECK_INT(cfg.opt.upstream_accept_self_signed, 0);
+  /* No truststore warning: the pin is the trust. */
+  for (i = 0; i < cfg.nwarnings; i++)
+    CHECK(strstr(cfg.warnings[i], "truststore") == NULL);
+  xcmd_config_free(&cfg);
+  expect_xml_error("<jive><xmpp>" XML_REQUIRED "<hostname>of</hostname>\n"
+                   "<server><certificate><fingerprint>sha256:abc"
+                   "</fingerprint></certificate></server></xmpp></jive>",
+                   "manager.xml:2: xmpp.server.certificate.fingerprint: "
+                   "'sha256:abc' is not a SHA-256 fingerprint" FP_FORM);
+  expect_xml_error(
+      "<jive><xmpp>" XML_REQUIRED "<hostname>of</hostname>\n"
+      "<server><certificate><verify>false</verify><fingerprint>" FP_PLAIN
+      "</fingerprint></certificate></server></xmpp>"
+      "</jive>",
+      "manager.xml:2: xmpp.server.certificate.fingerprint: cannot "
+      "be set while verification is off (verify false or "
+      "accept-selfsigned true): a pin trusts one certificate");
+}
+
 static const xcm_test tests[] = {
     {"defaults", test_defaults},
     {"sizes", test_sizes},
@@ -1329,6 +1426,8 @@ static const xcm_test tests[] = {
     {"package_file", test_package_file},
     {"placeholders", test_placeholders},
     {"load_errors", test_load_errors},
+    {"fingerprint", test_fingerprint},
+    {"manager_xml_fingerprint", test_manager_xml_fingerprint},
     {"manager_xml", test_manager_xml},
     {"manager_xml_stock", test_manager_xml_stock},
     {"manager_xml_variants", test_manager_xml_variants},

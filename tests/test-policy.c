@@ -7,6 +7,7 @@
 #include "transcript.h"
 #include "xcm/error.h"
 #include "xcm/policy.h"
+#include "proto/stream.h"
 #include "xml/reader.h"
 
 #define NS_CMP "http://jabber.org/protocol/connectionmanager"
@@ -293,8 +294,6 @@ static int cfg_stanza(void *ud, const xcm_xml_stanza *s) {
 }
 
 static int parse_config(const char *bytes, size_t len, cfg_ctx *c) {
-  static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
-                                      {"", XCM_NS_CM}};
   xcm_xml_callbacks cb;
   xcm_xml_pool *pool;
   xcm_xml_reader *r;
@@ -310,7 +309,7 @@ static int parse_config(const char *bytes, size_t len, cfg_ctx *c) {
     return XCM_ENOMEM;
   err = xcm__xml_reader_new(&r, pool, &cb, c, NULL);
   if (err == 0) {
-    err = xcm__xml_reader_assume_header(r, cm, 2);
+    err = xcm__xml_reader_assume_header(r, &xcm__stream_cm);
     if (err == 0)
       err = xcm__xml_reader_feed(r, bytes, len, &consumed);
     xcm__xml_reader_free(r);

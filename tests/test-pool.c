@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "core/ctx.h"
+#include "proto/stream.h"
 #include "harness.h"
 #include "upstream/pool.h"
 #include "xcm/error.h"
@@ -257,8 +258,6 @@ static int send_stanza(void *ud, const xcm_xml_stanza *st) {
 
 static int sess_send(sess *s, const char *bytes) {
   static const xcm_xml_callbacks cb = {NULL, NULL, send_stanza, NULL};
-  static const xcm_xml_nsdecl client[] = {{"stream", XCM_NS_STREAMS},
-                                          {"", XCM_NS_CLIENT}};
   sender x = {s, NULL, 0};
   size_t consumed;
   int err;
@@ -266,7 +265,7 @@ static int sess_send(sess *s, const char *bytes) {
   if (s->up == NULL)
     return XCM_ECLOSED;
   REQUIRE(xcm__xml_reader_new(&x.r, s->b->ctx.xml, &cb, &x, NULL) == 0);
-  xcm__xml_reader_assume_header(x.r, client, 2);
+  xcm__xml_reader_assume_header(x.r, &xcm__stream_client);
   err = xcm__xml_reader_feed(x.r, bytes, strlen(bytes), &consumed);
   xcm__xml_reader_free(x.r);
   return err != 0 ? (x.err ? x.err : err) : 0;

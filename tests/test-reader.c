@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "util/buf.h"
 #include "xcm/error.h"
+#include "proto/stream.h"
 #include "xml/element.h"
 #include "xml/reader.h"
 
@@ -848,20 +849,76 @@ static void test_unusual_header_context(void) {
 }
 
 static void test_assume_header(void) {
-  static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
-                                      {"", XCM_NS_CM}};
   fixture f;
   const char *d = "<route streamid='a'><message/></route>";
   size_t consumed;
 
   fx_init(&f, NULL);
   f.ctx.tree_levels = 2;
-  REQUIRE(xcm__xml_reader_assume_header(f.ctx.r, cm, 2) == 0);
+  REQUIRE(xcm__xml_reader_assume_header(f.ctx.r, &xcm__stream_cm) == 0);
   REQUIRE(xcm__xml_reader_feed(f.ctx.r, d, strlen(d), &consumed) == 0);
   CHECK_STR(f.ctx.log.data ? f.ctx.log.data : "",
             "S{jabber:connectionmanager}route d0 u0 [<route "
             "streamid='a'><message/></route>](route streamid=a(message))\n");
   fx_free(&f);
+}
+
+/* The reader treats no namespace specially on its own: a context that is
+ * not XMPP's reads the same way, with both parsers. */
+static void test_owner_context(void) {
+  static const xcm_xml_nsdecl decls[] = {{"r", "urn:r"}, {"", "urn:d"}};
+  static const xcm_xml_context doc = {"r:doc", decls, 2};
+  const char *d = "<a/><r:b xmlns='urn:e'><r:c/></r:b></r:doc>";
+  int scan;
+
+  for (scan = 0; scan <= 1; scan++) {
+    fixture f;
+    size_t consumed;
+
+    fx_scan = scan;
+    fx_init(&f, NULL);
+    REQUIRE(xcm__xml_reader_assume_header(f.ctx.r, &doc) == 0);
+    REQUIRE(xcm__xml_reader_shrink(f.ctx.r) == 1);
+    REQUIRE(xcm__xml_reader_feed(f.ctx.r, d, strlen(d), &consumed) == 0);
+    CHECK_INT(consumed, strlen(d));
+    CHECK_STR(f.ctx.log.data ? f.ctx.log.data : "",
+              "S{urn:d}a d0 u0 [<a/>]\n"
+              "S{urn:r}b d1 u1 [<r:b xmlns='urn:e'><r:c/></r:b>]\n"
+              "E\n");
+    fx_free(&f);
+  }
+  fx_scan = 0;
+}
+
+/* The owner's usual header is pointed at, any other copied. */
+static void test_usual_header(void) {
+  static const xcm_xml_nsdecl decls[] = {{"", "urn:d"}, {"p", "urn:p"}};
+  static const xcm_xml_context usual = {"doc", decls, 2};
+  static const char *const hdrs[] = {
+      "<doc xmlns:p='urn:p' xmlns='urn:d'>",   /* the same, in another order */
+      "<doc xmlns='urn:d'>",                   /* fewer declarations */
+      "<p:doc xmlns:p='urn:p' xmlns='urn:d'>", /* another root name */
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof hdrs / sizeof hdrs[0]; i++) {
+    fixture f;
+    size_t consumed, n;
+    const xcm_xml_nsdecl *got;
+
+    fx_init(&f, NULL);
+    xcm__xml_reader_set_usual(f.ctx.r, &usual);
+    REQUIRE(xcm__xml_reader_feed(f.ctx.r, hdrs[i], strlen(hdrs[i]),
+                                 &consumed) == 0);
+    got = xcm__xml_reader_decls(f.ctx.r, &n);
+    CHECK_INT(got == decls, i == 0);
+    /* Shared or copied, the context primes the same: read on without a
+     * parser in between. */
+    REQUIRE(xcm__xml_reader_shrink(f.ctx.r) == 1);
+    REQUIRE(xcm__xml_reader_feed(f.ctx.r, "<p:x/>", 6, &consumed) ==
+            (i == 1 ? XCM_EXML : 0));
+    fx_free(&f);
+  }
 }
 
 static int count_stanzas(void *ud, const xcm_xml_stanza *s) {
@@ -921,6 +978,8 @@ static void test_memory_per_reader(void) {
   before = heap_in_use();
   for (i = 0; i < N; i++) {
     REQUIRE(xcm__xml_reader_new(&r[i], pool, &cb, &n, NULL) == 0);
+    /* As the client layer sets it: the usual header is not copied. */
+    xcm__xml_reader_set_usual(r[i], &xcm__stream_client);
     REQUIRE(xcm__xml_reader_feed(r[i], STREAM_HDR "<presence/>",
                                  strlen(STREAM_HDR "<presence/>"),
                                  &consumed) == 0);
@@ -1030,6 +1089,7 @@ static void test_half_stanza_holds_no_parser(void) {
   before = heap_in_use();
   for (i = 0; i < N; i++) {
     REQUIRE(xcm__xml_reader_new(&rs[i], pool, &cb, &n, NULL) == 0);
+    xcm__xml_reader_set_usual(rs[i], &xcm__stream_client);
     REQUIRE(xcm__xml_reader_set_scan(rs[i], 1) == 0);
     REQUIRE(xcm__xml_reader_feed(rs[i], STREAM_HDR, strlen(STREAM_HDR),
                                  &consumed) == 0);
@@ -1633,14 +1693,13 @@ static int nested_outer(void *ud, const xcm_xml_stanza *s) {
   static const char answer[] =
       "<iq type='result' id='b1'><bind xmlns='urn:ietf:params:xml:ns:"
       "xmpp-bind'><jid>a@b/c</jid></bind></iq>";
-  static const xcm_xml_nsdecl ctx[] = {{"stream", XCM_NS_STREAMS},
-                                       {"", XCM_NS_CLIENT}};
   nested *n = ud;
   uint64_t before = xcm__xml_pool_scanned(n->pool);
 
   n->calls++;
-  CHECK_INT(xcm__xml_read_element(n->pool, answer, sizeof answer - 1, ctx, 2, 8,
-                                  1, nested_levels, nested_inner, n),
+  CHECK_INT(xcm__xml_read_standalone(n->pool, &xcm__stream_client, answer,
+                                     sizeof answer - 1, 8, 1, nested_levels,
+                                     nested_inner, n),
             0);
   /* Scanned, not handed to expat: a second scanner serves it. */
   CHECK_INT(xcm__xml_pool_scanned(n->pool), before + 1);
@@ -1697,6 +1756,8 @@ static const xcm_test tests[] = {
     {"shrink_and_resume", test_shrink_and_resume},
     {"unusual_header_context", test_unusual_header_context},
     {"assume_header", test_assume_header},
+    {"owner_context", test_owner_context},
+    {"usual_header", test_usual_header},
     {"pool_sharing", test_pool_sharing},
     {"memory_per_reader", test_memory_per_reader},
     {"half_stanza_holds_no_parser", test_half_stanza_holds_no_parser},

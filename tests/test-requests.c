@@ -10,6 +10,7 @@
 
 #include "client/request.h"
 #include "harness.h"
+#include "proto/stream.h"
 #include "rawclient.h"
 #include "util/buf.h"
 #include "world.h"
@@ -360,14 +361,12 @@ static int note_stanza(void *ud, const xcm_xml_stanza *s) {
 static int note(xcm_xml_pool *pool, xcm_requests **t, unsigned state,
                 const char *bytes) {
   static const xcm_xml_callbacks cb = {NULL, note_levels, note_stanza, NULL};
-  static const xcm_xml_nsdecl context[] = {{"stream", XCM_NS_STREAMS},
-                                           {"", XCM_NS_CLIENT}};
   noting n = {t, state, 1};
   xcm_xml_reader *r;
   size_t consumed;
 
   REQUIRE(xcm__xml_reader_new(&r, pool, &cb, &n, NULL) == 0);
-  REQUIRE(xcm__xml_reader_assume_header(r, context, 2) == 0);
+  REQUIRE(xcm__xml_reader_assume_header(r, &xcm__stream_client) == 0);
   REQUIRE(xcm__xml_reader_feed(r, bytes, strlen(bytes), &consumed) == 0);
   xcm__xml_reader_free(r);
   return n.err;

@@ -550,8 +550,6 @@ static void test_unwrap_transcripts(void) {
                                 "transcript-probe-f-two-stanzas.txt",
                                 "transcript-probe-g-handshake.txt"};
   static const xcm_xml_callbacks cb = {NULL, want_two, check_route, NULL};
-  static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
-                                      {"", XCM_NS_CM}};
   xcm_xml_pool *pool;
   size_t t, i, consumed;
   int total = 0;
@@ -572,7 +570,7 @@ static void test_unwrap_transcripts(void) {
       /* Each received chunk holding routes is a sequence of whole
        * elements in the captures; read it in the server's context. */
       REQUIRE(xcm__xml_reader_new(&r, pool, &cb, &u, NULL) == 0);
-      REQUIRE(xcm__xml_reader_assume_header(r, cm, 2) == 0);
+      REQUIRE(xcm__xml_reader_assume_header(r, &xcm__stream_cm) == 0);
       CHECK_INT(xcm__xml_reader_feed(r, c->bytes, c->len, &consumed), 0);
       xcm__xml_reader_free(r);
       while ((p = strstr(p, "<route")) != NULL) {

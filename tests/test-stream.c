@@ -16,6 +16,9 @@
 #include <stdint.h>
 #include <zlib.h>
 
+#include <mbedtls/sha256.h>
+#include <mbedtls/x509_crt.h>
+
 #include "core/ctx.h"
 #include "harness.h"
 #include "transport/stream.h"
@@ -238,7 +241,9 @@ static void log_line(void *ud, int level, const char *msg) {
 
   (void)level;
   xcm__buf_append(&f->log, msg, strlen(msg));
-  xcm__buf_append(&f->log, "\n", 2);
+  /* One byte: a NUL in the middle would hide every later line from
+   * logged(). */
+  xcm__buf_append(&f->log, "\n", 1);
   if (getenv("XCM_TEST_LOG") != NULL)
     xcm_test_note("log: %s", msg);
 }
@@ -1101,6 +1106,100 @@ static void test_tls_verify_not_yet_valid(void) {
 static void test_tls_verify_untrusted(void) {
   verify_fails("self.pem", "self-key.pem", "localhost",
                "not correctly signed by the trusted CA");
+}
+
+/* A client that pins the server's certificate by its SHA-256. */
+typedef struct pin_seen {
+  int refusals;
+  xcm_tls_refusal last;
+  char why[256];
+} pin_seen;
+
+static void on_pin_refused(void *ud, const xcm_tls_refusal *r) {
+  pin_seen *ps = ud;
+
+  ps->refusals++;
+  ps->last = *r;
+  snprintf(ps->why, sizeof ps->why, "%s", r->why);
+}
+
+static void sha256_of(const char *pem, unsigned char sha[32]) {
+  mbedtls_x509_crt crt;
+
+  mbedtls_x509_crt_init(&crt);
+  REQUIRE(mbedtls_x509_crt_parse_file(&crt, cert(pem)) == 0);
+  REQUIRE(mbedtls_sha256_ret(crt.raw.p, crt.raw.len, sha, 0) == 0);
+  mbedtls_x509_crt_free(&crt);
+}
+
+static xcm_tls_config *pinned_cfg(fixture *f, const unsigned char pin[32],
+                                  pin_seen *ps) {
+  xcm_tls_options o;
+  xcm_tls_config *c = NULL;
+  char err[512];
+
+  memset(&o, 0, sizeof o);
+  o.verify = 1; /* the pin replaces it */
+  o.pin_sha256 = pin;
+  o.refused = on_pin_refused;
+  o.refused_ud = ps;
+  if (xcm__tls_config_new(&c, &f->ctx, 0, &o, err, sizeof err) != 0)
+    xcm_test_note("client config: %s", err);
+  REQUIRE(c != NULL);
+  return c;
+}
+
+/* The pinned certificate is trusted past its dates (and for any name),
+ * with one warning per configuration, not per connection. */
+static void test_tls_pin_expired(void) {
+  unsigned char pin[32];
+  xcm_tls_config *ccfg;
+  pin_seen ps;
+  fixture f;
+  const char *at;
+
+  memset(&ps, 0, sizeof ps);
+  sha256_of("expired.pem", pin);
+  fx_init(&f, "127.0.0.1");
+  f.srv_tls = server_cfg(&f, "expired.pem", "expired-key.pem", 0);
+  ccfg = pinned_cfg(&f, pin, &ps);
+  connect_tls(&f, ccfg, "wrong.test", NULL);
+  CHECK(run_until(&f, both_tls_done, 5000));
+  CHECK_INT(f.cli.tls_err, 0);
+  CHECK_INT(f.srv.tls_err, 0);
+  CHECK_INT(ps.refusals, 0);
+  CHECK(logged(&f, "the pinned certificate expired on 2021-01-01 00:00:00; it "
+                   "is still trusted because it is pinned"));
+  at = strstr(f.log.data, "pinned certificate expired");
+  CHECK(at != NULL && strstr(at + 1, "pinned certificate expired") == NULL);
+  fx_free_tls(&f);
+}
+
+/* Any other certificate, even one a CA would vouch for, is refused
+ * through the refused function, with both fingerprints, and the stream
+ * says it was a refusal. */
+static void test_tls_pin_mismatch(void) {
+  unsigned before = xcm_test_failures();
+  unsigned char pin[32], seen[32];
+  pin_seen ps;
+  fixture f;
+
+  memset(&ps, 0, sizeof ps);
+  sha256_of("self.pem", pin);
+  sha256_of("server.pem", seen);
+  fx_init(&f, "127.0.0.1");
+  f.srv_tls = server_cfg(&f, "server.pem", "server-key.pem", 1);
+  connect_tls(&f, pinned_cfg(&f, pin, &ps), "localhost", NULL);
+  CHECK(run_until(&f, cli_failed_and_srv_ended, 5000));
+  CHECK_INT(f.cli.tls_err, XCM_ETLS);
+  CHECK_INT(ps.refusals, 1);
+  CHECK(ps.last.pin != NULL && memcmp(ps.last.pin, pin, 32) == 0);
+  CHECK(memcmp(ps.last.sha256, seen, 32) == 0);
+  CHECK_STR(ps.why, "not the pinned certificate");
+  /* Reported through the function only, not as a warning too. */
+  CHECK(!logged(&f, "X509"));
+  fx_free_tls(&f);
+  xcm_test_tried("bad-certificates", before);
 }
 
 /* verify = 0 connects to anything (and said so when loaded). */
@@ -2135,6 +2234,8 @@ static const xcm_test tests[] = {
     {"tls_alpn_none", test_tls_alpn_none},
     {"tls_verify_wrong_host", test_tls_verify_wrong_host},
     {"tls_verify_expired", test_tls_verify_expired},
+    {"tls_pin_expired", test_tls_pin_expired},
+    {"tls_pin_mismatch", test_tls_pin_mismatch},
     {"tls_verify_not_yet_valid", test_tls_verify_not_yet_valid},
     {"tls_verify_untrusted", test_tls_verify_untrusted},
     {"tls_no_verify", test_tls_no_verify},

@@ -116,6 +116,36 @@ static void xcmd_defaults(xcmd_config *cfg) {
   cfg->drain_ms = 5000;
 }
 
+/* A pin for Openfire's certificate, as xcm_options.upstream_fingerprint
+ * takes it: "sha256:" and 64 hex digits, any case, with ':' between
+ * every byte pair or none. */
+static int xcmd_fingerprint_ok(const char *s) {
+  size_t i, n = strlen(s);
+  int colons;
+
+  if (strncasecmp(s, "sha256:", 7) != 0)
+    return 0;
+  s += 7;
+  n -= 7;
+  colons = n == 32 * 3 - 1;
+  if (n != (colons ? 32 * 3 - 1 : 64))
+    return 0;
+  for (i = 0; i < n; i++) {
+    if (colons && i % 3 == 2) {
+      if (s[i] != ':')
+        return 0;
+    } else if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
+                 (s[i] >= 'A' && s[i] <= 'F'))) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+#define XCMD_FINGERPRINT_FORM                                                  \
+  "use sha256: and 64 hex digits, with or without ':' between byte pairs, "    \
+  "as 'openssl x509 -noout -fingerprint -sha256' or keytool prints it"
+
 static void xcmd_default_listener(xcm_listen_options *lo) {
   memset(lo, 0, sizeof(*lo));
   lo->host = "127.0.0.1";
@@ -207,6 +237,8 @@ static const xcmd_key xcmd_keys[] = {
      offsetof(xcmd_config, opt.upstream_tls), 0, 0},
     {XCMD_SEC_UPSTREAM, "ca_file", XCMD_T_STR,
      offsetof(xcmd_config, opt.upstream_ca_file), 0, 0},
+    {XCMD_SEC_UPSTREAM, "fingerprint", XCMD_T_STR,
+     offsetof(xcmd_config, opt.upstream_fingerprint), 0, 0},
     {XCMD_SEC_UPSTREAM, "accept_self_signed", XCMD_T_BOOL,
      offsetof(xcmd_config, opt.upstream_accept_self_signed), 0, 0},
     {XCMD_SEC_UPSTREAM, "zlib", XCMD_T_BOOL,
@@ -908,6 +940,30 @@ static int xcmd_ini_finish(xcmd_ini *st) {
                          xcmd_known_key(XCMD_SEC_UPSTREAM, "keepalive"),
                          "%s must be shorter than dead_after (%s)", a, b);
   }
+  if ((line = xcmd_line_of(st, XCMD_SEC_UPSTREAM, "fingerprint")) != 0) {
+    int k = xcmd_known_key(XCMD_SEC_UPSTREAM, "fingerprint");
+    char shown[128]; /* a whole fingerprint with colons, and more */
+
+    if (!xcmd_fingerprint_ok(o->upstream_fingerprint))
+      return xcmd_key_fail(
+          st, line, k,
+          "'%s' is not a SHA-256 fingerprint (" XCMD_FINGERPRINT_FORM ")",
+          xcmd_show(o->upstream_fingerprint, strlen(o->upstream_fingerprint),
+                    shown, sizeof(shown)));
+    if (o->upstream_accept_self_signed)
+      return xcmd_key_fail(st, line, k,
+                           "cannot be set with accept_self_signed = yes (a "
+                           "pin trusts one certificate; accept_self_signed "
+                           "any): set one of them");
+    if (o->upstream_ca_file != NULL)
+      return xcmd_key_fail(st, line, k,
+                           "cannot be set with ca_file (the pin replaces the "
+                           "CA): set one of them");
+    if (o->upstream_tls == XCM_UPSTREAM_TLS_OFF)
+      return xcmd_key_fail(st, line, k,
+                           "needs TLS, and tls is off (with a fingerprint, "
+                           "TLS is required)");
+  }
   if (cfg->log_bodies && cfg->log_level != XCM_LOG_DEBUG)
     return xcmd_key_fail(st, xcmd_line_of(st, XCMD_SEC_LOG, "bodies"),
                          xcmd_known_key(XCMD_SEC_LOG, "bodies"),
@@ -1441,6 +1497,25 @@ static int xcmd_xml_map_upstream(xcmd_xml *st) {
     if (rc != 0)
       return rc;
   }
+  /* xcmd's own property, beside the Java CM's: the pin of Openfire's
+   * certificate ([upstream] fingerprint). */
+  if ((p = xcmd_xml_take(st, "xmpp.server.certificate.fingerprint")) != NULL) {
+    char fp[128];
+
+    if (!xcmd_fingerprint_ok(p->value))
+      return xcmd_xml_fail(
+          st, p->line,
+          "%s: '%s' is not a SHA-256 fingerprint (" XCMD_FINGERPRINT_FORM ")",
+          p->name, xcmd_show(p->value, strlen(p->value), fp, sizeof(fp)));
+    if (o->upstream_accept_self_signed)
+      return xcmd_xml_fail(
+          st, p->line,
+          "%s: cannot be set while verification is off (verify false or "
+          "accept-selfsigned true): a pin trusts one certificate",
+          p->name);
+    if ((rc = xcmd_xml_own(st, p->value, &o->upstream_fingerprint)) != 0)
+      return rc;
+  }
   for (i = 0; i < 3; i++) {
     if ((p = xcmd_xml_take(st, checks[i])) == NULL)
       continue;
@@ -1563,11 +1638,13 @@ static int xcmd_xml_map_clients(xcmd_xml *st) {
   if (rc != 0)
     return rc;
   if (!cfg->opt.upstream_accept_self_signed &&
-      (rc = xcmd_xml_warn(
-           st, truststore != NULL ? truststore->line : 0,
-           "xmpp.socket.ssl.truststore: a Java keystore cannot "
-           "be read; to verify Openfire's certificate give its "
-           "CA as PEM (ca_file in [upstream] of an xcmd.conf)")) != 0)
+      cfg->opt.upstream_fingerprint == NULL &&
+      (rc =
+           xcmd_xml_warn(st, truststore != NULL ? truststore->line : 0,
+                         "xmpp.socket.ssl.truststore: a Java keystore cannot "
+                         "be read; to verify Openfire's certificate give its "
+                         "CA as PEM (ca_file in [upstream] of an xcmd.conf) or "
+                         "pin it (xmpp.server.certificate.fingerprint)")) != 0)
     return rc;
   return 0;
 }

@@ -69,14 +69,21 @@ typedef struct xcm_options {
   const char *domain; /* the XMPP domain Openfire serves; required */
 
   /* The upstream: Openfire's connection-manager port. */
-  const char *server_host;         /* [127.0.0.1]; names are resolved (v4/v6) */
-  int server_port;                 /* [5262] */
-  const char *name;                /* this CM's name; required */
-  const char *secret;              /* xmpp.multiplex.defaultSecret; required */
-  const char *resource_prefix;     /* ["w"]: upstream resources NAME/w1-1 */
-  unsigned connections;            /* [5] */
-  xcm_upstream_tls upstream_tls;   /* [optional] */
-  const char *upstream_ca_file;    /* trust for the server's certificate */
+  const char *server_host;       /* [127.0.0.1]; names are resolved (v4/v6) */
+  int server_port;               /* [5262] */
+  const char *name;              /* this CM's name; required */
+  const char *secret;            /* xmpp.multiplex.defaultSecret; required */
+  const char *resource_prefix;   /* ["w"]: upstream resources NAME/w1-1 */
+  unsigned connections;          /* [5] */
+  xcm_upstream_tls upstream_tls; /* [optional] */
+  const char *upstream_ca_file;  /* trust for the server's certificate */
+  /* Trust exactly the server certificate whose DER has this SHA-256,
+   * instead of a CA and the host name (dates are not checked either):
+   * "sha256:" and 64 hex digits, any case, with or without ':' between
+   * byte pairs, as openssl and keytool print it. Makes upstream TLS
+   * required, whatever upstream_tls says; excludes upstream_ca_file and
+   * upstream_accept_self_signed. */
+  const char *upstream_fingerprint;
   int upstream_accept_self_signed; /* skip verification (logged loudly) */
   int upstream_zlib;               /* compress upstream links if offered */
   unsigned keepalive_ms;           /* [30000] */

@@ -7,6 +7,7 @@
 #include "client/request.h"
 #include "proto/cmproto.h"
 #include "proto/route.h"
+#include "proto/stream.h"
 #include "util/alloc.h"
 #include "xcm/error.h"
 #include "xcm/proto.h"
@@ -840,6 +841,10 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   err = make_sid(c->sid);
   if (err == 0)
     err = xcm__xml_reader_new(&c->reader, ctx->xml, &reader_cb, c, NULL);
+  /* Clients' headers mostly bind the same two namespaces: an idle client
+   * then holds no copy of them. */
+  if (err == 0)
+    xcm__xml_reader_set_usual(c->reader, &xcm__stream_client);
   /* The scanner takes what it can prove well-formed and leaves the rest,
    * hostile input included, to expat (xml/scan.h). */
   if (err == 0)

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "proto/cmproto.h"
+#include "proto/stream.h"
 #include "util/alloc.h"
 #include "xcm/error.h"
 #include "xml/element.h"
@@ -241,18 +242,17 @@ static int answer_stanza(void *ud, const xcm_xml_stanza *s) {
 int xcm__req_answer(xcm_requests **t, const xcm_allocator *a,
                     xcm_xml_pool *pool, const char *bytes, size_t len,
                     xcm_answer *out) {
-  /* The bytes as the client reads them, in its stream's context. */
-  static const xcm_xml_nsdecl context[] = {{"stream", XCM_NS_STREAMS},
-                                           {"", XCM_NS_CLIENT}};
   matching m = {t, a, out, 0};
   int err;
 
   memset(out, 0, sizeof(*out));
   if (*t == NULL)
     return 0;
-  /* A route carries one element; anything else is no answer. */
-  err = xcm__xml_read_element(pool, bytes, len, context, 2, ANSWER_DEPTH, 1,
-                              answer_levels, answer_stanza, &m);
+  /* A route carries one element; anything else is no answer. The bytes
+   * are read as the client reads them, in its stream's context. */
+  err = xcm__xml_read_standalone(pool, &xcm__stream_client, bytes, len,
+                                 ANSWER_DEPTH, 1, answer_levels, answer_stanza,
+                                 &m);
   if (m.err == XCM_ENOMEM || err == XCM_ENOMEM) {
     xcm__free(a, out->jid);
     memset(out, 0, sizeof(*out));

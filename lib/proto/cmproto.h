@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 
+#include "proto/stream.h"
 #include "util/buf.h"
 #include "xcm/condition.h"
 #include "xcm/proto.h"

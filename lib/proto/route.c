@@ -230,11 +230,6 @@ int xcm__route_unwrap(const xcm_xml_stanza *s, xcm_route *out,
 
 /* ---- the public functions over bytes ---------------------------------- */
 
-static const xcm_xml_nsdecl client_context[] = {{"stream", XCM_NS_STREAMS},
-                                                {"", XCM_NS_CLIENT}};
-static const xcm_xml_nsdecl cm_context[] = {{"stream", XCM_NS_STREAMS},
-                                            {"", XCM_NS_CM}};
-
 typedef struct one_element {
   int count;
   int err;
@@ -318,7 +313,7 @@ static int unwrap_one(void *ud, const xcm_xml_stanza *s) {
 /* Run bytes through a reader in the given stream context and require
  * exactly one element. */
 static int read_one(one_element *o, const xcm_xml_callbacks *cb,
-                    const xcm_xml_nsdecl *context, const char *bytes,
+                    const xcm_xml_context *context, const char *bytes,
                     size_t len) {
   xcm_xml_pool *pool;
   xcm_xml_limits limits = {len + 1, 256, 0};
@@ -330,7 +325,7 @@ static int read_one(one_element *o, const xcm_xml_callbacks *cb,
     return err;
   err = xcm__xml_reader_new(&o->r, pool, cb, o, &limits);
   if (err == 0)
-    err = xcm__xml_reader_assume_header(o->r, context, 2);
+    err = xcm__xml_reader_assume_header(o->r, context);
   if (err == 0)
     err = xcm__xml_reader_feed(o->r, bytes, len, &consumed);
   /* Anything left unparsed (half an element) means not exactly one. */
@@ -372,7 +367,7 @@ int xcm_route_wrap(char *out, size_t cap, const char *stanza, size_t len,
   o.streamid = streamid;
   o.to = to;
   o.from = from;
-  err = read_one(&o, &cb, client_context, stanza, len);
+  err = read_one(&o, &cb, &xcm__stream_client, stanza, len);
   if (err == 0)
     err = to_caller(out, cap, &b);
   xcm__buf_free(&b);
@@ -388,7 +383,7 @@ int xcm_route_unwrap(const char *bytes, size_t len, xcm_route **out) {
   if (bytes == NULL)
     return XCM_EINVAL;
   memset(&o, 0, sizeof(o));
-  err = read_one(&o, &cb, cm_context, bytes, len);
+  err = read_one(&o, &cb, &xcm__stream_cm, bytes, len);
   if (err != 0) {
     xcm_route_free(o.route);
     return err;

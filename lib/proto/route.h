@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "proto/stream.h"
 #include "util/buf.h"
 #include "xcm/route.h"
 #include "xml/reader.h"

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "proto/cmproto.h"
+#include "proto/stream.h"
 #include "testkit/testkit.h"
 #include "util/alloc.h"
 #include "xcm/error.h"
@@ -782,6 +783,7 @@ int xcm_testkit_local_send(xcm_testkit *kit, const char *full_jid,
                            const char *stanza, size_t len) {
   static const xcm_xml_nsdecl decls[] = {{"", XCM_NS_CLIENT},
                                          {"stream", XCM_NS_STREAMS}};
+  static const xcm_xml_context context = {"stream:stream", decls, 2};
   xcm_xml_callbacks cb;
   xcm_xml_reader *r;
   xcm_tk_session *s = local_session(kit, full_jid);
@@ -799,7 +801,7 @@ int xcm_testkit_local_send(xcm_testkit *kit, const char *full_jid,
   err = xcm__xml_reader_new(&r, kit->ctx.xml, &cb, s, NULL);
   if (err != 0)
     return err;
-  err = xcm__xml_reader_assume_header(r, decls, 2);
+  err = xcm__xml_reader_assume_header(r, &context);
   xcm__tk_enter(kit);
   xcm__tk_session_hold(s);
   if (err == 0)

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "proto/cmproto.h"
+#include "proto/stream.h"
 #include "testkit/testkit.h"
 #include "util/alloc.h"
 #include "xcm/error.h"
@@ -1124,8 +1125,10 @@ int xcm__tk_conn_accept(xcm_testkit *kit, uv_tcp_t *tcp) {
    * level deeper than the client's own limit. */
   xl.max_stanza = 1u << 20;
   xl.max_depth = 64;
-  if (xcm__xml_reader_new(&c->reader, kit->ctx.xml, &reader_cb, c, &xl) != 0 ||
-      xcm__xml_reader_set_scan(c->reader, 1) != 0 ||
+  /* The CM's header is the usual one: the reader holds no copy of it. */
+  if (xcm__xml_reader_new(&c->reader, kit->ctx.xml, &reader_cb, c, &xl) == 0)
+    xcm__xml_reader_set_usual(c->reader, &xcm__stream_cm);
+  if (c->reader == NULL || xcm__xml_reader_set_scan(c->reader, 1) != 0 ||
       (kit->opt.witness &&
        xcm__tk_witness_new(&c->witness, kit, c->number) != 0))
     xcm__tk_conn_drop(c, XCM_TK_ABORT);

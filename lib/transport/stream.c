@@ -1218,6 +1218,10 @@ const char *xcm__stream_alpn(const xcm_stream *s) {
   return s->tls != NULL ? xcm__tls_alpn(s->tls) : NULL;
 }
 
+int xcm__stream_tls_refused(const xcm_stream *s) {
+  return s->tls != NULL && xcm__tls_refused(s->tls);
+}
+
 const char *xcm__stream_peer(const xcm_stream *s) {
   static _Thread_local char text[INET6_ADDRSTRLEN];
   struct sockaddr_storage ss;

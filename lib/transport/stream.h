@@ -28,6 +28,7 @@
 #define XCM_TRANSPORT_STREAM_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "core/ctx.h"
@@ -163,6 +164,9 @@ int xcm__stream_is_tls(const xcm_stream *s);
 int xcm__stream_is_zlib(const xcm_stream *s);
 /* The ALPN protocol agreed in the TLS handshake, or NULL. */
 const char *xcm__stream_alpn(const xcm_stream *s);
+/* The handshake failed because the server's certificate was refused
+ * (and reported through xcm_tls_options.refused). */
+int xcm__stream_tls_refused(const xcm_stream *s);
 
 /* The peer's address as text (IPv4 or IPv6, no port; an IPv4-mapped IPv6
  * address is shown as IPv4); "" if unknown, e.g. after a reset. It is
@@ -188,6 +192,28 @@ void xcm__stream_drop(xcm_stream *s);
 /* Bytes of memory this stream holds right now, for the budget tests. */
 size_t xcm__stream_footprint(const xcm_stream *s);
 
+/* What a client saw of a server certificate it refused. */
+typedef struct xcm_tls_refusal {
+  const char *peer;         /* the host name asked for */
+  unsigned char sha256[32]; /* of the leaf certificate's DER */
+  const char *subject;      /* distinguished names, as text */
+  const char *issuer;
+  const char *valid_from; /* "YYYY-MM-DD hh:mm:ss" (UTC) */
+  const char *valid_to;
+  int self_signed;          /* issued by itself */
+  uint32_t flags;           /* MBEDTLS_X509_BADCERT_*; 0 for a pin mismatch */
+  const char *why;          /* the reasons in words, "; "-separated */
+  const unsigned char *pin; /* the pinned SHA-256 it did not match, or NULL */
+} xcm_tls_refusal;
+
+/* "sha256:" and 64 hex digits, optionally with ':' between byte pairs,
+ * in either case: 0 with the 32 bytes in out, or XCM_EINVAL. */
+int xcm__tls_parse_fingerprint(const char *s, unsigned char out[32]);
+/* The canonical spelling: "sha256:AB:CD:..." (uppercase, colons), as
+ * openssl and keytool print it; buf holds at least 103 bytes. */
+void xcm__tls_format_fingerprint(const unsigned char sha[32], char *buf,
+                                 size_t len);
+
 /* TLS configuration, shared by many streams. */
 typedef struct xcm_tls_options {
   const char *cert_file; /* PEM chain (server); optional for a client */
@@ -195,6 +221,14 @@ typedef struct xcm_tls_options {
   const char *ca_file;   /* client: trust anchors for the server's cert;
                           * NULL with verify: the system's CA bundle */
   int verify;            /* client: check the chain and host name */
+  /* client: the SHA-256 of the one leaf certificate (its DER) trusted,
+   * 32 bytes, or NULL. It replaces verify: a match is trusted whatever
+   * its issuer, host name or dates; anything else is refused. */
+  const unsigned char *pin_sha256;
+  /* client: called when the server's certificate is refused (not
+   * trusted, or not the pinned one), in place of the usual warning. */
+  void (*refused)(void *ud, const struct xcm_tls_refusal *r);
+  void *refused_ud;
   /* ALPN protocol: a client offers it (NULL: none); a server accepts
    * only it (NULL: "xmpp-client", XEP-0368) from clients that offer
    * any. */

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <mbedtls/ctr_drbg.h>
@@ -16,6 +17,7 @@
 #include <mbedtls/error.h>
 #include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_internal.h>
 #include <mbedtls/ssl_ticket.h>
@@ -45,7 +47,28 @@ struct xcm_tls_config {
   const char *alpn[2];
   char *alpn_name;
   mbedtls_ssl_ticket_context ticket; /* server: resumption tickets */
+  /* client: the one leaf certificate trusted, by its SHA-256. */
+  int pinned;
+  int pin_expiry_told; /* an expired pinned certificate was reported */
+  unsigned char pin[32];
+  void (*refused)(void *ud, const xcm_tls_refusal *r);
+  void *refused_ud;
 };
+
+/* What a client keeps of the server's leaf certificate while it is
+ * verified, for the report of a refusal: mbedTLS frees a chain it
+ * refuses before the handshake returns. Allocated on first use, so that
+ * the streams of a server's clients never carry it. */
+typedef struct leaf_info {
+  unsigned char sha256[32];
+  uint32_t flags; /* the leaf's own verification flags */
+  int self_signed;
+  int mismatch; /* pinned, and not this certificate */
+  char subject[256];
+  char issuer[256];
+  char valid_from[24];
+  char valid_to[24];
+} leaf_info;
 
 struct xcm_tls {
   mbedtls_ssl_context ssl;
@@ -54,6 +77,8 @@ struct xcm_tls {
   xcm_tls_recv_fn recv;
   void *ud;
   int done;
+  int refused;     /* the server's certificate, reported */
+  leaf_info *leaf; /* client: see leaf_info */
 };
 
 /* How long a session ticket resumes a session: a returning client skips
@@ -420,7 +445,15 @@ int xcm__tls_config_load(xcm_tls_config **out, xcm_ctx *ctx, int is_server,
   cfg->refs = 1;
   cfg->ctx = ctx;
   cfg->is_server = is_server;
-  cfg->verify = !is_server && opt->verify;
+  cfg->pinned = !is_server && opt->pin_sha256 != NULL;
+  /* A pin replaces the CA and the host name checks. */
+  cfg->verify = !is_server && opt->verify && !cfg->pinned;
+  if (cfg->pinned)
+    memcpy(cfg->pin, opt->pin_sha256, sizeof cfg->pin);
+  if (!is_server) {
+    cfg->refused = opt->refused;
+    cfg->refused_ud = opt->refused_ud;
+  }
   mbedtls_ssl_config_init(&cfg->conf);
   mbedtls_entropy_init(&cfg->entropy);
   mbedtls_ctr_drbg_init(&cfg->drbg);
@@ -493,6 +526,11 @@ int xcm__tls_config_load(xcm_tls_config **out, xcm_ctx *ctx, int is_server,
   } else if (cfg->verify) {
     mbedtls_ssl_conf_authmode(&cfg->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
     mbedtls_ssl_conf_ca_chain(&cfg->conf, &cfg->ca, NULL);
+  } else if (cfg->pinned) {
+    /* The chain is still checked, for the record (an expired pinned
+     * certificate is reported), but only the pin decides: a mismatch
+     * fails the handshake from the verify callback (on_verify). */
+    mbedtls_ssl_conf_authmode(&cfg->conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
   } else {
     mbedtls_ssl_conf_authmode(&cfg->conf, MBEDTLS_SSL_VERIFY_NONE);
     xcm__log(ctx, XCM_LOG_WARN,
@@ -557,7 +595,104 @@ void xcm__tls_config_unref(xcm_tls_config *cfg) {
     config_free(cfg);
 }
 
+/* ---- fingerprints -------------------------------------------------- */
+
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+int xcm__tls_parse_fingerprint(const char *s, unsigned char out[32]) {
+  unsigned char sha[32];
+  int colons = -1; /* unknown until after the first byte */
+  size_t i;
+
+  if (s == NULL || strncasecmp(s, "sha256:", 7) != 0)
+    return XCM_EINVAL;
+  s += 7;
+  for (i = 0; i < 32; i++) {
+    int hi, lo;
+
+    if (i > 0) {
+      /* Colons between every pair or between none. */
+      if (colons < 0)
+        colons = *s == ':';
+      if (colons && *s++ != ':')
+        return XCM_EINVAL;
+    }
+    hi = hex_digit(s[0]);
+    lo = hi < 0 ? -1 : hex_digit(s[1]);
+    if (lo < 0)
+      return XCM_EINVAL;
+    sha[i] = (unsigned char)(hi << 4 | lo);
+    s += 2;
+  }
+  if (*s != '\0')
+    return XCM_EINVAL;
+  memcpy(out, sha, sizeof sha);
+  return 0;
+}
+
+void xcm__tls_format_fingerprint(const unsigned char sha[32], char *buf,
+                                 size_t len) {
+  static const char hex[] = "0123456789ABCDEF";
+  char text[7 + 32 * 3];
+  size_t i, n = 7;
+
+  memcpy(text, "sha256:", 7);
+  for (i = 0; i < 32; i++) {
+    if (i > 0)
+      text[n++] = ':';
+    text[n++] = hex[sha[i] >> 4];
+    text[n++] = hex[sha[i] & 15];
+  }
+  text[n] = '\0';
+  snprintf(buf, len, "%s", text);
+}
+
 /* ---- per stream ---------------------------------------------------- */
+
+/* mbedTLS calls this for each certificate of the server's chain, the
+ * leaf (depth 0) last. The leaf is remembered for a report; with a pin
+ * it must be the pinned certificate. */
+static int on_verify(void *ud, mbedtls_x509_crt *crt, int depth,
+                     uint32_t *flags) {
+  xcm_tls *t = ud;
+  leaf_info *li;
+
+  if (depth != 0)
+    return 0;
+  if (t->leaf == NULL) {
+    t->leaf = xcm__alloc(t->cfg->ctx->alloc, sizeof(*t->leaf));
+    if (t->leaf == NULL)
+      return MBEDTLS_ERR_X509_ALLOC_FAILED;
+  }
+  li = t->leaf;
+  memset(li, 0, sizeof(*li));
+  if (mbedtls_sha256_ret(crt->raw.p, crt->raw.len, li->sha256, 0) != 0)
+    return MBEDTLS_ERR_X509_FATAL_ERROR;
+  li->flags = *flags;
+  li->self_signed =
+      crt->issuer_raw.len == crt->subject_raw.len &&
+      memcmp(crt->issuer_raw.p, crt->subject_raw.p, crt->subject_raw.len) == 0;
+  if (mbedtls_x509_dn_gets(li->subject, sizeof li->subject, &crt->subject) < 0)
+    snprintf(li->subject, sizeof li->subject, "?");
+  if (mbedtls_x509_dn_gets(li->issuer, sizeof li->issuer, &crt->issuer) < 0)
+    snprintf(li->issuer, sizeof li->issuer, "?");
+  format_time(&crt->valid_from, li->valid_from, sizeof li->valid_from);
+  format_time(&crt->valid_to, li->valid_to, sizeof li->valid_to);
+  if (t->cfg->pinned && memcmp(li->sha256, t->cfg->pin, 32) != 0) {
+    li->mismatch = 1;
+    /* Any error but VERIFY_FAILED, which VERIFY_OPTIONAL forgives. */
+    return MBEDTLS_ERR_X509_FATAL_ERROR;
+  }
+  return 0;
+}
 
 static int bio_send(void *ud, const unsigned char *buf, size_t len) {
   xcm_tls *t = ud;
@@ -596,9 +731,13 @@ int xcm__tls_new(xcm_tls **out, xcm_tls_config *cfg, int is_server,
   t->recv = recv;
   t->ud = ud;
   t->done = 0;
+  t->refused = 0;
+  t->leaf = NULL;
   err = mbedtls_ssl_setup(&t->ssl, &cfg->conf);
   if (err == 0 && !is_server && hostname != NULL)
     err = mbedtls_ssl_set_hostname(&t->ssl, hostname);
+  if (err == 0 && !is_server && (cfg->verify || cfg->pinned))
+    mbedtls_ssl_set_verify(&t->ssl, on_verify, t);
   if (err != 0) {
     mbedtls_ssl_free(&t->ssl);
     xcm__free(a, t);
@@ -617,6 +756,7 @@ void xcm__tls_free(xcm_tls *t) {
     return;
   cfg = t->cfg;
   mbedtls_ssl_free(&t->ssl);
+  xcm__free(cfg->ctx->alloc, t->leaf);
   xcm__free(cfg->ctx->alloc, t);
   xcm__tls_config_unref(cfg);
 }
@@ -643,6 +783,74 @@ static void log_failure(xcm_tls *t, const char *what, int err,
            why);
 }
 
+/* The reasons of flags in words, "; "-separated, for an operator. */
+static void describe_flags(const leaf_info *li, uint32_t flags,
+                           const char *host, char *buf, size_t len) {
+  size_t n = 0;
+  char rest[512], *p;
+
+#define ADD(...)                                                               \
+  do {                                                                         \
+    if (n < len)                                                               \
+      n += (size_t)snprintf(buf + n, len - n, "%s", n ? "; " : "");            \
+    if (n < len)                                                               \
+      n += (size_t)snprintf(buf + n, len - n, __VA_ARGS__);                    \
+  } while (0)
+  buf[0] = '\0';
+  if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
+    if (li->self_signed)
+      ADD("self-signed (issued by itself, not by a trusted CA)");
+    else
+      ADD("issued by an unknown CA (not in the trusted CAs)");
+  }
+  if (flags & MBEDTLS_X509_BADCERT_EXPIRED)
+    ADD("expired on %s", li->valid_to);
+  if (flags & MBEDTLS_X509_BADCERT_FUTURE)
+    ADD("not valid before %s", li->valid_from);
+  if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH)
+    ADD("name mismatch (it is not for \"%s\")", host ? host : "");
+  flags &=
+      ~(uint32_t)(MBEDTLS_X509_BADCERT_NOT_TRUSTED |
+                  MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE |
+                  MBEDTLS_X509_BADCERT_CN_MISMATCH);
+  if (flags != 0 &&
+      mbedtls_x509_crt_verify_info(rest, sizeof rest, "", flags) > 0) {
+    for (p = rest; *p != '\0'; p++)
+      if (*p == '\n')
+        *p = p[1] != '\0' ? ';' : '\0';
+    ADD("%s", rest);
+  }
+#undef ADD
+  if (buf[0] == '\0')
+    snprintf(buf, len, "not trusted");
+}
+
+/* The server's certificate was refused: tell the owner, with what it
+ * needs to say what to do. */
+static void report_refusal(xcm_tls *t) {
+  const leaf_info *li = t->leaf;
+  xcm_tls_refusal r;
+  char why[512];
+
+  memset(&r, 0, sizeof r);
+  r.peer = t->ssl.hostname;
+  memcpy(r.sha256, li->sha256, sizeof r.sha256);
+  r.subject = li->subject;
+  r.issuer = li->issuer;
+  r.valid_from = li->valid_from;
+  r.valid_to = li->valid_to;
+  r.self_signed = li->self_signed;
+  if (li->mismatch) {
+    r.pin = t->cfg->pin;
+    snprintf(why, sizeof why, "not the pinned certificate");
+  } else {
+    r.flags = mbedtls_ssl_get_verify_result(&t->ssl);
+    describe_flags(li, r.flags, t->ssl.hostname, why, sizeof why);
+  }
+  r.why = why;
+  t->cfg->refused(t->cfg->refused_ud, &r);
+}
+
 int xcm__tls_handshake(xcm_tls *t, const char *peer) {
   int err;
 
@@ -651,6 +859,21 @@ int xcm__tls_handshake(xcm_tls *t, const char *peer) {
   err = mbedtls_ssl_handshake(&t->ssl);
   if (err == 0) {
     t->done = 1;
+    if (t->cfg->pinned && t->leaf != NULL &&
+        (t->leaf->flags & MBEDTLS_X509_BADCERT_EXPIRED) &&
+        !t->cfg->pin_expiry_told) {
+      /* Trusted all the same: refusing it would stop every link on a
+       * date nobody chose, and the pin already names these bytes. */
+      t->cfg->pin_expiry_told = 1;
+      xcm__log(t->cfg->ctx, XCM_LOG_WARN,
+               "TLS with %s: the pinned certificate expired on %s; it is "
+               "still trusted because it is pinned, but give the server a "
+               "new one (and pin that)",
+               peer, t->leaf->valid_to);
+    }
+    /* Kept only for a refusal's report. */
+    xcm__free(t->cfg->ctx->alloc, t->leaf);
+    t->leaf = NULL;
     xcm__log(t->cfg->ctx, XCM_LOG_DEBUG, "TLS with %s: %s, %s", peer,
              mbedtls_ssl_get_version(&t->ssl),
              mbedtls_ssl_get_ciphersuite(&t->ssl));
@@ -658,6 +881,12 @@ int xcm__tls_handshake(xcm_tls *t, const char *peer) {
   }
   if (err == MBEDTLS_ERR_SSL_WANT_READ || err == MBEDTLS_ERR_SSL_WANT_WRITE)
     return UV_EAGAIN;
+  if (t->leaf != NULL && t->cfg->refused != NULL &&
+      (t->leaf->mismatch || err == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED)) {
+    report_refusal(t);
+    t->refused = 1;
+    return XCM_ETLS;
+  }
   log_failure(t, "handshake", err, peer);
   return err == MBEDTLS_ERR_SSL_ALLOC_FAILED ? XCM_ENOMEM : XCM_ETLS;
 }
@@ -700,6 +929,10 @@ int xcm__tls_close_notify(xcm_tls *t) {
 int xcm__tls_has_pending(const xcm_tls *t) {
   return mbedtls_ssl_get_bytes_avail(&t->ssl) > 0 ||
          mbedtls_ssl_check_pending(&t->ssl);
+}
+
+int xcm__tls_refused(const xcm_tls *t) {
+  return t->refused;
 }
 
 const char *xcm__tls_alpn(const xcm_tls *t) {

@@ -62,6 +62,10 @@ int xcm__tls_close_notify(xcm_tls *t);
  * stream must come back for them on resume. */
 int xcm__tls_has_pending(const xcm_tls *t);
 
+/* Whether the handshake failed on the peer's certificate, reported
+ * through the configuration's refused function. */
+int xcm__tls_refused(const xcm_tls *t);
+
 /* The ALPN protocol agreed on, or NULL. */
 const char *xcm__tls_alpn(const xcm_tls *t);
 

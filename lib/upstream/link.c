@@ -5,6 +5,7 @@
 
 #include "proto/cmproto.h"
 #include "proto/policy.h"
+#include "proto/stream.h"
 #include "transport/stream.h"
 #include "util/alloc.h"
 #include "xcm/error.h"
@@ -446,7 +447,11 @@ static void on_tls_done(void *ud, int err) {
   xcm_link *l = ud;
 
   if (err != 0) {
-    xcm__link_drop(l, err, "TLS handshake with the server failed");
+    xcm__link_drop(l, err,
+                   xcm__stream_tls_refused(l->stream)
+                       ? "TLS: the server's certificate was refused (told at "
+                         "error level once per certificate)"
+                       : "TLS handshake with the server failed");
     return;
   }
   l->tls_on = 1;
@@ -480,6 +485,8 @@ static void on_connected(void *ud) {
   uv_freeaddrinfo(l->addrs);
   l->addrs = l->next_addr = NULL;
   err = xcm__xml_reader_new(&l->reader, l->ctx->xml, &reader_cb, l, &lim);
+  if (err == 0)
+    xcm__xml_reader_set_usual(l->reader, &xcm__stream_cm);
   /* Openfire writes every stanza in the scanner's subset. */
   if (err == 0)
     err = xcm__xml_reader_set_scan(l->reader, 1);

@@ -5,6 +5,7 @@
 
 #include "proto/cmproto.h"
 #include "proto/route.h"
+#include "proto/stream.h"
 #include "transport/stream.h"
 #include "upstream/link.h"
 #include "util/alloc.h"
@@ -85,6 +86,12 @@ struct xcm_pool {
   void *close_ud;
   xcm_buf scratch;
   xcm_buf tmp;
+  unsigned char pin[32]; /* opt.pin_sha256 points here */
+  /* Certificates refused and reported, by SHA-256: each is reported
+   * once, not at every attempt of every link; a link that comes up
+   * clears them. */
+  unsigned char told[8][32];
+  unsigned ntold, told_next;
 };
 
 static const xcm_link_cb link_cb;
@@ -124,6 +131,10 @@ static int copy_options(xcm_pool *p, const xcm_pool_options *o) {
   p->opt.domain = keep_str(&cursor, o->domain);
   p->opt.name = keep_str(&cursor, o->name);
   p->opt.secret = keep_str(&cursor, o->secret);
+  if (o->pin_sha256 != NULL) {
+    memcpy(p->pin, o->pin_sha256, sizeof p->pin);
+    p->opt.pin_sha256 = p->pin;
+  }
   if (p->opt.port == 0)
     p->opt.port = 5262;
   if (p->opt.connections == 0)
@@ -351,6 +362,7 @@ static void on_link_up(void *ud, xcm_link *l) {
   p->links[i].congested = 0;
   p->links[i].up = 1;
   p->up++;
+  p->ntold = 0;
   if (p->ev.link != NULL)
     p->ev.link(p->ud, i, xcm__link_jid(l), 1, 0, NULL);
 }
@@ -583,8 +595,6 @@ static int payload_stanza(void *ud, const xcm_xml_stanza *st) {
  * cap and unescape by hand. The route held exactly this one element. */
 static void undeliverable(xcm_pool *p, xcm_up_session *s,
                           const xcm_xml_stanza *st, const xcm_route *r) {
-  static const xcm_xml_nsdecl cm[] = {{"stream", XCM_NS_STREAMS},
-                                      {"", XCM_NS_CM}};
   const xcm_xml_node *inner = st->root->children;
   payload_read pr = {p, s, r};
   int err;
@@ -595,8 +605,9 @@ static void undeliverable(xcm_pool *p, xcm_up_session *s,
     undeliverable_node(p, s, inner, r);
     return;
   }
-  err = xcm__xml_read_element(p->ctx->xml, r->inner, r->inner_len, cm, 2, 64, 0,
-                              payload_levels, payload_stanza, &pr);
+  err = xcm__xml_read_standalone(p->ctx->xml, &xcm__stream_cm, r->inner,
+                                 r->inner_len, 64, 0, payload_levels,
+                                 payload_stanza, &pr);
   if (err != 0)
     xcm__log(p->ctx, XCM_LOG_WARN,
              "upstream: could not read an undeliverable <%s/> for %s: %s",
@@ -800,6 +811,79 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
+/* ---- the server's certificate refused ------------------------------------ */
+
+/* Where Openfire keeps its certificate (the package's home), for the
+ * command that shows its fingerprint on the Openfire host. */
+#define OPENFIRE_KEYSTORE "/usr/share/openfire/resources/security/keystore"
+
+/* Refused by the TLS layer: say what failed, what was seen and the ways
+ * out, once per certificate. Several lines, so that each stays readable
+ * in syslog. */
+static void on_refused(void *ud, const xcm_tls_refusal *r) {
+  xcm_pool *p = ud;
+  xcm_ctx *ctx = p->ctx;
+  char seen[112], pin[112];
+  unsigned i;
+
+  for (i = 0; i < p->ntold; i++)
+    if (memcmp(p->told[i], r->sha256, 32) == 0) {
+      xcm__log(ctx, XCM_LOG_DEBUG,
+               "upstream: %s:%d: the certificate refused before, again: %s",
+               p->opt.host, p->opt.port, r->why);
+      return;
+    }
+  memcpy(p->told[p->told_next], r->sha256, 32);
+  p->told_next = (p->told_next + 1) % 8;
+  if (p->ntold < 8)
+    p->ntold++;
+  xcm__tls_format_fingerprint(r->sha256, seen, sizeof seen);
+  if (r->pin != NULL) {
+    xcm__tls_format_fingerprint(r->pin, pin, sizeof pin);
+    xcm__log(ctx, XCM_LOG_ERROR,
+             "upstream: the certificate of %s:%d does not match the pinned "
+             "fingerprint: pinned %s, seen %s; no link comes up, and clients "
+             "are refused (told once per certificate)",
+             p->opt.host, p->opt.port, pin, seen);
+  } else {
+    xcm__log(ctx, XCM_LOG_ERROR,
+             "upstream: certificate verification failed for %s:%d: %s; no "
+             "link comes up, and clients are refused (told once per "
+             "certificate)",
+             p->opt.host, p->opt.port, r->why);
+  }
+  xcm__log(ctx, XCM_LOG_ERROR,
+           "upstream: the certificate seen: %s, subject \"%s\", issuer "
+           "\"%s\", valid %s to %s",
+           seen, r->subject, r->issuer, r->valid_from, r->valid_to);
+  /* Out of band: s_client cannot speak to the CM port itself (Openfire
+   * refuses a jabber:client header there), so either the keystore or
+   * the client port, which has the same certificate unless set apart,
+   * from the Openfire host. */
+  xcm__log(ctx, XCM_LOG_ERROR,
+           "upstream: way out 1, pin this certificate once you know it is "
+           "Openfire's: on the Openfire host, 'keytool -list -v "
+           "-keystore " OPENFIRE_KEYSTORE
+           " -storepass changeit' (or 'openssl s_client "
+           "-connect 127.0.0.1:5222 -starttls xmpp -xmpphost %s </dev/null "
+           "| openssl x509 -noout -fingerprint -sha256', the client port's "
+           "certificate, the same unless set apart) must show this "
+           "fingerprint; then set: [upstream] fingerprint = %s (manager.xml: "
+           "xmpp.server.certificate.fingerprint; API: "
+           "xcm_options.upstream_fingerprint)",
+           p->opt.domain, seen);
+  xcm__log(ctx, XCM_LOG_ERROR,
+           "upstream: way out 2, trust the CA that issued it%s: [upstream] "
+           "ca_file = /path/to/ca.pem (API: xcm_options.upstream_ca_file); "
+           "or give Openfire a certificate from a CA this host trusts",
+           r->pin != NULL ? " (instead of the pin)" : "");
+  xcm__log(ctx, XCM_LOG_ERROR,
+           "upstream: way out 3, not recommended (anyone in the path can "
+           "then read the secret and every session): [upstream] "
+           "accept_self_signed = yes (API: "
+           "xcm_options.upstream_accept_self_signed)");
+}
+
 /* ---- the pool ------------------------------------------------------------ */
 
 int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
@@ -829,11 +913,20 @@ int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
     memset(&to, 0, sizeof to);
     to.ca_file = p->opt.ca_file;
     to.verify = !p->opt.accept_self_signed;
+    to.pin_sha256 = p->opt.pin_sha256;
+    to.refused = on_refused;
+    to.refused_ud = p;
     if (p->opt.accept_self_signed)
       xcm__log(ctx, XCM_LOG_WARN,
                "upstream: NOT verifying the server's certificate "
                "(accept_self_signed): anyone in the path can read the "
                "secret and every session");
+    if (p->opt.pin_sha256 != NULL) {
+      xcm__tls_format_fingerprint(p->opt.pin_sha256, msg, sizeof msg);
+      xcm__log(ctx, XCM_LOG_INFO,
+               "upstream: trusting only the server certificate %s (pinned)",
+               msg);
+    }
     err = xcm__tls_config_new(&p->tls, ctx, 0, &to, msg, sizeof msg);
     if (err != 0)
       xcm__log(ctx, XCM_LOG_ERROR, "upstream TLS: %s", msg);

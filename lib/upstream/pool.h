@@ -43,6 +43,9 @@ typedef struct xcm_pool_options {
   enum xcm_pool_tls tls;       /* default optional: used when offered */
   const char *ca_file;         /* for verifying the server's certificate */
   int accept_self_signed;      /* skip verification; logged loudly */
+  /* The SHA-256 of the server's certificate (32 bytes, copied), or
+   * NULL: trusted instead of ca_file and the host name. */
+  const unsigned char *pin_sha256;
   int zlib;                    /* compress the links when offered */
   unsigned keepalive_ms;       /* default 30 s of our silence: a space */
   unsigned dead_after_ms;      /* default 5 min of the server's silence */

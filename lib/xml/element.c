@@ -24,9 +24,9 @@ static int one_stanza(void *ud, const xcm_xml_stanza *s) {
   return o->fn(o->ud, s);
 }
 
-int xcm__xml_read_element(
-    xcm_xml_pool *pool, const char *bytes, size_t len,
-    const xcm_xml_nsdecl *decls, size_t ndecls, unsigned max_depth, int scan,
+int xcm__xml_read_standalone(
+    xcm_xml_pool *pool, const xcm_xml_context *ctx, const char *bytes,
+    size_t len, unsigned max_depth, int scan,
     int (*levels)(void *ud, const char *ns, const char *name),
     int (*fn)(void *ud, const xcm_xml_stanza *s), void *ud) {
   static const xcm_xml_callbacks cb = {NULL, one_levels, one_stanza, NULL};
@@ -42,7 +42,7 @@ int xcm__xml_read_element(
   if (scan)
     err = xcm__xml_reader_set_scan(r, 1);
   if (err == 0)
-    err = xcm__xml_reader_assume_header(r, decls, ndecls);
+    err = xcm__xml_reader_assume_header(r, ctx);
   if (err == 0)
     err = xcm__xml_reader_feed(r, bytes, len, &consumed);
   /* Nothing, or an element cut short, is not one element either: the

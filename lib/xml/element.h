@@ -1,8 +1,8 @@
-/* One element from bytes that stand alone: a hook's replacement, a
- * server's answer the CM must read, a payload whose attributes were not
- * kept. The bytes are read as the only content of a stream whose header
- * declared decls, so a stanza sees the namespaces it would have seen on
- * its stream. */
+/* One element from bytes that stand alone, outside the document they
+ * belong to (an element handed in by someone else, one taken out of
+ * another element). The bytes are read as the only content of a document
+ * whose root start tag set ctx, so the element sees the namespaces it
+ * would have seen there. */
 #ifndef XCM_XML_ELEMENT_H
 #define XCM_XML_ELEMENT_H
 
@@ -18,9 +18,9 @@
  * out of memory); or the negative value fn returned. After any error fn
  * may still have run for a first element: act on what it saw only on
  * success. */
-int xcm__xml_read_element(
-    xcm_xml_pool *pool, const char *bytes, size_t len,
-    const xcm_xml_nsdecl *decls, size_t ndecls, unsigned max_depth, int scan,
+int xcm__xml_read_standalone(
+    xcm_xml_pool *pool, const xcm_xml_context *ctx, const char *bytes,
+    size_t len, unsigned max_depth, int scan,
     int (*levels)(void *ud, const char *ns, const char *name),
     int (*fn)(void *ud, const xcm_xml_stanza *s), void *ud);
 

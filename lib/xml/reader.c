@@ -128,7 +128,8 @@ struct xcm_xml_slot {
   /* What the declarations seen since the last start tag mean for a
    * stanza, computed as each comes, however many there are: whether one
    * declares the default namespace and which header prefixes they
-   * redeclare. The route framing must not declare those again. */
+   * redeclare. Those the stanza does not take from the header
+   * (xcm_xml_stanza.declares_default, header_prefixes_used). */
   int pending_default;
   uint32_t pending_mask;
 
@@ -172,22 +173,18 @@ struct xcm_xml_reader {
   int err;
   int scan; /* try the scanner before expat */
   const char *err_text;
-  /* The stream's namespace context: a shared static table for the usual
-   * headers, else decls_mem owns it. */
+  /* The document's namespace context: the owner's (the usual header, or
+   * an assumed one), else decls_mem owns it. */
   const xcm_xml_nsdecl *decls;
   size_t ndecls;
   void *decls_mem;
   /* The root's name as written, for the priming header to match the end
-   * tag: "stream:stream" is shared, anything else is in decls_mem. */
+   * tag: the owner's, or in decls_mem. */
   const char *root_qname;
+  const xcm_xml_context *usual; /* xcm__xml_reader_set_usual */
   uint64_t offset;
   kept_bytes *kept; /* NULL unless an element is cut off (see KEEP_MAX) */
 };
-
-static const xcm_xml_nsdecl client_decls[] = {{"stream", XCM_NS_STREAMS},
-                                              {"", XCM_NS_CLIENT}};
-static const xcm_xml_nsdecl cm_decls[] = {{"stream", XCM_NS_STREAMS},
-                                          {"", XCM_NS_CM}};
 
 static const xcm_xml_limits default_limits = {262144, 32, 0};
 
@@ -372,27 +369,22 @@ static void clear_decls(xcm_xml_reader *r) {
   r->root_qname = NULL;
 }
 
-/* Remember the header's declarations beyond the slot's lifetime. The two
- * usual headers share a static table, so an idle stream costs nothing. */
+/* Remember the header's declarations beyond the slot's lifetime. The
+ * usual header (the owner's) is pointed at, so an idle reader of a usual
+ * document costs nothing. */
 static int save_decls(xcm_xml_reader *r, const xcm_xml_nsdecl *d, size_t n,
                       const char *qname) {
-  static const char usual_qname[] = "stream:stream";
+  const xcm_xml_context *u = r->usual;
   size_t i, size, off;
   xcm_xml_nsdecl *copy;
   char *strings;
-  int usual = strcmp(qname, usual_qname) == 0;
 
   clear_decls(r);
-  if (usual && decls_equal(d, n, client_decls, 2)) {
-    r->decls = client_decls;
-    r->ndecls = 2;
-    r->root_qname = usual_qname;
-    return 0;
-  }
-  if (usual && decls_equal(d, n, cm_decls, 2)) {
-    r->decls = cm_decls;
-    r->ndecls = 2;
-    r->root_qname = usual_qname;
+  if (u != NULL && strcmp(qname, u->root) == 0 &&
+      decls_equal(d, n, u->decls, u->ndecls)) {
+    r->decls = u->decls;
+    r->ndecls = u->ndecls;
+    r->root_qname = u->root;
     return 0;
   }
   size = n * sizeof(*copy) + strlen(qname) + 1;
@@ -538,8 +530,9 @@ static void on_header(xcm_xml_reader *r, const char *full,
   arena_reset(r->pool->alloc, s);
 }
 
-/* Note which header prefixes a stanza uses without declaring them on its
- * own start tag: the route framing must declare those. */
+/* Note which header prefixes a stanza uses (those its own start tag
+ * redeclares are taken out when it ends): what the stanza needs from the
+ * header to be read on its own (xcm_xml_stanza.header_prefixes_used). */
 static void note_prefix(xcm_xml_reader *r, const char *prefix, size_t len) {
   int i;
 
@@ -1402,9 +1395,9 @@ static int keep(xcm_xml_reader *r, const char *p, size_t n) {
 /* The scanner for a scan starting now, or NULL when there is none: then
  * expat reads. A scanned element's tree lives in its scanner's scratch
  * while its callback runs, and the callback may read other bytes that
- * stand alone (the server's answer the client layer must look into, a
- * hook's replacement): those get the next scanner, made the first time,
- * so that a login's answers are scanned too. */
+ * stand alone (xml/element.h; the CM does for every answer a client gets
+ * while it logs in): those get the next scanner, made the first time,
+ * so that they are scanned too. */
 static xcm_xml_scan *scan_enter(xcm_xml_pool *pool) {
   xcm_xml_scan **sc;
 
@@ -1709,25 +1702,25 @@ void xcm__xml_reader_restart(xcm_xml_reader *r) {
   r->err = 0;
 }
 
-int xcm__xml_reader_assume_header(xcm_xml_reader *r,
-                                  const xcm_xml_nsdecl *decls, size_t ndecls) {
-  size_t i;
-  int err;
+void xcm__xml_reader_set_usual(xcm_xml_reader *r, const xcm_xml_context *ctx) {
+  r->usual = ctx;
+}
 
+int xcm__xml_reader_assume_header(xcm_xml_reader *r,
+                                  const xcm_xml_context *ctx) {
   if (r->state != R_INIT)
     return XCM_EINVAL;
-  if (ndecls > XCM_XML_MAX_HEADER_PREFIXES)
+  if (ctx->ndecls > XCM_XML_MAX_HEADER_PREFIXES)
     return XCM_ELIMIT;
   release_slot(r);
   drop_kept(r);
-  for (i = 0; i < ndecls; i++)
-    if (strcmp(decls[i].prefix, "stream") == 0)
-      break;
-  /* Stream-level elements can only be written with the prefix if it is
-   * bound; otherwise a plain root serves. */
-  err = save_decls(r, decls, ndecls, i < ndecls ? "stream:stream" : "stream");
-  if (err != 0)
-    return err;
+  clear_decls(r);
+  /* Pointed at, not copied: bytes read in an assumed context are read
+   * while the owner holds it, and a copy would cost an allocation for
+   * every element read that way. */
+  r->decls = ctx->decls;
+  r->ndecls = ctx->ndecls;
+  r->root_qname = ctx->root;
   r->state = R_STREAM;
   return 0;
 }

@@ -1,5 +1,6 @@
 /* The XML stream reader: a thin layer over expat that turns the bytes of
- * one XMPP stream into events.
+ * one XML stream (a root element whose children arrive one by one and are
+ * handed over as each completes) into events.
  *
  *   header  the stream's root start tag (depth 0), with its attributes and
  *           namespace declarations;
@@ -22,6 +23,12 @@
  * slot either, only that element's bytes so far (up to 2 KiB; a longer
  * one borrows a slot), and xcm__xml_reader_shrink() returns 0 then.
  *
+ * The reader knows no namespace and no protocol: every namespace it
+ * treats specially comes from its owner, as an xcm_xml_context (the usual
+ * header to share rather than copy, the context assumed for bytes that
+ * stand alone), and what it reports about namespaces (see xcm_xml_stanza)
+ * is the same for every document.
+ *
  * Nothing here is thread-safe; a pool and its readers belong to one loop.
  */
 #ifndef XCM_XML_READER_H
@@ -33,12 +40,9 @@
 #include "xcm/alloc.h"
 #include "xcm/condition.h"
 
-#define XCM_NS_STREAMS "http://etherx.jabber.org/streams"
-#define XCM_NS_CLIENT "jabber:client"
-#define XCM_NS_CM "jabber:connectionmanager"
-
-/* Header prefixes beyond this count are refused (policy-violation): the
- * wrap code tracks their use in a 32-bit mask. */
+/* Header prefixes beyond this count are refused (policy-violation): a
+ * stanza reports which of them it uses in a 32-bit mask
+ * (xcm_xml_stanza.header_prefixes_used). */
 #define XCM_XML_MAX_HEADER_PREFIXES 16
 
 typedef struct xcm_xml_pool xcm_xml_pool;
@@ -57,6 +61,16 @@ typedef struct xcm_xml_nsdecl {
   const char *prefix; /* "" for the default namespace */
   const char *uri;    /* "" when the declaration undeclares it */
 } xcm_xml_nsdecl;
+
+/* A document's namespace context as its root start tag sets it: the
+ * root's name as written (an end tag must repeat it to end the document)
+ * and the declarations on the tag. The strings and the array stay the
+ * owner's. */
+typedef struct xcm_xml_context {
+  const char *root; /* never NULL: "p:doc", or "doc" without a prefix */
+  const xcm_xml_nsdecl *decls;
+  size_t ndecls;
+} xcm_xml_context;
 
 typedef struct xcm_xml_node xcm_xml_node;
 struct xcm_xml_node {
@@ -94,26 +108,30 @@ typedef struct xcm_xml_stanza {
   size_t qname_len; /* length of the name as written (with prefix) */
   /* The tree, when the start callback asked for one, else NULL. */
   const xcm_xml_node *root;
-  /* Whether the element's own start tag declares the default namespace,
-   * and a bit per header prefix (index into xcm__xml_reader_decls()) that
-   * the element uses without declaring on its start tag. The route
-   * framing needs both to give a stanza its namespaces. */
+  /* What the element takes from the header's namespace context, for an
+   * owner that copies its bytes out of the document and must give them
+   * the namespaces they had there: whether the element's own start tag
+   * declares the default namespace (if not, it is in the header's), and a
+   * bit per header prefix (index into xcm__xml_reader_decls()) that the
+   * element or anything inside it uses without the start tag declaring it
+   * again. Both are exact, however many declarations the tag carries. */
   int declares_default;
   uint32_t header_prefixes_used;
 } xcm_xml_stanza;
 
 /* What a stanza callback may return besides 0 and a negative error. */
 enum {
-  /* This element ends the stream document (STARTTLS, compression, SASL
-   * success): feed returns right after it and the reader is back in its
-   * initial state, expecting a new stream header. The bytes after the
-   * element are not consumed. */
+  /* This element ends the document: feed returns right after it and the
+   * reader is back in its initial state, expecting a new header. The bytes
+   * after the element are not consumed (they may be another layer's, such
+   * as the start of a TLS handshake). */
   XCM_XML_RESTART = 1
 };
 
 /* Or'ed into stanza_start's level count: the deepest level built gets its
- * name, namespace, bytes and text but no attributes. A route needs its
- * payload's extent, not the payload's attributes. */
+ * name, namespace, bytes and text but no attributes, for an owner that
+ * needs where the elements at that level lie, not what they say: their
+ * attributes cost copies nobody reads. */
 enum { XCM_XML_BARE_LAST = 0x100 };
 
 typedef struct xcm_xml_callbacks {
@@ -141,10 +159,10 @@ typedef struct xcm_xml_limits {
   /* Bytes of a depth-1 element for which stanza_start asked for a tree;
    * 0 for no cap other than max_stanza. A tree costs memory per element
    * (about 150 bytes for each node, even <a/>), so an owner that builds
-   * trees only to look into a few small elements (a client's iqs before
-   * authentication, <compress>) caps them well below max_stanza. A larger
-   * element is a policy-violation stream error ("element too large for
-   * the CM to read"), from expat and the scanner alike. */
+   * trees only to look into a few small elements caps them well below
+   * max_stanza. A larger element is a policy-violation stream error
+   * ("element too large for the CM to read"), from expat and the scanner
+   * alike. */
   size_t max_tree;
 } xcm_xml_limits;
 
@@ -186,15 +204,25 @@ int xcm__xml_reader_set_scan(xcm_xml_reader *r, int on);
  * made afterwards that ask for the scanner get expat alone. */
 void xcm__xml_pool_set_scan(xcm_xml_pool *pool, int allowed);
 
-/* Back to the initial state: the next bytes start a new stream document.
+/* The header most of this reader's documents open with. A header with
+ * the same root name and the same declarations (in any order) is then
+ * kept as a pointer to ctx instead of a copy, so that an idle reader of a
+ * usual document holds no string of its own; ctx and what it points to
+ * must outlive the reader. NULL (the default): every header is copied.
+ * Changes nothing but memory. */
+void xcm__xml_reader_set_usual(xcm_xml_reader *r, const xcm_xml_context *ctx);
+
+/* Back to the initial state: the next bytes start a new document.
  * Not from inside a callback (return XCM_XML_RESTART there instead). */
 void xcm__xml_reader_restart(xcm_xml_reader *r);
 
-/* Prime the reader as if it had read a stream header declaring decls
- * (NULL and 0 for none), without a header event: for route framing of
- * standalone bytes and for tests. Only in the initial state. */
+/* Put the reader inside a document whose root start tag set ctx, without
+ * a header event: for bytes that stand alone but must be read in the
+ * namespaces of the document they come from (ctx->decls may be NULL and
+ * ctx->ndecls 0). ctx is not copied: what it points to must stay valid
+ * until the reader restarts or is freed. Only in the initial state. */
 int xcm__xml_reader_assume_header(xcm_xml_reader *r,
-                                  const xcm_xml_nsdecl *decls, size_t ndecls);
+                                  const xcm_xml_context *ctx);
 
 /* Give the slot back to the pool if the reader sits between stanzas with
  * nothing buffered. Returns 1 if it did, 0 if it could not. */
@@ -212,8 +240,8 @@ void xcm__xml_reader_fail(xcm_xml_reader *r, xcm_cond cond, const char *text);
 xcm_cond xcm__xml_reader_condition(const xcm_xml_reader *r);
 const char *xcm__xml_reader_error_text(const xcm_xml_reader *r);
 
-/* The namespace declarations of the current stream header (valid until
- * the next restart). */
+/* The namespace declarations of the current header (valid until the next
+ * restart). */
 const xcm_xml_nsdecl *xcm__xml_reader_decls(const xcm_xml_reader *r,
                                             size_t *ndecls);
 
