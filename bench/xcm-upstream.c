@@ -15,7 +15,7 @@
 
 #include "xcm/testkit.h"
 
-static void closed(xcm_testkit *kit, void *ud) {
+static void closed(void *ud, xcm_testkit *kit) {
   (void)kit;
   (void)ud;
 }
@@ -25,7 +25,7 @@ static void on_term(uv_signal_t *s, int signum) {
 
   (void)signum;
   /* What the CM did, for tests that drive xcmd from outside. */
-  xcm_testkit_get_stats(s->data, &st);
+  xcm_testkit_get_stats(s->data, &st, sizeof st);
   printf("creates=%llu closes_from_cm=%llu routes_in=%llu violations=%llu\n",
          (unsigned long long)st.creates, (unsigned long long)st.closes_from_cm,
          (unsigned long long)st.routes_in, (unsigned long long)st.violations);
@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   o.domain = argc > 2 ? argv[2] : "bench.test";
   o.secret = argc > 3 ? argv[3] : "bench";
   o.open_accounts = 1;
@@ -71,7 +71,7 @@ int main(int argc, char **argv) {
   term.data = kit;
   uv_signal_start(&term, on_term, SIGTERM);
   uv_run(uv_default_loop(), UV_RUN_DEFAULT);
-  xcm_testkit_get_stats(kit, &st);
+  xcm_testkit_get_stats(kit, &st, sizeof st);
   xcm_testkit_free(kit);
   /* A benchmark of a CM that breaks the protocol measures nothing. */
   return st.violations > 0 ? 3 : 0;

@@ -73,9 +73,14 @@ def items(text):
 def main():
     out = ["# libxcm API reference", "",
            "Generated from `include/xcm/*.h` by `doc/make-api.py`; the headers "
-           "are the source. Names prefixed `xcm_` are public; everything "
-           "returns 0 (or a count) on success and a negative `xcm_error` "
-           "otherwise, which `xcm_strerror()` names.", ""]
+           "are the source. Names prefixed `xcm_` are public. A function "
+           "that can fail returns 0 (or a non-negative count) on success "
+           "and a negative `xcm_error` otherwise, which `xcm_strerror()` "
+           "names; one that returns `void` cannot fail, and one that "
+           "returns a pointer says what its NULL means. Callbacks take the "
+           "caller's user data first. Structs the caller hands in start "
+           "with `size_t size` and structs the library fills take the "
+           "caller's size, so that either can grow: see `doc/abi.md`.", ""]
     for name in ORDER:
         path = os.path.join(ROOT, "include", "xcm", name)
         text = open(path).read()

@@ -5,8 +5,9 @@
  *
  * Messages whose body contains WORD (default "spam") are dropped on their
  * way to the server; every routed stanza is counted by direction and
- * kind, and the counts are printed when the gateway stops (SIGTERM or
- * SIGINT). The client port is chosen by the system and written to
+ * kind, each session's stanzas are counted on the session itself (its
+ * user data), and the counts are printed when the gateway stops (SIGTERM
+ * or SIGINT). The client port is chosen by the system and written to
  * PORTFILE. */
 #include <signal.h>
 #include <stdio.h>
@@ -21,8 +22,14 @@ typedef struct gateway {
   const char *word;
   unsigned long seen[2][4]; /* direction x message/presence/iq/other */
   unsigned long dropped;
+  unsigned long sessions, most; /* sessions ended; most stanzas of one */
   uv_signal_t term, intr;
 } gateway;
+
+/* Hung on each session with xcm_cm_session_set_data. */
+typedef struct per_session {
+  unsigned long stanzas;
+} per_session;
 
 static int kind(const char *name) {
   if (strcmp(name, "message") == 0)
@@ -51,6 +58,8 @@ static xcm_verdict filter(void *ud, const xcm_stanza_info *st,
   (void)replacement;
   (void)len;
   g->seen[st->dir][kind(st->name)]++;
+  if (st->session_data != NULL)
+    ((per_session *)st->session_data)->stanzas++;
   if (st->dir != XCM_TO_SERVER || kind(st->name) != 0)
     return XCM_PASS;
   body = find(st->bytes, st->len, "<body>");
@@ -64,6 +73,24 @@ static xcm_verdict filter(void *ud, const xcm_stanza_info *st,
   return XCM_PASS;
 }
 
+static void on_session(void *ud, xcm_session_event ev,
+                       const xcm_session_info *info) {
+  gateway *g = ud;
+  per_session *ps = info->data;
+
+  if (ev == XCM_SESSION_OPENED) {
+    ps = calloc(1, sizeof *ps);
+    if (ps != NULL && xcm_cm_session_set_data(g->cm, info->sid, ps) != 0)
+      free(ps);
+  } else if (ev == XCM_SESSION_CLOSED && ps != NULL) {
+    g->sessions++;
+    if (ps->stanzas > g->most)
+      g->most = ps->stanzas;
+    /* The closed event is the session's last: libxcm never frees it. */
+    free(ps);
+  }
+}
+
 static void log_line(void *ud, int level, const char *msg) {
   (void)ud;
   fprintf(stderr, "[gateway %s] %s\n",
@@ -73,7 +100,7 @@ static void log_line(void *ud, int level, const char *msg) {
           msg);
 }
 
-static void stopped(xcm_cm *cm, void *ud) {
+static void stopped(void *ud, xcm_cm *cm) {
   gateway *g = ud;
 
   (void)cm;
@@ -83,6 +110,7 @@ static void stopped(xcm_cm *cm, void *ud) {
          g->dropped);
   printf("to clients: %lu messages, %lu presences, %lu iqs, %lu other\n",
          g->seen[1][0], g->seen[1][1], g->seen[1][2], g->seen[1][3]);
+  printf("sessions: %lu, most stanzas in one: %lu\n", g->sessions, g->most);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -111,7 +139,7 @@ int main(int argc, char **argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   g.word = argc > 6 ? argv[6] : "spam";
-  memset(&o, 0, sizeof o);
+  xcm_options_init(&o, sizeof o);
   o.server_host = argv[1];
   o.server_port = atoi(argv[2]);
   o.secret = argv[3];
@@ -130,7 +158,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   xcm_cm_set_stanza_hook(g.cm, filter, &g);
-  memset(&lo, 0, sizeof lo);
+  xcm_cm_set_session_events(g.cm, on_session, &g);
+  xcm_listen_options_init(&lo, sizeof lo);
   lo.host = "127.0.0.1";
   lo.port = 0;
   if (xcm_cm_listen(g.cm, &lo, err, sizeof err) != 0 ||

@@ -55,12 +55,12 @@ static int wait_for(uv_loop_t *loop, client *c, const char *needle) {
   return strstr(c->got, needle) != NULL;
 }
 
-static void kit_closed(xcm_testkit *kit, void *ud) {
+static void kit_closed(void *ud, xcm_testkit *kit) {
   (void)kit;
   (void)ud;
 }
 
-static void cm_closed(xcm_cm *cm, void *ud) {
+static void cm_closed(void *ud, xcm_cm *cm) {
   (void)cm;
   xcm_testkit_close(ud, kit_closed, NULL);
 }
@@ -85,7 +85,7 @@ int main(void) {
   xcm_testkit_add_account(kit, "alice", "alice");
 
   /* The CM under test, pointed at it. */
-  memset(&o, 0, sizeof o);
+  xcm_options_init(&o, sizeof o);
   o.domain = "example.test";
   o.server_port = xcm_testkit_port(kit);
   o.name = "harness";
@@ -96,13 +96,14 @@ int main(void) {
     fprintf(stderr, "cm: %s\n", err);
     return 1;
   }
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   lo.port = 0;
   xcm_cm_listen(cm, &lo, err, sizeof err);
   xcm_cm_start(cm);
 
   /* A client on a transport of our own. */
   memset(&c, 0, sizeof c);
+  t.size = sizeof t;
   t.write = on_bytes;
   t.close = on_close;
   t.ud = &c;

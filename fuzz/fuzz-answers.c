@@ -31,6 +31,7 @@
 
 #include "client/client.h"
 #include "core/ctx.h"
+#include "options.h"
 #include "transport/stream.h"
 #include "xcm/route.h"
 
@@ -125,6 +126,7 @@ static void setup(void) {
   strcpy(policy.mechanisms[0], "PLAIN");
   policy.legacy_auth = 1;
   policy.registration = 1;
+  xcm__client_cfg_defaults(&cfg);
   cfg.domain = "example.test";
   cfg.policy = get_policy;
 }
@@ -399,7 +401,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       "'><jid>alice@example.test/r</jid></bind></iq>",
       "<success xmlns='" NS_SASL "'/>",
   };
-  xcm_transport t = {t_write, t_close, NULL};
+  xcm_transport t = {sizeof t, t_write, t_close, NULL};
   xcm_client *c;
   heard h;
   model m;

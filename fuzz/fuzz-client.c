@@ -47,13 +47,13 @@ static void setup(void) {
   int i;
 
   uv_loop_init(&loop);
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   ko.seed = 1;
   ko.open_accounts = 1;
   if (xcm_testkit_new(&kit, &loop, &ko, err, sizeof err) != 0)
     abort();
   xcm_testkit_add_account(kit, "alice", "alice");
-  memset(&o, 0, sizeof o);
+  xcm_options_init(&o, sizeof o);
   o.domain = "example.test";
   o.server_port = xcm_testkit_port(kit);
   o.name = "fuzz";
@@ -65,7 +65,7 @@ static void setup(void) {
   o.max_depth = 16;
   if (xcm_cm_new(&cm, &loop, &o, err, sizeof err) != 0)
     abort();
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   if (xcm_cm_listen(cm, &lo, err, sizeof err) != 0 || xcm_cm_start(cm) != 0)
     abort();
   for (i = 0; i < 10000 && xcm_cm_policy(cm) == NULL; i++)
@@ -86,6 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1)
     return 0;
   piece = (size_t)data[0] + 1;
+  t.size = sizeof t;
   t.write = on_write;
   t.close = on_close;
   t.ud = &p;

@@ -9,11 +9,17 @@
 #include <unistd.h>
 
 #include "core/ctx.h"
+#include "options.h"
 #include "session/session.h"
 #include "transport/stream.h"
+#include "transport/tls.h"
 #include "upstream/pool.h"
 #include "util/alloc.h"
+#include "util/sized.h"
 #include "xml/reader.h"
+
+_Static_assert(XCM_COND_COUNT_ <= XCM_STATS_MAX_COND,
+               "xcm_stats.stream_errors has no room for every xcm_cond");
 
 #define MAX_LISTENERS 16
 
@@ -46,7 +52,11 @@ struct xcm_cm {
   char *strings;
   xcm_pool *pool;
   xcm_sessions sessions;
-  xcm_stats stats;
+  xcm_counters counters; /* the session layer's, for xcm_cm_stats */
+  xcm_session_fn session_events;
+  void *session_events_ud;
+  xcm_stanza_hook hook;
+  void *hook_ud;
   listener *listeners[MAX_LISTENERS];
   unsigned nlisteners;
   int started;
@@ -54,7 +64,7 @@ struct xcm_cm {
   int open_handles; /* listeners' handles, the drain timer, the pool */
   uv_timer_t drain;
   unsigned drain_ms;
-  void (*shutdown_cb)(xcm_cm *cm, void *ud);
+  xcm_shutdown_fn shutdown_cb;
   xcm_link_fn link_events;
   void *link_events_ud;
   void *shutdown_ud;
@@ -120,8 +130,7 @@ static void on_link(void *ud, unsigned index, const char *resource, int up,
   (void)err;
   if (cm->link_events != NULL)
     cm->link_events(cm->link_events_ud, index, resource, up, why, NULL);
-  cm->stats.upstream_links_up = xcm__pool_links_up(cm->pool);
-  if (up && cm->stats.upstream_links_up == 1)
+  if (up && xcm__pool_links_up(cm->pool) == 1)
     xcm__sessions_retry(&cm->sessions);
   if (up)
     xcm__log(&cm->ctx, XCM_LOG_INFO, "upstream %s is up%s%s", resource,
@@ -157,108 +166,44 @@ static void free_failed(xcm_ctx *ctx) {
 
 /* upstream_fingerprint: well-formed, and not set beside what it
  * replaces. */
-static int check_pin(const xcm_options *opt, unsigned char pin[32],
-                     char *errbuf, size_t errlen) {
-  const char *fp = opt->upstream_fingerprint;
-  const char *clash = NULL;
-
-  if (xcm__tls_parse_fingerprint(fp, pin) != 0) {
-    if (errbuf != NULL && errlen > 0)
-      snprintf(
-          errbuf, errlen,
-          "upstream_fingerprint: \"%.80s%s\" is not a SHA-256 "
-          "fingerprint; expected \"sha256:\" and 64 hex digits, with "
-          "or without ':' between byte pairs, e.g. sha256:%s or "
-          "sha256:%s",
-          fp, strlen(fp) > 80 ? "..." : "",
-          "9F:86:D0:81:88:4C:7D:65:9A:2F:EA:A0:C5:5A:D0:15:A3:BF:4F:1B:"
-          "2B:0B:82:2C:D1:5D:6C:15:B0:F0:0A:08",
-          "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
-    return XCM_EINVAL;
-  }
-  if (opt->upstream_accept_self_signed)
-    clash = "upstream_accept_self_signed (which trusts any certificate)";
-  else if (opt->upstream_ca_file != NULL)
-    clash = "upstream_ca_file (the pin replaces the CA)";
-  if (clash != NULL) {
-    if (errbuf != NULL && errlen > 0)
-      snprintf(errbuf, errlen,
-               "upstream_fingerprint cannot be set with %s: set one of them",
-               clash);
-    return XCM_EINVAL;
-  }
-  return 0;
-}
-
 int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
                char *errbuf, size_t errlen) {
   xcm_cm *cm;
+  xcm_options o;
   xcm_pool_options po;
   unsigned char pin[32];
   int err;
 
   *out = NULL;
-  if (opt->upstream_fingerprint != NULL &&
-      (err = check_pin(opt, pin, errbuf, errlen)) != 0)
+  err = xcm__options_resolve(&o, opt, errbuf, errlen);
+  if (err != 0)
     return err;
-  if (opt->domain == NULL || opt->domain[0] == '\0') {
-    errmsg(errbuf, errlen, "%sthe XMPP domain is not set", "");
-    return XCM_EINVAL;
-  }
-  if (opt->name == NULL || opt->name[0] == '\0' || opt->secret == NULL ||
-      opt->secret[0] == '\0') {
-    errmsg(errbuf, errlen,
-           "%sthe CM name and the shared secret must both be set", "");
-    return XCM_EINVAL;
-  }
-  /* The upstream address NAME/PREFIXn-m lives in a fixed buffer of the
-   * link (XCM_POOL_MAX_JID): refuse what would not fit rather than cut
-   * it. */
-  if (strlen(opt->name) +
-          strlen(opt->resource_prefix ? opt->resource_prefix : "w") + 24 >
-      XCM_POOL_MAX_JID) {
-    errmsg(errbuf, errlen,
-           "%sthe CM name and resource prefix are too long together (at "
-           "most 232 bytes)",
-           "");
-    return XCM_EINVAL;
-  }
-  cm = xcm__calloc(opt->alloc, sizeof(*cm));
+  cm = xcm__calloc(o.alloc, sizeof(*cm));
   if (cm == NULL)
     return XCM_ENOMEM;
-  err = copy_options(cm, opt);
+  err = copy_options(cm, &o);
   if (err == 0)
-    err = xcm__ctx_init(&cm->ctx, loop, opt->alloc);
+    err = xcm__ctx_init(&cm->ctx, loop, o.alloc);
   if (err != 0) {
-    xcm__free(opt->alloc, cm->strings);
-    xcm__free(opt->alloc, cm);
+    xcm__free(o.alloc, cm->strings);
+    xcm__free(o.alloc, cm);
     return err;
   }
-  cm->ctx.log = opt->log;
-  cm->ctx.log_ud = opt->log_ud;
-  xcm__xml_pool_set_scan(cm->ctx.xml, !opt->expat_only);
-  cm->ctx.log_level = opt->log_level ? opt->log_level : XCM_LOG_INFO;
+  cm->ctx.log = o.log;
+  cm->ctx.log_ud = o.log_ud;
+  xcm__xml_pool_set_scan(cm->ctx.xml, !o.expat_only);
+  cm->ctx.log_level = o.log_level;
 
-  memset(&po, 0, sizeof po);
-  po.host = cm->opt.server_host;
-  po.port = opt->server_port;
-  po.domain = cm->opt.domain;
-  po.name = cm->opt.name;
-  po.secret = cm->opt.secret;
-  po.resource_prefix = cm->opt.resource_prefix;
-  po.connections = opt->connections;
-  po.tls = (enum xcm_pool_tls)opt->upstream_tls;
-  po.ca_file = cm->opt.upstream_ca_file;
-  po.accept_self_signed = opt->upstream_accept_self_signed;
-  if (opt->upstream_fingerprint != NULL) {
+  /* Strings from the instance's own copy. */
+  xcm__pool_options_from(&po, &cm->opt);
+  if (cm->opt.upstream_fingerprint != NULL) {
+    /* Checked by xcm__options_resolve; the pool copies the bytes. */
+    xcm__tls_parse_fingerprint(cm->opt.upstream_fingerprint, pin);
     po.pin_sha256 = pin;
     /* Optional TLS would let anyone in the path strip STARTTLS from the
      * features and meet no pin at all. */
     po.tls = XCM_UP_TLS_REQUIRED;
   }
-  po.zlib = opt->upstream_zlib;
-  po.keepalive_ms = opt->keepalive_ms;
-  po.dead_after_ms = opt->dead_after_ms;
   err = xcm__pool_new(&cm->pool, &cm->ctx, &po, &pool_events, cm);
   if (err != 0) {
     errmsg(errbuf, errlen, "cannot set up the upstream pool: %s",
@@ -268,11 +213,10 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
     xcm__ctx_close(&cm->ctx, free_failed);
     return err;
   }
-  xcm__sessions_init(&cm->sessions, &cm->ctx, &cm->stats);
+  xcm__sessions_init(&cm->sessions, &cm->ctx, &cm->counters);
   cm->sessions.pool = cm->pool;
-  cm->sessions.max_clients = opt->max_clients ? opt->max_clients : 10000;
-  cm->sessions.max_per_address =
-      opt->max_per_address ? opt->max_per_address : 100;
+  cm->sessions.max_clients = o.max_clients;
+  cm->sessions.max_per_address = o.max_per_address;
   uv_timer_init(loop, &cm->drain);
   cm->drain.data = cm;
   *out = cm;
@@ -396,14 +340,21 @@ static void orphan_closed(uv_handle_t *h) {
   orphan_free(h->data);
 }
 
-int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
+int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
                   size_t errlen) {
   struct sockaddr_storage ss;
-  const char *host = lo->host ? lo->host : "127.0.0.1";
-  int port = lo->port;
+  xcm_listen_options opts;
+  const xcm_listen_options *lo = &opts;
+  const char *host;
+  int port;
   listener *l;
   int err, namelen;
 
+  err = xcm__listen_options_resolve(&opts, in, errbuf, errlen);
+  if (err != 0)
+    return err;
+  host = lo->host;
+  port = lo->port;
   if (cm->nlisteners == MAX_LISTENERS)
     return XCM_ELIMIT;
   if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
@@ -438,23 +389,10 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
       return XCM_ENOMEM;
     }
   }
-  l->cfg.domain = cm->opt.domain;
-  l->cfg.max_stanza_preauth = cm->opt.max_stanza_preauth;
-  l->cfg.max_stanza = cm->opt.max_stanza;
-  l->cfg.max_depth = cm->opt.max_depth;
-  l->cfg.header_timeout_ms = cm->opt.header_timeout_ms;
-  l->cfg.auth_timeout_ms = cm->opt.auth_timeout_ms;
-  l->cfg.idle_timeout_ms = cm->opt.idle_timeout_ms;
-  l->cfg.max_out = cm->opt.max_client_out;
-  l->cfg.rate = cm->opt.rate;
-  l->cfg.burst = cm->opt.burst;
-  l->cfg.rate_bytes = cm->opt.rate_bytes;
-  l->cfg.burst_bytes = cm->opt.burst_bytes;
-  l->cfg.stats = &cm->stats;
-  l->cfg.compression = cm->opt.compression;
+  xcm__client_cfg_from(&l->cfg, &cm->opt);
+  l->cfg.counters = &cm->counters;
   l->cfg.tls = l->tls;
   l->cfg.direct_tls = lo->direct_tls;
-  l->cfg.upstream_wait_ms = cm->opt.upstream_wait_ms;
   l->cfg.policy = current_policy;
   l->cfg.policy_ud = cm;
   err = uv_tcp_init_ex(cm->ctx.loop, &l->tcp, ss.ss_family);
@@ -557,12 +495,20 @@ int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp) {
   return xcm__session_accept(&cm->sessions, &cm->listeners[i]->cfg, tcp);
 }
 
-int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *t,
+int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *in,
                   const char *peer, xcm_conn **out) {
+  xcm_transport tr, *t = &tr;
   xcm_stream *s;
   int err;
 
   *out = NULL;
+  /* The table is copied: read as much of it as the caller has. */
+  memset(&tr, 0, sizeof tr);
+  err = xcm__sized_read(&tr, sizeof tr, in,
+                        offsetof(xcm_transport, write) + sizeof tr.write,
+                        "xcm_transport", "it with .size = sizeof it", NULL, 0);
+  if (err != 0 || tr.write == NULL || tr.close == NULL)
+    return XCM_EINVAL;
   if (i >= cm->nlisteners || cm->stopping)
     return cm->stopping ? XCM_ECLOSED : XCM_EINVAL;
   err = xcm__session_attach(&cm->sessions, &cm->listeners[i]->cfg, t, peer, &s);
@@ -580,7 +526,7 @@ void xcm_conn_input_end(xcm_conn *c) {
 }
 
 int xcm_cm_listener_port(const xcm_cm *cm, unsigned i) {
-  return i < cm->nlisteners ? cm->listeners[i]->port : -1;
+  return i < cm->nlisteners ? cm->listeners[i]->port : XCM_EINVAL;
 }
 
 int xcm_cm_start(xcm_cm *cm) {
@@ -607,7 +553,7 @@ static void ctx_closed(xcm_ctx *ctx) {
   xcm_cm *cm = (xcm_cm *)ctx;
 
   if (cm->shutdown_cb != NULL)
-    cm->shutdown_cb(cm, cm->shutdown_ud);
+    cm->shutdown_cb(cm->shutdown_ud, cm);
 }
 
 static void handle_closed(xcm_cm *cm) {
@@ -656,12 +602,12 @@ static void sessions_empty(void *ud) {
                  cm->drain_ms < 200 ? cm->drain_ms : 200, 0);
 }
 
-void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
-                     void (*cb)(xcm_cm *cm, void *ud), void *ud) {
+int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms, xcm_shutdown_fn cb,
+                    void *ud) {
   unsigned i;
 
   if (cm->stopping)
-    return;
+    return XCM_ECLOSED;
   cm->stopping = 1;
   cm->shutdown_cb = cb;
   cm->shutdown_ud = ud;
@@ -676,13 +622,14 @@ void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
   }
   cm->sessions.empty = sessions_empty;
   cm->sessions.empty_ud = cm;
-  cm->drain_ms = drain_ms ? drain_ms : 5000;
+  cm->drain_ms = drain_ms;
   uv_timer_start(&cm->drain, drain_timeout, cm->drain_ms, 0);
   if (cm->sessions.count == 0)
     sessions_empty(cm);
   else
     xcm__sessions_fail_all(&cm->sessions, XCM_COND_SYSTEM_SHUTDOWN,
                            "the connection manager is shutting down");
+  return 0;
 }
 
 void xcm_cm_free(xcm_cm *cm) {
@@ -708,13 +655,38 @@ void xcm_cm_free(xcm_cm *cm) {
   xcm__free(alloc, cm);
 }
 
-void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out) {
-  *out = cm->stats;
-  out->upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
+int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
+  const xcm_counters *c = &cm->counters;
+  xcm_stats st;
+
+  if (out == NULL)
+    return XCM_EINVAL;
+  memset(&st, 0, sizeof st);
+  st.clients_accepted = c->clients_accepted;
+  st.clients_refused = c->clients_refused;
+  st.clients_now = c->clients_now;
+  st.clients_tls_now = c->clients_tls_now;
+  st.sessions_authenticated = c->sessions_authenticated;
+  st.stanzas_in = c->stanzas_in;
+  st.stanzas_out = c->stanzas_out;
+  st.bytes_in = c->bytes_in;
+  st.bytes_out = c->bytes_out;
+  memcpy(st.stream_errors, c->stream_errors, sizeof c->stream_errors);
+  st.failed_returned = c->failed_returned;
+  st.sessions_lost = c->sessions_lost;
+  st.hook_dropped = c->hook_dropped;
+  st.clients_refused_total_limit = c->clients_refused_total_limit;
+  st.clients_refused_address_limit = c->clients_refused_address_limit;
+  st.header_timeouts = c->header_timeouts;
+  st.auth_timeouts = c->auth_timeouts;
+  st.reads_shaped = c->reads_shaped;
+  st.upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
   /* The parser pool goes before the shutdown callback runs; the
    * statistics stay readable until xcm_cm_free, as libuv's handles do. */
-  out->xml_parsers_busy =
+  st.xml_parsers_busy =
       cm->ctx.xml != NULL ? (unsigned)xcm__xml_pool_busy(cm->ctx.xml) : 0;
+  xcm__sized_write(out, size, &st, sizeof st);
+  return 0;
 }
 
 int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen) {
@@ -766,18 +738,75 @@ void xcm_cm_set_link_events(xcm_cm *cm, xcm_link_fn fn, void *ud) {
   cm->link_events_ud = ud;
 }
 
-void xcm_cm_set_session_events(xcm_cm *cm, xcm_session_fn fn, void *ud) {
-  cm->sessions.events = fn;
-  cm->sessions.events_ud = ud;
+static void session_info(const xcm_session *s, xcm_session_info *info) {
+  xcm_session_view v;
+
+  xcm__session_view(s, &v);
+  memset(info, 0, sizeof *info);
+  info->sid = v.sid;
+  info->peer = v.peer;
+  info->jid = v.jid;
+  info->authenticated = v.authenticated;
+  info->tls = v.tls;
+  info->compressed = v.compressed;
+  info->link = v.link;
+  info->data = v.data;
 }
 
-int xcm_cm_session(xcm_cm *cm, const char *sid, xcm_session_info *out) {
+_Static_assert(XCM__SESSION_OPENED == (int)XCM_SESSION_OPENED &&
+                   XCM__SESSION_AUTHENTICATED ==
+                       (int)XCM_SESSION_AUTHENTICATED &&
+                   XCM__SESSION_BOUND == (int)XCM_SESSION_BOUND &&
+                   XCM__SESSION_CLOSED == (int)XCM_SESSION_CLOSED,
+               "the session layer's events are the public ones");
+
+static void on_session_event(void *ud, enum xcm_session_ev ev,
+                             const xcm_session *s, const xcm_client_end *end) {
+  xcm_cm *cm = ud;
+  xcm_session_info info;
+
+  session_info(s, &info);
+  if (end != NULL) {
+    info.cond = end->cond;
+    info.text = end->text;
+  }
+  /* The session layer's events are the public ones, in the same order. */
+  cm->session_events(cm->session_events_ud, (xcm_session_event)ev, &info);
+}
+
+void xcm_cm_set_session_events(xcm_cm *cm, xcm_session_fn fn, void *ud) {
+  cm->session_events = fn;
+  cm->session_events_ud = ud;
+  cm->sessions.events = fn != NULL ? on_session_event : NULL;
+  cm->sessions.events_ud = cm;
+}
+
+int xcm_cm_session(const xcm_cm *cm, const char *sid, xcm_session_info *out,
+                   size_t size) {
+  const xcm_session *s = xcm__sessions_find(&cm->sessions, sid);
+  xcm_session_info info;
+
+  if (s == NULL)
+    return XCM_ENOTFOUND;
+  session_info(s, &info);
+  xcm__sized_write(out, size, &info, sizeof info);
+  return 0;
+}
+
+int xcm_cm_session_set_data(xcm_cm *cm, const char *sid, void *data) {
   xcm_session *s = xcm__sessions_find(&cm->sessions, sid);
 
   if (s == NULL)
     return XCM_ENOTFOUND;
-  xcm__session_info(s, out);
+  xcm__session_set_data(s, data);
   return 0;
+}
+
+int xcm_cm_session_get_data(const xcm_cm *cm, const char *sid, void **out) {
+  const xcm_session *s = xcm__sessions_find(&cm->sessions, sid);
+
+  *out = s != NULL ? xcm__session_data(s) : NULL;
+  return s != NULL ? 0 : XCM_ENOTFOUND;
 }
 
 int xcm_cm_close_session(xcm_cm *cm, const char *sid, xcm_cond cond,
@@ -791,23 +820,59 @@ int xcm_cm_close_session(xcm_cm *cm, const char *sid, xcm_cond cond,
 }
 
 unsigned xcm_cm_upstream_links(const xcm_cm *cm) {
-  return cm->opt.connections ? cm->opt.connections : 5;
+  return cm->opt.connections;
 }
 
-int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out) {
-  memset(out, 0, sizeof(*out));
-  if (cm->pool == NULL || i >= xcm_cm_upstream_links(cm))
+int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out,
+                         size_t size) {
+  xcm_link_info info;
+
+  if (i >= cm->opt.connections)
     return XCM_EINVAL;
-  out->up = xcm__pool_link_state(cm->pool, i, &out->resource) == XCM_LINK_UP;
-  out->tls = xcm__pool_link_tls(cm->pool, i);
-  out->compressed = xcm__pool_link_zlib(cm->pool, i);
-  out->queued = xcm__pool_link_queued(cm->pool, i);
+  memset(&info, 0, sizeof info);
+  /* After the shutdown the pool is gone: its links read as down until
+   * xcm_cm_free, as libuv's handles stay readable until freed. */
+  if (cm->pool != NULL) {
+    info.up = xcm__pool_link_state(cm->pool, i, &info.resource) == XCM_LINK_UP;
+    info.tls = xcm__pool_link_tls(cm->pool, i);
+    info.compressed = xcm__pool_link_zlib(cm->pool, i);
+    info.queued = xcm__pool_link_queued(cm->pool, i);
+  }
+  xcm__sized_write(out, size, &info, sizeof info);
   return 0;
 }
 
+static enum xcm_hook_verdict on_hook(void *ud, const xcm_session *s,
+                                     int to_client, const char *name,
+                                     const char *bytes, size_t len,
+                                     const char **rep, size_t *rep_len) {
+  xcm_cm *cm = ud;
+  xcm_stanza_info info;
+  xcm_session_view v;
+
+  xcm__session_view(s, &v);
+  memset(&info, 0, sizeof info);
+  info.dir = to_client ? XCM_TO_CLIENT : XCM_TO_SERVER;
+  info.sid = v.sid;
+  info.name = name;
+  info.bytes = bytes;
+  info.len = len;
+  info.session_data = v.data;
+  switch (cm->hook(cm->hook_ud, &info, rep, rep_len)) {
+  case XCM_DROP:
+    return XCM__HOOK_DROP;
+  case XCM_REPLACE:
+    return XCM__HOOK_REPLACE;
+  default:
+    return XCM__HOOK_PASS; /* XCM_PASS, or no verdict at all */
+  }
+}
+
 void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook, void *ud) {
-  cm->sessions.hook = hook;
-  cm->sessions.hook_ud = ud;
+  cm->hook = hook;
+  cm->hook_ud = ud;
+  cm->sessions.hook = hook != NULL ? on_hook : NULL;
+  cm->sessions.hook_ud = cm;
 }
 
 const xcm_policy *xcm_cm_policy(const xcm_cm *cm) {

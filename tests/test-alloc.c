@@ -155,7 +155,8 @@ static void *counting_realloc(void *ud, void *ptr, size_t size) {
   return nb + 1;
 }
 
-static const xcm_allocator counting_alloc = {counting_realloc, &A};
+static const xcm_allocator counting_alloc = {sizeof(xcm_allocator),
+                                             counting_realloc, &A};
 
 enum { ALICE, BOB, CAROL, NCLIENTS };
 
@@ -479,7 +480,7 @@ static int policy_known(void *ud) {
   world *w = ud;
   xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
+  xcm_cm_stats(w->cm, &st, sizeof st);
   return xcm_cm_policy(w->cm) != NULL && st.upstream_links_up >= 1;
 }
 
@@ -487,16 +488,16 @@ static int links_up(void *ud) {
   world *w = ud;
   xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
+  xcm_cm_stats(w->cm, &st, sizeof st);
   return xcm_cm_policy(w->cm) != NULL && st.upstream_links_up == 2;
 }
 
-static void cm_down(xcm_cm *cm, void *ud) {
+static void cm_down(void *ud, xcm_cm *cm) {
   (void)cm;
   ((world *)ud)->closed++;
 }
 
-static void kit_down(xcm_testkit *kit, void *ud) {
+static void kit_down(void *ud, xcm_testkit *kit) {
   (void)kit;
   ((world *)ud)->closed++;
 }
@@ -541,7 +542,7 @@ static int world_start(world *w) {
     REQUIRE(xcm__tls_config_new(&w->scfg, &w->sctx, 0, &to, err, sizeof err) ==
             0);
   }
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   ko.seed = 5;
   ko.heartbeat_ms = 0;
   REQUIRE(xcm_testkit_new(&w->kit, &w->loop, &ko, err, sizeof err) == 0);
@@ -550,7 +551,7 @@ static int world_start(world *w) {
   xcm_testkit_add_account(w->kit, "carol", "carol");
   xcm_testkit_add_roster_item(w->kit, "alice", "bob@" DOMAIN, "Bob", "both");
   xcm_testkit_add_roster_item(w->kit, "bob", "alice@" DOMAIN, "Alice", "both");
-  memset(&o, 0, sizeof o);
+  xcm_options_init(&o, sizeof o);
   o.domain = DOMAIN;
   o.server_port = xcm_testkit_port(w->kit);
   o.name = "cm1";
@@ -565,7 +566,7 @@ static int world_start(world *w) {
     CHECK(w->cm == NULL);
     return 0;
   }
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   lo.host = "127.0.0.1";
   if (w->tls) {
     lo.cert_file = cert;
@@ -1028,7 +1029,7 @@ static void test_login_and_chat_tls(void) {
 
 /* ---- setup alone --------------------------------------------------------- */
 
-static void setup_down(xcm_cm *cm, void *ud) {
+static void setup_down(void *ud, xcm_cm *cm) {
   (void)cm;
   (*(int *)ud)++;
 }
@@ -1056,7 +1057,7 @@ static int setup_once(unsigned long fail_at, int *ret) {
   snprintf(key2, sizeof key2, "%s/second-key.pem", xcm_test_cert_dir());
   REQUIRE(uv_loop_init(&loop) == 0);
   reset_allocator(fail_at, 0);
-  memset(&o, 0, sizeof o);
+  xcm_options_init(&o, sizeof o);
   o.domain = DOMAIN;
   o.server_port = 9; /* discard: refused on loopback */
   o.name = "cm1";
@@ -1064,7 +1065,7 @@ static int setup_once(unsigned long fail_at, int *ret) {
   o.connections = 2;
   o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
   o.alloc = &counting_alloc;
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   lo.host = "127.0.0.1";
   *ret = xcm_cm_new(&cm, &loop, &o, err, sizeof err);
   which = 1;

@@ -35,7 +35,7 @@ static int policy_known(void *ud) {
   world *w = ud;
   xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
+  xcm_cm_stats(w->cm, &st, sizeof st);
   return xcm_cm_policy(w->cm) != NULL && st.upstream_links_up >= 1;
 }
 
@@ -117,7 +117,7 @@ static void test_login_and_chat(void) {
 static unsigned parsers_busy(world *w) {
   xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
+  xcm_cm_stats(w->cm, &st, sizeof st);
   return st.xml_parsers_busy;
 }
 
@@ -125,7 +125,7 @@ static int every_link_up(void *ud) {
   world *w = ud;
   xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
+  xcm_cm_stats(w->cm, &st, sizeof st);
   return st.upstream_links_up == xcm_cm_upstream_links(w->cm);
 }
 
@@ -435,7 +435,7 @@ static void test_stream_ids(void) {
   raw_open(&w, &a, 1);
   REQUIRE(raw_login(&a, XCM_RAW_AUTH_ALICE, "good"));
   REQUIRE(header_id(&a, live) == 0);
-  REQUIRE(xcm_cm_session(w.cm, live, &info) == 0);
+  REQUIRE(xcm_cm_session(w.cm, live, &info, sizeof info) == 0);
   for (i = 0; i < 22 + 3; i++) {
     unsigned before = xcm_test_failures();
 
@@ -448,13 +448,13 @@ static void test_stream_ids(void) {
       strcat(guess, "A");
     else /* nothing */
       guess[0] = '\0';
-    CHECK_INT(xcm_cm_session(w.cm, guess, &info), XCM_ENOTFOUND);
+    CHECK_INT(xcm_cm_session(w.cm, guess, &info, sizeof info), XCM_ENOTFOUND);
     CHECK_INT(xcm_cm_close_session(w.cm, guess, XCM_COND_CONFLICT, "guess"),
               XCM_ENOTFOUND);
     xcm_test_tried("guessed-stream-ids", before);
   }
   CHECK(xcm_raw_still_works(&a, 1));
-  CHECK_INT(xcm_cm_session(w.cm, live, &info), 0);
+  CHECK_INT(xcm_cm_session(w.cm, live, &info, sizeof info), 0);
   xcm_raw_free(&a);
   world_stop(&w);
 }
@@ -485,7 +485,7 @@ static int closes_reached(void *ud) {
   kit_count *k = ud;
   xcm_testkit_stats st;
 
-  xcm_testkit_get_stats(k->w->kit, &st);
+  xcm_testkit_get_stats(k->w->kit, &st, sizeof st);
   return st.closes_from_cm >= k->closes;
 }
 
@@ -584,7 +584,7 @@ static void test_slow_reader(void) {
       uv_run(&w.loop, UV_RUN_NOWAIT);
   }
   CHECK(run_until(&w, offline_some, &w, 5000));
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.cm, &st, sizeof st);
   xcm_test_note("returned with failed: %llu; stored offline: %u",
                 (unsigned long long)st.failed_returned,
                 xcm_testkit_offline_count(w.kit, "bob"));
@@ -631,7 +631,7 @@ static void test_bad_certificates(void) {
     xcm_listen_options lo;
     char err[512] = "";
 
-    memset(&lo, 0, sizeof lo);
+    xcm_listen_options_init(&lo, sizeof lo);
     lo.host = "127.0.0.1";
     lo.cert_file = xcm_test_cert(cases[i].cert);
     lo.key_file = xcm_test_cert(cases[i].key);
@@ -744,7 +744,7 @@ static void test_per_address_limit(void) {
   CHECK(run_until(&w, xcm_raw_is_eof, &r[2], 3000));
   xcm_raw_sends(&r[0], XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&r[0], "</stream:features>", 3000));
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.cm, &st, sizeof st);
   CHECK_INT(st.clients_refused, 1);
   CHECK_INT(st.clients_refused_address_limit, 1);
   CHECK_INT(st.clients_refused_total_limit, 0);
@@ -927,7 +927,7 @@ static int upstream_down(void *ud) {
   world *w = ud;
   xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
+  xcm_cm_stats(w->cm, &st, sizeof st);
   return st.upstream_links_up == 0;
 }
 
@@ -1049,7 +1049,7 @@ static void test_cert_reload(void) {
   REQUIRE(copy_file(xcm_test_cert("server.pem"), certf));
   REQUIRE(copy_file(xcm_test_cert("server-key.pem"), keyf));
   world_start(&w, NULL);
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   lo.host = "127.0.0.1";
   lo.cert_file = certf;
   lo.key_file = keyf;
@@ -1165,7 +1165,7 @@ static void test_sni(void) {
   int port;
 
   world_start(&w, NULL);
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   lo.host = "127.0.0.1";
   lo.cert_file = xcm_test_cert("server.pem");
   lo.key_file = xcm_test_cert("server-key.pem");
@@ -1236,6 +1236,7 @@ static void test_custom_transport(void) {
   world_start(&w, NULL);
   memset(&g, 0, sizeof g);
   xcm__buf_init(&g.out, NULL);
+  t.size = sizeof t;
   t.write = gw_write;
   t.close = gw_close;
   t.ud = &g;
@@ -1274,7 +1275,7 @@ static void test_max_clients(void) {
   CHECK(run_until(&w, xcm_raw_is_eof, &r[2], 3000));
   xcm_raw_sends(&r[1], XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&r[1], "</stream:features>", 3000));
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.cm, &st, sizeof st);
   CHECK_INT(st.clients_refused, 1);
   CHECK_INT(st.clients_refused_total_limit, 1);
   CHECK_INT(st.clients_refused_address_limit, 0);
@@ -1291,7 +1292,7 @@ static void test_ipv6_listener(void) {
   raw r;
 
   world_start(&w, NULL);
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   lo.host = "::1";
   REQUIRE(xcm_cm_listen(w.cm, &lo, err, sizeof err) == 0);
   REQUIRE(xcm_raw_open(&r, &w.loop, "::1", xcm_cm_listener_port(w.cm, 1), 1));
@@ -1346,7 +1347,7 @@ static int both_links_up(void *ud) {
   world *w = ud;
   xcm_stats st;
 
-  xcm_cm_stats(w->cm, &st);
+  xcm_cm_stats(w->cm, &st, sizeof st);
   return st.upstream_links_up == 2;
 }
 
@@ -1368,11 +1369,11 @@ static void test_session_api(void) {
   raw_open(&w, &r, 1);
   REQUIRE(raw_login(&r, XCM_RAW_AUTH_ALICE, "api"));
   CHECK_STR(e.log, "1:-:-:;2:-:auth:;3:alice@example.test/api:auth:;");
-  REQUIRE(xcm_cm_session(w.cm, e.sid, &info) == 0);
+  REQUIRE(xcm_cm_session(w.cm, e.sid, &info, sizeof info) == 0);
   CHECK_STR(info.jid, "alice@example.test/api");
   CHECK_STR(info.peer, "127.0.0.1");
   CHECK(info.authenticated && !info.tls && info.link >= 0);
-  CHECK_INT(xcm_cm_session(w.cm, "nosuch", &info), XCM_ENOTFOUND);
+  CHECK_INT(xcm_cm_session(w.cm, "nosuch", &info, sizeof info), XCM_ENOTFOUND);
   CHECK_INT(xcm_cm_close_session(w.cm, e.sid, XCM_COND_POLICY_VIOLATION,
                                  "kicked by the operator"),
             0);
@@ -1380,11 +1381,11 @@ static void test_session_api(void) {
   CHECK(run_until(&w, has_closed_event, &e, 3000));
   CHECK(strstr(e.log, "4:alice@example.test/api:auth:policy-violation;") !=
         NULL);
-  CHECK_INT(xcm_cm_session(w.cm, e.sid, &info), XCM_ENOTFOUND);
+  CHECK_INT(xcm_cm_session(w.cm, e.sid, &info, sizeof info), XCM_ENOTFOUND);
   CHECK_INT(xcm_cm_upstream_links(w.cm), 2);
   /* The world waits for one link, enough to log in: wait for both. */
   REQUIRE(run_until(&w, both_links_up, &w, 5000));
-  REQUIRE(xcm_cm_upstream_link(w.cm, 0, &li) == 0);
+  REQUIRE(xcm_cm_upstream_link(w.cm, 0, &li, sizeof li) == 0);
   CHECK(li.up && strncmp(li.resource, "cm1/", 4) == 0);
   {
     link_log ll;
@@ -1477,7 +1478,7 @@ static void test_stanza_hook(void) {
   CHECK(strstr(r.in.data, ">old<") == NULL);
   CHECK(strstr(r.in.data, ">ping<") == NULL);
   CHECK(strstr(r.in.data, "no end") == NULL);
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.cm, &st, sizeof st);
   /* The drop, and the broken replacement refused. */
   CHECK_INT(st.hook_dropped, 2);
   xcm_cm_set_stanza_hook(w.cm, NULL, NULL);
@@ -1510,7 +1511,7 @@ static void test_header_timeout(void) {
   CHECK(run_until(&w, xcm_raw_is_eof, &silent, 3000));
   CHECK(!talker.eof);
   CHECK(strstr(talker.in.data, "connection-timeout") == NULL);
-  xcm_cm_stats(w.cm, &st);
+  xcm_cm_stats(w.cm, &st, sizeof st);
   CHECK_INT(st.header_timeouts, 1);
   CHECK_INT(st.auth_timeouts, 0);
   CHECK_INT(st.stream_errors[XCM_COND_CONNECTION_TIMEOUT], 1);
@@ -1586,7 +1587,7 @@ static void test_flood_is_shaped(void) {
     snprintf(tag, sizeof tag, "f%zu-", i);
     xcm__buf_reset(&out);
     xcm__buf_reset(&good.in);
-    xcm_cm_stats(w.cm, &st0);
+    xcm_cm_stats(w.cm, &st0, sizeof st0);
     for (k = 0; k < fc->n; k++) {
       if (fc->presence)
         snprintf(buf, sizeof buf, "<presence><status>%s%d</status></presence>",
@@ -1606,7 +1607,7 @@ static void test_flood_is_shaped(void) {
       xcm_test_note("case '%s': the last stanza did not arrive", fc->name);
     CHECK(in_order(&good, tag, fc->n));
     CHECK(!bad.eof);
-    xcm_cm_stats(w.cm, &st);
+    xcm_cm_stats(w.cm, &st, sizeof st);
     CHECK(st.reads_shaped > st0.reads_shaped);
     CHECK_INT(st.stream_errors[XCM_COND_POLICY_VIOLATION], 0);
     xcm_test_tried("rate-flood", before);
@@ -1646,7 +1647,7 @@ static void test_default_address_limit(void) {
       xcm_raw_sends(&r[N - 1], XCM_RAW_HDR);
       CHECK(xcm_raw_wait(&r[N - 1], "</stream:features>", 3000));
     }
-    xcm_cm_stats(w.cm, &st);
+    xcm_cm_stats(w.cm, &st, sizeof st);
     CHECK_INT(st.clients_refused_address_limit, pass == 0 ? 1 : 0);
     CHECK_INT(st.clients_refused, pass == 0 ? 1 : 0);
     for (i = 0; i < N; i++)

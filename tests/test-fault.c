@@ -425,7 +425,7 @@ static int links_up(void *ud) {
   world *w = ud;
   xcm_stats st;
 
-  xcm_cm_stats(w->base.cm, &st);
+  xcm_cm_stats(w->base.cm, &st, sizeof st);
   return xcm_cm_policy(w->base.cm) != NULL && st.upstream_links_up >= 1;
 }
 
@@ -481,7 +481,7 @@ static void tick(uv_timer_t *t) {
   for (i = 0; i < xcm_cm_upstream_links(w->base.cm); i++) {
     xcm_link_info li;
 
-    if (xcm_cm_upstream_link(w->base.cm, i, &li) == 0 &&
+    if (xcm_cm_upstream_link(w->base.cm, i, &li, sizeof li) == 0 &&
         li.queued > w->max_queued)
       w->max_queued = li.queued;
   }
@@ -517,12 +517,19 @@ static void tune_options(xcm_options *o, void *ud) {
   const tune *t = st->t;
 
   o->connections = t->connections ? t->connections : 3;
-  o->auth_timeout_ms = t->auth_timeout_ms;
-  o->idle_timeout_ms = t->idle_timeout_ms;
-  o->rate = t->rate;
-  o->burst = t->burst;
-  o->rate_bytes = t->rate_bytes;
-  o->max_client_out = t->max_client_out;
+  /* A case's zero leaves the library's default in place. */
+  if (t->auth_timeout_ms != 0)
+    o->auth_timeout_ms = t->auth_timeout_ms;
+  if (t->idle_timeout_ms != 0)
+    o->idle_timeout_ms = t->idle_timeout_ms;
+  if (t->rate != 0)
+    o->rate = t->rate;
+  if (t->burst != 0)
+    o->burst = t->burst;
+  if (t->rate_bytes != 0)
+    o->rate_bytes = t->rate_bytes;
+  if (t->max_client_out != 0)
+    o->max_client_out = t->max_client_out;
   o->log = on_log;
   o->log_ud = st->w;
   o->log_level = XCM_LOG_WARN;
@@ -702,8 +709,10 @@ static void test_one_link_dropped(void) {
   pair_start(&w, &a, &b, 100);
   REQUIRE(wait_sent(&w, ALICE, BOB, 30));
   /* The link carrying alice's session. */
-  REQUIRE(xcm_cm_session(w.base.cm, w.sid[ALICE], &si) == 0 && si.link >= 0);
-  REQUIRE(xcm_cm_upstream_link(w.base.cm, (unsigned)si.link, &li) == 0);
+  REQUIRE(xcm_cm_session(w.base.cm, w.sid[ALICE], &si, sizeof si) == 0 &&
+          si.link >= 0);
+  REQUIRE(xcm_cm_upstream_link(w.base.cm, (unsigned)si.link, &li, sizeof li) ==
+          0);
   from = w.sent_prev_tick;
   cw.counter = &w.link_downs;
   cw.above = w.link_downs;
@@ -713,7 +722,7 @@ static void test_one_link_dropped(void) {
   CHECK(settle(&w));
   report(&w, "one-link-dropped", bound);
   /* The sessions moved: nobody was logged out. */
-  xcm_cm_stats(w.base.cm, &st);
+  xcm_cm_stats(w.base.cm, &st, sizeof st);
   CHECK_INT(st.sessions_lost, 0);
   CHECK(a.ready && b.ready);
   CHECK_INT(pair_tally(&w).failed, 0);
@@ -750,7 +759,7 @@ static void test_all_links_dropped(void) {
   bound = total_sent(&w) - from;
   CHECK(strstr(a.raw.in.data, "remote-connection-failed") != NULL);
   CHECK(strstr(b.raw.in.data, "remote-connection-failed") != NULL);
-  xcm_cm_stats(w.base.cm, &st);
+  xcm_cm_stats(w.base.cm, &st, sizeof st);
   CHECK_INT(st.sessions_lost, 2);
   pair_free(&a, &b);
   REQUIRE(run_until(&w, links_up, &w, 5000));
@@ -809,7 +818,7 @@ static void upstream_stalls(const tune *t, const char *id) {
   CHECK(settle(&w));
   report(&w, id, 0);
   CHECK_INT(flow_tally(&w, CAROL, DAVE).delivered, 1800);
-  xcm_cm_stats(w.base.cm, &st);
+  xcm_cm_stats(w.base.cm, &st, sizeof st);
   if (t->rate_bytes != XCM_UNLIMITED)
     CHECK(st.reads_shaped >= 1);
   pair_clean(&w);
@@ -884,7 +893,7 @@ static int policy_violations(void *ud) {
   world *w = ud;
   xcm_stats st;
 
-  xcm_cm_stats(w->base.cm, &st);
+  xcm_cm_stats(w->base.cm, &st, sizeof st);
   return st.stream_errors[XCM_COND_POLICY_VIOLATION] > 0;
 }
 
@@ -933,7 +942,7 @@ static void test_client_stops_reading(void) {
   CHECK(run_until(&w, is_eof, &c, 3000));
   CHECK(settle(&w));
   report(&w, "client-stops-reading", kernel_send_max() / 4000);
-  xcm_cm_stats(w.base.cm, &st);
+  xcm_cm_stats(w.base.cm, &st, sizeof st);
   xcm_test_note("the CM gave back %llu with <failed/>",
                 (unsigned long long)st.failed_returned);
   /* At least what its own queue for her held (max_client_out). */
@@ -1078,7 +1087,7 @@ static int clients_now(void *ud) {
   clients_wait *c = ud;
   xcm_stats st;
 
-  xcm_cm_stats(c->w->base.cm, &st);
+  xcm_cm_stats(c->w->base.cm, &st, sizeof st);
   return st.clients_now == c->n;
 }
 
@@ -1276,7 +1285,7 @@ static void test_flood_above_rate(void) {
   /* Two seconds at her rate; the cap only ends a broken run. */
   CHECK(run_until(&w, flood_delivered, &w, 30000));
   CHECK(!c.raw.eof);
-  xcm_cm_stats(w.base.cm, &st);
+  xcm_cm_stats(w.base.cm, &st, sizeof st);
   CHECK(st.reads_shaped >= 1);
   CHECK_INT(st.stream_errors[XCM_COND_POLICY_VIOLATION], 0);
   CHECK(settle(&w));

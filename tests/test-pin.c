@@ -102,7 +102,7 @@ static void kit_start(bench *b, const char *cert, int port) {
   xcm_testkit_options ko;
   char err[256], key[64];
 
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   ko.seed = 15;
   ko.port = port;
   ko.link_tls = XCM_TESTKIT_LINK_TLS_OFFER;
@@ -120,7 +120,7 @@ static void kit_start(bench *b, const char *cert, int port) {
  * has it (optional, verified), to 127.0.0.1, which none of the test
  * certificates names. */
 static void base_options(bench *b, xcm_options *o) {
-  memset(o, 0, sizeof(*o));
+  xcm_options_init(o, sizeof *o);
   o->domain = "example.test";
   o->server_host = "127.0.0.1";
   o->server_port = b->port;
@@ -147,7 +147,7 @@ static void bench_start(bench *b, const char *cert, const char *pin) {
     xcm_test_note("xcm_cm_new: %s", err);
   REQUIRE(b->cm != NULL);
   xcm_cm_set_link_events(b->cm, on_link, b);
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   lo.host = "127.0.0.1";
   REQUIRE(xcm_cm_listen(b->cm, &lo, err, sizeof err) == 0);
   REQUIRE(xcm_cm_start(b->cm) == 0);
@@ -210,7 +210,7 @@ static int every_link_up(void *ud) {
   bench *b = ud;
   xcm_stats st;
 
-  xcm_cm_stats(b->cm, &st);
+  xcm_cm_stats(b->cm, &st, sizeof st);
   return xcm_cm_policy(b->cm) != NULL && st.upstream_links_up == 2;
 }
 
@@ -257,7 +257,7 @@ static void test_self_signed_reported(void) {
   bench_stop(&b);
 }
 
-static void kit_closed(xcm_testkit *kit, void *ud) {
+static void kit_closed(void *ud, xcm_testkit *kit) {
   (void)kit;
   *(int *)ud = 1;
 }
@@ -316,7 +316,7 @@ static void login_over_pin(const char *spelling) {
   {
     xcm_link_info li;
 
-    CHECK(xcm_cm_upstream_link(b.cm, 0, &li) == 0 && li.tls);
+    CHECK(xcm_cm_upstream_link(b.cm, 0, &li, sizeof li) == 0 && li.tls);
   }
   REQUIRE(
       xcm_raw_open(&a, &b.loop, "127.0.0.1", xcm_cm_listener_port(b.cm, 0), 1));
@@ -382,7 +382,7 @@ static void test_wrong_pin(void) {
     xcm_testkit_stats st;
 
     /* The secret never went out. */
-    xcm_testkit_get_stats(b.kit, &st);
+    xcm_testkit_get_stats(b.kit, &st, sizeof st);
     CHECK_INT(st.handshakes + st.handshakes_failed, 0);
   }
   bench_stop(&b);
@@ -401,7 +401,7 @@ static void test_pin_needs_tls(void) {
   fingerprint_of("self.pem", &f);
   memset(&b, 0, sizeof b);
   REQUIRE(uv_loop_init(&b.loop) == 0);
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   ko.link_tls = XCM_TESTKIT_LINK_TLS_OFF;
   REQUIRE(xcm_testkit_new(&b.kit, &b.loop, &ko, err, sizeof err) == 0);
   b.port = xcm_testkit_port(b.kit);
@@ -409,11 +409,11 @@ static void test_pin_needs_tls(void) {
   o.upstream_fingerprint = f.plain_lower;
   REQUIRE(xcm_cm_new(&b.cm, &b.loop, &o, err, sizeof err) == 0);
   xcm_cm_set_link_events(b.cm, on_link, &b);
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   REQUIRE(xcm_cm_listen(b.cm, &lo, err, sizeof err) == 0);
   REQUIRE(xcm_cm_start(b.cm) == 0);
   REQUIRE(wait_downs(&b, 2));
-  xcm_testkit_get_stats(b.kit, &st);
+  xcm_testkit_get_stats(b.kit, &st, sizeof st);
   CHECK_INT(st.handshakes + st.handshakes_failed, 0);
   bench_stop(&b);
 }

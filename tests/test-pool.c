@@ -10,6 +10,7 @@
 #include "core/ctx.h"
 #include "proto/stream.h"
 #include "harness.h"
+#include "options.h"
 #include "upstream/pool.h"
 #include "xcm/error.h"
 #include "world.h"
@@ -79,7 +80,7 @@ static void bench_start(bench *b, const xcm_testkit_options *ko,
   REQUIRE(uv_loop_init(&b->loop) == 0);
   REQUIRE(xcm__ctx_init(&b->ctx, &b->loop, NULL) == 0);
   if (ko == NULL) {
-    xcm_testkit_options_init(&kopt);
+    xcm_testkit_options_init(&kopt, sizeof kopt);
     kopt.seed = 42;
     ko = &kopt;
   }
@@ -93,7 +94,7 @@ static void bench_start(bench *b, const xcm_testkit_options *ko,
                               "both");
   xcm_testkit_add_roster_item(b->kit, "bob", "alice@example.test", "Alice",
                               "both");
-  memset(&b->opt, 0, sizeof b->opt);
+  xcm__pool_options_defaults(&b->opt);
   b->opt.host = "127.0.0.1";
   b->opt.port = xcm_testkit_port(b->kit);
   b->opt.domain = "example.test";
@@ -114,7 +115,7 @@ static void pool_closed(void *ud) {
   ((bench *)ud)->closed++;
 }
 
-static void kit_closed(xcm_testkit *kit, void *ud) {
+static void kit_closed(void *ud, xcm_testkit *kit) {
   (void)kit;
   ((bench *)ud)->closed++;
 }
@@ -342,7 +343,7 @@ static void test_handshake_and_policy(void) {
   const char *resources[5];
   unsigned i, j;
 
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   ko.seed = 7;
   ko.client_policy.tls = XCM_TLS_REQUIRED;
   ko.client_policy.legacy_auth = 1;
@@ -376,7 +377,7 @@ static int some_failed(void *ud) {
   bench *b = ud;
   xcm_testkit_stats st;
 
-  xcm_testkit_get_stats(b->kit, &st);
+  xcm_testkit_get_stats(b->kit, &st, sizeof st);
   return st.handshakes_failed >= 2 && b->links_down_events >= 2;
 }
 
@@ -435,7 +436,7 @@ static void test_thousand_sessions(void) {
   for (i = 0; i < N; i++)
     ok += m.s[i].created == 1;
   CHECK_INT(ok, N);
-  xcm_testkit_get_stats(b.kit, &st);
+  xcm_testkit_get_stats(b.kit, &st, sizeof st);
   CHECK_INT(st.creates, N);
   /* Spread evenly over the five links. */
   for (i = 0; i < 5; i++)
@@ -650,7 +651,7 @@ static int closes_seen(void *ud) {
   kit_closes *k = ud;
   xcm_testkit_stats st;
 
-  xcm_testkit_get_stats(k->b->kit, &st);
+  xcm_testkit_get_stats(k->b->kit, &st, sizeof st);
   return st.closes_from_cm >= k->n;
 }
 
@@ -784,7 +785,7 @@ static void test_flow_control_when_stalled(void) {
   CHECK(max_queued < 64 * 1024 + 50 * 1200 + 4096);
   xcm_testkit_stall(b.kit, 0);
   CHECK(run_until(&b, not_paused, &s, 5000));
-  xcm_testkit_get_stats(b.kit, &st);
+  xcm_testkit_get_stats(b.kit, &st, sizeof st);
   CHECK(st.routes_in > 0);
   xcm__buf_free(&bob.got);
   sess_free(&s);
@@ -866,7 +867,7 @@ static void test_linger_with_bare_payloads(void) {
 static xcm_testkit_options tls_kit(xcm_testkit_link_tls mode) {
   xcm_testkit_options ko;
 
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   ko.seed = 9;
   ko.link_tls = mode;
   ko.cert_file = xcm_test_cert("server.pem");
@@ -942,7 +943,7 @@ static void test_link_tls_required_not_offered(void) {
   CHECK(run_until(&b, some_down, &b, 5000));
   CHECK(strstr(b.last_down_why, "STARTTLS") != NULL);
   /* The secret never went out in clear. */
-  xcm_testkit_get_stats(b.kit, &st);
+  xcm_testkit_get_stats(b.kit, &st, sizeof st);
   CHECK_INT(st.handshakes + st.handshakes_failed, 0);
   bench_stop(&b);
 }
@@ -976,7 +977,7 @@ static void test_link_zlib(void) {
   bench b;
   sess s;
 
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   ko.seed = 11;
   ko.link_zlib = 1;
   bench_start(&b, &ko, zlib_links);
@@ -1016,7 +1017,7 @@ static void test_ipv6(void) {
   xcm_testkit_options ko;
   bench b;
 
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   ko.host = "::1";
   bench_start(&b, &ko, ipv6);
   CHECK(run_until(&b, all_up, &b, 5000));
@@ -1037,7 +1038,7 @@ static void test_name_too_long(void) {
   REQUIRE(xcm__ctx_init(&ctx, &loop, NULL) == 0);
   memset(name, 'n', sizeof name - 1);
   name[sizeof name - 1] = '\0';
-  memset(&o, 0, sizeof o);
+  xcm__pool_options_defaults(&o);
   o.domain = "example.test";
   o.name = name;
   o.secret = "cmsecret";

@@ -1565,7 +1565,7 @@ static int read_shape(int shape, size_t size, int scan,
                       const xcm_xml_limits *lim, counted *a, tree_count *t,
                       char *why, size_t why_len) {
   static const xcm_xml_callbacks cb = {NULL, two_levels, count_tree, NULL};
-  const xcm_allocator alloc = {counted_realloc, a};
+  const xcm_allocator alloc = {sizeof alloc, counted_realloc, a};
   xcm_xml_pool *pool;
   xcm_xml_reader *r;
   char *st = tree_shape(shape, size);

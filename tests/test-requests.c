@@ -101,7 +101,8 @@ static void tls_required(xcm_policy *p) {
 static int authenticated_now(world *w) {
   xcm_session_info info;
 
-  return xcm_cm_session(w->base.cm, w->sid, &info) == 0 && info.authenticated;
+  return xcm_cm_session(w->base.cm, w->sid, &info, sizeof info) == 0 &&
+         info.authenticated;
 }
 
 /* Finding 3: a legacy auth set answered with an error is over. A later
@@ -128,7 +129,7 @@ static void test_legacy_error_is_final(void) {
   xcm_test_run_for(&w.base.loop, 50);
   CHECK(!authenticated_now(&w));
   CHECK(strstr(w.log, "2:") == NULL);
-  xcm_cm_stats(w.base.cm, &st);
+  xcm_cm_stats(w.base.cm, &st, sizeof st);
   CHECK_INT(st.sessions_authenticated, 0);
   /* Not authenticated, so SASL is still on offer and works. */
   xcm__buf_reset(&r.in);
@@ -136,7 +137,7 @@ static void test_legacy_error_is_final(void) {
   if (!CHECK(xcm_raw_wait(&r, "<success", 3000)))
     xcm_test_note("got: %s", r.in.data);
   CHECK(authenticated_now(&w));
-  xcm_cm_stats(w.base.cm, &st);
+  xcm_cm_stats(w.base.cm, &st, sizeof st);
   CHECK_INT(st.sessions_authenticated, 1);
   xcm_test_tried("forged-answers", before);
   xcm_raw_free(&r);
@@ -155,7 +156,7 @@ static void test_register_needs_tls(void) {
   world_start(&w, 1, tls_required);
   open_at_features(&w, &r);
   CHECK(strstr(r.in.data, "<required/>") != NULL);
-  xcm_testkit_get_stats(w.base.kit, &ks0);
+  xcm_testkit_get_stats(w.base.kit, &ks0, sizeof ks0);
   xcm_raw_sends(&r, "<iq type='set' id='r1'><query "
                     "xmlns='jabber:iq:register'><username>mallory</username>"
                     "<password>secret</password></query></iq>");
@@ -164,7 +165,7 @@ static void test_register_needs_tls(void) {
   CHECK(strstr(r.in.data, "TLS is required before registration") != NULL);
   CHECK(xcm_test_run_until(&w.base.loop, xcm_raw_is_eof, &r, 3000));
   xcm_test_run_for(&w.base.loop, 50);
-  xcm_testkit_get_stats(w.base.kit, &ks1);
+  xcm_testkit_get_stats(w.base.kit, &ks1, sizeof ks1);
   CHECK_INT(ks1.routes_in, ks0.routes_in);
   xcm_test_tried("before-tls", before);
   xcm_raw_free(&r);
@@ -204,7 +205,7 @@ static void test_bind_jid_from_result_only(void) {
   xcm_test_run_for(&w.base.loop, 50);
   CHECK(strstr(w.log, "admin@example.test/console") == NULL);
   CHECK(strstr(w.log, "3:") == NULL);
-  REQUIRE(xcm_cm_session(w.base.cm, w.sid, &info) == 0);
+  REQUIRE(xcm_cm_session(w.base.cm, w.sid, &info, sizeof info) == 0);
   CHECK(info.jid == NULL);
   /* The genuine bind: the JID as the server wrote it, unescaped. */
   xcm__buf_reset(&r.in);
@@ -212,7 +213,7 @@ static void test_bind_jid_from_result_only(void) {
                     "'><resource>good&amp;co</resource></bind></iq>");
   CHECK(xcm_raw_wait(&r, "</jid>", 3000));
   CHECK(strstr(w.log, "3:alice@example.test/good&co:auth;") != NULL);
-  REQUIRE(xcm_cm_session(w.base.cm, w.sid, &info) == 0);
+  REQUIRE(xcm_cm_session(w.base.cm, w.sid, &info, sizeof info) == 0);
   CHECK(info.jid != NULL &&
         strcmp(info.jid, "alice@example.test/good&co") == 0);
   xcm_test_tried("forged-answers", before);
@@ -239,7 +240,7 @@ static void test_pending_id_reused(void) {
 
   world_start(&w, 0, legacy_on);
   open_at_features(&w, &r);
-  xcm_testkit_get_stats(w.base.kit, &ks0);
+  xcm_testkit_get_stats(w.base.kit, &ks0, sizeof ks0);
   /* One write: the server cannot have answered the first in between. */
   xcm_raw_sends(&r, "<iq type='set' id='dup'><query xmlns='jabber:iq:auth'>"
                     "<username>alice</username><password>wrong</password>"
@@ -247,7 +248,7 @@ static void test_pending_id_reused(void) {
                     "<iq type='get' id='dup'><query xmlns='jabber:iq:auth'>"
                     "<username>alice</username></query></iq>");
   expect_refused(&w, &r, "reuses the id of a request still pending");
-  xcm_testkit_get_stats(w.base.kit, &ks1);
+  xcm_testkit_get_stats(w.base.kit, &ks1, sizeof ks1);
   /* The set went up, the get did not. */
   CHECK_INT(ks1.routes_in, ks0.routes_in + 1);
   xcm_test_tried("forged-answers", before);
@@ -317,7 +318,7 @@ static void test_logins_still_work(void) {
   CHECK(xcm_raw_wait(&r, "type=\"result\"", 3000));
   xcm_test_run_for(&w.base.loop, 50);
   CHECK(authenticated_now(&w));
-  REQUIRE(xcm_cm_session(w.base.cm, w.sid, &info) == 0);
+  REQUIRE(xcm_cm_session(w.base.cm, w.sid, &info, sizeof info) == 0);
   /* Past the pre-auth limit (8 KiB) now. */
   {
     char *big = malloc(12000);

@@ -23,6 +23,7 @@
 
 #include "client/client.h"
 #include "core/ctx.h"
+#include "options.h"
 #include "harness.h"
 #include "rawclient.h"
 #include "transport/stream.h"
@@ -195,6 +196,7 @@ static void test_forged_message_in_cdata(void) {
   xcm__buf_init(&presence, NULL);
   REQUIRE(uv_loop_init(&u.loop) == 0);
   REQUIRE(xcm__ctx_init(&u.ctx, &u.loop, NULL) == 0);
+  xcm__client_cfg_defaults(&u.cfg);
   u.cfg.domain = "example.test";
   u.cfg.max_out = 2u << 20;
   u.cfg.policy = no_policy;
@@ -329,14 +331,14 @@ static int arrived(void *ud) {
   round *r = ud;
   xcm_testkit_stats ks;
 
-  xcm_testkit_get_stats(r->w->base.kit, &ks);
+  xcm_testkit_get_stats(r->w->base.kit, &ks, sizeof ks);
   return ks.routes_in - r->routes >= r->sent;
 }
 
 static int bob_dropped(world *w) {
   xcm_stats st;
 
-  xcm_cm_stats(w->base.cm, &st);
+  xcm_cm_stats(w->base.cm, &st, sizeof st);
   return st.stream_errors[XCM_COND_POLICY_VIOLATION] > 0;
 }
 
@@ -431,7 +433,7 @@ static void test_slow_reader_gets_exactly_its_messages(void) {
   xcm__buf_reset(&bob.in);
   xcm_raw_set_reading(&bob, 0);
 
-  xcm_testkit_get_stats(w.base.kit, &ks);
+  xcm_testkit_get_stats(w.base.kit, &ks, sizeof ks);
   r.w = &w;
   r.routes = ks.routes_in;
   /* In rounds, each on its way to bob before the next: the CM meets his
@@ -452,8 +454,8 @@ static void test_slow_reader_gets_exactly_its_messages(void) {
   s.o = &off;
   s.sent = sent;
   CHECK(xcm_test_run_until(&w.base.loop, settled, &s, 15000));
-  xcm_cm_stats(w.base.cm, &st);
-  xcm_testkit_get_stats(w.base.kit, &ks);
+  xcm_cm_stats(w.base.cm, &st, sizeof st);
+  xcm_testkit_get_stats(w.base.kit, &ks, sizeof ks);
   xcm_test_note("stored for bob: %u (from %u to %u); given back from his "
                 "queue: %llu; failed received: %llu",
                 off.n, off.min, off.max, (unsigned long long)st.failed_returned,

@@ -133,7 +133,7 @@ static void check_many_declarations(int expat_only) {
     if (!CHECK(xcm_raw_wait(&bad, "<success", 3000)))
       xcm_test_note("shape %zu got: %s", i, bad.in.data ? bad.in.data : "");
     CHECK(xcm_raw_still_works(&good, (int)i + 1));
-    xcm_testkit_get_stats(w.base.kit, &ks);
+    xcm_testkit_get_stats(w.base.kit, &ks, sizeof ks);
     CHECK_INT(ks.dropped, 0);
     CHECK_INT(w.links_down, 0);
     CHECK_INT(w.conns_down, 0);

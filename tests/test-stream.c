@@ -66,7 +66,8 @@ static void *count_realloc(void *ud, void *ptr, size_t size) {
   return q + 16;
 }
 
-static const xcm_allocator counting = {count_realloc, &heap};
+static const xcm_allocator counting = {sizeof(xcm_allocator), count_realloc,
+                                       &heap};
 
 /* ---- fixture: one loop, one context, a listener and two ends --------- */
 
@@ -2150,7 +2151,7 @@ static void sink_close(void *ud) {
  * the transport has taken it. */
 static void test_records_custom(void) {
   fixture f;
-  xcm_transport t = {sink_write, sink_close, NULL};
+  xcm_transport t = {sizeof t, sink_write, sink_close, NULL};
   xcm_stream_limits lim = {16 * 1024, 0, 0, 0};
   sink k;
   got_recs g;

@@ -443,7 +443,7 @@ static int wait_local(env *e, const char *jid, const char *stanza) {
   return got(e, jid, stanza);
 }
 
-static void on_kit_closed(xcm_testkit *kit, void *ud) {
+static void on_kit_closed(void *ud, xcm_testkit *kit) {
   env *e = ud;
 
   (void)kit;
@@ -480,7 +480,7 @@ static void env_start(env *e, xcm_testkit_options *opt) {
   uv_timer_init(&e->loop, &e->timer);
   e->timer.data = e;
   if (opt == NULL) {
-    xcm_testkit_options_init(&defaults);
+    xcm_testkit_options_init(&defaults, sizeof defaults);
     opt = &defaults;
   }
   opt->on_event = on_event;
@@ -520,7 +520,7 @@ static void env_stop(env *e) {
   } else {
     xcm_testkit_stats st;
 
-    xcm_testkit_get_stats(e->kit, &st);
+    xcm_testkit_get_stats(e->kit, &st, sizeof st);
     if (!CHECK_INT(st.violations, e->violations) && st.violations > 0)
       xcm_test_note("the first: %s", xcm_testkit_first_violation(e->kit));
     if (e->first != NULL && st.violations > 0 &&
@@ -834,7 +834,7 @@ static void play(env *e, const replay *r) {
 }
 
 static void replay_opts(xcm_testkit_options *o) {
-  xcm_testkit_options_init(o);
+  xcm_testkit_options_init(o, sizeof *o);
   o->link_tls = XCM_TESTKIT_LINK_TLS_OFFER; /* as the captures' server */
   o->heartbeat_ms = 0;
 }
@@ -1189,7 +1189,7 @@ static void test_replay_g(void) {
    * violation: the protocol answers it. */
   e.violations = 7;
   e.first = "a route before the handshake";
-  xcm_testkit_get_stats(e.kit, &st);
+  xcm_testkit_get_stats(e.kit, &st, sizeof st);
   CHECK_INT(st.handshakes, 1);
   CHECK_INT(st.handshakes_failed, 1);
   CHECK_INT(st.refused, 2);
@@ -1583,7 +1583,7 @@ static void test_sasl_anonymous(void) {
   env e;
   conn *c;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   env_start(&e, &o);
   c = cm_up(&e, "w1", "cm1/w1");
   cm_create(&e, c, "anon1");
@@ -1891,7 +1891,7 @@ static void test_offline(void) {
   char *u;
   int i;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   o.offline_max = 3;
   env_start(&e, &o);
   accounts(&e);
@@ -1930,7 +1930,7 @@ static void test_offline(void) {
     free(u);
   }
   CHECK_INT(xcm_testkit_offline_count(e.kit, "bob"), 0);
-  xcm_testkit_get_stats(e.kit, &st);
+  xcm_testkit_get_stats(e.kit, &st, sizeof st);
   CHECK_INT(st.offline_stored, 3);
   CHECK_INT(st.offline_delivered, 3);
   env_stop(&e);
@@ -1941,7 +1941,7 @@ static void test_legacy_and_register(void) {
   env e;
   conn *c;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   o.client_policy.legacy_auth = 1;
   env_start(&e, &o);
   accounts(&e);
@@ -2050,13 +2050,13 @@ static void test_heartbeat(void) {
   env e;
   conn *c;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   o.heartbeat_ms = 20;
   env_start(&e, &o);
   c = cm_up(&e, "w1", "cm1/w1");
   CHECK(run_until(&e, spaces, c, WAIT_MS));
   CHECK_INT(c->nunits, 0); /* a space, nothing else */
-  xcm_testkit_get_stats(e.kit, &st);
+  xcm_testkit_get_stats(e.kit, &st, sizeof st);
   CHECK(st.heartbeats >= 3);
   /* A stalled server sends nothing. */
   xcm_testkit_stall(e.kit, 1);
@@ -2075,7 +2075,7 @@ static void test_conflict_refused(void) {
   env e;
   conn *c1, *c2;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   env_start(&e, &o);
   c1 = cm_up(&e, "w1", "cm1/w1");
   c2 = conn_open(&e, "w1b");
@@ -2104,7 +2104,7 @@ static void test_policy_push(void) {
   const char *cfg;
   size_t len = 0;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   env_start(&e, &o);
   c1 = cm_up(&e, "w1", "cm1/w1");
   c2 = cm_up(&e, "w2", "cm1/w2");
@@ -2191,7 +2191,7 @@ static conn *stream_open(env *e, const char *label) {
 }
 
 static void tls_options(xcm_testkit_options *o, xcm_testkit_link_tls mode) {
-  xcm_testkit_options_init(o);
+  xcm_testkit_options_init(o, sizeof *o);
   o->link_tls = mode;
   o->cert_file = XCM_CERTS_DIR "/server.pem";
   o->key_file = XCM_CERTS_DIR "/server-key.pem";
@@ -2264,7 +2264,7 @@ static void test_link_tls_without_cert(void) {
   env e;
   conn *c;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   o.link_tls = XCM_TESTKIT_LINK_TLS_OFFER;
   env_start(&e, &o);
   c = conn_open(&e, "w1");
@@ -2429,7 +2429,7 @@ static void test_refuse_and_close(void) {
                  "xmlns:stream=\"http://etherx.jabber.org/streams\"><conflict "
                  "xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\"/></"
                  "stream:error>"));
-  xcm_testkit_get_stats(e.kit, &st);
+  xcm_testkit_get_stats(e.kit, &st, sizeof st);
   CHECK_INT(st.closes_from_server, 2);
   CHECK_INT(st.creates_refused, 1);
   env_stop(&e);
@@ -2489,7 +2489,7 @@ static void test_slow_cm(void) {
   conn *c;
   int i;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   o.max_out = 16384;
   env_start(&e, &o);
   accounts(&e);
@@ -2506,7 +2506,7 @@ static void test_slow_cm(void) {
     if (i % 50 == 0)
       settle(&e, 1);
   }
-  xcm_testkit_get_stats(e.kit, &st);
+  xcm_testkit_get_stats(e.kit, &st, sizeof st);
   CHECK_INT(xcm_testkit_connections(e.kit), 0);
   CHECK_INT(st.dropped, 1);
   CHECK(i < 5000);
@@ -2568,7 +2568,7 @@ static void test_port_taken(void) {
   char err[256] = "";
 
   env_start(&e, NULL);
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   o.port = xcm_testkit_port(e.kit);
   CHECK(xcm_testkit_new(&kit, &e.loop, &o, err, sizeof(err)) != 0);
   CHECK(kit == NULL);
@@ -2612,12 +2612,12 @@ static void *count_realloc(void *ud, void *ptr, size_t size) {
 
 static void test_allocator(void) {
   counting heap = {0, 0, 0};
-  xcm_allocator a = {count_realloc, &heap};
+  xcm_allocator a = {sizeof a, count_realloc, &heap};
   xcm_testkit_options o;
   env e;
   conn *c;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   o.alloc = &a;
   env_start(&e, &o);
   accounts(&e);
@@ -2677,7 +2677,7 @@ static void *side(void *arg) {
 static int violations_reach(env *e, void *ud) {
   xcm_testkit_stats st;
 
-  xcm_testkit_get_stats(e->kit, &st);
+  xcm_testkit_get_stats(e->kit, &st, sizeof st);
   return st.violations >= *(unsigned *)ud;
 }
 
@@ -2700,7 +2700,7 @@ static void run_witness_case(const witness_case *wc, int two_cms, int witness) {
   env e;
   conn *c;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   o.witness = witness;
   env_start(&e, &o);
   c = cm_up(&e, "w1", "cm1/w1");
@@ -2856,7 +2856,7 @@ static void test_witness_off_tolerates(void) {
   env e;
   conn *c;
 
-  xcm_testkit_options_init(&o);
+  xcm_testkit_options_init(&o, sizeof o);
   o.witness = 0;
   env_start(&e, &o);
   c = cm_up(&e, "w1", "cm1/w1");
@@ -2866,7 +2866,7 @@ static void test_witness_off_tolerates(void) {
     conn_sends(c, quiet[i]);
   /* The last one gets item-not-found: everything was read. */
   free(take_any(&e, c, "item-not-found"));
-  xcm_testkit_get_stats(e.kit, &st);
+  xcm_testkit_get_stats(e.kit, &st, sizeof st);
   CHECK_INT(st.violations, 0);
   CHECK(!c->eof);
   env_stop(&e);

@@ -167,7 +167,7 @@ static void *budget_realloc(void *ud, void *ptr, size_t size) {
 
 static void test_enomem_leaves_buffer(void) {
   budget bu = {256};
-  xcm_allocator a = {budget_realloc, &bu};
+  xcm_allocator a = {sizeof a, budget_realloc, &bu};
   xcm_buf b;
   char big[300];
 

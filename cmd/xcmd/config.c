@@ -84,33 +84,13 @@ static char *xcmd_own(xcmd_config *cfg, const char *s, size_t len) {
   return p;
 }
 
-/* The defaults of xcm.h, written out so that every field holds the value
- * in effect: the daemon prints them and the cross-checks compare them. */
+/* The library's defaults (xcm_options_init), so that every field holds
+ * the value in effect: the daemon prints them and the cross-checks
+ * compare them. The config file's own "0" and "unlimited" are read into
+ * these values by the keys' table below. */
 static void xcmd_defaults(xcmd_config *cfg) {
-  xcm_options *o = &cfg->opt;
-
   memset(cfg, 0, sizeof(*cfg));
-  o->server_host = "127.0.0.1";
-  o->server_port = 5262;
-  o->resource_prefix = "w";
-  o->connections = 5;
-  o->upstream_tls = XCM_UPSTREAM_TLS_OPTIONAL;
-  o->keepalive_ms = 30000;
-  o->dead_after_ms = 300000;
-  o->max_stanza_preauth = 8 * XCMD_KIB;
-  o->max_stanza = 256 * XCMD_KIB;
-  o->max_depth = 32;
-  o->header_timeout_ms = 10000;
-  o->auth_timeout_ms = 30000;
-  o->idle_timeout_ms = 600000;
-  o->max_client_out = XCMD_MIB;
-  o->rate = 200;
-  o->burst = 1000;
-  o->rate_bytes = 256 * XCMD_KIB;
-  o->burst_bytes = XCMD_MIB;
-  o->max_clients = 10000;
-  o->max_per_address = 100;
-  o->log_level = XCM_LOG_INFO;
+  xcm_options_init(&cfg->opt, sizeof cfg->opt);
   cfg->log_target = XCMD_LOG_STDERR;
   cfg->log_level = XCM_LOG_INFO;
   cfg->drain_ms = 5000;
@@ -147,8 +127,7 @@ static int xcmd_fingerprint_ok(const char *s) {
   "as 'openssl x509 -noout -fingerprint -sha256' or keytool prints it"
 
 static void xcmd_default_listener(xcm_listen_options *lo) {
-  memset(lo, 0, sizeof(*lo));
-  lo->host = "127.0.0.1";
+  xcm_listen_options_init(lo, sizeof(*lo));
 }
 
 /* Digits only: no sign, no spaces, no base prefix. 0 on success, -1 when

@@ -22,7 +22,7 @@ int xcmd_demo_start(xcmd_demo **out, uv_loop_t *loop, xcm_options *o,
     snprintf(err, errlen, "demo upstream: out of memory");
     return XCM_ENOMEM;
   }
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   ko.domain = o->domain;
   ko.secret = o->secret;
   ko.heartbeat_ms = 30000;
@@ -46,7 +46,7 @@ int xcmd_demo_start(xcmd_demo **out, uv_loop_t *loop, xcm_options *o,
   return 0;
 }
 
-static void kit_closed(xcm_testkit *kit, void *ud) {
+static void kit_closed(void *ud, xcm_testkit *kit) {
   (void)kit;
   (void)ud;
 }
@@ -63,7 +63,7 @@ void xcmd_demo_free(xcmd_demo *d, xcm_log_fn log, void *log_ud) {
     return;
   /* The upstream logged each violation as it came (error level); say it
    * once more where nobody can miss it. A demo goes on. */
-  xcm_testkit_get_stats(d->kit, &st);
+  xcm_testkit_get_stats(d->kit, &st, sizeof st);
   if (st.violations > 0) {
     char line[1024];
 

@@ -128,7 +128,7 @@ static void say(int level, const char *fmt, ...) {
 
 /* ---- workers ------------------------------------------------------------ */
 
-static void worker_stopped(xcm_cm *cm, void *ud) {
+static void worker_stopped(void *ud, xcm_cm *cm) {
   worker *w = ud;
 
   (void)cm;

@@ -28,7 +28,7 @@ static void take_snapshot(uv_timer_t *t) {
   xcm_stats st;
   unsigned i, n;
 
-  xcm_cm_stats(w->cm, &st);
+  xcm_cm_stats(w->cm, &st, sizeof st);
   n = xcm_cm_upstream_links(w->cm);
   if (n > XCMD_METRICS_LINKS)
     n = XCMD_METRICS_LINKS;
@@ -38,7 +38,7 @@ static void take_snapshot(uv_timer_t *t) {
   for (i = 0; i < n; i++) {
     xcm_link_info li;
 
-    if (xcm_cm_upstream_link(w->cm, i, &li) == 0) {
+    if (xcm_cm_upstream_link(w->cm, i, &li, sizeof li) == 0) {
       w->links[i].up = li.up;
       snprintf(w->links[i].resource, sizeof w->links[i].resource, "%s",
                li.resource ? li.resource : "");

@@ -19,7 +19,10 @@
 extern "C" {
 #endif
 
+/* Filled by the caller with .size = sizeof it, and kept alive (it is
+ * used by pointer) for as long as the object it was given to. */
 typedef struct xcm_allocator {
+  size_t size; /* sizeof the caller's struct */
   void *(*realloc)(void *ud, void *ptr, size_t size);
   void *ud;
 } xcm_allocator;

@@ -9,7 +9,7 @@ extern "C" {
 #endif
 
 enum xcm_log_level {
-  XCM_LOG_ERROR = 1, /* 0 means "the default" in options */
+  XCM_LOG_ERROR = 1,
   XCM_LOG_WARN = 2,
   XCM_LOG_INFO = 3,
   XCM_LOG_DEBUG = 4

@@ -108,10 +108,12 @@ typedef void (*xcm_testkit_stanza_fn)(void *ud, xcm_testkit *kit,
                                       const char *jid, const char *stanza,
                                       size_t len);
 
-/* Fill with xcm_testkit_options_init(), which sets the defaults in
- * brackets (those of the captures), then change what the test needs.
- * Strings and the policy are copied by xcm_testkit_new(). */
+/* Fill with xcm_testkit_options_init(&opt, sizeof opt), which sets
+ * size and the defaults in brackets (those of the captures), then change
+ * what the test needs. Strings and the policy are copied by
+ * xcm_testkit_new(). The struct grows at its end only (doc/abi.md). */
 typedef struct xcm_testkit_options {
+  size_t size;        /* sizeof the caller's struct, set by the init */
   const char *domain; /* ["example.test"] */
   const char *secret; /* ["cmsecret"] */
   const char *host;   /* ["127.0.0.1"] */
@@ -140,10 +142,11 @@ typedef struct xcm_testkit_options {
   uint64_t seed;         /* [0: from the system]: stream ids, iq ids and
                             the random connection; SCRAM nonces always
                             come from the system */
-  unsigned offline_max;  /* [1000] messages stored per user */
-  unsigned max_sessions; /* [100000] client sessions over all CMs */
+  unsigned offline_max;  /* [1000] messages stored per user; at least 1 */
+  unsigned max_sessions; /* [100000] client sessions over all CMs; at
+                            least 1 */
   size_t max_out;        /* [4 MiB] queued for one CM connection; a CM
-                            that lets more pile up is dropped */
+                            that lets more pile up is dropped; at least 1 */
   /* [0] Unknown users may log in with SASL PLAIN (or XEP-0078) and get
    * an account with the password they gave (demos, load tests). SCRAM
    * cannot: the server must know the password before the exchange. */
@@ -162,6 +165,7 @@ typedef struct xcm_testkit_options {
   const xcm_allocator *alloc; /* [the C library's] */
 } xcm_testkit_options;
 
+/* Filled by xcm_testkit_get_stats: it grows at its end only. */
 typedef struct xcm_testkit_stats {
   uint64_t accepted;          /* TCP connections on the CM port */
   uint64_t handshakes;        /* accepted handshakes */
@@ -191,21 +195,25 @@ typedef struct xcm_testkit_stats {
   uint64_t violations;
 } xcm_testkit_stats;
 
-XCM_EXTERN void xcm_testkit_options_init(xcm_testkit_options *opt);
+/* Set size and every field of *opt to its default; size is sizeof *opt
+ * as the caller was compiled. 0, or XCM_EINVAL for a size too small. */
+XCM_EXTERN int xcm_testkit_options_init(xcm_testkit_options *opt, size_t size);
 
 /* Listen on host:port right away (the port is known on return). opt NULL
- * means the defaults. errbuf (may be NULL) receives a message naming the
- * problem. */
+ * means the defaults; otherwise it must come from
+ * xcm_testkit_options_init (XCM_EINVAL). errbuf (may be NULL) receives a
+ * message naming the problem. */
 XCM_EXTERN int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
                                const xcm_testkit_options *opt, char *errbuf,
                                size_t errlen);
 
 /* Stop listening and abort every connection without a word (as a
- * crashed server would), then call cb once every handle is closed.
- * Safe to call from an event callback. */
-XCM_EXTERN void xcm_testkit_close(xcm_testkit *kit,
-                                  void (*cb)(xcm_testkit *kit, void *ud),
-                                  void *ud);
+ * crashed server would), then call cb (may be NULL) once every handle
+ * is closed. Safe to call from an event callback. 0, or XCM_ECLOSED when
+ * a close is already under way (cb is not called twice). */
+typedef void (*xcm_testkit_close_fn)(void *ud, xcm_testkit *kit);
+XCM_EXTERN int xcm_testkit_close(xcm_testkit *kit, xcm_testkit_close_fn cb,
+                                 void *ud);
 /* After the close callback ran. */
 XCM_EXTERN void xcm_testkit_free(xcm_testkit *kit);
 
@@ -291,8 +299,10 @@ XCM_EXTERN unsigned xcm_testkit_sessions(const xcm_testkit *kit);
 XCM_EXTERN int xcm_testkit_jid_state(const xcm_testkit *kit,
                                      const char *full_jid);
 
-XCM_EXTERN void xcm_testkit_get_stats(const xcm_testkit *kit,
-                                      xcm_testkit_stats *out);
+/* Copy the counters into out, as much as size (sizeof *out as the
+ * caller was compiled) holds. 0, or XCM_EINVAL for a NULL out. */
+XCM_EXTERN int xcm_testkit_get_stats(const xcm_testkit *kit,
+                                     xcm_testkit_stats *out, size_t size);
 
 /* The first violation (see xcm_testkit_stats.violations) as text: the
  * connection ("CM connection #N (CM/RES)"), the byte offset in what it

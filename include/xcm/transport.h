@@ -12,7 +12,9 @@
 extern "C" {
 #endif
 
+/* Filled by the caller with .size = sizeof it (it is copied). */
 typedef struct xcm_transport {
+  size_t size; /* sizeof the caller's struct */
   /* Bytes for the peer: take them all (send or copy) before returning.
    * Return 0, or a negative error to end the connection. */
   int (*write)(void *ud, const char *data, size_t len);

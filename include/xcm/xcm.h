@@ -58,86 +58,115 @@ typedef enum xcm_upstream_tls {
   XCM_UPSTREAM_TLS_REQUIRED
 } xcm_upstream_tls;
 
-/* A limit or timeout set to XCM_UNLIMITED is switched off (zero takes
- * the default): max_clients, max_per_address, header_timeout_ms,
- * auth_timeout_ms, idle_timeout_ms, rate, rate_bytes. */
+/* A limit or timeout set to XCM_UNLIMITED is switched off. The fields
+ * that accept it say so. */
 #define XCM_UNLIMITED UINT_MAX
 
-/* Zero (or NULL) fields take the defaults in brackets. Strings are
- * copied. The defaults suit a server that faces strangers. */
+/* Options of an instance. Fill with xcm_options_init(&opt, sizeof opt),
+ * which sets size and every field to the default given in brackets, then
+ * change what the caller needs: a field holds its real value, and zero
+ * is a value, never "the default" (xcm_cm_new refuses a zero where it
+ * means nothing, naming the field and its range). Strings are copied.
+ * The defaults suit a server that faces strangers. The struct grows at
+ * its end only (doc/abi.md, "Structs that grow"). */
 typedef struct xcm_options {
-  const char *domain; /* the XMPP domain Openfire serves; required */
+  size_t size;        /* sizeof the caller's struct, set by xcm_options_init */
+  const char *domain; /* the XMPP domain Openfire serves; required [NULL] */
 
   /* The upstream: Openfire's connection-manager port. */
-  const char *server_host;       /* [127.0.0.1]; names are resolved (v4/v6) */
-  int server_port;               /* [5262] */
-  const char *name;              /* this CM's name; required */
-  const char *secret;            /* xmpp.multiplex.defaultSecret; required */
+  const char *server_host; /* ["127.0.0.1"]; names are resolved (v4/v6) */
+  int server_port;         /* [5262]; 1 to 65535 */
+  const char *name;        /* this CM's name; required [NULL] */
+  const char *secret;      /* xmpp.multiplex.defaultSecret; required [NULL] */
   const char *resource_prefix;   /* ["w"]: upstream resources NAME/w1-1 */
-  unsigned connections;          /* [5] */
-  xcm_upstream_tls upstream_tls; /* [optional] */
-  const char *upstream_ca_file;  /* trust for the server's certificate */
+  unsigned connections;          /* [5]; 1 to 64 */
+  xcm_upstream_tls upstream_tls; /* [XCM_UPSTREAM_TLS_OPTIONAL] */
+  const char *upstream_ca_file;  /* trust for the server's certificate
+                                    [NULL: the system's CA bundle] */
   /* Trust exactly the server certificate whose DER has this SHA-256,
    * instead of a CA and the host name (dates are not checked either):
    * "sha256:" and 64 hex digits, any case, with or without ':' between
    * byte pairs, as openssl and keytool print it. Makes upstream TLS
    * required, whatever upstream_tls says; excludes upstream_ca_file and
-   * upstream_accept_self_signed. */
+   * upstream_accept_self_signed. [NULL] */
   const char *upstream_fingerprint;
-  int upstream_accept_self_signed; /* skip verification (logged loudly) */
-  int upstream_zlib;               /* compress upstream links if offered */
-  unsigned keepalive_ms;           /* [30000] */
-  unsigned dead_after_ms;          /* [300000] */
+  int upstream_accept_self_signed; /* skip verification (logged loudly) [0] */
+  int upstream_zlib;               /* compress upstream links if offered [0] */
+  unsigned keepalive_ms;           /* [30000]; at least 1 */
+  unsigned dead_after_ms;          /* [300000]; at least 1 */
 
   /* Clients. */
-  size_t max_stanza_preauth; /* [8 KiB] */
-  size_t max_stanza;         /* [256 KiB] */
-  unsigned max_depth;        /* [32] */
+  size_t max_stanza_preauth; /* [8192]; at least 1 */
+  size_t max_stanza;         /* [262144]; at least 1 */
+  unsigned max_depth;        /* [32]; at least 1 */
   /* A client that has not sent its stream header (after its TLS
    * handshake, on a direct TLS port) this long after connecting is
-   * closed with connection-timeout. [10000] */
+   * closed with connection-timeout. [10000]; at least 1, or
+   * XCM_UNLIMITED. */
   unsigned header_timeout_ms;
-  unsigned auth_timeout_ms; /* [30000] to authenticate, from connecting */
-  unsigned idle_timeout_ms; /* [600000] */
-  size_t max_client_out;    /* [1 MiB] queued for one client */
+  /* To authenticate, from connecting [30000]; at least 1, or
+   * XCM_UNLIMITED. */
+  unsigned auth_timeout_ms;
+  unsigned idle_timeout_ms; /* [600000]; at least 1, or XCM_UNLIMITED */
+  size_t max_client_out;    /* [1048576] queued for one client; at least 1 */
   /* Each client's input is shaped by two token buckets, stanzas and
    * bytes: a read is always handled whole, and a client whose bucket is
    * then in debt has its reads paused until the debt is repaid
-   * (stats.reads_shaped). Nobody is disconnected for rate. */
+   * (stats.reads_shaped). Nobody is disconnected for rate. A rate of
+   * XCM_UNLIMITED switches its bucket off; the rest are at least 1. */
   unsigned rate;        /* [200] stanzas/s per client, sustained */
   unsigned burst;       /* [1000] stanzas */
   unsigned rate_bytes;  /* [262144] bytes/s per client, sustained */
   unsigned burst_bytes; /* [1048576] bytes */
   /* Connections at once, in all and from one address (IPv4 or exact
    * IPv6 address); one over is closed at accept and counted in
-   * stats.clients_refused_total_limit / _address_limit. */
+   * stats.clients_refused_total_limit / _address_limit. At least 1, or
+   * XCM_UNLIMITED. */
   unsigned max_clients;     /* [10000] */
   unsigned max_per_address; /* [100] */
   /* While no upstream link is up, a new client waits this long for one;
    * then (or at once, with 0) it gets remote-connection-failed. [0] */
   unsigned upstream_wait_ms;
-  int compression; /* offer zlib to clients (inside TLS) */
+  int compression; /* offer zlib to clients (inside TLS) [0] */
   /* Read all XML with expat, without the validating scanner in front of
    * it (same results, about four times the instructions per routed
-   * message): a switch for diagnosis. */
+   * message): a switch for diagnosis. [0] */
   int expat_only;
 
-  xcm_log_fn log; /* [none] */
-  void *log_ud;
-  int log_level; /* [XCM_LOG_INFO] */
+  xcm_log_fn log; /* [NULL: nothing is logged] */
+  void *log_ud;   /* [NULL] */
+  int log_level;  /* [XCM_LOG_INFO]; XCM_LOG_ERROR to XCM_LOG_DEBUG */
 
-  const xcm_allocator *alloc; /* [the C library's] */
+  const xcm_allocator *alloc; /* [NULL: the C library's] */
 } xcm_options;
 
+/* Set size and every field of *opt to its default. size is sizeof *opt
+ * as the caller was compiled (xcm_options_init(&opt, sizeof opt)): a
+ * library newer than the caller's header fills only what the caller
+ * has. 0, or XCM_EINVAL for a size too small to be an xcm_options. */
+XCM_EXTERN int xcm_options_init(xcm_options *opt, size_t size);
+
+/* Options of a listener: fill with xcm_listen_options_init(&lo, sizeof
+ * lo), like xcm_options. */
 typedef struct xcm_listen_options {
-  const char *host;      /* ["127.0.0.1"]; "::" or "0.0.0.0" for all */
-  int port;              /* 5222 or 5223 by custom; 0 picks a free one (see
-                            xcm_cm_listener_port) */
-  const char *cert_file; /* PEM chain: offers STARTTLS (or direct TLS) */
-  const char *key_file;
-  int direct_tls; /* XEP-0368: TLS from the first byte (port 5223) */
-  int reuseport;  /* SO_REUSEPORT, for one listener per worker thread */
+  size_t size;      /* sizeof the caller's struct, set by the init */
+  const char *host; /* ["127.0.0.1"]; "::" or "0.0.0.0" for all */
+  int port;         /* [0]: a free one (see xcm_cm_listener_port); 0 to 65535,
+                       5222 or 5223 by custom */
+  const char *cert_file; /* PEM chain: offers STARTTLS (or direct TLS)
+                            [NULL: no TLS] */
+  const char *key_file;  /* [NULL]; required with cert_file */
+  int direct_tls;        /* XEP-0368: TLS from the first byte (port 5223) [0] */
+  int reuseport; /* SO_REUSEPORT, for one listener per worker thread [0] */
 } xcm_listen_options;
+
+/* Set size and every field of *lo to its default: as xcm_options_init. */
+XCM_EXTERN int xcm_listen_options_init(xcm_listen_options *lo, size_t size);
+
+/* Filled by xcm_cm_stats, which writes as much of it as the caller's
+ * size holds: it grows at its end only. */
+/* The length of xcm_stats.stream_errors: more than XCM_COND_COUNT_. */
+#define XCM_STATS_MAX_COND 48
 
 typedef struct xcm_stats {
   uint64_t clients_accepted;
@@ -147,7 +176,9 @@ typedef struct xcm_stats {
   uint64_t sessions_authenticated;
   uint64_t stanzas_in, stanzas_out; /* client -> server, server -> client */
   uint64_t bytes_in, bytes_out;
-  uint64_t stream_errors[XCM_COND_COUNT_]; /* sent to clients */
+  /* Stream errors sent to clients, by xcm_cond. The array has room for
+   * conditions yet to come, so that a new one moves no field. */
+  uint64_t stream_errors[XCM_STATS_MAX_COND];
   uint64_t failed_returned; /* messages given back with <failed/> */
   uint64_t sessions_lost;   /* to the loss of every upstream link */
   uint64_t hook_dropped;    /* stanzas a hook dropped or replaced badly */
@@ -180,6 +211,7 @@ typedef enum xcm_verdict {
   XCM_REPLACE = 2 /* route *replacement instead */
 } xcm_verdict;
 
+/* Handed to the stanza hook; it grows at its end only. */
 typedef struct xcm_stanza_info {
   xcm_direction dir;
   const char *sid;   /* the client's stream id */
@@ -187,6 +219,8 @@ typedef struct xcm_stanza_info {
   const char *bytes; /* the element exactly as it travels: len bytes,
                         not NUL-terminated */
   size_t len;
+  /* The session's user data (xcm_cm_session_set_data), or NULL. */
+  void *session_data;
 } xcm_stanza_info;
 
 /* Return a verdict. For XCM_REPLACE set *replacement and *len to one
@@ -238,7 +272,8 @@ XCM_EXTERN void xcm_conn_input(xcm_conn *c, const char *data, size_t len);
 /* The peer closed its side. */
 XCM_EXTERN void xcm_conn_input_end(xcm_conn *c);
 
-/* The port of listener i (in the order added). */
+/* The port of listener i (in the order added), or XCM_EINVAL when there
+ * is no listener i. */
 XCM_EXTERN int xcm_cm_listener_port(const xcm_cm *cm, unsigned i);
 
 /* Start accepting clients and connect upstream. Clients that open a
@@ -247,16 +282,25 @@ XCM_EXTERN int xcm_cm_listener_port(const xcm_cm *cm, unsigned i);
  * (at once with the default 0). */
 XCM_EXTERN int xcm_cm_start(xcm_cm *cm);
 
-/* Stop accepting, send system-shutdown to every client, close every
- * session upstream, wait up to drain_ms for the server's answers, close
- * the upstream links, then call cb. */
-XCM_EXTERN void xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
-                                void (*cb)(xcm_cm *cm, void *ud), void *ud);
+typedef void (*xcm_shutdown_fn)(void *ud, xcm_cm *cm);
 
-/* After the shutdown callback. */
+/* Stop accepting, send system-shutdown to every client, close every
+ * session upstream, wait up to drain_ms for the server's answers (0: do
+ * not wait), close the upstream links, then call cb (may be NULL). 0, or
+ * XCM_ECLOSED when a shutdown is already under way (cb is not called
+ * twice). */
+XCM_EXTERN int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
+                               xcm_shutdown_fn cb, void *ud);
+
+/* After the shutdown callback. Every getter (statistics, sessions,
+ * links, the policy, listener ports) may be called from xcm_cm_new until
+ * this, the shutdown callback and after it included, as libuv's handles
+ * may be read until they are freed. */
 XCM_EXTERN void xcm_cm_free(xcm_cm *cm);
 
-XCM_EXTERN void xcm_cm_stats(const xcm_cm *cm, xcm_stats *out);
+/* Copy the statistics into out, as much as size (sizeof *out as the
+ * caller was compiled) holds. 0, or XCM_EINVAL for a NULL out. */
+XCM_EXTERN int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size);
 
 /* Read every TLS listener's certificate and key files again and use them
  * for new connections; connections already in TLS keep theirs. All or
@@ -274,7 +318,9 @@ typedef enum xcm_session_event {
   XCM_SESSION_CLOSED         /* gone: cond and text say why */
 } xcm_session_event;
 
-/* Strings are valid during the call (or until the session changes). */
+/* Strings are valid during the call (or until the session changes).
+ * Handed to callbacks and filled by xcm_cm_session: it grows at its end
+ * only. */
 typedef struct xcm_session_info {
   const char *sid;  /* the stream id */
   const char *peer; /* the client's address */
@@ -289,6 +335,10 @@ typedef struct xcm_session_info {
    * orderly end or a lost connection. */
   xcm_cond cond;
   const char *text;
+  /* The session's user data (xcm_cm_session_set_data), or NULL. On
+   * XCM_SESSION_CLOSED it is the last chance to free it: libxcm never
+   * does. */
+  void *data;
 } xcm_session_info;
 
 typedef void (*xcm_session_fn)(void *ud, xcm_session_event ev,
@@ -297,15 +347,27 @@ typedef void (*xcm_session_fn)(void *ud, xcm_session_event ev,
 /* Install (or, with NULL, remove) the session-event function. */
 XCM_EXTERN void xcm_cm_set_session_events(xcm_cm *cm, xcm_session_fn fn,
                                           void *ud);
-/* The session with stream id sid: 0, or XCM_ENOTFOUND. */
-XCM_EXTERN int xcm_cm_session(xcm_cm *cm, const char *sid,
-                              xcm_session_info *out);
+/* The session with stream id sid, into out as much as size (sizeof *out
+ * as the caller was compiled) holds: 0, or XCM_ENOTFOUND. */
+XCM_EXTERN int xcm_cm_session(const xcm_cm *cm, const char *sid,
+                              xcm_session_info *out, size_t size);
+/* Attach the caller's data to a session (replacing what was there; NULL
+ * clears it), read back with xcm_cm_session_get_data and handed to every
+ * session event and to the stanza hook. Works from inside the hook and
+ * the event functions. libxcm never frees it: free it on
+ * XCM_SESSION_CLOSED. 0, or XCM_ENOTFOUND. */
+XCM_EXTERN int xcm_cm_session_set_data(xcm_cm *cm, const char *sid, void *data);
+/* *out receives the session's data (NULL when none was set): 0, or
+ * XCM_ENOTFOUND (and *out NULL). */
+XCM_EXTERN int xcm_cm_session_get_data(const xcm_cm *cm, const char *sid,
+                                       void **out);
 /* End a session with a stream error (text may be NULL). */
 XCM_EXTERN int xcm_cm_close_session(xcm_cm *cm, const char *sid, xcm_cond cond,
                                     const char *text);
 
 /* The upstream pool ------------------------------------------------- */
 
+/* Filled by xcm_cm_upstream_link: it grows at its end only. */
 typedef struct xcm_link_info {
   const char *resource; /* "NAME/RESOURCE" of the current connection */
   int up;
@@ -322,10 +384,13 @@ typedef void (*xcm_link_fn)(void *ud, unsigned i, const char *resource, int up,
 /* Install (or, with NULL, remove) the upstream event function. */
 XCM_EXTERN void xcm_cm_set_link_events(xcm_cm *cm, xcm_link_fn fn, void *ud);
 
-/* How many links the pool has, and the state of link i. */
+/* How many links the pool has (xcm_options.connections). */
 XCM_EXTERN unsigned xcm_cm_upstream_links(const xcm_cm *cm);
+/* The state of link i, into out as much as size (sizeof *out as the
+ * caller was compiled) holds: 0, or XCM_EINVAL when there is no link i.
+ * Once the pool is closed (shutdown) every link reads as down. */
 XCM_EXTERN int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i,
-                                    xcm_link_info *out);
+                                    xcm_link_info *out, size_t size);
 
 /* Install (or, with NULL, remove) the stanza hook. */
 XCM_EXTERN void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook,

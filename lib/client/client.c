@@ -76,17 +76,15 @@ static uint64_t now(const xcm_client *c) {
 }
 
 static size_t cfg_max_stanza(const xcm_client *c) {
-  size_t pre = c->cfg->max_stanza_preauth ? c->cfg->max_stanza_preauth : 8192;
-  size_t post = c->cfg->max_stanza ? c->cfg->max_stanza : 262144;
-
-  return (c->flags & F_AUTHED) ? post : pre;
+  return (c->flags & F_AUTHED) ? c->cfg->max_stanza
+                               : c->cfg->max_stanza_preauth;
 }
 
 static void apply_limits(xcm_client *c) {
   xcm_xml_limits l;
 
   l.max_stanza = cfg_max_stanza(c);
-  l.max_depth = c->cfg->max_depth ? c->cfg->max_depth : 32;
+  l.max_depth = c->cfg->max_depth;
   /* Trees are built only for what the CM must read itself (pre-auth
    * iqs, <compress>, bind); none of those is anywhere near this, and the
    * cap keeps a hostile one from costing more than its size allows. */
@@ -364,16 +362,12 @@ static int levels(void *ud, const char *ns, const char *name) {
  * cut off half-way); then the client's reads pause until the debt is
  * repaid. So a flood costs the flooder its own time, and nobody is
  * disconnected for sending fast. */
-static unsigned cfg_or(unsigned v, unsigned dflt) {
-  return v ? v : dflt;
-}
-
 static unsigned stanza_rate(const xcm_client *c) {
-  return cfg_or(c->cfg->rate, 200);
+  return c->cfg->rate;
 }
 
 static unsigned byte_rate(const xcm_client *c) {
-  return cfg_or(c->cfg->rate_bytes, 256u * 1024);
+  return c->cfg->rate_bytes;
 }
 
 static int64_t refill(int64_t t, uint64_t ms, unsigned rate, unsigned burst) {
@@ -389,21 +383,20 @@ static void refill_buckets(xcm_client *c) {
   uint64_t n = now(c), ms = n - c->bucket_at;
 
   c->bucket_at = n;
-  if (stanza_rate(c) != XCM_UNLIMITED)
-    c->tokens =
-        refill(c->tokens, ms, stanza_rate(c), cfg_or(c->cfg->burst, 1000));
-  if (byte_rate(c) != XCM_UNLIMITED)
-    c->byte_tokens = refill(c->byte_tokens, ms, byte_rate(c),
-                            cfg_or(c->cfg->burst_bytes, 1u << 20));
+  if (stanza_rate(c) != XCM__OFF)
+    c->tokens = refill(c->tokens, ms, stanza_rate(c), c->cfg->burst);
+  if (byte_rate(c) != XCM__OFF)
+    c->byte_tokens =
+        refill(c->byte_tokens, ms, byte_rate(c), c->cfg->burst_bytes);
 }
 
 static void take_stanza(xcm_client *c) {
-  if (stanza_rate(c) != XCM_UNLIMITED)
+  if (stanza_rate(c) != XCM__OFF)
     c->tokens -= 1000;
 }
 
 static void take_bytes(xcm_client *c, size_t len) {
-  if (byte_rate(c) != XCM_UNLIMITED)
+  if (byte_rate(c) != XCM__OFF)
     c->byte_tokens -= (int64_t)len * 1000;
 }
 
@@ -416,9 +409,9 @@ static uint64_t debt_ms(int64_t t, unsigned rate) {
 static uint64_t shape_wait(const xcm_client *c) {
   uint64_t a = 0, b = 0;
 
-  if (stanza_rate(c) != XCM_UNLIMITED)
+  if (stanza_rate(c) != XCM__OFF)
     a = debt_ms(c->tokens, stanza_rate(c));
-  if (byte_rate(c) != XCM_UNLIMITED)
+  if (byte_rate(c) != XCM__OFF)
     b = debt_ms(c->byte_tokens, byte_rate(c));
   return a > b ? a : b;
 }
@@ -434,8 +427,8 @@ static void shape(xcm_client *c) {
 
   if (wait == 0 || c->stream == NULL || (c->flags & F_CLOSING))
     return;
-  if (!(c->flags & F_SHAPED) && c->cfg->stats != NULL)
-    c->cfg->stats->reads_shaped++;
+  if (!(c->flags & F_SHAPED) && c->cfg->counters != NULL)
+    c->cfg->counters->reads_shaped++;
   c->flags |= F_SHAPED;
   xcm__stream_pause(c->stream);
   /* Sooner than a timeout the timer waits for already, or that one
@@ -697,25 +690,24 @@ static const xcm_stream_cb stream_cb = {on_read, on_stream_end, on_tls_done,
 /* ---- timers ------------------------------------------------------------- */
 
 /* When a timeout of ms (0: dflt) from `from` runs out; never for
- * XCM_UNLIMITED. */
-static uint64_t deadline(uint64_t from, unsigned ms, unsigned dflt) {
-  return ms == XCM_UNLIMITED ? UINT64_MAX : from + cfg_or(ms, dflt);
+ * XCM__OFF. */
+static uint64_t deadline(uint64_t from, unsigned ms) {
+  return ms == XCM__OFF ? UINT64_MAX : from + ms;
 }
 
 static void on_timer(uv_timer_t *t) {
   xcm_client *c = t->data;
-  xcm_stats *st = c->cfg->stats;
+  xcm_counters *st = c->cfg->counters;
   uint64_t n = now(c), next, wait;
   /* A header that was read either opened the session or waits for an
    * upstream link; a refused one ended the client. */
-  uint64_t header_at =
-      (c->flags & (F_OPENED | F_WAITING))
-          ? UINT64_MAX
-          : deadline(c->created, c->cfg->header_timeout_ms, 10000);
+  uint64_t header_at = (c->flags & (F_OPENED | F_WAITING))
+                           ? UINT64_MAX
+                           : deadline(c->created, c->cfg->header_timeout_ms);
   uint64_t auth_at = (c->flags & F_AUTHED)
                          ? UINT64_MAX
-                         : deadline(c->created, c->cfg->auth_timeout_ms, 30000);
-  uint64_t idle_at = deadline(c->last_active, c->cfg->idle_timeout_ms, 600000);
+                         : deadline(c->created, c->cfg->auth_timeout_ms);
+  uint64_t idle_at = deadline(c->last_active, c->cfg->idle_timeout_ms);
   uint64_t wait_at = (c->flags & F_WAITING)
                          ? c->created + c->cfg->upstream_wait_ms
                          : UINT64_MAX;
@@ -835,9 +827,8 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   c->cb = cb;
   c->ud = ud;
   c->created = c->last_active = c->bucket_at = uv_now(ctx->loop);
-  c->tokens = (int64_t)(cfg->burst ? cfg->burst : 1000) * 1000;
-  c->byte_tokens =
-      (int64_t)(cfg->burst_bytes ? cfg->burst_bytes : 1u << 20) * 1000;
+  c->tokens = (int64_t)cfg->burst * 1000;
+  c->byte_tokens = (int64_t)cfg->burst_bytes * 1000;
   err = make_sid(c->sid);
   if (err == 0)
     err = xcm__xml_reader_new(&c->reader, ctx->xml, &reader_cb, c, NULL);
@@ -858,7 +849,7 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   }
   apply_limits(c);
   memset(&lim, 0, sizeof lim);
-  lim.max_out = cfg->max_out ? cfg->max_out : (1u << 20);
+  lim.max_out = cfg->max_out;
   lim.max_inflate = cfg_max_stanza(c) > 262144 ? cfg_max_stanza(c) : 262144;
   err = tcp != NULL
             ? xcm__stream_from_tcp(&c->stream, ctx, tcp, &stream_cb, c, &lim)

@@ -18,27 +18,30 @@
 #include "transport/stream.h"
 #include "xcm/condition.h"
 #include "xcm/policy.h"
+#include "session/counters.h"
 #include "xcm/route.h"
-#include "xcm/xcm.h"
+#include "xcm/transport.h"
 #include "xml/reader.h"
 
 typedef struct xcm_client xcm_client;
 
-/* Shared by every client of a listener; owned by the instance. Zero
- * fields take the defaults given. */
+/* Shared by every client of a listener; owned by the instance. Every
+ * field holds its value (options.c has the defaults: xcm__client_cfg_from
+ * and _defaults); XCM__OFF switches a timeout, rate or limit off where
+ * the API allows it. */
 typedef struct xcm_client_cfg {
   const char *domain;
-  size_t max_stanza_preauth;  /* 8 KiB */
-  size_t max_stanza;          /* 256 KiB */
-  unsigned max_depth;         /* 32 */
-  unsigned header_timeout_ms; /* 10 s to send the stream header */
-  unsigned auth_timeout_ms;   /* 30 s to authenticate */
-  unsigned idle_timeout_ms;   /* 10 min without a byte (whitespace counts) */
-  size_t max_out;             /* 1 MiB queued for a client that does not read */
-  unsigned rate;              /* stanzas per second, sustained: 200 */
-  unsigned burst;             /* ... and in a burst: 1000 */
-  unsigned rate_bytes;        /* bytes per second, sustained: 256 KiB */
-  unsigned burst_bytes;       /* ... and in a burst: 1 MiB */
+  size_t max_stanza_preauth;
+  size_t max_stanza;
+  unsigned max_depth;
+  unsigned header_timeout_ms; /* to send the stream header */
+  unsigned auth_timeout_ms;   /* to authenticate */
+  unsigned idle_timeout_ms;   /* without a byte (whitespace counts) */
+  size_t max_out;             /* queued for a client that does not read */
+  unsigned rate;              /* stanzas per second, sustained */
+  unsigned burst;             /* ... and in a burst */
+  unsigned rate_bytes;        /* bytes per second, sustained */
+  unsigned burst_bytes;       /* ... and in a burst */
   int compression;            /* offer zlib (after TLS) when the server does */
   xcm_tls_config *tls;        /* NULL: no STARTTLS here */
   int direct_tls;             /* XEP-0368: TLS from the first byte */
@@ -49,7 +52,7 @@ typedef struct xcm_client_cfg {
   const xcm_policy *(*policy)(void *ud);
   void *policy_ud;
   /* Where timeouts and shaped reads are counted; may be NULL. */
-  xcm_stats *stats;
+  xcm_counters *counters;
 } xcm_client_cfg;
 
 /* Why a client went away. */

@@ -26,6 +26,10 @@
 
 typedef struct xcm_stream xcm_stream;
 
+/* A limit or timeout switched off: the inner layers' name for the API's
+ * XCM_UNLIMITED (options.c checks that they agree). */
+#define XCM__OFF 0xffffffffu
+
 /* Size of the read buffer shared by every stream of a context. */
 #define XCM_READ_BUF 65536
 

@@ -368,7 +368,8 @@ static void *no_growth(void *ud, void *ptr, size_t size) {
   return NULL;
 }
 
-static const xcm_allocator fixed_alloc = {no_growth, NULL};
+static const xcm_allocator fixed_alloc = {sizeof(xcm_allocator), no_growth,
+                                          NULL};
 
 typedef struct outbuf {
   xcm_buf b;

@@ -15,9 +15,10 @@ struct xcm_session {
   xcm_up_session *up;
   xcm_session *prev, *next;
   struct addr_count *addr;
+  void *data; /* the owner's (xcm_cm_session_set_data) */
 };
 
-static void event(xcm_session *s, xcm_session_event ev,
+static void event(xcm_session *s, enum xcm_session_ev ev,
                   const xcm_client_end *end);
 
 /* Connections from one source address. */
@@ -27,21 +28,21 @@ typedef struct addr_count {
   char key[46]; /* INET6_ADDRSTRLEN */
 } addr_count;
 
-void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_stats *stats) {
+void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_counters *counters) {
   memset(t, 0, sizeof(*t));
   t->ctx = ctx;
-  t->stats = stats;
-  t->max_clients = t->max_per_address = XCM_UNLIMITED;
+  t->counters = counters;
+  t->max_clients = t->max_per_address = XCM__OFF;
   xcm__map_init(&t->per_address, ctx->alloc);
   xcm__map_init(&t->by_sid, ctx->alloc);
 }
 
-xcm_session *xcm__sessions_find(xcm_sessions *t, const char *sid) {
+xcm_session *xcm__sessions_find(const xcm_sessions *t, const char *sid) {
   return sid != NULL ? (xcm_session *)xcm__map_get(&t->by_sid, sid, strlen(sid))
                      : NULL;
 }
 
-void xcm__session_info(const xcm_session *s, xcm_session_info *out) {
+void xcm__session_view(const xcm_session *s, xcm_session_view *out) {
   memset(out, 0, sizeof(*out));
   out->sid = xcm__client_sid(s->client);
   out->peer = xcm__client_peer(s->client);
@@ -50,6 +51,15 @@ void xcm__session_info(const xcm_session *s, xcm_session_info *out) {
   out->tls = xcm__client_secured(s->client);
   out->compressed = xcm__client_compressed(s->client);
   out->link = s->up != NULL ? xcm__up_session_link(s->up) : -1;
+  out->data = s->data;
+}
+
+void xcm__session_set_data(xcm_session *s, void *data) {
+  s->data = data;
+}
+
+void *xcm__session_data(const xcm_session *s) {
+  return s->data;
 }
 
 void xcm__session_close(xcm_session *s, xcm_cond cond, const char *text) {
@@ -93,19 +103,14 @@ static int read_replacement(xcm_session *s, const xcm_xml_nsdecl *decls,
                                64, 0, NULL, fn, &o);
 }
 
-static xcm_verdict ask_hook(xcm_session *s, xcm_direction dir, const char *name,
-                            const char *bytes, size_t len, const char **rep,
-                            size_t *rep_len) {
-  xcm_stanza_info info;
-
-  info.dir = dir;
-  info.sid = xcm__client_sid(s->client);
-  info.name = name;
-  info.bytes = bytes;
-  info.len = len;
+static enum xcm_hook_verdict ask_hook(xcm_session *s, int to_client,
+                                      const char *name, const char *bytes,
+                                      size_t len, const char **rep,
+                                      size_t *rep_len) {
   *rep = NULL;
   *rep_len = 0;
-  return s->table->hook(s->table->hook_ud, &info, rep, rep_len);
+  return s->table->hook(s->table->hook_ud, s, to_client, name, bytes, len, rep,
+                        rep_len);
 }
 
 /* ---- the upstream side -------------------------------------------------- */
@@ -146,7 +151,7 @@ static void up_deliver(void *ud, const xcm_route *r) {
     size_t rep_len, ql = xcm__xml_qname_length(r->inner, r->inner_len);
     const char *local = r->inner + 1, *colon = memchr(local, ':', ql);
     char buf[64], *name = buf;
-    xcm_verdict verdict;
+    enum xcm_hook_verdict verdict;
 
     /* The local name, as the hook gets it for what clients send ("message"
      * for <c:message/>), and whole however long. */
@@ -157,32 +162,31 @@ static void up_deliver(void *ud, const xcm_route *r) {
     if (ql >= sizeof buf) {
       name = xcm__strndup(s->table->ctx->alloc, local, ql);
       if (name == NULL) {
-        s->table->stats->hook_dropped++;
+        s->table->counters->hook_dropped++;
         return;
       }
     } else {
       memcpy(buf, local, ql);
       buf[ql] = '\0';
     }
-    verdict = ask_hook(s, XCM_TO_CLIENT, name, r->inner, r->inner_len, &rep,
-                       &rep_len);
+    verdict = ask_hook(s, 1, name, r->inner, r->inner_len, &rep, &rep_len);
     if (name != buf)
       xcm__free(s->table->ctx->alloc, name);
-    if (verdict == XCM_DROP) {
-      s->table->stats->hook_dropped++;
+    if (verdict == XCM__HOOK_DROP) {
+      s->table->counters->hook_dropped++;
       return;
     }
-    if (verdict == XCM_REPLACE) {
+    if (verdict == XCM__HOOK_REPLACE) {
       if (rep == NULL || read_replacement(s, client_context, 2, rep, rep_len,
                                           deliver_replacement) != 0)
-        s->table->stats->hook_dropped++;
+        s->table->counters->hook_dropped++;
       else
-        s->table->stats->stanzas_out++;
+        s->table->counters->stanzas_out++;
       return;
     }
   }
-  s->table->stats->stanzas_out++;
-  s->table->stats->bytes_out += r->inner ? r->inner_len : r->text_len;
+  s->table->counters->stanzas_out++;
+  s->table->counters->bytes_out += r->inner ? r->inner_len : r->text_len;
   xcm__client_deliver(s->client, r);
 }
 
@@ -197,7 +201,7 @@ static void up_lost(void *ud) {
   xcm_session *s = ud;
 
   s->up = NULL;
-  s->table->stats->sessions_lost++;
+  s->table->counters->sessions_lost++;
   xcm__client_fail(s->client, XCM_COND_REMOTE_CONNECTION_FAILED,
                    "the connection to the XMPP server was lost");
 }
@@ -236,7 +240,7 @@ static int cl_open(void *ud, const char *sid, const char *address) {
   err = xcm__pool_session_open(s->table->pool, sid, address, address, &up_cb, s,
                                &s->up);
   if (err == 0)
-    event(s, XCM_SESSION_OPENED, NULL);
+    event(s, XCM__SESSION_OPENED, NULL);
   return err;
 }
 
@@ -255,59 +259,51 @@ static int cl_stanza(void *ud, const xcm_xml_stanza *st,
   if (s->table->hook != NULL) {
     const char *rep;
     size_t rep_len;
-    xcm_verdict v = ask_hook(s, XCM_TO_SERVER, st->name, st->bytes, st->len,
-                             &rep, &rep_len);
+    enum xcm_hook_verdict v =
+        ask_hook(s, 0, st->name, st->bytes, st->len, &rep, &rep_len);
 
-    if (v == XCM_DROP) {
-      s->table->stats->hook_dropped++;
+    if (v == XCM__HOOK_DROP) {
+      s->table->counters->hook_dropped++;
       return 0;
     }
-    if (v == XCM_REPLACE) {
+    if (v == XCM__HOOK_REPLACE) {
       int err;
 
       err = rep == NULL ? XCM_EXML
                         : read_replacement(s, decls, ndecls, rep, rep_len,
                                            send_replacement);
       if (err == XCM_EXML || err == XCM_ELIMIT) {
-        s->table->stats->hook_dropped++;
+        s->table->counters->hook_dropped++;
         return 0;
       }
       if (err == 0)
-        s->table->stats->stanzas_in++;
+        s->table->counters->stanzas_in++;
       return err;
     }
   }
-  s->table->stats->stanzas_in++;
-  s->table->stats->bytes_in += st->len;
+  s->table->counters->stanzas_in++;
+  s->table->counters->bytes_in += st->len;
   return xcm__pool_session_send(s->up, st, decls, ndecls);
 }
 
 /* Tell the owner's session-event function, if any. */
-static void event(xcm_session *s, xcm_session_event ev,
+static void event(xcm_session *s, enum xcm_session_ev ev,
                   const xcm_client_end *end) {
-  xcm_session_info info;
-
-  if (s->table->events == NULL)
-    return;
-  xcm__session_info(s, &info);
-  if (end != NULL) {
-    info.cond = end->cond;
-    info.text = end->text;
-  }
-  s->table->events(s->table->events_ud, ev, &info);
+  if (s->table->events != NULL)
+    s->table->events(s->table->events_ud, ev, s, end);
 }
 
 static void cl_authenticated(void *ud) {
   xcm_session *s = ud;
 
-  s->table->stats->sessions_authenticated++;
-  event(s, XCM_SESSION_AUTHENTICATED, NULL);
+  s->table->counters->sessions_authenticated++;
+  event(s, XCM__SESSION_AUTHENTICATED, NULL);
 }
 
 static void cl_secured(void *ud) {
   xcm_session *s = ud;
 
-  s->table->stats->clients_tls_now++;
+  s->table->counters->clients_tls_now++;
 }
 
 static void cl_bound(void *ud, const char *jid, size_t len) {
@@ -320,14 +316,14 @@ static void cl_bound(void *ud, const char *jid, size_t len) {
     xcm__client_fail(s->client, XCM_COND_RESOURCE_CONSTRAINT, NULL);
     return;
   }
-  event(s, XCM_SESSION_BOUND, NULL);
+  event(s, XCM__SESSION_BOUND, NULL);
 }
 
 static void cl_undelivered(void *ud, const char *msg, size_t len) {
   xcm_session *s = ud;
 
   if (s->up != NULL && xcm__pool_session_failed(s->up, msg, len) == 0)
-    s->table->stats->failed_returned++;
+    s->table->counters->failed_returned++;
 }
 
 static void cl_closed(void *ud, const xcm_client_end *end) {
@@ -335,10 +331,10 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
   xcm_sessions *t = s->table;
 
   if (end->cond != XCM_COND_NONE && end->cond < XCM_COND_COUNT_)
-    t->stats->stream_errors[end->cond]++;
-  event(s, XCM_SESSION_CLOSED, end);
+    t->counters->stream_errors[end->cond]++;
+  event(s, XCM__SESSION_CLOSED, end);
   if (xcm__client_secured(s->client))
-    t->stats->clients_tls_now--;
+    t->counters->clients_tls_now--;
   xcm__map_remove(&t->by_sid, &s->e);
   xcm__free(t->ctx->alloc, s->jid);
   if (s->up != NULL)
@@ -354,7 +350,7 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
   if (s->next != NULL)
     s->next->prev = s->prev;
   t->count--;
-  t->stats->clients_now = t->count;
+  t->counters->clients_now = t->count;
   xcm__free(t->ctx->alloc, s);
   if (t->count == 0 && t->empty != NULL)
     t->empty(t->empty_ud);
@@ -373,7 +369,7 @@ static void refused_closed(uv_handle_t *h) {
 }
 
 static void refuse(xcm_sessions *t, uv_tcp_t *tcp, uint64_t *reason) {
-  t->stats->clients_refused++;
+  t->counters->clients_refused++;
   if (reason != NULL)
     (*reason)++;
   tcp->data = t;
@@ -424,8 +420,8 @@ static int link_session(xcm_sessions *t, xcm_session *s) {
     t->head->prev = s;
   t->head = s;
   t->count++;
-  t->stats->clients_accepted++;
-  t->stats->clients_now = t->count;
+  t->counters->clients_accepted++;
+  t->counters->clients_now = t->count;
   /* A session the API cannot find could not be closed through it. */
   if (err != 0)
     xcm__client_fail(s->client, XCM_COND_RESOURCE_CONSTRAINT, NULL);
@@ -440,8 +436,8 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
 
   *stream = NULL;
   if (t->count >= t->max_clients) {
-    t->stats->clients_refused++;
-    t->stats->clients_refused_total_limit++;
+    t->counters->clients_refused++;
+    t->counters->clients_refused_total_limit++;
     return XCM_EBUSY;
   }
   s = xcm__calloc(t->ctx->alloc, sizeof(*s));
@@ -465,13 +461,13 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
   int over = 0, err;
 
   if (t->count >= t->max_clients) {
-    refuse(t, tcp, &t->stats->clients_refused_total_limit);
+    refuse(t, tcp, &t->counters->clients_refused_total_limit);
     return XCM_EBUSY;
   }
-  if (t->max_per_address != XCM_UNLIMITED) {
+  if (t->max_per_address != XCM__OFF) {
     a = count_address(t, tcp, &over);
     if (over) {
-      refuse(t, tcp, &t->stats->clients_refused_address_limit);
+      refuse(t, tcp, &t->counters->clients_refused_address_limit);
       return XCM_EBUSY;
     }
   }

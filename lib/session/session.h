@@ -7,32 +7,70 @@
 #define XCM_SESSION_SESSION_H
 
 #include "client/client.h"
+#include "session/counters.h"
 #include "upstream/pool.h"
 #include "util/map.h"
-#include "xcm/xcm.h"
+
+/* The layer knows nothing of the public API (xcm/xcm.h): the instance
+ * (xcm.c) turns its events, its hook calls and its counters into the
+ * public ones. */
 
 typedef struct xcm_session xcm_session;
+
+/* What happened to a session, in the order it happens. */
+enum xcm_session_ev {
+  XCM__SESSION_OPENED = 1, /* header accepted; session created upstream */
+  XCM__SESSION_AUTHENTICATED,
+  XCM__SESSION_BOUND, /* the JID is known */
+  XCM__SESSION_CLOSED /* the last event; end says why */
+};
+typedef void (*xcm_session_event_fn)(void *ud, enum xcm_session_ev ev,
+                                     const xcm_session *s,
+                                     const xcm_client_end *end);
+
+/* The owner's say on a stanza routed either way. */
+enum xcm_hook_verdict {
+  XCM__HOOK_PASS,
+  XCM__HOOK_DROP,
+  XCM__HOOK_REPLACE /* *rep, *rep_len: one element, copied */
+};
+typedef enum xcm_hook_verdict (*xcm_session_hook_fn)(
+    void *ud, const xcm_session *s, int to_client, const char *name,
+    const char *bytes, size_t len, const char **rep, size_t *rep_len);
+
+/* What a session is now, for the owner; strings valid until it changes
+ * or ends. */
+typedef struct xcm_session_view {
+  const char *sid;
+  const char *peer;
+  const char *jid; /* NULL until bound */
+  int authenticated;
+  int tls;
+  int compressed;
+  int link; /* the upstream link carrying it, or -1 */
+  void *data;
+} xcm_session_view;
 
 typedef struct xcm_sessions {
   xcm_ctx *ctx;
   xcm_pool *pool;
-  xcm_stats *stats; /* the instance's, borrowed */
+  xcm_counters *counters; /* the instance's, borrowed */
   xcm_session *head;
   size_t count;
   xcm_map per_address;
   xcm_map by_sid;
-  xcm_session_fn events; /* NULL: none */
+  xcm_session_event_fn events; /* NULL: none */
   void *events_ud;
-  unsigned max_clients;     /* XCM_UNLIMITED: none */
-  unsigned max_per_address; /* XCM_UNLIMITED: none */
-  xcm_stanza_hook hook;     /* NULL: none */
+  unsigned max_clients;     /* XCM__OFF: none */
+  unsigned max_per_address; /* XCM__OFF: none */
+  xcm_session_hook_fn hook; /* NULL: none */
   void *hook_ud;
   /* Called when the last session is gone (for the shutdown). */
   void (*empty)(void *ud);
   void *empty_ud;
 } xcm_sessions;
 
-void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_stats *stats);
+void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_counters *counters);
 void xcm__sessions_free(xcm_sessions *t);
 
 /* A connection was accepted on tcp (allocated with the context's
@@ -42,9 +80,12 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
                         uv_tcp_t *tcp);
 
 /* The session of stream id sid, or NULL. */
-xcm_session *xcm__sessions_find(xcm_sessions *t, const char *sid);
-/* What a session is now; strings valid until it changes or ends. */
-void xcm__session_info(const xcm_session *s, xcm_session_info *out);
+xcm_session *xcm__sessions_find(const xcm_sessions *t, const char *sid);
+/* What a session is now. */
+void xcm__session_view(const xcm_session *s, xcm_session_view *out);
+/* The owner's data for the session (NULL until set); never freed here. */
+void xcm__session_set_data(xcm_session *s, void *data);
+void *xcm__session_data(const xcm_session *s);
 /* End it with a stream error (text static or the caller's until return:
  * it is written at once). */
 void xcm__session_close(xcm_session *s, xcm_cond cond, const char *text);

@@ -7,17 +7,24 @@
 #include "proto/stream.h"
 #include "testkit/testkit.h"
 #include "util/alloc.h"
+#include "util/sized.h"
 #include "xcm/error.h"
 #include "xml/writer.h"
 
 #define DEFAULT_MAX_OUT (4u << 20)
 
-void xcm_testkit_options_init(xcm_testkit_options *opt) {
+/* The least size of an initialised xcm_testkit_options: the size field
+ * and the first after it. */
+#define MIN_OPTIONS_SIZE                                                       \
+  (offsetof(xcm_testkit_options, domain) + sizeof(const char *))
+
+static void set_defaults(xcm_testkit_options *opt) {
   static const char *const mechs[] = {"PLAIN", "ANONYMOUS", "SCRAM-SHA-1",
                                       "DIGEST-MD5"};
   unsigned i;
 
   memset(opt, 0, sizeof(*opt));
+  opt->size = sizeof(*opt);
   opt->domain = "example.test";
   opt->secret = "cmsecret";
   opt->host = "127.0.0.1";
@@ -35,6 +42,13 @@ void xcm_testkit_options_init(xcm_testkit_options *opt) {
   opt->max_out = DEFAULT_MAX_OUT;
   opt->log_level = XCM_LOG_INFO;
   opt->witness = 1;
+}
+
+int xcm_testkit_options_init(xcm_testkit_options *opt, size_t size) {
+  xcm_testkit_options d;
+
+  set_defaults(&d);
+  return xcm__sized_init(opt, size, &d, sizeof d, MIN_OPTIONS_SIZE);
 }
 
 /* ---- re-entrancy --------------------------------------------------- */
@@ -429,23 +443,27 @@ static int listen_on(xcm_testkit *kit, char *errbuf, size_t errlen) {
 
 /* ---- lifecycle ----------------------------------------------------- */
 
+/* Every field holds its value (set_defaults has the defaults): NULL
+ * strings and zero counts are refused, not taken for the default. */
 static int options_valid(const xcm_testkit_options *opt) {
-  const char *d = opt->domain != NULL ? opt->domain : "example.test";
-
-  return policy_valid(&opt->client_policy) && valid_node(d) &&
-         (opt->secret == NULL ||
-          xcm__xml_chars_valid(opt->secret, strlen(opt->secret))) &&
+  return policy_valid(&opt->client_policy) && opt->domain != NULL &&
+         valid_node(opt->domain) && opt->secret != NULL &&
+         xcm__xml_chars_valid(opt->secret, strlen(opt->secret)) &&
+         opt->host != NULL && opt->offline_max > 0 && opt->max_sessions > 0 &&
+         opt->max_out > 0 && opt->log_level >= XCM_LOG_ERROR &&
+         opt->log_level <= XCM_LOG_DEBUG &&
          (unsigned)opt->link_tls <= XCM_TESTKIT_LINK_TLS_REQUIRE &&
          (unsigned)opt->conflict <= XCM_TESTKIT_CONFLICT_TAKEOVER &&
-         opt->port >= 0 && opt->port < 65536;
+         opt->port >= 0 && opt->port < 65536 &&
+         /* An allocator table must say its size (doc/abi.md). */
+         (opt->alloc == NULL ||
+          opt->alloc->size >=
+              offsetof(xcm_allocator, ud) + sizeof opt->alloc->ud);
 }
 
-static char *dup_opt(const xcm_allocator *a, const char *s, const char *def,
-                     int *err) {
+static char *dup_opt(const xcm_allocator *a, const char *s, int *err) {
   char *d;
 
-  if (s == NULL)
-    s = def;
   if (s == NULL)
     return NULL;
   d = xcm__strndup(a, s, strlen(s));
@@ -459,22 +477,16 @@ static int copy_options(xcm_testkit *kit, const xcm_testkit_options *opt) {
   int err = 0;
 
   kit->opt = *opt;
-  kit->domain = dup_opt(a, opt->domain, "example.test", &err);
-  kit->secret = dup_opt(a, opt->secret, "cmsecret", &err);
-  kit->host = dup_opt(a, opt->host, "127.0.0.1", &err);
-  kit->cert_file = dup_opt(a, opt->cert_file, NULL, &err);
-  kit->key_file = dup_opt(a, opt->key_file, NULL, &err);
+  kit->domain = dup_opt(a, opt->domain, &err);
+  kit->secret = dup_opt(a, opt->secret, &err);
+  kit->host = dup_opt(a, opt->host, &err);
+  kit->cert_file = dup_opt(a, opt->cert_file, &err);
+  kit->key_file = dup_opt(a, opt->key_file, &err);
   kit->opt.domain = kit->domain;
   kit->opt.secret = kit->secret;
   kit->opt.host = kit->host;
   kit->opt.cert_file = kit->cert_file;
   kit->opt.key_file = kit->key_file;
-  if (kit->opt.offline_max == 0)
-    kit->opt.offline_max = 1000;
-  if (kit->opt.max_sessions == 0)
-    kit->opt.max_sessions = 100000;
-  if (kit->opt.max_out == 0)
-    kit->opt.max_out = DEFAULT_MAX_OUT;
   return err;
 }
 
@@ -514,7 +526,7 @@ static void ctx_closed(xcm_ctx *ctx) {
   if (kit->self_free)
     xcm_testkit_free(kit);
   else if (kit->close_cb != NULL)
-    kit->close_cb(kit, kit->close_ud);
+    kit->close_cb(kit->close_ud, kit);
 }
 
 static void free_group(xcm_map_entry *e, void *ud) {
@@ -591,18 +603,22 @@ static void do_close(xcm_testkit *kit) {
 }
 
 int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
-                    const xcm_testkit_options *opt, char *errbuf,
+                    const xcm_testkit_options *in, char *errbuf,
                     size_t errlen) {
-  xcm_testkit_options defaults;
+  xcm_testkit_options o, *opt = &o;
   const xcm_allocator *a;
   xcm_testkit *kit;
   int err;
 
   if (out == NULL || loop == NULL)
     return XCM_EINVAL;
-  if (opt == NULL) {
-    xcm_testkit_options_init(&defaults);
-    opt = &defaults;
+  set_defaults(&o);
+  if (in != NULL) {
+    err = xcm__sized_read(
+        &o, sizeof o, in, MIN_OPTIONS_SIZE, "xcm_testkit_options",
+        "xcm_testkit_options_init(&opt, sizeof opt)", errbuf, errlen);
+    if (err != 0)
+      return err;
   }
   if (!options_valid(opt)) {
     if (errbuf != NULL)
@@ -623,7 +639,7 @@ int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
   }
   kit->ctx.log = opt->log;
   kit->ctx.log_ud = opt->log_ud;
-  kit->ctx.log_level = opt->log_level ? opt->log_level : XCM_LOG_INFO;
+  kit->ctx.log_level = opt->log_level;
   xcm__map_init(&kit->groups, a);
   xcm__map_init(&kit->users, a);
   xcm__map_init(&kit->jids, a);
@@ -657,16 +673,16 @@ int xcm_testkit_new(xcm_testkit **out, uv_loop_t *loop,
   return 0;
 }
 
-void xcm_testkit_close(xcm_testkit *kit, void (*cb)(xcm_testkit *kit, void *ud),
-                       void *ud) {
+int xcm_testkit_close(xcm_testkit *kit, xcm_testkit_close_fn cb, void *ud) {
   if (kit->closing || kit->close_pending)
-    return;
+    return XCM_ECLOSED;
   kit->close_cb = cb;
   kit->close_ud = ud;
   if (kit->busy > 0)
     kit->close_pending = 1;
   else
     do_close(kit);
+  return 0;
 }
 
 void xcm_testkit_free(xcm_testkit *kit) {
@@ -1011,8 +1027,12 @@ int xcm_testkit_jid_state(const xcm_testkit *kit, const char *full_jid) {
   return s->available ? 2 : 1;
 }
 
-void xcm_testkit_get_stats(const xcm_testkit *kit, xcm_testkit_stats *out) {
-  *out = kit->stats;
+int xcm_testkit_get_stats(const xcm_testkit *kit, xcm_testkit_stats *out,
+                          size_t size) {
+  if (out == NULL)
+    return XCM_EINVAL;
+  xcm__sized_write(out, size, &kit->stats, sizeof kit->stats);
+  return 0;
 }
 
 const char *xcm_testkit_first_violation(const xcm_testkit *kit) {

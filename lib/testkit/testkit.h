@@ -187,7 +187,7 @@ struct xcm_testkit {
   int finishing;
   int listening;
   int self_free; /* xcm_testkit_new failed: free on the last close */
-  void (*close_cb)(xcm_testkit *kit, void *ud);
+  xcm_testkit_close_fn close_cb;
   void *close_ud;
 
   xcm_testkit_stats stats;

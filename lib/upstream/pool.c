@@ -108,13 +108,14 @@ static const char *keep_str(char **cursor, const char *s) {
 }
 
 static int copy_options(xcm_pool *p, const xcm_pool_options *o) {
-  const char *host = o->host ? o->host : "127.0.0.1";
-  const char *prefix = o->resource_prefix ? o->resource_prefix : "w";
+  const char *host = o->host;
+  const char *prefix = o->resource_prefix;
   const char *ca = o->ca_file ? o->ca_file : "";
   size_t size;
   char *cursor;
 
   if (o->domain == NULL || o->name == NULL || o->secret == NULL ||
+      host == NULL || prefix == NULL || o->connections == 0 ||
       o->domain[0] == '\0' || o->name[0] == '\0' ||
       strlen(o->name) + strlen(prefix) + 24 > XCM_POOL_MAX_JID)
     return XCM_EINVAL;
@@ -135,30 +136,6 @@ static int copy_options(xcm_pool *p, const xcm_pool_options *o) {
     memcpy(p->pin, o->pin_sha256, sizeof p->pin);
     p->opt.pin_sha256 = p->pin;
   }
-  if (p->opt.port == 0)
-    p->opt.port = 5262;
-  if (p->opt.connections == 0)
-    p->opt.connections = 5;
-  if (p->opt.keepalive_ms == 0)
-    p->opt.keepalive_ms = 30000;
-  if (p->opt.dead_after_ms == 0)
-    p->opt.dead_after_ms = 300000;
-  if (p->opt.backoff_min_ms == 0)
-    p->opt.backoff_min_ms = 250;
-  if (p->opt.backoff_max_ms == 0)
-    p->opt.backoff_max_ms = 30000;
-  if (p->opt.request_timeout_ms == 0)
-    p->opt.request_timeout_ms = 30000;
-  if (p->opt.high_water == 0)
-    p->opt.high_water = 1u << 20;
-  if (p->opt.low_water == 0 || p->opt.low_water > p->opt.high_water)
-    p->opt.low_water = p->opt.high_water / 4;
-  if (p->opt.max_out == 0)
-    p->opt.max_out = 8 * p->opt.high_water;
-  if (p->opt.hold_max == 0)
-    p->opt.hold_max = 65536;
-  if (p->opt.linger_ms == 0)
-    p->opt.linger_ms = 200;
   return 0;
 }
 

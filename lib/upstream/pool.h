@@ -32,32 +32,34 @@ typedef struct xcm_up_session xcm_up_session;
 
 enum xcm_pool_tls { XCM_UP_TLS_OFF, XCM_UP_TLS_OPTIONAL, XCM_UP_TLS_REQUIRED };
 
+/* Every field holds its value: options.c has the defaults
+ * (xcm__pool_options_defaults). */
 typedef struct xcm_pool_options {
-  const char *host;   /* name or address; resolved at each connect */
-  int port;           /* default 5262 */
+  const char *host; /* name or address; resolved at each connect */
+  int port;
   const char *domain; /* the server's XMPP domain */
   const char *name;   /* this CM's name; links are NAME/RESOURCE */
   const char *secret;
-  const char *resource_prefix; /* default "w"; workers make it unique */
-  unsigned connections;        /* default 5 */
-  enum xcm_pool_tls tls;       /* default optional: used when offered */
-  const char *ca_file;         /* for verifying the server's certificate */
-  int accept_self_signed;      /* skip verification; logged loudly */
+  const char *resource_prefix; /* workers make it unique */
+  unsigned connections;
+  enum xcm_pool_tls tls;  /* optional: used when offered */
+  const char *ca_file;    /* for verifying the server's certificate */
+  int accept_self_signed; /* skip verification; logged loudly */
   /* The SHA-256 of the server's certificate (32 bytes, copied), or
    * NULL: trusted instead of ca_file and the host name. */
   const unsigned char *pin_sha256;
-  int zlib;                    /* compress the links when offered */
-  unsigned keepalive_ms;       /* default 30 s of our silence: a space */
-  unsigned dead_after_ms;      /* default 5 min of the server's silence */
-  unsigned backoff_min_ms;     /* default 250 */
-  unsigned backoff_max_ms;     /* default 30 s */
-  unsigned request_timeout_ms; /* create/close answers; default 30 s */
+  int zlib;               /* compress the links when offered */
+  unsigned keepalive_ms;  /* of our silence: a space */
+  unsigned dead_after_ms; /* of the server's silence */
+  unsigned backoff_min_ms;
+  unsigned backoff_max_ms;
+  unsigned request_timeout_ms; /* create/close answers */
   size_t high_water; /* a link's queued bytes: stop its clients' reads */
-  size_t low_water;  /* ... and resume them here */
+  size_t low_water;  /* ... and resume them here (at most high_water) */
   size_t max_out;    /* hard bound of one link's queue */
   size_t hold_max;   /* bytes a session may send before its create result */
   /* How long a session whose client left stays open upstream before its
-   * close is sent [200 ms]: what the server routes to it meanwhile goes
+   * close is sent: what the server routes to it meanwhile goes
    * back as <failed/> or an iq error, which Openfire would refuse for a
    * session already closed. */
   unsigned linger_ms;

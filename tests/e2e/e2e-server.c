@@ -31,12 +31,12 @@ static void log_fn(void *ud, int level, const char *msg) {
     fprintf(stderr, "e2e-server: %s\n", msg);
 }
 
-static void kit_closed(xcm_testkit *kit, void *ud) {
+static void kit_closed(void *ud, xcm_testkit *kit) {
   (void)kit;
   (void)ud;
 }
 
-static void cm_closed(xcm_cm *cm, void *ud) {
+static void cm_closed(void *ud, xcm_cm *cm) {
   state *s = ud;
 
   (void)cm;
@@ -96,7 +96,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   s.loop = uv_default_loop();
   s.port_file = argv[1];
-  xcm_testkit_options_init(&ko);
+  xcm_testkit_options_init(&ko, sizeof ko);
   set_mechanisms(&ko.client_policy, argc > 4 ? argv[4] : "PLAIN,SCRAM-SHA-1");
   ko.client_policy.compression_zlib = 1;
   ko.log = log_fn;
@@ -110,7 +110,7 @@ int main(int argc, char **argv) {
                               "both");
   xcm_testkit_add_roster_item(s.kit, "bob", "alice@example.test", "Alice",
                               "both");
-  memset(&o, 0, sizeof o);
+  xcm_options_init(&o, sizeof o);
   o.domain = "example.test";
   o.server_port = xcm_testkit_port(s.kit);
   o.name = "cm-e2e";
@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "e2e-server: %s\n", err);
     return 1;
   }
-  memset(&lo, 0, sizeof lo);
+  xcm_listen_options_init(&lo, sizeof lo);
   lo.host = "127.0.0.1";
   lo.cert_file = argv[2];
   lo.key_file = argv[3];
@@ -152,7 +152,7 @@ int main(int argc, char **argv) {
   uv_signal_start(&s.term, on_term, SIGTERM);
   uv_run(s.loop, UV_RUN_DEFAULT);
   xcm_cm_free(s.cm);
-  xcm_testkit_get_stats(s.kit, &st);
+  xcm_testkit_get_stats(s.kit, &st, sizeof st);
   /* The clients' tests pass or fail on what the clients saw; what the CM
    * sent upstream is judged here. */
   if (st.violations > 0)

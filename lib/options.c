@@ -1,0 +1,283 @@
+/* Every default of the instance's options and every check of them, in
+ * one place (options.h). */
+#include "options.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "transport/tls.h"
+#include "util/sized.h"
+
+/* The inner layers' "switched off" is the API's XCM_UNLIMITED. */
+_Static_assert(XCM__OFF == XCM_UNLIMITED, "XCM__OFF must be XCM_UNLIMITED");
+
+static const xcm_options defaults = {
+    .size = sizeof(xcm_options),
+    .server_host = "127.0.0.1",
+    .server_port = 5262,
+    .resource_prefix = "w",
+    .connections = 5,
+    .upstream_tls = XCM_UPSTREAM_TLS_OPTIONAL,
+    .keepalive_ms = 30000,
+    .dead_after_ms = 300000,
+    .max_stanza_preauth = 8192,
+    .max_stanza = 262144,
+    .max_depth = 32,
+    .header_timeout_ms = 10000,
+    .auth_timeout_ms = 30000,
+    .idle_timeout_ms = 600000,
+    .max_client_out = 1u << 20,
+    .rate = 200,
+    .burst = 1000,
+    .rate_bytes = 256u * 1024,
+    .burst_bytes = 1u << 20,
+    .max_clients = 10000,
+    .max_per_address = 100,
+    .upstream_wait_ms = 0,
+    .log_level = XCM_LOG_INFO,
+};
+
+static const xcm_listen_options listen_defaults = {
+    .size = sizeof(xcm_listen_options),
+    .host = "127.0.0.1",
+    .port = 0,
+};
+
+/* The least size of each: the size field and the first field after it.
+ * Anything smaller was never initialised. */
+#define MIN_SIZE(type, first)                                                  \
+  (offsetof(type, first) + sizeof(((type *)0)->first))
+
+/* The most upstream links: each is a connection Openfire keeps for the
+ * CM, and the pool's bookkeeping is sized for a handful. */
+#define MAX_CONNECTIONS 64
+
+int xcm_options_init(xcm_options *opt, size_t size) {
+  return xcm__sized_init(opt, size, &defaults, sizeof defaults,
+                         MIN_SIZE(xcm_options, domain));
+}
+
+int xcm_listen_options_init(xcm_listen_options *lo, size_t size) {
+  return xcm__sized_init(lo, size, &listen_defaults, sizeof listen_defaults,
+                         MIN_SIZE(xcm_listen_options, host));
+}
+
+static int say(char *errbuf, size_t errlen, const char *msg) {
+  if (errbuf != NULL && errlen > 0)
+    snprintf(errbuf, errlen, "%s", msg);
+  return XCM_EINVAL;
+}
+
+static int bad(char *errbuf, size_t errlen, const char *field,
+               const char *range) {
+  if (errbuf != NULL && errlen > 0)
+    snprintf(errbuf, errlen, "xcm_options.%s is out of range: %s", field,
+             range);
+  return XCM_EINVAL;
+}
+
+/* A limit that XCM_UNLIMITED switches off: anything but 0. */
+#define CHECK_LIMIT(field)                                                     \
+  if (o->field == 0)                                                           \
+  return bad(errbuf, errlen, #field, "1 to 4294967294, or XCM_UNLIMITED")
+/* A count or duration that must be there: anything but 0 and, for the
+ * unsigned ones, XCM_UNLIMITED, which would be mistaken for "off". */
+#define CHECK_UINT(field)                                                      \
+  if (o->field == 0 || o->field == XCM_UNLIMITED)                              \
+  return bad(errbuf, errlen, #field, "1 to 4294967294")
+#define CHECK_SIZE(field)                                                      \
+  if (o->field == 0)                                                           \
+  return bad(errbuf, errlen, #field, "at least 1")
+
+static int empty(const char *s) {
+  return s == NULL || s[0] == '\0';
+}
+
+/* The pin's form, and what it cannot be combined with. */
+static int check_pin(const xcm_options *opt, char *errbuf, size_t errlen) {
+  unsigned char pin[32];
+  const char *fp = opt->upstream_fingerprint;
+  const char *clash = NULL;
+
+  if (xcm__tls_parse_fingerprint(fp, pin) != 0) {
+    if (errbuf != NULL && errlen > 0)
+      snprintf(
+          errbuf, errlen,
+          "upstream_fingerprint: \"%.80s%s\" is not a SHA-256 "
+          "fingerprint; expected \"sha256:\" and 64 hex digits, with "
+          "or without ':' between byte pairs, e.g. sha256:%s or "
+          "sha256:%s",
+          fp, strlen(fp) > 80 ? "..." : "",
+          "9F:86:D0:81:88:4C:7D:65:9A:2F:EA:A0:C5:5A:D0:15:A3:BF:4F:1B:"
+          "2B:0B:82:2C:D1:5D:6C:15:B0:F0:0A:08",
+          "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+    return XCM_EINVAL;
+  }
+  if (opt->upstream_accept_self_signed)
+    clash = "upstream_accept_self_signed (which trusts any certificate)";
+  else if (opt->upstream_ca_file != NULL)
+    clash = "upstream_ca_file (the pin replaces the CA)";
+  if (clash != NULL) {
+    if (errbuf != NULL && errlen > 0)
+      snprintf(errbuf, errlen,
+               "upstream_fingerprint cannot be set with %s: set one of them",
+               clash);
+    return XCM_EINVAL;
+  }
+  return 0;
+}
+
+int xcm__options_resolve(xcm_options *o, const xcm_options *in, char *errbuf,
+                         size_t errlen) {
+  int err;
+
+  *o = defaults;
+  err = xcm__sized_read(o, sizeof *o, in, MIN_SIZE(xcm_options, domain),
+                        "xcm_options", "xcm_options_init(&opt, sizeof opt)",
+                        errbuf, errlen);
+  if (err != 0)
+    return err;
+  if (empty(o->domain))
+    return say(errbuf, errlen,
+               "xcm_options.domain is not set: the XMPP domain is required");
+  if (empty(o->name) || empty(o->secret))
+    return say(errbuf, errlen, "xcm_options.name and .secret must both be set");
+  if (empty(o->server_host))
+    return say(errbuf, errlen,
+               "xcm_options.server_host is not set: a host name or address");
+  if (o->resource_prefix == NULL)
+    return say(errbuf, errlen, "xcm_options.resource_prefix is NULL");
+  /* The upstream address NAME/PREFIXn-m lives in a fixed buffer of the
+   * link (XCM_POOL_MAX_JID): refuse what would not fit rather than cut
+   * it. */
+  if (strlen(o->name) + strlen(o->resource_prefix) + 24 > XCM_POOL_MAX_JID)
+    return say(errbuf, errlen,
+               "xcm_options.name and .resource_prefix are too long together "
+               "(at most 232 bytes)");
+  if (o->server_port < 1 || o->server_port > 65535)
+    return bad(errbuf, errlen, "server_port", "1 to 65535");
+  if (o->connections < 1 || o->connections > MAX_CONNECTIONS)
+    return bad(errbuf, errlen, "connections", "1 to 64");
+  if ((unsigned)o->upstream_tls > XCM_UPSTREAM_TLS_REQUIRED)
+    return bad(errbuf, errlen, "upstream_tls",
+               "XCM_UPSTREAM_TLS_OFF, _OPTIONAL or _REQUIRED");
+  CHECK_UINT(keepalive_ms);
+  CHECK_UINT(dead_after_ms);
+  CHECK_SIZE(max_stanza_preauth);
+  CHECK_SIZE(max_stanza);
+  CHECK_UINT(max_depth);
+  CHECK_LIMIT(header_timeout_ms);
+  CHECK_LIMIT(auth_timeout_ms);
+  CHECK_LIMIT(idle_timeout_ms);
+  CHECK_SIZE(max_client_out);
+  CHECK_LIMIT(rate);
+  CHECK_UINT(burst);
+  CHECK_LIMIT(rate_bytes);
+  CHECK_UINT(burst_bytes);
+  CHECK_LIMIT(max_clients);
+  CHECK_LIMIT(max_per_address);
+  if (o->upstream_fingerprint != NULL &&
+      (err = check_pin(o, errbuf, errlen)) != 0)
+    return err;
+  if (o->log_level < XCM_LOG_ERROR || o->log_level > XCM_LOG_DEBUG)
+    return bad(errbuf, errlen, "log_level", "XCM_LOG_ERROR to XCM_LOG_DEBUG");
+  if (o->alloc != NULL) {
+    xcm_allocator a;
+
+    /* The library calls through the caller's table itself: it must hold
+     * every field of the first version (realloc and ud). */
+    memset(&a, 0, sizeof a);
+    err = xcm__sized_read(&a, sizeof a, o->alloc, MIN_SIZE(xcm_allocator, ud),
+                          "xcm_allocator", "it with .size = sizeof it", errbuf,
+                          errlen);
+    if (err != 0)
+      return err;
+    if (a.realloc == NULL)
+      return say(errbuf, errlen, "xcm_options.alloc->realloc is NULL");
+  }
+  return 0;
+}
+
+int xcm__listen_options_resolve(xcm_listen_options *lo,
+                                const xcm_listen_options *in, char *errbuf,
+                                size_t errlen) {
+  int err;
+
+  *lo = listen_defaults;
+  err = xcm__sized_read(lo, sizeof *lo, in, MIN_SIZE(xcm_listen_options, host),
+                        "xcm_listen_options",
+                        "xcm_listen_options_init(&lo, sizeof lo)", errbuf,
+                        errlen);
+  if (err != 0)
+    return err;
+  if (empty(lo->host) || lo->port < 0 || lo->port > 65535 ||
+      (lo->cert_file != NULL && lo->key_file == NULL)) {
+    if (errbuf != NULL && errlen > 0)
+      snprintf(errbuf, errlen, "xcm_listen_options.%s",
+               empty(lo->host) ? "host is not set"
+               : lo->cert_file == NULL || lo->key_file != NULL
+                   ? "port is out of range: 0 to 65535"
+                   : "key_file is not set: it is required with cert_file");
+    return XCM_EINVAL;
+  }
+  return 0;
+}
+
+void xcm__pool_options_defaults(xcm_pool_options *po) {
+  memset(po, 0, sizeof *po);
+  po->host = defaults.server_host;
+  po->port = defaults.server_port;
+  po->resource_prefix = defaults.resource_prefix;
+  po->connections = defaults.connections;
+  po->tls = (enum xcm_pool_tls)defaults.upstream_tls;
+  po->keepalive_ms = defaults.keepalive_ms;
+  po->dead_after_ms = defaults.dead_after_ms;
+  /* Not options of the API: settings of the pool that tests tune. */
+  po->backoff_min_ms = 250;
+  po->backoff_max_ms = 30000;
+  po->request_timeout_ms = 30000;
+  po->high_water = 1u << 20;
+  po->low_water = po->high_water / 4;
+  po->max_out = 8 * po->high_water;
+  po->hold_max = 65536;
+  po->linger_ms = 200;
+}
+
+void xcm__pool_options_from(xcm_pool_options *po, const xcm_options *o) {
+  xcm__pool_options_defaults(po);
+  po->host = o->server_host;
+  po->port = o->server_port;
+  po->domain = o->domain;
+  po->name = o->name;
+  po->secret = o->secret;
+  po->resource_prefix = o->resource_prefix;
+  po->connections = o->connections;
+  po->tls = (enum xcm_pool_tls)o->upstream_tls;
+  po->ca_file = o->upstream_ca_file;
+  po->accept_self_signed = o->upstream_accept_self_signed;
+  po->zlib = o->upstream_zlib;
+  po->keepalive_ms = o->keepalive_ms;
+  po->dead_after_ms = o->dead_after_ms;
+}
+
+void xcm__client_cfg_from(xcm_client_cfg *cfg, const xcm_options *o) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->domain = o->domain;
+  cfg->max_stanza_preauth = o->max_stanza_preauth;
+  cfg->max_stanza = o->max_stanza;
+  cfg->max_depth = o->max_depth;
+  cfg->header_timeout_ms = o->header_timeout_ms;
+  cfg->auth_timeout_ms = o->auth_timeout_ms;
+  cfg->idle_timeout_ms = o->idle_timeout_ms;
+  cfg->max_out = o->max_client_out;
+  cfg->rate = o->rate;
+  cfg->burst = o->burst;
+  cfg->rate_bytes = o->rate_bytes;
+  cfg->burst_bytes = o->burst_bytes;
+  cfg->compression = o->compression;
+  cfg->upstream_wait_ms = o->upstream_wait_ms;
+}
+
+void xcm__client_cfg_defaults(xcm_client_cfg *cfg) {
+  xcm__client_cfg_from(cfg, &defaults);
+}

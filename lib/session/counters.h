@@ -1,0 +1,30 @@
+/* What the client and session layers count, in their own terms: the
+ * instance (xcm.c) turns these into the public xcm_stats, so that the
+ * public struct can change without the inner layers knowing it. */
+#ifndef XCM_SESSION_COUNTERS_H
+#define XCM_SESSION_COUNTERS_H
+
+#include <stdint.h>
+
+#include "xcm/condition.h"
+
+typedef struct xcm_counters {
+  uint64_t clients_accepted;
+  uint64_t clients_refused; /* over a limit, or no memory */
+  uint64_t clients_refused_total_limit;
+  uint64_t clients_refused_address_limit;
+  uint64_t clients_now;
+  uint64_t clients_tls_now;
+  uint64_t sessions_authenticated;
+  uint64_t stanzas_in, stanzas_out; /* client -> server, server -> client */
+  uint64_t bytes_in, bytes_out;
+  uint64_t stream_errors[XCM_COND_COUNT_]; /* sent to clients */
+  uint64_t failed_returned; /* messages given back with <failed/> */
+  uint64_t sessions_lost;   /* to the loss of every upstream link */
+  uint64_t hook_dropped;    /* stanzas the hook dropped or replaced badly */
+  uint64_t header_timeouts; /* no stream header in time */
+  uint64_t auth_timeouts;   /* not authenticated in time */
+  uint64_t reads_shaped;    /* times a client's reads paused for its rate */
+} xcm_counters;
+
+#endif
