@@ -93,7 +93,7 @@ static xcm_verdict hook(void *ud, const xcm_stanza_info *st,
   return XCM_PASS;
 }
 
-static void kit_closed(xcm_testkit *kit, void *ud) {
+static void kit_closed(void *ud, xcm_testkit *kit) {
   (void)kit;
   ((app *)ud)->kit_closed = 1;
 }

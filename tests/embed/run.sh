@@ -52,18 +52,31 @@ check $? "the static build needs no libxcm*.so" "$(ldd ./embed-static)"
 
 # run NAME CMD...: start the program, log slixmpp in through it, stop it.
 run() {
-  local name=$1 port rc
+  local name=$1 port rc watcher
   shift
-  rm -f fifo && mkfifo fifo
-  "$@" fifo >"$name.out" 2>&1 &
+  mkfifo "$name.fifo"
+  # Held open both ways, so that no open of it blocks; a program that
+  # dies before writing its port is answered with an empty line.
+  exec 3<>"$name.fifo"
+  "$@" "$name.fifo" >"$name.out" 2>&1 &
   pid=$!
-  read -r port <fifo
-  out=$($py "$src/tests/e2e/slix_chat.py" --port "$port" --tls none \
-    --domain example.test 2>&1)
-  rc=$?
-  kill -TERM $pid
+  (while kill -0 $pid 2>/dev/null; do sleep 0.2; done; echo >&3) \
+    >/dev/null 2>&1 &
+  watcher=$!
+  read -r port <&3
+  if [ -n "$port" ]; then
+    out=$($py "$src/tests/e2e/slix_chat.py" --port "$port" --tls none \
+      --domain example.test 2>&1)
+    rc=$?
+    kill -TERM $pid
+  else
+    out="the program did not start" rc=1
+  fi
   wait $pid || rc=1
   pid=
+  kill $watcher 2>/dev/null
+  wait $watcher 2>/dev/null
+  exec 3>&-
   ! grep -q '^not ok' "$name.out" || rc=1
   check $rc "$name: a client logs in, chats, everything is freed" \
     "$(cat "$name.out"; echo "$out" | grep -v '^ok')"
