@@ -897,6 +897,117 @@ static void test_example_file(void) {
   xcmd_config_free(&cfg);
 }
 
+/* text must fail with XCMD_EPLACEHOLDER and exactly want. Not counted in
+ * the hardening table: these are the package's own file, not attacks. */
+static void expect_placeholder(const char *text, const char *want) {
+  xcmd_config cfg;
+  char err[1024];
+  int rc;
+
+  memset(err, 'x', sizeof(err));
+  rc = xcmd_config_parse(text, strlen(text), NAME, &cfg, err, sizeof(err));
+  if (!CHECK_INT(rc, XCMD_EPLACEHOLDER))
+    xcm_test_note("for: %s", text);
+  if (!CHECK_STR(err, want))
+    xcm_test_note("for: %s", text);
+  CHECK(cfg.opt.domain == NULL && cfg.nlisteners == 0 && cfg.owned_ == NULL);
+  xcmd_config_free(&cfg);
+}
+
+/* The file the package installs as /etc/xcmd/xcmd.conf is valid but for
+ * its CHANGE-ME values, and the refusal names each of them; filled in, it
+ * loads. */
+static void test_package_file(void) {
+  const char *path = XCMD_SOURCE_ROOT "/debian/xcmd.conf";
+  xcmd_config cfg;
+  char err[1024], *text, *p;
+  size_t len;
+  int rc;
+
+  rc = xcmd_config_load(path, &cfg, err, sizeof(err));
+  CHECK_INT(rc, XCMD_EPLACEHOLDER);
+  CHECK_STR(err, XCMD_SOURCE_ROOT
+            "/debian/xcmd.conf: [server] domain, [upstream] host, "
+            "[upstream] name and [upstream] secret are still the "
+            "placeholders from the package (CHANGE-ME): set them to your "
+            "XMPP domain, your Openfire's address, a name for this CM that "
+            "no other CM of your Openfire uses and your Openfire's "
+            "connection-manager secret (xmpp.multiplex.defaultSecret)");
+  CHECK(cfg.opt.domain == NULL && cfg.owned_ == NULL);
+
+  text = read_all(path, &len);
+  REQUIRE(text != NULL);
+  /* Same length, so the rest of the file stays as it is. */
+  while ((p = strstr(text, "= CHANGE-ME")) != NULL)
+    memcpy(p, "= value-set", 11);
+  rc = xcmd_config_parse(text, len, NAME, &cfg, err, sizeof(err));
+  if (CHECK_INT(rc, 0)) {
+    CHECK_STR(cfg.opt.domain, "value-set");
+    CHECK_STR(cfg.opt.server_host, "value-set");
+    CHECK_STR(cfg.opt.name, "value-set");
+    CHECK_STR(cfg.opt.secret, "value-set");
+    CHECK_INT(cfg.opt.server_port, 5262);
+    CHECK_INT(cfg.nlisteners, 1);
+    CHECK_STR(cfg.listeners[0].host, "::");
+    /* systemd runs it as _xcmd: no privilege drop, no pid file. */
+    CHECK(cfg.user == NULL && cfg.group == NULL && cfg.pid_file == NULL);
+    CHECK_INT(cfg.log_target, XCMD_LOG_STDERR);
+    xcmd_config_free(&cfg);
+  } else {
+    xcm_test_note("%s", err);
+  }
+  free(text);
+}
+
+static void test_placeholders(void) {
+  xcmd_config cfg;
+  char err[512];
+
+  /* One key: singular. */
+  expect_placeholder("[server]\ndomain = example.test\n[upstream]\n"
+                     "name = cm1\nsecret = CHANGE-ME\n[listener]\n",
+                     "xcmd.conf: [upstream] secret is still the placeholder "
+                     "from the package (CHANGE-ME): set it to your Openfire's "
+                     "connection-manager secret "
+                     "(xmpp.multiplex.defaultSecret)");
+  /* Two, in the order of the file; quoted counts the same. */
+  expect_placeholder("[upstream]\nsecret = \"CHANGE-ME\"\nname = cm1\n"
+                     "host = CHANGE-ME # Openfire\n[server]\n"
+                     "domain = example.test\n[listener]\n",
+                     "xcmd.conf: [upstream] secret and [upstream] host are "
+                     "still the placeholders from the package (CHANGE-ME): "
+                     "set them to your Openfire's connection-manager secret "
+                     "(xmpp.multiplex.defaultSecret) and your Openfire's "
+                     "address");
+  /* Any string key; a [listener] key is named once however many
+   * listeners carry it. */
+  expect_placeholder(MINIMAL "cert = CHANGE-ME\nkey = /k\n[listener]\n"
+                             "port = 5223\ncert = CHANGE-ME\nkey = /k\n",
+                     "xcmd.conf: [listener] cert is still the placeholder "
+                     "from the package (CHANGE-ME): set it to your value for "
+                     "[listener] cert");
+  /* Only the exact word. */
+  REQUIRE(parse_ok("[daemon]\nuser = change-me\ngroup = CHANGE-ME-2\n",
+                   &cfg) == 0);
+  CHECK_STR(cfg.user, "change-me");
+  xcmd_config_free(&cfg);
+  /* A real error comes first: a placeholder means "valid but for". */
+  memset(err, 0, sizeof(err));
+  CHECK_INT(parse("[server]\ndomain = CHANGE-ME\n[upstream]\nname = cm1\n"
+                  "secret = s\n",
+                  &cfg, err, sizeof(err)),
+            XCM_ECONFIG);
+  CHECK_STR(err, "xcmd.conf: at least one [listener] is required");
+  xcmd_config_free(&cfg);
+  /* Not a string key: the usual error. */
+  memset(err, 0, sizeof(err));
+  CHECK_INT(parse(MINIMAL "port = CHANGE-ME\n", &cfg, err, sizeof(err)),
+            XCM_ECONFIG);
+  CHECK_STR(err, "xcmd.conf:7: key 'port' in [listener]: 'CHANGE-ME' is not a "
+                 "number");
+  xcmd_config_free(&cfg);
+}
+
 static void test_load_errors(void) {
   xcmd_config cfg;
   char err[512];
@@ -1312,6 +1423,8 @@ static const xcm_test tests[] = {
     {"errors_syntax", test_errors_syntax},
     {"errors_cross", test_errors_cross},
     {"example_file", test_example_file},
+    {"package_file", test_package_file},
+    {"placeholders", test_placeholders},
     {"load_errors", test_load_errors},
     {"fingerprint", test_fingerprint},
     {"manager_xml_fingerprint", test_manager_xml_fingerprint},

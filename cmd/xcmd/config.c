@@ -306,6 +306,10 @@ typedef struct xcmd_ini {
    * every listener. */
   unsigned key_line[XCMD_MAX_KEYS];
   unsigned listener_line[XCMD_MAX_LISTENERS];
+  /* The keys set to XCMD_PLACEHOLDER, in the order of the file, each once
+   * (a [listener] key may repeat). */
+  int placeholder[XCMD_MAX_KEYS];
+  unsigned nplaceholders;
   char value[XCMD_MAX_VALUE + 1];
 } xcmd_ini;
 
@@ -537,6 +541,12 @@ static int xcmd_ini_apply(xcmd_ini *st, int k, const char *v, size_t len) {
     if (s == NULL)
       return XCM_ENOMEM;
     *(const char **)(void *)base = s;
+    if (strcmp(v, XCMD_PLACEHOLDER) == 0) {
+      for (i = 0; i < st->nplaceholders && st->placeholder[i] != k; i++)
+        ;
+      if (i == st->nplaceholders)
+        st->placeholder[st->nplaceholders++] = k;
+    }
     return 0;
   case XCMD_T_UINT:
   case XCMD_T_PORT:
@@ -813,6 +823,63 @@ static int xcmd_ini_line(xcmd_ini *st, const char *s, size_t n) {
   return xcmd_ini_key(st, s, n);
 }
 
+/* What the operator should put where a packaged file says CHANGE-ME. */
+static const char *xcmd_placeholder_hint(const xcmd_key *key) {
+  if (key->section == XCMD_SEC_SERVER && strcmp(key->name, "domain") == 0)
+    return "your XMPP domain";
+  if (key->section != XCMD_SEC_UPSTREAM)
+    return NULL;
+  if (strcmp(key->name, "host") == 0)
+    return "your Openfire's address";
+  if (strcmp(key->name, "name") == 0)
+    return "a name for this CM that no other CM of your Openfire uses";
+  if (strcmp(key->name, "secret") == 0)
+    return "your Openfire's connection-manager secret "
+           "(xmpp.multiplex.defaultSecret)";
+  return NULL;
+}
+
+/* ", " between items, " and " before the last. */
+static const char *xcmd_list_sep(unsigned i, unsigned n) {
+  return i == 0 ? "" : i + 1 == n ? " and " : ", ";
+}
+
+/* One line naming every key still at XCMD_PLACEHOLDER and what goes
+ * there: "[upstream] host and [upstream] secret are still the
+ * placeholders from the package (CHANGE-ME): set them to ...". */
+static int xcmd_placeholder_fail(xcmd_ini *st) {
+  char msg[1024];
+  size_t at = 0;
+  unsigned i, n = st->nplaceholders;
+  const char *hint;
+
+#define XCMD_ADD(...)                                                          \
+  do {                                                                         \
+    if (at < sizeof(msg))                                                      \
+      at += (size_t)snprintf(msg + at, sizeof(msg) - at, __VA_ARGS__);        \
+  } while (0)
+  for (i = 0; i < n; i++) {
+    const xcmd_key *key = &xcmd_keys[st->placeholder[i]];
+    XCMD_ADD("%s[%s] %s", xcmd_list_sep(i, n),
+             xcmd_section_names[key->section], key->name);
+  }
+  XCMD_ADD(" %s still the placeholder%s from the package (%s): set %s to ",
+           n == 1 ? "is" : "are", n == 1 ? "" : "s", XCMD_PLACEHOLDER,
+           n == 1 ? "it" : "them");
+  for (i = 0; i < n; i++) {
+    const xcmd_key *key = &xcmd_keys[st->placeholder[i]];
+    hint = xcmd_placeholder_hint(key);
+    if (hint != NULL)
+      XCMD_ADD("%s%s", xcmd_list_sep(i, n), hint);
+    else
+      XCMD_ADD("%syour value for [%s] %s", xcmd_list_sep(i, n),
+               xcmd_section_names[key->section], key->name);
+  }
+#undef XCMD_ADD
+  xcmd_fail(st->err, st->errlen, "%s: %s", st->name, msg);
+  return XCMD_EPLACEHOLDER;
+}
+
 /* Checks across keys, once the whole file is read. */
 static int xcmd_ini_finish(xcmd_ini *st) {
   xcmd_config *cfg = st->cfg;
@@ -887,6 +954,10 @@ static int xcmd_ini_finish(xcmd_ini *st) {
   if (cfg->metrics_port != 0 && cfg->metrics_host == NULL)
     cfg->metrics_host = "127.0.0.1";
   o->log_level = cfg->log_level;
+  /* Last: the file is valid otherwise, only the operator's values are
+   * missing. */
+  if (st->nplaceholders > 0)
+    return xcmd_placeholder_fail(st);
   return 0;
 }
 

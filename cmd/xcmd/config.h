@@ -8,7 +8,8 @@
  * to start its workers: the xcm_options each worker's instance gets, the
  * listeners, and the daemon's own settings.
  *
- * Errors are a negative code (XCM_ECONFIG for a bad file, XCM_ENOMEM, or a
+ * Errors are a negative code (XCM_ECONFIG for a bad file, XCMD_EPLACEHOLDER
+ * for one still holding a package's placeholders, XCM_ENOMEM, or a
  * negative errno value when the file cannot be read) and a message in err
  * that names the file, the line and the key, ready to print as is:
  *
@@ -26,6 +27,23 @@
 #include "xcm/xcm.h"
 
 #define XCMD_MAX_LISTENERS 16
+
+/* The value a packaged configuration carries where only the operator can
+ * know the answer (debian/xcmd.conf: [server] domain, [upstream] host,
+ * name and secret). A string key set to exactly this, quoted or not, makes
+ * an otherwise valid file fail with XCMD_EPLACEHOLDER and a message that
+ * names every such key and what to put there; the daemon then exits with
+ * XCMD_EXIT_PLACEHOLDER. */
+#define XCMD_PLACEHOLDER "CHANGE-ME"
+
+/* xcmd_config_load/parse: the file is valid except that it still holds
+ * XCMD_PLACEHOLDER values. (Not an XCM_E* code: it is the daemon's own.) */
+#define XCMD_EPLACEHOLDER (-4100)
+
+/* xcmd's exit status then: LSB's "program is not configured", which
+ * systemd shows as 6/NOTCONFIGURED and the packaged unit does not restart
+ * on (RestartPreventExitStatus=6). */
+#define XCMD_EXIT_PLACEHOLDER 6
 
 typedef enum xcmd_log_target {
   XCMD_LOG_STDERR = 0,

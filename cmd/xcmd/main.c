@@ -395,9 +395,11 @@ int main(int argc, char **argv) {
   } else if (file == NULL) {
     usage(stderr);
     return 2;
-  } else if (xcmd_config_load(file, &d.cfg, msg, sizeof msg) != 0) {
+  } else if ((err = xcmd_config_load(file, &d.cfg, msg, sizeof msg)) != 0) {
     fprintf(stderr, "xcmd: %s\n", msg);
-    return 1;
+    /* A packaged file not filled in yet: "not configured", which the
+     * packaged unit does not restart on. */
+    return err == XCMD_EPLACEHOLDER ? XCMD_EXIT_PLACEHOLDER : 1;
   }
   if ((cert != NULL) != (key != NULL)) {
     fprintf(stderr, "xcmd: --cert and --key go together\n");

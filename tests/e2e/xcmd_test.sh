@@ -18,7 +18,7 @@ check() {
   if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
     echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
 }
-echo "1..19"
+echo "1..20"
 
 "$xcmd" --version | grep -q '^xcmd [0-9]'
 check $? "--version"
@@ -42,6 +42,15 @@ sed -i 's/^secret = s$//; s/^idle_timeout = 5x$//' "$tmp/bad.conf"
 out=$("$xcmd" --check-config "$tmp/bad.conf" 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -q "secret"
 check $? "a missing secret is refused" "$out"
+
+# The package's /etc/xcmd/xcmd.conf before the operator fills it in:
+# exit 6 ("not configured") from the check and from a start, naming keys.
+out=$("$xcmd" --check-config "$src/debian/xcmd.conf" 2>&1); rc=$?
+out2=$(timeout 10 "$xcmd" -c "$src/debian/xcmd.conf" 2>&1); rc2=$?
+[ $rc -eq 6 ] && [ $rc2 -eq 6 ] &&
+  echo "$out" | grep -q "\[upstream\] host.*\[upstream\] secret are still the placeholders from the package" &&
+  echo "$out2" | grep -q "secret are still the placeholders"
+check $? "the packaged config is refused (exit 6) until filled in, naming the keys" "$rc $rc2 $out"
 
 out=$("$xcmd" --check-config "$src/tests/data/manager.xml" --cert "$certs/server.pem" --key "$certs/server-key.pem" 2>&1); rc=$?
 [ $rc -eq 0 ] && echo "$out" | grep -q "warning"
