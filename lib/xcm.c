@@ -454,6 +454,7 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
   l->cfg.compression = cm->opt.compression;
   l->cfg.tls = l->tls;
   l->cfg.direct_tls = lo->direct_tls;
+  l->cfg.proxy_protocol = lo->proxy_protocol;
   l->cfg.upstream_wait_ms = cm->opt.upstream_wait_ms;
   l->cfg.policy = current_policy;
   l->cfg.policy_ud = cm;
@@ -512,10 +513,11 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *lo, char *errbuf,
   l->port =
       ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                      : ((struct sockaddr_in *)&ss)->sin_port);
-  xcm__log(&cm->ctx, XCM_LOG_INFO, "listening on %s port %d%s", host, l->port,
+  xcm__log(&cm->ctx, XCM_LOG_INFO, "listening on %s port %d%s%s", host, l->port,
            lo->direct_tls ? " (direct TLS)"
            : l->tls       ? " (STARTTLS)"
-                          : "");
+                          : "",
+           lo->proxy_protocol ? " (PROXY protocol required)" : "");
   return 0;
 }
 
