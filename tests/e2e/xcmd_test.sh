@@ -103,7 +103,8 @@ echo "$metrics" | grep -q '^xcm_connections{transport="plain"} 2$' &&
   echo "$metrics" | grep -q '^xcm_xml_parsers_busy 0$' &&
   echo "$metrics" | grep -q '^xcm_clients_refused_by_limit_total{limit="max_per_address"} 0$' &&
   echo "$metrics" | grep -q '^xcm_client_timeouts_total{timeout="header"} 0$' &&
-  echo "$metrics" | grep -q '^xcm_client_reads_shaped_total 0$'
+  echo "$metrics" | grep -q '^xcm_client_reads_shaped_total 0$' &&
+  echo "$metrics" | grep -q '^xcm_proxy_headers_refused_total 0$'
 check $? "the metrics endpoint matches the traffic" "$(echo "$metrics" | head -30 | tr '\n' '|')"
 
 cp "$certs/other.pem" "$tmp/cert.pem"; cp "$certs/other-key.pem" "$tmp/key.pem"
