@@ -163,6 +163,9 @@ static void test_v1_longest(void) {
   xcm_test_tried("proxy-headers", before);
 }
 
+/* A NUL inside the line (strlen would stop at it). */
+#define NUL_LINE "PROXY TCP4 192.0.2.7 10.0.0.1 56324 5\00022\r\n"
+
 static void test_v1_malformed(void) {
   static const char *bad[] = {
       "PROXY TCP4 192.0.2.7 10.0.0.1 56324 5222\n", /* LF alone */
@@ -187,8 +190,7 @@ static void test_v1_malformed(void) {
       "PROXZ TCP4 192.0.2.7 10.0.0.1 56324 5222\r\n",
       "PROXY TCP4 192.0.2.7\t10.0.0.1 56324 5222\r\n",
       "PROXY TCP4 192.0.2.7 10.0.0.1 56324 5222\r\x80\n",
-      "PROXY TCP4 192.0.2.7 10.0.0.1 56324 5\x00"
-      "22\r\n",
+      NUL_LINE,
   };
   size_t i;
 
@@ -197,9 +199,7 @@ static void test_v1_malformed(void) {
     size_t len = strlen(bad[i]);
 
     if (i == sizeof bad / sizeof bad[0] - 1)
-      len = sizeof("PROXY TCP4 192.0.2.7 10.0.0.1 56324 5\x00"
-                   "22\r\n") -
-            1;
+      len = sizeof NUL_LINE - 1;
     if (!CHECK(all_splits(bad[i], len, XCM_EPROTO, 0, NULL)))
       xcm_test_note("refused line %zu: %s", i, bad[i]);
     xcm_test_tried("proxy-headers", before);
