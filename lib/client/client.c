@@ -642,6 +642,8 @@ static int read_proxy(xcm_client *c, const char **data, size_t *len) {
       refuse_proxied(c, "out of memory");
       return 0;
     }
+    /* The stream's own logs (a TLS handshake that fails) name it too. */
+    xcm__stream_set_peer(c->stream, c->peer);
   }
   if (c->cb->proxied != NULL && c->cb->proxied(c->ud, c->peer) != 0) {
     refuse_proxied(c, "over the limit of connections from its address");
