@@ -16,6 +16,7 @@ static int feed_split(const char *in, size_t len, size_t cut,
   size_t used, at = 0;
   int r = 0;
 
+  *taken = 0;
   xcm__proxy_init(&p);
   while (at < len) {
     size_t n = cut == 0 ? len - at : (at < cut ? cut - at : len - at);
@@ -37,6 +38,7 @@ static int feed_bytewise(const char *in, size_t len, xcm_proxy_header *h,
   size_t used, at;
   int r = 0;
 
+  *taken = 0;
   xcm__proxy_init(&p);
   for (at = 0; at < len && r == 0; at += used) {
     r = xcm__proxy_feed(&p, in + at, 1, &used, h);
@@ -52,7 +54,7 @@ static int feed_bytewise(const char *in, size_t len, xcm_proxy_header *h,
 static int all_splits(const char *in, size_t len, int want, size_t hlen,
                       const xcm_proxy_header *want_h) {
   xcm_proxy_header h;
-  size_t taken, cut;
+  size_t taken = 0, cut;
   int ok = 1, r;
 
   for (cut = 0; cut <= len && ok; cut++) {
