@@ -116,7 +116,8 @@ static size_t v2_header(unsigned char *out, int cmd, const unsigned char *a,
   out[13] = alen == 12 ? 0x11 : alen == 36 ? 0x21 : 0x00;
   out[14] = 0;
   out[15] = (unsigned char)n;
-  memcpy(out + 16, a, alen);
+  if (alen > 0)
+    memcpy(out + 16, a, alen);
   memcpy(out + 16 + alen, "\x04\x00\x01\x00", 4); /* PP2_TYPE_NOOP */
   return 16 + n;
 }
