@@ -7,7 +7,10 @@
  * client sends, what the CM sends upstream must stay within the protocol:
  * a violation the testkit's witness counts aborts (libFuzzer keeps the
  * input; the violation may belong to the input before, whose bytes the
- * testkit read late). */
+ * testkit read late). An input whose stream begins like a PROXY header
+ * ('P' or CR) goes to a second listener that requires one
+ * (proxy_protocol), so the header and what follows it are fuzzed through
+ * the whole instance too. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,6 +69,9 @@ static void setup(void) {
   if (xcm_cm_new(&cm, &loop, &o, err, sizeof err) != 0)
     abort();
   xcm_listen_options_init(&lo, sizeof lo);
+  if (xcm_cm_listen(cm, &lo, err, sizeof err) != 0)
+    abort();
+  lo.proxy_protocol = 1;
   if (xcm_cm_listen(cm, &lo, err, sizeof err) != 0 || xcm_cm_start(cm) != 0)
     abort();
   for (i = 0; i < 10000 && xcm_cm_policy(cm) == NULL; i++)
@@ -79,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   xcm_conn *conn;
   peer p = {0, 0};
   size_t piece, off = 1;
-  int i;
+  int i, proxied;
 
   if (cm == NULL)
     setup();
@@ -90,7 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   t.write = on_write;
   t.close = on_close;
   t.ud = &p;
-  if (xcm_cm_attach(cm, 0, &t, "fuzzer", &conn) != 0)
+  proxied = size > 1 && (data[1] == 'P' || data[1] == 0x0D);
+  if (xcm_cm_attach(cm, proxied, &t, "fuzzer", &conn) != 0)
     return 0;
   while (off < size && !p.closed) {
     size_t n = size - off < piece ? size - off : piece;

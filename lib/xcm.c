@@ -393,6 +393,7 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
   l->cfg.counters = &cm->counters;
   l->cfg.tls = l->tls;
   l->cfg.direct_tls = lo->direct_tls;
+  l->cfg.proxy_protocol = lo->proxy_protocol;
   l->cfg.policy = current_policy;
   l->cfg.policy_ud = cm;
   err = uv_tcp_init_ex(cm->ctx.loop, &l->tcp, ss.ss_family);
@@ -450,10 +451,11 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
   l->port =
       ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                      : ((struct sockaddr_in *)&ss)->sin_port);
-  xcm__log(&cm->ctx, XCM_LOG_INFO, "listening on %s port %d%s", host, l->port,
+  xcm__log(&cm->ctx, XCM_LOG_INFO, "listening on %s port %d%s%s", host, l->port,
            lo->direct_tls ? " (direct TLS)"
            : l->tls       ? " (STARTTLS)"
-                          : "");
+                          : "",
+           lo->proxy_protocol ? " (PROXY protocol required)" : "");
   return 0;
 }
 
@@ -680,6 +682,7 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.header_timeouts = c->header_timeouts;
   st.auth_timeouts = c->auth_timeouts;
   st.reads_shaped = c->reads_shaped;
+  st.proxy_headers_refused = c->proxy_headers_refused;
   st.upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
   /* The parser pool goes before the shutdown callback runs; the
    * statistics stay readable until xcm_cm_free, as libuv's handles do. */

@@ -126,6 +126,7 @@ static void test_defaults(void) {
   CHECK(cfg.listeners[0].key_file == NULL);
   CHECK_INT(cfg.listeners[0].direct_tls, 0);
   CHECK_INT(cfg.listeners[0].reuseport, 0);
+  CHECK_INT(cfg.listeners[0].proxy_protocol, 0);
   CHECK_INT(cfg.cert_wanted, 0);
 
   CHECK_INT(cfg.workers, 0);
@@ -233,6 +234,27 @@ static void test_booleans(void) {
       xcm_test_note("for %s", bools[i].text);
     xcmd_config_free(&cfg);
   }
+}
+
+/* proxy_protocol is per listener: a balancer's port beside a direct
+ * one. */
+static void test_proxy_protocol(void) {
+  xcmd_config cfg;
+
+  if (parse_ok("port = 5222\n"
+               "[listener]\n"
+               "port = 5300\n"
+               "proxy_protocol = yes\n",
+               &cfg) != 0)
+    return;
+  CHECK_INT(cfg.nlisteners, 2);
+  CHECK_INT(cfg.listeners[0].proxy_protocol, 0);
+  CHECK_INT(cfg.listeners[1].proxy_protocol, 1);
+  CHECK_INT(cfg.listeners[1].port, 5300);
+  xcmd_config_free(&cfg);
+  expect_error(MINIMAL "proxy_protocol = maybe\n",
+               "xcmd.conf:7: key 'proxy_protocol' in [listener]: 'maybe' is "
+               "not a boolean (use yes or no)");
 }
 
 static void test_words(void) {
@@ -1411,6 +1433,7 @@ static const xcm_test tests[] = {
     {"sizes", test_sizes},
     {"durations", test_durations},
     {"booleans", test_booleans},
+    {"proxy_protocol", test_proxy_protocol},
     {"words", test_words},
     {"every_key", test_every_key},
     {"unlimited", test_unlimited},

@@ -118,8 +118,9 @@ static void u_closed(void *ud, const xcm_client_end *end) {
   u->c = NULL;
 }
 
-static const xcm_client_cb u_cb = {u_open, u_stanza,      u_authenticated, NULL,
-                                   NULL,   u_undelivered, u_closed};
+static const xcm_client_cb u_cb = {u_open,   u_stanza, u_authenticated,
+                                   NULL,     NULL,     u_undelivered,
+                                   u_closed, NULL};
 
 static void u_accept(uv_stream_t *server, int status) {
   unit *u = server->data;

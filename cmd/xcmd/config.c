@@ -241,6 +241,8 @@ static const xcmd_key xcmd_keys[] = {
      offsetof(xcm_listen_options, direct_tls), 0, 0},
     {XCMD_SEC_LISTENER, "reuseport", XCMD_T_BOOL,
      offsetof(xcm_listen_options, reuseport), 0, 0},
+    {XCMD_SEC_LISTENER, "proxy_protocol", XCMD_T_BOOL,
+     offsetof(xcm_listen_options, proxy_protocol), 0, 0},
 
     {XCMD_SEC_LIMITS, "max_stanza_preauth", XCMD_T_SIZE,
      offsetof(xcmd_config, opt.max_stanza_preauth), XCMD_KIB, XCMD_MIB},

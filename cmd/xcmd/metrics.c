@@ -126,6 +126,7 @@ static char *render(xcmd_metrics *m, size_t *len) {
     sum.header_timeouts += w->stats.header_timeouts;
     sum.auth_timeouts += w->stats.auth_timeouts;
     sum.reads_shaped += w->stats.reads_shaped;
+    sum.proxy_headers_refused += w->stats.proxy_headers_refused;
     sum.clients_now += w->stats.clients_now;
     sum.clients_tls_now += w->stats.clients_tls_now;
     sum.sessions_authenticated += w->stats.sessions_authenticated;
@@ -173,6 +174,10 @@ static char *render(xcmd_metrics *m, size_t *len) {
           "Times a client's reads were paused for sending above its rate "
           "(stanzas or bytes per second).",
           "counter", sum.reads_shaped);
+  counter(&p, &left, "xcm_proxy_headers_refused_total",
+          "Connections closed on a proxy_protocol listener for a missing, "
+          "malformed or oversized PROXY header.",
+          "counter", sum.proxy_headers_refused);
   counter(&p, &left, "xcm_sessions_authenticated_total",
           "Sessions that authenticated.", "counter",
           sum.sessions_authenticated);

@@ -158,6 +158,15 @@ typedef struct xcm_listen_options {
   const char *key_file;  /* [NULL]; required with cert_file */
   int direct_tls;        /* XEP-0368: TLS from the first byte (port 5223) [0] */
   int reuseport; /* SO_REUSEPORT, for one listener per worker thread [0] */
+  /* Behind a load balancer: every connection must begin with a PROXY
+   * protocol header (HAProxy's, v1 or v2; before TLS on a direct TLS
+   * listener), and the client address it names is the peer's for logs,
+   * xcm_session_info.peer, the session create and max_per_address. A
+   * connection without a valid one within header_timeout_ms is closed at
+   * once (stats.proxy_headers_refused). There is no optional mode: it
+   * would let anyone name any address. Off by default; only for a port
+   * that nothing but the balancer can reach. [0] */
+  int proxy_protocol;
 } xcm_listen_options;
 
 /* Set size and every field of *lo to its default: as xcm_options_init. */
@@ -197,6 +206,10 @@ typedef struct xcm_stats {
   uint64_t auth_timeouts;
   /* Times a client's reads were paused for being over its rate. */
   uint64_t reads_shaped;
+  /* Connections closed on a proxy_protocol listener for a missing,
+   * malformed or oversized PROXY header (a header timeout counts in
+   * header_timeouts). */
+  uint64_t proxy_headers_refused;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */

@@ -8,6 +8,7 @@
 #include "proto/cmproto.h"
 #include "proto/route.h"
 #include "proto/stream.h"
+#include "transport/proxy.h"
 #include "util/alloc.h"
 #include "xcm/error.h"
 #include "xcm/proto.h"
@@ -63,6 +64,8 @@ struct xcm_client {
   unsigned char action;
   unsigned char handles; /* stream and timer still open */
   xcm_requests *req;     /* requests whose answers we act on; NULL: none */
+  xcm_proxy *proxy;      /* reading the PROXY header; NULL: none (any more) */
+  char *peer;            /* the address a PROXY header named, or NULL */
   char sid[SID_LEN + 1];
   char lang[16];
 };
@@ -99,6 +102,8 @@ static void maybe_free(xcm_client *c) {
     return;
   xcm__xml_reader_free(c->reader);
   xcm__req_clear(&c->req, c->ctx->alloc);
+  xcm__free(c->ctx->alloc, c->proxy);
+  xcm__free(c->ctx->alloc, c->peer);
   xcm__free(c->ctx->alloc, c);
 }
 
@@ -308,7 +313,7 @@ static int finish_header(xcm_client *c, const xcm_policy *p) {
     return header_error(c, XCM_COND_REMOTE_CONNECTION_FAILED,
                         "no connection to the XMPP server; try again later");
   if (!(c->flags & F_OPENED)) {
-    err = c->cb->open(c->ud, c->sid, xcm__stream_peer(c->stream));
+    err = c->cb->open(c->ud, c->sid, xcm__client_peer(c));
     if (err == XCM_ENOMEM)
       return header_error(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
     if (err != 0)
@@ -587,6 +592,68 @@ static void on_end(void *ud) {
 static const xcm_xml_callbacks reader_cb = {on_header, levels, on_stanza,
                                             on_end};
 
+/* ---- the PROXY header ---------------------------------------------------- */
+
+/* Closed before a word of XMPP: a balancer (or a stranger) that cannot
+ * say who the client is gets no stream error, only a reset. */
+static void refuse_proxied(xcm_client *c, const char *why) {
+  c->flags |= F_CLOSING | F_ENDED;
+  close_stream(c, 0);
+  notify(c, XCM_COND_NONE, XCM_EPROTO, why);
+}
+
+/* Read the PROXY header from the front of what arrived (transport/
+ * proxy.h). Returns 1 with *data and *len moved past it once it is
+ * complete and the client may go on in clear, 0 when it is not complete
+ * yet or the client went on into TLS or was refused. */
+static int read_proxy(xcm_client *c, const char **data, size_t *len) {
+  xcm_proxy_header h;
+  size_t used;
+  int r = xcm__proxy_feed(c->proxy, *data, *len, &used, &h);
+  int err;
+
+  if (r == 0)
+    return 0;
+  xcm__free(c->ctx->alloc, c->proxy);
+  c->proxy = NULL;
+  if (r < 0) {
+    if (c->cfg->counters != NULL)
+      c->cfg->counters->proxy_headers_refused++;
+    xcm__log(c->ctx, XCM_LOG_DEBUG, "%s: no valid PROXY header: closed",
+             xcm__client_peer(c));
+    refuse_proxied(c, "no valid PROXY header");
+    return 0;
+  }
+  *data += used;
+  *len -= used;
+  if (!h.local) {
+    xcm__log(c->ctx, XCM_LOG_DEBUG,
+             "PROXY v%d: client %s port %u (through %s), to %s port %u",
+             h.version, h.src, h.src_port, xcm__client_peer(c), h.dst,
+             h.dst_port);
+    c->peer = xcm__strndup(c->ctx->alloc, h.src, strlen(h.src));
+    if (c->peer == NULL) {
+      refuse_proxied(c, "out of memory");
+      return 0;
+    }
+    /* The stream's own logs (a TLS handshake that fails) name it too. */
+    xcm__stream_set_peer(c->stream, c->peer);
+  }
+  if (c->cb->proxied != NULL && c->cb->proxied(c->ud, c->peer) != 0) {
+    refuse_proxied(c, "over the limit of connections from its address");
+    return 0;
+  }
+  if (c->cfg->direct_tls && c->cfg->tls != NULL) {
+    /* The rest is the client's TLS handshake: it comes back as
+     * plaintext through on_read. */
+    err = xcm__stream_start_tls(c->stream, c->cfg->tls, 1, NULL, *data, *len);
+    if (err != 0)
+      refuse_proxied(c, "could not start TLS");
+    return 0;
+  }
+  return 1;
+}
+
 /* ---- the transport ------------------------------------------------------ */
 
 static void on_read(void *ud, const char *data, size_t len) {
@@ -599,6 +666,8 @@ static void on_read(void *ud, const char *data, size_t len) {
     c->reads++;
   refill_buckets(c);
   take_bytes(c, len);
+  if (c->proxy != NULL && !read_proxy(c, &data, &len))
+    return;
   while (len > 0 && !(c->flags & F_CLOSING)) {
     c->flags |= F_FEEDING;
     err = xcm__xml_reader_feed(c->reader, data, len, &consumed);
@@ -720,6 +789,10 @@ static void on_timer(uv_timer_t *t) {
   if (n >= header_at) {
     if (st != NULL)
       st->header_timeouts++;
+    if (c->proxy != NULL) {
+      refuse_proxied(c, "no PROXY header in time");
+      return;
+    }
     xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT,
                      "no stream header in time");
     return;
@@ -865,7 +938,17 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   uv_timer_init(ctx->loop, &c->timer);
   c->timer.data = c;
   on_timer(&c->timer);
-  if (cfg->direct_tls && cfg->tls != NULL) {
+  /* The PROXY header comes before anything else, TLS included. */
+  if (cfg->proxy_protocol) {
+    c->proxy = xcm__alloc(ctx->alloc, sizeof(*c->proxy));
+    if (c->proxy == NULL) {
+      c->flags |= F_NOTIFIED | F_CLOSING | F_ENDED;
+      close_stream(c, 0);
+      uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+      return XCM_ENOMEM;
+    }
+    xcm__proxy_init(c->proxy);
+  } else if (cfg->direct_tls && cfg->tls != NULL) {
     err = xcm__stream_start_tls(c->stream, cfg->tls, 1, NULL, NULL, 0);
     if (err != 0) {
       /* The owner never hears of this client: it frees itself once its
@@ -1021,6 +1104,8 @@ int xcm__client_compressed(const xcm_client *c) {
 }
 
 const char *xcm__client_peer(const xcm_client *c) {
+  if (c->peer != NULL)
+    return c->peer;
   return c->stream != NULL ? xcm__stream_peer(c->stream) : "";
 }
 

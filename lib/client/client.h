@@ -45,6 +45,7 @@ typedef struct xcm_client_cfg {
   int compression;            /* offer zlib (after TLS) when the server does */
   xcm_tls_config *tls;        /* NULL: no STARTTLS here */
   int direct_tls;             /* XEP-0368: TLS from the first byte */
+  int proxy_protocol;         /* a PROXY header first (transport/proxy.h) */
   /* While no upstream link is up, a new client waits this long for one
    * before remote-connection-failed; 0 refuses at once. */
   unsigned upstream_wait_ms;
@@ -84,6 +85,11 @@ typedef struct xcm_client_cb {
   void (*undelivered)(void *ud, const char *msg, size_t len);
   /* The client is gone; the owner must not use c after this returns. */
   void (*closed)(void *ud, const xcm_client_end *end);
+  /* On a proxy_protocol listener, the PROXY header named the client's
+   * address (NULL: it kept the socket's, a LOCAL or UNKNOWN header).
+   * Return 0, or an error to refuse the client (closed at once, without a
+   * word: it has not spoken XMPP yet). May be NULL. */
+  int (*proxied)(void *ud, const char *address);
 } xcm_client_cb;
 
 /* Take over an accepted TCP handle (allocated with ctx's allocator). On

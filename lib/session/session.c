@@ -356,9 +356,11 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
     t->empty(t->empty_ud);
 }
 
-static const xcm_client_cb client_cb = {cl_open,  cl_stanza,  cl_authenticated,
-                                        cl_bound, cl_secured, cl_undelivered,
-                                        cl_closed};
+static int cl_proxied(void *ud, const char *address);
+
+static const xcm_client_cb client_cb = {cl_open,   cl_stanza,  cl_authenticated,
+                                        cl_bound,  cl_secured, cl_undelivered,
+                                        cl_closed, cl_proxied};
 
 /* ---- accepting ---------------------------------------------------------- */
 
@@ -376,11 +378,12 @@ static void refuse(xcm_sessions *t, uv_tcp_t *tcp, uint64_t *reason) {
   uv_close((uv_handle_t *)tcp, refused_closed);
 }
 
+static addr_count *count_key(xcm_sessions *t, const char *key, int *over);
+
 static addr_count *count_address(xcm_sessions *t, uv_tcp_t *tcp, int *over) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   char key[46] = "";
-  addr_count *a;
 
   *over = 0;
   if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
@@ -389,12 +392,19 @@ static addr_count *count_address(xcm_sessions *t, uv_tcp_t *tcp, int *over) {
     uv_ip6_name((struct sockaddr_in6 *)&ss, key, sizeof key);
   else
     uv_ip4_name((struct sockaddr_in *)&ss, key, sizeof key);
+  return count_key(t, key, over);
+}
+
+static addr_count *count_key(xcm_sessions *t, const char *key, int *over) {
+  addr_count *a;
+
+  *over = 0;
   a = (addr_count *)xcm__map_get(&t->per_address, key, strlen(key));
   if (a == NULL) {
     a = xcm__calloc(t->ctx->alloc, sizeof(*a));
     if (a == NULL)
       return NULL;
-    memcpy(a->key, key, sizeof key);
+    memcpy(a->key, key, strlen(key) + 1);
     a->e.key = a->key;
     if (xcm__map_put(&t->per_address, &a->e) != 0) {
       xcm__free(t->ctx->alloc, a);
@@ -464,7 +474,9 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
     refuse(t, tcp, &t->counters->clients_refused_total_limit);
     return XCM_EBUSY;
   }
-  if (t->max_per_address != XCM__OFF) {
+  /* Behind a balancer the address to count comes with the PROXY header
+   * (cl_proxied); the socket's is the balancer's. */
+  if (t->max_per_address != XCM__OFF && !cfg->proxy_protocol) {
     a = count_address(t, tcp, &over);
     if (over) {
       refuse(t, tcp, &t->counters->clients_refused_address_limit);
@@ -506,4 +518,25 @@ void xcm__sessions_fail_all(xcm_sessions *t, xcm_cond cond, const char *text) {
     next = s->next;
     xcm__client_fail(s->client, cond, text);
   }
+}
+
+/* A PROXY header named the client's address: count the connection
+ * against it now. NULL (a LOCAL or UNKNOWN header) counts the socket's
+ * address, the balancer's own. */
+static int cl_proxied(void *ud, const char *address) {
+  xcm_session *s = ud;
+  xcm_sessions *t = s->table;
+  int over = 0;
+
+  if (t->max_per_address == XCM__OFF || s->addr != NULL)
+    return 0;
+  s->addr = count_key(
+      t, address != NULL ? address : xcm__client_peer(s->client), &over);
+  if (over) {
+    s->addr = NULL;
+    t->counters->clients_refused++;
+    t->counters->clients_refused_address_limit++;
+    return XCM_EBUSY;
+  }
+  return 0;
 }

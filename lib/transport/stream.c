@@ -114,7 +114,8 @@ struct xcm_stream {
   xcm_tls *tls;
   xcm_zlib *zlib;
   xcm_stream_limits limits;
-  unsigned write_calls; /* wraps; a statistic */
+  const char *peer_name; /* the owner's name for the peer, or NULL */
+  unsigned write_calls;  /* wraps; a statistic */
   unsigned paused : 1;
   unsigned connecting : 1;
   unsigned ended : 1;         /* cb.end has run (or must not run any more) */
@@ -1230,6 +1231,8 @@ const char *xcm__stream_peer(const xcm_stream *s) {
   int len = sizeof ss;
 
   text[0] = '\0';
+  if (s->peer_name != NULL)
+    return s->peer_name;
   if (s->ops != NULL)
     return (const char *)(s->ops + 1);
   if (uv_tcp_getpeername(s->tcp, (struct sockaddr *)&ss, &len) != 0)
@@ -1328,4 +1331,8 @@ int xcm__stream_start_zlib(xcm_stream *s, const char *early, size_t early_len) {
     pump_soon(s);
   }
   return 0;
+}
+
+void xcm__stream_set_peer(xcm_stream *s, const char *name) {
+  s->peer_name = name;
 }

@@ -8,7 +8,7 @@
  * for the call. Writing: xcm__stream_write() copies into the stream's
  * output, which the context flushes before the loop next polls (see
  * core/ctx.h). A stream holds buffers only while it has bytes in
- * flight: an idle plain stream costs its struct and its uv_tcp_t (368
+ * flight: an idle plain stream costs its struct and its uv_tcp_t (384
  * bytes on x86-64). An idle TLS stream adds mbedTLS's two record
  * buffers (~37 KiB in all with 2.28's fixed 16 KiB records), zlib adds
  * ~54 KiB (the peer's 32 KiB inflate window most of it), measured by
@@ -173,6 +173,10 @@ int xcm__stream_tls_refused(const xcm_stream *s);
  * computed on each call into a per-thread buffer, valid until the next
  * call, so that an idle stream does not carry 46 bytes for it. */
 const char *xcm__stream_peer(const xcm_stream *s);
+/* Name the peer otherwise from now on (the client a PROXY header named,
+ * in place of the balancer): name is the owner's and must outlive the
+ * stream; NULL goes back to the socket's address. */
+void xcm__stream_set_peer(xcm_stream *s, const char *name);
 
 /* Send what is queued (and a TLS close_notify), then close. A close with
  * nothing queued closes at once. Safe to call twice. A peer that never

@@ -27,8 +27,18 @@ typedef struct state {
 
 static void log_fn(void *ud, int level, const char *msg) {
   (void)ud;
-  if (level <= XCM_LOG_WARN || getenv("XCM_E2E_DEBUG"))
+  if (level <= XCM_LOG_WARN || getenv("XCM_E2E_DEBUG") ||
+      (getenv("XCM_E2E_PROXY") && strncmp(msg, "PROXY", 5) == 0))
     fprintf(stderr, "e2e-server: %s\n", msg);
+}
+
+/* Behind HAProxy (tests/e2e/haproxy_test.py): each session's peer, as
+ * the API reports it. */
+static void on_session(void *ud, xcm_session_event ev,
+                       const xcm_session_info *info) {
+  (void)ud;
+  if (ev == XCM_SESSION_OPENED)
+    fprintf(stderr, "e2e-server: session opened peer=%s\n", info->peer);
 }
 
 static void kit_closed(void *ud, xcm_testkit *kit) {
@@ -126,11 +136,17 @@ int main(int argc, char **argv) {
     o.max_per_address = XCM_UNLIMITED;
   }
   o.log = log_fn;
+  /* XCM_E2E_PROXY: both listeners behind a balancer (PROXY protocol). */
+  if (getenv("XCM_E2E_PROXY") != NULL)
+    o.log_level = XCM_LOG_DEBUG;
   if (xcm_cm_new(&s.cm, s.loop, &o, err, sizeof err) != 0) {
     fprintf(stderr, "e2e-server: %s\n", err);
     return 1;
   }
+  if (getenv("XCM_E2E_PROXY") != NULL)
+    xcm_cm_set_session_events(s.cm, on_session, NULL);
   xcm_listen_options_init(&lo, sizeof lo);
+  lo.proxy_protocol = getenv("XCM_E2E_PROXY") != NULL;
   lo.host = "127.0.0.1";
   lo.cert_file = argv[2];
   lo.key_file = argv[3];

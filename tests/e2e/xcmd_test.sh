@@ -18,7 +18,7 @@ check() {
   if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
     echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
 }
-echo "1..20"
+echo "1..21"
 
 "$xcmd" --version | grep -q '^xcmd [0-9]'
 check $? "--version"
@@ -112,7 +112,8 @@ echo "$metrics" | grep -q '^xcm_connections{transport="plain"} 2$' &&
   echo "$metrics" | grep -q '^xcm_xml_parsers_busy 0$' &&
   echo "$metrics" | grep -q '^xcm_clients_refused_by_limit_total{limit="max_per_address"} 0$' &&
   echo "$metrics" | grep -q '^xcm_client_timeouts_total{timeout="header"} 0$' &&
-  echo "$metrics" | grep -q '^xcm_client_reads_shaped_total 0$'
+  echo "$metrics" | grep -q '^xcm_client_reads_shaped_total 0$' &&
+  echo "$metrics" | grep -q '^xcm_proxy_headers_refused_total 0$'
 check $? "the metrics endpoint matches the traffic" "$(echo "$metrics" | head -30 | tr '\n' '|')"
 
 cp "$certs/other.pem" "$tmp/cert.pem"; cp "$certs/other-key.pem" "$tmp/key.pem"
@@ -172,6 +173,9 @@ tls = off
 wait = 5s
 [listener]
 port = $bport
+[listener]
+port = $((bport + 1))
+proxy_protocol = yes
 [log]
 level = debug
 bodies = $bodies
@@ -183,6 +187,8 @@ CONF
     --clients 2 --scenario latency --rate 20 --duration 1 \
     >"$tmp/bodies-$bodies.load" 2>&1
   echo "load exit $?" >>"$tmp/bodies-$bodies.load"
+  $py "$src/tests/e2e/proxy_client.py" $((bport + 1)) >"$tmp/proxy-$bodies.out" 2>&1
+  echo "proxy exit $?" >>"$tmp/proxy-$bodies.out"
   kill -TERM $bpid; wait $bpid
 done
 kill -TERM $up2; wait $up2
@@ -193,4 +199,8 @@ check $? "bodies = yes puts the stanzas both ways into the debug log" "$(tail -5
 ! grep -q '<body>' "$tmp/bodies-no.log" &&
   grep -q 'load exit 0' "$tmp/bodies-no.load"
 check $? "bodies = no keeps them out of it, at level debug too" "$(grep -m3 '<body>' "$tmp/bodies-no.log"; cat "$tmp/bodies-no.load")"
+grep -q 'proxy exit 0' "$tmp/proxy-no.out" &&
+  grep -q 'PROXY v1: client 192.0.2.7 port 40000 (through 127.0.0.1)' "$tmp/bodies-no.log" &&
+  grep -q 'listening on 127.0.0.1 port .* (PROXY protocol required)' "$tmp/bodies-no.log"
+check $? "a proxy_protocol listener: the header's client in the log, none refused" "$(cat "$tmp/proxy-no.out"; grep -m3 PROXY "$tmp/bodies-no.log")"
 [ $failed -eq 0 ]

@@ -1,0 +1,383 @@
+/* PROXY protocol listeners over loopback (issue 16): a raw client plays
+ * the load balancer, sends a v1 or v2 header and logs in; the session's
+ * peer is the address in the header, the per-address limit counts that
+ * address and not the socket's, and a connection without a valid header
+ * is closed before a byte of XMPP. */
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+#include "harness.h"
+#include "rawclient.h"
+#include "util/buf.h"
+#include "world.h"
+#include "xcm/xcm.h"
+
+typedef xcm_test_world world;
+typedef xcm_raw raw;
+
+/* What the session events said, for the last session opened. */
+typedef struct seen {
+  char peer[64];
+  char sid[64];
+  unsigned opened;
+} seen;
+
+static seen last;
+static int proxy_port, proxy_tls_port;
+
+static void on_session(void *ud, xcm_session_event ev,
+                       const xcm_session_info *info) {
+  (void)ud;
+  if (ev != XCM_SESSION_OPENED)
+    return;
+  snprintf(last.peer, sizeof last.peer, "%s", info->peer);
+  snprintf(last.sid, sizeof last.sid, "%s", info->sid);
+  last.opened++;
+}
+
+/* The CM's log lines about PROXY headers, the last one kept. */
+static char proxy_line[256];
+
+static void on_log(void *ud, int level, const char *msg) {
+  (void)ud;
+  (void)level;
+  if (strncmp(msg, "PROXY", 5) == 0)
+    snprintf(proxy_line, sizeof proxy_line, "%s", msg);
+}
+
+/* Short only for the test that waits for it: elsewhere a loaded machine
+ * must not turn a slow login into a timeout. */
+static unsigned header_timeout_ms = 30000;
+
+static void tune(xcm_options *o, void *ud) {
+  (void)ud;
+  o->log = on_log;
+  o->log_level = XCM_LOG_DEBUG;
+  o->max_per_address = 2;
+  o->header_timeout_ms = header_timeout_ms;
+}
+
+static void hooks(xcm_cm *cm, void *ud) {
+  (void)ud;
+  xcm_cm_set_session_events(cm, on_session, NULL);
+}
+
+/* The world's own plain listener, and two that require the header: one
+ * plain (listener 1), one direct TLS (listener 2). */
+static void world_start(world *w) {
+  xcm_test_world_setup s = {.seed = 7, .tune = tune, .hooks = hooks};
+  xcm_listen_options lo;
+  char err[256];
+
+  memset(&last, 0, sizeof last);
+  xcm_test_world_start(w, &s);
+  xcm_listen_options_init(&lo, sizeof lo);
+  lo.host = "127.0.0.1";
+  lo.proxy_protocol = 1;
+  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
+  proxy_port = xcm_cm_listener_port(w->cm, 1);
+  lo.cert_file = xcm_test_cert("server.pem");
+  lo.key_file = xcm_test_cert("server-key.pem");
+  lo.direct_tls = 1;
+  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
+  proxy_tls_port = xcm_cm_listener_port(w->cm, 2);
+}
+
+static void world_stop(world *w) {
+  xcm_test_world_stop(w, 1000);
+}
+
+static void raw_open(world *w, raw *r, int port) {
+  REQUIRE(xcm_raw_open(r, &w->loop, "127.0.0.1", port, 1));
+}
+
+/* Each login binds a resource of its own, so none replaces another. */
+static int login(raw *r) {
+  static unsigned n;
+  char res[16];
+
+  snprintf(res, sizeof res, "px%u", n++);
+  return xcm_raw_login(r, XCM_RAW_HDR, XCM_RAW_AUTH_ALICE, res);
+}
+
+static xcm_stats stats(world *w) {
+  xcm_stats st;
+
+  xcm_cm_stats(w->cm, &st, sizeof st);
+  return st;
+}
+
+/* A v2 header: PROXY over TCP, IPv4 or IPv6, with a NOOP TLV. */
+static size_t v2_header(unsigned char *out, int cmd, const unsigned char *a,
+                        size_t alen) {
+  static const unsigned char sig[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+                                        0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
+  size_t n = alen + 4;
+
+  memcpy(out, sig, 12);
+  out[12] = (unsigned char)(0x20 | cmd);
+  out[13] = alen == 12 ? 0x11 : alen == 36 ? 0x21 : 0x00;
+  out[14] = 0;
+  out[15] = (unsigned char)n;
+  if (alen > 0)
+    memcpy(out + 16, a, alen);
+  memcpy(out + 16 + alen, "\x04\x00\x01\x00", 4); /* PP2_TYPE_NOOP */
+  return 16 + n;
+}
+
+static const unsigned char v6_block[36] = {
+    0x20, 0x01, 0x0d, 0xb8, 0,    0,    0,    0,    0,    0,    0,    0,
+    0,    0,    0,    0x42, 0x20, 0x01, 0x0d, 0xb8, 0,    0,    0,    0,
+    0,    0,    0,    0,    0,    0,    0,    1,    0x9C, 0x40, 0x14, 0x66};
+static const unsigned char v4_block[12] = {198, 51, 100,  23,   127,  0,
+                                           0,   1,  0xDC, 0x04, 0x14, 0x66};
+
+static int session_peer_is(world *w, const char *want) {
+  xcm_session_info info;
+
+  return CHECK_STR(last.peer, want) &&
+         CHECK_INT(xcm_cm_session(w->cm, last.sid, &info, sizeof info), 0) &&
+         CHECK_STR(info.peer, want);
+}
+
+/* ---- tests ----------------------------------------------------------- */
+
+static void test_v1_login(void) {
+  world w;
+  raw r;
+
+  world_start(&w);
+  raw_open(&w, &r, proxy_port);
+  xcm_raw_sends(&r, "PROXY TCP4 192.0.2.7 127.0.0.1 56324 5222\r\n");
+  CHECK(login(&r));
+  CHECK(session_peer_is(&w, "192.0.2.7"));
+  CHECK_STR(proxy_line, "PROXY v1: client 192.0.2.7 port 56324 (through "
+                        "127.0.0.1), to 127.0.0.1 port 5222");
+  CHECK_INT(stats(&w).proxy_headers_refused, 0);
+  xcm_raw_free(&r);
+  world_stop(&w);
+}
+
+static void test_v2_login(void) {
+  world w;
+  raw r;
+  unsigned char h[64];
+  size_t n;
+
+  world_start(&w);
+  raw_open(&w, &r, proxy_port);
+  n = v2_header(h, 1, v6_block, sizeof v6_block);
+  xcm_raw_send(&r, (const char *)h, n);
+  CHECK(login(&r));
+  CHECK(session_peer_is(&w, "2001:db8::42"));
+  xcm_raw_free(&r);
+  raw_open(&w, &r, proxy_port);
+  n = v2_header(h, 1, v4_block, sizeof v4_block);
+  xcm_raw_send(&r, (const char *)h, n);
+  CHECK(login(&r));
+  CHECK(session_peer_is(&w, "198.51.100.23"));
+  xcm_raw_free(&r);
+  /* LOCAL (a balancer's health check): the socket's address stays. */
+  raw_open(&w, &r, proxy_port);
+  n = v2_header(h, 0, NULL, 0);
+  xcm_raw_send(&r, (const char *)h, n);
+  CHECK(login(&r));
+  CHECK(session_peer_is(&w, "127.0.0.1"));
+  xcm_raw_free(&r);
+  world_stop(&w);
+}
+
+/* Every byte of the header and the stream header in its own write,
+ * each read by the CM before the next is sent. */
+static int got_header_back(void *ud) {
+  return strstr(((raw *)ud)->in.data ? ((raw *)ud)->in.data : "",
+                "</stream:features>") != NULL;
+}
+
+static void test_bytewise(void) {
+  static const char hdr[] = "PROXY TCP6 2001:db8::9 ::1 1 5222\r\n" XCM_RAW_HDR;
+  world w;
+  raw r;
+  size_t i;
+
+  world_start(&w);
+  raw_open(&w, &r, proxy_port);
+  for (i = 0; i < sizeof hdr - 1; i++) {
+    xcm_raw_send(&r, hdr + i, 1);
+    uv_run(&w.loop, UV_RUN_NOWAIT);
+  }
+  CHECK(xcm_test_run_until(&w.loop, got_header_back, &r, 3000));
+  CHECK_STR(last.peer, "2001:db8::9");
+  xcm_raw_free(&r);
+  world_stop(&w);
+}
+
+/* max_per_address (2 here) counts the header's address: a third
+ * connection from 192.0.2.50 is refused, while one from 192.0.2.51 and
+ * a third, fourth and fifth from the socket's 127.0.0.1 are served. */
+static void test_address_limit(void) {
+  world w;
+  raw r[5];
+  xcm_stats st;
+  int i;
+
+  world_start(&w);
+  for (i = 0; i < 5; i++) {
+    raw_open(&w, &r[i], proxy_port);
+    xcm_raw_sends(&r[i], i < 3 ? "PROXY TCP4 192.0.2.50 127.0.0.1 1 2\r\n"
+                               : "PROXY TCP4 192.0.2.51 127.0.0.1 1 2\r\n");
+    if (i == 2)
+      CHECK(xcm_test_run_until(&w.loop, xcm_raw_is_eof, &r[i], 3000));
+    else
+      CHECK(login(&r[i]));
+  }
+  CHECK_INT(r[2].in.len, 0); /* closed without a word */
+  st = stats(&w);
+  CHECK_INT(st.clients_refused_address_limit, 1);
+  CHECK_INT(st.clients_refused, 1);
+  CHECK_INT(st.clients_now, 4);
+  /* The count goes down as they leave: 192.0.2.50 may come back. */
+  xcm_raw_free(&r[0]);
+  xcm_raw_free(&r[2]);
+  raw_open(&w, &r[2], proxy_port);
+  xcm_raw_sends(&r[2], "PROXY TCP4 192.0.2.50 127.0.0.1 1 2\r\n");
+  CHECK(login(&r[2]));
+  for (i = 1; i < 5; i++)
+    xcm_raw_free(&r[i]);
+  world_stop(&w);
+}
+
+static void test_no_header_refused(void) {
+  static const char *bad[] = {
+      XCM_RAW_HDR,
+      "PROXY TCP4 192.0.2.7 127.0.0.1 56324\r\n" XCM_RAW_HDR,
+      "PROXY TCP4 192.0.2.7 127.0.0.1 56324 5222\n" XCM_RAW_HDR,
+      "\r\n\r\n\0\r\nQUIT\n\x11\x11\0\0",
+  };
+  static const size_t lens[] = {0, 0, 0, 16};
+  world w;
+  raw r;
+  size_t i;
+
+  world_start(&w);
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    unsigned before = xcm_test_failures();
+
+    raw_open(&w, &r, proxy_port);
+    xcm_raw_send(&r, bad[i], lens[i] ? lens[i] : strlen(bad[i]));
+    CHECK(xcm_test_run_until(&w.loop, xcm_raw_is_eof, &r, 3000));
+    CHECK_INT(r.in.len, 0);
+    CHECK_INT(stats(&w).proxy_headers_refused, i + 1);
+    xcm_raw_free(&r);
+    xcm_test_tried("proxy-headers", before);
+  }
+  /* The plain listener beside it is unaffected, and takes no header:
+   * one there is refused as XML. */
+  raw_open(&w, &r, w.port);
+  CHECK(login(&r));
+  CHECK_STR(last.peer, "127.0.0.1");
+  xcm_raw_free(&r);
+  CHECK_INT(stats(&w).clients_refused, 0);
+  CHECK_INT(stats(&w).stream_errors[XCM_COND_NONE], 0);
+  world_stop(&w);
+}
+
+/* A header cut short and never finished: the header timeout (1.5 s
+ * here) closes it, counted as a header timeout. */
+static void test_header_timeout(void) {
+  world w;
+  raw r;
+  xcm_stats st;
+  unsigned before = xcm_test_failures();
+
+  header_timeout_ms = 1500;
+  world_start(&w);
+  header_timeout_ms = 30000;
+  raw_open(&w, &r, proxy_port);
+  xcm_raw_sends(&r, "PROXY TCP4 192.0.2.7 ");
+  CHECK(xcm_test_run_until(&w.loop, xcm_raw_is_eof, &r, 20000));
+  CHECK_INT(r.in.len, 0);
+  st = stats(&w);
+  CHECK_INT(st.header_timeouts, 1);
+  CHECK_INT(st.proxy_headers_refused, 0);
+  CHECK_INT(st.clients_now, 0);
+  xcm_raw_free(&r);
+  xcm_test_tried("silent-connections", before);
+  world_stop(&w);
+}
+
+/* A TLS 1.2 ClientHello (tests/test-fault.c). */
+static const unsigned char
+    client_hello
+        [] =
+            {
+                0x16, 0x03, 0x01, 0x00, 0x4f, /* record */
+                0x01, 0x00, 0x00, 0x4b,       /* ClientHello */
+                0x03, 0x03,                   /* TLS 1.2 */
+                1,    2,    3,    4,    5,    6,    7,    8,    9,
+                10,   11,   12,   13,   14,   15,   16,   17,   18,
+                19,   20,   21,   22,   23,   24,   25,   26,   27,
+                28,   29,   30,   31,   32, /* random */
+                0x00,                       /* session id */
+                0x00, 0x0a, 0xc0, 0x2b, 0xc0, 0x2f, 0x00, 0x9c, 0x00,
+                0x2f, 0x00, 0xff, /* suites */
+                0x01, 0x00,       /* compression: null */
+                0x00, 0x18,       /* extensions */
+                0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x17, /* groups: P-256
+                                                                 */
+                0x00, 0x0b, 0x00, 0x02, 0x01, 0x00, /* point formats */
+                0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x01, 0x04,
+                0x03, /* signature
+                         algorithms
+                       */
+};
+
+static int got_bytes(void *ud) {
+  return ((raw *)ud)->in.len > 0;
+}
+
+/* On a direct TLS listener the header comes before the ClientHello, and
+ * a ClientHello without one is refused. */
+static void test_direct_tls(void) {
+  world w;
+  raw r;
+  unsigned char h[64];
+  size_t n;
+  int round;
+
+  world_start(&w);
+  for (round = 0; round < 2; round++) {
+    raw_open(&w, &r, proxy_tls_port);
+    if (round == 0) {
+      n = v2_header(h, 1, v4_block, sizeof v4_block);
+      xcm_raw_send(&r, (const char *)h, n);
+    }
+    xcm_raw_send(&r, (const char *)client_hello, sizeof client_hello);
+    if (round == 0) {
+      /* A handshake record back: the header was taken off the front. */
+      CHECK(xcm_test_run_until(&w.loop, got_bytes, &r, 3000));
+      CHECK(r.in.len > 5 && (unsigned char)r.in.data[0] == 0x16);
+    } else {
+      CHECK(xcm_test_run_until(&w.loop, xcm_raw_is_eof, &r, 3000));
+      CHECK_INT(r.in.len, 0);
+      CHECK_INT(stats(&w).proxy_headers_refused, 1);
+    }
+    xcm_raw_free(&r);
+  }
+  world_stop(&w);
+}
+
+static const xcm_test tests[] = {
+    {"v1_login", test_v1_login},
+    {"v2_login", test_v2_login},
+    {"bytewise", test_bytewise},
+    {"address_limit", test_address_limit},
+    {"no_header_refused", test_no_header_refused},
+    {"header_timeout", test_header_timeout},
+    {"direct_tls", test_direct_tls},
+};
+
+int main(int argc, char **argv) {
+  return xcm_test_main(argc, argv, XCM_TESTS(tests));
+}
