@@ -72,6 +72,7 @@ static void setup(void) {
   if (xcm_cm_listen(cm, &lo, err, sizeof err) != 0)
     abort();
   lo.proxy_protocol = 1;
+  lo.proxy_trusted = "127.0.0.1";
   if (xcm_cm_listen(cm, &lo, err, sizeof err) != 0 || xcm_cm_start(cm) != 0)
     abort();
   for (i = 0; i < 10000 && xcm_cm_policy(cm) == NULL; i++)
@@ -97,7 +98,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   t.close = on_close;
   t.ud = &p;
   proxied = size > 1 && (data[1] == 'P' || data[1] == 0x0D);
-  if (xcm_cm_attach(cm, proxied, &t, "fuzzer", &conn) != 0)
+  /* The proxied listener takes headers from its balancer alone. */
+  if (xcm_cm_attach(cm, proxied, &t, proxied ? "127.0.0.1" : "fuzzer", &conn) !=
+      0)
     return 0;
   while (off < size && !p.closed) {
     size_t n = size - off < piece ? size - off : piece;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "transport/proxy.h"
 #include "transport/tls.h"
 #include "util/sized.h"
 
@@ -198,6 +199,31 @@ int xcm__options_resolve(xcm_options *o, const xcm_options *in, char *errbuf,
   return 0;
 }
 
+/* proxy_trusted goes with proxy_protocol, both ways: a balancer's
+ * listener that trusted anyone by default would let anyone name any
+ * address. */
+static int check_trusted(const xcm_listen_options *lo, char *errbuf,
+                         size_t errlen) {
+  char why[160];
+  int n = xcm__proxy_trust_parse(lo->proxy_trusted, NULL, why, sizeof why);
+
+  if (n < 0) {
+    if (errbuf != NULL && errlen > 0)
+      snprintf(errbuf, errlen, "xcm_listen_options.proxy_trusted: %s", why);
+    return XCM_EINVAL;
+  }
+  if (lo->proxy_protocol && n == 0)
+    return say(errbuf, errlen,
+               "xcm_listen_options.proxy_trusted is not set: a "
+               "proxy_protocol listener takes PROXY headers only from the "
+               "balancers it lists (e.g. \"10.0.0.5, fd00::/8\")");
+  if (!lo->proxy_protocol && n > 0)
+    return say(errbuf, errlen,
+               "xcm_listen_options.proxy_trusted is set without "
+               "proxy_protocol: set both, or neither");
+  return 0;
+}
+
 int xcm__listen_options_resolve(xcm_listen_options *lo,
                                 const xcm_listen_options *in, char *errbuf,
                                 size_t errlen) {
@@ -220,7 +246,14 @@ int xcm__listen_options_resolve(xcm_listen_options *lo,
                    : "key_file is not set: it is required with cert_file");
     return XCM_EINVAL;
   }
-  return 0;
+  return check_trusted(lo, errbuf, errlen);
+}
+
+int xcm_listen_options_check(const xcm_listen_options *in, char *errbuf,
+                             size_t errlen) {
+  xcm_listen_options lo;
+
+  return xcm__listen_options_resolve(&lo, in, errbuf, errlen);
 }
 
 void xcm__pool_options_defaults(xcm_pool_options *po) {

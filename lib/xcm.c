@@ -394,6 +394,9 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
   l->cfg.tls = l->tls;
   l->cfg.direct_tls = lo->direct_tls;
   l->cfg.proxy_protocol = lo->proxy_protocol;
+  /* Checked by xcm__listen_options_resolve. */
+  l->cfg.ntrusted = (unsigned)xcm__proxy_trust_parse(lo->proxy_trusted,
+                                                     l->cfg.trusted, NULL, 0);
   l->cfg.policy = current_policy;
   l->cfg.policy_ud = cm;
   err = uv_tcp_init_ex(cm->ctx.loop, &l->tcp, ss.ss_family);
@@ -683,6 +686,7 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.auth_timeouts = c->auth_timeouts;
   st.reads_shaped = c->reads_shaped;
   st.proxy_headers_refused = c->proxy_headers_refused;
+  st.proxy_untrusted = c->proxy_untrusted;
   st.upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
   /* The parser pool goes before the shutdown callback runs; the
    * statistics stay readable until xcm_cm_free, as libuv's handles do. */

@@ -53,6 +53,11 @@ static int is_connected(void *ud) {
 
 int xcm_raw_open(xcm_raw *r, uv_loop_t *loop, const char *host, int port,
                  int reading) {
+  return xcm_raw_open_from(r, loop, NULL, host, port, reading);
+}
+
+int xcm_raw_open_from(xcm_raw *r, uv_loop_t *loop, const char *source,
+                      const char *host, int port, int reading) {
   struct sockaddr_storage a;
 
   memset(r, 0, sizeof(*r));
@@ -65,6 +70,14 @@ int xcm_raw_open(xcm_raw *r, uv_loop_t *loop, const char *host, int port,
   if (uv_ip4_addr(host, port, (struct sockaddr_in *)&a) != 0 &&
       uv_ip6_addr(host, port, (struct sockaddr_in6 *)&a) != 0)
     return 0;
+  if (source != NULL) {
+    struct sockaddr_storage from;
+
+    if ((uv_ip4_addr(source, 0, (struct sockaddr_in *)&from) != 0 &&
+         uv_ip6_addr(source, 0, (struct sockaddr_in6 *)&from) != 0) ||
+        uv_tcp_bind(&r->tcp, (struct sockaddr *)&from, 0) != 0)
+      return 0;
+  }
   uv_tcp_connect(&r->conn, &r->tcp, (struct sockaddr *)&a, on_connected);
   return xcm_test_run_until(loop, is_connected, r, 3000) && r->connected == 1;
 }

@@ -44,6 +44,10 @@ struct xcm_raw {
  * this. r must not move while open. */
 int xcm_raw_open(xcm_raw *r, uv_loop_t *loop, const char *host, int port,
                  int reading);
+/* The same from the local address source (e.g. 127.0.0.2: Linux routes
+ * all of 127/8 to lo), or from any with NULL. */
+int xcm_raw_open_from(xcm_raw *r, uv_loop_t *loop, const char *source,
+                      const char *host, int port, int reading);
 /* Stop or start reading (a client that stops reading, then reads again). */
 void xcm_raw_set_reading(xcm_raw *r, int on);
 /* Queue bytes (copied). */

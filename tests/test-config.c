@@ -244,17 +244,58 @@ static void test_proxy_protocol(void) {
   if (parse_ok("port = 5222\n"
                "[listener]\n"
                "port = 5300\n"
-               "proxy_protocol = yes\n",
+               "proxy_protocol = yes\n"
+               "proxy_trusted = 127.0.0.1, 10.0.0.0/8  # the balancers\n",
                &cfg) != 0)
     return;
   CHECK_INT(cfg.nlisteners, 2);
   CHECK_INT(cfg.listeners[0].proxy_protocol, 0);
+  CHECK(cfg.listeners[0].proxy_trusted == NULL);
   CHECK_INT(cfg.listeners[1].proxy_protocol, 1);
+  CHECK_STR(cfg.listeners[1].proxy_trusted, "127.0.0.1, 10.0.0.0/8");
   CHECK_INT(cfg.listeners[1].port, 5300);
   xcmd_config_free(&cfg);
   expect_error(MINIMAL "proxy_protocol = maybe\n",
                "xcmd.conf:7: key 'proxy_protocol' in [listener]: 'maybe' is "
                "not a boolean (use yes or no)");
+}
+
+/* proxy_trusted: required with proxy_protocol, refused without it, and
+ * each bad entry named with its line, whichever listener it is in. */
+static void test_proxy_trusted(void) {
+  xcmd_config cfg;
+
+  if (parse_ok("proxy_protocol = yes\n"
+               "proxy_trusted = ::1, fd00::/8,192.0.2.0/24\n"
+               "[listener]\n"
+               "port = 5300\n",
+               &cfg) != 0)
+    return;
+  CHECK_STR(cfg.listeners[0].proxy_trusted, "::1, fd00::/8,192.0.2.0/24");
+  CHECK(cfg.listeners[1].proxy_trusted == NULL);
+  xcmd_config_free(&cfg);
+  expect_error(MINIMAL "proxy_protocol = yes\n",
+               "xcmd.conf:7: key 'proxy_protocol' in [listener]: needs "
+               "'proxy_trusted', the load balancers' addresses (e.g. "
+               "proxy_trusted = 10.0.0.5, fd00::/8)");
+  expect_error(MINIMAL "proxy_trusted = 127.0.0.1\n",
+               "xcmd.conf:7: key 'proxy_trusted' in [listener]: set without "
+               "'proxy_protocol = yes'");
+  expect_error(MINIMAL "proxy_protocol = yes\nproxy_trusted = 10.0.0.1/8\n",
+               "xcmd.conf:8: key 'proxy_trusted' in [listener]: '10.0.0.1/8' "
+               "has address bits set past its prefix length");
+  expect_error(MINIMAL "proxy_trusted = ::1, balancer.example\n"
+                       "proxy_protocol = yes\n",
+               "xcmd.conf:7: key 'proxy_trusted' in [listener]: "
+               "'balancer.example' is not an IPv4 or IPv6 address or "
+               "network (no host names, no zone ids)");
+  expect_error(MINIMAL "proxy_protocol = yes\nproxy_trusted = 10.0.0.0/33\n"
+                       "[listener]\nport = 5300\n",
+               "xcmd.conf:8: key 'proxy_trusted' in [listener]: "
+               "'10.0.0.0/33' has a prefix length over 32");
+  expect_error(MINIMAL "proxy_protocol = yes\nproxy_trusted = 10.0.0.1,\n",
+               "xcmd.conf:8: key 'proxy_trusted' in [listener]: entry 2 is "
+               "empty");
 }
 
 static void test_words(void) {
@@ -1434,6 +1475,7 @@ static const xcm_test tests[] = {
     {"durations", test_durations},
     {"booleans", test_booleans},
     {"proxy_protocol", test_proxy_protocol},
+    {"proxy_trusted", test_proxy_trusted},
     {"words", test_words},
     {"every_key", test_every_key},
     {"unlimited", test_unlimited},

@@ -2,7 +2,9 @@
  * the load balancer, sends a v1 or v2 header and logs in; the session's
  * peer is the address in the header, the per-address limit counts that
  * address and not the socket's, and a connection without a valid header
- * is closed before a byte of XMPP. */
+ * is closed before a byte of XMPP. Headers are taken only from the
+ * listener's proxy_trusted: a stranger is closed before its first byte
+ * is read, however good its header. */
 #include <stdio.h>
 #include <string.h>
 #include <uv.h>
@@ -24,7 +26,7 @@ typedef struct seen {
 } seen;
 
 static seen last;
-static int proxy_port, proxy_tls_port;
+static int proxy_port, proxy_tls_port, strict_port;
 
 static void on_session(void *ud, xcm_session_event ev,
                        const xcm_session_info *info) {
@@ -38,12 +40,15 @@ static void on_session(void *ud, xcm_session_event ev,
 
 /* The CM's log lines about PROXY headers, the last one kept. */
 static char proxy_line[256];
+static char untrusted_line[256];
 
 static void on_log(void *ud, int level, const char *msg) {
   (void)ud;
   (void)level;
   if (strncmp(msg, "PROXY", 5) == 0)
     snprintf(proxy_line, sizeof proxy_line, "%s", msg);
+  if (strstr(msg, "not a trusted PROXY source") != NULL)
+    snprintf(untrusted_line, sizeof untrusted_line, "%s", msg);
 }
 
 /* Short only for the test that waits for it: elsewhere a loaded machine
@@ -63,8 +68,9 @@ static void hooks(xcm_cm *cm, void *ud) {
   xcm_cm_set_session_events(cm, on_session, NULL);
 }
 
-/* The world's own plain listener, and two that require the header: one
- * plain (listener 1), one direct TLS (listener 2). */
+/* The world's own plain listener, and three that require the header:
+ * one plain (listener 1) and one direct TLS (listener 2) trusting
+ * 127.0.0.1, and one plain (listener 3) trusting only 127.0.0.2. */
 static void world_start(world *w) {
   xcm_test_world_setup s = {.seed = 7, .tune = tune, .hooks = hooks};
   xcm_listen_options lo;
@@ -75,6 +81,7 @@ static void world_start(world *w) {
   xcm_listen_options_init(&lo, sizeof lo);
   lo.host = "127.0.0.1";
   lo.proxy_protocol = 1;
+  lo.proxy_trusted = "192.0.2.0/24, 127.0.0.1";
   REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
   proxy_port = xcm_cm_listener_port(w->cm, 1);
   lo.cert_file = xcm_test_cert("server.pem");
@@ -82,6 +89,11 @@ static void world_start(world *w) {
   lo.direct_tls = 1;
   REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
   proxy_tls_port = xcm_cm_listener_port(w->cm, 2);
+  xcm_listen_options_init(&lo, sizeof lo);
+  lo.proxy_protocol = 1;
+  lo.proxy_trusted = "::1, 127.0.0.2";
+  REQUIRE(xcm_cm_listen(w->cm, &lo, err, sizeof err) == 0);
+  strict_port = xcm_cm_listener_port(w->cm, 3);
 }
 
 static void world_stop(world *w) {
@@ -368,6 +380,111 @@ static void test_direct_tls(void) {
   world_stop(&w);
 }
 
+/* Listener 3 trusts 127.0.0.2 alone: from there a header is taken as
+ * anywhere; from 127.0.0.1 the same header and stream header get the
+ * connection closed before a byte is read, nothing written back, counted
+ * and logged, and the CM never hears of it as a client. */
+static void test_trusted_source(void) {
+  static const char hdr[] = "PROXY TCP4 198.51.100.9 127.0.0.1 40000 5222\r\n";
+  world w;
+  raw r;
+  xcm_stats st;
+  int i;
+
+  world_start(&w);
+  REQUIRE(
+      xcm_raw_open_from(&r, &w.loop, "127.0.0.2", "127.0.0.1", strict_port, 1));
+  xcm_raw_sends(&r, hdr);
+  CHECK(login(&r));
+  CHECK(session_peer_is(&w, "198.51.100.9"));
+  CHECK_STR(proxy_line, "PROXY v1: client 198.51.100.9 port 40000 (through "
+                        "127.0.0.2), to 127.0.0.1 port 5222");
+  xcm_raw_free(&r);
+  for (i = 0; i < 2; i++) {
+    unsigned before = xcm_test_failures();
+    unsigned char h[64];
+    size_t n;
+
+    proxy_line[0] = '\0';
+    raw_open(&w, &r, strict_port);
+    if (i == 0) {
+      xcm_raw_sends(&r, hdr);
+    } else {
+      n = v2_header(h, 1, v4_block, sizeof v4_block);
+      xcm_raw_send(&r, (const char *)h, n);
+    }
+    xcm_raw_sends(&r, XCM_RAW_HDR);
+    CHECK(xcm_test_run_until(&w.loop, xcm_raw_is_eof, &r, 3000));
+    CHECK_INT(r.in.len, 0);
+    st = stats(&w);
+    CHECK_INT(st.proxy_untrusted, i + 1);
+    CHECK_INT(st.proxy_headers_refused, 0);
+    CHECK_INT(st.clients_refused, 0);
+    CHECK_INT(st.clients_accepted, 1);
+    CHECK_STR(proxy_line, ""); /* never read */
+    CHECK_STR(untrusted_line, "127.0.0.1: not a trusted PROXY source "
+                              "(proxy_trusted): closed");
+    xcm_raw_free(&r);
+    xcm_test_tried("proxy-headers", before);
+  }
+  /* Listener 1 trusts 127.0.0.1, and counts nothing of this. */
+  raw_open(&w, &r, proxy_port);
+  xcm_raw_sends(&r, hdr);
+  CHECK(login(&r));
+  CHECK(session_peer_is(&w, "198.51.100.9"));
+  xcm_raw_free(&r);
+  CHECK_INT(stats(&w).proxy_untrusted, 2);
+  world_stop(&w);
+}
+
+/* What xcm_cm_listen says of proxy_trusted: required with
+ * proxy_protocol, refused without it, each bad entry named. */
+static void test_trusted_options(void) {
+  static const struct {
+    int proxy;
+    const char *list, *err;
+  } cases[] = {
+      {1, NULL,
+       "xcm_listen_options.proxy_trusted is not set: a "
+       "proxy_protocol listener takes PROXY headers only from the "
+       "balancers it lists (e.g. \"10.0.0.5, fd00::/8\")"},
+      {1, " ", "xcm_listen_options.proxy_trusted is not set"},
+      {0, "127.0.0.1",
+       "xcm_listen_options.proxy_trusted is set without "
+       "proxy_protocol: set both, or neither"},
+      {1, "127.0.0.1, lb.example.net",
+       "xcm_listen_options.proxy_trusted: 'lb.example.net' is not an IPv4 "
+       "or IPv6 address or network (no host names, no zone ids)"},
+      {1, "10.1.0.0/8",
+       "xcm_listen_options.proxy_trusted: '10.1.0.0/8' "
+       "has address bits set past its prefix length"},
+      {1, "10.0.0.0/33", "'10.0.0.0/33' has a prefix length over 32"},
+      {1, "::1,", "entry 2 is empty"},
+  };
+  world w;
+  xcm_listen_options lo;
+  char err[256];
+  size_t i;
+
+  world_start(&w);
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    xcm_listen_options_init(&lo, sizeof lo);
+    lo.proxy_protocol = cases[i].proxy;
+    lo.proxy_trusted = cases[i].list;
+    err[0] = '\0';
+    CHECK_INT(xcm_cm_listen(w.cm, &lo, err, sizeof err), XCM_EINVAL);
+    if (!CHECK(strstr(err, cases[i].err) != NULL))
+      fprintf(stderr, "# case %zu: %s\n", i, err);
+    CHECK_INT(xcm_listen_options_check(&lo, err, sizeof err), XCM_EINVAL);
+  }
+  xcm_listen_options_init(&lo, sizeof lo);
+  lo.proxy_protocol = 1;
+  lo.proxy_trusted = "0.0.0.0/0, ::/0";
+  CHECK_INT(xcm_listen_options_check(&lo, err, sizeof err), 0);
+  CHECK_INT(xcm_cm_listen(w.cm, &lo, err, sizeof err), 0);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
     {"v1_login", test_v1_login},
     {"v2_login", test_v2_login},
@@ -376,6 +493,8 @@ static const xcm_test tests[] = {
     {"no_header_refused", test_no_header_refused},
     {"header_timeout", test_header_timeout},
     {"direct_tls", test_direct_tls},
+    {"trusted_source", test_trusted_source},
+    {"trusted_options", test_trusted_options},
 };
 
 int main(int argc, char **argv) {

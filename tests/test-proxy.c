@@ -367,6 +367,113 @@ static void test_truncated(void) {
   }
 }
 
+/* ---- trusted sources ---------------------------------------------- */
+
+static int trusts(const char *list, const char *addr) {
+  xcm_proxy_net nets[XCM_PROXY_MAX_TRUSTED];
+  int n = xcm__proxy_trust_parse(list, nets, NULL, 0);
+
+  return n < 0 ? -1 : xcm__proxy_trusts_text(nets, (unsigned)n, addr);
+}
+
+static void test_trust_parse(void) {
+  static const struct {
+    const char *list;
+    int n;
+  } good[] = {
+      {NULL, 0},
+      {"", 0},
+      {" \t ", 0},
+      {"127.0.0.1", 1},
+      {"127.0.0.1, 10.0.0.0/8, ::1, fd00::/8", 4},
+      {"\t10.0.0.0/8 ,192.168.0.0/16\t", 2},
+      {"0.0.0.0/0, ::/0", 2},
+      {"10.1.2.3/32, 2001:db8::1/128, 2001:db8::/32", 3},
+      {"::ffff:10.0.0.0/104", 1},
+  };
+  static const struct {
+    const char *list, *err;
+  } bad[] = {
+      {",", "entry 1 is empty"},
+      {"127.0.0.1,,::1", "entry 2 is empty"},
+      {"127.0.0.1, ", "entry 2 is empty"},
+      {"localhost", "'localhost' is not an IPv4 or IPv6 address"},
+      {"fe80::1%eth0", "'fe80::1%eth0' is not an IPv4 or IPv6 address"},
+      {"10.0.0", "'10.0.0' is not an IPv4"},
+      {"10.0.0.256", "'10.0.0.256' is not"},
+      {"10.0.0.0/", "'10.0.0.0/' has a bad prefix length"},
+      {"10.0.0.0/8/8", "'10.0.0.0/8/8' has a bad prefix length"},
+      {"10.0.0.0/-8", "'10.0.0.0/-8' has a bad prefix length"},
+      {"10.0.0.0/08", "'10.0.0.0/08' has a bad prefix length"},
+      {"10.0.0.0/1000", "'10.0.0.0/1000' has a bad prefix length"},
+      {"10.0.0.0/33", "'10.0.0.0/33' has a prefix length over 32"},
+      {"::/129", "'::/129' has a prefix length over 128"},
+      {"10.0.0.1/8", "'10.0.0.1/8' has address bits set past its prefix"},
+      {"fd00::1/8", "'fd00::1/8' has address bits set past its prefix"},
+      {"/8", "'/8' is not an IPv4 or IPv6 address or network"},
+      {"10.0.0.0 /8", "'10.0.0.0 /8' is not"},
+  };
+  char list[64 * 12 + 16], err[160];
+  size_t i;
+  int k;
+
+  for (i = 0; i < sizeof good / sizeof good[0]; i++)
+    if (!CHECK_INT(xcm__proxy_trust_parse(good[i].list, NULL, NULL, 0),
+                   good[i].n))
+      fprintf(stderr, "# %s\n", good[i].list);
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    err[0] = '\0';
+    CHECK_INT(xcm__proxy_trust_parse(bad[i].list, NULL, err, sizeof err),
+              XCM_EINVAL);
+    if (!CHECK(strncmp(err, bad[i].err, strlen(bad[i].err)) == 0))
+      fprintf(stderr, "# %s: %s\n", bad[i].list, err);
+  }
+  /* At most XCM_PROXY_MAX_TRUSTED entries. */
+  list[0] = '\0';
+  for (k = 0; k < XCM_PROXY_MAX_TRUSTED; k++)
+    snprintf(list + strlen(list), sizeof list - strlen(list), "%s10.0.0.%d",
+             k ? "," : "", k);
+  CHECK_INT(xcm__proxy_trust_parse(list, NULL, NULL, 0), XCM_PROXY_MAX_TRUSTED);
+  strcat(list, ",::1");
+  CHECK_INT(xcm__proxy_trust_parse(list, NULL, err, sizeof err), XCM_EINVAL);
+  CHECK_STR(err, "more than 64 entries: give networks (CIDR) instead");
+}
+
+static void test_trust_match(void) {
+  /* Addresses and prefix lengths, at and across their edges. */
+  CHECK_INT(trusts("127.0.0.1", "127.0.0.1"), 1);
+  CHECK_INT(trusts("127.0.0.1", "127.0.0.2"), 0);
+  CHECK_INT(trusts("10.0.0.0/8", "10.255.255.255"), 1);
+  CHECK_INT(trusts("10.0.0.0/8", "11.0.0.0"), 0);
+  CHECK_INT(trusts("10.0.0.0/8", "9.255.255.255"), 0);
+  CHECK_INT(trusts("192.168.4.0/22", "192.168.7.200"), 1);
+  CHECK_INT(trusts("192.168.4.0/22", "192.168.8.1"), 0);
+  CHECK_INT(trusts("192.168.4.0/22", "192.168.3.255"), 0);
+  CHECK_INT(trusts("0.0.0.0/0", "203.0.113.1"), 1);
+  CHECK_INT(trusts("0.0.0.0/0", "2001:db8::1"), 0); /* IPv4 only */
+  CHECK_INT(trusts("::/0", "2001:db8::1"), 1);
+  CHECK_INT(trusts("fd00::/8", "fdff:1::1"), 1);
+  CHECK_INT(trusts("fd00::/8", "fc00::1"), 0);
+  CHECK_INT(trusts("2001:db8::/33", "2001:db8:7fff::1"), 1);
+  CHECK_INT(trusts("2001:db8::/33", "2001:db8:8000::1"), 0);
+  CHECK_INT(trusts("::1", "::1"), 1);
+  CHECK_INT(trusts("::1", "127.0.0.1"), 0);
+  CHECK_INT(trusts("127.0.0.1, ::1", "::1"), 1);
+  /* IPv4-mapped IPv6: a dual-stack socket's IPv4 peer matches the IPv4
+   * entry, and an entry written mapped matches the IPv4 address. */
+  CHECK_INT(trusts("10.0.0.0/8", "::ffff:10.1.2.3"), 1);
+  CHECK_INT(trusts("10.0.0.0/8", "::ffff:11.1.2.3"), 0);
+  CHECK_INT(trusts("::ffff:10.0.0.0/104", "10.9.9.9"), 1);
+  CHECK_INT(trusts("::ffff:127.0.0.1", "127.0.0.1"), 1);
+  CHECK_INT(trusts("::ffff:0:0/96", "198.51.100.1"), 1);
+  CHECK_INT(trusts("::ffff:0:0/96", "2001:db8::1"), 0);
+  /* Not an address: never trusted. */
+  CHECK_INT(trusts("0.0.0.0/0, ::/0", "fuzzer"), 0);
+  CHECK_INT(trusts("0.0.0.0/0, ::/0", ""), 0);
+  CHECK_INT(trusts("0.0.0.0/0, ::/0", NULL), 0);
+  CHECK_INT(trusts("", "127.0.0.1"), 0);
+}
+
 static const xcm_test tests[] = {
     {"v1", test_v1},
     {"v1_longest", test_v1_longest},
@@ -375,6 +482,8 @@ static const xcm_test tests[] = {
     {"v2", test_v2},
     {"v2_malformed", test_v2_malformed},
     {"truncated", test_truncated},
+    {"trust_parse", test_trust_parse},
+    {"trust_match", test_trust_match},
 };
 
 int main(int argc, char **argv) {

@@ -243,6 +243,8 @@ static const xcmd_key xcmd_keys[] = {
      offsetof(xcm_listen_options, reuseport), 0, 0},
     {XCMD_SEC_LISTENER, "proxy_protocol", XCMD_T_BOOL,
      offsetof(xcm_listen_options, proxy_protocol), 0, 0},
+    {XCMD_SEC_LISTENER, "proxy_trusted", XCMD_T_STR,
+     offsetof(xcm_listen_options, proxy_trusted), 0, 0},
 
     {XCMD_SEC_LIMITS, "max_stanza_preauth", XCMD_T_SIZE,
      offsetof(xcmd_config, opt.max_stanza_preauth), XCMD_KIB, XCMD_MIB},
@@ -718,6 +720,37 @@ static unsigned xcmd_line_of(const xcmd_ini *st, int section,
   return st->key_line[xcmd_known_key(section, name)];
 }
 
+/* proxy_trusted: libxcm's own check of the list (xcm_listen_options_check
+ * names the bad entry), and both ways with proxy_protocol. */
+static int xcmd_listener_trusted(xcmd_ini *st, const xcm_listen_options *lo) {
+  static const char field[] = "xcm_listen_options.proxy_trusted: ";
+  unsigned proxy_line = xcmd_line_of(st, XCMD_SEC_LISTENER, "proxy_protocol");
+  unsigned trusted_line = xcmd_line_of(st, XCMD_SEC_LISTENER, "proxy_trusted");
+  int trusted_key = xcmd_known_key(XCMD_SEC_LISTENER, "proxy_trusted");
+  xcm_listen_options check;
+  char why[256];
+
+  if (trusted_line != 0) {
+    xcm_listen_options_init(&check, sizeof check);
+    check.proxy_protocol = 1;
+    check.proxy_trusted = lo->proxy_trusted;
+    if (xcm_listen_options_check(&check, why, sizeof why) != 0)
+      return xcmd_key_fail(st, trusted_line, trusted_key, "%s",
+                           strncmp(why, field, sizeof field - 1) == 0
+                               ? why + sizeof field - 1
+                               : why);
+  }
+  if (lo->proxy_protocol && trusted_line == 0)
+    return xcmd_key_fail(st, proxy_line,
+                         xcmd_known_key(XCMD_SEC_LISTENER, "proxy_protocol"),
+                         "needs 'proxy_trusted', the load balancers' addresses "
+                         "(e.g. proxy_trusted = 10.0.0.5, fd00::/8)");
+  if (!lo->proxy_protocol && trusted_line != 0)
+    return xcmd_key_fail(st, trusted_line, trusted_key,
+                         "set without 'proxy_protocol = yes'");
+  return 0;
+}
+
 /* Checks that need a listener's every key, run when its section ends. */
 static int xcmd_listener_done(xcmd_ini *st) {
   unsigned i = st->cfg->nlisteners - 1, j;
@@ -726,6 +759,7 @@ static int xcmd_listener_done(xcmd_ini *st) {
   unsigned key_line = xcmd_line_of(st, XCMD_SEC_LISTENER, "key");
   unsigned tls_line = xcmd_line_of(st, XCMD_SEC_LISTENER, "direct_tls");
   char shown[64];
+  int rc;
 
   if (cert_line != 0 && key_line == 0)
     return xcmd_key_fail(st, cert_line,
@@ -738,6 +772,8 @@ static int xcmd_listener_done(xcmd_ini *st) {
     return xcmd_key_fail(st, tls_line,
                          xcmd_known_key(XCMD_SEC_LISTENER, "direct_tls"),
                          "needs 'cert' and 'key'");
+  if ((rc = xcmd_listener_trusted(st, lo)) != 0)
+    return rc;
   if (lo->port == 0)
     lo->port = lo->direct_tls ? 5223 : 5222;
   /* Only the spelling is compared: 0.0.0.0 against 127.0.0.1 on one port
@@ -858,12 +894,12 @@ static int xcmd_placeholder_fail(xcmd_ini *st) {
 #define XCMD_ADD(...)                                                          \
   do {                                                                         \
     if (at < sizeof(msg))                                                      \
-      at += (size_t)snprintf(msg + at, sizeof(msg) - at, __VA_ARGS__);        \
+      at += (size_t)snprintf(msg + at, sizeof(msg) - at, __VA_ARGS__);         \
   } while (0)
   for (i = 0; i < n; i++) {
     const xcmd_key *key = &xcmd_keys[st->placeholder[i]];
-    XCMD_ADD("%s[%s] %s", xcmd_list_sep(i, n),
-             xcmd_section_names[key->section], key->name);
+    XCMD_ADD("%s[%s] %s", xcmd_list_sep(i, n), xcmd_section_names[key->section],
+             key->name);
   }
   XCMD_ADD(" %s still the placeholder%s from the package (%s): set %s to ",
            n == 1 ? "is" : "are", n == 1 ? "" : "s", XCMD_PLACEHOLDER,

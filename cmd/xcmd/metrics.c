@@ -127,6 +127,7 @@ static char *render(xcmd_metrics *m, size_t *len) {
     sum.auth_timeouts += w->stats.auth_timeouts;
     sum.reads_shaped += w->stats.reads_shaped;
     sum.proxy_headers_refused += w->stats.proxy_headers_refused;
+    sum.proxy_untrusted += w->stats.proxy_untrusted;
     sum.clients_now += w->stats.clients_now;
     sum.clients_tls_now += w->stats.clients_tls_now;
     sum.sessions_authenticated += w->stats.sessions_authenticated;
@@ -178,6 +179,10 @@ static char *render(xcmd_metrics *m, size_t *len) {
           "Connections closed on a proxy_protocol listener for a missing, "
           "malformed or oversized PROXY header.",
           "counter", sum.proxy_headers_refused);
+  counter(&p, &left, "xcm_proxy_untrusted_total",
+          "Connections closed on a proxy_protocol listener at accept for "
+          "coming from an address not in proxy_trusted.",
+          "counter", sum.proxy_untrusted);
   counter(&p, &left, "xcm_sessions_authenticated_total",
           "Sessions that authenticated.", "counter",
           sum.sessions_authenticated);

@@ -164,13 +164,30 @@ typedef struct xcm_listen_options {
    * xcm_session_info.peer, the session create and max_per_address. A
    * connection without a valid one within header_timeout_ms is closed at
    * once (stats.proxy_headers_refused). There is no optional mode: it
-   * would let anyone name any address. Off by default; only for a port
-   * that nothing but the balancer can reach. [0] */
+   * would let anyone name any address. Off by default; requires
+   * proxy_trusted. [0] */
   int proxy_protocol;
+  /* The balancers a proxy_protocol listener takes PROXY headers from: a
+   * comma-separated list of IPv4 and IPv6 addresses and networks,
+   * "127.0.0.1, 10.0.0.0/8, ::1, fd00::/8" (an IPv4 entry also matches
+   * the IPv4-mapped peers of a dual-stack socket; at most 64 entries).
+   * A connection from any other address is closed as soon as it is
+   * accepted, before a byte is read (stats.proxy_untrusted; through
+   * xcm_cm_attach, peer must be such an address, or XCM_EPROTO). Required
+   * with proxy_protocol, so that nobody trusts the world by leaving it
+   * out ("0.0.0.0/0, ::/0" says so on purpose), and refused without it.
+   * [NULL] */
+  const char *proxy_trusted;
 } xcm_listen_options;
 
 /* Set size and every field of *lo to its default: as xcm_options_init. */
 XCM_EXTERN int xcm_listen_options_init(xcm_listen_options *lo, size_t size);
+/* The checks xcm_cm_listen makes of *lo before it opens a file or a
+ * socket (proxy_trusted's syntax among them), without an instance: 0,
+ * or XCM_EINVAL with errbuf naming the field and the bad value. For a
+ * program that validates its configuration before it runs. */
+XCM_EXTERN int xcm_listen_options_check(const xcm_listen_options *lo,
+                                        char *errbuf, size_t errlen);
 
 /* Filled by xcm_cm_stats, which writes as much of it as the caller's
  * size holds: it grows at its end only. */
@@ -210,6 +227,9 @@ typedef struct xcm_stats {
    * malformed or oversized PROXY header (a header timeout counts in
    * header_timeouts). */
   uint64_t proxy_headers_refused;
+  /* Connections closed on a proxy_protocol listener, as soon as they were
+   * accepted, for coming from an address not in proxy_trusted. */
+  uint64_t proxy_untrusted;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "core/ctx.h"
+#include "transport/proxy.h"
 #include "transport/stream.h"
 #include "xcm/condition.h"
 #include "xcm/policy.h"
@@ -46,6 +47,10 @@ typedef struct xcm_client_cfg {
   xcm_tls_config *tls;        /* NULL: no STARTTLS here */
   int direct_tls;             /* XEP-0368: TLS from the first byte */
   int proxy_protocol;         /* a PROXY header first (transport/proxy.h) */
+  /* ... taken only from these sources: a peer elsewhere is closed at
+   * accept (session.c). */
+  xcm_proxy_net trusted[XCM_PROXY_MAX_TRUSTED];
+  unsigned ntrusted;
   /* While no upstream link is up, a new client waits this long for one
    * before remote-connection-failed; 0 refuses at once. */
   unsigned upstream_wait_ms;

@@ -26,6 +26,7 @@ typedef struct xcm_counters {
   uint64_t auth_timeouts;   /* not authenticated in time */
   uint64_t reads_shaped;    /* times a client's reads paused for its rate */
   uint64_t proxy_headers_refused; /* no valid PROXY header */
+  uint64_t proxy_untrusted;       /* a PROXY listener's untrusted peer */
 } xcm_counters;
 
 #endif

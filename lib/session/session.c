@@ -378,6 +378,33 @@ static void refuse(xcm_sessions *t, uv_tcp_t *tcp, uint64_t *reason) {
   uv_close((uv_handle_t *)tcp, refused_closed);
 }
 
+/* A proxy_protocol listener's peer must be one of its balancers
+ * (proxy_trusted): anyone else is closed before a byte is read, so that
+ * a header from a stranger is never even parsed. */
+static int untrusted(xcm_sessions *t, const xcm_client_cfg *cfg,
+                     uv_tcp_t *tcp) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  char name[46] = "?";
+
+  if (!cfg->proxy_protocol)
+    return 0;
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0) {
+    if (xcm__proxy_trusts(cfg->trusted, cfg->ntrusted, (struct sockaddr *)&ss))
+      return 0;
+    if (ss.ss_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof name);
+    else if (ss.ss_family == AF_INET)
+      uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof name);
+  }
+  t->counters->proxy_untrusted++;
+  xcm__log(t->ctx, XCM_LOG_DEBUG,
+           "%s: not a trusted PROXY source (proxy_trusted): closed", name);
+  tcp->data = t;
+  uv_close((uv_handle_t *)tcp, refused_closed);
+  return 1;
+}
+
 static addr_count *count_key(xcm_sessions *t, const char *key, int *over);
 
 static addr_count *count_address(xcm_sessions *t, uv_tcp_t *tcp, int *over) {
@@ -445,6 +472,14 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
   int err;
 
   *stream = NULL;
+  if (cfg->proxy_protocol &&
+      !xcm__proxy_trusts_text(cfg->trusted, cfg->ntrusted, peer)) {
+    t->counters->proxy_untrusted++;
+    xcm__log(t->ctx, XCM_LOG_DEBUG,
+             "%s: not a trusted PROXY source (proxy_trusted): refused",
+             peer != NULL ? peer : "(no peer)");
+    return XCM_EPROTO;
+  }
   if (t->count >= t->max_clients) {
     t->counters->clients_refused++;
     t->counters->clients_refused_total_limit++;
@@ -470,6 +505,8 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
   addr_count *a = NULL;
   int over = 0, err;
 
+  if (untrusted(t, cfg, tcp))
+    return XCM_EPROTO;
   if (t->count >= t->max_clients) {
     refuse(t, tcp, &t->counters->clients_refused_total_limit);
     return XCM_EBUSY;

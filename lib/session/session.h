@@ -75,7 +75,8 @@ void xcm__sessions_free(xcm_sessions *t);
 
 /* A connection was accepted on tcp (allocated with the context's
  * allocator, initialised, owned by the session from now on). Refuses it
- * (closing tcp) when a limit is reached. */
+ * (closing tcp) when a limit is reached, and on a proxy_protocol listener
+ * when the peer is not one of cfg->trusted (XCM_EPROTO). */
 int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
                         uv_tcp_t *tcp);
 

@@ -4,7 +4,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "xcm/error.h"
 
@@ -241,4 +243,174 @@ int xcm__proxy_feed(xcm_proxy *p, const char *data, size_t len, size_t *used,
   }
   return p->version == 1 ? feed_v1(p, data, len, used, out)
                          : feed_v2(p, data, len, used, out);
+}
+
+/* ---- trusted sources ------------------------------------------------- */
+
+static void map_v4(const unsigned char v4[4], unsigned char out[16]) {
+  memset(out, 0, 10);
+  out[10] = out[11] = 0xFF;
+  memcpy(out + 12, v4, 4);
+}
+
+static int match(const xcm_proxy_net *net, const unsigned char a[16]) {
+  unsigned full = net->prefix / 8, rest = net->prefix % 8;
+
+  if (memcmp(net->addr, a, full) != 0)
+    return 0;
+  return rest == 0 || ((net->addr[full] ^ a[full]) &
+                       (unsigned char)(0xFF << (8 - rest))) == 0;
+}
+
+static int trust_fail(char *errbuf, size_t errlen, const char *entry, size_t n,
+                      const char *why) {
+  if (errbuf != NULL && errlen > 0)
+    snprintf(errbuf, errlen, "'%.*s' %s", (int)(n > 64 ? 64 : n), entry, why);
+  return XCM_EINVAL;
+}
+
+/* One entry, blanks already trimmed: ADDRESS or ADDRESS/PREFIX. */
+static int trust_entry(const char *s, size_t n, xcm_proxy_net *out,
+                       char *errbuf, size_t errlen) {
+  const char *slash = memchr(s, '/', n);
+  size_t alen = slash != NULL ? (size_t)(slash - s) : n;
+  char text[46];
+  unsigned char bin[16];
+  unsigned prefix = 0, max, i, v4;
+
+  if (alen == 0 || alen >= sizeof text)
+    return trust_fail(errbuf, errlen, s, n,
+                      "is not an IPv4 or IPv6 address or network");
+  memcpy(text, s, alen);
+  text[alen] = '\0';
+  v4 = inet_pton(AF_INET, text, bin) == 1;
+  if (v4) {
+    map_v4(bin, out->addr);
+  } else if (inet_pton(AF_INET6, text, out->addr) != 1) {
+    return trust_fail(errbuf, errlen, s, n,
+                      "is not an IPv4 or IPv6 address or network (no host "
+                      "names, no zone ids)");
+  }
+  max = v4 ? 32 : 128;
+  if (slash == NULL) {
+    prefix = max;
+  } else {
+    const char *d = slash + 1;
+    size_t dn = n - alen - 1;
+
+    if (dn == 0 || dn > 3 || (d[0] == '0' && dn > 1))
+      return trust_fail(errbuf, errlen, s, n, "has a bad prefix length");
+    for (i = 0; i < dn; i++) {
+      if (d[i] < '0' || d[i] > '9')
+        return trust_fail(errbuf, errlen, s, n, "has a bad prefix length");
+      prefix = prefix * 10 + (unsigned)(d[i] - '0');
+    }
+    if (prefix > max)
+      return trust_fail(errbuf, errlen, s, n,
+                        v4 ? "has a prefix length over 32"
+                           : "has a prefix length over 128");
+  }
+  out->prefix = (unsigned char)(v4 ? prefix + 96 : prefix);
+  /* "10.1.0.0/8" is more likely a typing error than a way to write
+   * 10.0.0.0/8: refuse it rather than guess. */
+  memcpy(bin, out->addr, 16);
+  for (i = out->prefix; i < 128; i++)
+    bin[i / 8] &= (unsigned char)~(0x80u >> (i % 8));
+  if (memcmp(bin, out->addr, 16) != 0)
+    return trust_fail(errbuf, errlen, s, n,
+                      "has address bits set past its prefix length");
+  return 0;
+}
+
+static int blank(char c) {
+  return c == ' ' || c == '\t';
+}
+
+int xcm__proxy_trust_parse(const char *list, xcm_proxy_net *nets, char *errbuf,
+                           size_t errlen) {
+  xcm_proxy_net scratch;
+  const char *p = list;
+  int count = 0, err;
+
+  if (list == NULL)
+    return 0;
+  while (blank(*p))
+    p++;
+  if (*p == '\0')
+    return 0;
+  for (;;) {
+    const char *end = strchr(p, ','), *a = p, *b;
+
+    if (end == NULL)
+      end = p + strlen(p);
+    b = end;
+    while (a < b && blank(*a))
+      a++;
+    while (b > a && blank(b[-1]))
+      b--;
+    if (a == b) {
+      if (errbuf != NULL && errlen > 0)
+        snprintf(errbuf, errlen, "entry %d is empty", count + 1);
+      return XCM_EINVAL;
+    }
+    if (count == XCM_PROXY_MAX_TRUSTED) {
+      if (errbuf != NULL && errlen > 0)
+        snprintf(errbuf, errlen,
+                 "more than %d entries: give networks (CIDR) instead",
+                 XCM_PROXY_MAX_TRUSTED);
+      return XCM_EINVAL;
+    }
+    err = trust_entry(a, (size_t)(b - a),
+                      nets != NULL ? &nets[count] : &scratch, errbuf, errlen);
+    if (err != 0)
+      return err;
+    count++;
+    if (*end == '\0')
+      return count;
+    p = end + 1;
+  }
+}
+
+static int trusts(const xcm_proxy_net *nets, unsigned n,
+                  const unsigned char a[16]) {
+  unsigned i;
+
+  for (i = 0; i < n; i++)
+    if (match(&nets[i], a))
+      return 1;
+  return 0;
+}
+
+/* Read through memcpy: sa may be a sockaddr_in, _in6 or _storage, and a
+ * field read through another struct type is one the compiler may assume
+ * unwritten (strict aliasing). */
+int xcm__proxy_trusts(const xcm_proxy_net *nets, unsigned n,
+                      const struct sockaddr *sa) {
+  const char *p = (const char *)sa;
+  unsigned char a[16], v4[4];
+  sa_family_t family;
+
+  memcpy(&family, p + offsetof(struct sockaddr, sa_family), sizeof family);
+  if (family == AF_INET) {
+    memcpy(v4, p + offsetof(struct sockaddr_in, sin_addr), 4);
+    map_v4(v4, a);
+  } else if (family == AF_INET6) {
+    memcpy(a, p + offsetof(struct sockaddr_in6, sin6_addr), 16);
+  } else {
+    return 0;
+  }
+  return trusts(nets, n, a);
+}
+
+int xcm__proxy_trusts_text(const xcm_proxy_net *nets, unsigned n,
+                           const char *addr) {
+  unsigned char a[16], v4[4];
+
+  if (addr == NULL)
+    return 0;
+  if (inet_pton(AF_INET, addr, v4) == 1)
+    map_v4(v4, a);
+  else if (inet_pton(AF_INET6, addr, a) != 1)
+    return 0;
+  return trusts(nets, n, a);
 }

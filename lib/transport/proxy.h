@@ -62,4 +62,38 @@ void xcm__proxy_init(xcm_proxy *p);
 int xcm__proxy_feed(xcm_proxy *p, const char *data, size_t len, size_t *used,
                     xcm_proxy_header *out);
 
+/* ---- trusted sources ----------------------------------------------------
+ *
+ * A listener that reads PROXY headers takes them only from the sources
+ * it trusts (xcm_listen_options.proxy_trusted): a list of addresses and
+ * networks, "127.0.0.1, 10.0.0.0/8, ::1, fd00::/8". Both families are
+ * held as IPv6, an IPv4 network as its IPv4-mapped form (a.b.c.d/n as
+ * ::ffff:a.b.c.d/96+n), so that one comparison also serves the mapped
+ * peers of a dual-stack socket. */
+
+/* The most entries in one list: networks cover the rest. */
+#define XCM_PROXY_MAX_TRUSTED 64
+
+typedef struct xcm_proxy_net {
+  unsigned char addr[16]; /* bits past prefix are zero */
+  unsigned char prefix;   /* 0 to 128 */
+} xcm_proxy_net;
+
+/* Parse list into nets (room for XCM_PROXY_MAX_TRUSTED; NULL to check
+ * only): the number of entries, 0 for NULL or a blank list, or
+ * XCM_EINVAL with errbuf naming the bad entry (no prefix of the field's
+ * name: the caller adds it). Entries are separated by commas, blanks
+ * around them ignored; an address alone is a /32 or /128; bits set past
+ * a network's prefix are refused as a likely typing error. */
+int xcm__proxy_trust_parse(const char *list, xcm_proxy_net *nets, char *errbuf,
+                           size_t errlen);
+
+/* Whether the address (as a struct sockaddr: AF_INET or AF_INET6) or
+ * its text is in one of n nets. Text that is no address is not. */
+struct sockaddr;
+int xcm__proxy_trusts(const xcm_proxy_net *nets, unsigned n,
+                      const struct sockaddr *sa);
+int xcm__proxy_trusts_text(const xcm_proxy_net *nets, unsigned n,
+                           const char *addr);
+
 #endif

@@ -28,7 +28,9 @@ typedef struct state {
 static void log_fn(void *ud, int level, const char *msg) {
   (void)ud;
   if (level <= XCM_LOG_WARN || getenv("XCM_E2E_DEBUG") ||
-      (getenv("XCM_E2E_PROXY") && strncmp(msg, "PROXY", 5) == 0))
+      (getenv("XCM_E2E_PROXY") &&
+       (strncmp(msg, "PROXY", 5) == 0 ||
+        strstr(msg, "not a trusted PROXY source") != NULL)))
     fprintf(stderr, "e2e-server: %s\n", msg);
 }
 
@@ -136,7 +138,8 @@ int main(int argc, char **argv) {
     o.max_per_address = XCM_UNLIMITED;
   }
   o.log = log_fn;
-  /* XCM_E2E_PROXY: both listeners behind a balancer (PROXY protocol). */
+  /* XCM_E2E_PROXY: both listeners behind a balancer (PROXY protocol),
+   * taking headers from the sources it lists (proxy_trusted). */
   if (getenv("XCM_E2E_PROXY") != NULL)
     o.log_level = XCM_LOG_DEBUG;
   if (xcm_cm_new(&s.cm, s.loop, &o, err, sizeof err) != 0) {
@@ -147,6 +150,7 @@ int main(int argc, char **argv) {
     xcm_cm_set_session_events(s.cm, on_session, NULL);
   xcm_listen_options_init(&lo, sizeof lo);
   lo.proxy_protocol = getenv("XCM_E2E_PROXY") != NULL;
+  lo.proxy_trusted = getenv("XCM_E2E_PROXY");
   lo.host = "127.0.0.1";
   lo.cert_file = argv[2];
   lo.key_file = argv[3];

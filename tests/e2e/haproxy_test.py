@@ -1,14 +1,15 @@
 #!/usr/bin/python3
 """Real clients through the real HAProxy to libxcm's PROXY listeners.
 
-Starts e2e-server with XCM_E2E_PROXY=1 (both its listeners require a
-PROXY header), then Debian's haproxy on loopback in TCP mode with two
+Starts e2e-server with XCM_E2E_PROXY=127.0.0.1 (both its listeners
+require a PROXY header, taken from 127.0.0.1 alone: proxy_trusted), then Debian's haproxy on loopback in TCP mode with two
 frontends: one to the STARTTLS listener with send-proxy (v1), one to the
 direct TLS listener with send-proxy-v2. Two slixmpp clients log in
 through them and chat. The CM must report each client as the address and
 source port the client has, not HAProxy's own connection to it: every
 process here is on 127.0.0.1, so the ports tell them apart. A connection
-straight to the CM without a header is refused without a byte.
+straight to the CM without a header is refused without a byte, and one
+from 127.0.0.2, not trusted, with a valid header is closed unread.
 
 usage: haproxy_test.py E2E_SERVER CERTDIR
 Prints TAP; run with Debian's /usr/bin/python3 (python3-slixmpp).
@@ -82,7 +83,8 @@ backend cm_v2
 async def main(server, certs, tmp, tap):
     log_path = os.path.join(tmp, "server.log")
     ports_path = os.path.join(tmp, "ports")
-    env = dict(os.environ, XCM_E2E_PROXY="1")
+    # HAProxy connects from 127.0.0.1: the only source trusted.
+    env = dict(os.environ, XCM_E2E_PROXY="127.0.0.1")
     log = open(log_path, "w")
     srv = subprocess.Popen(
         [server, ports_path, os.path.join(certs, "server.pem"),
@@ -162,6 +164,29 @@ async def main(server, certs, tmp, tap):
         tap.check(data == b"", "a client without a PROXY header is closed "
                   "before a byte of XMPP", repr(data[:60]))
 
+        # A perfectly good header from a source not in proxy_trusted
+        # (127.0.0.2: Linux routes all of 127/8 to lo): closed as soon as
+        # it is accepted, the header never read.
+        with socket.create_connection(("127.0.0.1", plain), timeout=5,
+                                      source_address=("127.0.0.2", 0)) as s:
+            s.sendall(b"PROXY TCP4 192.0.2.99 127.0.0.1 40000 5222\r\n"
+                      b"<?xml version='1.0'?><stream:stream "
+                      b"xmlns:stream='http://etherx.jabber.org/streams' "
+                      b"xmlns='jabber:client' to='example.test' "
+                      b"version='1.0'>")
+            try:
+                data = s.recv(100)
+            except ConnectionResetError:
+                data = b""
+        tap.check(data == b"", "a valid PROXY header from an untrusted "
+                  "source is closed with nothing sent", repr(data[:60]))
+        ok = await wait_for(lambda: "127.0.0.2: not a trusted PROXY source"
+                            in open(log_path).read(), 5)
+        text = open(log_path).read()
+        tap.check(ok and "192.0.2.99" not in text,
+                  "the untrusted source is logged, its header never read",
+                  text[-600:].replace("\n", "|"))
+
         alice.disconnect()
         bob.disconnect()
         ok = await wait_for(lambda: not alice.is_connected() and
@@ -182,7 +207,7 @@ if __name__ == "__main__":
               "(. .ci/packages.sh; need_packages haproxy)")
         sys.exit(0)
     tap = Tap()
-    print("1..11", flush=True)
+    print("1..13", flush=True)
     tmp = tempfile.mkdtemp()
     try:
         loop = asyncio.new_event_loop()
@@ -191,4 +216,4 @@ if __name__ == "__main__":
             main(sys.argv[1], sys.argv[2], tmp, tap), 60))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    sys.exit(1 if tap.failed or tap.n != 11 else 0)
+    sys.exit(1 if tap.failed or tap.n != 13 else 0)

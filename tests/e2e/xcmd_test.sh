@@ -18,7 +18,7 @@ check() {
   if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
     echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
 }
-echo "1..21"
+echo "1..22"
 
 "$xcmd" --version | grep -q '^xcmd [0-9]'
 check $? "--version"
@@ -113,7 +113,8 @@ echo "$metrics" | grep -q '^xcm_connections{transport="plain"} 2$' &&
   echo "$metrics" | grep -q '^xcm_clients_refused_by_limit_total{limit="max_per_address"} 0$' &&
   echo "$metrics" | grep -q '^xcm_client_timeouts_total{timeout="header"} 0$' &&
   echo "$metrics" | grep -q '^xcm_client_reads_shaped_total 0$' &&
-  echo "$metrics" | grep -q '^xcm_proxy_headers_refused_total 0$'
+  echo "$metrics" | grep -q '^xcm_proxy_headers_refused_total 0$' &&
+  echo "$metrics" | grep -q '^xcm_proxy_untrusted_total 0$'
 check $? "the metrics endpoint matches the traffic" "$(echo "$metrics" | head -30 | tr '\n' '|')"
 
 cp "$certs/other.pem" "$tmp/cert.pem"; cp "$certs/other-key.pem" "$tmp/key.pem"
@@ -176,6 +177,7 @@ port = $bport
 [listener]
 port = $((bport + 1))
 proxy_protocol = yes
+proxy_trusted = 127.0.0.1, ::1
 [log]
 level = debug
 bodies = $bodies
@@ -203,4 +205,7 @@ grep -q 'proxy exit 0' "$tmp/proxy-no.out" &&
   grep -q 'PROXY v1: client 192.0.2.7 port 40000 (through 127.0.0.1)' "$tmp/bodies-no.log" &&
   grep -q 'listening on 127.0.0.1 port .* (PROXY protocol required)' "$tmp/bodies-no.log"
 check $? "a proxy_protocol listener: the header's client in the log, none refused" "$(cat "$tmp/proxy-no.out"; grep -m3 PROXY "$tmp/bodies-no.log")"
+grep -q '127.0.0.2: not a trusted PROXY source (proxy_trusted): closed' "$tmp/bodies-no.log" &&
+  ! grep -q '192.0.2.8' "$tmp/bodies-no.log"
+check $? "proxy_trusted: a header from 127.0.0.2 is closed unread" "$(grep -m3 'trusted' "$tmp/bodies-no.log")"
 [ $failed -eq 0 ]
