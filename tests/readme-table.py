@@ -92,7 +92,7 @@ HOSTILE_CLASSES = [
      "the testkit's strict witness"),
     ('silent-connections', 'connections that never send a stream header'),
     ('connection-limits', 'connections past the default per-address limit'),
-    ('proxy-headers', 'PROXY protocol headers (v1 and v2) that are malformed, too long, truncated, of another version or command, or missing on a listener that requires one'),
+    ('proxy-headers', 'PROXY protocol headers (v1 and v2) that are malformed, too long, truncated, of another version or command, or missing on a listener that requires one, and valid ones from a source not in proxy_trusted'),
     ('rate-flood', 'floods above the rate in stanzas or bytes per second: '
      'shaped (reads paused until the budget refills), all delivered in '
      'order, never disconnected'),

@@ -176,7 +176,7 @@ typedef struct xcm_listen_options {
    * xcm_cm_attach, peer must be such an address, or XCM_EPROTO). Required
    * with proxy_protocol, so that nobody trusts the world by leaving it
    * out ("0.0.0.0/0, ::/0" says so on purpose), and refused without it.
-   * [NULL] */
+   * Read by xcm_cm_listen, not kept. [NULL] */
   const char *proxy_trusted;
 } xcm_listen_options;
 
