@@ -693,7 +693,9 @@ static void drain_tick(uv_timer_t *t) {
         "this server is draining for maintenance: reconnect");
     cm->sessions_drained += ended;
   }
-  if (cm->sessions.count > 0)
+  /* A session event may have shut the instance down, which ended the
+   * rest and the drain with them. */
+  if (cm->stopping || cm->sessions.count > 0)
     return;
   uv_timer_stop(&cm->tick);
   xcm__log(&cm->ctx, XCM_LOG_INFO,

@@ -29,6 +29,7 @@ typedef struct drain_watch {
   uint64_t last;   /* loop time of the last end */
   unsigned times;  /* distinct loop times at which sessions ended */
   int drained;     /* drain callbacks */
+  int stop_at;     /* shut down from the event of this end (0: never) */
 } drain_watch;
 
 static drain_watch dw;
@@ -64,6 +65,8 @@ static void on_session(void *ud, xcm_session_event ev,
     d->times++;
   d->last = now;
   d->closed++;
+  if (d->stop_at != 0 && d->closed == (unsigned)d->stop_at)
+    xcm_test_cm_shutdown(d->w.cm, 1000, &d->w.closed);
   if (d->closed > allowed(d, now - d->start)) {
     d->over++;
     xcm_test_note("%u sessions ended %llu ms into a %u ms drain", d->closed,
@@ -259,6 +262,28 @@ static void test_shutdown_during(void) {
   CHECK_INT(d->drained, 0);
 }
 
+/* A shutdown from inside a session event of the drain: the rest end at
+ * once with the shutdown's text, and the drain's callback never comes. */
+static void test_shutdown_from_event(void) {
+  drain_watch *d = &dw;
+  xcm_stats st;
+  unsigned i, told = 0;
+
+  start(d);
+  d->stop_at = 1;
+  begin(d, 0);
+  CHECK(xcm_test_run_until(&d->w.loop, all_eof, d, 10000));
+  for (i = 0; i < CLIENTS; i++)
+    told += strstr(d->raw[i].in.data, "<system-shutdown") != NULL;
+  CHECK_INT(told, CLIENTS);
+  xcm_cm_stats(d->w.cm, &st, sizeof st);
+  CHECK_INT(st.sessions_drained, 1);
+  CHECK_INT(d->closed, 1);
+  free_clients(d);
+  xcm_test_world_end(&d->w.loop, d->w.cm, d->w.kit, &d->w.closed);
+  CHECK_INT(d->drained, 0);
+}
+
 /* With no session the callback still comes, from the loop. */
 static void test_empty(void) {
   drain_watch *d = &dw;
@@ -279,6 +304,7 @@ int main(int argc, char **argv) {
       {"spread", test_spread},
       {"at_once", test_at_once},
       {"shutdown_during", test_shutdown_during},
+      {"shutdown_from_event", test_shutdown_from_event},
       {"empty", test_empty},
   };
 
