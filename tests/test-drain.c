@@ -5,6 +5,7 @@
  * loop's own clock (uv_now) at each session's end, never by sleeping:
  * a loaded machine only makes the drain slower, never the checks fail. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
@@ -179,6 +180,8 @@ static void test_spread(void) {
   drain_watch *d = &dw;
   xcm_raw late;
   xcm_conn *conn;
+  xcm_listen_options lo;
+  uv_tcp_t *tcp;
   xcm_transport t = {.size = sizeof t, .write = no_write, .close = no_close};
 
   start(d);
@@ -200,6 +203,13 @@ static void test_spread(void) {
   check_ends(d, CLIENTS);
   /* No way in any more, and a second drain is refused. */
   CHECK_INT(xcm_cm_attach(d->w.cm, 0, &t, "peer", &conn), XCM_ECLOSED);
+  tcp = malloc(sizeof(*tcp));
+  REQUIRE(tcp != NULL);
+  uv_tcp_init(&d->w.loop, tcp);
+  CHECK_INT(xcm_cm_adopt(d->w.cm, 0, tcp), XCM_ECLOSED); /* closed, freed */
+  xcm_listen_options_init(&lo, sizeof lo);
+  CHECK_INT(xcm_cm_listen(d->w.cm, &lo, NULL, 0), XCM_ECLOSED);
+  CHECK_INT(xcm_cm_start(d->w.cm), 0); /* started before: nothing to do */
   CHECK_INT(xcm_cm_drain(d->w.cm, 0, on_drained, d), XCM_ECLOSED);
   xcm_test_run_for(&d->w.loop, 50);
   CHECK_INT(d->drained, 1);
