@@ -276,7 +276,9 @@ static void on_worker_done(uv_async_t *a) {
   d->main_closed = 1;
   close_signals(d);
   xcmd_metrics_stop(&d->metrics);
-  uv_close((uv_handle_t *)&d->worker_done, NULL);
+  /* Unreferenced rather than closed: another worker's send may still be
+   * on its way, and must find a live handle. */
+  uv_unref((uv_handle_t *)&d->worker_done);
 }
 
 static void stop_all(daemon_state *d, const char *why) {
@@ -287,8 +289,9 @@ static void stop_all(daemon_state *d, const char *why) {
   d->stopping = 1;
   say(XCM_LOG_INFO, "%s: draining (up to %u ms), then exiting", why,
       d->cfg.drain_ms);
-  /* A worker done after a drain has closed its handle; its loop lives
-   * until main() joins it, so the send is harmless. */
+  /* A worker done after a drain has closed its handles. One that ends
+   * between the check and the send has too, but its loop lives until
+   * main() joins it, so the send then does nothing. */
   for (i = 0; i < d->nworkers; i++)
     if (!__atomic_load_n(&d->workers[i].done, __ATOMIC_ACQUIRE))
       uv_async_send(&d->workers[i].stop);
