@@ -720,8 +720,9 @@ int xcm_cm_drain(xcm_cm *cm, unsigned period_ms, xcm_drain_fn cb, void *ud) {
   cm->drain_period = period_ms;
   cm->drain_total = cm->sessions.count;
   xcm__log(&cm->ctx, XCM_LOG_INFO,
-           "draining: listeners closed; ending %llu sessions over %u ms",
-           (unsigned long long)cm->drain_total, period_ms);
+           "draining: listeners closed; ending %llu session%s over %u ms",
+           (unsigned long long)cm->drain_total, cm->drain_total == 1 ? "" : "s",
+           period_ms);
   /* The first turn comes from the loop, even for a period of 0: the
    * callback and the session events never run inside this call. */
   uv_timer_start(&cm->tick, drain_tick, tick, tick > 0 ? tick : 1);
