@@ -29,6 +29,9 @@ _Static_assert(XCM_COND_COUNT_ <= XCM_STATS_MAX_COND,
 /* Connections accepted per wakeup, so that a flood of them shares the
  * loop with the clients already in. */
 #define ACCEPT_BATCH 64
+/* A drain ends its due sessions this often (or at every turn of a
+ * shorter period). */
+#define DRAIN_TICK_MS 100
 
 typedef struct listener {
   xcm_cm *cm;
@@ -61,13 +64,23 @@ struct xcm_cm {
   unsigned nlisteners;
   int started;
   int stopping;
-  int open_handles; /* listeners' handles, the drain timer, the pool */
+  int open_handles; /* listeners' handles, the two timers, the pool */
   uv_timer_t drain;
   unsigned drain_ms;
   xcm_shutdown_fn shutdown_cb;
   xcm_link_fn link_events;
   void *link_events_ud;
   void *shutdown_ud;
+  /* xcm_cm_drain: listeners closed, sessions ended on a schedule. */
+  int draining;
+  int listeners_closed;
+  uv_timer_t tick;
+  uint64_t drain_start; /* uv_now at xcm_cm_drain */
+  unsigned drain_period;
+  size_t drain_total; /* sessions when the drain began */
+  uint64_t sessions_drained;
+  xcm_drain_fn drain_cb;
+  void *drain_ud;
 };
 
 static void errmsg(char *buf, size_t len, const char *fmt, const char *arg) {
@@ -219,6 +232,8 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
   cm->sessions.max_per_address = o.max_per_address;
   uv_timer_init(loop, &cm->drain);
   cm->drain.data = cm;
+  uv_timer_init(loop, &cm->tick);
+  cm->tick.data = cm;
   *out = cm;
   return 0;
 }
@@ -350,6 +365,8 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
   listener *l;
   int err, namelen;
 
+  if (cm->stopping || cm->draining)
+    return XCM_ECLOSED;
   err = xcm__listen_options_resolve(&opts, in, errbuf, errlen);
   if (err != 0)
     return err;
@@ -492,10 +509,12 @@ int xcm_cm_listen_add_cert(xcm_cm *cm, unsigned i, const char *cert_file,
 }
 
 int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp) {
-  if (i >= cm->nlisteners || cm->stopping) {
+  int closed = cm->stopping || cm->draining;
+
+  if (i >= cm->nlisteners || closed) {
     tcp->data = cm;
     uv_close((uv_handle_t *)tcp, free_handle);
-    return cm->stopping ? XCM_ECLOSED : XCM_EINVAL;
+    return closed ? XCM_ECLOSED : XCM_EINVAL;
   }
   return xcm__session_accept(&cm->sessions, &cm->listeners[i]->cfg, tcp);
 }
@@ -514,8 +533,10 @@ int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *in,
                         "xcm_transport", "it with .size = sizeof it", NULL, 0);
   if (err != 0 || tr.write == NULL || tr.close == NULL)
     return XCM_EINVAL;
-  if (i >= cm->nlisteners || cm->stopping)
-    return cm->stopping ? XCM_ECLOSED : XCM_EINVAL;
+  if (cm->stopping || cm->draining)
+    return XCM_ECLOSED;
+  if (i >= cm->nlisteners)
+    return XCM_EINVAL;
   err = xcm__session_attach(&cm->sessions, &cm->listeners[i]->cfg, t, peer, &s);
   if (err == 0)
     *out = (xcm_conn *)s;
@@ -540,6 +561,8 @@ int xcm_cm_start(xcm_cm *cm) {
 
   if (cm->started)
     return 0;
+  if (cm->stopping || cm->draining)
+    return XCM_ECLOSED;
   cm->started = 1;
   for (i = 0; i < cm->nlisteners; i++) {
     err = start_accepting(cm->listeners[i]);
@@ -562,7 +585,9 @@ static void ctx_closed(xcm_ctx *ctx) {
 }
 
 static void handle_closed(xcm_cm *cm) {
-  if (--cm->open_handles > 0)
+  /* A drain closes the listeners before any shutdown: their handles
+   * count down here, and only a shutdown closes the context. */
+  if (--cm->open_handles > 0 || !cm->stopping)
     return;
   xcm__ctx_close(&cm->ctx, ctx_closed);
 }
@@ -607,17 +632,15 @@ static void sessions_empty(void *ud) {
                  cm->drain_ms < 200 ? cm->drain_ms : 200, 0);
 }
 
-int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms, xcm_shutdown_fn cb,
-                    void *ud) {
+/* Stop accepting for good. The handles count in open_handles, which a
+ * shutdown waits for (those of a drain's close may still be pending). */
+static void close_listeners(xcm_cm *cm) {
   unsigned i;
 
-  if (cm->stopping)
-    return XCM_ECLOSED;
-  cm->stopping = 1;
-  cm->shutdown_cb = cb;
-  cm->shutdown_ud = ud;
-  /* Listeners (three handles each), the drain timer and the pool. */
-  cm->open_handles = 3 * (int)cm->nlisteners + 2;
+  if (cm->listeners_closed)
+    return;
+  cm->listeners_closed = 1;
+  cm->open_handles += 3 * (int)cm->nlisteners;
   for (i = 0; i < cm->nlisteners; i++) {
     /* The poll first: it watches the socket the tcp handle closes. */
     uv_close((uv_handle_t *)&cm->listeners[i]->poll, listener_closed);
@@ -625,6 +648,21 @@ int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms, xcm_shutdown_fn cb,
     cm->listeners[i]->backoff.data = cm;
     uv_close((uv_handle_t *)&cm->listeners[i]->backoff, uv_handle_closed);
   }
+}
+
+int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms, xcm_shutdown_fn cb,
+                    void *ud) {
+  if (cm->stopping)
+    return XCM_ECLOSED;
+  cm->stopping = 1;
+  cm->shutdown_cb = cb;
+  cm->shutdown_ud = ud;
+  /* A drain under way ends here: its callback is not called. */
+  cm->drain_cb = NULL;
+  /* The drain and tick timers and the pool, then the listeners. */
+  cm->open_handles += 3;
+  uv_close((uv_handle_t *)&cm->tick, uv_handle_closed);
+  close_listeners(cm);
   cm->sessions.empty = sessions_empty;
   cm->sessions.empty_ud = cm;
   cm->drain_ms = drain_ms;
@@ -634,6 +672,63 @@ int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms, xcm_shutdown_fn cb,
   else
     xcm__sessions_fail_all(&cm->sessions, XCM_COND_SYSTEM_SHUTDOWN,
                            "the connection manager is shutting down");
+  return 0;
+}
+
+/* ---- draining ---------------------------------------------------------- */
+
+static void drain_tick(uv_timer_t *t) {
+  xcm_cm *cm = t->data;
+  uint64_t elapsed = uv_now(cm->ctx.loop) - cm->drain_start;
+  size_t n = cm->drain_total, due, gone, ended;
+  xcm_drain_fn cb;
+
+  /* ceil(n * elapsed / period) of the first n gone by now. */
+  if (cm->drain_period == 0 || elapsed >= cm->drain_period)
+    due = n;
+  else
+    due = (size_t)(((uint64_t)n * elapsed + cm->drain_period - 1) /
+                   cm->drain_period);
+  gone = n > cm->sessions.count ? n - cm->sessions.count : 0;
+  if (due > gone) {
+    ended = xcm__sessions_fail_some(
+        &cm->sessions, due - gone, XCM_COND_SYSTEM_SHUTDOWN,
+        "this server is draining for maintenance: reconnect");
+    cm->sessions_drained += ended;
+  }
+  /* A session event may have shut the instance down, which ended the
+   * rest and the drain with them. */
+  if (cm->stopping || cm->sessions.count > 0)
+    return;
+  uv_timer_stop(&cm->tick);
+  xcm__log(&cm->ctx, XCM_LOG_INFO,
+           "drained: every session has ended, %llu of them by the drain",
+           (unsigned long long)cm->sessions_drained);
+  cb = cm->drain_cb;
+  cm->drain_cb = NULL;
+  if (cb != NULL)
+    cb(cm->drain_ud, cm);
+}
+
+int xcm_cm_drain(xcm_cm *cm, unsigned period_ms, xcm_drain_fn cb, void *ud) {
+  unsigned tick = period_ms < DRAIN_TICK_MS ? period_ms : DRAIN_TICK_MS;
+
+  if (cm->stopping || cm->draining)
+    return XCM_ECLOSED;
+  cm->draining = 1;
+  cm->drain_cb = cb;
+  cm->drain_ud = ud;
+  close_listeners(cm);
+  cm->drain_start = uv_now(cm->ctx.loop);
+  cm->drain_period = period_ms;
+  cm->drain_total = cm->sessions.count;
+  xcm__log(&cm->ctx, XCM_LOG_INFO,
+           "draining: listeners closed; ending %llu session%s over %u ms",
+           (unsigned long long)cm->drain_total, cm->drain_total == 1 ? "" : "s",
+           period_ms);
+  /* The first turn comes from the loop, even for a period of 0: the
+   * callback and the session events never run inside this call. */
+  uv_timer_start(&cm->tick, drain_tick, tick, tick > 0 ? tick : 1);
   return 0;
 }
 
@@ -686,6 +781,7 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.auth_timeouts = c->auth_timeouts;
   st.reads_shaped = c->reads_shaped;
   st.proxy_headers_refused = c->proxy_headers_refused;
+  st.sessions_drained = cm->sessions_drained;
   st.proxy_untrusted = c->proxy_untrusted;
   st.upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
   /* The parser pool goes before the shutdown callback runs; the

@@ -137,6 +137,7 @@ static void test_defaults(void) {
   CHECK_INT(cfg.metrics_port, 0);
   CHECK(cfg.pid_file == NULL && cfg.user == NULL && cfg.group == NULL);
   CHECK_INT(cfg.drain_ms, 5000);
+  CHECK_INT(cfg.drain_period_ms, 60000);
   CHECK_INT(cfg.from_manager_xml, 0);
   CHECK_INT(cfg.nwarnings, 0);
   xcmd_config_free(&cfg);
@@ -212,6 +213,13 @@ static void test_durations(void) {
   xcmd_config_free(&cfg);
   REQUIRE(parse_ok("[daemon]\ndrain = 500ms\n", &cfg) == 0);
   CHECK_INT(cfg.drain_ms, 500);
+  xcmd_config_free(&cfg);
+  REQUIRE(parse_ok("[daemon]\ndrain_period = 0ms\n", &cfg) == 0);
+  CHECK_INT(cfg.drain_period_ms, 0);
+  CHECK_INT(cfg.drain_ms, 5000);
+  xcmd_config_free(&cfg);
+  REQUIRE(parse_ok("[daemon]\ndrain_period = 10m\n", &cfg) == 0);
+  CHECK_INT(cfg.drain_period_ms, 600000);
   xcmd_config_free(&cfg);
 }
 
@@ -413,7 +421,8 @@ static void test_every_key(void) {
                      "pid_file = /run/x.pid\n"
                      "user = nobody\n"
                      "group = nogroup\n"
-                     "drain = 1h\n";
+                     "drain = 1h\n"
+                     "drain_period = 1d\n";
   xcmd_config cfg;
   const xcm_options *o = &cfg.opt;
   char err[512];
@@ -469,6 +478,7 @@ static void test_every_key(void) {
   CHECK_STR(cfg.user, "nobody");
   CHECK_STR(cfg.group, "nogroup");
   CHECK_INT(cfg.drain_ms, 3600000);
+  CHECK_INT(cfg.drain_period_ms, 86400000);
   xcmd_config_free(&cfg);
 }
 
@@ -724,6 +734,15 @@ static void test_errors_values(void) {
   expect_error(MINIMAL "[daemon]\ndrain = 2h\n",
                "xcmd.conf:8: key 'drain' in [daemon]: '2h' is out of range "
                "(0ms to 1h)");
+  expect_error(MINIMAL "[daemon]\ndrain_period = 2d\n",
+               "xcmd.conf:8: key 'drain_period' in [daemon]: '2d' is out of "
+               "range (0ms to 1d)");
+  expect_error(MINIMAL "[daemon]\ndrain_period = soon\n",
+               "xcmd.conf:8: key 'drain_period' in [daemon]: 'soon' is not a "
+               "duration (use e.g. 30s, 5m)");
+  expect_error(MINIMAL "[daemon]\ndrain_period = 1m\ndrain_period = 2m\n",
+               "xcmd.conf:9: key 'drain_period' in [daemon]: already set on "
+               "line 8");
   expect_error(MINIMAL "[metrics]\nport = 99999\n",
                "xcmd.conf:8: key 'port' in [metrics]: '99999' is out of range "
                "(1 to 65535)");

@@ -94,6 +94,7 @@ static void xcmd_defaults(xcmd_config *cfg) {
   cfg->log_target = XCMD_LOG_STDERR;
   cfg->log_level = XCM_LOG_INFO;
   cfg->drain_ms = 5000;
+  cfg->drain_period_ms = 60000;
 }
 
 /* A pin for Openfire's certificate, as xcm_options.upstream_fingerprint
@@ -293,6 +294,8 @@ static const xcmd_key xcmd_keys[] = {
     {XCMD_SEC_DAEMON, "group", XCMD_T_STR, offsetof(xcmd_config, group), 0, 0},
     {XCMD_SEC_DAEMON, "drain", XCMD_T_MS, offsetof(xcmd_config, drain_ms), 0,
      XCMD_HOUR},
+    {XCMD_SEC_DAEMON, "drain_period", XCMD_T_MS,
+     offsetof(xcmd_config, drain_period_ms), 0, XCMD_DAY},
 };
 
 enum { XCMD_NKEYS = sizeof(xcmd_keys) / sizeof(xcmd_keys[0]) };

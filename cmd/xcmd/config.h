@@ -78,6 +78,8 @@ typedef struct xcmd_config {
   const char *user;     /* NULL: keep the user xcmd was started as */
   const char *group;    /* NULL: the user's own group, if user is set */
   unsigned drain_ms;    /* how long a graceful shutdown waits */
+  /* SIGUSR2: the sessions end spread over this long (xcm_cm_drain). */
+  unsigned drain_period_ms;
 
   int from_manager_xml; /* the file was a Java CM's manager.xml */
 

@@ -32,6 +32,7 @@ typedef struct worker {
   uv_thread_t thread;
   uv_async_t stop;
   uv_async_t reload;
+  uv_async_t drain; /* SIGUSR2 */
   xcm_cm *cm;
   xcmd_demo *demo; /* --demo only */
   xcmd_metrics_worker metrics;
@@ -47,11 +48,16 @@ typedef struct daemon_state {
   worker workers[MAX_WORKERS];
   unsigned nworkers;
   uv_loop_t *main_loop;
-  uv_signal_t sigterm, sigint, sighup;
+  uv_signal_t sigterm, sigint, sighup, sigusr2;
   xcmd_metrics metrics;
   xcmd_metrics_worker *metric_workers[MAX_WORKERS];
   int stopping;
+  int draining;
   unsigned stopped;
+  /* A worker is done (its instance shut down): after a drain the main
+   * loop waits for every one of them, with its signals still watched. */
+  uv_async_t worker_done;
+  int main_closed;
 } daemon_state;
 
 /* ---- logging ------------------------------------------------------------ */
@@ -130,12 +136,15 @@ static void say(int level, const char *fmt, ...) {
 
 static void worker_stopped(void *ud, xcm_cm *cm) {
   worker *w = ud;
+  daemon_state *d = w->loop.data;
 
   (void)cm;
-  w->done = 1;
+  __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
   xcmd_metrics_worker_stop(&w->metrics);
   uv_close((uv_handle_t *)&w->stop, NULL);
   uv_close((uv_handle_t *)&w->reload, NULL);
+  uv_close((uv_handle_t *)&w->drain, NULL);
+  uv_async_send(&d->worker_done);
   /* The demo's upstream lives on this loop too; with the CM drained it
    * can go, and the loop ends. */
   xcmd_demo_stop(w->demo);
@@ -146,6 +155,22 @@ static void on_stop(uv_async_t *a) {
   daemon_state *d = w->stop.loop->data;
 
   xcm_cm_shutdown(w->cm, d->cfg.drain_ms, worker_stopped, w);
+}
+
+/* The last session is gone: shut down as on SIGTERM. */
+static void worker_drained(void *ud, xcm_cm *cm) {
+  worker *w = ud;
+  daemon_state *d = w->loop.data;
+
+  xcm_cm_shutdown(cm, d->cfg.drain_ms, worker_stopped, w);
+}
+
+static void on_drain(uv_async_t *a) {
+  worker *w = a->data;
+  daemon_state *d = w->loop.data;
+
+  /* XCM_ECLOSED: a SIGTERM's shutdown came first, and ends it all. */
+  xcm_cm_drain(w->cm, d->cfg.drain_period_ms, worker_drained, w);
 }
 
 static void on_reload(uv_async_t *a) {
@@ -217,6 +242,8 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
   w->stop.data = w;
   uv_async_init(&w->loop, &w->reload, on_reload);
   w->reload.data = w;
+  uv_async_init(&w->loop, &w->drain, on_drain);
+  w->drain.data = w;
   if (d->cfg.metrics_port != 0 &&
       xcmd_metrics_worker_init(&w->metrics, &w->loop, w->cm) != 0)
     return -1;
@@ -224,6 +251,35 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
 }
 
 /* ---- signals ------------------------------------------------------------ */
+
+/* The main loop's own handles: once they are closed it ends, and main()
+ * joins the workers. The signals go first (a second SIGTERM then ends
+ * the process at once, as before); the rest when every worker is done. */
+static void close_signals(daemon_state *d) {
+  if (uv_is_closing((uv_handle_t *)&d->sigterm))
+    return;
+  uv_close((uv_handle_t *)&d->sigterm, NULL);
+  uv_close((uv_handle_t *)&d->sigint, NULL);
+  uv_close((uv_handle_t *)&d->sighup, NULL);
+  uv_close((uv_handle_t *)&d->sigusr2, NULL);
+}
+
+static void on_worker_done(uv_async_t *a) {
+  daemon_state *d = a->data;
+  unsigned i;
+
+  for (i = 0; i < d->nworkers; i++)
+    if (!__atomic_load_n(&d->workers[i].done, __ATOMIC_ACQUIRE))
+      return;
+  if (d->main_closed)
+    return;
+  d->main_closed = 1;
+  close_signals(d);
+  xcmd_metrics_stop(&d->metrics);
+  /* Unreferenced rather than closed: another worker's send may still be
+   * on its way, and must find a live handle. */
+  uv_unref((uv_handle_t *)&d->worker_done);
+}
 
 static void stop_all(daemon_state *d, const char *why) {
   unsigned i;
@@ -233,12 +289,35 @@ static void stop_all(daemon_state *d, const char *why) {
   d->stopping = 1;
   say(XCM_LOG_INFO, "%s: draining (up to %u ms), then exiting", why,
       d->cfg.drain_ms);
+  /* A worker done after a drain has closed its handles. One that ends
+   * between the check and the send has too, but its loop lives until
+   * main() joins it, so the send then does nothing. */
   for (i = 0; i < d->nworkers; i++)
-    uv_async_send(&d->workers[i].stop);
-  uv_close((uv_handle_t *)&d->sigterm, NULL);
-  uv_close((uv_handle_t *)&d->sigint, NULL);
-  uv_close((uv_handle_t *)&d->sighup, NULL);
+    if (!__atomic_load_n(&d->workers[i].done, __ATOMIC_ACQUIRE))
+      uv_async_send(&d->workers[i].stop);
+  close_signals(d);
   xcmd_metrics_stop(&d->metrics);
+}
+
+/* SIGUSR2: a rolling upgrade's drain. The listeners close at once (a
+ * load balancer sees the port refused and sends new clients elsewhere),
+ * the sessions end spread over [daemon] drain_period, then xcmd shuts
+ * down and exits 0. SIGTERM meanwhile ends the rest at once. */
+static void drain_all(daemon_state *d) {
+  unsigned i;
+
+  if (d->stopping || d->draining) {
+    say(XCM_LOG_INFO, "SIGUSR2: already %s",
+        d->stopping ? "stopping" : "draining");
+    return;
+  }
+  d->draining = 1;
+  say(XCM_LOG_INFO,
+      "SIGUSR2: draining for an upgrade: listeners closed, sessions ended "
+      "over %u ms, then exiting",
+      d->cfg.drain_period_ms);
+  for (i = 0; i < d->nworkers; i++)
+    uv_async_send(&d->workers[i].drain);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -253,6 +332,10 @@ static void on_signal(uv_signal_t *s, int signum) {
                       "other settings need a restart");
     for (i = 0; i < d->nworkers; i++)
       uv_async_send(&d->workers[i].reload);
+    return;
+  }
+  if (signum == SIGUSR2) {
+    drain_all(d);
     return;
   }
   stop_all(d, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -458,10 +541,14 @@ int main(int argc, char **argv) {
   uv_signal_init(d.main_loop, &d.sigterm);
   uv_signal_init(d.main_loop, &d.sigint);
   uv_signal_init(d.main_loop, &d.sighup);
-  d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+  uv_signal_init(d.main_loop, &d.sigusr2);
+  d.sigterm.data = d.sigint.data = d.sighup.data = d.sigusr2.data = &d;
   uv_signal_start(&d.sigterm, on_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_signal, SIGINT);
   uv_signal_start(&d.sighup, on_signal, SIGHUP);
+  uv_signal_start(&d.sigusr2, on_signal, SIGUSR2);
+  uv_async_init(d.main_loop, &d.worker_done, on_worker_done);
+  d.worker_done.data = &d;
   for (n = 0; n < d.nworkers; n++) {
     err = xcm_cm_start(d.workers[n].cm);
     if (err == 0)

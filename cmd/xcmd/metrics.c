@@ -137,6 +137,7 @@ static char *render(xcmd_metrics *m, size_t *len) {
     sum.bytes_out += w->stats.bytes_out;
     sum.failed_returned += w->stats.failed_returned;
     sum.sessions_lost += w->stats.sessions_lost;
+    sum.sessions_drained += w->stats.sessions_drained;
     sum.hook_dropped += w->stats.hook_dropped;
     sum.xml_parsers_busy += w->stats.xml_parsers_busy;
     for (c = 0; c < XCM_COND_COUNT_; c++)
@@ -189,6 +190,9 @@ static char *render(xcmd_metrics *m, size_t *len) {
   counter(&p, &left, "xcm_sessions_lost_total",
           "Sessions lost with every upstream link.", "counter",
           sum.sessions_lost);
+  counter(&p, &left, "xcm_sessions_drained_total",
+          "Sessions ended by a drain (SIGUSR2) with system-shutdown.",
+          "counter", sum.sessions_drained);
   put(&p, &left,
       "# HELP xcm_stanzas_total Stanzas routed.\n"
       "# TYPE xcm_stanzas_total counter\n"

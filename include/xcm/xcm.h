@@ -227,6 +227,9 @@ typedef struct xcm_stats {
    * malformed or oversized PROXY header (a header timeout counts in
    * header_timeouts). */
   uint64_t proxy_headers_refused;
+  /* Sessions ended by xcm_cm_drain with system-shutdown (not those that
+   * left by themselves meanwhile). */
+  uint64_t sessions_drained;
   /* Connections closed on a proxy_protocol listener, as soon as they were
    * accepted, for coming from an address not in proxy_trusted. */
   uint64_t proxy_untrusted;
@@ -324,6 +327,26 @@ typedef void (*xcm_shutdown_fn)(void *ud, xcm_cm *cm);
  * twice). */
 XCM_EXTERN int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms,
                                xcm_shutdown_fn cb, void *ud);
+
+typedef void (*xcm_drain_fn)(void *ud, xcm_cm *cm);
+
+/* Drain the instance for a rolling upgrade: close every listener at once
+ * (new clients are refused, and a load balancer's health check fails, so
+ * they go to another instance), then end the sessions a few at a time,
+ * spread evenly over period_ms: by a time t into the period at most
+ * ceil(n * t / period_ms) of the n sessions open at the start have been
+ * ended (those that leave by themselves count), each with the stream
+ * error system-shutdown (a text saying to reconnect) and its session
+ * closed upstream, as in a shutdown. 0 ends them all at once. cb (may be
+ * NULL) runs once, from the loop, when the last session is gone; the
+ * instance then stays up with no listener and no session, its upstream
+ * links open, until the caller calls xcm_cm_shutdown (from cb, say).
+ * xcm_cm_shutdown during the drain ends the remaining sessions at once,
+ * and cb is then not called. From the call on, xcm_cm_listen,
+ * xcm_cm_adopt and xcm_cm_attach return XCM_ECLOSED. 0, or XCM_ECLOSED
+ * when a drain or a shutdown is already under way. */
+XCM_EXTERN int xcm_cm_drain(xcm_cm *cm, unsigned period_ms, xcm_drain_fn cb,
+                            void *ud);
 
 /* After the shutdown callback. Every getter (statistics, sessions,
  * links, the policy, listener ports) may be called from xcm_cm_new until

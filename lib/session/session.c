@@ -577,3 +577,24 @@ static int cl_proxied(void *ud, const char *address) {
   }
   return 0;
 }
+
+size_t xcm__sessions_fail_some(xcm_sessions *t, size_t n, xcm_cond cond,
+                               const char *text) {
+  xcm_session *s = t->head;
+  size_t done = 0;
+
+  while (done < n && s != NULL) {
+    size_t before = t->count;
+
+    xcm__client_fail(s->client, cond, text);
+    if (t->count < before) {
+      /* s is gone, and the owner's event function may have ended others
+       * (s->next among them): start again from the head. */
+      done++;
+      s = t->head;
+    } else {
+      s = s->next; /* already ending: nothing was called */
+    }
+  }
+  return done;
+}

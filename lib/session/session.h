@@ -103,5 +103,10 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
 /* End every session with a stream error (system-shutdown on a graceful
  * stop). The upstream sessions are closed as each client goes. */
 void xcm__sessions_fail_all(xcm_sessions *t, xcm_cond cond, const char *text);
+/* End up to n sessions that are not already ending, in no particular
+ * order, as xcm__sessions_fail_all does (each is gone on return): how
+ * many were ended. */
+size_t xcm__sessions_fail_some(xcm_sessions *t, size_t n, xcm_cond cond,
+                               const char *text);
 
 #endif

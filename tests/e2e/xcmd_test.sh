@@ -18,7 +18,7 @@ check() {
   if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
     echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
 }
-echo "1..22"
+echo "1..27"
 
 "$xcmd" --version | grep -q '^xcmd [0-9]'
 check $? "--version"
@@ -208,4 +208,63 @@ check $? "a proxy_protocol listener: the header's client in the log, none refuse
 grep -q '127.0.0.2: not a trusted PROXY source (proxy_trusted): closed' "$tmp/bodies-no.log" &&
   ! grep -q '192.0.2.8' "$tmp/bodies-no.log"
 check $? "proxy_trusted: a header from 127.0.0.2 is closed unread" "$(grep -m3 'trusted' "$tmp/bodies-no.log")"
+# SIGUSR2: drain for a rolling upgrade. The port is refused at once,
+# the two clients get system-shutdown over drain_period, xcmd exits 0.
+"$upstream" "$tmp/up3" example.test cmsecret >"$tmp/up3.out" &
+up3=$!; pids+=($up3)
+for _ in $(seq 100); do [ -s "$tmp/up3" ] && break; sleep 0.05; done
+gport=$((20000 + RANDOM % 10000))
+cat >"$tmp/drain.conf" <<CONF
+[server]
+domain = example.test
+[upstream]
+port = $(cat "$tmp/up3")
+name = cmd
+secret = cmsecret
+tls = off
+wait = 5s
+[listener]
+port = $gport
+[daemon]
+workers = 1
+drain_period = 4s
+[metrics]
+port = $((gport + 1))
+CONF
+"$xcmd" -c "$tmp/drain.conf" 2>"$tmp/drain.log" &
+gpid=$!; pids+=($gpid)
+for _ in $(seq 100); do grep -q "is up" "$tmp/drain.log" && break; sleep 0.05; done
+$py "$src/tests/e2e/waiter.py" 127.0.0.1 $gport example.test "$tmp/g1" >"$tmp/g1.out" 2>&1 &
+g1=$!
+$py "$src/tests/e2e/waiter.py" 127.0.0.1 $gport example.test "$tmp/g2" >"$tmp/g2.out" 2>&1 &
+g2=$!
+for _ in $(seq 200); do [ -s "$tmp/g1" ] && [ -s "$tmp/g2" ] && break; sleep 0.05; done
+kill -USR2 $gpid
+# Waits for the event (a refused connection), bounded generously.
+refused=$($py - $gport <<'PY'
+import socket, sys, time
+end = time.time() + 20
+while time.time() < end:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+    except ConnectionRefusedError:
+        print("refused"); break
+    time.sleep(0.02)
+PY
+)
+[ "$refused" = refused ]
+check $? "SIGUSR2 closes the listener: new connections are refused" "$(cat "$tmp/drain.log")"
+metrics=$($py -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$((gport + 1))/metrics', timeout=5).read().decode())" 2>&1)
+echo "$metrics" | grep -Eq '^xcm_sessions_drained_total [0-2]$'
+check $? "the metrics endpoint stays up while draining, with the drained count" "$(echo "$metrics" | grep drained)"
+wait $gpid; rc=$?
+check $rc "SIGUSR2 drains and exits 0" "$(cat "$tmp/drain.log")"
+wait $g1 $g2
+grep -q "system-shutdown" "$tmp/g1.out" && grep -q "draining" "$tmp/g1.out" &&
+  grep -q "system-shutdown" "$tmp/g2.out" && grep -q "draining" "$tmp/g2.out" &&
+  grep -q "drained: every session has ended, 2 of them by the drain" "$tmp/drain.log"
+check $? "drained clients got system-shutdown saying to reconnect" "$(cat "$tmp/g1.out" "$tmp/drain.log")"
+kill -TERM $up3; wait $up3; rc=$?
+[ $rc -eq 0 ] && grep -q "closes_from_cm=2" "$tmp/up3.out"
+check $? "the upstream saw both sessions closed, no violation" "$(cat "$tmp/up3.out")"
 [ $failed -eq 0 ]
