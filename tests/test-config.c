@@ -1069,8 +1069,8 @@ static void test_placeholders(void) {
                      "from the package (CHANGE-ME): set it to your value for "
                      "[listener] cert");
   /* Only the exact word. */
-  REQUIRE(parse_ok("[daemon]\nuser = change-me\ngroup = CHANGE-ME-2\n",
-                   &cfg) == 0);
+  REQUIRE(parse_ok("[daemon]\nuser = change-me\ngroup = CHANGE-ME-2\n", &cfg) ==
+          0);
   CHECK_STR(cfg.user, "change-me");
   xcmd_config_free(&cfg);
   /* A real error comes first: a placeholder means "valid but for". */

@@ -170,8 +170,7 @@ static void bench_stop(bench *b) {
  * anchored at the start of the line, where on_log puts the level: a
  * fingerprint in the middle of a line can hold "E " too. */
 static int line_has(const char *line, const char *needle) {
-  if (strchr("EWI", needle[0]) != NULL && needle[0] != '\0' &&
-      needle[1] == ' ')
+  if (strchr("EWI", needle[0]) != NULL && needle[0] != '\0' && needle[1] == ' ')
     return strncmp(line, needle, strlen(needle)) == 0;
   return strstr(line, needle) != NULL;
 }

@@ -84,8 +84,8 @@ static xcm_verdict hook(void *ud, const xcm_stanza_info *st,
   void *got = NULL;
 
   (void)replacement, (void)len;
-  if (ps == NULL ||
-      xcm_cm_session_get_data(a->cm, st->sid, &got) != 0 || got != ps) {
+  if (ps == NULL || xcm_cm_session_get_data(a->cm, st->sid, &got) != 0 ||
+      got != ps) {
     a->data_mismatch++;
     return XCM_PASS;
   }
