@@ -182,3 +182,32 @@ int xcm_raw_still_works(xcm_raw *good, int n) {
   xcm_raw_sends(good, buf);
   return xcm_raw_wait(good, want, 3000);
 }
+
+/* A TLS 1.2 ClientHello: ECDHE and RSA suites, P-256, SHA-256
+ * signatures. The server answers with its hello and certificate and
+ * waits for the client's key exchange. */
+const unsigned char
+    xcm_raw_client_hello
+        [] =
+            {
+                0x16, 0x03, 0x01, 0x00, 0x4f, /* record */
+                0x01, 0x00, 0x00, 0x4b,       /* ClientHello */
+                0x03, 0x03,                   /* TLS 1.2 */
+                1,    2,    3,    4,    5,    6,    7,    8,    9,
+                10,   11,   12,   13,   14,   15,   16,   17,   18,
+                19,   20,   21,   22,   23,   24,   25,   26,   27,
+                28,   29,   30,   31,   32, /* random */
+                0x00,                       /* session id */
+                0x00, 0x0a, 0xc0, 0x2b, 0xc0, 0x2f, 0x00, 0x9c, 0x00,
+                0x2f, 0x00, 0xff, /* suites */
+                0x01, 0x00,       /* compression: null */
+                0x00, 0x18,       /* extensions */
+                0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x17, /* groups: P-256
+                                                                 */
+                0x00, 0x0b, 0x00, 0x02, 0x01, 0x00, /* point formats */
+                0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x01, 0x04,
+                0x03, /* signature
+                         algorithms
+                       */
+};
+const size_t xcm_raw_client_hello_len = sizeof xcm_raw_client_hello;

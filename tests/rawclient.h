@@ -76,4 +76,10 @@ int xcm_raw_login(xcm_raw *r, const char *header, const char *auth,
  * when "still n" came back. */
 int xcm_raw_still_works(xcm_raw *good, int n);
 
+/* A TLS 1.2 ClientHello (ECDHE and RSA suites, P-256, SHA-256
+ * signatures): the server answers with its hello and certificate and
+ * waits for the client's key exchange. */
+extern const unsigned char xcm_raw_client_hello[];
+extern const size_t xcm_raw_client_hello_len;
+
 #endif

@@ -319,32 +319,6 @@ static void test_header_timeout(void) {
   world_stop(&w);
 }
 
-/* A TLS 1.2 ClientHello (tests/test-fault.c). */
-static const unsigned char
-    client_hello
-        [] =
-            {
-                0x16, 0x03, 0x01, 0x00, 0x4f, /* record */
-                0x01, 0x00, 0x00, 0x4b,       /* ClientHello */
-                0x03, 0x03,                   /* TLS 1.2 */
-                1,    2,    3,    4,    5,    6,    7,    8,    9,
-                10,   11,   12,   13,   14,   15,   16,   17,   18,
-                19,   20,   21,   22,   23,   24,   25,   26,   27,
-                28,   29,   30,   31,   32, /* random */
-                0x00,                       /* session id */
-                0x00, 0x0a, 0xc0, 0x2b, 0xc0, 0x2f, 0x00, 0x9c, 0x00,
-                0x2f, 0x00, 0xff, /* suites */
-                0x01, 0x00,       /* compression: null */
-                0x00, 0x18,       /* extensions */
-                0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x17, /* groups: P-256
-                                                                 */
-                0x00, 0x0b, 0x00, 0x02, 0x01, 0x00, /* point formats */
-                0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x01, 0x04,
-                0x03, /* signature
-                         algorithms
-                       */
-};
-
 static int got_bytes(void *ud) {
   return ((raw *)ud)->in.len > 0;
 }
@@ -365,7 +339,8 @@ static void test_direct_tls(void) {
       n = v2_header(h, 1, v4_block, sizeof v4_block);
       xcm_raw_send(&r, (const char *)h, n);
     }
-    xcm_raw_send(&r, (const char *)client_hello, sizeof client_hello);
+    xcm_raw_send(&r, (const char *)xcm_raw_client_hello,
+                 xcm_raw_client_hello_len);
     if (round == 0) {
       /* A handshake record back: the header was taken off the front. */
       CHECK(xcm_test_run_until(&w.loop, got_bytes, &r, 3000));
