@@ -93,7 +93,6 @@ static struct {
   int closing; /* shutting down: closes are expected */
   heap cm_heap, kit_heap;
   const char *first_failure;
-  int fed; /* input given since the loop last turned */
 } B;
 
 static void *count_realloc(void *ud, void *p, size_t n) {
@@ -300,7 +299,6 @@ static void step(uint32_t i) {
                    enc);
     }
     c->state = C_AUTH;
-    B.fed = 1;
     xcm_conn_input(c->conn, buf, (size_t)n);
     break;
   case C_AUTH:
@@ -310,7 +308,6 @@ static void step(uint32_t i) {
                  "resource></bind></iq>",
                  HDR);
     c->state = C_BIND;
-    B.fed = 1;
     xcm_conn_input(c->conn, buf, (size_t)n);
     break;
   case C_READY:
@@ -318,7 +315,6 @@ static void step(uint32_t i) {
     if (B.presence) {
       static const char p[] = "<presence/>";
       B.presences++;
-      B.fed = 1;
       xcm_conn_input(c->conn, p, sizeof p - 1);
     }
     break;
@@ -357,7 +353,6 @@ static void start(uint32_t i) {
     fail(i, "xcm_cm_attach failed");
     return;
   }
-  B.fed = 1;
   xcm_conn_input(c->conn, HDR, sizeof HDR - 1);
 }
 
@@ -399,7 +394,6 @@ static void on_kit_event(void *ud, xcm_testkit *kit,
 static void turn(void) {
   flush();
   uv_run(B.loop, UV_RUN_NOWAIT);
-  B.fed = 0;
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -415,7 +409,6 @@ static void send_msg(uint32_t a, const char *jid_b) {
                    "<message to='%s' type='chat'><body>ping</body></message>",
                    jid_b);
 
-  B.fed = 1;
   xcm_conn_input(B.c[a].conn, buf, (size_t)n);
 }
 
