@@ -25,6 +25,7 @@
 
 #include "util/alloc.h"
 #include "xcm/error.h"
+#include "util/hex.h"
 
 /* A certificate chain with its key; the first of a server's is the one
  * offered when SNI names none of them. */
@@ -597,16 +598,6 @@ void xcm__tls_config_unref(xcm_tls_config *cfg) {
 
 /* ---- fingerprints -------------------------------------------------- */
 
-static int hex_digit(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 int xcm__tls_parse_fingerprint(const char *s, unsigned char out[32]) {
   unsigned char sha[32];
   int colons = -1; /* unknown until after the first byte */
@@ -625,8 +616,8 @@ int xcm__tls_parse_fingerprint(const char *s, unsigned char out[32]) {
       if (colons && *s++ != ':')
         return XCM_EINVAL;
     }
-    hi = hex_digit(s[0]);
-    lo = hi < 0 ? -1 : hex_digit(s[1]);
+    hi = xcm__hex_digit(s[0]);
+    lo = hi < 0 ? -1 : xcm__hex_digit(s[1]);
     if (lo < 0)
       return XCM_EINVAL;
     sha[i] = (unsigned char)(hi << 4 | lo);

@@ -9,6 +9,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 #include "xcm/error.h"
+#include "util/hex.h"
 
 /* Elements recorded for a tree, open elements tracked for end-tag
  * matching, attributes on one start tag and in one tree. Past any of
@@ -154,16 +155,6 @@ static size_t utf8_char(const unsigned char *u, size_t n, uint32_t *cp) {
   return 0;
 }
 
-static int hex_digit(unsigned char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* The length of a predefined entity or character reference at u[0] ==
  * '&', with the character it stands for; 0 for anything else. */
 static size_t reference(const unsigned char *u, size_t n, uint32_t *cp) {
@@ -184,7 +175,7 @@ static size_t reference(const unsigned char *u, size_t n, uint32_t *cp) {
 
     /* Eight digits reach past U+10FFFF; more are refused as too large. */
     for (i = hex ? 3 : 2; i < n && digits <= 8; i++, digits++) {
-      int d = hex                            ? hex_digit(u[i])
+      int d = hex                            ? xcm__hex_digit(u[i])
               : (u[i] >= '0' && u[i] <= '9') ? u[i] - '0'
                                              : -1;
       if (d < 0)
@@ -218,7 +209,7 @@ static int reference_prefix(const unsigned char *u, size_t n) {
     int hex = n > 2 && u[2] == 'x';
 
     for (i = hex ? 3 : 2; i < n; i++, digits++)
-      if (hex ? hex_digit(u[i]) < 0 : !(u[i] >= '0' && u[i] <= '9'))
+      if (hex ? xcm__hex_digit(u[i]) < 0 : !(u[i] >= '0' && u[i] <= '9'))
         return 0;
     return digits <= 8;
   }

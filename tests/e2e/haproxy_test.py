@@ -29,6 +29,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from slix_chat import Client, Tap  # noqa: E402
 
 
+STREAM_HEADER = (b"<?xml version='1.0'?><stream:stream "
+                 b"xmlns:stream='http://etherx.jabber.org/streams' "
+                 b"xmlns='jabber:client' to='example.test' version='1.0'>")
+
+
+def send_unheard(port, prefix, source="127.0.0.1"):
+    """Connect straight to the CM from source, send prefix and a stream
+    header, and return what came back before the close (b"" expected)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                  source_address=(source, 0)) as s:
+        s.sendall(prefix + STREAM_HEADER)
+        try:
+            return s.recv(100)
+        except ConnectionResetError:
+            return b""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -152,32 +169,15 @@ async def main(server, certs, tmp, tap):
                   "the session events carry the header's address", str(peers))
 
         # Straight to the CM, bypassing the balancer: refused unheard.
-        with socket.create_connection(("127.0.0.1", plain), timeout=5) as s:
-            s.sendall(b"<?xml version='1.0'?><stream:stream "
-                      b"xmlns:stream='http://etherx.jabber.org/streams' "
-                      b"xmlns='jabber:client' to='example.test' "
-                      b"version='1.0'>")
-            try:
-                data = s.recv(100)
-            except ConnectionResetError:
-                data = b""
+        data = send_unheard(plain, b"")
         tap.check(data == b"", "a client without a PROXY header is closed "
                   "before a byte of XMPP", repr(data[:60]))
 
         # A perfectly good header from a source not in proxy_trusted
         # (127.0.0.2: Linux routes all of 127/8 to lo): closed as soon as
         # it is accepted, the header never read.
-        with socket.create_connection(("127.0.0.1", plain), timeout=5,
-                                      source_address=("127.0.0.2", 0)) as s:
-            s.sendall(b"PROXY TCP4 192.0.2.99 127.0.0.1 40000 5222\r\n"
-                      b"<?xml version='1.0'?><stream:stream "
-                      b"xmlns:stream='http://etherx.jabber.org/streams' "
-                      b"xmlns='jabber:client' to='example.test' "
-                      b"version='1.0'>")
-            try:
-                data = s.recv(100)
-            except ConnectionResetError:
-                data = b""
+        data = send_unheard(plain, b"PROXY TCP4 192.0.2.99 127.0.0.1 40000 "
+                            b"5222\r\n", source="127.0.0.2")
         tap.check(data == b"", "a valid PROXY header from an untrusted "
                   "source is closed with nothing sent", repr(data[:60]))
         ok = await wait_for(lambda: "127.0.0.2: not a trusted PROXY source"
