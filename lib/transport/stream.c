@@ -1336,3 +1336,8 @@ int xcm__stream_start_zlib(xcm_stream *s, const char *early, size_t early_len) {
 void xcm__stream_set_peer(xcm_stream *s, const char *name) {
   s->peer_name = name;
 }
+
+void xcm__stream_set_cb(xcm_stream *s, const xcm_stream_cb *cb, void *ud) {
+  s->cb = cb;
+  s->ud = ud;
+}

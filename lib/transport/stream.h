@@ -177,6 +177,11 @@ const char *xcm__stream_peer(const xcm_stream *s);
  * in place of the balancer): name is the owner's and must outlive the
  * stream; NULL goes back to the socket's address. */
 void xcm__stream_set_peer(xcm_stream *s, const char *name);
+/* Hand the stream to another owner (an HTTP connection upgraded to
+ * WebSocket): later callbacks go to cb with ud. cb must outlive the
+ * stream, as at creation. Call it from one of the old owner's callbacks
+ * or outside any; input not yet delivered goes to the new owner. */
+void xcm__stream_set_cb(xcm_stream *s, const xcm_stream_cb *cb, void *ud);
 
 /* Send what is queued (and a TLS close_notify), then close. A close with
  * nothing queued closes at once. Safe to call twice. A peer that never
