@@ -1337,6 +1337,12 @@ void xcm__stream_set_peer(xcm_stream *s, const char *name) {
   s->peer_name = name;
 }
 
+void xcm__stream_set_water(xcm_stream *s, size_t high_water, size_t low_water) {
+  s->limits.high_water = high_water;
+  s->limits.low_water = low_water;
+  s->over = high_water != 0 && queued(s) > high_water;
+}
+
 void xcm__stream_set_cb(xcm_stream *s, const xcm_stream_cb *cb, void *ud) {
   s->cb = cb;
   s->ud = ud;

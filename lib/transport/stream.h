@@ -183,6 +183,10 @@ void xcm__stream_set_peer(xcm_stream *s, const char *name);
  * or outside any; input not yet delivered goes to the new owner. */
 void xcm__stream_set_cb(xcm_stream *s, const xcm_stream_cb *cb, void *ud);
 
+/* Change the high and low water marks (the new owner's, after a hand
+ * over). Output already above the new high mark owes a drain. */
+void xcm__stream_set_water(xcm_stream *s, size_t high_water, size_t low_water);
+
 /* Send what is queued (and a TLS close_notify), then close. A close with
  * nothing queued closes at once. Safe to call twice. A peer that never
  * reads keeps a closing stream open: the owner's timeout should then
