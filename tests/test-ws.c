@@ -955,9 +955,13 @@ static void test_idle_footprint(void) {
   wslay_event_context_free(wc);
   xcm_test_note("wslay event context: %lld bytes (XCM_WS_WSLAY_BYTES %d)",
                 wslay_bytes, XCM_WS_WSLAY_BYTES);
-  /* malloc's chunk headers are counted too: within a few hundred. */
-  CHECK(wslay_bytes > XCM_WS_WSLAY_BYTES - 512 &&
-        wslay_bytes < XCM_WS_WSLAY_BYTES + 512);
+  /* malloc's chunk headers are counted too: within a few hundred.
+   * Under ASan or valgrind malloc is not glibc's and mallinfo2 says 0. */
+  if (wslay_bytes == 0)
+    xcm_test_note("malloc is replaced here: wslay's size not measured");
+  else
+    CHECK(wslay_bytes > XCM_WS_WSLAY_BYTES - 512 &&
+          wslay_bytes < XCM_WS_WSLAY_BYTES + 512);
 
   fx_init(&f, NULL, NULL);
   xcm__buf_init(&b, NULL);

@@ -317,6 +317,8 @@ static void after_recv(xcm_ws *ws, int r) {
   else if (r != 0)
     violate(ws, XCM_WS_INTERNAL); /* out of memory inside wslay */
   flush(ws);
+  if (ws->wc == NULL)
+    return; /* out of memory: owed already */
   if (ws->peer_closed) {
     owe_end(ws, 0, ws->peer_status);
   } else if (!wslay_event_get_read_enabled(ws->wc)) {
@@ -328,8 +330,11 @@ static void after_recv(xcm_ws *ws, int r) {
   }
 }
 
-/* Hand len bytes to wslay; keep what it did not take (paused). */
+/* Hand len bytes to wslay; keep what it did not take (paused). Bytes
+ * from held are taken out of it; bytes that can no longer be read (the
+ * connection is ending) are dropped. */
 static void feed(xcm_ws *ws, const char *data, size_t len, int from_held) {
+  size_t left = 0;
   int r;
 
   if (len == 0 || ws->s_closing || ws->ended || ws->end_owed)
@@ -346,16 +351,16 @@ static void feed(xcm_ws *ws, const char *data, size_t len, int from_held) {
   r = wslay_event_recv(ws->wc);
   ws->in_recv = 0;
   after_recv(ws, r);
-  if (from_held) {
-    xcm__buf_consume(&ws->held, len - ws->in_len);
-  } else if (ws->in_len > 0 && !ws->end_owed && !ws->ended &&
-             xcm__buf_append(&ws->held, ws->in, ws->in_len) != 0) {
-    owe_end(ws, XCM_ENOMEM, XCM_WS_ABNORMAL);
-  }
+  if (!ws->end_owed && !ws->ended)
+    left = ws->in_len;
   ws->in = NULL;
   ws->in_len = 0;
+  if (from_held)
+    xcm__buf_consume(&ws->held, len - left);
+  else if (left > 0 && xcm__buf_append(&ws->held, data + len - left, left) != 0)
+    owe_end(ws, XCM_ENOMEM, XCM_WS_ABNORMAL);
 done:
-  if (from_held && (ws->end_owed || ws->ended))
+  if (from_held && left == 0)
     ws->held.len = 0;
   settle(ws);
   maybe_release(ws);
