@@ -106,6 +106,11 @@ HOSTILE_CLASSES = [
     ('hostile-upstream', "malformed routes and configuration pushes from "
      "upstream"),
     ('bad-configs', 'bad configurations (xcmd.conf, manager.xml, TLS files)'),
+    ('websocket-frames', 'WebSocket frames that break RFC 6455 or RFC 7395 '
+     '(unmasked, binary, invalid UTF-8, over the message limit whole or in '
+     'fragments, oversized or fragmented control frames, reserved bits and '
+     'opcodes, lengths not in their shortest form, bad close codes), each '
+     'closed with its status code'),
     ('fuzz-regressions', 'fuzz regressions replayed (tests/regress/)'),
 ]
 
