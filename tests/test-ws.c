@@ -773,9 +773,18 @@ static void test_limit_from_header(void) {
   lim.max_message = 1000;
   fx_init(&f, &lim, NULL);
   xcm__buf_init(&b, NULL);
-  frame(&b, 0, 1, pad, 900);
+  /* Exactly at the limit, in two fragments: taken. */
+  frame(&b, 0, 1, pad, 500);
+  frame(&b, 1, 0, pad, 500);
   cli_send(&f, &b);
   want_msgs = 1;
+  REQUIRE(run_until(&f, got_msgs, 5000));
+  CHECK_INT(f.msgs[0].len, 1000);
+  CHECK_INT(f.ends, 0);
+  b.len = 0;
+  frame(&b, 0, 1, pad, 900);
+  cli_send(&f, &b);
+  want_msgs = 2;
   run_until(&f, got_msgs, 200); /* the first fragment is taken */
   heap.peak = heap.live;
   b.len = 0;
@@ -789,6 +798,7 @@ static void test_limit_from_header(void) {
   cli_send(&f, &b);
   REQUIRE(run_until(&f, srv_ended_and_cli_eof, 5000));
   CHECK_INT(f.end_status, 1009);
+  CHECK_INT(f.nmsgs, 1);
   peak = heap.peak - heap.live;
   xcm_test_note("peak while refusing: %lld bytes over the start", peak);
   CHECK(heap.peak < heap.live + 64 * 1024);
@@ -936,6 +946,10 @@ static int one_msg(fixture *f) {
   return f->nmsgs >= 1;
 }
 
+static int has_frames(fixture *f) {
+  return xcm__ws_has_frames(f->ws);
+}
+
 /* What wslay's context costs, and that an idle connection does not
  * hold it. */
 static void test_idle_footprint(void) {
@@ -977,13 +991,7 @@ static void test_idle_footprint(void) {
   text(&b, "<presence/>");
   b.len = 1;
   cli_send(&f, &b);
-  uv_run(&f.loop, UV_RUN_NOWAIT);
-  {
-    int i;
-
-    for (i = 0; i < 100 && !xcm__ws_has_frames(f.ws); i++)
-      uv_run(&f.loop, UV_RUN_ONCE);
-  }
+  CHECK(run_until(&f, has_frames, 5000));
   CHECK(xcm__ws_has_frames(f.ws));
   busy = xcm__ws_footprint(f.ws);
   xcm_test_note("with half a frame header: %zu bytes", busy);
