@@ -903,6 +903,67 @@ static void test_pause(void) {
   fx_free(&f);
 }
 
+/* The peer closes while the owner is paused and never resumes: the
+ * messages kept for it go with the connection after the close timeout,
+ * and end still comes. */
+static void test_close_while_paused(void) {
+  fixture f;
+  xcm_buf b;
+  xcm_ws_limits lim = {0};
+  sframe fr;
+
+  lim.close_timeout_ms = 100;
+  fx_init(&f, &lim, NULL);
+  f.pause_each = 1;
+  xcm__buf_init(&b, NULL);
+  text(&b, "<a/>");
+  text(&b, "<b/>");
+  close_frame(&b, 1000, "");
+  cli_send(&f, &b);
+  REQUIRE(run_until(&f, ws_closed_cond, 10000));
+  CHECK_INT(f.nmsgs, 1);
+  CHECK_INT(f.ends, 1);
+  CHECK_INT(f.end_err, 0);
+  CHECK_INT(f.end_status, 1000);
+  REQUIRE(run_until(&f, cli_eof, 5000));
+  fr = take(&f);
+  CHECK_INT(close_status(&fr), 1000);
+  xcm__buf_free(&b);
+  fx_free(&f);
+}
+
+/* The peer closes while the owner is paused; resumed, the owner gets the
+ * messages read before the Close, then end. */
+static void test_close_after_resume(void) {
+  fixture f;
+  xcm_buf b;
+  uv_timer_t t;
+
+  fx_init(&f, NULL, NULL);
+  f.pause_each = 1;
+  xcm__buf_init(&b, NULL);
+  text(&b, "<a/>");
+  text(&b, "<b/>");
+  close_frame(&b, 1001, "");
+  cli_send(&f, &b);
+  want_msgs = 1;
+  REQUIRE(run_until(&f, got_msgs, 5000));
+  uv_run(&f.loop, UV_RUN_NOWAIT);
+  CHECK_INT(f.ends, 0);
+  f.pause_each = 0;
+  uv_timer_init(&f.loop, &t);
+  t.data = &f;
+  uv_timer_start(&t, resume_later, 0, 0);
+  REQUIRE(run_until(&f, ws_closed_cond, 5000));
+  CHECK_INT(f.nmsgs, 2);
+  CHECK_STR(f.msgs[1].data, "<b/>");
+  CHECK_INT(f.ends, 1);
+  CHECK_INT(f.end_status, 1001);
+  uv_close((uv_handle_t *)&t, NULL);
+  xcm__buf_free(&b);
+  fx_free(&f);
+}
+
 /* Closing from inside the message callback. */
 static void test_close_in_callback(void) {
   fixture f;
@@ -1023,6 +1084,8 @@ int main(int argc, char **argv) {
       {"limit_from_header", test_limit_from_header},
       {"backpressure", test_backpressure},
       {"pause", test_pause},
+      {"close_while_paused", test_close_while_paused},
+      {"close_after_resume", test_close_after_resume},
       {"close_in_callback", test_close_in_callback},
       {"tcp_end", test_tcp_end},
       {"idle_footprint", test_idle_footprint},

@@ -271,6 +271,11 @@ static void owe_end(xcm_ws *ws, int err, unsigned status) {
   ws->end_owed = 1;
   ws->end_err = err;
   ws->end_status = status;
+  /* An owner that stays paused does not hold the connection open. */
+  if (ws->deadline == 0) {
+    ws->deadline = uv_now(ws->ctx->loop) + ws->lim.close_timeout_ms;
+    rearm(ws);
+  }
 }
 
 static void settle(xcm_ws *ws) {
@@ -404,6 +409,11 @@ static void timer_cb(uv_timer_t *t) {
 
   if (ws->deadline != 0 && uv_now(ws->ctx->loop) >= ws->deadline) {
     ws->deadline = 0;
+    if (ws->end_owed) {
+      /* Still paused: what was kept for it goes with the connection. */
+      ws->later.len = 0;
+      settle(ws);
+    }
     /* The peer did not answer our Close, or does not read: cut. */
     ws->s_closing = 1;
     if (ws->s != NULL)

@@ -99,7 +99,9 @@ void xcm__ws_close(xcm_ws *ws, unsigned status, const char *reason);
 /* Stop and resume delivering messages (flow control). Paused, nothing
  * more is read from the socket and no message is delivered; what was
  * read already waits (at most one wslay buffer and one message) and is
- * delivered after resume, from the loop. */
+ * delivered after resume, from the loop. A Close or a broken rule read
+ * meanwhile is reported by end after those messages; an owner still
+ * paused after close_timeout_ms gets end without them. */
 void xcm__ws_pause(xcm_ws *ws);
 void xcm__ws_resume(xcm_ws *ws);
 
