@@ -233,6 +233,13 @@ function startPages() {
 
 // ---- processes -------------------------------------------------------------
 
+// Whatever this script started dies with it, however it ends.
+const children = [];
+process.on('exit', () => {
+  for (const c of children)
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+
 function freePort() {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
@@ -252,6 +259,7 @@ async function startDemo(o) {
   const args = ['--demo', '--port', String(tcpPort), o['demo-http-flag'],
     String(httpPort)];
   const proc = spawn(o['xcmd-demo'], args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(proc);
   const log = [];
   const feed = new Feed('xcmd-demo');
   const exited = new Promise((resolve) => proc.on('exit', (code, sig) => {
@@ -289,6 +297,7 @@ function startPeer(o, port) {
   const proc = spawn(o.python, [path.join(here, 'peer.py'), '--host',
     o['tcp-host'], '--port', String(port), '--domain', o.domain,
     '--user', o.peer], { stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(proc);
   const feed = new Feed('TCP peer');
   const stderr = [];
   readline.createInterface({ input: proc.stdout }).on('line', (l) => {
@@ -628,7 +637,8 @@ async function main() {
       executablePath: o.chromium,
       // Names resolve to nothing: the browser stays on loopback (pages
       // and servers are named by address).
-      args: ['--no-sandbox', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost'],
+      args: ['--no-sandbox', '--disable-dev-shm-usage',
+        '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost'],
       headless: true,
       timeout: o.timeoutMs * 2,
     });
