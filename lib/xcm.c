@@ -551,6 +551,10 @@ void xcm_conn_input_end(xcm_conn *c) {
   xcm__stream_input_end((xcm_stream *)c);
 }
 
+void xcm_conn_writable(xcm_conn *c) {
+  xcm__stream_writable((xcm_stream *)c);
+}
+
 int xcm_cm_listener_port(const xcm_cm *cm, unsigned i) {
   return i < cm->nlisteners ? cm->listeners[i]->port : XCM_EINVAL;
 }
