@@ -458,6 +458,18 @@ void xcm__client_writable(xcm_client *c) {
   msg_send_kept(c, 0);
 }
 
+size_t xcm__client_kept(const xcm_client *c) {
+  const msg_side *m = c->msg;
+  size_t at, n = 0;
+  kept_hdr h;
+
+  if (m == NULL)
+    return 0;
+  for (at = m->head; at < m->q.len; at += sizeof h + h.len, n++)
+    memcpy(&h, m->q.data + at, sizeof h);
+  return n;
+}
+
 /* Reading: pause and resume whatever carries the client's input. */
 static void in_pause(xcm_client *c) {
   if (c->stream != NULL)
@@ -1483,6 +1495,8 @@ void xcm__client_server_closed(xcm_client *c, const char *error, size_t len) {
   if (c->flags & F_CLOSING)
     return;
   c->flags |= F_CLOSING;
+  if (error != NULL)
+    c->flags |= F_ERROR;
   xcm__buf_reset(b);
   start_header(c, b);
   unit_end(&u, b);

@@ -156,6 +156,9 @@ void xcm__client_msg_end(xcm_client *c, int err);
 /* The transport can take messages again after XCM_EAGAIN: the client
  * sends what it kept. */
 void xcm__client_writable(xcm_client *c);
+/* Messages a message client keeps while its transport is full (0 for
+ * any other): for tests and statistics. */
+size_t xcm__client_kept(const xcm_client *c);
 
 /* The client's stream, for feeding a custom transport's input. */
 xcm_stream *xcm__client_stream(const xcm_client *c);

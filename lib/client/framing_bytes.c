@@ -14,8 +14,11 @@ static int bytes_server_error(xcm_buf *b, const char *bytes, size_t len) {
 }
 
 const xcm_framing xcm__framing_bytes = {
-    "bytes",           XCM_FRAMING_STARTTLS | XCM_FRAMING_ZLIB,
-    bytes_open,        xcm__client_features,
-    xcm__stream_error, bytes_server_error,
+    "bytes",
+    XCM_FRAMING_STARTTLS | XCM_FRAMING_ZLIB,
+    bytes_open,
+    xcm__client_features,
+    xcm__stream_error,
+    bytes_server_error,
     xcm__stream_close_tag,
     NULL /* routed elements go out as they came */};

@@ -101,8 +101,8 @@ static int msg_element(xcm_buf *b, const char *bytes, size_t len) {
 }
 
 const xcm_framing xcm__framing_messages = {
-    "messages",       XCM_FRAMING_MESSAGES, msg_open,  msg_features,
-    msg_error,        msg_server_error,     msg_close, msg_element};
+    "messages", XCM_FRAMING_MESSAGES, msg_open,  msg_features,
+    msg_error,  msg_server_error,     msg_close, msg_element};
 
 int xcm__framing_kind(const char *ns, const char *name) {
   if (strcmp(ns, XCM_NS_FRAMING) != 0)
