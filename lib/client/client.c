@@ -873,18 +873,20 @@ static const xcm_xml_callbacks reader_cb = {on_header, levels, on_stanza,
 
 /* ---- input from a message transport (RFC 7395) ---------------------------- */
 
-static int msg_levels(void *ud, const char *ns, const char *name) {
-  /* The <open/>'s attributes are read from its tree. */
-  if (xcm__framing_kind(ns, name) == XCM_FRAME_OPEN)
-    return 1;
-  return levels(ud, ns, name);
-}
-
 /* The message being read: its length without the white space around. */
 typedef struct msg_read {
   xcm_client *c;
   size_t len;
 } msg_read;
+
+static int msg_levels(void *ud, const char *ns, const char *name) {
+  msg_read *m = ud;
+
+  /* The <open/>'s attributes are read from its tree. */
+  if (xcm__framing_kind(ns, name) == XCM_FRAME_OPEN)
+    return 1;
+  return levels(m->c, ns, name);
+}
 
 static const char *node_attr_ns(const xcm_xml_node *n, const char *ns,
                                 const char *name) {
