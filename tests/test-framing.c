@@ -409,15 +409,15 @@ static void test_stream_errors(void) {
        "not-well-formed"},
       {"malformed-messages", OPEN, "<a><b></a></b>", "not-well-formed"},
       /* Before authentication only SASL and its kin. */
-      {"stream-errors", OPEN,
+      {"before-auth", OPEN,
        "<message xmlns='jabber:client' to='bob@example.test'/>",
        "not-authorized"},
-      {"stream-errors", NULL, "<presence xmlns='jabber:client'/>",
+      {"malformed-messages", NULL, "<presence xmlns='jabber:client'/>",
        "bad-format"},
-      {"stream-errors",
+      {"bad-stream-headers",
        "<open xmlns='" FR "' to='elsewhere.test' version='1.0'/>", NULL,
        "host-unknown"},
-      {"stream-errors", OPEN, OPEN, "bad-format"},
+      {"malformed-messages", OPEN, OPEN, "bad-format"},
   };
   xcm_test_world w;
   size_t i;
@@ -462,7 +462,7 @@ static void test_over_the_limit(void) {
   memcpy(msg + sizeof msg - 8, "</auth>", 7);
   input(&p, msg);
   check_error(&p, "policy-violation");
-  xcm_test_tried("oversized-stanzas", before);
+  xcm_test_tried("oversized", before);
   xcm_test_world_stop(&w, 1000);
   peer_free(&p);
 }

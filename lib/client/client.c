@@ -871,7 +871,7 @@ static void on_end(void *ud) {
 static const xcm_xml_callbacks reader_cb = {on_header, levels, on_stanza,
                                             on_end};
 
-/* ---- input from a message transport (RFC 7395) ---------------------------- */
+/* ---- input from a message transport (RFC 7395) ------------------------- */
 
 /* The message being read: its length without the white space around. */
 typedef struct msg_read {
