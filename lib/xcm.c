@@ -550,8 +550,8 @@ int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
     return XCM_ECLOSED;
   if (i >= cm->nlisteners || t == NULL)
     return XCM_EINVAL;
-  return xcm__session_attach_msg(&cm->sessions, &cm->listeners[i]->cfg, t,
-                                 peer, out);
+  return xcm__session_attach_msg(&cm->sessions, &cm->listeners[i]->cfg, t, peer,
+                                 out);
 }
 
 void xcm_conn_input(xcm_conn *c, const char *data, size_t len) {

@@ -965,9 +965,9 @@ void xcm__client_msg_input(xcm_client *c, const char *data, size_t len) {
   m.c = c;
   m.len = z - a;
   c->flags |= F_FEEDING;
-  err = xcm__xml_read_element(c->ctx->xml, data + a, z - a, NULL, 0,
-                              c->cfg->max_depth, 1, msg_levels, msg_element,
-                              &m);
+  err =
+      xcm__xml_read_element(c->ctx->xml, data + a, z - a, NULL, 0,
+                            c->cfg->max_depth, 1, msg_levels, msg_element, &m);
   c->flags &= ~(unsigned)F_FEEDING;
   if (err != 0 && !(c->flags & F_CLOSING)) {
     /* RFC 7395 3.3.3: each message is one complete, well-formed
@@ -975,8 +975,7 @@ void xcm__client_msg_input(xcm_client *c, const char *data, size_t len) {
     if (err == XCM_ENOMEM)
       xcm__client_fail(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
     else if (err == XCM_ELIMIT)
-      xcm__client_fail(c, XCM_COND_POLICY_VIOLATION,
-                       "element nested too deep");
+      xcm__client_fail(c, XCM_COND_POLICY_VIOLATION, "element nested too deep");
     else
       xcm__client_fail(c, XCM_COND_NOT_WELL_FORMED,
                        "a message must hold exactly one complete element");

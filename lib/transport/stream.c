@@ -129,7 +129,7 @@ struct xcm_stream {
   unsigned notified : 1;      /* TLS close_notify queued */
   unsigned custom_closed : 1; /* ops->close has run */
   unsigned no_reset : 1;      /* xcm__stream_drop: abort with a plain close */
-  unsigned blocked : 1; /* the custom transport said XCM_EAGAIN: wait */
+  unsigned blocked : 1;       /* the custom transport said XCM_EAGAIN: wait */
 };
 
 static void flush_cb(uv_prepare_t *h);
