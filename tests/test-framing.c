@@ -617,6 +617,65 @@ static void test_backpressure(void) {
   peer_free(&p);
 }
 
+/* What a message framing cannot do: compression is never offered nor
+ * started (setup-failed, and the stream goes on), and the client's
+ * xml:lang comes back on our <open/>. */
+static void with_compression(xcm_options *o, void *ud) {
+  (void)ud;
+  o->compression = 1;
+}
+
+static void test_no_compression(void) {
+  xcm_test_world w;
+  peer p;
+  const char *m;
+
+  /* The server allows zlib and so does the CM: a secure byte stream
+   * would be offered it (test-client). */
+  start(&w, with_compression, 1);
+  attach(&p, &w, 1);
+  input(&p, "<open xmlns='" FR "' to='example.test' version='1.0' "
+            "xml:lang='de'/>");
+  m = expect(&p, "<open ");
+  REQUIRE(m != NULL);
+  CHECK(strstr(m, "xml:lang=\"de\"") != NULL);
+  m = expect(&p, "<stream:features");
+  REQUIRE(m != NULL);
+  CHECK(strstr(m, "compression") == NULL);
+  input(&p, "<compress xmlns='http://jabber.org/protocol/compress'>"
+            "<method>zlib</method></compress>");
+  CHECK(expect(&p, "<setup-failed/>") != NULL);
+  CHECK_INT(p.closed, 0);
+  input(&p, CLOSE);
+  CHECK(xcm_test_run_until(&w.loop, is_closed, &p, 5000));
+  CHECK_INT(p.failed, 0);
+  xcm_test_world_stop(&w, 1000);
+  peer_free(&p);
+}
+
+/* A transport that fails a send: the client ends at once, closed as
+ * failed, and the message it could not take goes back to the server. */
+static void test_send_fails(void) {
+  xcm_test_world w;
+  peer p;
+  offline_wait ow = {NULL, 1};
+
+  start(&w, NULL, 0);
+  ow.w = &w;
+  REQUIRE(xcm_testkit_local_login(w.kit, BOB, NULL, NULL) == 0);
+  attach(&p, &w, 0);
+  REQUIRE(login(&p));
+  REQUIRE(xcm_test_run_until(&w.loop, alice_available, &w, 5000));
+  p.answer = XCM_ECLOSED;
+  bob_send(&w, "lost?");
+  CHECK(xcm_test_run_until(&w.loop, is_closed, &p, 5000));
+  CHECK_INT(p.failed, 1);
+  CHECK(xcm_test_run_until(&w.loop, offline_has, &ow, 5000));
+  xcm_testkit_local_logout(w.kit, BOB);
+  xcm_test_world_stop(&w, 1000);
+  peer_free(&p);
+}
+
 /* ---- the public custom byte transport --------------------------------------
  */
 
@@ -839,6 +898,8 @@ int main(int argc, char **argv) {
       {"over-the-limit", test_over_the_limit},
       {"secure-flag", test_secure_flag},
       {"backpressure", test_backpressure},
+      {"no-compression", test_no_compression},
+      {"send-fails", test_send_fails},
       {"custom-secure", test_custom_secure},
       {"custom-backpressure", test_custom_backpressure},
   };

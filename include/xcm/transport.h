@@ -7,7 +7,8 @@
  * Backpressure: write() may answer XCM_EAGAIN, "taken, but no more for
  * now"; libxcm then keeps what follows (up to the listener's max_out, as
  * for a socket whose peer does not read) until the caller calls
- * xcm_conn_writable(). A transport that is already encrypted sets
+ * xcm_conn_writable(); a close waits for what was kept to be written
+ * before close() is called. A transport that is already encrypted sets
  * secure: it counts as TLS for a policy that requires TLS, and STARTTLS
  * is not offered on it. */
 #ifndef XCM_TRANSPORT_H
