@@ -5,7 +5,7 @@
  * compression, when negotiated, run inside libxcm as on a socket.
  *
  * Backpressure: write() may answer XCM_EAGAIN, "taken, but no more for
- * now"; libxcm then keeps what follows (up to the listener's max_out, as
+ * now"; libxcm then keeps what follows (up to max_client_out, as
  * for a socket whose peer does not read) until the caller calls
  * xcm_conn_writable(); a close waits for what was kept to be written
  * before close() is called. A transport that is already encrypted sets
