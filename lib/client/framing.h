@@ -49,6 +49,18 @@
  * keeps what follows, up to max_out, as for a slow socket); its close()
  * says failed when the session ends with an error.
  *
+ * Input. A bytes framing feeds whatever arrives to the client's stream
+ * reader (xml/reader.h), which finds the headers, the elements and the
+ * end tag itself, and restarts after STARTTLS, zlib and SASL. A
+ * messages framing reads each message on its own
+ * (xcm__client_msg_input): white space around it is dropped, and what
+ * is left must be exactly one complete, well-formed element (else
+ * not-well-formed; over the stanza limit, policy-violation), read as a
+ * document of its own, so a stanza must declare xmlns='jabber:client'
+ * itself. <open/> opens the stream (and again after SASL success only),
+ * <close/> ends it, anything else goes through the same allow-list,
+ * limits and requests as a stanza read off a stream.
+ *
  * Backpressure, both ways. Out: a bytes framing queues in the stream up
  * to max_out (transport/stream.h); a messages transport's send() may
  * answer XCM_EAGAIN ("taken, but no more for now") and later call
