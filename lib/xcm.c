@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "attach.h"
 #include "core/ctx.h"
 #include "options.h"
 #include "session/session.h"

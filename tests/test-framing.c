@@ -9,6 +9,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "attach.h"
 #include "client/client.h"
 #include "client/framing.h"
 #include "harness.h"

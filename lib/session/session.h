@@ -10,7 +10,6 @@
 #include "session/counters.h"
 #include "upstream/pool.h"
 #include "util/map.h"
-#include "xcm/xcm.h"
 
 /* The layer knows nothing of the public API (xcm/xcm.h): the instance
  * (xcm.c) turns its events, its hook calls and its counters into the
@@ -109,13 +108,6 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
 int xcm__session_attach_msg(xcm_sessions *t, const xcm_client_cfg *cfg,
                             const xcm_msg_transport *tr, const char *peer,
                             xcm_client **client);
-
-/* The same through an instance (lib/xcm.c), with the settings of its
- * listener i, as xcm_cm_attach does for a byte transport: for the
- * WebSocket and BOSH layers, and tests. XCM_ECLOSED while it stops or
- * drains, XCM_EINVAL for no listener i. */
-int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
-                       const char *peer, xcm_client **out);
 
 /* End every session with a stream error (system-shutdown on a graceful
  * stop). The upstream sessions are closed as each client goes. */
