@@ -24,6 +24,7 @@ static const err_entry errors[] = {
     {XCM_EBUSY, "XCM_EBUSY", "resource temporarily exhausted"},
     {XCM_ECONFIG, "XCM_ECONFIG", "invalid configuration"},
     {XCM_ETOOBIG, "XCM_ETOOBIG", "output does not fit"},
+    {XCM_EAGAIN, "XCM_EAGAIN", "taken, but the transport is full for now"},
 };
 
 static const err_entry *find(int err) {

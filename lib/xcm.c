@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "attach.h"
 #include "core/ctx.h"
 #include "options.h"
 #include "session/session.h"
@@ -543,12 +544,27 @@ int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *in,
   return err;
 }
 
+int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
+                       const char *peer, xcm_client **out) {
+  *out = NULL;
+  if (cm->stopping || cm->draining)
+    return XCM_ECLOSED;
+  if (i >= cm->nlisteners || t == NULL)
+    return XCM_EINVAL;
+  return xcm__session_attach_msg(&cm->sessions, &cm->listeners[i]->cfg, t, peer,
+                                 out);
+}
+
 void xcm_conn_input(xcm_conn *c, const char *data, size_t len) {
   xcm__stream_input((xcm_stream *)c, data, len);
 }
 
 void xcm_conn_input_end(xcm_conn *c) {
   xcm__stream_input_end((xcm_stream *)c);
+}
+
+void xcm_conn_writable(xcm_conn *c) {
+  xcm__stream_writable((xcm_stream *)c);
 }
 
 int xcm_cm_listener_port(const xcm_cm *cm, unsigned i) {

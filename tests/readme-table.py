@@ -73,6 +73,9 @@ HOSTILE_CLASSES = [
     ('markup-injection', 'markup in the strings the CM writes into protocol '
      'messages'),
     ('bad-stream-headers', 'bad stream headers (host, namespaces, version)'),
+    ('malformed-messages', 'WebSocket (RFC 7395) messages that are not '
+     'exactly one element (two, text beside one, a partial one, a stream '
+     'header), an element before `<open/>`, a second `<open/>`'),
     ('before-auth', 'stanzas before authentication'),
     ('before-tls', 'SASL, stanzas, iq:auth and registration before TLS '
      'when TLS is required'),

@@ -2151,7 +2151,8 @@ static void sink_close(void *ud) {
  * the transport has taken it. */
 static void test_records_custom(void) {
   fixture f;
-  xcm_transport t = {sizeof t, sink_write, sink_close, NULL};
+  xcm_transport t = {
+      .size = sizeof t, .write = sink_write, .close = sink_close};
   xcm_stream_limits lim = {16 * 1024, 0, 0, 0};
   sink k;
   got_recs g;

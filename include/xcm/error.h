@@ -29,7 +29,10 @@ enum xcm_error {
   XCM_ETIMEDOUT = -4011, /* a deadline passed */
   XCM_EBUSY = -4012,     /* resource temporarily exhausted; retry later */
   XCM_ECONFIG = -4013,   /* invalid configuration */
-  XCM_ETOOBIG = -4014    /* output does not fit the buffer given */
+  XCM_ETOOBIG = -4014,   /* output does not fit the buffer given */
+  /* A transport took what it was given but can take no more for now: it
+   * says when it can again (xcm_conn_writable). Not a failure. */
+  XCM_EAGAIN = -4015
 };
 
 /* A static, human-readable description of err (an xcm_error or a libuv

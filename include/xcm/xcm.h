@@ -307,6 +307,10 @@ XCM_EXTERN int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *t,
 XCM_EXTERN void xcm_conn_input(xcm_conn *c, const char *data, size_t len);
 /* The peer closed its side. */
 XCM_EXTERN void xcm_conn_input_end(xcm_conn *c);
+/* The transport can take bytes again after its write() answered
+ * XCM_EAGAIN: what waited is written when the loop turns. Not from
+ * inside write() itself. */
+XCM_EXTERN void xcm_conn_writable(xcm_conn *c);
 
 /* The port of listener i (in the order added), or XCM_EINVAL when there
  * is no listener i. */

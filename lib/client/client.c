@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "client/framing.h"
 #include "client/request.h"
 #include "proto/cmproto.h"
 #include "proto/route.h"
@@ -41,15 +42,38 @@ enum {
   F_WAITING = 1u << 10, /* header read; waiting for an upstream link */
   F_BOUND = 1u << 11,   /* a resource was bound (or legacy auth passed) */
   F_FEEDING = 1u << 12, /* inside the reader: its parser is in use */
-  F_SHAPED = 1u << 13   /* over its rate: reads paused until repaid */
+  F_SHAPED = 1u << 13,  /* over its rate: reads paused until repaid */
+  F_ERROR = 1u << 14,   /* it ends with a stream error */
+  F_MSG_OPEN = 1u << 15 /* messages: the client's <open/> for this stream */
 };
+
+/* The side of a client over a message transport (client/framing.h):
+ * the transport's table, what the client keeps while the transport is
+ * full, and the peer's name. A byte client has none. */
+typedef struct msg_side {
+  xcm_msg_transport t;
+  /* Messages kept while the transport is full, oldest first from head:
+   * each a kept_hdr and its bytes. Freed when empty. */
+  xcm_buf q;
+  size_t head;
+  size_t kept;          /* what counts against max_out */
+  unsigned blocked : 1; /* send() said XCM_EAGAIN; no writable() yet */
+  unsigned closed : 1;  /* close() has run */
+  char peer[];
+} msg_side;
+
+typedef struct kept_hdr {
+  size_t len;
+  int record;
+} kept_hdr;
 
 enum action { A_NONE, A_TLS, A_ZLIB };
 
 struct xcm_client {
   xcm_ctx *ctx;
   const xcm_client_cfg *cfg;
-  xcm_stream *stream;
+  xcm_stream *stream; /* NULL once gone, and for a message client */
+  msg_side *msg;      /* a message client's side, else NULL */
   xcm_xml_reader *reader;
   const xcm_client_cb *cb;
   void *ud;
@@ -104,7 +128,19 @@ static void maybe_free(xcm_client *c) {
   xcm__req_clear(&c->req, c->ctx->alloc);
   xcm__free(c->ctx->alloc, c->proxy);
   xcm__free(c->ctx->alloc, c->peer);
+  if (c->msg != NULL)
+    xcm__buf_free(&c->msg->q);
+  xcm__free(c->ctx->alloc, c->msg);
   xcm__free(c->ctx->alloc, c);
+}
+
+static const xcm_framing *framing(const xcm_client *c) {
+  return c->msg != NULL ? &xcm__framing_messages : &xcm__framing_bytes;
+}
+
+/* Whether the transport can still be written to. */
+static int live(const xcm_client *c) {
+  return c->stream != NULL || (c->msg != NULL && !c->msg->closed);
 }
 
 static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
@@ -121,8 +157,11 @@ static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
 }
 
 static int write_out(xcm_client *c, const char *data, size_t len);
+static void msg_close(xcm_client *c, int graceful);
 
 static void close_stream(xcm_client *c, int graceful) {
+  if (c->msg != NULL)
+    msg_close(c, graceful);
   if (c->stream == NULL)
     return;
   if (graceful)
@@ -137,27 +176,75 @@ static int start_header(xcm_client *c, xcm_buf *b) {
   int err = 0;
 
   if (!(c->flags & F_HEADER_SENT)) {
-    err = xcm__client_stream_open(b, c->cfg->domain, c->sid, lang,
-                                  (c->flags & F_V1) != 0);
+    xcm_frame_open a;
+
+    a.from = c->cfg->domain;
+    a.id = c->sid;
+    a.lang = lang;
+    a.version_1 = (c->flags & F_V1) != 0;
+    err = framing(c)->open(b, &a);
     if (err == 0)
       c->flags |= F_HEADER_SENT;
   }
   return err;
 }
 
+/* What one step of the stream says, unit by unit (client/framing.h): a
+ * bytes framing writes the units of a step together, a messages framing
+ * sends each as one message. */
+typedef struct units {
+  size_t cut[4]; /* where each ends in the buffer */
+  unsigned n;
+} units;
+
+static void unit_end(units *u, const xcm_buf *b) {
+  if (b->len > (u->n ? u->cut[u->n - 1] : 0) && u->n < 4)
+    u->cut[u->n++] = b->len;
+}
+
+static int msg_write(xcm_client *c, const char *data, size_t len, int record,
+                     int force);
+
+/* Write the units in b. force: past max_out, and on a byte stream
+ * without the owner hearing of an overflow (the stream is ending). */
+static int send_units(xcm_client *c, const xcm_buf *b, const units *u,
+                      int force) {
+  size_t at = 0;
+  unsigned i;
+  int err = 0;
+
+  if (c->msg == NULL) {
+    if (force)
+      return xcm__stream_write(c->stream, b->data, b->len);
+    return write_out(c, b->data, b->len);
+  }
+  for (i = 0; i < u->n && err == 0; i++) {
+    err = msg_write(c, b->data + at, u->cut[i] - at, 0, force);
+    at = u->cut[i];
+  }
+  return err;
+}
+
 void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text) {
   xcm_buf *b = &c->ctx->scratch;
+  const xcm_framing *fr = framing(c);
+  units u = {{0}, 0};
 
   if (c->flags & F_CLOSING)
     return;
   c->flags |= F_CLOSING;
+  if (cond != XCM_COND_NONE)
+    c->flags |= F_ERROR;
   xcm__buf_reset(b);
   /* RFC 6120 4.9.1.1: an error before our header still needs one. */
   start_header(c, b);
-  xcm__stream_error(b, cond, text);
-  xcm__stream_close_tag(b);
-  if (c->stream != NULL && !(c->flags & F_ENDED))
-    xcm__stream_write(c->stream, b->data, b->len);
+  unit_end(&u, b);
+  fr->error(b, cond, text);
+  unit_end(&u, b);
+  fr->close(b);
+  unit_end(&u, b);
+  if (live(c) && !(c->flags & F_ENDED))
+    send_units(c, b, &u, 1);
   xcm__buf_reset(b);
   /* A peer that stopped reading would hold a graceful close forever. */
   close_stream(c, !(c->flags & F_ENDED));
@@ -184,7 +271,11 @@ static void return_record(void *ud, const char *data, size_t len) {
  * to the kernel at all. Each was written as a record: the stream knows
  * where it starts and how long it is, so nothing in the bytes (text a
  * sender chose included) is read again. */
+static void msg_return_kept(xcm_client *c);
+
 static void return_unsent(xcm_client *c) {
+  if (c->msg != NULL)
+    msg_return_kept(c);
   if (c->stream != NULL)
     xcm__stream_unsent_records(c->stream, return_record, c);
 }
@@ -218,10 +309,13 @@ static void out_of_memory(xcm_client *c, const char *data, size_t len,
 static int write_as(xcm_client *c, const char *data, size_t len, int message) {
   int err;
 
-  if (c->stream == NULL)
+  if (c->msg != NULL)
+    err = msg_write(c, data, len, message, 0);
+  else if (c->stream == NULL)
     return XCM_ECLOSED;
-  err = message ? xcm__stream_write_record(c->stream, data, len)
-                : xcm__stream_write(c->stream, data, len);
+  else
+    err = message ? xcm__stream_write_record(c->stream, data, len)
+                  : xcm__stream_write(c->stream, data, len);
   if (err == XCM_ELIMIT)
     overflow(c, data, len, message);
   else if (err == XCM_ENOMEM)
@@ -231,6 +325,164 @@ static int write_as(xcm_client *c, const char *data, size_t len, int message) {
 
 static int write_out(xcm_client *c, const char *data, size_t len) {
   return write_as(c, data, len, 0);
+}
+
+/* ---- a message transport (client/framing.h) ----------------------------- */
+
+static void msg_failed(xcm_client *c, int err, const char *data, size_t len);
+
+/* Keep a message while the transport is full; force keeps it past
+ * max_out (what ends the stream). */
+static int msg_keep(xcm_client *c, const char *data, size_t len, int record,
+                    int force) {
+  msg_side *m = c->msg;
+  size_t max = c->cfg->max_out, need = len + sizeof(kept_hdr);
+  kept_hdr h;
+  int err;
+
+  if (!force && max != 0 && (m->kept > max || need > max - m->kept))
+    return XCM_ELIMIT;
+  h.len = len;
+  h.record = record;
+  err = xcm__buf_reserve(&m->q, need);
+  if (err != 0)
+    return err;
+  xcm__buf_append(&m->q, &h, sizeof h);
+  xcm__buf_append(&m->q, data, len);
+  m->kept += need;
+  return 0;
+}
+
+/* One unit to the transport, or kept while it is full. */
+static int msg_write(xcm_client *c, const char *data, size_t len, int record,
+                     int force) {
+  msg_side *m = c->msg;
+  int err;
+
+  if (m->closed)
+    return XCM_ECLOSED;
+  if (m->blocked || m->head < m->q.len)
+    return msg_keep(c, data, len, record, force);
+  err = m->t.send(m->t.ud, data, len);
+  if (err == XCM_EAGAIN) {
+    m->blocked = 1;
+    return 0;
+  }
+  if (err < 0) {
+    msg_failed(c, err, record ? data : NULL, len);
+    return XCM_ECLOSED;
+  }
+  return 0;
+}
+
+static void msg_forget_kept(msg_side *m) {
+  xcm__buf_free(&m->q);
+  m->head = m->kept = 0;
+}
+
+/* Send what was kept, oldest first, until the transport is full again
+ * (or, ignoring that, everything: the stream is ending). */
+static void msg_send_kept(xcm_client *c, int all) {
+  msg_side *m = c->msg;
+  kept_hdr h;
+  const char *data;
+  int err;
+
+  while (m->head < m->q.len && (all || !m->blocked) && !m->closed) {
+    memcpy(&h, m->q.data + m->head, sizeof h);
+    data = m->q.data + m->head + sizeof h;
+    m->head += sizeof h + h.len;
+    m->kept -= sizeof h + h.len;
+    err = m->t.send(m->t.ud, data, h.len);
+    if (err == XCM_EAGAIN) {
+      m->blocked = 1;
+    } else if (err < 0) {
+      msg_failed(c, err, h.record ? data : NULL, h.len);
+      return;
+    }
+  }
+  if (m->head >= m->q.len)
+    msg_forget_kept(m);
+}
+
+/* Give back every message kept and never handed to the transport. */
+static void msg_return_kept(xcm_client *c) {
+  msg_side *m = c->msg;
+  size_t at = m->head;
+  kept_hdr h;
+
+  while (at < m->q.len) {
+    memcpy(&h, m->q.data + at, sizeof h);
+    if (h.record)
+      c->cb->undelivered(c->ud, m->q.data + at + sizeof h, h.len);
+    at += sizeof h + h.len;
+  }
+  msg_forget_kept(m);
+}
+
+/* The transport refused a unit (data, when it was a message the server
+ * must get back): the client ends as if its connection broke. */
+static void msg_failed(xcm_client *c, int err, const char *data, size_t len) {
+  c->flags |= F_ENDED | F_CLOSING;
+  if (c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED)) {
+    if (data != NULL)
+      c->cb->undelivered(c->ud, data, len);
+    msg_return_kept(c);
+  }
+  close_stream(c, 0);
+  notify(c, XCM_COND_NONE, err, NULL);
+}
+
+/* The end: what was kept goes first unless the end is abrupt, then the
+ * transport hears it is done. */
+static void msg_close(xcm_client *c, int graceful) {
+  msg_side *m = c->msg;
+
+  if (m->closed)
+    return;
+  if (graceful)
+    msg_send_kept(c, 1);
+  if (m->closed)
+    return;
+  m->closed = 1;
+  msg_forget_kept(m);
+  m->t.close(m->t.ud, !graceful || (c->flags & F_ERROR) != 0);
+}
+
+void xcm__client_writable(xcm_client *c) {
+  msg_side *m = c->msg;
+
+  if (m == NULL || m->closed)
+    return;
+  m->blocked = 0;
+  msg_send_kept(c, 0);
+}
+
+size_t xcm__client_kept(const xcm_client *c) {
+  const msg_side *m = c->msg;
+  size_t at, n = 0;
+  kept_hdr h;
+
+  if (m == NULL)
+    return 0;
+  for (at = m->head; at < m->q.len; at += sizeof h + h.len, n++)
+    memcpy(&h, m->q.data + at, sizeof h);
+  return n;
+}
+
+/* Reading: pause and resume whatever carries the client's input. */
+static void in_pause(xcm_client *c) {
+  if (c->stream != NULL)
+    xcm__stream_pause(c->stream);
+  else if (c->msg != NULL && !c->msg->closed && c->msg->t.pause != NULL)
+    c->msg->t.pause(c->msg->t.ud, 1);
+}
+
+static void in_resume(xcm_client *c) {
+  if (c->stream != NULL)
+    xcm__stream_resume(c->stream);
+  else if (c->msg != NULL && !c->msg->closed && c->msg->t.pause != NULL)
+    c->msg->t.pause(c->msg->t.ud, 0);
 }
 
 /* ---- the stream header and features ------------------------------------- */
@@ -246,16 +498,16 @@ static int features(xcm_client *c, const xcm_policy *p, xcm_buf *b) {
   if (c->flags & F_AUTHED)
     state |= XCM_STREAM_AUTHENTICATED;
   xcm_features_from_policy(&f, p, state);
-  if (c->cfg->tls == NULL)
+  if (c->cfg->tls == NULL || !(framing(c)->caps & XCM_FRAMING_STARTTLS))
     f.flags &=
         ~(unsigned)(XCM_FEATURE_STARTTLS | XCM_FEATURE_STARTTLS_REQUIRED);
   /* Compression only inside TLS: compressing before encryption on a
    * clear stream gains little and leaks much. */
   f.flags &= ~(unsigned)XCM_FEATURE_COMPRESSION;
   if (c->cfg->compression && p->compression_zlib && (c->flags & F_SECURED) &&
-      !(c->flags & F_COMPRESSED))
+      !(c->flags & F_COMPRESSED) && (framing(c)->caps & XCM_FRAMING_ZLIB))
     f.flags |= XCM_FEATURE_COMPRESSION;
-  return xcm__client_features(b, &f);
+  return framing(c)->features(b, &f);
 }
 
 static int header_error(xcm_client *c, xcm_cond cond, const char *text) {
@@ -264,22 +516,27 @@ static int header_error(xcm_client *c, xcm_cond cond, const char *text) {
 }
 
 static int finish_header(xcm_client *c, const xcm_policy *p);
+static int stream_opened(xcm_client *c, const char *to, const char *version);
 
-static int on_header(void *ud, const xcm_xml_header *h) {
-  xcm_client *c = ud;
-  const char *to, *version, *lang, *ns;
-  const xcm_policy *p;
+#define NS_XML "http://www.w3.org/XML/1998/namespace"
 
+/* A stream opens (or restarts): note what our answer must repeat. */
+static void note_open(xcm_client *c, const char *version, const char *lang) {
   c->flags &= ~(unsigned)F_HEADER_SENT;
-  version = xcm__xml_header_attr(h, "", "version");
   if (version != NULL && version[0] >= '1' && version[0] <= '9')
     c->flags |= F_V1;
   else
     c->flags &= ~(unsigned)F_V1;
-  lang =
-      xcm__xml_header_attr(h, "http://www.w3.org/XML/1998/namespace", "lang");
   if (lang != NULL && strlen(lang) < sizeof c->lang)
     memcpy(c->lang, lang, strlen(lang) + 1);
+}
+
+static int on_header(void *ud, const xcm_xml_header *h) {
+  xcm_client *c = ud;
+  const char *version, *ns;
+
+  version = xcm__xml_header_attr(h, "", "version");
+  note_open(c, version, xcm__xml_header_attr(h, NS_XML, "lang"));
   if (strcmp(h->ns, XCM_NS_STREAMS) != 0 || strcmp(h->name, "stream") != 0)
     return header_error(c, XCM_COND_INVALID_NAMESPACE,
                         "the stream element is not in the streams namespace");
@@ -287,7 +544,14 @@ static int on_header(void *ud, const xcm_xml_header *h) {
   if (ns == NULL || strcmp(ns, XCM_NS_CLIENT) != 0)
     return header_error(c, XCM_COND_INVALID_NAMESPACE,
                         "the default namespace must be jabber:client");
-  to = xcm__xml_header_attr(h, "", "to");
+  return stream_opened(c, xcm__xml_header_attr(h, "", "to"), version);
+}
+
+/* What every transport checks of a stream's opening, once its own
+ * framing was found right. */
+static int stream_opened(xcm_client *c, const char *to, const char *version) {
+  const xcm_policy *p;
+
   if (to == NULL || strcasecmp(to, c->cfg->domain) != 0)
     return header_error(c, XCM_COND_HOST_UNKNOWN,
                         "this server does not serve that domain");
@@ -307,6 +571,7 @@ static int on_header(void *ud, const xcm_xml_header *h) {
 
 static int finish_header(xcm_client *c, const xcm_policy *p) {
   xcm_buf *b = &c->ctx->scratch;
+  units u = {{0}, 0};
   int err;
 
   if (p == NULL)
@@ -323,15 +588,17 @@ static int finish_header(xcm_client *c, const xcm_policy *p) {
   }
   xcm__buf_reset(b);
   err = start_header(c, b);
+  unit_end(&u, b);
   if (err == 0 && (c->flags & F_V1))
     err = features(c, p, b);
+  unit_end(&u, b);
   if (err != 0) {
     /* Out of memory: none of it was sent. */
     xcm__buf_reset(b);
     c->flags &= ~(unsigned)F_HEADER_SENT;
     return header_error(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
   }
-  err = write_out(c, b->data, b->len);
+  err = send_units(c, b, &u, 0);
   xcm__buf_reset(b);
   return err;
 }
@@ -430,12 +697,12 @@ static void on_timer(uv_timer_t *t);
 static void shape(xcm_client *c) {
   uint64_t wait = shape_wait(c), due;
 
-  if (wait == 0 || c->stream == NULL || (c->flags & F_CLOSING))
+  if (wait == 0 || !live(c) || (c->flags & F_CLOSING))
     return;
   if (!(c->flags & F_SHAPED) && c->cfg->counters != NULL)
     c->cfg->counters->reads_shaped++;
   c->flags |= F_SHAPED;
-  xcm__stream_pause(c->stream);
+  in_pause(c);
   /* Sooner than a timeout the timer waits for already, or that one
    * would be late. */
   due = uv_timer_get_due_in(&c->timer);
@@ -448,7 +715,14 @@ static int relay(xcm_client *c, const xcm_xml_stanza *s) {
   size_t n;
   int err;
 
-  decls = xcm__xml_reader_decls(c->reader, &n);
+  if (c->msg != NULL) {
+    /* Each message stands alone: it declares what it uses, and a
+     * stanza without its own xmlns was refused. */
+    decls = NULL;
+    n = 0;
+  } else {
+    decls = xcm__xml_reader_decls(c->reader, &n);
+  }
   err = c->cb->stanza(c->ud, s, decls, n);
   if (err == XCM_ELIMIT)
     return refuse(c, XCM_COND_POLICY_VIOLATION,
@@ -484,7 +758,8 @@ static int starttls(xcm_client *c) {
   static const char proceed[] = "<proceed xmlns=\"" NS_TLS "\"/>";
   static const char failure[] = "<failure xmlns=\"" NS_TLS "\"/>";
 
-  if (c->cfg->tls == NULL || (c->flags & (F_SECURED | F_AUTHED))) {
+  if (c->cfg->tls == NULL || !(framing(c)->caps & XCM_FRAMING_STARTTLS) ||
+      (c->flags & (F_SECURED | F_AUTHED))) {
     /* RFC 6120 5.4.2.2: failure, then the stream ends. */
     write_out(c, failure, sizeof failure - 1);
     c->flags |= F_HEADER_SENT;
@@ -509,7 +784,8 @@ static int compress(xcm_client *c, const xcm_xml_stanza *s) {
   if (strcmp(s->name, "compress") != 0)
     return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
   if (p == NULL || !p->compression_zlib || !c->cfg->compression ||
-      !(c->flags & F_SECURED) || (c->flags & F_COMPRESSED))
+      !(c->flags & F_SECURED) || (c->flags & F_COMPRESSED) ||
+      !(framing(c)->caps & XCM_FRAMING_ZLIB))
     return write_out(c, setup, sizeof setup - 1);
   if (m == NULL || m->text_len != 4 || memcmp(m->text, "zlib", 4) != 0)
     return write_out(c, method, sizeof method - 1);
@@ -576,14 +852,17 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
 static void on_end(void *ud) {
   xcm_client *c = ud;
   xcm_buf *b = &c->ctx->scratch;
+  units u = {{0}, 0};
 
   if (c->flags & F_CLOSING)
     return;
   c->flags |= F_CLOSING;
   xcm__buf_reset(b);
   start_header(c, b);
-  xcm__stream_close_tag(b);
-  write_out(c, b->data, b->len);
+  unit_end(&u, b);
+  framing(c)->close(b);
+  unit_end(&u, b);
+  send_units(c, b, &u, 0);
   xcm__buf_reset(b);
   close_stream(c, 1);
   notify(c, XCM_COND_NONE, 0, NULL);
@@ -591,6 +870,130 @@ static void on_end(void *ud) {
 
 static const xcm_xml_callbacks reader_cb = {on_header, levels, on_stanza,
                                             on_end};
+
+/* ---- input from a message transport (RFC 7395) ------------------------- */
+
+/* The message being read: its length without the white space around. */
+typedef struct msg_read {
+  xcm_client *c;
+  size_t len;
+} msg_read;
+
+static int msg_levels(void *ud, const char *ns, const char *name) {
+  msg_read *m = ud;
+
+  /* The <open/>'s attributes are read from its tree. */
+  if (xcm__framing_kind(ns, name) == XCM_FRAME_OPEN)
+    return 1;
+  return levels(m->c, ns, name);
+}
+
+static const char *node_attr_ns(const xcm_xml_node *n, const char *ns,
+                                const char *name) {
+  size_t i;
+
+  for (i = 0; i < n->nattrs; i++)
+    if (strcmp(n->attrs[i].ns, ns) == 0 && strcmp(n->attrs[i].name, name) == 0)
+      return n->attrs[i].value;
+  return NULL;
+}
+
+static int msg_open_stream(xcm_client *c, const xcm_xml_node *open) {
+  const char *version = xcm__xml_node_attr(open, "version");
+
+  if (c->flags & F_MSG_OPEN)
+    return refuse(c, XCM_COND_BAD_FORMAT,
+                  "the stream is open already: <open/> comes once, and "
+                  "again only after authentication");
+  note_open(c, version, node_attr_ns(open, NS_XML, "lang"));
+  c->flags |= F_MSG_OPEN;
+  /* RFC 7395 3.3.2: version 1.0, always. */
+  if (version == NULL)
+    return refuse(c, XCM_COND_UNSUPPORTED_VERSION,
+                  "<open/> must say version='1.0'");
+  return stream_opened(c, xcm__xml_node_attr(open, "to"), version);
+}
+
+static int msg_element(void *ud, const xcm_xml_stanza *s) {
+  msg_read *m = ud;
+  xcm_client *c = m->c;
+
+  /* Exactly one element, or nothing of it counts: the element's bytes
+   * are all of the message (white space aside) only if it is alone. */
+  if (s->len != m->len)
+    return XCM_EXML;
+  switch (xcm__framing_kind(s->ns, s->name)) {
+  case XCM_FRAME_OPEN:
+    return msg_open_stream(c, s->root);
+  case XCM_FRAME_CLOSE:
+    on_end(c);
+    return 0;
+  default:
+    if (!(c->flags & F_MSG_OPEN))
+      return refuse(c, XCM_COND_BAD_FORMAT,
+                    "open the stream with <open/> first");
+    return on_stanza(c, s);
+  }
+}
+
+static int is_space(char ch) {
+  return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+void xcm__client_msg_input(xcm_client *c, const char *data, size_t len) {
+  msg_read m;
+  size_t a = 0, z = len;
+  int err;
+
+  if (c->msg == NULL || (c->flags & F_CLOSING))
+    return;
+  c->last_active = now(c);
+  refill_buckets(c);
+  take_bytes(c, len);
+  while (a < z && is_space(data[a]))
+    a++;
+  while (z > a && is_space(data[z - 1]))
+    z--;
+  /* Only white space: a keepalive, as between stanzas on a stream. */
+  if (a == z)
+    return;
+  if (z - a > cfg_max_stanza(c)) {
+    xcm__client_fail(c, XCM_COND_POLICY_VIOLATION,
+                     "message larger than the stanza size limit");
+    return;
+  }
+  m.c = c;
+  m.len = z - a;
+  c->flags |= F_FEEDING;
+  err =
+      xcm__xml_read_element(c->ctx->xml, data + a, z - a, NULL, 0,
+                            c->cfg->max_depth, 1, msg_levels, msg_element, &m);
+  c->flags &= ~(unsigned)F_FEEDING;
+  if (err != 0 && !(c->flags & F_CLOSING)) {
+    /* RFC 7395 3.3.3: each message is one complete, well-formed
+     * element. */
+    if (err == XCM_ENOMEM)
+      xcm__client_fail(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+    else if (err == XCM_ELIMIT)
+      xcm__client_fail(c, XCM_COND_POLICY_VIOLATION, "element nested too deep");
+    else
+      xcm__client_fail(c, XCM_COND_NOT_WELL_FORMED,
+                       "a message must hold exactly one complete element");
+    return;
+  }
+  shape(c);
+}
+
+void xcm__client_msg_end(xcm_client *c, int err) {
+  if (c->msg == NULL || c->msg->closed)
+    return;
+  c->flags |= F_ENDED | F_CLOSING;
+  /* What was kept for it goes back to the server. */
+  if (c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED))
+    msg_return_kept(c);
+  close_stream(c, 0);
+  notify(c, XCM_COND_NONE, err, NULL);
+}
 
 /* ---- the PROXY header ---------------------------------------------------- */
 
@@ -813,8 +1216,8 @@ static void on_timer(uv_timer_t *t) {
     refill_buckets(c);
     if (shape_wait(c) == 0) {
       c->flags &= ~(unsigned)F_SHAPED;
-      if (!(c->flags & F_PAUSED) && c->stream != NULL)
-        xcm__stream_resume(c->stream);
+      if (!(c->flags & F_PAUSED) && live(c))
+        in_resume(c);
     }
   }
   /* Reads only note the time; the timer re-arms itself lazily, so an
@@ -879,10 +1282,28 @@ static void close_tcp(xcm_ctx *ctx, uv_tcp_t *tcp) {
   uv_close((uv_handle_t *)tcp, free_tcp);
 }
 
-/* One constructor for both kinds of connection: over tcp, or (tcp NULL)
- * over the caller's transport t. */
+/* A message client's side, with the transport's table and the peer's
+ * name. */
+static int msg_side_new(xcm_client *c, const xcm_msg_transport *mt,
+                        const char *peer) {
+  size_t plen = peer != NULL ? strlen(peer) : 0;
+  msg_side *m = xcm__calloc(c->ctx->alloc, sizeof(*m) + plen + 1);
+
+  if (m == NULL)
+    return XCM_ENOMEM;
+  m->t = *mt;
+  xcm__buf_init(&m->q, c->ctx->alloc);
+  memcpy(m->peer, plen ? peer : "", plen + 1);
+  c->msg = m;
+  return 0;
+}
+
+/* One constructor for every kind of connection: over tcp, or (tcp NULL)
+ * over the caller's byte transport t, or (both NULL) over a message
+ * transport mt. */
 static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
-                      uv_tcp_t *tcp, const xcm_transport *t, const char *peer,
+                      uv_tcp_t *tcp, const xcm_transport *t,
+                      const xcm_msg_transport *mt, const char *peer,
                       const xcm_client_cb *cb, void *ud) {
   xcm_client *c;
   xcm_stream_limits lim;
@@ -924,9 +1345,12 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   memset(&lim, 0, sizeof lim);
   lim.max_out = cfg->max_out;
   lim.max_inflate = cfg_max_stanza(c) > 262144 ? cfg_max_stanza(c) : 262144;
-  err = tcp != NULL
-            ? xcm__stream_from_tcp(&c->stream, ctx, tcp, &stream_cb, c, &lim)
-            : xcm__stream_custom(&c->stream, ctx, t, peer, &stream_cb, c, &lim);
+  if (mt != NULL)
+    err = msg_side_new(c, mt, peer);
+  else if (tcp != NULL)
+    err = xcm__stream_from_tcp(&c->stream, ctx, tcp, &stream_cb, c, &lim);
+  else
+    err = xcm__stream_custom(&c->stream, ctx, t, peer, &stream_cb, c, &lim);
   if (err != 0) {
     xcm__xml_reader_free(c->reader);
     xcm__free(ctx->alloc, c);
@@ -934,12 +1358,18 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
       close_tcp(ctx, tcp);
     return err;
   }
-  c->handles = 2;
+  /* A transport encrypted below us counts as TLS (client/framing.h). */
+  if ((mt != NULL && mt->secure) || (t != NULL && t->secure))
+    c->flags |= F_SECURED;
+  c->handles = mt != NULL ? 1 : 2;
   uv_timer_init(ctx->loop, &c->timer);
   c->timer.data = c;
   on_timer(&c->timer);
-  /* The PROXY header comes before anything else, TLS included. */
-  if (cfg->proxy_protocol) {
+  /* The PROXY header comes before anything else, TLS included; a
+   * message transport has neither. */
+  if (mt != NULL) {
+    /* nothing more */
+  } else if (cfg->proxy_protocol) {
     c->proxy = xcm__alloc(ctx->alloc, sizeof(*c->proxy));
     if (c->proxy == NULL) {
       c->flags |= F_NOTIFIED | F_CLOSING | F_ENDED;
@@ -980,7 +1410,7 @@ static void authenticated(xcm_client *c, int sasl) {
     /* RFC 6120 6.4.6: after success the client opens a new stream. What
      * was pending before it (another <auth/>, a legacy auth) is moot. */
     xcm__xml_reader_restart(c->reader);
-    c->flags &= ~(unsigned)F_HEADER_SENT;
+    c->flags &= ~(unsigned)(F_HEADER_SENT | F_MSG_OPEN);
     xcm__req_clear(&c->req, c->ctx->alloc);
   } else {
     logged_in(c);
@@ -1014,6 +1444,25 @@ static void watch_answers(xcm_client *c, const char *bytes, size_t len) {
   xcm__free(c->ctx->alloc, a.jid);
 }
 
+/* An element that must be rewritten for its framing (a namespace it
+ * inherited on a stream declared on it). Its own buffer: the owner's
+ * undelivered() may use the context's scratch. */
+static int deliver_element(xcm_client *c, const char *bytes, size_t len,
+                           int message) {
+  xcm_buf b;
+  int err;
+
+  xcm__buf_init(&b, c->ctx->alloc);
+  err = framing(c)->element(&b, bytes, len);
+  if (err != 0) {
+    out_of_memory(c, bytes, len, message);
+    return err;
+  }
+  err = write_as(c, b.data, b.len, message);
+  xcm__buf_free(&b);
+  return err;
+}
+
 void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
   int message = r->inner != NULL && is_message(r->inner, r->inner_len);
 
@@ -1023,28 +1472,42 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
     return;
   }
   if (r->inner == NULL) {
-    write_out(c, r->text, r->text_len);
+    /* Text between elements: a message holds one element or nothing. */
+    if (c->msg == NULL)
+      write_out(c, r->text, r->text_len);
     return;
   }
-  if (write_as(c, r->inner, r->inner_len, message) != 0)
+  if (c->msg != NULL && framing(c)->element != NULL &&
+      !xcm__xml_declares_default(r->inner, r->inner_len)) {
+    if (deliver_element(c, r->inner, r->inner_len, message) != 0)
+      return;
+  } else if (write_as(c, r->inner, r->inner_len, message) != 0) {
     return;
+  }
   if (c->req != NULL)
     watch_answers(c, r->inner, r->inner_len);
 }
 
 void xcm__client_server_closed(xcm_client *c, const char *error, size_t len) {
   xcm_buf *b = &c->ctx->scratch;
+  const xcm_framing *fr = framing(c);
+  units u = {{0}, 0};
 
   if (c->flags & F_CLOSING)
     return;
   c->flags |= F_CLOSING;
+  if (error != NULL)
+    c->flags |= F_ERROR;
   xcm__buf_reset(b);
   start_header(c, b);
+  unit_end(&u, b);
   if (error != NULL)
-    xcm__buf_append(b, error, len);
-  xcm__stream_close_tag(b);
-  if (c->stream != NULL)
-    xcm__stream_write(c->stream, b->data, b->len);
+    fr->server_error(b, error, len);
+  unit_end(&u, b);
+  fr->close(b);
+  unit_end(&u, b);
+  if (live(c))
+    send_units(c, b, &u, 1);
   xcm__buf_reset(b);
   close_stream(c, 1);
   notify(c, XCM_COND_NONE, 0, "closed by the server");
@@ -1052,15 +1515,15 @@ void xcm__client_server_closed(xcm_client *c, const char *error, size_t len) {
 
 void xcm__client_pause(xcm_client *c) {
   c->flags |= F_PAUSED;
-  if (c->stream != NULL)
-    xcm__stream_pause(c->stream);
+  if (live(c))
+    in_pause(c);
 }
 
 void xcm__client_resume(xcm_client *c) {
   c->flags &= ~(unsigned)F_PAUSED;
   /* Shaping holds the pause too, until its timer. */
-  if (c->stream != NULL && !(c->flags & F_SHAPED))
-    xcm__stream_resume(c->stream);
+  if (live(c) && !(c->flags & F_SHAPED))
+    in_resume(c);
 }
 
 void xcm__client_retry(xcm_client *c) {
@@ -1077,14 +1540,24 @@ void xcm__client_retry(xcm_client *c) {
 
 int xcm__client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
                     uv_tcp_t *tcp, const xcm_client_cb *cb, void *ud) {
-  return client_new(out, ctx, cfg, tcp, NULL, NULL, cb, ud);
+  return client_new(out, ctx, cfg, tcp, NULL, NULL, NULL, cb, ud);
 }
 
 int xcm__client_new_custom(xcm_client **out, xcm_ctx *ctx,
                            const xcm_client_cfg *cfg, const xcm_transport *t,
                            const char *peer, const xcm_client_cb *cb,
                            void *ud) {
-  return client_new(out, ctx, cfg, NULL, t, peer, cb, ud);
+  return client_new(out, ctx, cfg, NULL, t, NULL, peer, cb, ud);
+}
+
+int xcm__client_new_msg(xcm_client **out, xcm_ctx *ctx,
+                        const xcm_client_cfg *cfg, const xcm_msg_transport *t,
+                        const char *peer, const xcm_client_cb *cb, void *ud) {
+  if (t == NULL || t->send == NULL || t->close == NULL) {
+    *out = NULL;
+    return XCM_EINVAL;
+  }
+  return client_new(out, ctx, cfg, NULL, NULL, t, peer, cb, ud);
 }
 
 xcm_stream *xcm__client_stream(const xcm_client *c) {
@@ -1106,6 +1579,8 @@ int xcm__client_compressed(const xcm_client *c) {
 const char *xcm__client_peer(const xcm_client *c) {
   if (c->peer != NULL)
     return c->peer;
+  if (c->msg != NULL)
+    return c->msg->peer;
   return c->stream != NULL ? xcm__stream_peer(c->stream) : "";
 }
 
@@ -1114,7 +1589,11 @@ int xcm__client_authenticated(const xcm_client *c) {
 }
 
 size_t xcm__client_footprint(const xcm_client *c) {
-  return sizeof(*c) + (c->stream ? xcm__stream_footprint(c->stream) : 0);
+  size_t n = sizeof(*c) + (c->stream ? xcm__stream_footprint(c->stream) : 0);
+
+  if (c->msg != NULL)
+    n += sizeof(*c->msg) + strlen(c->msg->peer) + 1 + c->msg->q.cap;
+  return n;
 }
 
 void xcm__client_shrink(xcm_client *c) {

@@ -107,6 +107,59 @@ int xcm__client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
 int xcm__client_new_custom(xcm_client **out, xcm_ctx *ctx,
                            const xcm_client_cfg *cfg, const xcm_transport *t,
                            const char *peer, const xcm_client_cb *cb, void *ud);
+/* A transport that carries whole messages, each one element (RFC 7395
+ * WebSocket; BOSH next, see client/framing.h): the WebSocket layer
+ * implements it and attaches a client with xcm__client_new_msg(). The
+ * table is copied.
+ *
+ * Calls into the transport may come from inside any xcm__client_* call
+ * (xcm__client_msg_input included) and from the loop. */
+typedef struct xcm_msg_transport {
+  /* One message for the peer: one complete element, len bytes, lent for
+   * the call (copy it). Return 0; XCM_EAGAIN when it was taken but the
+   * transport is over its high water: the client then sends nothing
+   * more until xcm__client_writable(); or a negative error: the client
+   * ends (its messages go back to the server) and close() follows. */
+  int (*send)(void *ud, const char *data, size_t len);
+  /* Stop (paused 1) or go on (0) delivering input: the upstream asked
+   * the client to wait, or the client is over its rate. A message
+   * delivered while paused is still taken. May be NULL. */
+  void (*pause)(void *ud, int paused);
+  /* The client is done: no more calls into the transport, and the
+   * transport must not call in with this client any more (it is freed
+   * once the loop turns). failed: the stream ended with an error (the
+   * error and <close/> were sent already, unless the transport itself
+   * ended), or without a word (the client was refused before it spoke):
+   * the transport closes its connection with an error status; 0: an
+   * orderly close. Called exactly once. */
+  void (*close)(void *ud, int failed);
+  void *ud;
+  /* Already encrypted (WSS, HTTPS): counts as TLS for the policy's
+   * `required`, and STARTTLS is not offered. */
+  int secure;
+} xcm_msg_transport;
+
+/* A client over a message transport (copied), framed as RFC 7395 says.
+ * peer names the other end (its address, for logs and limits). On
+ * failure close() is not called and *out is NULL. On success *out is
+ * valid until t->close() has been called. */
+int xcm__client_new_msg(xcm_client **out, xcm_ctx *ctx,
+                        const xcm_client_cfg *cfg, const xcm_msg_transport *t,
+                        const char *peer, const xcm_client_cb *cb, void *ud);
+/* One whole message from the peer (data lent for the call). Not from
+ * inside a call into the transport. */
+void xcm__client_msg_input(xcm_client *c, const char *data, size_t len);
+/* The transport ended (err: UV_EOF for the peer's orderly close, or a
+ * negative error): what the client did not get goes back to the server,
+ * and close() follows (from inside this call). */
+void xcm__client_msg_end(xcm_client *c, int err);
+/* The transport can take messages again after XCM_EAGAIN: the client
+ * sends what it kept. */
+void xcm__client_writable(xcm_client *c);
+/* Messages a message client keeps while its transport is full (0 for
+ * any other): for tests and statistics. */
+size_t xcm__client_kept(const xcm_client *c);
+
 /* The client's stream, for feeding a custom transport's input. */
 xcm_stream *xcm__client_stream(const xcm_client *c);
 

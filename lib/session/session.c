@@ -499,6 +499,49 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
   return link_session(t, s);
 }
 
+int xcm__session_attach_msg(xcm_sessions *t, const xcm_client_cfg *cfg,
+                            const xcm_msg_transport *tr, const char *peer,
+                            xcm_client **client) {
+  xcm_session *s;
+  addr_count *a = NULL;
+  int over = 0, err;
+
+  *client = NULL;
+  if (t->count >= t->max_clients) {
+    t->counters->clients_refused++;
+    t->counters->clients_refused_total_limit++;
+    return XCM_EBUSY;
+  }
+  /* The peer is the client's address (the HTTP layer read any
+   * forwarding header it trusts), so it counts as a socket's does. */
+  if (t->max_per_address != XCM__OFF && peer != NULL && peer[0] != '\0' &&
+      strlen(peer) < sizeof a->key) {
+    a = count_key(t, peer, &over);
+    if (over) {
+      t->counters->clients_refused++;
+      t->counters->clients_refused_address_limit++;
+      return XCM_EBUSY;
+    }
+  }
+  s = xcm__calloc(t->ctx->alloc, sizeof(*s));
+  if (s == NULL) {
+    if (a != NULL)
+      a->n--;
+    return XCM_ENOMEM;
+  }
+  s->table = t;
+  s->addr = a;
+  err = xcm__client_new_msg(&s->client, t->ctx, cfg, tr, peer, &client_cb, s);
+  if (err != 0) {
+    if (a != NULL)
+      a->n--;
+    xcm__free(t->ctx->alloc, s);
+    return err;
+  }
+  *client = s->client;
+  return link_session(t, s);
+}
+
 int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
                         uv_tcp_t *tcp) {
   xcm_session *s;

@@ -100,6 +100,15 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
                         const xcm_transport *tr, const char *peer,
                         xcm_stream **stream);
 
+/* A connection over a message transport (WebSocket, BOSH; copied):
+ * *client receives the client to feed its messages to
+ * (xcm__client_msg_input), valid until tr->close() has been called.
+ * The same checks as for an accepted socket: the total of clients and,
+ * with max_per_address, the connections from peer's address. */
+int xcm__session_attach_msg(xcm_sessions *t, const xcm_client_cfg *cfg,
+                            const xcm_msg_transport *tr, const char *peer,
+                            xcm_client **client);
+
 /* End every session with a stream error (system-shutdown on a graceful
  * stop). The upstream sessions are closed as each client goes. */
 void xcm__sessions_fail_all(xcm_sessions *t, xcm_cond cond, const char *text);

@@ -129,6 +129,7 @@ struct xcm_stream {
   unsigned notified : 1;      /* TLS close_notify queued */
   unsigned custom_closed : 1; /* ops->close has run */
   unsigned no_reset : 1;      /* xcm__stream_drop: abort with a plain close */
+  unsigned blocked : 1;       /* the custom transport said XCM_EAGAIN: wait */
 };
 
 static void flush_cb(uv_prepare_t *h);
@@ -308,9 +309,17 @@ static void send_wire(xcm_stream *s) {
   int n, err;
 
   if (s->ops != NULL) {
-    /* A custom transport takes everything at once. */
+    /* A custom transport takes everything at once, but may then ask for
+     * a pause: what follows waits in wire (against max_out) until
+     * xcm__stream_writable(). */
+    if (s->blocked)
+      return;
     err = s->ops->write(s->ops->ud, o->wire.data, o->wire.len);
     s->write_calls++;
+    if (err == XCM_EAGAIN) {
+      s->blocked = 1;
+      err = 0;
+    }
     if (err < 0)
       write_failed(s, err);
     else
@@ -1076,6 +1085,14 @@ void xcm__stream_input(xcm_stream *s, const char *data, size_t len) {
   if (s->ops == NULL || s->closing || s->ended || len == 0)
     return;
   pump(s, data, len);
+}
+
+void xcm__stream_writable(xcm_stream *s) {
+  if (s->ops == NULL || !s->blocked)
+    return;
+  s->blocked = 0;
+  if (s->out != NULL && s->out->wire.len != 0)
+    schedule_flush(s);
 }
 
 void xcm__stream_input_end(xcm_stream *s) {

@@ -94,6 +94,9 @@ int xcm__stream_custom(xcm_stream **out, xcm_ctx *ctx, const xcm_transport *t,
 /* Bytes that arrived on a custom transport; not from inside a libxcm
  * callback. */
 void xcm__stream_input(xcm_stream *s, const char *data, size_t len);
+/* The custom transport can take bytes again after its write() answered
+ * XCM_EAGAIN: what waited goes out with the next flush. */
+void xcm__stream_writable(xcm_stream *s);
 /* The custom transport's peer closed: cb.end(UV_EOF). */
 void xcm__stream_input_end(xcm_stream *s);
 

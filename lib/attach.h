@@ -1,0 +1,20 @@
+/* Internal ways into an instance for the layers that carry clients over
+ * something other than a socket or a public custom transport: the
+ * WebSocket layer now, BOSH next (client/framing.h). lib/xcm.c
+ * implements them; the session layer below does not see xcm_cm. */
+#ifndef XCM_ATTACH_H
+#define XCM_ATTACH_H
+
+#include "client/client.h"
+#include "xcm/xcm.h"
+
+/* A client over a message transport (t is copied), served with the
+ * settings of listener i, as xcm_cm_attach does for a byte transport:
+ * the same limits on clients in all and per address (peer). *out is the
+ * client to give its messages to (xcm__client_msg_input), valid until
+ * t->close() has been called. XCM_ECLOSED while the instance stops or
+ * drains, XCM_EINVAL for no listener i, XCM_EBUSY over a limit. */
+int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
+                       const char *peer, xcm_client **out);
+
+#endif
