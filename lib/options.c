@@ -146,9 +146,9 @@ static int check_servers(const xcm_options *o, char *errbuf, size_t errlen) {
   if ((unsigned)n * o->connections > XCM_SERVERS_MAX_LINKS) {
     if (errbuf != NULL && errlen > 0)
       snprintf(errbuf, errlen,
-               "xcm_options.connections (%u) to each of the %d "
-               "upstream_servers makes %u links: at most %d in all",
-               o->connections, n, (unsigned)n * o->connections,
+               "xcm_options.upstream_servers: %d servers with connections "
+               "= %u each make %u links: at most %d in all",
+               n, o->connections, (unsigned)n * o->connections,
                XCM_SERVERS_MAX_LINKS);
     return XCM_EINVAL;
   }

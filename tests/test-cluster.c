@@ -597,6 +597,8 @@ static void test_options(void) {
       {"[]:5262", NULL, 0, 5, "no host"},
       {":5262", NULL, 0, 5, "no host"},
       {"of1 of2", NULL, 0, 5, "a space in the host"},
+      {"of1\"x:5262", NULL, 0, 5, "no host name or address has"},
+      {"of/1:5262", NULL, 0, 5, "no host name or address has"},
       {"of1:5262, OF1:5262", NULL, 0, 5, "listed twice"},
       {"a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p", NULL, 0, 16, NULL},
       {"a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q", NULL, 0, 1, "more than 16"},

@@ -457,7 +457,7 @@ typedef struct xcm_link_info {
   int tls;
   int compressed;
   size_t queued; /* bytes waiting to be written */
-  unsigned node;  /* the upstream node it goes to (0 for one server) */
+  unsigned node; /* the upstream node it goes to (0 for one server) */
 } xcm_link_info;
 
 /* Link i came up (up 1) or went down (up 0, why says why); policy is
@@ -482,8 +482,8 @@ XCM_EXTERN int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i,
  * alone as node 0. Filled by xcm_cm_upstream_node: it grows at its end
  * only. */
 typedef struct xcm_node_info {
-  const char *server; /* "host:port" ("[v6]:port"); NULL once the pool is
-                         closed (shutdown) */
+  const char *server;  /* "host:port" ("[v6]:port"); NULL once the pool is
+                          closed (shutdown) */
   unsigned first_link; /* its links: first_link .. first_link + links - 1 */
   unsigned links;      /* xcm_options.connections */
   unsigned links_up;

@@ -412,8 +412,7 @@ static void on_read(void *ud, const char *data, size_t len) {
     }
     if (l->action == A_TLS) {
       l->action = A_NONE;
-      err =
-          xcm__stream_start_tls(l->stream, l->tls, 0, l->host, data, len);
+      err = xcm__stream_start_tls(l->stream, l->tls, 0, l->host, data, len);
       if (err != 0)
         xcm__link_drop(l, err, "could not start TLS");
       return;
@@ -564,8 +563,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
     return;
   }
   if (status != 0 || res == NULL) {
-    snprintf(l->why_buf, sizeof l->why_buf, "cannot resolve %s: %s",
-             l->host, uv_strerror(status));
+    snprintf(l->why_buf, sizeof l->why_buf, "cannot resolve %s: %s", l->host,
+             uv_strerror(status));
     xcm__link_drop(l, status ? status : UV_EAI_NONAME, l->why_buf);
     return;
   }
@@ -623,8 +622,8 @@ void xcm__link_connect(xcm_link *l) {
   /* The negotiation as a whole must finish in time, or it starts over. */
   uv_timer_start(&l->timer, on_timer, tick_ms(l), tick_ms(l));
   l->dns.data = l;
-  err = uv_getaddrinfo(l->ctx->loop, &l->dns, on_resolved, l->host, port,
-                       &hints);
+  err =
+      uv_getaddrinfo(l->ctx->loop, &l->dns, on_resolved, l->host, port, &hints);
   if (err != 0) {
     xcm__link_drop(l, err, "cannot start resolving the server's name");
     return;

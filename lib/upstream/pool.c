@@ -958,8 +958,8 @@ static void on_refused(void *ud, const xcm_tls_refusal *r) {
   for (i = 0; i < p->ntold; i++)
     if (memcmp(p->told[i], r->sha256, 32) == 0) {
       xcm__log(ctx, XCM_LOG_DEBUG,
-               "upstream: %s: the certificate refused before, again: %s",
-               where, r->why);
+               "upstream: %s: the certificate refused before, again: %s", where,
+               r->why);
       return;
     }
   memcpy(p->told[p->told_next], r->sha256, 32);

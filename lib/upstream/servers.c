@@ -75,11 +75,21 @@ static int parse_one(const char *e, size_t n, xcm_server_ref *out, char *why,
     return refuse(why, whylen, "has no host", e, n);
   if (out->len > HOST_MAX)
     return refuse(why, whylen, "has a host name longer than 253 bytes", e, n);
-  for (i = 0; i < out->len; i++)
-    if (blank(out->host[i]) || (unsigned char)out->host[i] < 0x20)
+  for (i = 0; i < out->len; i++) {
+    char c = out->host[i];
+
+    if (blank(c))
       return refuse(why, whylen,
                     "has a space in the host (separate servers with ',')", e,
                     n);
+    /* A name's or an address's characters (a zone id's '%' included):
+     * the list is shown in logs and metric labels as it is. */
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_' ||
+          c == ':' || c == '%'))
+      return refuse(why, whylen, "has a character no host name or address has",
+                    e, n);
+  }
   if (port != NULL && (out->port = read_port(port, plen)) < 0)
     return refuse(why, whylen, "has no valid port (1 to 65535)", e, n);
   return 0;
