@@ -251,8 +251,9 @@ static char *render(xcmd_metrics *m, size_t *len) {
           "Sessions that authenticated.", "counter",
           sum.sessions_authenticated);
   counter(&p, &left, "xcm_sessions_lost_total",
-          "Sessions lost with every upstream link.", "counter",
-          sum.sessions_lost);
+          "Sessions lost with every upstream link, or with their node of a "
+          "cluster.",
+          "counter", sum.sessions_lost);
   counter(&p, &left, "xcm_sessions_drained_total",
           "Sessions ended by a drain (SIGUSR2) with system-shutdown.",
           "counter", sum.sessions_drained);
