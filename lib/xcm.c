@@ -130,13 +130,14 @@ static int copy_options(xcm_cm *cm, const xcm_options *o) {
   return 0;
 }
 
-/* What clients are offered, or NULL while no upstream link is up: a
+/* What clients are offered, or NULL while no upstream node takes
+ * sessions (no link up, or only links of a node shutting down): a
  * policy remembered from a link that died would only lead them to a
  * session that cannot be created. */
 static const xcm_policy *current_policy(void *ud) {
   xcm_cm *cm = ud;
 
-  if (cm->pool == NULL || xcm__pool_links_up(cm->pool) == 0)
+  if (cm->pool == NULL || xcm__pool_nodes_up(cm->pool) == 0)
     return NULL;
   return xcm__pool_policy(cm->pool);
 }
@@ -210,6 +211,10 @@ static void on_node(void *ud, unsigned i, int up, size_t lost) {
              xcm__pool_nodes_up(cm->pool), cm->nnodes);
   if (cm->node_events != NULL)
     cm->node_events(cm->node_events_ud, i, up, &info);
+  /* The first node to take sessions again (after its shutdown, links
+   * may have been up all along): clients waiting for one go on. */
+  if (up && xcm__pool_nodes_up(cm->pool) == 1)
+    xcm__sessions_retry(&cm->sessions);
 }
 
 static const xcm_pool_events pool_events = {on_link, on_policy, on_node};
