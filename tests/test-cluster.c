@@ -330,7 +330,11 @@ static void stop_node(cluster *c) {
   for (i = 0; i < c->nclients; i++)
     c->got_at_stop[i] = c->cl[i].got;
   if (c->stop_shutdown) {
+    /* Its listener stays open: stalled, it takes the CM's new links
+     * without answering them, so that the node stays away (a restarting
+     * Openfire) until the test lets it back. */
     xcm_testkit_system_shutdown(c->kit[n]);
+    xcm_testkit_stall(c->kit[n], 1);
   } else {
     /* From inside a client's read: the testkit closes on its own. */
     xcm_testkit_close(c->kit[n], kit_closed, &c->kit_down[n]);
@@ -477,8 +481,11 @@ static void outage(int by_shutdown) {
   REQUIRE(xcm_test_run_until(&c.loop, played, &rg, 20000));
 
   /* The node comes back on its port (after a crash, a new server; after
-   * system-shutdown the same listener takes the links again). */
-  if (!by_shutdown) {
+   * system-shutdown the same listener answers the links again). */
+  if (by_shutdown) {
+    CHECK(node_is(&c, 0, 0));
+    xcm_testkit_stall(c.kit[0], 0);
+  } else {
     while (!c.kit_down[0])
       uv_run(&c.loop, UV_RUN_ONCE);
     CHECK(xcm_test_kit_clean(c.kit[0]));
@@ -525,7 +532,8 @@ static void test_node_crash(void) {
 }
 
 /* Node 0 announces system-shutdown on its links and closes them; its
- * listener stays, as a restarted server's. */
+ * listener stays, as a restarted server's, and answers again once the
+ * test unstalls it. */
 static void test_node_shutdown(void) {
   outage(1);
 }
