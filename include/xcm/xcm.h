@@ -126,7 +126,8 @@ typedef struct xcm_options {
    * XCM_UNLIMITED. */
   unsigned max_clients;     /* [10000] */
   unsigned max_per_address; /* [100] */
-  /* While no upstream link is up, a new client waits this long for one;
+  /* While no upstream link is up (or only links of servers that
+   * announced system-shutdown), a new client waits this long for one;
    * then (or at once, with 0) it gets remote-connection-failed. [0] */
   unsigned upstream_wait_ms;
   int compression; /* offer zlib to clients (inside TLS) [0] */
