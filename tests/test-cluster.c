@@ -617,7 +617,9 @@ static void test_options(void) {
       {"a,b,c,d,e", NULL, 0, 64, "at most 256"},
   };
   unsigned i;
+  char why[256];
 
+  CHECK_INT(xcm_options_check(NULL, why, sizeof why), XCM_EINVAL);
   for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     unsigned before = xcm_test_failures();
     xcm_options o;
