@@ -4,9 +4,11 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "transport/proxy.h"
 #include "transport/tls.h"
+#include "upstream/servers.h"
 #include "util/sized.h"
 
 /* The inner layers' "switched off" is the API's XCM_UNLIMITED. */
@@ -128,6 +130,46 @@ static int check_pin(const xcm_options *opt, char *errbuf, size_t errlen) {
   return 0;
 }
 
+/* upstream_servers: its syntax, the links over all its servers, and
+ * server_host and server_port left alone beside it (or naming its only
+ * server), so that nobody wonders which of the two is used. */
+static int check_servers(const xcm_options *o, char *errbuf, size_t errlen) {
+  xcm_server_ref refs[XCM_SERVERS_MAX];
+  char why[200];
+  int n = xcm__servers_parse(o->upstream_servers, refs, why, sizeof why);
+
+  if (n < 0) {
+    if (errbuf != NULL && errlen > 0)
+      snprintf(errbuf, errlen, "xcm_options.upstream_servers: %s", why);
+    return XCM_EINVAL;
+  }
+  if ((unsigned)n * o->connections > XCM_SERVERS_MAX_LINKS) {
+    if (errbuf != NULL && errlen > 0)
+      snprintf(errbuf, errlen,
+               "xcm_options.upstream_servers: %d servers with connections "
+               "= %u each make %u links: at most %d in all",
+               n, o->connections, (unsigned)n * o->connections,
+               XCM_SERVERS_MAX_LINKS);
+    return XCM_EINVAL;
+  }
+  if ((strcmp(o->server_host, defaults.server_host) != 0 ||
+       o->server_port != defaults.server_port) &&
+      !(n == 1 && refs[0].port == o->server_port &&
+        strlen(o->server_host) == refs[0].len &&
+        strncasecmp(o->server_host, refs[0].host, refs[0].len) == 0)) {
+    if (errbuf != NULL && errlen > 0)
+      snprintf(errbuf, errlen,
+               "xcm_options.upstream_servers (\"%.80s\") and "
+               ".server_host/.server_port (%.80s port %d) both name the "
+               "upstream: set one of them (list every node in "
+               "upstream_servers, and leave server_host and server_port "
+               "at their defaults)",
+               o->upstream_servers, o->server_host, o->server_port);
+    return XCM_EINVAL;
+  }
+  return 0;
+}
+
 int xcm__options_resolve(xcm_options *o, const xcm_options *in, char *errbuf,
                          size_t errlen) {
   int err;
@@ -159,6 +201,9 @@ int xcm__options_resolve(xcm_options *o, const xcm_options *in, char *errbuf,
     return bad(errbuf, errlen, "server_port", "1 to 65535");
   if (o->connections < 1 || o->connections > MAX_CONNECTIONS)
     return bad(errbuf, errlen, "connections", "1 to 64");
+  if (o->upstream_servers != NULL &&
+      (err = check_servers(o, errbuf, errlen)) != 0)
+    return err;
   if ((unsigned)o->upstream_tls > XCM_UPSTREAM_TLS_REQUIRED)
     return bad(errbuf, errlen, "upstream_tls",
                "XCM_UPSTREAM_TLS_OFF, _OPTIONAL or _REQUIRED");
@@ -249,6 +294,14 @@ int xcm__listen_options_resolve(xcm_listen_options *lo,
   return check_trusted(lo, errbuf, errlen);
 }
 
+int xcm_options_check(const xcm_options *in, char *errbuf, size_t errlen) {
+  xcm_options o;
+
+  if (in == NULL)
+    return say(errbuf, errlen, "xcm_options is NULL");
+  return xcm__options_resolve(&o, in, errbuf, errlen);
+}
+
 int xcm_listen_options_check(const xcm_listen_options *in, char *errbuf,
                              size_t errlen) {
   xcm_listen_options lo;
@@ -280,6 +333,7 @@ void xcm__pool_options_from(xcm_pool_options *po, const xcm_options *o) {
   xcm__pool_options_defaults(po);
   po->host = o->server_host;
   po->port = o->server_port;
+  po->servers = o->upstream_servers;
   po->domain = o->domain;
   po->name = o->name;
   po->secret = o->secret;

@@ -71,6 +71,9 @@ struct xcm_cm {
   xcm_shutdown_fn shutdown_cb;
   xcm_link_fn link_events;
   void *link_events_ud;
+  xcm_node_fn node_events;
+  void *node_events_ud;
+  unsigned nlinks, nnodes; /* the pool's, readable after it is gone */
   void *shutdown_ud;
   /* xcm_cm_drain: listeners closed, sessions ended on a schedule. */
   int draining;
@@ -109,7 +112,8 @@ static int copy_options(xcm_cm *cm, const xcm_options *o) {
   char *cursor;
   size_t size = slen(o->domain) + slen(o->server_host) + slen(o->name) +
                 slen(o->secret) + slen(o->resource_prefix) +
-                slen(o->upstream_ca_file) + slen(o->upstream_fingerprint);
+                slen(o->upstream_ca_file) + slen(o->upstream_fingerprint) +
+                slen(o->upstream_servers);
 
   cm->strings = xcm__alloc(o->alloc, size);
   if (cm->strings == NULL)
@@ -123,16 +127,18 @@ static int copy_options(xcm_cm *cm, const xcm_options *o) {
   cm->opt.resource_prefix = keep(&cursor, o->resource_prefix);
   cm->opt.upstream_ca_file = keep(&cursor, o->upstream_ca_file);
   cm->opt.upstream_fingerprint = keep(&cursor, o->upstream_fingerprint);
+  cm->opt.upstream_servers = keep(&cursor, o->upstream_servers);
   return 0;
 }
 
-/* What clients are offered, or NULL while no upstream link is up: a
+/* What clients are offered, or NULL while no upstream node takes
+ * sessions (no link up, or only links of a node shutting down): a
  * policy remembered from a link that died would only lead them to a
  * session that cannot be created. */
 static const xcm_policy *current_policy(void *ud) {
   xcm_cm *cm = ud;
 
-  if (cm->pool == NULL || xcm__pool_links_up(cm->pool) == 0)
+  if (cm->pool == NULL || xcm__pool_nodes_up(cm->pool) == 0)
     return NULL;
   return xcm__pool_policy(cm->pool);
 }
@@ -168,7 +174,51 @@ static void on_policy(void *ud, const xcm_policy *p) {
   xcm__sessions_retry(&cm->sessions);
 }
 
-static const xcm_pool_events pool_events = {on_link, on_policy};
+static void node_info(const xcm_cm *cm, unsigned i, xcm_node_info *info) {
+  xcm_pool_node_view v;
+
+  memset(info, 0, sizeof *info);
+  if (cm->pool == NULL || xcm__pool_node(cm->pool, i, &v) != 0) {
+    info->first_link = i * cm->opt.connections;
+    info->links = cm->opt.connections;
+    return;
+  }
+  info->server = v.label;
+  info->first_link = v.first_link;
+  info->links = v.links;
+  info->links_up = v.links_up;
+  info->up = v.up;
+  info->sessions = v.sessions;
+  info->losses = v.losses;
+  info->sessions_lost = v.sessions_lost;
+}
+
+static void on_node(void *ud, unsigned i, int up, size_t lost) {
+  xcm_cm *cm = ud;
+  xcm_node_info info;
+
+  node_info(cm, i, &info);
+  /* One server's links say it all already (on_link). */
+  if (cm->nnodes > 1 && up)
+    xcm__log(&cm->ctx, XCM_LOG_INFO,
+             "upstream node %s is up: %u of %u nodes take sessions",
+             info.server, xcm__pool_nodes_up(cm->pool), cm->nnodes);
+  else if (cm->nnodes > 1)
+    xcm__log(&cm->ctx, XCM_LOG_WARN,
+             "upstream node %s went away: its %zu session%s closed with "
+             "remote-connection-failed (clients reconnect to the others); "
+             "%u of %u nodes take sessions",
+             info.server, lost, lost == 1 ? " was" : "s were",
+             xcm__pool_nodes_up(cm->pool), cm->nnodes);
+  if (cm->node_events != NULL)
+    cm->node_events(cm->node_events_ud, i, up, &info);
+  /* The first node to take sessions again (after its shutdown, links
+   * may have been up all along): clients waiting for one go on. */
+  if (up && xcm__pool_nodes_up(cm->pool) == 1)
+    xcm__sessions_retry(&cm->sessions);
+}
+
+static const xcm_pool_events pool_events = {on_link, on_policy, on_node};
 
 static void free_failed(xcm_ctx *ctx) {
   xcm_cm *cm = (xcm_cm *)ctx;
@@ -229,6 +279,8 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
   }
   xcm__sessions_init(&cm->sessions, &cm->ctx, &cm->counters);
   cm->sessions.pool = cm->pool;
+  cm->nlinks = xcm__pool_links(cm->pool);
+  cm->nnodes = xcm__pool_nodes(cm->pool);
   cm->sessions.max_clients = o.max_clients;
   cm->sessions.max_per_address = o.max_per_address;
   uv_timer_init(loop, &cm->drain);
@@ -800,6 +852,7 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.sessions_drained = cm->sessions_drained;
   st.proxy_untrusted = c->proxy_untrusted;
   st.upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
+  st.upstream_nodes_up = cm->pool ? xcm__pool_nodes_up(cm->pool) : 0;
   /* The parser pool goes before the shutdown callback runs; the
    * statistics stay readable until xcm_cm_free, as libuv's handles do. */
   st.xml_parsers_busy =
@@ -939,16 +992,17 @@ int xcm_cm_close_session(xcm_cm *cm, const char *sid, xcm_cond cond,
 }
 
 unsigned xcm_cm_upstream_links(const xcm_cm *cm) {
-  return cm->opt.connections;
+  return cm->nlinks;
 }
 
 int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out,
                          size_t size) {
   xcm_link_info info;
 
-  if (i >= cm->opt.connections)
+  if (i >= cm->nlinks)
     return XCM_EINVAL;
   memset(&info, 0, sizeof info);
+  info.node = i / cm->opt.connections;
   /* After the shutdown the pool is gone: its links read as down until
    * xcm_cm_free, as libuv's handles stay readable until freed. */
   if (cm->pool != NULL) {
@@ -957,6 +1011,26 @@ int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i, xcm_link_info *out,
     info.compressed = xcm__pool_link_zlib(cm->pool, i);
     info.queued = xcm__pool_link_queued(cm->pool, i);
   }
+  xcm__sized_write(out, size, &info, sizeof info);
+  return 0;
+}
+
+void xcm_cm_set_node_events(xcm_cm *cm, xcm_node_fn fn, void *ud) {
+  cm->node_events = fn;
+  cm->node_events_ud = ud;
+}
+
+unsigned xcm_cm_upstream_nodes(const xcm_cm *cm) {
+  return cm->nnodes;
+}
+
+int xcm_cm_upstream_node(const xcm_cm *cm, unsigned i, xcm_node_info *out,
+                         size_t size) {
+  xcm_node_info info;
+
+  if (i >= cm->nnodes)
+    return XCM_EINVAL;
+  node_info(cm, i, &info);
   xcm__sized_write(out, size, &info, sizeof info);
   return 0;
 }

@@ -425,6 +425,7 @@ static void each_getter(getters *g, xcm_cm *cm) {
   xcm_stats st;
   xcm_session_info info;
   xcm_link_info li;
+  xcm_node_info ni;
   void *data = (void *)&data;
   unsigned i;
 
@@ -444,6 +445,15 @@ static void each_getter(getters *g, xcm_cm *cm) {
     CHECK(!li.up && li.queued == 0);
   }
   CHECK_INT(xcm_cm_upstream_link(cm, g->links, &li, sizeof li), XCM_EINVAL);
+  /* The one server, node 0: down, with its links, and nameless once the
+   * pool is gone. */
+  CHECK_INT(st.upstream_nodes_up, 0);
+  CHECK_INT(xcm_cm_upstream_nodes(cm), 1);
+  memset(&ni, 0xee, sizeof ni);
+  CHECK_INT(xcm_cm_upstream_node(cm, 0, &ni, sizeof ni), 0);
+  CHECK(!ni.up && ni.links_up == 0 && ni.links == g->links &&
+        ni.server == NULL && ni.sessions == 0);
+  CHECK_INT(xcm_cm_upstream_node(cm, 1, &ni, sizeof ni), XCM_EINVAL);
   CHECK(xcm_cm_policy(cm) == NULL);
   CHECK(xcm_cm_listener_port(cm, 0) == g->w->port);
   CHECK_INT(xcm_cm_listener_port(cm, 1), XCM_EINVAL);

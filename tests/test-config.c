@@ -306,6 +306,59 @@ static void test_proxy_trusted(void) {
                "empty");
 }
 
+/* [upstream] servers: the nodes of a cluster, instead of host and port,
+ * read as libxcm reads it; each bad list named with its line. */
+#define UPSTREAM_AT_5                                                          \
+  "[server]\n"                                                                 \
+  "domain = example.test\n"                                                    \
+  "[listener]\n"                                                               \
+  "[upstream]\n"                                                               \
+  "name = cm1\n"                                                               \
+  "secret = s3cret\n"
+
+static void test_servers(void) {
+  const char *text = UPSTREAM_AT_5 "servers = of1:5262, [fd00::3]:5270, of3\n"
+                                   "connections = 3\n";
+  xcmd_config cfg;
+  char err[512];
+
+  if (!CHECK_INT(parse(text, &cfg, err, sizeof err), 0)) {
+    xcm_test_note("%s", err);
+    return;
+  }
+  CHECK_STR(cfg.opt.upstream_servers, "of1:5262, [fd00::3]:5270, of3");
+  CHECK_INT(cfg.opt.connections, 3);
+  /* host and port stay at the library's defaults, unused. */
+  CHECK_STR(cfg.opt.server_host, "127.0.0.1");
+  xcmd_config_free(&cfg);
+  expect_error(UPSTREAM_AT_5 "host = of1\nservers = of1:5262, of2:5262\n",
+               "xcmd.conf:8: key 'servers' in [upstream]: cannot be set with "
+               "'host' (line 7): list every node in servers, as host:port, "
+               "and remove host and port");
+  expect_error(UPSTREAM_AT_5 "servers = of1:5262, of2:5262\nport = 5263\n",
+               "xcmd.conf:7: key 'servers' in [upstream]: cannot be set with "
+               "'port' (line 8): list every node in servers, as host:port, "
+               "and remove host and port");
+  expect_error(UPSTREAM_AT_5 "servers = of1:5262,, of2:5262\n",
+               "xcmd.conf:7: key 'servers' in [upstream]: entry 2 is empty "
+               "(write host:port entries separated by ',', e.g. \"of1:5262, "
+               "of2:5262\")");
+  expect_error(UPSTREAM_AT_5 "servers = fd00::3:5262\n",
+               "xcmd.conf:7: key 'servers' in [upstream]: \"fd00::3:5262\" "
+               "looks like an IPv6 address: write it in brackets, e.g. "
+               "[::1]:5262");
+  expect_error(UPSTREAM_AT_5 "servers = of1:99999\n",
+               "xcmd.conf:7: key 'servers' in [upstream]: \"of1:99999\" has "
+               "no valid port (1 to 65535)");
+  expect_error(UPSTREAM_AT_5 "servers = of1, of2:5262, OF1:5262\n",
+               "xcmd.conf:7: key 'servers' in [upstream]: \"OF1:5262\" is "
+               "listed twice");
+  expect_error(UPSTREAM_AT_5 "servers = a, b, c, d, e\nconnections = 64\n",
+               "xcmd.conf:7: key 'servers' in [upstream]: "
+               "5 servers with connections = 64 each make 320 links: at "
+               "most 256 in all");
+}
+
 static void test_words(void) {
   static const char *const levels[] = {"error", "warn", "info", "debug"};
   xcmd_config cfg;
@@ -1495,6 +1548,7 @@ static const xcm_test tests[] = {
     {"booleans", test_booleans},
     {"proxy_protocol", test_proxy_protocol},
     {"proxy_trusted", test_proxy_trusted},
+    {"servers", test_servers},
     {"words", test_words},
     {"every_key", test_every_key},
     {"unlimited", test_unlimited},

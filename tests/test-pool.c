@@ -54,7 +54,7 @@ static void on_policy(void *ud, const xcm_policy *p) {
   b->policies++;
 }
 
-static const xcm_pool_events events = {on_link, on_policy};
+static const xcm_pool_events events = {on_link, on_policy, NULL};
 
 static int run_until(bench *b, int (*pred)(void *), void *ud,
                      unsigned timeout_ms) {

@@ -205,6 +205,8 @@ static const xcmd_key xcmd_keys[] = {
      offsetof(xcmd_config, opt.server_host), 0, 0},
     {XCMD_SEC_UPSTREAM, "port", XCMD_T_PORT,
      offsetof(xcmd_config, opt.server_port), 1, 65535},
+    {XCMD_SEC_UPSTREAM, "servers", XCMD_T_STR,
+     offsetof(xcmd_config, opt.upstream_servers), 0, 0},
     {XCMD_SEC_UPSTREAM, "name", XCMD_T_STR, offsetof(xcmd_config, opt.name), 0,
      0},
     {XCMD_SEC_UPSTREAM, "secret", XCMD_T_STR, offsetof(xcmd_config, opt.secret),
@@ -872,6 +874,8 @@ static const char *xcmd_placeholder_hint(const xcmd_key *key) {
     return NULL;
   if (strcmp(key->name, "host") == 0)
     return "your Openfire's address";
+  if (strcmp(key->name, "servers") == 0)
+    return "your Openfire cluster's nodes (host:port, host:port)";
   if (strcmp(key->name, "name") == 0)
     return "a name for this CM that no other CM of your Openfire uses";
   if (strcmp(key->name, "secret") == 0)
@@ -921,12 +925,48 @@ static int xcmd_placeholder_fail(xcmd_ini *st) {
   return XCMD_EPLACEHOLDER;
 }
 
+/* servers: the nodes of a cluster, instead of host and port (not beside
+ * them: one place names the upstream), read as libxcm reads it. */
+static int xcmd_ini_servers(xcmd_ini *st) {
+  static const char field[] = "xcm_options.upstream_servers: ";
+  unsigned line = xcmd_line_of(st, XCMD_SEC_UPSTREAM, "servers");
+  unsigned host = xcmd_line_of(st, XCMD_SEC_UPSTREAM, "host");
+  unsigned port = xcmd_line_of(st, XCMD_SEC_UPSTREAM, "port");
+  int k = xcmd_known_key(XCMD_SEC_UPSTREAM, "servers");
+  const xcm_options *o = &st->cfg->opt;
+  xcm_options check;
+  char why[512];
+
+  if (line == 0)
+    return 0;
+  if (host != 0 || port != 0)
+    return xcmd_key_fail(st, line, k,
+                         "cannot be set with '%s' (line %u): list every node "
+                         "in servers, as host:port, and remove host and port",
+                         host != 0 ? "host" : "port", host != 0 ? host : port);
+  if (strcmp(o->upstream_servers, XCMD_PLACEHOLDER) == 0)
+    return 0; /* reported with the other placeholders */
+  xcm_options_init(&check, sizeof check);
+  check.domain = "example.com";
+  check.name = "cm";
+  check.secret = "secret";
+  check.upstream_servers = o->upstream_servers;
+  check.connections = o->connections;
+  if (xcm_options_check(&check, why, sizeof why) != 0)
+    return xcmd_key_fail(st, line, k, "%s",
+                         strncmp(why, field, sizeof field - 1) == 0
+                             ? why + sizeof field - 1
+                             : why);
+  return 0;
+}
+
 /* Checks across keys, once the whole file is read. */
 static int xcmd_ini_finish(xcmd_ini *st) {
   xcmd_config *cfg = st->cfg;
   xcm_options *o = &cfg->opt;
   char a[32], b[32];
   unsigned line;
+  int rc;
 
   if (o->domain == NULL)
     return xcmd_ini_fail(st, 0, "key 'domain' in [server] is required");
@@ -936,6 +976,8 @@ static int xcmd_ini_finish(xcmd_ini *st) {
     return xcmd_ini_fail(st, 0, "key 'secret' in [upstream] is required");
   if (cfg->nlisteners == 0)
     return xcmd_ini_fail(st, 0, "at least one [listener] is required");
+  if ((rc = xcmd_ini_servers(st)) != 0)
+    return rc;
   if (o->max_stanza_preauth > o->max_stanza) {
     xcmd_fmt_size(o->max_stanza_preauth, a, sizeof(a));
     xcmd_fmt_size(o->max_stanza, b, sizeof(b));

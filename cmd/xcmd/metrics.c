@@ -44,6 +44,20 @@ static void take_snapshot(uv_timer_t *t) {
                li.resource ? li.resource : "");
     }
   }
+  n = xcm_cm_upstream_nodes(w->cm);
+  w->nnodes = n < XCMD_METRICS_NODES ? n : XCMD_METRICS_NODES;
+  for (i = 0; i < w->nnodes; i++) {
+    xcm_node_info ni;
+
+    if (xcm_cm_upstream_node(w->cm, i, &ni, sizeof ni) != 0)
+      continue;
+    snprintf(w->nodes[i].server, sizeof w->nodes[i].server, "%s",
+             ni.server ? ni.server : "");
+    w->nodes[i].links_up = ni.links_up;
+    w->nodes[i].sessions = ni.sessions;
+    w->nodes[i].losses = ni.losses;
+    w->nodes[i].sessions_lost = ni.sessions_lost;
+  }
   uv_mutex_unlock(&w->lock);
 }
 
@@ -101,6 +115,55 @@ static void counter(char **p, size_t *left, const char *name, const char *help,
                     const char *type, uint64_t v) {
   put(p, left, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type,
       name, (unsigned long long)v);
+}
+
+/* Per upstream node (the servers of [upstream] servers, or the one
+ * host), summed over the workers: each worker is a CM of its own with
+ * links to every node. Workers list the same nodes in the same order. */
+static void nodes(xcmd_metrics *m, char **p, size_t *left) {
+  static const struct {
+    const char *name, *help, *type;
+  } fam[] = {
+      {"xcm_upstream_node_links_up",
+       "Upstream links up to the node, over all workers.", "gauge"},
+      {"xcm_upstream_node_sessions", "Sessions on the node's links now.",
+       "gauge"},
+      {"xcm_upstream_node_losses_total",
+       "Times the node went away (its last link lost, or system-shutdown), "
+       "summed over workers.",
+       "counter"},
+      {"xcm_upstream_node_sessions_lost_total",
+       "Sessions closed because their node went away.", "counter"},
+  };
+  uint64_t v[XCMD_METRICS_NODES][4];
+  char server[XCMD_METRICS_NODES][272];
+  unsigned n = 0, i, k, f;
+
+  memset(v, 0, sizeof v);
+  memset(server, 0, sizeof server);
+  for (i = 0; i < m->nworkers; i++) {
+    xcmd_metrics_worker *w = m->workers[i];
+
+    uv_mutex_lock(&w->lock);
+    for (k = 0; k < w->nnodes; k++) {
+      if (server[k][0] == '\0')
+        memcpy(server[k], w->nodes[k].server, sizeof server[k]);
+      v[k][0] += w->nodes[k].links_up;
+      v[k][1] += w->nodes[k].sessions;
+      v[k][2] += w->nodes[k].losses;
+      v[k][3] += w->nodes[k].sessions_lost;
+    }
+    if (w->nnodes > n)
+      n = w->nnodes;
+    uv_mutex_unlock(&w->lock);
+  }
+  for (f = 0; f < 4; f++) {
+    put(p, left, "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help,
+        fam[f].name, fam[f].type);
+    for (k = 0; k < n; k++)
+      put(p, left, "%s{node=\"%s\"} %llu\n", fam[f].name, server[k],
+          (unsigned long long)v[k][f]);
+  }
 }
 
 /* Returns a malloc'ed page; the caller frees it. */
@@ -188,8 +251,9 @@ static char *render(xcmd_metrics *m, size_t *len) {
           "Sessions that authenticated.", "counter",
           sum.sessions_authenticated);
   counter(&p, &left, "xcm_sessions_lost_total",
-          "Sessions lost with every upstream link.", "counter",
-          sum.sessions_lost);
+          "Sessions lost with every upstream link, or with their node of a "
+          "cluster.",
+          "counter", sum.sessions_lost);
   counter(&p, &left, "xcm_sessions_drained_total",
           "Sessions ended by a drain (SIGUSR2) with system-shutdown.",
           "counter", sum.sessions_drained);
@@ -229,6 +293,7 @@ static char *render(xcmd_metrics *m, size_t *len) {
           i + 1, k + 1, w->links[k].resource, w->links[k].up);
     uv_mutex_unlock(&w->lock);
   }
+  nodes(m, &p, &left);
   counter(&p, &left, "xcm_xml_parsers_busy",
           "XML parsers in use (about 15 KB each): upstream links, clients "
           "mid-stanza or logging in.",

@@ -6,7 +6,9 @@
 
 #include "xcm/xcm.h"
 
-#define XCMD_METRICS_LINKS 64
+/* As many as libxcm allows: 16 nodes, 256 links in all. */
+#define XCMD_METRICS_LINKS 256
+#define XCMD_METRICS_NODES 16
 
 /* One per worker: its loop's timer copies its statistics here. */
 typedef struct xcmd_metrics_worker {
@@ -19,6 +21,12 @@ typedef struct xcmd_metrics_worker {
     int up;
   } links[XCMD_METRICS_LINKS];
   unsigned nlinks;
+  struct {
+    char server[272]; /* "host:port" */
+    unsigned links_up;
+    uint64_t sessions, losses, sessions_lost;
+  } nodes[XCMD_METRICS_NODES];
+  unsigned nnodes;
   int active;
 } xcmd_metrics_worker;
 

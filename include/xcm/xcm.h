@@ -78,8 +78,10 @@ typedef struct xcm_options {
   int server_port;         /* [5262]; 1 to 65535 */
   const char *name;        /* this CM's name; required [NULL] */
   const char *secret;      /* xmpp.multiplex.defaultSecret; required [NULL] */
-  const char *resource_prefix;   /* ["w"]: upstream resources NAME/w1-1 */
-  unsigned connections;          /* [5]; 1 to 64 */
+  const char *resource_prefix; /* ["w"]: upstream resources NAME/w1-1 */
+  /* Links to the server, or to each server of upstream_servers [5]; 1 to
+   * 64 (and at most 256 over all servers). */
+  unsigned connections;
   xcm_upstream_tls upstream_tls; /* [XCM_UPSTREAM_TLS_OPTIONAL] */
   const char *upstream_ca_file;  /* trust for the server's certificate
                                     [NULL: the system's CA bundle] */
@@ -124,7 +126,8 @@ typedef struct xcm_options {
    * XCM_UNLIMITED. */
   unsigned max_clients;     /* [10000] */
   unsigned max_per_address; /* [100] */
-  /* While no upstream link is up, a new client waits this long for one;
+  /* While no upstream link is up (or only links of servers that
+   * announced system-shutdown), a new client waits this long for one;
    * then (or at once, with 0) it gets remote-connection-failed. [0] */
   unsigned upstream_wait_ms;
   int compression; /* offer zlib to clients (inside TLS) [0] */
@@ -138,6 +141,21 @@ typedef struct xcm_options {
   int log_level;  /* [XCM_LOG_INFO]; XCM_LOG_ERROR to XCM_LOG_DEBUG */
 
   const xcm_allocator *alloc; /* [NULL: the C library's] */
+
+  /* The nodes of an Openfire cluster, instead of server_host and
+   * server_port: "host:port" entries separated by commas, e.g. "of1:5262,
+   * of2:5262, [fd00::3]:5262" (a port left out is 5262; an IPv6 address
+   * in brackets; names are resolved at each connect, as server_host is;
+   * at most 16). Each node gets `connections` links, numbered on over
+   * the nodes (node 1 w1..w5, node 2 w6..w10), so that every resource is
+   * unique in the cluster. A session stays on the node that created it;
+   * when a node goes away (its last link lost, or system-shutdown) only
+   * its sessions end, with remote-connection-failed, and new sessions go
+   * to the nodes that are up (xcm_cm_upstream_node). Set with
+   * server_host or server_port changed from its default, xcm_cm_new
+   * refuses it unless the list is just that server. [NULL: server_host
+   * and server_port, one node] */
+  const char *upstream_servers;
 } xcm_options;
 
 /* Set size and every field of *opt to its default. size is sizeof *opt
@@ -145,6 +163,12 @@ typedef struct xcm_options {
  * library newer than the caller's header fills only what the caller
  * has. 0, or XCM_EINVAL for a size too small to be an xcm_options. */
 XCM_EXTERN int xcm_options_init(xcm_options *opt, size_t size);
+/* The checks xcm_cm_new makes of *opt (upstream_servers' syntax among
+ * them), without an instance: 0, or XCM_EINVAL with errbuf naming the
+ * field and what it accepts. For a program that validates its
+ * configuration before it runs. */
+XCM_EXTERN int xcm_options_check(const xcm_options *opt, char *errbuf,
+                                 size_t errlen);
 
 /* Options of a listener: fill with xcm_listen_options_init(&lo, sizeof
  * lo), like xcm_options. */
@@ -206,7 +230,8 @@ typedef struct xcm_stats {
    * conditions yet to come, so that a new one moves no field. */
   uint64_t stream_errors[XCM_STATS_MAX_COND];
   uint64_t failed_returned; /* messages given back with <failed/> */
-  uint64_t sessions_lost;   /* to the loss of every upstream link */
+  uint64_t sessions_lost;   /* to the loss of every upstream link, or of
+                               the node they were on (upstream_servers) */
   uint64_t hook_dropped;    /* stanzas a hook dropped or replaced badly */
   unsigned upstream_links_up;
   /* expat parsers in use (about 15 KB each), by streams in the middle of
@@ -233,6 +258,9 @@ typedef struct xcm_stats {
   /* Connections closed on a proxy_protocol listener, as soon as they were
    * accepted, for coming from an address not in proxy_trusted. */
   uint64_t proxy_untrusted;
+  /* Upstream nodes taking new sessions (xcm_cm_upstream_node: up); 1 or
+   * 0 for a single server. */
+  unsigned upstream_nodes_up;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */
@@ -434,23 +462,61 @@ typedef struct xcm_link_info {
   int tls;
   int compressed;
   size_t queued; /* bytes waiting to be written */
+  unsigned node; /* the upstream node it goes to (0 for one server) */
 } xcm_link_info;
 
 /* Link i came up (up 1) or went down (up 0, why says why); policy is
- * the client policy Openfire sent, when it changed (else NULL). */
+ * the client policy Openfire sent, when it changed (else NULL). Its
+ * node is xcm_cm_upstream_link(cm, i, ...).node, already up to date. */
 typedef void (*xcm_link_fn)(void *ud, unsigned i, const char *resource, int up,
                             const char *why, const xcm_policy *policy);
 
 /* Install (or, with NULL, remove) the upstream event function. */
 XCM_EXTERN void xcm_cm_set_link_events(xcm_cm *cm, xcm_link_fn fn, void *ud);
 
-/* How many links the pool has (xcm_options.connections). */
+/* How many links the pool has (xcm_options.connections, times the
+ * nodes of upstream_servers). */
 XCM_EXTERN unsigned xcm_cm_upstream_links(const xcm_cm *cm);
 /* The state of link i, into out as much as size (sizeof *out as the
  * caller was compiled) holds: 0, or XCM_EINVAL when there is no link i.
  * Once the pool is closed (shutdown) every link reads as down. */
 XCM_EXTERN int xcm_cm_upstream_link(const xcm_cm *cm, unsigned i,
                                     xcm_link_info *out, size_t size);
+
+/* The upstream nodes: the servers of upstream_servers, or server_host
+ * alone as node 0. Filled by xcm_cm_upstream_node: it grows at its end
+ * only. */
+typedef struct xcm_node_info {
+  const char *server;  /* "host:port" ("[v6]:port"); NULL once the pool is
+                          closed (shutdown) */
+  unsigned first_link; /* its links: first_link .. first_link + links - 1 */
+  unsigned links;      /* xcm_options.connections */
+  unsigned links_up;
+  /* Takes new sessions: a link up, and no system-shutdown since. */
+  int up;
+  size_t sessions; /* on its links now */
+  /* Times it went away (from up to down), and the sessions that ended
+   * with it (each client got remote-connection-failed). */
+  uint64_t losses;
+  uint64_t sessions_lost;
+} xcm_node_info;
+
+/* Node i came up (up 1: its first link after none, or after a
+ * system-shutdown) or went away (up 0): its sessions are closed by then,
+ * and info->sessions_lost counts them. */
+typedef void (*xcm_node_fn)(void *ud, unsigned i, int up,
+                            const xcm_node_info *info);
+
+/* Install (or, with NULL, remove) the upstream node event function. */
+XCM_EXTERN void xcm_cm_set_node_events(xcm_cm *cm, xcm_node_fn fn, void *ud);
+/* How many nodes the upstream has (1 without upstream_servers). */
+XCM_EXTERN unsigned xcm_cm_upstream_nodes(const xcm_cm *cm);
+/* The state of node i, into out as much as size (sizeof *out as the
+ * caller was compiled) holds: 0, or XCM_EINVAL when there is no node i.
+ * Once the pool is closed (shutdown) every node reads as down, with no
+ * counts. */
+XCM_EXTERN int xcm_cm_upstream_node(const xcm_cm *cm, unsigned i,
+                                    xcm_node_info *out, size_t size);
 
 /* Install (or, with NULL, remove) the stanza hook. */
 XCM_EXTERN void xcm_cm_set_stanza_hook(xcm_cm *cm, xcm_stanza_hook hook,

@@ -27,6 +27,8 @@ enum action { A_NONE, A_TLS, A_ZLIB };
 struct xcm_link {
   xcm_ctx *ctx;
   const xcm_pool_options *opt;
+  const char *host; /* its server's (a node of a cluster), borrowed */
+  int port;
   xcm_tls_config *tls;
   unsigned index;
   unsigned generation;
@@ -410,8 +412,7 @@ static void on_read(void *ud, const char *data, size_t len) {
     }
     if (l->action == A_TLS) {
       l->action = A_NONE;
-      err =
-          xcm__stream_start_tls(l->stream, l->tls, 0, l->opt->host, data, len);
+      err = xcm__stream_start_tls(l->stream, l->tls, 0, l->host, data, len);
       if (err != 0)
         xcm__link_drop(l, err, "could not start TLS");
       return;
@@ -510,7 +511,7 @@ static void on_connect_end(void *ud, int err) {
   xcm__stream_close(l->stream);
   l->stream = NULL;
   snprintf(l->why_buf, sizeof l->why_buf, "cannot connect to %s:%d: %s",
-           l->opt->host, l->opt->port, uv_strerror(err));
+           l->host, l->port, uv_strerror(err));
   if (l->next_addr != NULL) {
     try_next_address(l);
     return;
@@ -562,8 +563,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status,
     return;
   }
   if (status != 0 || res == NULL) {
-    snprintf(l->why_buf, sizeof l->why_buf, "cannot resolve %s: %s",
-             l->opt->host, uv_strerror(status));
+    snprintf(l->why_buf, sizeof l->why_buf, "cannot resolve %s: %s", l->host,
+             uv_strerror(status));
     xcm__link_drop(l, status ? status : UV_EAI_NONAME, l->why_buf);
     return;
   }
@@ -616,13 +617,13 @@ void xcm__link_connect(xcm_link *l) {
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  snprintf(port, sizeof port, "%d", l->opt->port);
+  snprintf(port, sizeof port, "%d", l->port);
   set_phase(l, P_RESOLVING);
   /* The negotiation as a whole must finish in time, or it starts over. */
   uv_timer_start(&l->timer, on_timer, tick_ms(l), tick_ms(l));
   l->dns.data = l;
-  err = uv_getaddrinfo(l->ctx->loop, &l->dns, on_resolved, l->opt->host, port,
-                       &hints);
+  err =
+      uv_getaddrinfo(l->ctx->loop, &l->dns, on_resolved, l->host, port, &hints);
   if (err != 0) {
     xcm__link_drop(l, err, "cannot start resolving the server's name");
     return;
@@ -674,8 +675,8 @@ static void on_timer_closed(uv_handle_t *h) {
 }
 
 int xcm__link_new(xcm_link **out, xcm_ctx *ctx, const xcm_pool_options *opt,
-                  xcm_tls_config *tls, unsigned index, const xcm_link_cb *cb,
-                  void *ud) {
+                  const char *host, int port, xcm_tls_config *tls,
+                  unsigned index, const xcm_link_cb *cb, void *ud) {
   xcm_link *l = xcm__calloc(ctx->alloc, sizeof(*l));
 
   *out = NULL;
@@ -683,6 +684,8 @@ int xcm__link_new(xcm_link **out, xcm_ctx *ctx, const xcm_pool_options *opt,
     return XCM_ENOMEM;
   l->ctx = ctx;
   l->opt = opt;
+  l->host = host;
+  l->port = port;
   l->tls = tls;
   l->index = index;
   l->cb = cb;

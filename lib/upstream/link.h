@@ -33,10 +33,13 @@ typedef struct xcm_link_cb {
   int (*payload_attrs)(void *ud);
 } xcm_link_cb;
 
-/* opt and tls are borrowed for the link's lifetime (tls may be NULL). */
+/* opt, host and tls are borrowed for the link's lifetime (tls may be
+ * NULL). host and port are its server's: the pool's own for one server,
+ * a node's of a cluster; index is its place among all the pool's links,
+ * so that its resource (PREFIXn-m) is unique over every node. */
 int xcm__link_new(xcm_link **out, xcm_ctx *ctx, const xcm_pool_options *opt,
-                  xcm_tls_config *tls, unsigned index, const xcm_link_cb *cb,
-                  void *ud);
+                  const char *host, int port, xcm_tls_config *tls,
+                  unsigned index, const xcm_link_cb *cb, void *ud);
 /* Start connecting now (IDLE only). */
 void xcm__link_connect(xcm_link *l);
 /* Connect after delay_ms (IDLE only). */

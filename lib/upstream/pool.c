@@ -8,6 +8,7 @@
 #include "proto/stream.h"
 #include "transport/stream.h"
 #include "upstream/link.h"
+#include "upstream/servers.h"
 #include "util/alloc.h"
 #include "util/map.h"
 #include "xml/element.h"
@@ -50,7 +51,24 @@ typedef struct link_slot {
   int congested;
   int up;
   unsigned failures; /* consecutive, for the backoff */
+  unsigned node;
 } link_slot;
+
+/* One server: the pool's only one, or a node of a cluster. Its links
+ * are first .. first + opt.connections - 1. */
+typedef struct node_slot {
+  const char *host; /* in the pool's strings */
+  int port;
+  const char *label; /* "host:port" */
+  unsigned first;
+  unsigned links_up;
+  /* It announced system-shutdown: its sessions are gone, and it takes
+   * none until one of its links comes up again. */
+  int shutdown;
+  int was_up; /* as the owner last heard (node events) */
+  uint64_t losses;
+  uint64_t sessions_lost;
+} node_slot;
 
 struct xcm_pool {
   xcm_ctx *ctx;
@@ -62,6 +80,8 @@ struct xcm_pool {
   link_slot *links;
   unsigned nlinks;
   unsigned up;
+  node_slot *nodes;
+  unsigned nnodes;
   xcm_map sessions;
   xcm_map requests;
   request *req_head, *req_tail;
@@ -107,26 +127,72 @@ static const char *keep_str(char **cursor, const char *s) {
   return p;
 }
 
+/* Each node's host and label, and the links' total. */
+static int copy_nodes(xcm_pool *p, const xcm_server_ref *refs, unsigned n,
+                      char **cursor) {
+  unsigned i;
+
+  p->nodes = xcm__calloc(p->ctx->alloc, n * sizeof(*p->nodes));
+  if (p->nodes == NULL)
+    return XCM_ENOMEM;
+  p->nnodes = n;
+  for (i = 0; i < n; i++) {
+    node_slot *nd = &p->nodes[i];
+
+    nd->host = *cursor;
+    memcpy(*cursor, refs[i].host, refs[i].len);
+    (*cursor)[refs[i].len] = '\0';
+    *cursor += refs[i].len + 1;
+    nd->port = refs[i].port;
+    nd->label = *cursor;
+    xcm__server_label(&refs[i], *cursor, refs[i].len + 10);
+    *cursor += strlen(*cursor) + 1;
+    nd->first = i * p->opt.connections;
+  }
+  return 0;
+}
+
 static int copy_options(xcm_pool *p, const xcm_pool_options *o) {
   const char *host = o->host;
   const char *prefix = o->resource_prefix;
   const char *ca = o->ca_file ? o->ca_file : "";
-  size_t size;
+  xcm_server_ref refs[XCM_SERVERS_MAX];
+  size_t size, hosts = 0;
   char *cursor;
+  int n = 1, i, err;
 
   if (o->domain == NULL || o->name == NULL || o->secret == NULL ||
-      host == NULL || prefix == NULL || o->connections == 0 ||
-      o->domain[0] == '\0' || o->name[0] == '\0' ||
+      (host == NULL && o->servers == NULL) || prefix == NULL ||
+      o->connections == 0 || o->domain[0] == '\0' || o->name[0] == '\0' ||
       strlen(o->name) + strlen(prefix) + 24 > XCM_POOL_MAX_JID)
     return XCM_EINVAL;
-  size = strlen(host) + strlen(prefix) + strlen(ca) + strlen(o->domain) +
+  if (o->servers != NULL) {
+    n = xcm__servers_parse(o->servers, refs, NULL, 0);
+    if (n < 0)
+      return XCM_EINVAL;
+  } else {
+    refs[0].host = host;
+    refs[0].len = strlen(host);
+    refs[0].port = o->port;
+  }
+  if ((unsigned)n * o->connections > XCM_SERVERS_MAX_LINKS)
+    return XCM_EINVAL;
+  /* Each host twice: as given, and in its label with brackets and port. */
+  for (i = 0; i < n; i++)
+    hosts += 2 * refs[i].len + 12;
+  size = hosts + strlen(prefix) + strlen(ca) + strlen(o->domain) +
          strlen(o->name) + strlen(o->secret) + 6;
   p->strings = xcm__alloc(p->ctx->alloc, size);
   if (p->strings == NULL)
     return XCM_ENOMEM;
   p->opt = *o;
+  p->opt.servers = NULL;
   cursor = p->strings;
-  p->opt.host = keep_str(&cursor, host);
+  if ((err = copy_nodes(p, refs, (unsigned)n, &cursor)) != 0)
+    return err;
+  /* The first node stands for "the server" where one is named. */
+  p->opt.host = p->nodes[0].host;
+  p->opt.port = p->nodes[0].port;
   p->opt.resource_prefix = keep_str(&cursor, prefix);
   p->opt.ca_file = o->ca_file ? keep_str(&cursor, ca) : NULL;
   p->opt.domain = keep_str(&cursor, o->domain);
@@ -209,18 +275,30 @@ static void list_remove(link_slot *ls, xcm_up_session *s) {
   ls->count--;
 }
 
-/* The live link with the fewest sessions, or -1. */
-static int pick_link(const xcm_pool *p, int except) {
+static int node_up(const node_slot *nd) {
+  return nd->links_up > 0 && !nd->shutdown;
+}
+
+/* The live link with the fewest sessions among those of node (or of
+ * every node that takes sessions, with node -1), or -1. */
+static int pick_link_in(const xcm_pool *p, int node, int except) {
   int best = -1;
   unsigned i;
 
   for (i = 0; i < p->nlinks; i++) {
     if ((int)i == except || xcm__link_state(p->links[i].link) != XCM_LINK_UP)
       continue;
+    if (node >= 0 ? p->links[i].node != (unsigned)node
+                  : !node_up(&p->nodes[p->links[i].node]))
+      continue;
     if (best < 0 || p->links[i].count < p->links[best].count)
       best = (int)i;
   }
   return best;
+}
+
+static int pick_link(const xcm_pool *p, int except) {
+  return pick_link_in(p, -1, except);
 }
 
 static void set_paused(xcm_up_session *s, int paused) {
@@ -331,59 +409,111 @@ static void session_free(xcm_pool *p, xcm_up_session *s) {
 
 /* ---- link events ------------------------------------------------------- */
 
+/* The owner hears of a node that changed, once per change. */
+static void tell_node(xcm_pool *p, unsigned n, size_t lost) {
+  node_slot *nd = &p->nodes[n];
+  int up = node_up(nd);
+
+  if (up == nd->was_up)
+    return;
+  nd->was_up = up;
+  if (!up)
+    nd->losses++;
+  if (p->ev.node != NULL)
+    p->ev.node(p->ud, n, up, lost);
+}
+
 static void on_link_up(void *ud, xcm_link *l) {
   xcm_pool *p = ud;
   unsigned i = xcm__link_index(l);
+  node_slot *nd = &p->nodes[p->links[i].node];
 
   p->links[i].failures = 0;
   p->links[i].congested = 0;
   p->links[i].up = 1;
   p->up++;
+  nd->links_up++;
+  /* A link after a shutdown is the node restarted. */
+  nd->shutdown = 0;
   p->ntold = 0;
   if (p->ev.link != NULL)
     p->ev.link(p->ud, i, xcm__link_jid(l), 1, 0, NULL);
+  tell_node(p, p->links[i].node, 0);
 }
 
-typedef struct lose_ctx {
-  xcm_pool *pool;
-} lose_ctx;
-
-static void lose_one(xcm_map_entry *e, void *ud) {
-  lose_ctx *c = ud;
-  xcm_up_session *s = (xcm_up_session *)e;
+/* The session is gone on the server: forget it and tell its owner. 1
+ * when it counts as lost (it was not closing already). */
+static int lose_one(xcm_pool *p, xcm_up_session *s) {
   const xcm_up_session_cb *cb = s->cb;
   void *owner = s->ud;
   int was_creating = s->state == S_CREATING;
+  int counted = s->state != S_CLOSING;
 
-  if (s->state != S_CLOSING)
-    c->pool->stats.sessions_lost++;
-  session_free(c->pool, s);
+  if (counted) {
+    p->stats.sessions_lost++;
+    if (s->link >= 0)
+      p->nodes[p->links[s->link].node].sessions_lost++;
+  }
+  session_free(p, s);
   if (cb == NULL)
-    return;
+    return counted;
   if (was_creating && cb->created != NULL)
     cb->created(owner, XCM_ECLOSED);
   else if (!was_creating && cb->lost != NULL)
     cb->lost(owner);
+  return counted;
+}
+
+typedef struct lose_ctx {
+  xcm_pool *pool;
+  size_t lost;
+} lose_ctx;
+
+static void lose_entry(xcm_map_entry *e, void *ud) {
+  lose_ctx *c = ud;
+
+  c->lost += (size_t)lose_one(c->pool, (xcm_up_session *)e);
 }
 
 /* Every session is gone on the server: tell every owner. */
-static void lose_all(xcm_pool *p) {
-  lose_ctx c = {p};
+static size_t lose_all(xcm_pool *p) {
+  lose_ctx c = {p, 0};
 
   while (p->req_head != NULL)
     request_free(p, p->req_head);
-  xcm__map_each(&p->sessions, lose_one, &c);
+  xcm__map_each(&p->sessions, lose_entry, &c);
+  return c.lost;
 }
 
-/* Move the dead link's sessions to live ones. A session still waiting
- * for its create result may have lost the create with the connection:
- * Openfire answers a repeated create with a result, so send it again. */
+/* Node n went away: the sessions pinned to its links are gone with it.
+ * When no node is left, that is every session, and no request can be
+ * answered any more either. */
+static size_t lose_node(xcm_pool *p, unsigned n) {
+  node_slot *nd = &p->nodes[n];
+  size_t lost = 0;
+  unsigned i, k;
+  xcm_up_session *s;
+
+  for (k = 0; k < p->nnodes && !node_up(&p->nodes[k]); k++)
+    ;
+  if (k == p->nnodes)
+    return lose_all(p);
+  for (i = nd->first; i < nd->first + p->opt.connections; i++)
+    while ((s = p->links[i].head) != NULL)
+      lost += (size_t)lose_one(p, s);
+  return lost;
+}
+
+/* Move the dead link's sessions to live links of its node (a session
+ * lives on the node that created it). A session still waiting for its
+ * create result may have lost the create with the connection: Openfire
+ * answers a repeated create with a result, so send it again. */
 static void migrate(xcm_pool *p, unsigned dead) {
   xcm_up_session *s;
   int to;
 
   while ((s = p->links[dead].head) != NULL) {
-    to = pick_link(p, (int)dead);
+    to = pick_link_in(p, (int)p->links[dead].node, (int)dead);
     pin(p, s, to);
     if (s->state == S_CREATING && send_create(p, s, NULL, NULL) != 0)
       xcm__log(p->ctx, XCM_LOG_WARN,
@@ -410,20 +540,21 @@ static void on_link_down(void *ud, xcm_link *l, int err, const char *why) {
   xcm_pool *p = ud;
   unsigned i = xcm__link_index(l);
   link_slot *ls = &p->links[i];
+  node_slot *nd = &p->nodes[ls->node];
 
   if (ls->up) {
     ls->up = 0;
     p->up--;
+    nd->links_up--;
   }
   p->stats.lost_in_flight += xcm__link_queued(l);
   ls->congested = 0;
   if (p->ev.link != NULL)
     p->ev.link(p->ud, i, xcm__link_jid(l), 0, err, why);
-  if (p->up > 0) {
+  if (node_up(nd))
     migrate(p, i);
-  } else {
-    lose_all(p);
-  }
+  else
+    tell_node(p, ls->node, lose_node(p, ls->node));
   if (p->closing)
     return;
   ls->failures++;
@@ -446,13 +577,21 @@ static void on_link_policy(void *ud, xcm_link *l, const xcm_policy *pol) {
 
 static void on_link_shutdown(void *ud, xcm_link *l) {
   xcm_pool *p = ud;
+  unsigned n = p->links[xcm__link_index(l)].node;
+  node_slot *nd = &p->nodes[n];
 
-  (void)l;
   /* Openfire is going down: its sessions go with it, whatever links are
-   * left for a moment. */
-  xcm__log(p->ctx, XCM_LOG_WARN,
-           "upstream: the server is shutting down; all sessions are lost");
-  lose_all(p);
+   * left for a moment, and it takes no new ones meanwhile. Another node
+   * of a cluster keeps its own. */
+  if (p->nnodes == 1)
+    xcm__log(p->ctx, XCM_LOG_WARN,
+             "upstream: the server is shutting down; all sessions are lost");
+  else if (!nd->shutdown)
+    xcm__log(p->ctx, XCM_LOG_WARN,
+             "upstream: node %s is shutting down; its sessions are lost",
+             nd->label);
+  nd->shutdown = 1;
+  tell_node(p, n, lose_node(p, n));
 }
 
 static void on_link_drain(void *ud, xcm_link *l) {
@@ -800,14 +939,27 @@ static void on_timer(uv_timer_t *t) {
 static void on_refused(void *ud, const xcm_tls_refusal *r) {
   xcm_pool *p = ud;
   xcm_ctx *ctx = p->ctx;
-  char seen[112], pin[112];
+  char seen[112], pin[112], where[300];
+  const char *effect = "no link comes up, and clients are refused";
   unsigned i;
 
+  /* Which server: of a cluster, the node the link was for (by the name
+   * it was verified against). */
+  snprintf(where, sizeof where, "%s:%d", p->opt.host, p->opt.port);
+  if (p->nnodes > 1) {
+    effect = "no link to that node comes up, and it takes no sessions";
+    snprintf(where, sizeof where, "%s", r->peer ? r->peer : "a node");
+    for (i = 0; r->peer != NULL && i < p->nnodes; i++)
+      if (strcmp(p->nodes[i].host, r->peer) == 0) {
+        snprintf(where, sizeof where, "%s", p->nodes[i].label);
+        break;
+      }
+  }
   for (i = 0; i < p->ntold; i++)
     if (memcmp(p->told[i], r->sha256, 32) == 0) {
       xcm__log(ctx, XCM_LOG_DEBUG,
-               "upstream: %s:%d: the certificate refused before, again: %s",
-               p->opt.host, p->opt.port, r->why);
+               "upstream: %s: the certificate refused before, again: %s", where,
+               r->why);
       return;
     }
   memcpy(p->told[p->told_next], r->sha256, 32);
@@ -818,16 +970,15 @@ static void on_refused(void *ud, const xcm_tls_refusal *r) {
   if (r->pin != NULL) {
     xcm__tls_format_fingerprint(r->pin, pin, sizeof pin);
     xcm__log(ctx, XCM_LOG_ERROR,
-             "upstream: the certificate of %s:%d does not match the pinned "
-             "fingerprint: pinned %s, seen %s; no link comes up, and clients "
-             "are refused (told once per certificate)",
-             p->opt.host, p->opt.port, pin, seen);
+             "upstream: the certificate of %s does not match the pinned "
+             "fingerprint: pinned %s, seen %s; %s (told once per "
+             "certificate)",
+             where, pin, seen, effect);
   } else {
     xcm__log(ctx, XCM_LOG_ERROR,
-             "upstream: certificate verification failed for %s:%d: %s; no "
-             "link comes up, and clients are refused (told once per "
-             "certificate)",
-             p->opt.host, p->opt.port, r->why);
+             "upstream: certificate verification failed for %s: %s; %s "
+             "(told once per certificate)",
+             where, r->why, effect);
   }
   xcm__log(ctx, XCM_LOG_ERROR,
            "upstream: the certificate seen: %s, subject \"%s\", issuer "
@@ -909,19 +1060,26 @@ int xcm__pool_new(xcm_pool **out, xcm_ctx *ctx, const xcm_pool_options *opt,
       xcm__log(ctx, XCM_LOG_ERROR, "upstream TLS: %s", msg);
   }
   if (err == 0) {
-    p->nlinks = p->opt.connections;
+    p->nlinks = p->nnodes * p->opt.connections;
     p->links = xcm__calloc(ctx->alloc, p->nlinks * sizeof(*p->links));
     if (p->links == NULL)
       err = XCM_ENOMEM;
   }
-  for (i = 0; err == 0 && i < p->nlinks; i++)
-    err =
-        xcm__link_new(&p->links[i].link, ctx, &p->opt, p->tls, i, &link_cb, p);
+  /* Node by node: a node's links are next to each other, and their
+   * indexes (so their resources) run on over every node. */
+  for (i = 0; err == 0 && i < p->nlinks; i++) {
+    const node_slot *nd = &p->nodes[i / p->opt.connections];
+
+    p->links[i].node = i / p->opt.connections;
+    err = xcm__link_new(&p->links[i].link, ctx, &p->opt, nd->host, nd->port,
+                        p->tls, i, &link_cb, p);
+  }
   if (err != 0) {
     /* Links never connected hold no handle yet: free them now. */
     for (i = 0; p->links != NULL && i < p->nlinks; i++)
       xcm__link_free(p->links[i].link);
     xcm__free(ctx->alloc, p->links);
+    xcm__free(ctx->alloc, p->nodes);
     if (p->tls != NULL)
       xcm__tls_config_unref(p->tls);
     xcm__free(ctx->alloc, p->strings);
@@ -957,6 +1115,7 @@ static void finish_close(xcm_pool *p) {
   for (i = 0; i < p->nlinks; i++)
     xcm__link_free(p->links[i].link);
   xcm__free(p->ctx->alloc, p->links);
+  xcm__free(p->ctx->alloc, p->nodes);
   xcm__map_free(&p->sessions);
   xcm__map_free(&p->requests);
   xcm__buf_free(&p->scratch);
@@ -1044,6 +1203,46 @@ size_t xcm__pool_link_queued(const xcm_pool *p, unsigned i) {
 
 void xcm__pool_stats(const xcm_pool *p, xcm_pool_stats *out) {
   *out = p->stats;
+}
+
+unsigned xcm__pool_links(const xcm_pool *p) {
+  return p->nlinks;
+}
+
+unsigned xcm__pool_nodes(const xcm_pool *p) {
+  return p->nnodes;
+}
+
+unsigned xcm__pool_nodes_up(const xcm_pool *p) {
+  unsigned i, n = 0;
+
+  for (i = 0; i < p->nnodes; i++)
+    n += node_up(&p->nodes[i]) ? 1u : 0u;
+  return n;
+}
+
+unsigned xcm__pool_link_node(const xcm_pool *p, unsigned i) {
+  return i < p->nlinks ? p->links[i].node : 0;
+}
+
+int xcm__pool_node(const xcm_pool *p, unsigned i, xcm_pool_node_view *out) {
+  const node_slot *nd;
+  unsigned k;
+
+  if (i >= p->nnodes)
+    return XCM_EINVAL;
+  nd = &p->nodes[i];
+  memset(out, 0, sizeof *out);
+  out->label = nd->label;
+  out->first_link = nd->first;
+  out->links = p->opt.connections;
+  out->links_up = nd->links_up;
+  out->up = node_up(nd);
+  for (k = nd->first; k < nd->first + p->opt.connections; k++)
+    out->sessions += p->links[k].count;
+  out->losses = nd->losses;
+  out->sessions_lost = nd->sessions_lost;
+  return 0;
 }
 
 size_t xcm__pool_session_count(const xcm_pool *p) {

@@ -1,5 +1,6 @@
 /* The upstream pool: N connections ("links") to one Openfire server that
- * together carry every client session of this CM.
+ * together carry every client session of this CM; or N links to each
+ * node of an Openfire cluster.
  *
  * Each session is pinned to one link so that its stanzas keep their
  * order; it moves to another live link only when its link dies. Openfire
@@ -10,6 +11,14 @@
  *
  * Requests (session create, close, failed) are matched pool-wide by id,
  * since Openfire answers an iq on whichever connection it likes.
+ *
+ * In front of a cluster, a session lives on the node that created it
+ * (Openfire keeps a CM's client sessions in the node they were created
+ * through), so it moves only among the links of its node; when the
+ * node's last link dies (or the node announces system-shutdown) only
+ * its sessions are lost, and new sessions go to the nodes that are up.
+ * Routes are still found pool-wide by stream id: a cluster may route a
+ * session's stanza through another node's link.
  *
  * All on the caller's loop; no threads. */
 #ifndef XCM_UPSTREAM_POOL_H
@@ -37,11 +46,14 @@ enum xcm_pool_tls { XCM_UP_TLS_OFF, XCM_UP_TLS_OPTIONAL, XCM_UP_TLS_REQUIRED };
 typedef struct xcm_pool_options {
   const char *host; /* name or address; resolved at each connect */
   int port;
+  /* The nodes of a cluster as a list (upstream/servers.h), instead of
+   * host and port; NULL: host and port, one node. Checked before. */
+  const char *servers;
   const char *domain; /* the server's XMPP domain */
   const char *name;   /* this CM's name; links are NAME/RESOURCE */
   const char *secret;
   const char *resource_prefix; /* workers make it unique */
-  unsigned connections;
+  unsigned connections;        /* links to each node */
   enum xcm_pool_tls tls;  /* optional: used when offered */
   const char *ca_file;    /* for verifying the server's certificate */
   int accept_self_signed; /* skip verification; logged loudly */
@@ -79,6 +91,10 @@ typedef struct xcm_pool_events {
                const char *why);
   /* A configuration iq arrived: the policy for clients. */
   void (*policy)(void *ud, const xcm_policy *p);
+  /* A node came up (its first link, after none or after its shutdown)
+   * or went away (its last link, or system-shutdown): lost is how many
+   * sessions went with it, each already told. May be NULL. */
+  void (*node)(void *ud, unsigned node, int up, size_t lost);
 } xcm_pool_events;
 
 /* What the pool tells the owner of one session (the client's side). */
@@ -129,6 +145,25 @@ unsigned xcm__pool_links_up(const xcm_pool *pool);
 enum xcm_link_state xcm__pool_link_state(const xcm_pool *pool, unsigned i,
                                          const char **resource);
 void xcm__pool_stats(const xcm_pool *pool, xcm_pool_stats *out);
+
+/* Links in all (nodes × connections), and nodes. */
+unsigned xcm__pool_links(const xcm_pool *pool);
+unsigned xcm__pool_nodes(const xcm_pool *pool);
+/* Nodes that take new sessions: a link up, and no shutdown since. */
+unsigned xcm__pool_nodes_up(const xcm_pool *pool);
+/* The node link i belongs to. */
+unsigned xcm__pool_link_node(const xcm_pool *pool, unsigned i);
+
+typedef struct xcm_pool_node_view {
+  const char *label; /* "host:port", "[v6]:port"; the pool's */
+  unsigned first_link, links, links_up;
+  int up;          /* takes new sessions */
+  size_t sessions; /* pinned to its links now */
+  uint64_t losses; /* times it went away */
+  uint64_t sessions_lost;
+} xcm_pool_node_view;
+/* 0, or XCM_EINVAL when there is no node i. */
+int xcm__pool_node(const xcm_pool *pool, unsigned i, xcm_pool_node_view *out);
 
 /* For tests: build routes' payloads without attributes even while a
  * session is closing, as a route that began before the close is, so that

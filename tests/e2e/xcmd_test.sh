@@ -109,6 +109,9 @@ echo "$metrics" | grep -q '^xcm_connections{transport="plain"} 2$' &&
   echo "$metrics" | grep -q '^xcm_stanzas_total{direction="to_server"} 4$' &&
   echo "$metrics" | grep -q '^xcm_stanzas_total{direction="to_client"} 4$' &&
   [ "$(echo "$metrics" | grep -c '^xcm_upstream_link_up{.*} 1$')" -eq 4 ] &&
+  echo "$metrics" | grep -q "^xcm_upstream_node_links_up{node=\"127.0.0.1:$(cat "$tmp/up")\"} 4\$" &&
+  echo "$metrics" | grep -q "^xcm_upstream_node_sessions{node=\"127.0.0.1:$(cat "$tmp/up")\"} 2\$" &&
+  echo "$metrics" | grep -q "^xcm_upstream_node_losses_total{node=\"127.0.0.1:$(cat "$tmp/up")\"} 0\$" &&
   echo "$metrics" | grep -q '^xcm_xml_parsers_busy 0$' &&
   echo "$metrics" | grep -q '^xcm_clients_refused_by_limit_total{limit="max_per_address"} 0$' &&
   echo "$metrics" | grep -q '^xcm_client_timeouts_total{timeout="header"} 0$' &&
