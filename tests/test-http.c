@@ -124,8 +124,8 @@ static void limits(xcm_http_cfg *cfg);
 
 static void defaults(xcm_http_cfg *cfg) {
   memset(cfg, 0, sizeof *cfg);
-  REQUIRE(xcm__http_cfg_parse(cfg, NULL, "/http-bind/",
-                              "/ws/, /xmpp-websocket", NULL, NULL, 0) == 0);
+  REQUIRE(xcm__http_cfg_parse(cfg, NULL, "/http-bind/", "/ws/, /xmpp-websocket",
+                              NULL, NULL, 0) == 0);
   limits(cfg);
 }
 
@@ -261,7 +261,8 @@ static int at_least(void *ud) {
 
 #define REFUSED(f, req, want) refused((f), (req), sizeof(req) - 1, (want))
 
-/* ---- the cases ------------------------------------------------------------ */
+/* ---- the cases ------------------------------------------------------------
+ */
 
 static void test_host_meta(void) {
   fixture f;
@@ -281,8 +282,7 @@ static void test_host_meta(void) {
                        "href='http://example.test:5280/http-bind/'/>") != NULL);
   CHECK(strstr(in(&r), "<Link rel='urn:xmpp:alt-connections:websocket' "
                        "href='ws://example.test:5280/ws/'/>") != NULL);
-  CHECK(strstr(in(&r), "href='ws://example.test:5280/xmpp-websocket'") !=
-        NULL);
+  CHECK(strstr(in(&r), "href='ws://example.test:5280/xmpp-websocket'") != NULL);
   /* Keep-alive: the same connection serves the JSON next. */
   xcm__buf_reset(&r.in);
   xcm_raw_sends(&r, "GET /.well-known/host-meta.json HTTP/1.1\r\n"
@@ -411,8 +411,7 @@ static void test_cors(void) {
             "POST /http-bind/ HTTP/1.1\r\nHost: a\r\n"
             "Origin: https://evil.example\r\nContent-Length: 2\r\n\r\nhi",
             "HTTP/1.1 403 ");
-    REFUSED(&f, "GET /http-bind/ HTTP/1.1\r\nHost: a\r\n\r\n",
-            "HTTP/1.1 405 ");
+    REFUSED(&f, "GET /http-bind/ HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 405 ");
     CHECK_INT(f.bosh_calls, 1);
     xcm_test_tried("malformed-http", before);
   }
@@ -451,7 +450,8 @@ static void test_websocket_upgrade(void) {
   xcm_raw_sends(&r, req);
   REQUIRE(xcm_raw_wait(&r, "early", WAIT_MS));
   CHECK(strncmp(in(&r), "HTTP/1.1 101 Switching Protocols\r\n", 34) == 0);
-  CHECK(strstr(in(&r), "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n") !=
+  CHECK(strstr(in(&r),
+               "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n") !=
         NULL);
   CHECK(strstr(in(&r), "Sec-WebSocket-Protocol: xmpp\r\n") != NULL);
   CHECK(strstr(in(&r), "Upgrade: websocket\r\n") != NULL);
@@ -486,7 +486,8 @@ static void test_websocket_refused(void) {
   defaults(&f.cfg);
   xcm__http_cfg_free(&f.cfg, NULL);
   memset(&f.cfg, 0, sizeof f.cfg);
-  REQUIRE(xcm__http_cfg_parse(&f.cfg, NULL, "/http-bind/", "/ws/, /xmpp-websocket",
+  REQUIRE(xcm__http_cfg_parse(&f.cfg, NULL, "/http-bind/",
+                              "/ws/, /xmpp-websocket",
                               "https://web.example.org", NULL, 0) == 0);
   limits(&f.cfg);
   start(&f);
@@ -554,9 +555,10 @@ static void test_pipelined(void) {
   start(&f);
   open_raw(&f, &r);
   /* Three in one write: answered in order. */
-  xcm_raw_sends(&r, "GET /one HTTP/1.1\r\nHost: a\r\n\r\n"
-                    "GET /.well-known/host-meta.json HTTP/1.1\r\nHost: a\r\n\r\n"
-                    "GET /three HTTP/1.1\r\nHost: a\r\n\r\n");
+  xcm_raw_sends(&r,
+                "GET /one HTTP/1.1\r\nHost: a\r\n\r\n"
+                "GET /.well-known/host-meta.json HTTP/1.1\r\nHost: a\r\n\r\n"
+                "GET /three HTTP/1.1\r\nHost: a\r\n\r\n");
   REQUIRE(wait_answers(&r, 3));
   CHECK(xcm_raw_wait(&r, "]}", WAIT_MS));
   CHECK_INT(count(in(&r), "HTTP/1.1 "), 3);
@@ -799,8 +801,8 @@ static void test_connection_limits(void) {
   CHECK(closed_by_server(&r[1]));
   CHECK_INT(xcm__http_server_counters(f.srv)->refused_address, 1);
   /* Another address is not counted with it. */
-  REQUIRE(xcm_raw_open_from(&r[2], &f.loop, "127.0.0.2", "127.0.0.1", f.port,
-                            1));
+  REQUIRE(
+      xcm_raw_open_from(&r[2], &f.loop, "127.0.0.2", "127.0.0.1", f.port, 1));
   xcm_raw_sends(&r[2], "GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
   CHECK(xcm_raw_wait(&r[2], "404 Not Found\n", WAIT_MS));
   for (int i = 0; i < 3; i++)
@@ -848,7 +850,8 @@ static void test_malformed(void) {
   stop(&f);
 }
 
-/* ---- TLS ------------------------------------------------------------------ */
+/* ---- TLS ------------------------------------------------------------------
+ */
 
 typedef struct tls_client {
   xcm_stream *s;
@@ -878,8 +881,7 @@ static void tc_closed(void *ud) {
   ((tls_client *)ud)->closed = 1;
 }
 
-static const xcm_stream_cb tc_cb = {tc_read, tc_end, tc_done, NULL,
-                                    tc_closed};
+static const xcm_stream_cb tc_cb = {tc_read, tc_end, tc_done, NULL, tc_closed};
 
 typedef struct tc_wait {
   tls_client *t;
@@ -924,8 +926,9 @@ static void test_tls(void) {
                               NULL, &t, NULL) == 0);
   REQUIRE(xcm__stream_start_tls(t.s, ccfg, 0, "example.test", NULL, 0) == 0);
   xcm__tls_config_unref(ccfg);
-  snprintf(req, sizeof req, "GET /.well-known/host-meta HTTP/1.1\r\n"
-                            "Host: example.test\r\n\r\n");
+  snprintf(req, sizeof req,
+           "GET /.well-known/host-meta HTTP/1.1\r\n"
+           "Host: example.test\r\n\r\n");
   xcm__stream_write(t.s, req, strlen(req));
   w.t = &t;
   w.needle = "</XRD>";
@@ -945,8 +948,8 @@ static void test_tls(void) {
   xcm__stream_write(t.s, req, strlen(req));
   w.needle = "early!";
   REQUIRE(xcm_test_run_until(&f.loop, tc_has, &w, WAIT_MS));
-  CHECK(strstr(t.in.data, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") !=
-        NULL);
+  CHECK(strstr(t.in.data,
+               "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") != NULL);
   CHECK_INT(f.ws_calls, 1);
   xcm__stream_close(t.s);
   CHECK(xcm_test_run_until(&f.loop, is_set, &t.closed, WAIT_MS));
@@ -956,7 +959,8 @@ static void test_tls(void) {
   xcm__tls_config_unref(f.cfg.tls);
 }
 
-/* ---- PROXY ---------------------------------------------------------------- */
+/* ---- PROXY ----------------------------------------------------------------
+ */
 
 static void test_proxy(void) {
   fixture f;
@@ -966,8 +970,8 @@ static void test_proxy(void) {
   memset(&f, 0, sizeof f);
   defaults(&f.cfg);
   f.cfg.proxy_protocol = 1;
-  f.cfg.ntrusted = (unsigned)xcm__proxy_trust_parse("127.0.0.1", f.cfg.trusted,
-                                                    NULL, 0);
+  f.cfg.ntrusted =
+      (unsigned)xcm__proxy_trust_parse("127.0.0.1", f.cfg.trusted, NULL, 0);
   f.cfg.max_per_address = 1;
   start(&f);
   open_raw(&f, &r);
@@ -1014,8 +1018,8 @@ static void test_proxy(void) {
   memset(&f, 0, sizeof f);
   defaults(&f.cfg);
   f.cfg.proxy_protocol = 1;
-  f.cfg.ntrusted = (unsigned)xcm__proxy_trust_parse("10.0.0.0/8", f.cfg.trusted,
-                                                    NULL, 0);
+  f.cfg.ntrusted =
+      (unsigned)xcm__proxy_trust_parse("10.0.0.0/8", f.cfg.trusted, NULL, 0);
   start(&f);
   before = xcm_test_failures();
   open_raw(&f, &r);
@@ -1027,7 +1031,8 @@ static void test_proxy(void) {
   stop(&f);
 }
 
-/* ---- through the public API ------------------------------------------------ */
+/* ---- through the public API ------------------------------------------------
+ */
 
 static void cm_down(void *ud, xcm_cm *cm) {
   (void)cm;

@@ -117,6 +117,13 @@ const xcm_http_counters *xcm__http_server_counters(const xcm_http_server *srv);
 /* Serve an accepted connection: the server owns tcp from now on, even
  * on failure. */
 int xcm__http_accept(xcm_http_server *srv, uv_tcp_t *tcp);
+/* The same over the caller's own transport (copied; see
+ * xcm__stream_custom): *out is the stream to give its input to
+ * (xcm__stream_input), valid until t->close has run. peer names the
+ * other end (a balancer's address on a proxy_protocol listener). For
+ * the fuzz target, and gateways. */
+int xcm__http_attach(xcm_http_server *srv, const xcm_transport *t,
+                     const char *peer, xcm_stream **out);
 /* Close every connection (a shutdown); done(ud) runs once the last one
  * is closed, from the loop, or at once when there are none. Nothing is
  * accepted afterwards. */
@@ -128,8 +135,8 @@ void xcm__http_server_free(xcm_http_server *srv);
 /* Answer the oldest BOSH request of conn not yet answered. The HTTP
  * layer adds the status line, Content-Length, CORS and keep-alive
  * headers. body is copied. XCM_EINVAL when none is waiting. */
-int xcm__http_respond(xcm_http_conn *conn, int status,
-                      const char *content_type, const char *body, size_t len);
+int xcm__http_respond(xcm_http_conn *conn, int status, const char *content_type,
+                      const char *body, size_t len);
 /* From the websocket handler only: take the stream, with the bytes the
  * client sent after its request (lent for the handler's call: copy
  * them, or feed them to the new owner's reader now). The caller sets

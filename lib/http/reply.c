@@ -17,8 +17,9 @@ int xcm__http_ws_accept(const char *key, char out[29]) {
   size_t n = strlen(key), dn;
 
   /* RFC 6455 4.2.1: the key is 16 random bytes in base64, 24 characters. */
-  if (n != 24 || mbedtls_base64_decode(decoded, sizeof decoded, &dn,
-                                       (const unsigned char *)key, n) != 0 ||
+  if (n != 24 ||
+      mbedtls_base64_decode(decoded, sizeof decoded, &dn,
+                            (const unsigned char *)key, n) != 0 ||
       dn != 16)
     return XCM_EINVAL;
   memcpy(in, key, 24);
@@ -32,21 +33,36 @@ int xcm__http_ws_accept(const char *key, char out[29]) {
 
 const char *xcm__http_reason(int status) {
   switch (status) {
-  case 101: return "Switching Protocols";
-  case 200: return "OK";
-  case 204: return "No Content";
-  case 400: return "Bad Request";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 413: return "Payload Too Large";
-  case 414: return "URI Too Long";
-  case 426: return "Upgrade Required";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 503: return "Service Unavailable";
-  default: return "Unknown";
+  case 101:
+    return "Switching Protocols";
+  case 200:
+    return "OK";
+  case 204:
+    return "No Content";
+  case 400:
+    return "Bad Request";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 413:
+    return "Payload Too Large";
+  case 414:
+    return "URI Too Long";
+  case 426:
+    return "Upgrade Required";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 503:
+    return "Service Unavailable";
+  default:
+    return "Unknown";
   }
 }
 
@@ -63,8 +79,8 @@ static int good_path(const char *p, size_t n) {
   return 1;
 }
 
-static int fail(char *errbuf, size_t errlen, const char *field,
-                const char *why, const char *what, size_t n) {
+static int fail(char *errbuf, size_t errlen, const char *field, const char *why,
+                const char *what, size_t n) {
   if (errbuf != NULL && errlen > 0)
     snprintf(errbuf, errlen, "xcm_listen_options.%s: %s: '%.*s'", field, why,
              (int)(n > 80 ? 80 : n), what);
@@ -203,8 +219,7 @@ int xcm__http_origin_ok(const xcm_http_cfg *cfg, const char *origin) {
 static int link_xml(xcm_buf *b, const char *rel, const char *base,
                     const char *path) {
   return xcm__buf_append_str(b, "  <Link rel='") ||
-         xcm__buf_append_str(b, rel) ||
-         xcm__buf_append_str(b, "' href='") ||
+         xcm__buf_append_str(b, rel) || xcm__buf_append_str(b, "' href='") ||
          xcm__buf_append_str(b, base) || xcm__buf_append_str(b, path) ||
          xcm__buf_append_str(b, "'/>\n");
 }

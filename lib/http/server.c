@@ -38,15 +38,14 @@ enum {
   H_COUNT
 };
 
-static const char *const header_names[H_COUNT] = {
-    "host",
-    "origin",
-    "connection",
-    "upgrade",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-protocol",
-    "content-type"};
+static const char *const header_names[H_COUNT] = {"host",
+                                                  "origin",
+                                                  "connection",
+                                                  "upgrade",
+                                                  "sec-websocket-key",
+                                                  "sec-websocket-version",
+                                                  "sec-websocket-protocol",
+                                                  "content-type"};
 
 typedef struct exchange {
   struct exchange *next;
@@ -269,10 +268,9 @@ static void flush(xcm_http_conn *c) {
   arm(c);
 }
 
-static void answer(xcm_http_conn *c, exchange *x, int status,
-                   const char *ctype, const char *body, size_t len,
-                   const char *extra, const char *cors, int close_after,
-                   int head_only) {
+static void answer(xcm_http_conn *c, exchange *x, int status, const char *ctype,
+                   const char *body, size_t len, const char *extra,
+                   const char *cors, int close_after, int head_only) {
   if (build(&x->out, status, ctype, body, len, extra, cors, close_after,
             head_only) != 0) {
     xcm__buf_reset(&x->out);
@@ -457,23 +455,23 @@ static void dispatch_ws(xcm_http_conn *c, exchange *x, reading *rd,
   }
   if (!xcm__http_origin_ok(srv->cfg, req->origin)) {
     c->srv->counters.errors++;
-    answer(c, x, 403, "text/plain", "403 Origin not allowed\n", 23, NULL,
-           NULL, 1, 0);
+    answer(c, x, 403, "text/plain", "403 Origin not allowed\n", 23, NULL, NULL,
+           1, 0);
     return;
   }
   /* RFC 7395 section 3.1: the xmpp subprotocol, or no handshake. */
   if (!has_token(req->ws_protocol, "xmpp")) {
     c->srv->counters.errors++;
-    answer(c, x, 400, "text/plain", "400 Subprotocol xmpp required\n", 30,
-           NULL, NULL, 1, 0);
+    answer(c, x, 400, "text/plain", "400 Subprotocol xmpp required\n", 30, NULL,
+           NULL, 1, 0);
     return;
   }
   /* An upgrade behind requests still waiting for their answers would
    * have to wait for them; browsers never send one so. */
   if (c->nex > 1) {
     c->srv->counters.errors++;
-    answer(c, x, 400, "text/plain", "400 Upgrade behind pending requests\n",
-           36, NULL, NULL, 1, 0);
+    answer(c, x, 400, "text/plain", "400 Upgrade behind pending requests\n", 36,
+           NULL, NULL, 1, 0);
     return;
   }
   snprintf(head, sizeof head,
@@ -573,8 +571,8 @@ static void dispatch(xcm_http_conn *c, reading *rd) {
     *q = '\0';
   req.path = path;
   /* RFC 7230 5.4: a 1.1 request without Host is refused. */
-  if (path[0] != '/' || (rd->p.http_major == 1 && rd->p.http_minor >= 1 &&
-                         req.host == NULL)) {
+  if (path[0] != '/' ||
+      (rd->p.http_major == 1 && rd->p.http_minor >= 1 && req.host == NULL)) {
     refuse(c, 400, NULL);
     return;
   }
@@ -786,8 +784,10 @@ static void reading_free(xcm_http_conn *c) {
 
 static int status_of(enum http_errno e) {
   switch (e) {
-  case HPE_HEADER_OVERFLOW: return 431;
-  default: return 400;
+  case HPE_HEADER_OVERFLOW:
+    return 431;
+  default:
+    return 400;
   }
 }
 
@@ -985,8 +985,8 @@ static void arm(xcm_http_conn *c) {
     due = n;
   else if (c->proxy != NULL || (c->rd != NULL && !c->rd->headers_done) ||
            (c->rd == NULL && c->nex == 0 && c->requests == 0))
-    due = (c->requests == 0 ? c->created : c->rd->start) +
-          cfg->header_timeout_ms;
+    due =
+        (c->requests == 0 ? c->created : c->rd->start) + cfg->header_timeout_ms;
   else if (c->rd != NULL || c->nex == 0)
     due = c->last + cfg->idle_timeout_ms;
   if (due == 0) {
@@ -1026,8 +1026,8 @@ static void on_timer(uv_timer_t *t) {
   }
   if (c->proxy != NULL || (c->rd != NULL && !c->rd->headers_done) ||
       (c->rd == NULL && c->nex == 0 && c->requests == 0)) {
-    uint64_t start = c->requests == 0 || c->rd == NULL ? c->created
-                                                       : c->rd->start;
+    uint64_t start =
+        c->requests == 0 || c->rd == NULL ? c->created : c->rd->start;
 
     if (n < start + cfg->header_timeout_ms) {
       arm(c);
@@ -1185,6 +1185,9 @@ const xcm_http_counters *xcm__http_server_counters(const xcm_http_server *srv) {
   return &srv->counters;
 }
 
+static int start(xcm_http_server *srv, uv_tcp_t *tcp, const xcm_transport *t,
+                 const char *peer, xcm_stream **out);
+
 static void tcp_closed(uv_handle_t *h) {
   xcm_http_server *srv = h->data;
 
@@ -1198,9 +1201,6 @@ static void close_tcp(xcm_http_server *srv, uv_tcp_t *tcp) {
 
 int xcm__http_accept(xcm_http_server *srv, uv_tcp_t *tcp) {
   const xcm_http_cfg *cfg = srv->cfg;
-  xcm_stream_limits lim;
-  xcm_http_conn *c;
-  int err, over = 0, full;
 
   if (srv->closing) {
     close_tcp(srv, tcp);
@@ -1219,9 +1219,36 @@ int xcm__http_accept(xcm_http_server *srv, uv_tcp_t *tcp) {
       return XCM_EPROTO;
     }
   }
+  return start(srv, tcp, NULL, NULL, NULL);
+}
+
+int xcm__http_attach(xcm_http_server *srv, const xcm_transport *t,
+                     const char *peer, xcm_stream **out) {
+  const xcm_http_cfg *cfg = srv->cfg;
+
+  *out = NULL;
+  if (srv->closing)
+    return XCM_ECLOSED;
+  if (cfg->proxy_protocol &&
+      !xcm__proxy_trusts_text(cfg->trusted, cfg->ntrusted, peer)) {
+    srv->counters.refused_proxy++;
+    return XCM_EPROTO;
+  }
+  return start(srv, NULL, t, peer, out);
+}
+
+/* A connection over tcp, or over the caller's transport t. */
+static int start(xcm_http_server *srv, uv_tcp_t *tcp, const xcm_transport *t,
+                 const char *peer, xcm_stream **out) {
+  const xcm_http_cfg *cfg = srv->cfg;
+  xcm_stream_limits lim;
+  xcm_http_conn *c;
+  int err, over = 0, full;
+
   c = xcm__calloc(srv->ctx->alloc, sizeof(*c));
   if (c == NULL) {
-    close_tcp(srv, tcp);
+    if (tcp != NULL)
+      close_tcp(srv, tcp);
     return XCM_ENOMEM;
   }
   memset(&lim, 0, sizeof lim);
@@ -1229,13 +1256,20 @@ int xcm__http_accept(xcm_http_server *srv, uv_tcp_t *tcp) {
   lim.high_water = HIGH_WATER;
   lim.low_water = LOW_WATER;
   c->srv = srv;
-  err = xcm__stream_from_tcp(&c->stream, srv->ctx, tcp, &stream_cb, c, &lim);
+  err = tcp != NULL ? xcm__stream_from_tcp(&c->stream, srv->ctx, tcp,
+                                           &stream_cb, c, &lim)
+                    : xcm__stream_custom(&c->stream, srv->ctx, t, peer,
+                                         &stream_cb, c, &lim);
   if (err != 0) {
     xcm__free(srv->ctx->alloc, c);
-    close_tcp(srv, tcp);
+    if (tcp != NULL)
+      close_tcp(srv, tcp);
     return err;
   }
-  uv_tcp_nodelay(tcp, 1);
+  if (tcp != NULL)
+    uv_tcp_nodelay(tcp, 1);
+  else
+    *out = c->stream;
   srv->open++;
   srv->counters.accepted++;
   c->handles = 2;
