@@ -122,8 +122,8 @@ static void setup(void) {
     abort();
   for (int i = 0; i < 2; i++) {
     if (xcm__http_cfg_parse(&cfg[i], NULL, "/http-bind/",
-                            "/ws/, /xmpp-websocket",
-                            "https://web.example.org", NULL, 0) != 0)
+                            "/ws/, /xmpp-websocket", "https://web.example.org",
+                            NULL, 0) != 0)
       abort();
     cfg[i].max_header = 1024;
     cfg[i].max_body = MAX_BODY;

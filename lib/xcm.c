@@ -395,6 +395,8 @@ static int http_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
   hc->max_per_address = lo->http_max_per_address;
   hc->header_timeout_ms = lo->http_header_timeout_ms;
   hc->idle_timeout_ms = lo->http_idle_timeout_ms;
+  /* No handlers yet: BOSH and WebSocket requests are answered 404 until
+   * their layers register with xcm__http_server_set_handlers() here. */
   return xcm__http_server_new(&l->http, &cm->ctx, hc);
 }
 

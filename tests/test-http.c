@@ -1089,6 +1089,56 @@ static void test_public_listener(void) {
   xcm_raw_sends(&r, "POST /bosh HTTP/1.1\r\nHost: a\r\n"
                     "Content-Length: 7\r\n\r\n<body/>");
   CHECK(xcm_raw_wait(&r, "HTTP/1.1 404 ", WAIT_MS));
+  /* HTTPS: the same certificate options as an XMPP listener, with SNI
+   * and reload. */
+  xcm_listen_options_init(&lo, sizeof lo);
+  lo.http = 1;
+  lo.cert_file = xcm_test_cert("server.pem");
+  lo.key_file = xcm_test_cert("server-key.pem");
+  REQUIRE(xcm_cm_listen(cm, &lo, err, sizeof err) == 0);
+  CHECK_INT(xcm_cm_listen_add_cert(cm, 1, xcm_test_cert("second.pem"),
+                                   xcm_test_cert("second-key.pem"), err,
+                                   sizeof err),
+            0);
+  CHECK_INT(xcm_cm_reload_certs(cm, err, sizeof err), 1);
+  {
+    xcm_ctx *cctx = calloc(1, sizeof *cctx);
+    tls_client t;
+    xcm_tls_options to;
+    xcm_tls_config *ccfg = NULL;
+    struct sockaddr_in sa;
+    tc_wait w = {&t, "</XRD>"};
+    static const char get[] = "GET /.well-known/host-meta HTTP/1.1\r\n"
+                              "Host: second.test\r\n\r\n";
+
+    REQUIRE(cctx != NULL && xcm__ctx_init(cctx, &loop, NULL) == 0);
+    memset(&to, 0, sizeof to);
+    to.ca_file = xcm_test_cert("ca.pem");
+    to.verify = 1;
+    REQUIRE(xcm__tls_config_new(&ccfg, cctx, 0, &to, err, sizeof err) == 0);
+    memset(&t, 0, sizeof t);
+    xcm__buf_init(&t.in, NULL);
+    uv_ip4_addr("127.0.0.1", xcm_cm_listener_port(cm, 1), &sa);
+    REQUIRE(xcm__stream_connect(&t.s, cctx, (struct sockaddr *)&sa, &tc_cb,
+                                NULL, &t, NULL) == 0);
+    /* SNI picks the second certificate, which names second.test. */
+    REQUIRE(xcm__stream_start_tls(t.s, ccfg, 0, "second.test", NULL, 0) == 0);
+    xcm__tls_config_unref(ccfg);
+    xcm__stream_write(t.s, get, sizeof get - 1);
+    CHECK(xcm_test_run_until(&loop, tc_has, &w, WAIT_MS));
+    CHECK_INT(t.done, 1);
+    CHECK(t.in.data != NULL &&
+          strstr(t.in.data, "href='https://second.test/http-bind/'") != NULL);
+    xcm__stream_close(t.s);
+    CHECK(xcm_test_run_until(&loop, is_set, &t.closed, WAIT_MS));
+    xcm__buf_free(&t.in);
+    F = calloc(1, sizeof *F);
+    xcm__ctx_close(cctx, ctx_closed);
+    CHECK(xcm_test_run_until(&loop, is_set, &F->ctx_closed, WAIT_MS));
+    free(F);
+    F = NULL;
+    free(cctx);
+  }
   /* A shutdown ends the connection left open. */
   CHECK_INT(xcm_cm_shutdown(cm, 0, cm_down, &down), 0);
   CHECK(closed_by_server(&r));
