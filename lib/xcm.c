@@ -385,8 +385,8 @@ static int http_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
   hc->public_url = l->public_url;
   hc->tls = l->tls;
   hc->proxy_protocol = lo->proxy_protocol;
-  hc->ntrusted = (unsigned)xcm__proxy_trust_parse(lo->proxy_trusted,
-                                                  hc->trusted, NULL, 0);
+  hc->ntrusted =
+      (unsigned)xcm__proxy_trust_parse(lo->proxy_trusted, hc->trusted, NULL, 0);
   hc->max_header = lo->http_max_header;
   /* A BOSH body carries one stanza at most, in its <body/> envelope. */
   hc->max_body =
@@ -537,7 +537,7 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
       ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                      : ((struct sockaddr_in *)&ss)->sin_port);
   xcm__log(&cm->ctx, XCM_LOG_INFO, "listening on %s port %d%s%s", host, l->port,
-           l->http != NULL ? (l->tls ? " (HTTPS)" : " (HTTP)")
+           l->http != NULL  ? (l->tls ? " (HTTPS)" : " (HTTP)")
            : lo->direct_tls ? " (direct TLS)"
            : l->tls         ? " (STARTTLS)"
                             : "",
