@@ -35,6 +35,7 @@ enum {
   H_WS_VERSION,
   H_WS_PROTOCOL,
   H_CONTENT_TYPE,
+  H_EXPECT,
   H_COUNT
 };
 
@@ -45,7 +46,8 @@ static const char *const header_names[H_COUNT] = {"host",
                                                   "sec-websocket-key",
                                                   "sec-websocket-version",
                                                   "sec-websocket-protocol",
-                                                  "content-type"};
+                                                  "content-type",
+                                                  "expect"};
 
 typedef struct exchange {
   struct exchange *next;
@@ -559,7 +561,9 @@ static void dispatch(xcm_http_conn *c, reading *rd) {
   c->requests++;
   req.method = http_method_str((enum http_method)rd->p.method);
   req.http_minor = rd->p.http_minor;
-  req.keep_alive = http_should_keep_alive(&rd->p);
+  /* http-parser reads nothing after a request it took for an upgrade
+   * (Connection: upgrade): whatever the answer, it is the last. */
+  req.keep_alive = http_should_keep_alive(&rd->p) && !rd->p.upgrade;
   req.host = hval(rd, H_HOST);
   req.origin = hval(rd, H_ORIGIN);
   req.content_type = hval(rd, H_CONTENT_TYPE);
@@ -719,6 +723,12 @@ static int on_headers_complete(http_parser *p) {
     rd->status = 413;
     return -1;
   }
+  /* curl asks before it sends a body over 1 KiB: say go on, unless
+   * answers to earlier requests must come first (then it sends the body
+   * after its own wait). */
+  if (rd->val[H_EXPECT] != (size_t)-1 && rd->c->nex == 0 &&
+      strcasecmp(rd->arena + rd->val[H_EXPECT], "100-continue") == 0)
+    xcm__stream_write(rd->c->stream, "HTTP/1.1 100 Continue\r\n\r\n", 25);
   arm(rd->c); /* from the header timeout to the idle one */
   return 0;
 }
@@ -861,10 +871,13 @@ static void feed(xcm_http_conn *c, const char *data, size_t len) {
     reading_free(c);
     if (c->flags & CF_DETACHED)
       return;
-    /* http-parser reads nothing after an upgrade it saw (Connection:
-     * upgrade): whatever that request was, the connection is done. */
-    if (upgrade && !(c->flags & CF_CLOSING))
-      refuse(c, 400, NULL);
+    /* After an upgrade request not taken (see dispatch), nothing more
+     * is read: its answer closes the connection. */
+    if (upgrade && !(c->flags & CF_CLOSING)) {
+      c->flags |= CF_REFUSED;
+      xcm__stream_pause(c->stream);
+      return;
+    }
     arm(c);
   }
 }
@@ -974,6 +987,7 @@ static void on_timer(uv_timer_t *t);
 static void arm(xcm_http_conn *c) {
   const xcm_http_cfg *cfg = c->srv->cfg;
   uint64_t due = 0, n = now(c);
+  int have = 1;
   unsigned ms;
 
   if (c->flags & (CF_CLOSING | CF_DETACHED | CF_REFUSED)) {
@@ -989,7 +1003,9 @@ static void arm(xcm_http_conn *c) {
         (c->requests == 0 ? c->created : c->rd->start) + cfg->header_timeout_ms;
   else if (c->rd != NULL || c->nex == 0)
     due = c->last + cfg->idle_timeout_ms;
-  if (due == 0) {
+  else
+    have = 0; /* the owner holds a request */
+  if (!have) {
     uv_timer_stop(&c->timer);
     return;
   }
@@ -1112,8 +1128,9 @@ static void unlink_conn(xcm_http_conn *c) {
   c->addr = NULL;
 }
 
-/* A closing stream sends what is queued first: a client that never
- * reads it is cut off after the idle timeout. */
+/* A closing stream sends what is queued first (after the TLS handshake,
+ * for a refusal at accept): a client that never reads it, or never
+ * shakes hands, is cut off after the header timeout. */
 static void linger(uv_timer_t *t) {
   xcm_http_conn *c = t->data;
 
@@ -1126,7 +1143,7 @@ static void conn_end(xcm_http_conn *c, int drop) {
     return;
   c->flags |= CF_CLOSING;
   unlink_conn(c);
-  uv_timer_start(&c->timer, linger, c->srv->cfg->idle_timeout_ms, 0);
+  uv_timer_start(&c->timer, linger, c->srv->cfg->header_timeout_ms, 0);
   if (drop)
     xcm__stream_drop(c->stream);
   else
