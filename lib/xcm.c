@@ -862,6 +862,22 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.proxy_headers_refused = c->proxy_headers_refused;
   st.sessions_drained = cm->sessions_drained;
   st.proxy_untrusted = c->proxy_untrusted;
+  for (unsigned i = 0; i < cm->nlisteners; i++) {
+    const xcm_http_counters *h;
+
+    if (cm->listeners[i]->http == NULL)
+      continue;
+    h = xcm__http_server_counters(cm->listeners[i]->http);
+    st.proxy_headers_refused += h->proxy_refused;
+    st.proxy_untrusted += h->proxy_untrusted;
+    st.http_connections_now += h->now;
+    st.http_refused_total_limit += h->refused_total;
+    st.http_refused_address_limit += h->refused_address;
+    st.http_header_timeouts += h->header_timeouts;
+    st.http_idle_timeouts += h->idle_timeouts;
+    st.http_requests_refused += h->errors;
+    st.websocket_upgrades += h->upgrades;
+  }
   st.upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
   /* The parser pool goes before the shutdown callback runs; the
    * statistics stay readable until xcm_cm_free, as libuv's handles do. */

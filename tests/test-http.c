@@ -1038,7 +1038,7 @@ static void test_proxy(void) {
     CHECK_INT(s.in.len, 0);
     xcm_raw_free(&s);
   }
-  CHECK_INT(xcm__http_server_counters(f.srv)->refused_proxy, 1);
+  CHECK_INT(xcm__http_server_counters(f.srv)->proxy_refused, 1);
   xcm_test_tried("proxy-headers", before);
   xcm_raw_free(&r);
   stop(&f);
@@ -1054,6 +1054,7 @@ static void test_proxy(void) {
   xcm_raw_sends(&r, "PROXY TCP4 192.0.2.7 192.0.2.1 40000 80\r\n");
   CHECK(closed_by_server(&r));
   CHECK_INT(r.in.len, 0);
+  CHECK_INT(xcm__http_server_counters(f.srv)->proxy_untrusted, 1);
   xcm_raw_free(&r);
   xcm_test_tried("proxy-headers", before);
   stop(&f);
@@ -1117,6 +1118,20 @@ static void test_public_listener(void) {
   xcm_raw_sends(&r, "POST /bosh HTTP/1.1\r\nHost: a\r\n"
                     "Content-Length: 7\r\n\r\n<body/>");
   CHECK(xcm_raw_wait(&r, "HTTP/1.1 404 ", WAIT_MS));
+  {
+    xcm_stats st;
+    xcm_raw bad;
+
+    REQUIRE(
+        xcm_raw_open(&bad, &loop, "127.0.0.1", xcm_cm_listener_port(cm, 0), 1));
+    xcm_raw_sends(&bad, "GET / HTTP/1.1\r\n\r\n");
+    CHECK(closed_by_server(&bad));
+    xcm_raw_free(&bad);
+    CHECK_INT(xcm_cm_stats(cm, &st, sizeof st), 0);
+    CHECK_INT(st.http_connections_now, 1);
+    CHECK_INT(st.http_requests_refused, 1);
+    CHECK_INT(st.clients_now, 0);
+  }
   /* HTTPS: the same certificate options as an XMPP listener, with SNI
    * and reload. */
   xcm_listen_options_init(&lo, sizeof lo);

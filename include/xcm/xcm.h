@@ -276,6 +276,21 @@ typedef struct xcm_stats {
   /* Connections closed on a proxy_protocol listener, as soon as they were
    * accepted, for coming from an address not in proxy_trusted. */
   uint64_t proxy_untrusted;
+  /* HTTP listeners (xcm_listen_options.http), all of them: connections
+   * open now (not those handed to a WebSocket session), refused at
+   * http_max_connections and at http_max_per_address (with 503), closed
+   * for a slow request line and headers (408) or idle between requests,
+   * requests refused with a 4xx status (malformed, a bad Origin, a bad
+   * WebSocket handshake, over a size limit), and WebSocket upgrades
+   * accepted. PROXY header refusals count in proxy_headers_refused and
+   * proxy_untrusted above, as for XMPP listeners. */
+  uint64_t http_connections_now;
+  uint64_t http_refused_total_limit;
+  uint64_t http_refused_address_limit;
+  uint64_t http_header_timeouts;
+  uint64_t http_idle_timeouts;
+  uint64_t http_requests_refused;
+  uint64_t websocket_upgrades;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */

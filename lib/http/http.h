@@ -99,7 +99,8 @@ typedef struct xcm_http_counters {
   uint64_t accepted;
   uint64_t refused_total;   /* at max_connections */
   uint64_t refused_address; /* at max_per_address */
-  uint64_t refused_proxy;   /* untrusted source or bad PROXY header */
+  uint64_t proxy_untrusted; /* a source not in proxy_trusted */
+  uint64_t proxy_refused;   /* a missing, malformed or oversized header */
   uint64_t header_timeouts;
   uint64_t idle_timeouts;
   uint64_t errors; /* requests refused with a 4xx status */

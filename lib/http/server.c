@@ -292,7 +292,7 @@ static void refuse(xcm_http_conn *c, int status, const char *extra) {
   if (c->flags & (CF_REFUSED | CF_CLOSING))
     return;
   c->flags |= CF_REFUSED;
-  if (status >= 400 && status < 500)
+  if (status >= 400 && status < 500 && status != 408)
     c->srv->counters.errors++;
   reading_free(c);
   xcm__stream_pause(c->stream);
@@ -394,6 +394,7 @@ static void serve_host_meta(xcm_http_conn *c, exchange *x, const reading *rd,
     int tls = cfg->tls != NULL;
 
     if (!good_host(host)) {
+      c->srv->counters.errors++;
       answer(c, x, 400, "text/plain", "400 Bad Request\n", 16, NULL, NULL, 1,
              0);
       return;
@@ -902,7 +903,7 @@ static int read_proxy(xcm_http_conn *c, const char **data, size_t *len) {
   xcm__free(srv->ctx->alloc, c->proxy);
   c->proxy = NULL;
   if (r < 0) {
-    srv->counters.refused_proxy++;
+    srv->counters.proxy_refused++;
     xcm__log(srv->ctx, XCM_LOG_DEBUG, "%s: no valid PROXY header: closed",
              peer_of(c));
     conn_drop(c);
@@ -1231,7 +1232,7 @@ int xcm__http_accept(xcm_http_server *srv, uv_tcp_t *tcp) {
     if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0 ||
         !xcm__proxy_trusts(cfg->trusted, cfg->ntrusted,
                            (struct sockaddr *)&ss)) {
-      srv->counters.refused_proxy++;
+      srv->counters.proxy_untrusted++;
       close_tcp(srv, tcp);
       return XCM_EPROTO;
     }
@@ -1248,7 +1249,7 @@ int xcm__http_attach(xcm_http_server *srv, const xcm_transport *t,
     return XCM_ECLOSED;
   if (cfg->proxy_protocol &&
       !xcm__proxy_trusts_text(cfg->trusted, cfg->ntrusted, peer)) {
-    srv->counters.refused_proxy++;
+    srv->counters.proxy_untrusted++;
     return XCM_EPROTO;
   }
   return start(srv, NULL, t, peer, out);
