@@ -1,11 +1,10 @@
 /* HTTP/1.1 connections of one listener: see http.h.
  *
- * A connection reads requests one at a time with http-parser, stopping
- * the parser at the end of each (http_parser_pause in
- * on_message_complete) so that each is dispatched before the next byte
- * is looked at. What a request needs (its target and the few headers
- * the CM reads) is kept in one allocation, `reading`, made at the
- * request's first byte and freed once it is dispatched. Every request
+ * A connection reads requests one at a time (http/request.h: http-parser
+ * stops at the end of each), so that each is dispatched before the next
+ * byte is looked at. What a request needs (its target and the few
+ * headers the CM reads) is kept in one allocation, a reading, made at
+ * the request's first byte and freed once it is dispatched. Every request
  * gets an `exchange`, in arrival order; answers are written in that
  * order, so an answer made early (a 404 behind a held BOSH request)
  * waits in its exchange. */
@@ -15,6 +14,7 @@
 #include <strings.h>
 
 #include "http/http.h"
+#include "http/request.h"
 #include "util/alloc.h"
 #include "util/map.h"
 #include "xcm/error.h"
@@ -26,28 +26,7 @@
 /* Far more than any answer here: a safety net, not a limit in use. */
 #define MAX_OUT (8u << 20)
 
-enum {
-  H_HOST,
-  H_ORIGIN,
-  H_CONNECTION,
-  H_UPGRADE,
-  H_WS_KEY,
-  H_WS_VERSION,
-  H_WS_PROTOCOL,
-  H_CONTENT_TYPE,
-  H_EXPECT,
-  H_COUNT
-};
-
-static const char *const header_names[H_COUNT] = {"host",
-                                                  "origin",
-                                                  "connection",
-                                                  "upgrade",
-                                                  "sec-websocket-key",
-                                                  "sec-websocket-version",
-                                                  "sec-websocket-protocol",
-                                                  "content-type",
-                                                  "expect"};
+typedef xcm_http_reading reading;
 
 typedef struct exchange {
   struct exchange *next;
@@ -56,25 +35,6 @@ typedef struct exchange {
   int answered;
   xcm_buf out;
 } exchange;
-
-typedef struct reading {
-  http_parser p;
-  xcm_http_conn *c;
-  uint64_t start;
-  int status; /* a refusal decided while reading, or 0 */
-  int headers_done;
-  int done;
-  size_t hbytes; /* header bytes so far */
-  char field[32];
-  size_t field_len;
-  int which; /* the header whose value is being read, or -1 */
-  int in_value;
-  size_t url; /* offsets into arena, or (size_t)-1 */
-  size_t val[H_COUNT];
-  xcm_buf body;
-  size_t cap, used;
-  char arena[];
-} reading;
 
 struct xcm_http_conn {
   xcm_http_server *srv;
@@ -129,6 +89,7 @@ struct xcm_http_server {
 static void conn_close(xcm_http_conn *c);
 static void conn_drop(xcm_http_conn *c);
 static void reading_free(xcm_http_conn *c);
+static void on_head(void *ud, reading *rd);
 static void feed(xcm_http_conn *c, const char *data, size_t len);
 static void arm(xcm_http_conn *c);
 
@@ -341,7 +302,7 @@ int xcm__http_respond(xcm_http_conn *c, int status, const char *content_type,
 /* ---- requests ----------------------------------------------------------- */
 
 static const char *hval(const reading *rd, int h) {
-  return rd->val[h] == (size_t)-1 ? NULL : rd->arena + rd->val[h];
+  return xcm__http_reading_header(rd, h);
 }
 
 /* Whether the comma-separated list holds token (case-insensitive). */
@@ -554,7 +515,7 @@ static void dispatch_bosh(xcm_http_conn *c, exchange *x, reading *rd,
 static void dispatch(xcm_http_conn *c, reading *rd) {
   xcm_http_request req;
   const xcm_http_cfg *cfg = c->srv->cfg;
-  char *path = rd->arena + rd->url, *q;
+  char *path = xcm__http_reading_target(rd), *q;
   exchange *x;
   int head_only;
 
@@ -611,195 +572,22 @@ static void dispatch(xcm_http_conn *c, reading *rd) {
          !req.keep_alive, head_only);
 }
 
-/* ---- http-parser's callbacks -------------------------------------------- */
-
-static int keep(reading *rd, const char *at, size_t len) {
-  if (rd->used + len + 1 > rd->cap)
-    return -1;
-  memcpy(rd->arena + rd->used, at, len);
-  rd->used += len;
-  rd->arena[rd->used] = '\0';
-  return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t len) {
-  reading *rd = p->data;
-
-  rd->hbytes += len;
-  if (rd->url == (size_t)-1)
-    rd->url = rd->used;
-  else
-    rd->used--; /* the piece before ended in its NUL */
-  if (rd->hbytes > rd->cap || keep(rd, at, len) != 0) {
-    rd->status = 414;
-    return -1;
-  }
-  rd->used++;
-  return 0;
-}
-
-static int is_tchar(unsigned char ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-         (ch >= '0' && ch <= '9') || (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len) {
-  reading *rd = p->data;
-
-  if (rd->in_value || rd->field_len == (size_t)-1) {
-    /* A new header begins. */
-    rd->in_value = 0;
-    rd->field_len = 0;
-    rd->which = -1;
-    rd->hbytes += 4; /* ": " and CRLF */
-  }
-  rd->hbytes += len;
-  if (rd->hbytes > rd->cap) {
-    rd->status = 431;
-    return -1;
-  }
-  /* RFC 7230 3.2: a name is a token. http-parser as Debian builds it
-   * (not HTTP_PARSER_STRICT) lets blanks through, which a proxy in
-   * front may read otherwise: refused here. */
-  for (size_t i = 0; i < len; i++)
-    if (!is_tchar((unsigned char)at[i])) {
-      rd->status = 400;
-      return -1;
-    }
-  /* Names longer than any kept are read past. */
-  if (rd->field_len + len < sizeof rd->field)
-    memcpy(rd->field + rd->field_len, at, len);
-  rd->field_len += len;
-  return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len) {
-  reading *rd = p->data;
-
-  if (!rd->in_value) {
-    rd->in_value = 1;
-    rd->which = -1;
-    if (rd->field_len < sizeof rd->field)
-      for (int h = 0; h < H_COUNT; h++)
-        if (strlen(header_names[h]) == rd->field_len &&
-            strncasecmp(header_names[h], rd->field, rd->field_len) == 0) {
-          /* One of each: two Hosts or two keys are an attempt to be
-           * read two ways. */
-          if (rd->val[h] != (size_t)-1) {
-            rd->status = 400;
-            return -1;
-          }
-          rd->which = h;
-          rd->val[h] = rd->used;
-          if (keep(rd, "", 0) != 0) {
-            rd->status = 431;
-            return -1;
-          }
-          rd->used++;
-          break;
-        }
-  }
-  rd->hbytes += len;
-  if (rd->hbytes > rd->cap) {
-    rd->status = 431;
-    return -1;
-  }
-  if (rd->which >= 0) {
-    rd->used--; /* over the NUL */
-    if (keep(rd, at, len) != 0) {
-      rd->status = 431;
-      return -1;
-    }
-    rd->used++;
-  }
-  return 0;
-}
-
-static int on_headers_complete(http_parser *p) {
-  reading *rd = p->data;
-  size_t max_body = rd->c->srv->cfg->max_body;
-
-  rd->headers_done = 1;
-  if ((p->flags & F_CONTENTLENGTH) && p->content_length > max_body) {
-    rd->status = 413;
-    return -1;
-  }
-  /* curl asks before it sends a body over 1 KiB: say go on, unless
-   * answers to earlier requests must come first (then it sends the body
-   * after its own wait). */
-  if (rd->val[H_EXPECT] != (size_t)-1 && rd->c->nex == 0 &&
-      strcasecmp(rd->arena + rd->val[H_EXPECT], "100-continue") == 0)
-    xcm__stream_write(rd->c->stream, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-  arm(rd->c); /* from the header timeout to the idle one */
-  return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len) {
-  reading *rd = p->data;
-
-  if (rd->body.len + len > rd->c->srv->cfg->max_body) {
-    rd->status = 413;
-    return -1;
-  }
-  if (xcm__buf_append(&rd->body, at, len) != 0) {
-    rd->status = 503;
-    return -1;
-  }
-  return 0;
-}
-
-static int on_message_complete(http_parser *p) {
-  reading *rd = p->data;
-
-  rd->done = 1;
-  /* Stop here: the request is dispatched before the next one is read. */
-  http_parser_pause(p, 1);
-  return 0;
-}
-
-static const http_parser_settings settings = {
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
-
-static reading *reading_new(xcm_http_conn *c) {
-  size_t cap = c->srv->cfg->max_header;
-  reading *rd = xcm__calloc(c->srv->ctx->alloc, sizeof(*rd) + cap + 1);
-
-  if (rd == NULL)
-    return NULL;
-  http_parser_init(&rd->p, HTTP_REQUEST);
-  rd->p.data = rd;
-  rd->c = c;
-  rd->cap = cap;
-  rd->url = (size_t)-1;
-  rd->field_len = (size_t)-1;
-  for (int h = 0; h < H_COUNT; h++)
-    rd->val[h] = (size_t)-1;
-  xcm__buf_init(&rd->body, c->srv->ctx->alloc);
-  rd->start = now(c);
-  return rd;
-}
-
 static void reading_free(xcm_http_conn *c) {
-  if (c->rd == NULL)
-    return;
-  xcm__buf_free(&c->rd->body);
-  xcm__free(c->srv->ctx->alloc, c->rd);
+  xcm__http_reading_free(c->rd);
   c->rd = NULL;
 }
 
-static int status_of(enum http_errno e) {
-  switch (e) {
-  case HPE_HEADER_OVERFLOW:
-    return 431;
-  default:
-    return 400;
-  }
+/* A request's headers are in and within the limits. */
+static void on_head(void *ud, reading *rd) {
+  xcm_http_conn *c = ud;
+  const char *expect = xcm__http_reading_header(rd, H_EXPECT);
+
+  /* curl asks before it sends a body over 1 KiB: say go on, unless
+   * answers to earlier requests must come first (then it sends the body
+   * after its own wait). */
+  if (expect != NULL && c->nex == 0 && strcasecmp(expect, "100-continue") == 0)
+    xcm__stream_write(c->stream, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+  arm(c); /* from the header timeout to the idle one */
 }
 
 /* Stop reading requests; keep what was read and not parsed. */
@@ -825,8 +613,7 @@ static void feed(xcm_http_conn *c, const char *data, size_t len) {
   while (len > 0) {
     reading *rd;
     size_t n;
-    enum http_errno e;
-    int upgrade;
+    int r, upgrade;
 
     if (c->flags & (CF_CLOSING | CF_DETACHED | CF_REFUSED))
       return;
@@ -835,35 +622,25 @@ static void feed(xcm_http_conn *c, const char *data, size_t len) {
       return;
     }
     if (c->rd == NULL) {
-      c->rd = reading_new(c);
+      c->rd = xcm__http_reading_new(c->srv->ctx->alloc, c->srv->cfg->max_header,
+                                    c->srv->cfg->max_body, on_head, c);
       if (c->rd == NULL) {
         refuse(c, 503, NULL);
         return;
       }
+      c->rd->start = now(c);
       arm(c);
     }
     rd = c->rd;
-    n = http_parser_execute(&rd->p, &settings, data, len);
-    e = HTTP_PARSER_ERRNO(&rd->p);
-    if (rd->status != 0) {
-      refuse(c, rd->status, NULL);
+    r = xcm__http_reading_feed(rd, data, len, &n);
+    if (r >= 400) {
+      refuse(c, r, NULL);
       return;
     }
-    if (e != HPE_OK && e != HPE_PAUSED) {
-      refuse(c, status_of(e), NULL);
-      return;
-    }
-    if (n > len)
-      n = len;
     data += n;
     len -= n;
-    if (!rd->done) {
-      if (e == HPE_OK && n < len) { /* stopped without saying why */
-        refuse(c, 400, NULL);
-        return;
-      }
+    if (r == 0)
       continue;
-    }
     /* The bytes after an upgrade request are the new protocol's. */
     upgrade = rd->p.upgrade;
     c->early = data;
@@ -1385,7 +1162,7 @@ size_t xcm__http_conn_footprint(const xcm_http_conn *c) {
   if (c->stream != NULL)
     n += xcm__stream_footprint(c->stream);
   if (c->rd != NULL)
-    n += sizeof(*c->rd) + c->rd->cap + 1 + c->rd->body.cap;
+    n += xcm__http_reading_footprint(c->rd);
   if (c->proxy != NULL)
     n += sizeof(*c->proxy);
   for (const exchange *x = c->head; x != NULL; x = x->next)
