@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "http/http.h"
 #include "transport/proxy.h"
 #include "transport/tls.h"
 #include "upstream/servers.h"
@@ -44,6 +45,13 @@ static const xcm_listen_options listen_defaults = {
     .size = sizeof(xcm_listen_options),
     .host = "127.0.0.1",
     .port = 0,
+    .http_bosh_path = "/http-bind/",
+    .http_ws_paths = "/ws/, /xmpp-websocket",
+    .http_max_header = 8192,
+    .http_max_connections = 10000,
+    .http_max_per_address = 100,
+    .http_header_timeout_ms = 10000,
+    .http_idle_timeout_ms = 60000,
 };
 
 /* The least size of each: the size field and the first field after it.
@@ -269,6 +277,70 @@ static int check_trusted(const xcm_listen_options *lo, char *errbuf,
   return 0;
 }
 
+/* An HTTP listener's fields: 0 takes the default (so does a caller
+ * whose struct ends before them); paths, origins and the public URL are
+ * checked here so that xcm_cm_listen fails before opening anything. */
+static int check_http(xcm_listen_options *lo, char *errbuf, size_t errlen) {
+  xcm_http_cfg cfg;
+  int err;
+
+  if (!lo->http)
+    return 0;
+  if (lo->http_max_header == 0)
+    lo->http_max_header = listen_defaults.http_max_header;
+  if (lo->http_max_connections == 0)
+    lo->http_max_connections = listen_defaults.http_max_connections;
+  if (lo->http_max_per_address == 0)
+    lo->http_max_per_address = listen_defaults.http_max_per_address;
+  if (lo->http_header_timeout_ms == 0)
+    lo->http_header_timeout_ms = listen_defaults.http_header_timeout_ms;
+  if (lo->http_idle_timeout_ms == 0)
+    lo->http_idle_timeout_ms = listen_defaults.http_idle_timeout_ms;
+  if (lo->http_max_header < 256 || lo->http_max_header > 65536)
+    return say(errbuf, errlen,
+               "xcm_listen_options.http_max_header is out of range: 256 to "
+               "65536 bytes");
+  if (lo->http_max_body == XCM_UNLIMITED)
+    return say(errbuf, errlen,
+               "xcm_listen_options.http_max_body cannot be XCM_UNLIMITED: a "
+               "body is held whole; 0 takes max_stanza + 1024");
+  if (lo->http_header_timeout_ms == XCM_UNLIMITED ||
+      lo->http_idle_timeout_ms == XCM_UNLIMITED)
+    return say(errbuf, errlen,
+               "xcm_listen_options.http_header_timeout_ms and "
+               "http_idle_timeout_ms cannot be XCM_UNLIMITED: a stranger "
+               "could hold a connection forever");
+  if (lo->direct_tls && lo->cert_file == NULL)
+    return say(errbuf, errlen,
+               "xcm_listen_options.direct_tls is set on an HTTP listener "
+               "without cert_file: set cert_file and key_file for HTTPS");
+  if (lo->http_public_url != NULL) {
+    const char *u = lo->http_public_url, *rest;
+    int ok = strncmp(u, "http://", 7) == 0 || strncmp(u, "https://", 8) == 0;
+
+    rest = ok ? strstr(u, "://") + 3 : u;
+    ok = ok && *rest != '\0' && *rest != '/' && strlen(u) < 256;
+    for (const char *p = rest; ok && *p; p++)
+      if (*p <= ' ' || *p >= 127 || *p == '"' || *p == '\'' || *p == '<' ||
+          *p == '>' || *p == '&' || *p == '\\' || *p == '?' || *p == '#')
+        ok = 0;
+    if (!ok) {
+      if (errbuf != NULL && errlen > 0)
+        snprintf(errbuf, errlen,
+                 "xcm_listen_options.http_public_url '%.80s' is not a base "
+                 "URL: http:// or https://, a host, an optional port and "
+                 "path, no query, under 256 bytes",
+                 u);
+      return XCM_EINVAL;
+    }
+  }
+  memset(&cfg, 0, sizeof cfg);
+  err = xcm__http_cfg_parse(&cfg, NULL, lo->http_bosh_path, lo->http_ws_paths,
+                            lo->http_origins, errbuf, errlen);
+  xcm__http_cfg_free(&cfg, NULL);
+  return err;
+}
+
 int xcm__listen_options_resolve(xcm_listen_options *lo,
                                 const xcm_listen_options *in, char *errbuf,
                                 size_t errlen) {
@@ -291,7 +363,8 @@ int xcm__listen_options_resolve(xcm_listen_options *lo,
                    : "key_file is not set: it is required with cert_file");
     return XCM_EINVAL;
   }
-  return check_trusted(lo, errbuf, errlen);
+  err = check_trusted(lo, errbuf, errlen);
+  return err != 0 ? err : check_http(lo, errbuf, errlen);
 }
 
 int xcm_options_check(const xcm_options *in, char *errbuf, size_t errlen) {

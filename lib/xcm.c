@@ -10,6 +10,7 @@
 
 #include "attach.h"
 #include "core/ctx.h"
+#include "http/http.h"
 #include "options.h"
 #include "session/session.h"
 #include "transport/stream.h"
@@ -48,6 +49,11 @@ typedef struct listener {
   unsigned nsni;
   int port;
   int paused;
+  /* An HTTP listener (xcm_listen_options.http): its settings and its
+   * connections; NULL on an XMPP one. */
+  xcm_http_cfg *http_cfg;
+  xcm_http_server *http;
+  char *public_url;
 } listener;
 
 struct xcm_cm {
@@ -364,7 +370,10 @@ static void on_readable(uv_poll_t *p, int status, int events) {
       uv_close((uv_handle_t *)tcp, free_handle);
       continue;
     }
-    xcm__session_accept(&cm->sessions, &l->cfg, tcp); /* sets TCP_NODELAY */
+    if (l->http != NULL)
+      xcm__http_accept(l->http, tcp);
+    else
+      xcm__session_accept(&cm->sessions, &l->cfg, tcp); /* TCP_NODELAY */
   }
 }
 
@@ -395,8 +404,58 @@ static int start_accepting(listener *l) {
   return err;
 }
 
+static void http_free(listener *l) {
+  const xcm_allocator *a = l->cm->ctx.alloc;
+
+  xcm__http_server_free(l->http);
+  if (l->http_cfg != NULL)
+    xcm__http_cfg_free(l->http_cfg, a);
+  xcm__free(a, l->http_cfg);
+  xcm__free(a, l->public_url);
+}
+
+/* The HTTP side of a listener (lib/http/): settings from lo, checked
+ * already by xcm__listen_options_resolve. */
+static int http_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
+                     char *errbuf, size_t errlen) {
+  const xcm_allocator *a = cm->ctx.alloc;
+  xcm_http_cfg *hc = xcm__calloc(a, sizeof(*hc));
+  int err;
+
+  l->http_cfg = hc;
+  if (hc == NULL)
+    return XCM_ENOMEM;
+  err = xcm__http_cfg_parse(hc, a, lo->http_bosh_path, lo->http_ws_paths,
+                            lo->http_origins, errbuf, errlen);
+  if (err != 0)
+    return err;
+  if (lo->http_public_url != NULL) {
+    l->public_url =
+        xcm__strndup(a, lo->http_public_url, strlen(lo->http_public_url));
+    if (l->public_url == NULL)
+      return XCM_ENOMEM;
+  }
+  hc->public_url = l->public_url;
+  hc->tls = l->tls;
+  hc->proxy_protocol = lo->proxy_protocol;
+  hc->ntrusted =
+      (unsigned)xcm__proxy_trust_parse(lo->proxy_trusted, hc->trusted, NULL, 0);
+  hc->max_header = lo->http_max_header;
+  /* A BOSH body carries one stanza at most, in its <body/> envelope. */
+  hc->max_body =
+      lo->http_max_body != 0 ? lo->http_max_body : cm->opt.max_stanza + 1024;
+  hc->max_connections = lo->http_max_connections;
+  hc->max_per_address = lo->http_max_per_address;
+  hc->header_timeout_ms = lo->http_header_timeout_ms;
+  hc->idle_timeout_ms = lo->http_idle_timeout_ms;
+  /* No handlers yet: BOSH and WebSocket requests are answered 404 until
+   * their layers register with xcm__http_server_set_handlers() here. */
+  return xcm__http_server_new(&l->http, &cm->ctx, hc);
+}
+
 /* A listener that never joined the instance. */
 static void orphan_free(listener *l) {
+  http_free(l);
   xcm__free(l->cm->ctx.alloc, l->cert_file);
   xcm__free(l->cm->ctx.alloc, l->key_file);
   if (l->tls != NULL)
@@ -442,6 +501,8 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
     memset(&to, 0, sizeof to);
     to.cert_file = lo->cert_file;
     to.key_file = lo->key_file;
+    /* Browsers offer h2 and http/1.1 by ALPN: agree on the second. */
+    to.alpn = lo->http ? "http/1.1" : NULL;
     err = xcm__tls_config_new(&l->tls, &cm->ctx, 1, &to, errbuf, errlen);
     if (err != 0) {
       xcm__free(cm->ctx.alloc, l);
@@ -469,6 +530,10 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
                                                      l->cfg.trusted, NULL, 0);
   l->cfg.policy = current_policy;
   l->cfg.policy_ud = cm;
+  if (lo->http && (err = http_init(cm, l, lo, errbuf, errlen)) != 0) {
+    orphan_free(l);
+    return err;
+  }
   err = uv_tcp_init_ex(cm->ctx.loop, &l->tcp, ss.ss_family);
   if (err == 0) {
     uv_os_fd_t fd;
@@ -525,9 +590,10 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
       ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                      : ((struct sockaddr_in *)&ss)->sin_port);
   xcm__log(&cm->ctx, XCM_LOG_INFO, "listening on %s port %d%s%s", host, l->port,
-           lo->direct_tls ? " (direct TLS)"
-           : l->tls       ? " (STARTTLS)"
-                          : "",
+           l->http != NULL  ? (l->tls ? " (HTTPS)" : " (HTTP)")
+           : lo->direct_tls ? " (direct TLS)"
+           : l->tls         ? " (STARTTLS)"
+                            : "",
            lo->proxy_protocol ? " (PROXY protocol required)" : "");
   return 0;
 }
@@ -569,6 +635,8 @@ int xcm_cm_adopt(xcm_cm *cm, unsigned i, uv_tcp_t *tcp) {
     uv_close((uv_handle_t *)tcp, free_handle);
     return closed ? XCM_ECLOSED : XCM_EINVAL;
   }
+  if (cm->listeners[i]->http != NULL)
+    return xcm__http_accept(cm->listeners[i]->http, tcp);
   return xcm__session_accept(&cm->sessions, &cm->listeners[i]->cfg, tcp);
 }
 
@@ -588,7 +656,7 @@ int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *in,
     return XCM_EINVAL;
   if (cm->stopping || cm->draining)
     return XCM_ECLOSED;
-  if (i >= cm->nlisteners)
+  if (i >= cm->nlisteners || cm->listeners[i]->http != NULL)
     return XCM_EINVAL;
   err = xcm__session_attach(&cm->sessions, &cm->listeners[i]->cfg, t, peer, &s);
   if (err == 0)
@@ -678,6 +746,10 @@ static void listener_closed(uv_handle_t *h) {
   handle_closed(l->cm);
 }
 
+static void http_closed(void *ud) {
+  handle_closed(ud);
+}
+
 /* The drain is over (every session answered, or time is up). */
 static void finish(xcm_cm *cm) {
   uv_timer_stop(&cm->drain);
@@ -731,6 +803,12 @@ int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms, xcm_shutdown_fn cb,
   cm->open_handles += 3;
   uv_close((uv_handle_t *)&cm->tick, uv_handle_closed);
   close_listeners(cm);
+  /* HTTP connections not yet handed to a session end now. */
+  for (unsigned i = 0; i < cm->nlisteners; i++)
+    if (cm->listeners[i]->http != NULL) {
+      cm->open_handles++;
+      xcm__http_server_close(cm->listeners[i]->http, http_closed, cm);
+    }
   cm->sessions.empty = sessions_empty;
   cm->sessions.empty_ud = cm;
   cm->drain_ms = drain_ms;
@@ -810,6 +888,7 @@ void xcm_cm_free(xcm_cm *cm) {
   for (i = 0; i < cm->nlisteners; i++) {
     if (cm->listeners[i]->tls != NULL)
       xcm__tls_config_unref(cm->listeners[i]->tls);
+    http_free(cm->listeners[i]);
     xcm__free(alloc, cm->listeners[i]->cert_file);
     xcm__free(alloc, cm->listeners[i]->key_file);
     for (unsigned k = 0; k < cm->listeners[i]->nsni; k++) {
@@ -851,6 +930,22 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.proxy_headers_refused = c->proxy_headers_refused;
   st.sessions_drained = cm->sessions_drained;
   st.proxy_untrusted = c->proxy_untrusted;
+  for (unsigned i = 0; i < cm->nlisteners; i++) {
+    const xcm_http_counters *h;
+
+    if (cm->listeners[i]->http == NULL)
+      continue;
+    h = xcm__http_server_counters(cm->listeners[i]->http);
+    st.proxy_headers_refused += h->proxy_refused;
+    st.proxy_untrusted += h->proxy_untrusted;
+    st.http_connections_now += h->now;
+    st.http_refused_total_limit += h->refused_total;
+    st.http_refused_address_limit += h->refused_address;
+    st.http_header_timeouts += h->header_timeouts;
+    st.http_idle_timeouts += h->idle_timeouts;
+    st.http_requests_refused += h->errors;
+    st.websocket_upgrades += h->upgrades;
+  }
   st.upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;
   st.upstream_nodes_up = cm->pool ? xcm__pool_nodes_up(cm->pool) : 0;
   /* The parser pool goes before the shutdown callback runs; the
@@ -876,6 +971,7 @@ int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen) {
     memset(&to, 0, sizeof to);
     to.cert_file = l->cert_file;
     to.key_file = l->key_file;
+    to.alpn = l->http != NULL ? "http/1.1" : NULL;
     err = xcm__tls_config_new(&fresh[i], &cm->ctx, 1, &to, errbuf, errlen);
     for (unsigned k = 0; err == 0 && k < l->nsni; k++)
       err = xcm__tls_config_add_cert(fresh[i], l->sni_cert[k], l->sni_key[k],
@@ -895,6 +991,8 @@ int xcm_cm_reload_certs(xcm_cm *cm, char *errbuf, size_t errlen) {
     xcm__tls_config_unref(l->tls);
     l->tls = fresh[i];
     l->cfg.tls = fresh[i];
+    if (l->http_cfg != NULL)
+      l->http_cfg->tls = fresh[i];
     n++;
   }
   if (err == 0)

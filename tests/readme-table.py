@@ -102,6 +102,10 @@ HOSTILE_CLASSES = [
     ('guessed-stream-ids', "guessed stream ids (near a live session's own)"),
     ('stream-id-randomness', 'stream ids checked: 128 random bits, all '
      'distinct, every bit varying'),
+    ('malformed-http', 'malformed HTTP requests (bad request lines, header '
+     'names, smuggling: two Hosts, Content-Length with Transfer-Encoding), '
+     'refused WebSocket upgrades (subprotocol, Origin, key, version) and '
+     'CORS requests from origins not allowed'),
     ('zlib-bombs', 'zlib bombs'),
     ('corrupt-zlib', 'corrupt zlib streams'),
     ('tls-garbage', 'not TLS on a TLS port'),

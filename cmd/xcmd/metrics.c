@@ -191,6 +191,13 @@ static char *render(xcmd_metrics *m, size_t *len) {
     sum.reads_shaped += w->stats.reads_shaped;
     sum.proxy_headers_refused += w->stats.proxy_headers_refused;
     sum.proxy_untrusted += w->stats.proxy_untrusted;
+    sum.http_connections_now += w->stats.http_connections_now;
+    sum.http_refused_total_limit += w->stats.http_refused_total_limit;
+    sum.http_refused_address_limit += w->stats.http_refused_address_limit;
+    sum.http_header_timeouts += w->stats.http_header_timeouts;
+    sum.http_idle_timeouts += w->stats.http_idle_timeouts;
+    sum.http_requests_refused += w->stats.http_requests_refused;
+    sum.websocket_upgrades += w->stats.websocket_upgrades;
     sum.clients_now += w->stats.clients_now;
     sum.clients_tls_now += w->stats.clients_tls_now;
     sum.sessions_authenticated += w->stats.sessions_authenticated;
@@ -247,6 +254,35 @@ static char *render(xcmd_metrics *m, size_t *len) {
           "Connections closed on a proxy_protocol listener at accept for "
           "coming from an address not in proxy_trusted.",
           "counter", sum.proxy_untrusted);
+  put(&p, &left,
+      "# HELP xcm_http_connections HTTP connections now (not those handed "
+      "to a WebSocket session).\n"
+      "# TYPE xcm_http_connections gauge\n"
+      "xcm_http_connections %llu\n"
+      "# HELP xcm_http_refused_by_limit_total HTTP connections refused "
+      "with 503, by the limit reached.\n"
+      "# TYPE xcm_http_refused_by_limit_total counter\n"
+      "xcm_http_refused_by_limit_total{limit=\"http_max_connections\"} "
+      "%llu\n"
+      "xcm_http_refused_by_limit_total{limit=\"http_max_per_address\"} "
+      "%llu\n"
+      "# HELP xcm_http_timeouts_total HTTP connections closed for a slow "
+      "request head (408) or idle between requests.\n"
+      "# TYPE xcm_http_timeouts_total counter\n"
+      "xcm_http_timeouts_total{timeout=\"header\"} %llu\n"
+      "xcm_http_timeouts_total{timeout=\"idle\"} %llu\n",
+      (unsigned long long)sum.http_connections_now,
+      (unsigned long long)sum.http_refused_total_limit,
+      (unsigned long long)sum.http_refused_address_limit,
+      (unsigned long long)sum.http_header_timeouts,
+      (unsigned long long)sum.http_idle_timeouts);
+  counter(&p, &left, "xcm_http_requests_refused_total",
+          "HTTP requests refused with a 4xx status (malformed, over a size "
+          "limit, a bad Origin or WebSocket handshake).",
+          "counter", sum.http_requests_refused);
+  counter(&p, &left, "xcm_websocket_upgrades_total",
+          "WebSocket handshakes accepted (101).", "counter",
+          sum.websocket_upgrades);
   counter(&p, &left, "xcm_sessions_authenticated_total",
           "Sessions that authenticated.", "counter",
           sum.sessions_authenticated);

@@ -202,6 +202,49 @@ typedef struct xcm_listen_options {
    * out ("0.0.0.0/0, ::/0" says so on purpose), and refused without it.
    * Read by xcm_cm_listen, not kept. [NULL] */
   const char *proxy_trusted;
+  /* Speak HTTP/1.1 here in place of XMPP: BOSH, WebSocket and XEP-0156
+   * discovery (host-meta) for web clients. With cert_file it is HTTPS,
+   * TLS from the first byte (direct_tls need not be set), with the same
+   * SNI certificates and reload as an XMPP listener; proxy_protocol
+   * works as there. The fields below are read only when http is set. [0] */
+  int http;
+  /* The BOSH path ["/http-bind/"], and the WebSocket paths, comma-
+   * separated ["/ws/, /xmpp-websocket"]; "" serves none. Each path
+   * begins with '/', at most 4 WebSocket paths. */
+  const char *http_bosh_path;
+  const char *http_ws_paths;
+  /* Origins web pages may call from, comma-separated, each as a browser
+   * sends it ("https://chat.example.org, http://localhost:8080"), or "*"
+   * for any. BOSH answers CORS for them (and refuses the rest with 403);
+   * a WebSocket upgrade from another Origin is refused with 403. Clients
+   * that send no Origin (not a browser) are served. [NULL: any] */
+  const char *http_origins;
+  /* The base URL clients reach this listener at, scheme and authority
+   * with an optional path prefix ("https://chat.example.org"), for the
+   * URLs host-meta names. Set it behind a proxy that terminates TLS or
+   * rewrites paths. [NULL: this listener's scheme and the request's
+   * Host] */
+  const char *http_public_url;
+  /* Limits on what a stranger can send; 0 takes the default:
+   * - http_max_header: the request line and headers [8192 bytes; 431
+   *   beyond, 414 for a longer request target];
+   * - http_max_body: a request body [xcm_options.max_stanza + 1024, the
+   *   BOSH envelope; 413 beyond];
+   * - http_max_connections: open connections on this listener [10000;
+   *   503 beyond; XCM_UNLIMITED for none];
+   * - http_max_per_address: ... from one address (the PROXY header's
+   *   behind a balancer) [100; 503 beyond; XCM_UNLIMITED for none];
+   * - http_header_timeout_ms: to send a request's line and headers,
+   *   from its first byte (from the accept for the first request)
+   *   [10000; 408 after];
+   * - http_idle_timeout_ms: a connection with no request under way
+   *   [60000; closed without a word after]. */
+  unsigned http_max_header;
+  unsigned http_max_body;
+  unsigned http_max_connections;
+  unsigned http_max_per_address;
+  unsigned http_header_timeout_ms;
+  unsigned http_idle_timeout_ms;
 } xcm_listen_options;
 
 /* Set size and every field of *lo to its default: as xcm_options_init. */
@@ -261,6 +304,21 @@ typedef struct xcm_stats {
   /* Upstream nodes taking new sessions (xcm_cm_upstream_node: up); 1 or
    * 0 for a single server. */
   unsigned upstream_nodes_up;
+  /* HTTP listeners (xcm_listen_options.http), all of them: connections
+   * open now (not those handed to a WebSocket session), refused at
+   * http_max_connections and at http_max_per_address (with 503), closed
+   * for a slow request line and headers (408) or idle between requests,
+   * requests refused with a 4xx status (malformed, a bad Origin, a bad
+   * WebSocket handshake, over a size limit), and WebSocket upgrades
+   * accepted. PROXY header refusals count in proxy_headers_refused and
+   * proxy_untrusted above, as for XMPP listeners. */
+  uint64_t http_connections_now;
+  uint64_t http_refused_total_limit;
+  uint64_t http_refused_address_limit;
+  uint64_t http_header_timeouts;
+  uint64_t http_idle_timeouts;
+  uint64_t http_requests_refused;
+  uint64_t websocket_upgrades;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */
