@@ -1049,7 +1049,57 @@ static void test_name_too_long(void) {
   CHECK_INT(uv_loop_close(&loop), 0);
 }
 
+/* Two CMs under one name: the second one's connections are refused with
+ * conflict, and it must keep asking for the same addresses rather than
+ * take fresh resources, which Openfire would accept into the first one's
+ * pool (its sessions' traffic then spread over both processes). */
+static void two_links(xcm_pool_options *o) {
+  o->connections = 2;
+}
+
+static int twin_refused(void *ud) {
+  bench *twin = ud;
+
+  return twin->links_down_events >= 6;
+}
+
+static void test_same_name_twice(void) {
+  bench b, twin;
+  xcm_testkit_stats st;
+  unsigned i;
+
+  bench_start(&b, NULL, two_links);
+  CHECK(run_until(&b, all_up, &b, 5000));
+  memset(&twin, 0, sizeof twin);
+  twin.opt = b.opt;
+  REQUIRE(xcm__pool_new(&twin.pool, &b.ctx, &twin.opt, &events, &twin) == 0);
+  REQUIRE(xcm__pool_start(twin.pool) == 0);
+  /* Three refusals per link: two retries each after the first. */
+  CHECK(run_until(&b, twin_refused, &twin, 10000));
+  if (!CHECK(strstr(twin.last_down_why, "conflict (another CM uses this "
+                                        "name)") != NULL))
+    xcm_test_note("why: %s", twin.last_down_why);
+  CHECK_INT(xcm__pool_links_up(twin.pool), 0);
+  CHECK_INT(twin.links_up_events, 0);
+  /* Openfire's pool for cm1 still holds the first CM's two, and only. */
+  CHECK_INT(xcm_testkit_connections(b.kit), 2);
+  for (i = 0; i < 2; i++) {
+    const char *jid = xcm_testkit_connection_jid(b.kit, i);
+
+    CHECK(jid != NULL &&
+          (strcmp(jid, "cm1/w1-1") == 0 || strcmp(jid, "cm1/w2-1") == 0));
+  }
+  xcm_testkit_get_stats(b.kit, &st, sizeof st);
+  CHECK(st.refused >= 6);
+  CHECK_INT(xcm__pool_links_up(b.pool), 2);
+  xcm__pool_close(twin.pool, pool_closed, &twin);
+  while (twin.closed < 1)
+    uv_run(&b.loop, UV_RUN_ONCE);
+  bench_stop(&b);
+}
+
 static const xcm_test tests[] = {
+    {"same_name_twice", test_same_name_twice},
     {"name_too_long", test_name_too_long},
     {"ipv6", test_ipv6},
     {"link_zlib", test_link_zlib},
