@@ -30,9 +30,10 @@ struct xcm_link {
   xcm_tls_config *tls;
   unsigned index;
   unsigned generation;
-  /* The server refused the last address with a conflict: someone else
-   * holds it. The next connection asks for the same one again rather
-   * than a fresh one, which would join that someone's pool. */
+  /* The server refused this address with a conflict: someone else
+   * holds it. Until a connection under it is up, each new one asks for
+   * the same address rather than a fresh one, which would join that
+   * someone's pool. */
   int keep_generation;
   const xcm_link_cb *cb;
   void *ud;
@@ -400,6 +401,11 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
   case P_HANDSHAKE:
     if (strcmp(s->name, "handshake") == 0) {
       set_phase(l, P_UP);
+      /* Ours now: the next connection takes a fresh address again. Kept
+       * until then, so that a failure of another kind after a conflict
+       * (Openfire briefly unreachable) does not step past the taken
+       * address into the other CM's pool. */
+      l->keep_generation = 0;
       l->cb->up(l->ud, l);
       return 0;
     }
@@ -648,7 +654,6 @@ void xcm__link_connect(xcm_link *l) {
   }
   if (!l->keep_generation)
     l->generation++;
-  l->keep_generation = 0;
   snprintf(l->jid, sizeof l->jid, "%s/%s%u-%u", l->opt->name,
            l->opt->resource_prefix, l->index + 1, l->generation);
   memset(&hints, 0, sizeof hints);
