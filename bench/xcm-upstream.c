@@ -6,7 +6,8 @@
  * Writes the port it listens on to PORTFILE; runs until SIGTERM, then
  * prints its counters and exits 3 if the CM broke the protocol (the
  * testkit's witness; XCM_TESTKIT_WITNESS=0 turns it off, to measure what
- * it costs). */
+ * it costs). XCM_UPSTREAM_LOG=info or debug logs the testkit to stderr
+ * (debug: each session create with the client address the CM sent). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,12 @@
 static void closed(void *ud, xcm_testkit *kit) {
   (void)kit;
   (void)ud;
+}
+
+static void log_fn(void *ud, int level, const char *msg) {
+  (void)ud;
+  (void)level;
+  fprintf(stderr, "xcm-upstream: %s\n", msg);
 }
 
 static void on_term(uv_signal_t *s, int signum) {
@@ -58,6 +65,12 @@ int main(int argc, char **argv) {
   if (getenv("XCM_TESTKIT_WITNESS") != NULL &&
       strcmp(getenv("XCM_TESTKIT_WITNESS"), "0") == 0)
     o.witness = 0;
+  if (getenv("XCM_UPSTREAM_LOG") != NULL) {
+    o.log = log_fn;
+    o.log_level = strcmp(getenv("XCM_UPSTREAM_LOG"), "debug") == 0
+                      ? XCM_LOG_DEBUG
+                      : XCM_LOG_INFO;
+  }
   if (xcm_testkit_new(&kit, uv_default_loop(), &o, err, sizeof err) != 0) {
     fprintf(stderr, "xcm-upstream: %s\n", err);
     return 1;

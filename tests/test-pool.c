@@ -1049,7 +1049,139 @@ static void test_name_too_long(void) {
   CHECK_INT(uv_loop_close(&loop), 0);
 }
 
+/* Two CMs under one name: the second one's connections are refused with
+ * conflict, and it must keep asking for the same addresses rather than
+ * take fresh resources, which Openfire would accept into the first one's
+ * pool (its sessions' traffic then spread over both processes). */
+static void two_links(xcm_pool_options *o) {
+  o->connections = 2;
+}
+
+static int twin_refused(void *ud) {
+  bench *twin = ud;
+
+  return twin->links_down_events >= 6;
+}
+
+static void test_same_name_twice(void) {
+  bench b, twin;
+  xcm_testkit_stats st;
+  unsigned i;
+
+  bench_start(&b, NULL, two_links);
+  CHECK(run_until(&b, all_up, &b, 5000));
+  memset(&twin, 0, sizeof twin);
+  twin.opt = b.opt;
+  REQUIRE(xcm__pool_new(&twin.pool, &b.ctx, &twin.opt, &events, &twin) == 0);
+  REQUIRE(xcm__pool_start(twin.pool) == 0);
+  /* Three refusals per link: two retries each after the first. */
+  CHECK(run_until(&b, twin_refused, &twin, 10000));
+  if (!CHECK(strstr(twin.last_down_why, "conflict (another CM uses this "
+                                        "name)") != NULL))
+    xcm_test_note("why: %s", twin.last_down_why);
+  CHECK_INT(xcm__pool_links_up(twin.pool), 0);
+  CHECK_INT(twin.links_up_events, 0);
+  /* Openfire's pool for cm1 still holds the first CM's two, and only. */
+  CHECK_INT(xcm_testkit_connections(b.kit), 2);
+  for (i = 0; i < 2; i++) {
+    const char *jid = xcm_testkit_connection_jid(b.kit, i);
+
+    CHECK(jid != NULL &&
+          (strcmp(jid, "cm1/w1-1") == 0 || strcmp(jid, "cm1/w2-1") == 0));
+  }
+  xcm_testkit_get_stats(b.kit, &st, sizeof st);
+  CHECK(st.refused >= 6);
+  CHECK_INT(xcm__pool_links_up(b.pool), 2);
+  xcm__pool_close(twin.pool, pool_closed, &twin);
+  while (twin.closed < 1)
+    uv_run(&b.loop, UV_RUN_ONCE);
+  bench_stop(&b);
+}
+
+/* Two CMs under one name with different resource prefixes: nothing
+ * refuses the second, and Openfire answers either one's requests on any
+ * connection under the name. The one that receives the other's answers
+ * must say so (once, at error level): nothing else would show it. */
+static char twin_error[512];
+static int twin_errors;
+
+static void twin_log(void *ud, int level, const char *msg) {
+  (void)ud;
+  if (level != XCM_LOG_ERROR)
+    return;
+  twin_errors++;
+  snprintf(twin_error, sizeof twin_error, "%s", msg);
+}
+
+static int twin_warned(void *ud) {
+  (void)ud;
+  return twin_errors > 0;
+}
+
+static int all_settled(void *ud) {
+  sess *s = ud;
+  int i;
+
+  for (i = 0; i < 30; i++)
+    if (s[i].created == 0)
+      return 0;
+  return 1;
+}
+
+static void ctx_done(xcm_ctx *ctx) {
+  (void)ctx;
+}
+
+static void test_same_name_other_prefix(void) {
+  enum { N = 30 };
+  static sess s[N];
+  bench b, twin;
+  xcm_ctx tctx;
+  char sid[16];
+  int i, failed = 0;
+
+  twin_errors = 0;
+  twin_error[0] = '\0';
+  bench_start(&b, NULL, two_links);
+  CHECK(run_until(&b, all_up, &b, 5000));
+  REQUIRE(xcm__ctx_init(&tctx, &b.loop, NULL) == 0);
+  tctx.log = twin_log;
+  tctx.log_level = XCM_LOG_DEBUG;
+  memset(&twin, 0, sizeof twin);
+  twin.opt = b.opt;
+  twin.opt.resource_prefix = "z";
+  REQUIRE(xcm__pool_new(&twin.pool, &tctx, &twin.opt, &events, &twin) == 0);
+  REQUIRE(xcm__pool_start(twin.pool) == 0);
+  CHECK(run_until(&b, all_up, &twin, 5000));
+  CHECK_INT(xcm_testkit_connections(b.kit), 4);
+  /* Each answer goes to one of the four connections at random: with 30
+   * creates, some reach the twin (all 30 missing it: 2^-30). */
+  for (i = 0; i < N; i++) {
+    snprintf(sid, sizeof sid, "mix%d", i);
+    REQUIRE(sess_open(&b, &s[i], sid) == 0);
+  }
+  CHECK(run_until(&b, twin_warned, NULL, 10000));
+  if (!CHECK(strstr(twin_error, "Openfire sent cm1 an answer to another "
+                                "connection manager's request") != NULL))
+    xcm_test_note("logged: %s", twin_error);
+  /* The first CM's creates answered on the twin never come back. */
+  CHECK(run_until(&b, all_settled, s, 15000));
+  for (i = 0; i < N; i++)
+    failed += s[i].created < 0;
+  CHECK(failed > 0);
+  CHECK_INT(twin_errors, 1); /* once a minute at most */
+  for (i = 0; i < N; i++)
+    sess_free(&s[i]);
+  xcm__pool_close(twin.pool, pool_closed, &twin);
+  while (twin.closed < 1)
+    uv_run(&b.loop, UV_RUN_ONCE);
+  xcm__ctx_close(&tctx, ctx_done);
+  bench_stop(&b);
+}
+
 static const xcm_test tests[] = {
+    {"same_name_other_prefix", test_same_name_other_prefix},
+    {"same_name_twice", test_same_name_twice},
     {"name_too_long", test_name_too_long},
     {"ipv6", test_ipv6},
     {"link_zlib", test_link_zlib},

@@ -5,8 +5,11 @@
  * is closed before a byte of XMPP. Headers are taken only from the
  * listener's proxy_trusted: a stranger is closed before its first byte
  * is read, however good its header. */
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "harness.h"
@@ -460,7 +463,46 @@ static void test_trusted_options(void) {
   world_stop(&w);
 }
 
+/* A balancer's TCP health check (HAProxy's `check`) connects and resets
+ * at once; when the reset comes before the accept, the socket has no
+ * peer any more. That is no stranger: it must not be counted or logged
+ * as an untrusted source (operators watch that counter for someone
+ * going around the balancer). */
+static void test_reset_before_accept(void) {
+  static const char hdr[] = "PROXY TCP4 198.51.100.9 127.0.0.1 40000 5222\r\n";
+  struct sockaddr_in sa;
+  struct linger lg = {1, 0};
+  world w;
+  raw r;
+  int fd;
+
+  world_start(&w);
+  untrusted_line[0] = '\0';
+  /* Connected by the kernel while the loop is not running, reset
+   * before the CM accepts it. */
+  fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((unsigned short)strict_port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  REQUIRE(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
+  close(fd);
+  /* Accepted in order: once this one is in, the reset one was seen. */
+  REQUIRE(
+      xcm_raw_open_from(&r, &w.loop, "127.0.0.2", "127.0.0.1", strict_port, 1));
+  xcm_raw_sends(&r, hdr);
+  CHECK(login(&r));
+  xcm_raw_free(&r);
+  CHECK_INT(stats(&w).proxy_untrusted, 0);
+  if (!CHECK_STR(untrusted_line, ""))
+    xcm_test_note("logged: %s", untrusted_line);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
+    {"reset_before_accept", test_reset_before_accept},
     {"v1_login", test_v1_login},
     {"v2_login", test_v2_login},
     {"bytewise", test_bytewise},

@@ -119,6 +119,40 @@ static xcm_verdict log_stanza(void *ud, const xcm_stanza_info *st,
   return XCM_PASS;
 }
 
+/* At debug level, each session's life with the client's address (the
+ * one a PROXY header named, behind a balancer) and its stream id, so
+ * that a user's complaint can be followed to the instance and the
+ * session at Openfire (which knows it by the stream id). */
+static void log_session(void *ud, xcm_session_event ev,
+                        const xcm_session_info *info) {
+  char line[1024];
+
+  switch (ev) {
+  case XCM_SESSION_OPENED:
+    /* Marked, so that the close of a connection that never became a
+     * session (a balancer's health check) is not logged. */
+    xcm_cm_session_set_data(((worker *)ud)->cm, info->sid, ud);
+    snprintf(line, sizeof line, "session %s opened: client %s%s", info->sid,
+             info->peer, info->tls ? " (TLS)" : "");
+    break;
+  case XCM_SESSION_BOUND:
+    snprintf(line, sizeof line, "session %s bound: %s, client %s", info->sid,
+             info->jid ? info->jid : "?", info->peer);
+    break;
+  case XCM_SESSION_CLOSED:
+    if (info->data == NULL)
+      return;
+    snprintf(
+        line, sizeof line, "session %s closed (%s%s%s): client %s", info->sid,
+        info->cond == XCM_COND_NONE ? "no error" : xcm_cond_name(info->cond),
+        info->text ? ": " : "", info->text ? info->text : "", info->peer);
+    break;
+  default:
+    return;
+  }
+  log_line(((worker *)ud)->name, XCM_LOG_DEBUG, line);
+}
+
 static void say(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -238,6 +272,8 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
   }
   if (d->cfg.log_bodies)
     xcm_cm_set_stanza_hook(w->cm, log_stanza, w);
+  if (d->cfg.log_level >= XCM_LOG_DEBUG)
+    xcm_cm_set_session_events(w->cm, log_session, w);
   uv_async_init(&w->loop, &w->stop, on_stop);
   w->stop.data = w;
   uv_async_init(&w->loop, &w->reload, on_reload);

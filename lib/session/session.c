@@ -389,14 +389,21 @@ static int untrusted(xcm_sessions *t, const xcm_client_cfg *cfg,
 
   if (!cfg->proxy_protocol)
     return 0;
-  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0) {
-    if (xcm__proxy_trusts(cfg->trusted, cfg->ntrusted, (struct sockaddr *)&ss))
-      return 0;
-    if (ss.ss_family == AF_INET6)
-      uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof name);
-    else if (ss.ss_family == AF_INET)
-      uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof name);
+  if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0) {
+    /* Reset before the accept: a balancer's health check (it connects
+     * and resets), not a stranger. Closed, not counted. */
+    xcm__log(t->ctx, XCM_LOG_DEBUG,
+             "a connection reset before it was accepted: closed");
+    tcp->data = t;
+    uv_close((uv_handle_t *)tcp, refused_closed);
+    return 1;
   }
+  if (xcm__proxy_trusts(cfg->trusted, cfg->ntrusted, (struct sockaddr *)&ss))
+    return 0;
+  if (ss.ss_family == AF_INET6)
+    uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof name);
+  else if (ss.ss_family == AF_INET)
+    uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof name);
   t->counters->proxy_untrusted++;
   xcm__log(t->ctx, XCM_LOG_DEBUG,
            "%s: not a trusted PROXY source (proxy_trusted): closed", name);

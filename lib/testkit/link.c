@@ -498,6 +498,16 @@ static int on_header(void *ud, const xcm_xml_header *h) {
     return XCM_ENOMEM;
   }
   old = registered_as(g, to);
+  if (old != NULL)
+    /* Silent in Openfire 4.1.6 (a takeover); said here, so that two CMs
+     * under one name show in a test's log. */
+    xcm__log(&kit->ctx, XCM_LOG_WARN,
+             "testkit: %s: a second connection for this address (two CMs "
+             "with one name?): %s",
+             to,
+             kit->opt.conflict == XCM_TESTKIT_CONFLICT_REFUSE
+                 ? "refused with conflict"
+                 : "it takes the address over");
   if (old != NULL && kit->opt.conflict == XCM_TESTKIT_CONFLICT_REFUSE) {
     refuse_header(c, to, "conflict");
     return XCM_EPROTO;
@@ -732,6 +742,22 @@ static xcm_tk_session *find_session(xcm_tk_conn *c, const char *sid) {
   return e != NULL ? (xcm_tk_session *)e : NULL;
 }
 
+/* What the CM says of the client (its host name and address), for tests
+ * that check the address reaches Openfire: the balancer's, or the one
+ * its PROXY header named. */
+static void log_create(xcm_tk_conn *c, const xcm_xml_node *iq,
+                       const char *sid) {
+  const xcm_xml_node *s = xcm__xml_node_child(iq, NULL, "session");
+  const xcm_xml_node *cr = s ? xcm__xml_node_child(s, NULL, "create") : NULL;
+  const xcm_xml_node *h = cr ? xcm__xml_node_child(cr, NULL, "host") : NULL;
+  const char *name = h ? xcm__xml_node_attr(h, "name") : NULL;
+  const char *addr = h ? xcm__xml_node_attr(h, "address") : NULL;
+
+  xcm__log(&c->kit->ctx, XCM_LOG_DEBUG,
+           "testkit: %s: session %s created for host %s address %s", c->addr,
+           sid, name ? name : "(none)", addr ? addr : "(none)");
+}
+
 static void on_create(xcm_tk_conn *c, const xcm_xml_node *iq, const char *sid,
                       const char *echo, size_t echo_len) {
   xcm_testkit *kit = c->kit;
@@ -748,6 +774,8 @@ static void on_create(xcm_tk_conn *c, const xcm_xml_node *iq, const char *sid,
     return;
   }
   kit->stats.creates++;
+  if (kit->opt.log_level >= XCM_LOG_DEBUG)
+    log_create(c, iq, sid);
   answer_iq(c, iq, echo, echo_len, NULL);
   xcm__tk_event(kit, XCM_TESTKIT_SESSION_CREATED, NULL, s);
 }

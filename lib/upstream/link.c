@@ -32,6 +32,11 @@ struct xcm_link {
   xcm_tls_config *tls;
   unsigned index;
   unsigned generation;
+  /* The server refused this address with a conflict: someone else
+   * holds it. Until a connection under it is up, each new one asks for
+   * the same address rather than a fresh one, which would join that
+   * someone's pool. */
+  int keep_generation;
   const xcm_link_cb *cb;
   void *ud;
 
@@ -197,8 +202,13 @@ static int on_header(void *ud, const xcm_xml_header *h) {
   if (strcmp(h->ns, XCM_NS_STREAMS) != 0 || strcmp(h->name, "stream") != 0)
     return fail(l, XCM_EPROTO, "the server's stream header is not a stream%s",
                 NULL);
+  /* Openfire refuses a connection (bad-format, conflict) with a header
+   * without an id followed by the stream error: read on, so that the
+   * error, not the missing id, is what the operator is told. Anything
+   * else without an id is refused in on_stanza. */
+  l->stream_id[0] = '\0';
   if (id == NULL || id[0] == '\0')
-    return fail(l, XCM_EPROTO, "the server's stream header has no id%s", NULL);
+    return 0;
   /* Cut, the id would make a handshake digest the server cannot match. */
   if (strlen(id) >= sizeof l->stream_id)
     return fail(l, XCM_EPROTO,
@@ -318,6 +328,29 @@ static int is_config(const xcm_xml_stanza *s) {
          xcm__xml_node_child(n, XCM_NS_CM_PROTOCOL, "configuration") != NULL;
 }
 
+/* Openfire keys a CM's sessions by its name and spreads them over every
+ * connection under that name: a second CM process with the same name
+ * would receive the first one's traffic. Our own resources are fresh per
+ * connection, so a conflict means another process holds this address:
+ * most likely two instances (or two copies of one config file) with the
+ * same name. Say so, and ask for the same address again (after the
+ * pool's backoff) instead of a fresh one that Openfire would accept into
+ * the other process's pool. (Openfire 4.1.6 does not refuse: the
+ * newcomer silently takes the address over; only distinct names help.) */
+static int on_conflict(xcm_link *l) {
+  l->keep_generation = 1;
+  xcm__log(l->ctx, XCM_LOG_ERROR,
+           "upstream %s: Openfire refused this address (conflict): another "
+           "connection manager is connected under the same name. Give each "
+           "instance (each xcmd, each config file) its own name ([upstream] "
+           "name, xcm_options.name); retrying the same address",
+           l->jid);
+  return fail(l, XCM_EPROTO,
+              "the server sent a stream error: conflict (another CM uses "
+              "this name)%s",
+              NULL);
+}
+
 static int on_stream_error(xcm_link *l, const xcm_xml_node *e) {
   const xcm_xml_node *c;
 
@@ -327,6 +360,8 @@ static int on_stream_error(xcm_link *l, const xcm_xml_node *e) {
       continue;
     if (strcmp(c->name, "system-shutdown") == 0 && l->cb->shutdown != NULL)
       l->cb->shutdown(l->ud, l);
+    if (strcmp(c->name, "conflict") == 0)
+      return on_conflict(l);
     return fail(l, XCM_EPROTO, "the server sent a stream error: %s", c->name);
   }
   return fail(l, XCM_EPROTO, "the server sent a stream error%s", NULL);
@@ -337,6 +372,8 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
 
   if (strcmp(s->ns, XCM_NS_STREAMS) == 0 && strcmp(s->name, "error") == 0)
     return on_stream_error(l, s->root);
+  if (l->stream_id[0] == '\0')
+    return fail(l, XCM_EPROTO, "the server's stream header has no id%s", NULL);
   /* Openfire 4.1.6 counts a connection as the CM's once its header is
    * read: routes and iq answers may come before <handshake/>. They are
    * the pool's like any other. */
@@ -366,6 +403,11 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
   case P_HANDSHAKE:
     if (strcmp(s->name, "handshake") == 0) {
       set_phase(l, P_UP);
+      /* Ours now: the next connection takes a fresh address again. Kept
+       * until then, so that a failure of another kind after a conflict
+       * (Openfire briefly unreachable) does not step past the taken
+       * address into the other CM's pool. */
+      l->keep_generation = 0;
       l->cb->up(l->ud, l);
       return 0;
     }
@@ -611,7 +653,8 @@ void xcm__link_connect(xcm_link *l) {
     xcm__link_connect_later(l, 50);
     return;
   }
-  l->generation++;
+  if (!l->keep_generation)
+    l->generation++;
   snprintf(l->jid, sizeof l->jid, "%s/%s%u-%u", l->opt->name,
            l->opt->resource_prefix, l->index + 1, l->generation);
   memset(&hints, 0, sizeof hints);

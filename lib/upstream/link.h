@@ -5,7 +5,9 @@
  *
  * A link object lives as long as the pool; its connections come and go.
  * Each connection uses a fresh resource (prefix, index, generation), so a
- * resource is never reused while an old connection might be alive. */
+ * resource is never reused while an old connection might be alive;
+ * except after a conflict, which says another process holds the address
+ * (the same name twice): then the same one is asked for again. */
 #ifndef XCM_UPSTREAM_LINK_H
 #define XCM_UPSTREAM_LINK_H
 

@@ -1,6 +1,7 @@
 #include "upstream/pool.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "proto/cmproto.h"
@@ -87,6 +88,10 @@ struct xcm_pool {
   request *req_head, *req_tail;
   uint64_t next_id;
   uint32_t id_tag; /* random: ids of two pools never meet */
+  /* Answers to another pool's requests (foreign_answer), and when the
+   * last one was logged. */
+  uint64_t foreign_answers;
+  uint64_t foreign_logged_at;
   xcm_policy policy;
   int have_policy;
   xcm_pool_stats stats;
@@ -776,14 +781,48 @@ static void flush_hold(xcm_pool *p, xcm_up_session *s) {
   xcm__free(p->ctx->alloc, h);
 }
 
+/* Our requests' ids carry this pool's random tag ("x%08x-", new_request).
+ * An answer with another tag was asked for by another CM process that
+ * Openfire counts as this one: two instances under one name (with
+ * different resource prefixes, or on Openfire 4.1.6, which refuses
+ * neither), whose sessions Openfire then mixes. Nothing else shows it:
+ * say so, at error level, at most once a minute. */
+static void foreign_answer(xcm_pool *p, const char *id) {
+  unsigned long tag;
+  char *end;
+  int i;
+
+  if (id[0] != 'x' || strlen(id) < 10 || id[9] != '-')
+    return;
+  for (i = 1; i < 9; i++)
+    if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+      return;
+  tag = strtoul(id + 1, &end, 16);
+  if (end != id + 9 || tag == p->id_tag)
+    return;
+  p->foreign_answers++;
+  if (p->foreign_answers > 1 && now(p) - p->foreign_logged_at < 60000)
+    return;
+  p->foreign_logged_at = now(p);
+  xcm__log(p->ctx, XCM_LOG_ERROR,
+           "upstream: Openfire sent %s an answer to another connection "
+           "manager's request (id %s; %llu so far): another CM is connected "
+           "under the same name, and Openfire mixes the sessions of the two. "
+           "Give each instance its own name ([upstream] name, "
+           "xcm_options.name)",
+           p->opt.name, id, (unsigned long long)p->foreign_answers);
+}
+
 static void on_answer(xcm_pool *p, const xcm_xml_stanza *st, const char *id,
                       int ok) {
   request *r = (request *)xcm__map_get(&p->requests, id, strlen(id));
   xcm_up_session *s;
 
   (void)st;
-  if (r == NULL)
+  if (r == NULL) {
+    foreign_answer(p, id);
     return;
+  }
   s = r->s;
   switch (r->kind) {
   case R_CREATE:
