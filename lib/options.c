@@ -52,6 +52,13 @@ static const xcm_listen_options listen_defaults = {
     .http_max_per_address = 100,
     .http_header_timeout_ms = 10000,
     .http_idle_timeout_ms = 60000,
+    .bosh_wait = 60,
+    .bosh_hold = 1,
+    .bosh_requests = 2,
+    .bosh_inactivity = 60,
+    .bosh_polling = 2,
+    .bosh_maxpause = 120,
+    .bosh_max_per_address = 16,
 };
 
 /* The least size of each: the size field and the first field after it.
@@ -277,6 +284,41 @@ static int check_trusted(const xcm_listen_options *lo, char *errbuf,
   return 0;
 }
 
+/* The BOSH fields: 0 takes the default (a caller whose struct ends
+ * before them gets every default). */
+static int check_bosh(xcm_listen_options *lo, char *errbuf, size_t errlen) {
+  unsigned *f[] = {&lo->bosh_wait,       &lo->bosh_hold,
+                   &lo->bosh_requests,   &lo->bosh_inactivity,
+                   &lo->bosh_polling,    &lo->bosh_maxpause,
+                   &lo->bosh_max_per_address};
+  const unsigned d[] = {listen_defaults.bosh_wait,
+                        listen_defaults.bosh_hold,
+                        listen_defaults.bosh_requests,
+                        listen_defaults.bosh_inactivity,
+                        listen_defaults.bosh_polling,
+                        listen_defaults.bosh_maxpause,
+                        listen_defaults.bosh_max_per_address};
+  size_t i;
+
+  for (i = 0; i < sizeof f / sizeof f[0]; i++)
+    if (*f[i] == 0)
+      *f[i] = d[i];
+  if (lo->bosh_wait > 3600 || lo->bosh_inactivity > 3600 ||
+      lo->bosh_polling > 3600)
+    return say(errbuf, errlen,
+               "xcm_listen_options.bosh_wait, bosh_inactivity and "
+               "bosh_polling are out of range: 1 to 3600 seconds");
+  if (lo->bosh_requests > 8 || lo->bosh_hold >= lo->bosh_requests)
+    return say(errbuf, errlen,
+               "xcm_listen_options.bosh_requests is out of range: 1 to 8, "
+               "and above bosh_hold");
+  if (lo->bosh_maxpause != XCM_UNLIMITED && lo->bosh_maxpause > 86400)
+    return say(errbuf, errlen,
+               "xcm_listen_options.bosh_maxpause is out of range: 1 to 86400 "
+               "seconds, or XCM_UNLIMITED for no pause");
+  return 0;
+}
+
 /* An HTTP listener's fields: 0 takes the default (so does a caller
  * whose struct ends before them); paths, origins and the public URL are
  * checked here so that xcm_cm_listen fails before opening anything. */
@@ -334,6 +376,9 @@ static int check_http(xcm_listen_options *lo, char *errbuf, size_t errlen) {
       return XCM_EINVAL;
     }
   }
+  err = check_bosh(lo, errbuf, errlen);
+  if (err != 0)
+    return err;
   memset(&cfg, 0, sizeof cfg);
   err = xcm__http_cfg_parse(&cfg, NULL, lo->http_bosh_path, lo->http_ws_paths,
                             lo->http_origins, errbuf, errlen);

@@ -11,6 +11,7 @@
 #include "attach.h"
 #include "core/ctx.h"
 #include "http/http.h"
+#include "web/bosh.h"
 #include "options.h"
 #include "session/session.h"
 #include "transport/stream.h"
@@ -54,6 +55,7 @@ typedef struct listener {
   xcm_http_cfg *http_cfg;
   xcm_http_server *http;
   char *public_url;
+  xcm_bosh *bosh; /* its BOSH sessions, when it has a BOSH path */
 } listener;
 
 struct xcm_cm {
@@ -408,10 +410,46 @@ static void http_free(listener *l) {
   const xcm_allocator *a = l->cm->ctx.alloc;
 
   xcm__http_server_free(l->http);
+  xcm__bosh_free(l->bosh);
   if (l->http_cfg != NULL)
     xcm__http_cfg_free(l->http_cfg, a);
   xcm__free(a, l->http_cfg);
   xcm__free(a, l->public_url);
+}
+
+/* A BOSH session's client, served with its listener's settings. */
+static int bosh_attach(void *ud, const xcm_msg_transport *t, const char *peer,
+                       xcm_client **out) {
+  listener *l = ud;
+  unsigned i;
+
+  for (i = 0; i < l->cm->nlisteners; i++)
+    if (l->cm->listeners[i] == l)
+      return xcm__cm_attach_msg(l->cm, i, t, peer, out);
+  return XCM_ECLOSED;
+}
+
+/* BOSH on an HTTP listener (lib/web/bosh.h), from lo's bosh_* fields
+ * (checked by xcm__listen_options_resolve). */
+static int bosh_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
+                     xcm_http_handlers *h) {
+  xcm_bosh_cfg bc;
+  int err;
+
+  memset(&bc, 0, sizeof bc);
+  bc.wait = lo->bosh_wait;
+  bc.hold = lo->bosh_hold;
+  bc.requests = lo->bosh_requests;
+  bc.inactivity = lo->bosh_inactivity;
+  bc.polling = lo->bosh_polling;
+  bc.maxpause = lo->bosh_maxpause == XCM_UNLIMITED ? 0 : lo->bosh_maxpause;
+  bc.max_per_address = lo->bosh_max_per_address;
+  bc.max_child = cm->opt.max_stanza;
+  bc.max_depth = l->cfg.max_depth + 1;
+  err = xcm__bosh_new(&l->bosh, &cm->ctx, &bc, bosh_attach, l);
+  if (err == 0)
+    xcm__bosh_handlers(l->bosh, h);
+  return err;
 }
 
 /* The HTTP side of a listener (lib/http/): settings from lo, checked
@@ -420,6 +458,7 @@ static int http_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
                      char *errbuf, size_t errlen) {
   const xcm_allocator *a = cm->ctx.alloc;
   xcm_http_cfg *hc = xcm__calloc(a, sizeof(*hc));
+  xcm_http_handlers h;
   int err;
 
   l->http_cfg = hc;
@@ -448,9 +487,19 @@ static int http_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
   hc->max_per_address = lo->http_max_per_address;
   hc->header_timeout_ms = lo->http_header_timeout_ms;
   hc->idle_timeout_ms = lo->http_idle_timeout_ms;
-  /* No handlers yet: BOSH and WebSocket requests are answered 404 until
-   * their layers register with xcm__http_server_set_handlers() here. */
-  return xcm__http_server_new(&l->http, &cm->ctx, hc);
+  err = xcm__http_server_new(&l->http, &cm->ctx, hc);
+  if (err != 0)
+    return err;
+  /* Each layer registers its handlers here (lib/http/http.h); a request
+   * for a layer that did not is answered 404. */
+  memset(&h, 0, sizeof h);
+  if (hc->bosh_path[0] != '\0') {
+    err = bosh_init(cm, l, lo, &h);
+    if (err != 0)
+      return err;
+  }
+  xcm__http_server_set_handlers(l->http, &h);
+  return 0;
 }
 
 /* A listener that never joined the instance. */
@@ -803,6 +852,13 @@ int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms, xcm_shutdown_fn cb,
   cm->open_handles += 3;
   uv_close((uv_handle_t *)&cm->tick, uv_handle_closed);
   close_listeners(cm);
+  /* BOSH sessions end with their connections: nothing could carry a
+   * stream error to them. */
+  for (unsigned i = 0; i < cm->nlisteners; i++)
+    if (cm->listeners[i]->bosh != NULL) {
+      cm->open_handles++;
+      xcm__bosh_close(cm->listeners[i]->bosh, http_closed, cm);
+    }
   /* HTTP connections not yet handed to a session end now. */
   for (unsigned i = 0; i < cm->nlisteners; i++)
     if (cm->listeners[i]->http != NULL) {
@@ -944,6 +1000,18 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
     st.http_header_timeouts += h->header_timeouts;
     st.http_idle_timeouts += h->idle_timeouts;
     st.http_requests_refused += h->errors;
+    if (cm->listeners[i]->bosh != NULL) {
+      const xcm_bosh_counters *b = xcm__bosh_counters(cm->listeners[i]->bosh);
+
+      st.bosh_sessions_now += b->now;
+      st.bosh_sessions_created += b->created;
+      st.bosh_requests += b->requests;
+      st.bosh_empty_answers += b->empty;
+      st.bosh_repeated_rids += b->repeated;
+      st.bosh_inactivity_ends += b->inactive;
+      st.bosh_requests_refused += b->errors;
+      st.bosh_refused_address_limit += b->refused_address;
+    }
     st.websocket_upgrades += h->upgrades;
   }
   st.upstream_links_up = cm->pool ? xcm__pool_links_up(cm->pool) : 0;

@@ -245,6 +245,30 @@ typedef struct xcm_listen_options {
   unsigned http_max_per_address;
   unsigned http_header_timeout_ms;
   unsigned http_idle_timeout_ms;
+  /* BOSH (XEP-0124 with XEP-0206) at http_bosh_path, in XEP-0124's
+   * units (seconds); 0 takes the default:
+   * - bosh_wait: the longest a request is held for data; a client asking
+   *   for more gets this [60];
+   * - bosh_hold: requests held at once; a client asking for more gets
+   *   this [1];
+   * - bosh_requests: requests under way at once, more is a
+   *   policy-violation [2; 1 to 8, above bosh_hold];
+   * - bosh_inactivity: with no request under way for this long, the
+   *   session ends and the messages it did not get go back to the server
+   *   (<failed/>) [60; at most 3600];
+   * - bosh_polling: the shortest gap between two empty requests when as
+   *   many as bosh_requests are under way (policy-violation) [2];
+   * - bosh_maxpause: the longest pause a client may ask for [120;
+   *   XCM_UNLIMITED: no pause];
+   * - bosh_max_per_address: sessions from one address [16;
+   *   XCM_UNLIMITED for none]. */
+  unsigned bosh_wait;
+  unsigned bosh_hold;
+  unsigned bosh_requests;
+  unsigned bosh_inactivity;
+  unsigned bosh_polling;
+  unsigned bosh_maxpause;
+  unsigned bosh_max_per_address;
 } xcm_listen_options;
 
 /* Set size and every field of *lo to its default: as xcm_options_init. */
@@ -319,6 +343,20 @@ typedef struct xcm_stats {
   uint64_t http_idle_timeouts;
   uint64_t http_requests_refused;
   uint64_t websocket_upgrades;
+  /* BOSH sessions, all HTTP listeners: open now and created; requests
+   * read; answered empty after wait; a repeated rid answered again;
+   * sessions ended by inactivity (the client stopped polling); requests
+   * refused (unknown sid, rid out of the window, a body that is not one,
+   * too many at once, polling too often); creations refused at
+   * bosh_max_per_address. */
+  uint64_t bosh_sessions_now;
+  uint64_t bosh_sessions_created;
+  uint64_t bosh_requests;
+  uint64_t bosh_empty_answers;
+  uint64_t bosh_repeated_rids;
+  uint64_t bosh_inactivity_ends;
+  uint64_t bosh_requests_refused;
+  uint64_t bosh_refused_address_limit;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */

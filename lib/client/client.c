@@ -984,6 +984,13 @@ void xcm__client_msg_input(xcm_client *c, const char *data, size_t len) {
   shape(c);
 }
 
+void xcm__client_msg_return(xcm_client *c, const char *data, size_t len) {
+  if (c->msg == NULL || c->msg->closed || c->cb->undelivered == NULL ||
+      (c->flags & F_NOTIFIED) || !is_message(data, len))
+    return;
+  c->cb->undelivered(c->ud, data, len);
+}
+
 void xcm__client_msg_end(xcm_client *c, int err) {
   if (c->msg == NULL || c->msg->closed)
     return;

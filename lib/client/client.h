@@ -153,6 +153,12 @@ void xcm__client_msg_input(xcm_client *c, const char *data, size_t len);
  * negative error): what the client did not get goes back to the server,
  * and close() follows (from inside this call). */
 void xcm__client_msg_end(xcm_client *c, int err);
+/* A unit the transport took (send() said 0 or XCM_EAGAIN) and will not
+ * deliver after all: a BOSH session that ends before a request comes to
+ * carry it. A message goes back to the server (<failed/>), as the ones
+ * the client kept do; anything else is dropped. Before
+ * xcm__client_msg_end, and not from inside a call into the transport. */
+void xcm__client_msg_return(xcm_client *c, const char *data, size_t len);
 /* The transport can take messages again after XCM_EAGAIN: the client
  * sends what it kept. */
 void xcm__client_writable(xcm_client *c);

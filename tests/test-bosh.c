@@ -1,0 +1,777 @@
+/* BOSH (XEP-0124, XEP-0206) over real loopback sockets: a CM in front of
+ * the testkit with an HTTP listener, and a BOSH client written here over
+ * raw HTTP/1.1 connections (tests/rawclient.h), so that each case can
+ * send exactly the requests it means to, in any order, on any
+ * connection. Every wait is for an event (an answer, a session's end, a
+ * counter) with a generous deadline; the timeouts that matter
+ * (inactivity, wait) are set to one second so that the events come
+ * soon. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "harness.h"
+#include "rawclient.h"
+#include "util/buf.h"
+#include "world.h"
+#include "xcm/error.h"
+#include "xcm/testkit.h"
+#include "xcm/xcm.h"
+
+#define NS_BIND "http://jabber.org/protocol/httpbind"
+#define MAX_CONNS 3
+
+/* A BOSH client: a session's sid and next rid, and up to three HTTP
+ * connections, each with at most the requests it sent and not yet read
+ * the answers to. */
+typedef struct bosh {
+  uv_loop_t *loop;
+  int port;
+  xcm_raw c[MAX_CONNS];
+  size_t pos[MAX_CONNS]; /* where the next answer starts in c[i].in */
+  unsigned out[MAX_CONNS];
+  char sid[80];
+  unsigned long long rid;
+  xcm_buf got;       /* the bodies of every answer, one after another */
+  int last_status;   /* of the last answer read */
+  int poll;          /* keep a request under way while waiting */
+  const char *attrs; /* extra attributes on every request */
+} bosh;
+
+static void bosh_open(bosh *b, xcm_test_world *w, int port) {
+  int i;
+
+  memset(b, 0, sizeof(*b));
+  b->loop = &w->loop;
+  b->port = port;
+  b->rid = 1000 + (xcm_test_rand() % 100000);
+  xcm__buf_init(&b->got, NULL);
+  for (i = 0; i < MAX_CONNS; i++)
+    REQUIRE(xcm_raw_open(&b->c[i], b->loop, "127.0.0.1", port, 1));
+}
+
+static void bosh_close(bosh *b) {
+  int i;
+
+  for (i = 0; i < MAX_CONNS; i++)
+    xcm_raw_free(&b->c[i]);
+  xcm__buf_free(&b->got);
+}
+
+/* Send a request with this rid on connection i. */
+static void post_raw(bosh *b, int i, const char *body) {
+  char head[256];
+
+  snprintf(head, sizeof head,
+           "POST /http-bind/ HTTP/1.1\r\nHost: example.test\r\n"
+           "Content-Type: text/xml; charset=utf-8\r\nContent-Length: %zu\r\n"
+           "\r\n",
+           strlen(body));
+  xcm_raw_sends(&b->c[i], head);
+  xcm_raw_sends(&b->c[i], body);
+  b->out[i]++;
+}
+
+static void post_rid(bosh *b, int i, unsigned long long rid, const char *attrs,
+                     const char *children) {
+  xcm_buf body;
+  char head[256];
+
+  xcm__buf_init(&body, NULL);
+  snprintf(head, sizeof head, "<body rid='%llu' xmlns='" NS_BIND "'", rid);
+  xcm__buf_append_str(&body, head);
+  if (b->sid[0]) {
+    snprintf(head, sizeof head, " sid='%s'", b->sid);
+    xcm__buf_append_str(&body, head);
+  }
+  if (b->attrs != NULL) {
+    xcm__buf_append_str(&body, " ");
+    xcm__buf_append_str(&body, b->attrs);
+  }
+  if (attrs != NULL) {
+    xcm__buf_append_str(&body, " ");
+    xcm__buf_append_str(&body, attrs);
+  }
+  if (children != NULL && children[0]) {
+    xcm__buf_append_str(&body, ">");
+    xcm__buf_append_str(&body, children);
+    xcm__buf_append_str(&body, "</body>");
+  } else {
+    xcm__buf_append_str(&body, "/>");
+  }
+  xcm__buf_append_char(&body, '\0');
+  post_raw(b, i, body.data);
+  xcm__buf_free(&body);
+}
+
+/* A connection with no request under way (the last if all are busy). */
+static int idle_conn(const bosh *b) {
+  int i;
+
+  for (i = 0; i < MAX_CONNS; i++)
+    if (b->out[i] == 0)
+      return i;
+  return MAX_CONNS - 1;
+}
+
+/* The next request, on a free connection; returns its rid. */
+static unsigned long long post(bosh *b, const char *attrs,
+                               const char *children) {
+  unsigned long long rid = b->rid++;
+
+  post_rid(b, idle_conn(b), rid, attrs, children);
+  return rid;
+}
+
+/* Read one whole answer from connection i if there is one: 1 with the
+ * status in last_status and the body appended to got. */
+static int read_answer(bosh *b, int i) {
+  const char *in = b->c[i].in.data, *head, *end, *cl;
+  size_t len;
+
+  if (in == NULL || b->c[i].in.len <= b->pos[i])
+    return 0;
+  head = in + b->pos[i];
+  end = strstr(head, "\r\n\r\n");
+  if (end == NULL)
+    return 0;
+  cl = strstr(head, "Content-Length: ");
+  len = cl != NULL && cl < end ? strtoul(cl + 16, NULL, 10) : 0;
+  if ((size_t)(end + 4 - in) + len > b->c[i].in.len)
+    return 0;
+  b->last_status = atoi(head + 9);
+  xcm__buf_append(&b->got, end + 4, len);
+  xcm__buf_append_char(&b->got, '\0');
+  b->got.len--;
+  b->pos[i] = (size_t)(end + 4 - in) + len;
+  if (b->out[i] > 0)
+    b->out[i]--;
+  return 1;
+}
+
+typedef struct waiting {
+  bosh *b;
+  const char *needle;
+  int answers; /* answers read while waiting */
+} waiting;
+
+static int pump(void *ud) {
+  waiting *w = ud;
+  bosh *b = w->b;
+  int i, busy = 0;
+
+  for (i = 0; i < MAX_CONNS; i++)
+    while (read_answer(b, i))
+      w->answers++;
+  if (w->needle == NULL)
+    return w->answers > 0;
+  if (b->got.data != NULL && strstr(b->got.data, w->needle) != NULL)
+    return 1;
+  for (i = 0; i < MAX_CONNS; i++)
+    busy += b->out[i] > 0;
+  if (b->poll && busy == 0 && b->sid[0])
+    post(b, NULL, NULL);
+  return 0;
+}
+
+/* Wait for needle in what the answers carried (polling meanwhile when
+ * b->poll is set), or for the next answer (needle NULL). */
+static int bosh_wait(bosh *b, const char *needle, unsigned ms) {
+  waiting w = {b, needle, 0};
+
+  return xcm_test_run_until(b->loop, pump, &w, ms);
+}
+
+/* Forget what the answers said so far. */
+static void bosh_clear(bosh *b) {
+  xcm__buf_reset(&b->got);
+}
+
+static const char *got(const bosh *b) {
+  return b->got.data != NULL ? b->got.data : "";
+}
+
+/* Create a session: the sid from the answer. */
+static int bosh_create(bosh *b, const char *attrs) {
+  char extra[256];
+  const char *p;
+  size_t n;
+
+  snprintf(extra, sizeof extra,
+           "to='example.test' wait='60' hold='1' ver='1.6' xml:lang='en' "
+           "xmpp:version='1.0' xmlns:xmpp='urn:xmpp:xbosh'%s%s",
+           attrs ? " " : "", attrs ? attrs : "");
+  post(b, extra, NULL);
+  if (!bosh_wait(b, "</stream:features>", 5000))
+    return 0;
+  p = strstr(got(b), "sid=\"");
+  if (p == NULL)
+    return 0;
+  p += 5;
+  n = strcspn(p, "\"");
+  if (n >= sizeof b->sid)
+    return 0;
+  memcpy(b->sid, p, n);
+  b->sid[n] = '\0';
+  return 1;
+}
+
+/* Create, authenticate (PLAIN), restart, bind and open a session with
+ * initial presence, as user (the testkit's alice or bob). */
+static int bosh_login(bosh *b, const char *user, const char *resource) {
+  char buf[512];
+
+  if (!bosh_create(b, NULL))
+    return 0;
+  CHECK(strstr(got(b), "PLAIN") != NULL);
+  CHECK(strstr(got(b), "starttls") == NULL);
+  bosh_clear(b);
+  b->poll = 1;
+  post(b, NULL,
+       strcmp(user, "alice") == 0
+           ? "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+             "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
+           : "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+             "mechanism='PLAIN'>AGJvYgBib2I=</auth>");
+  if (!bosh_wait(b, "<success", 5000))
+    return 0;
+  bosh_clear(b);
+  b->poll = 0;
+  bosh_wait(b, NULL, 5000); /* any request still held is answered */
+  b->poll = 1;
+  post(b,
+       "xmpp:restart='true' xmlns:xmpp='urn:xmpp:xbosh' to='example.test' "
+       "xml:lang='en'",
+       NULL);
+  if (!bosh_wait(b, "urn:ietf:params:xml:ns:xmpp-bind", 5000))
+    return 0;
+  bosh_clear(b);
+  snprintf(buf, sizeof buf,
+           "<iq type='set' id='b1' xmlns='jabber:client'><bind "
+           "xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>%s</resource>"
+           "</bind></iq>",
+           resource);
+  post(b, NULL, buf);
+  if (!bosh_wait(b, "</jid>", 5000))
+    return 0;
+  bosh_clear(b);
+  /* A stanza without xmlns relies on the body's default: jabber:client. */
+  post(b, NULL,
+       "<iq type='set' id='s1'><session "
+       "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq><presence/>");
+  return bosh_wait(b, "id=\"s1\"", 5000) || strstr(got(b), "id='s1'") != NULL;
+}
+
+/* ---- the world ------------------------------------------------------------ */
+
+typedef struct settings {
+  unsigned wait, hold, requests, inactivity, polling, maxpause, per_address;
+} settings;
+
+static int http_port;
+
+static void world_up(xcm_test_world *w, const settings *s) {
+  static const xcm_test_world_setup setup = {.roster = 1};
+  xcm_listen_options lo;
+  char err[256];
+  unsigned n;
+
+  xcm_test_world_start(w, &setup);
+  xcm_listen_options_init(&lo, sizeof lo);
+  lo.host = "127.0.0.1";
+  lo.http = 1;
+  if (s != NULL) {
+    lo.bosh_wait = s->wait;
+    lo.bosh_hold = s->hold;
+    lo.bosh_requests = s->requests;
+    lo.bosh_inactivity = s->inactivity;
+    lo.bosh_polling = s->polling;
+    lo.bosh_maxpause = s->maxpause;
+    lo.bosh_max_per_address = s->per_address;
+  }
+  if (xcm_cm_listen(w->cm, &lo, err, sizeof err) != 0)
+    xcm_test_note("listen: %s", err);
+  n = 0;
+  while (xcm_cm_listener_port(w->cm, n + 1) > 0)
+    n++;
+  http_port = xcm_cm_listener_port(w->cm, n);
+  REQUIRE(http_port > 0);
+}
+
+static xcm_stats stats(xcm_test_world *w) {
+  xcm_stats st;
+
+  xcm_cm_stats(w->cm, &st, sizeof st);
+  return st;
+}
+
+typedef struct stat_wait {
+  xcm_test_world *w;
+  size_t off;
+  uint64_t want;
+} stat_wait;
+
+static int stat_reached(void *ud) {
+  stat_wait *sw = ud;
+  xcm_stats st = stats(sw->w);
+  uint64_t v;
+
+  memcpy(&v, (const char *)&st + sw->off, sizeof v);
+  return v >= sw->want;
+}
+
+#define WAIT_STAT(w, field, value)                                             \
+  wait_stat((w), offsetof(xcm_stats, field), (value))
+
+static int wait_stat(xcm_test_world *w, size_t off, uint64_t want) {
+  stat_wait sw = {w, off, want};
+
+  return xcm_test_run_until(&w->loop, stat_reached, &sw, 8000);
+}
+
+static int now_zero(void *ud) {
+  return stats(ud).bosh_sessions_now == 0;
+}
+
+/* ---- cases ---------------------------------------------------------------- */
+
+/* Login, roster, messages both ways with a TCP client (non-ASCII and
+ * escaped text included), and the client's terminate. */
+static void test_login_chat_terminate(void) {
+  xcm_test_world w;
+  xcm_raw tcp;
+  bosh a;
+  int i;
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_login(&a, "alice", "web"));
+  CHECK_INT(stats(&w).bosh_sessions_now, 1);
+  CHECK(xcm_testkit_jid_state(w.kit, "alice@example.test/web") == 2);
+
+  bosh_clear(&a);
+  post(&a, NULL,
+       "<iq type='get' id='r1' xmlns='jabber:client'><query "
+       "xmlns='jabber:iq:roster'/></iq>");
+  CHECK(bosh_wait(&a, "bob@example.test", 5000));
+
+  REQUIRE(xcm_raw_open(&tcp, &w.loop, "127.0.0.1", w.port, 1));
+  REQUIRE(xcm_raw_login(&tcp, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "tcp"));
+
+  bosh_clear(&a);
+  xcm_raw_sends(&tcp, "<message to='alice@example.test/web' type='chat'>"
+                      "<body>h\xc3\xa9llo &amp; &lt;b&gt;</body></message>");
+  CHECK(bosh_wait(&a, "h\xc3\xa9llo &amp; &lt;b&gt;", 5000));
+  /* Standalone in the body: the message says its namespace. */
+  CHECK(strstr(got(&a), "xmlns=\"jabber:client\"") != NULL);
+
+  post(&a, NULL,
+       "<message to='bob@example.test/tcp' type='chat' "
+       "xmlns='jabber:client'><body>from the web \xe2\x9c\x93</body>"
+       "</message>");
+  CHECK(xcm_raw_wait(&tcp, "from the web \xe2\x9c\x93", 5000));
+
+  /* 20 in a row, in order, in as few answers as the CM likes. */
+  bosh_clear(&a);
+  for (i = 0; i < 20; i++) {
+    char m[160];
+
+    snprintf(m, sizeof m,
+             "<message to='alice@example.test/web'><body>n%02d</body>"
+             "</message>",
+             i);
+    xcm_raw_sends(&tcp, m);
+  }
+  CHECK(bosh_wait(&a, "n19", 5000));
+  {
+    const char *p = got(&a);
+
+    for (i = 0; i < 20 && p != NULL; i++) {
+      char n[8];
+
+      snprintf(n, sizeof n, "n%02d<", i);
+      p = strstr(p, n);
+    }
+    CHECK(p != NULL);
+  }
+
+  /* The terminate carries a last stanza, and ends the session. */
+  a.poll = 0;
+  bosh_clear(&a);
+  post(&a, "type='terminate'", "<presence type='unavailable'/>");
+  CHECK(bosh_wait(&a, "type=\"terminate\"", 5000));
+  CHECK(xcm_raw_wait(&tcp, "type=\"unavailable\"", 5000) ||
+        strstr(tcp.in.data, "type='unavailable'") != NULL);
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  /* The sid is gone. */
+  bosh_clear(&a);
+  post(&a, NULL, NULL);
+  CHECK(bosh_wait(&a, "item-not-found", 5000));
+
+  xcm_raw_free(&tcp);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* A repeated rid is answered with the same answer again. */
+static void test_repeated_rid(void) {
+  xcm_test_world w;
+  bosh a;
+  unsigned long long rid;
+  char first[2048];
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_create(&a, NULL));
+  bosh_clear(&a);
+  rid = post(&a, NULL,
+             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+             "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>");
+  REQUIRE(bosh_wait(&a, "<success", 5000));
+  snprintf(first, sizeof first, "%s", got(&a));
+  bosh_clear(&a);
+  post_rid(&a, idle_conn(&a), rid, NULL,
+           "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+           "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>");
+  REQUIRE(bosh_wait(&a, NULL, 5000));
+  CHECK_STR(got(&a), first);
+  CHECK(stats(&w).bosh_repeated_rids >= 1);
+  /* The session goes on. */
+  CHECK_INT(stats(&w).bosh_sessions_now, 1);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* A rid beyond the window ends the session (item-not-found); for a
+ * legacy client (no ver) an unknown sid is HTTP 404. */
+static void test_rid_window_and_sid(void) {
+  xcm_test_world w;
+  bosh a;
+  unsigned before = xcm_test_failures();
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_create(&a, NULL));
+  bosh_clear(&a);
+  a.rid += 10;
+  post(&a, NULL, NULL);
+  CHECK(bosh_wait(&a, "condition=\"item-not-found\"", 5000));
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  xcm_test_tried("bosh-rid", before);
+
+  before = xcm_test_failures();
+  bosh_clear(&a);
+  snprintf(a.sid, sizeof a.sid, "0123456789abcdef0123456789abcdef");
+  post(&a, "ver='1.6'", NULL);
+  CHECK(bosh_wait(&a, "condition=\"item-not-found\"", 5000));
+  bosh_clear(&a);
+  post(&a, NULL, NULL); /* no ver: legacy */
+  CHECK(bosh_wait(&a, NULL, 5000));
+  CHECK_INT(a.last_status, 404);
+  xcm_test_tried("bosh-sid", before);
+  CHECK(stats(&w).bosh_requests_refused >= 3);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* What is not a body is a bad request, and ends no session; a body over
+ * the HTTP limit is 413. */
+static void test_bad_bodies(void) {
+  static const char *const bad[] = {
+      "<body rid='5' xmlns='" NS_BIND "'",
+      "<html/>",
+      "<body xmlns='" NS_BIND "'/>",
+      "<body rid='x' xmlns='" NS_BIND "'/>",
+      "<body rid='7' xmlns='" NS_BIND "'/><more/>",
+      "<!DOCTYPE body><body rid='5' xmlns='" NS_BIND "'/>",
+      "<body rid='6' xmlns='" NS_BIND "'><!-- c --></body>",
+      "<body rid='6' xmlns='" NS_BIND "'><a:b/></body>",
+  };
+  xcm_test_world w;
+  bosh a;
+  size_t i;
+  char *big;
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_create(&a, NULL));
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    unsigned before = xcm_test_failures();
+
+    bosh_clear(&a);
+    post_raw(&a, 1, bad[i]);
+    CHECK(bosh_wait(&a, NULL, 5000));
+    CHECK_INT(a.last_status, 400);
+    xcm_test_tried("bosh-body", before);
+  }
+  CHECK_INT(stats(&w).bosh_sessions_now, 1);
+  {
+    unsigned before = xcm_test_failures();
+    size_t n = 300 * 1024;
+
+    big = malloc(n + 1);
+    memset(big, 'x', n);
+    memcpy(big, "<body", 5);
+    big[n] = '\0';
+    bosh_clear(&a);
+    post_raw(&a, 2, big);
+    free(big);
+    CHECK(bosh_wait(&a, NULL, 5000));
+    CHECK_INT(a.last_status, 413);
+    xcm_test_tried("bosh-body", before);
+  }
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* More requests under way than `requests` is a policy-violation: one
+ * held, then rid+2 and rid+1 (three under way with requests=2). */
+static void test_too_many_requests(void) {
+  xcm_test_world w;
+  bosh a;
+  unsigned long long rid;
+  unsigned before = xcm_test_failures();
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_create(&a, NULL));
+  bosh_clear(&a);
+  rid = a.rid;
+  post_rid(&a, 0, rid, NULL, NULL); /* held */
+  post_rid(&a, 1, rid + 2, NULL, NULL);
+  post_rid(&a, 2, rid + 1, NULL, NULL);
+  CHECK(bosh_wait(&a, "condition=\"policy-violation\"", 5000));
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  xcm_test_tried("bosh-overactivity", before);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* Requests that arrive out of order are processed in rid order. */
+static void test_out_of_order(void) {
+  xcm_test_world w;
+  xcm_raw tcp;
+  bosh a;
+  unsigned long long rid;
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_login(&a, "alice", "web"));
+  REQUIRE(xcm_raw_open(&tcp, &w.loop, "127.0.0.1", w.port, 1));
+  REQUIRE(xcm_raw_login(&tcp, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "tcp"));
+  a.poll = 0;
+  bosh_wait(&a, NULL, 3000); /* whatever was held comes back */
+  rid = a.rid;
+  a.rid += 2;
+  post_rid(&a, 1, rid + 1, NULL,
+           "<message to='bob@example.test/tcp'><body>second</body>"
+           "</message>");
+  post_rid(&a, 0, rid, NULL,
+           "<message to='bob@example.test/tcp'><body>first</body>"
+           "</message>");
+  CHECK(xcm_raw_wait(&tcp, "second", 5000));
+  CHECK(strstr(tcp.in.data, "first") != NULL &&
+        strstr(tcp.in.data, "first") < strstr(tcp.in.data, "second"));
+  xcm_raw_free(&tcp);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* Two requests pipelined on one connection, answered in order. */
+static void test_pipelined(void) {
+  xcm_test_world w;
+  bosh a;
+  unsigned long long rid;
+  char two[1024];
+  const char *first, *second;
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_login(&a, "alice", "web"));
+  a.poll = 0;
+  bosh_wait(&a, NULL, 3000);
+  bosh_clear(&a);
+  rid = a.rid;
+  a.rid += 2;
+  snprintf(two, sizeof two,
+           "<body rid='%llu' sid='%s' xmlns='" NS_BIND "'><iq type='get' "
+           "id='p1'><ping xmlns='urn:xmpp:ping'/></iq></body>",
+           rid, a.sid);
+  post_raw(&a, 0, two);
+  snprintf(two, sizeof two,
+           "<body rid='%llu' sid='%s' xmlns='" NS_BIND "'/>", rid + 1, a.sid);
+  post_raw(&a, 0, two);
+  /* The first is answered (displaced by the second, or with the ping's
+   * answer), and both in the order sent. */
+  CHECK(bosh_wait(&a, "p1", 5000));
+  first = strstr(a.c[0].in.data, "HTTP/1.1 200");
+  second = first ? strstr(first + 1, "HTTP/1.1 200") : NULL;
+  CHECK(first != NULL);
+  CHECK(bosh_wait(&a, NULL, 5000) || second != NULL);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* A client that stops polling: after inactivity the session ends, the
+ * server hears so, and the messages that waited for it go back as
+ * <failed/> (stored offline by the testkit). A sibling session that
+ * paused is still there when the first one ends, and resumes. */
+static void test_inactivity_and_pause(void) {
+  static const settings s = {.wait = 1, .inactivity = 1, .maxpause = 30};
+  xcm_test_world w;
+  xcm_raw tcp;
+  bosh a, p;
+  xcm_testkit_stats ks;
+  unsigned before = xcm_test_failures();
+
+  world_up(&w, &s);
+  bosh_open(&a, &w, http_port);
+  bosh_open(&p, &w, http_port);
+  REQUIRE(bosh_login(&a, "alice", "web"));
+  REQUIRE(bosh_login(&p, "bob", "paused"));
+  a.poll = 0;
+  p.poll = 0;
+  /* Wait answers what is held after a second: nothing under way then. */
+  bosh_wait(&a, NULL, 5000);
+  bosh_wait(&p, NULL, 5000);
+  /* bob pauses for 30 s: what is held is answered at once. */
+  bosh_clear(&p);
+  post(&p, "pause='30'", NULL);
+  CHECK(bosh_wait(&p, NULL, 5000));
+  CHECK_INT(p.last_status, 200);
+  REQUIRE(xcm_raw_open(&tcp, &w.loop, "127.0.0.1", w.port, 1));
+  REQUIRE(xcm_raw_login(&tcp, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "tcp"));
+  xcm_raw_sends(&tcp, "<message to='alice@example.test/web'><body>lost?"
+                      "</body></message>");
+  CHECK(WAIT_STAT(&w, bosh_inactivity_ends, 1));
+  CHECK(xcm_testkit_jid_state(w.kit, "alice@example.test/web") == 0);
+  CHECK(xcm_testkit_get_stats(w.kit, &ks, sizeof ks) == 0);
+  CHECK(stats(&w).failed_returned >= 1);
+  CHECK(xcm_testkit_offline_count(w.kit, "alice") >= 1);
+  xcm_test_tried("bosh-inactivity", before);
+  /* bob paused, so he is still there, and comes back. */
+  CHECK(xcm_testkit_jid_state(w.kit, "bob@example.test/paused") == 2);
+  CHECK_INT(stats(&w).bosh_sessions_now, 1);
+  bosh_clear(&p);
+  p.poll = 1;
+  xcm_raw_sends(&tcp, "<message to='bob@example.test/paused'><body>back"
+                      "</body></message>");
+  CHECK(bosh_wait(&p, "back", 5000));
+  /* A pause over maxpause is a policy-violation. */
+  p.poll = 0;
+  bosh_wait(&p, NULL, 5000);
+  bosh_clear(&p);
+  post(&p, "pause='31'", NULL);
+  CHECK(bosh_wait(&p, "policy-violation", 5000));
+  xcm_raw_free(&tcp);
+  bosh_close(&a);
+  bosh_close(&p);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* wait: a request held that long is answered empty. */
+static void test_empty_after_wait(void) {
+  static const settings s = {.wait = 1};
+  xcm_test_world w;
+  bosh a;
+
+  world_up(&w, &s);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_create(&a, NULL));
+  CHECK(strstr(got(&a), "wait=\"1\"") != NULL);
+  CHECK(strstr(got(&a), "requests=\"2\"") != NULL);
+  CHECK(strstr(got(&a), "hold=\"1\"") != NULL);
+  CHECK(strstr(got(&a), "xmpp:restartlogic=\"true\"") != NULL);
+  bosh_clear(&a);
+  post(&a, NULL, NULL);
+  CHECK(bosh_wait(&a, NULL, 5000));
+  CHECK_INT(a.last_status, 200);
+  CHECK(strstr(got(&a), "/>") != NULL && strstr(got(&a), "<iq") == NULL);
+  CHECK(WAIT_STAT(&w, bosh_empty_answers, 1));
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* The server ends the session: remote-stream-error with the error, and
+ * a stanza the client may not send ends it likewise. */
+static void test_server_terminates(void) {
+  xcm_test_world w;
+  bosh a, b;
+  unsigned before = xcm_test_failures();
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_login(&a, "alice", "web"));
+  bosh_clear(&a);
+  REQUIRE(xcm_testkit_close_jid(w.kit, "alice@example.test/web",
+                                XCM_COND_CONFLICT) == 0);
+  CHECK(bosh_wait(&a, "condition=\"remote-stream-error\"", 5000));
+  CHECK(strstr(got(&a), "<conflict") != NULL);
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+
+  bosh_open(&b, &w, http_port);
+  REQUIRE(bosh_create(&b, NULL));
+  bosh_clear(&b);
+  post(&b, NULL, "<foo xmlns='urn:example:nope'/>");
+  CHECK(bosh_wait(&b, "unsupported-stanza-type", 5000));
+  CHECK(strstr(got(&b), "type=\"terminate\"") != NULL);
+  xcm_test_tried("bosh-body", before);
+  bosh_close(&a);
+  bosh_close(&b);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* Sessions per address are bounded. */
+static void test_per_address(void) {
+  static const settings s = {.per_address = 2};
+  xcm_test_world w;
+  bosh a, b, c;
+  unsigned before = xcm_test_failures();
+
+  world_up(&w, &s);
+  bosh_open(&a, &w, http_port);
+  bosh_open(&b, &w, http_port);
+  bosh_open(&c, &w, http_port);
+  REQUIRE(bosh_create(&a, NULL));
+  REQUIRE(bosh_create(&b, NULL));
+  post(&c, "to='example.test' wait='60' hold='1' ver='1.6'", NULL);
+  CHECK(bosh_wait(&c, "policy-violation", 5000));
+  CHECK_INT(stats(&w).bosh_refused_address_limit, 1);
+  xcm_test_tried("bosh-limits", before);
+  bosh_close(&a);
+  bosh_close(&b);
+  bosh_close(&c);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* A shutdown ends BOSH sessions with the rest. */
+static void test_shutdown(void) {
+  xcm_test_world w;
+  bosh a;
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_login(&a, "alice", "web"));
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+int main(int argc, char **argv) {
+  static const xcm_test tests[] = {
+      {"login_chat_terminate", test_login_chat_terminate},
+      {"repeated_rid", test_repeated_rid},
+      {"rid_window_and_sid", test_rid_window_and_sid},
+      {"bad_bodies", test_bad_bodies},
+      {"too_many_requests", test_too_many_requests},
+      {"out_of_order", test_out_of_order},
+      {"pipelined", test_pipelined},
+      {"inactivity_and_pause", test_inactivity_and_pause},
+      {"empty_after_wait", test_empty_after_wait},
+      {"server_terminates", test_server_terminates},
+      {"per_address", test_per_address},
+      {"shutdown", test_shutdown},
+  };
+
+  return xcm_test_main(argc, argv, XCM_TESTS(tests));
+}
