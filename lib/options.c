@@ -287,17 +287,15 @@ static int check_trusted(const xcm_listen_options *lo, char *errbuf,
 /* The BOSH fields: 0 takes the default (a caller whose struct ends
  * before them gets every default). */
 static int check_bosh(xcm_listen_options *lo, char *errbuf, size_t errlen) {
-  unsigned *f[] = {&lo->bosh_wait,       &lo->bosh_hold,
-                   &lo->bosh_requests,   &lo->bosh_inactivity,
-                   &lo->bosh_polling,    &lo->bosh_maxpause,
+  unsigned *f[] = {&lo->bosh_wait,           &lo->bosh_hold,
+                   &lo->bosh_requests,       &lo->bosh_inactivity,
+                   &lo->bosh_polling,        &lo->bosh_maxpause,
                    &lo->bosh_max_per_address};
-  const unsigned d[] = {listen_defaults.bosh_wait,
-                        listen_defaults.bosh_hold,
-                        listen_defaults.bosh_requests,
-                        listen_defaults.bosh_inactivity,
-                        listen_defaults.bosh_polling,
-                        listen_defaults.bosh_maxpause,
-                        listen_defaults.bosh_max_per_address};
+  const unsigned d[] = {
+      listen_defaults.bosh_wait,           listen_defaults.bosh_hold,
+      listen_defaults.bosh_requests,       listen_defaults.bosh_inactivity,
+      listen_defaults.bosh_polling,        listen_defaults.bosh_maxpause,
+      listen_defaults.bosh_max_per_address};
   size_t i;
 
   for (i = 0; i < sizeof f / sizeof f[0]; i++)

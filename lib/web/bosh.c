@@ -52,7 +52,7 @@ struct breq {
   uint64_t rid;
   uint64_t at; /* when it came */
   int state;
-  int creation; /* its answer creates the session */
+  int creation;       /* its answer creates the session */
   xcm_bosh_body body; /* while queued */
   int status;         /* once ready */
   xcm_buf answer;
@@ -647,8 +647,7 @@ static void arm(session *s) {
         due = r->at + (uint64_t)s->wait * 1000;
     if (s->nheld == 0)
       due = s->idle_since +
-            (s->pause_ms ? s->pause_ms
-                         : (uint64_t)s->b->cfg.inactivity * 1000);
+            (s->pause_ms ? s->pause_ms : (uint64_t)s->b->cfg.inactivity * 1000);
   }
   uv_timer_start(&s->timer, on_timer, due > n ? due - n : 0, 0);
 }
@@ -674,8 +673,9 @@ static void on_timer(uv_timer_t *t) {
       answer(s, r, 0, 0, NULL);
   }
   if (s->nheld == 0 &&
-      n >= s->idle_since + (s->pause_ms ? s->pause_ms
-                                        : (uint64_t)s->b->cfg.inactivity * 1000)) {
+      n >= s->idle_since + (s->pause_ms
+                                ? s->pause_ms
+                                : (uint64_t)s->b->cfg.inactivity * 1000)) {
     s->b->counters.inactive++;
     session_end(s, NULL, XCM_ETIMEDOUT);
     return;
@@ -863,10 +863,10 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
       xcm__map_remove(&b->sessions, &s->e);
     uncount_address(b, a);
     xcm__free(b->ctx->alloc, s);
-    refuse_req(b, r,
-               0, err == XCM_EBUSY     ? "policy-violation"
-                  : err == XCM_ECLOSED ? "system-shutdown"
-                                       : "internal-server-error");
+    refuse_req(b, r, 0,
+               err == XCM_EBUSY     ? "policy-violation"
+               : err == XCM_ECLOSED ? "system-shutdown"
+                                    : "internal-server-error");
     return;
   }
   uv_timer_init(b->ctx->loop, &s->timer);
@@ -1032,8 +1032,7 @@ static void bosh_request(void *ud, xcm_http_conn *conn,
     /* Without a readable body or rid there is no telling which session
      * it is for: it ends none. */
     refuse_req(b, r,
-               err != 0 ||
-                   is_legacy(xcm__bosh_body_attr(&r->body, XCM_BA_VER)),
+               err != 0 || is_legacy(xcm__bosh_body_attr(&r->body, XCM_BA_VER)),
                "bad-request");
     return;
   }
@@ -1153,8 +1152,8 @@ size_t xcm__bosh_session_footprint(const xcm_bosh *b, const char *sid) {
     if (s->cache[i].data != NULL)
       n += s->cache[i].len + 1;
   for (r = s->reqs; r != NULL; r = r->next)
-    n += sizeof(*r) + r->answer.cap + r->body.strings.cap +
-         r->body.children.cap;
+    n +=
+        sizeof(*r) + r->answer.cap + r->body.strings.cap + r->body.children.cap;
   if (s->client != NULL)
     n += xcm__client_footprint(s->client);
   return n;
