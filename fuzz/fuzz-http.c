@@ -6,7 +6,12 @@
  * Layout: byte 0 picks a piece size (1 to 256); byte 1's bit 0 sends
  * the connection to a listener that requires a PROXY header first, bit
  * 1 has the owner answer BOSH requests at once (else at the end, or
- * never if the client leaves first). The rest is what the client sends.
+ * never if the client leaves first), bit 2 sends it instead to a
+ * listener whose BOSH requests reach the real BOSH layer (lib/web/:
+ * body.c reads each <body/>, bosh.c keeps the sessions, every session a
+ * real client of lib/client with a fixed policy and no server behind
+ * it; the sid is always "fuzz" so that inputs can name it). The rest is
+ * what the client sends.
  *
  * Checks: every answer the server writes begins with a status line;
  * what the owner is given is bounded by the limits (a body within
@@ -25,9 +30,12 @@
 #include <string.h>
 #include <uv.h>
 
+#include "client/client.h"
 #include "http/http.h"
+#include "options.h"
 #include "transport/stream.h"
 #include "util/buf.h"
+#include "web/bosh.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -35,8 +43,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uv_loop_t loop;
 static xcm_ctx ctx;
-static xcm_http_cfg cfg[2];
-static xcm_http_server *srv[2];
+static xcm_http_cfg cfg[3];
+static xcm_http_server *srv[3];
+static xcm_client_cfg client_cfg;
+static xcm_policy policy = {XCM_TLS_OFF, 1, {"PLAIN"}, 0, 0, 0};
+static xcm_bosh *bosh;
+static int bosh_done;
 
 typedef struct peer {
   xcm_buf out;
@@ -114,13 +126,101 @@ static void h_gone(void *ud, xcm_http_conn *conn) {
     p->held = NULL;
 }
 
+/* ---- the BOSH mode: a real session layer, clients with no server --------- */
+
+static const xcm_policy *get_policy(void *ud) {
+  (void)ud;
+  return &policy;
+}
+
+static int c_open(void *ud, const char *sid, const char *address) {
+  (void)ud;
+  (void)sid;
+  (void)address;
+  return 0;
+}
+
+static int c_stanza(void *ud, const xcm_xml_stanza *st,
+                    const xcm_xml_nsdecl *decls, size_t ndecls) {
+  (void)ud;
+  (void)decls;
+  (void)ndecls;
+  /* Each message stood alone: one element, within the limit. */
+  if (st->len == 0 || st->len > MAX_BODY)
+    abort();
+  return 0;
+}
+
+static void c_authenticated(void *ud) {
+  (void)ud;
+}
+
+static void c_closed(void *ud, const xcm_client_end *end) {
+  (void)ud;
+  (void)end;
+}
+
+static const xcm_client_cb client_cb = {
+    c_open, c_stanza, c_authenticated, NULL, NULL, NULL, c_closed, NULL};
+
+static int bosh_attach(void *ud, const xcm_msg_transport *t, const char *from,
+                       xcm_client **out) {
+  (void)ud;
+  return xcm__client_new_msg(out, &ctx, &client_cfg, t, from, &client_cb, NULL);
+}
+
+static void bosh_closed(void *ud) {
+  (void)ud;
+  bosh_done = 1;
+}
+
+static void bosh_start(void) {
+  xcm_bosh_cfg bc;
+  xcm_http_handlers h = {h_websocket, NULL, NULL, &cur};
+
+  memset(&bc, 0, sizeof bc);
+  bc.wait = 60;
+  bc.hold = 1;
+  bc.requests = 2;
+  bc.inactivity = 60;
+  bc.polling = 2;
+  bc.maxpause = 120;
+  bc.max_per_address = 2;
+  bc.max_child = MAX_BODY;
+  bc.max_depth = 8;
+  bc.fixed_sid = "fuzz";
+  if (xcm__bosh_new(&bosh, &ctx, &bc, bosh_attach, NULL) != 0)
+    abort();
+  xcm__bosh_handlers(bosh, &h);
+  xcm__http_server_set_handlers(srv[2], &h);
+}
+
+static void bosh_stop(void) {
+  bosh_done = 0;
+  xcm__bosh_close(bosh, bosh_closed, NULL);
+  for (int i = 0; i < 1000 && !bosh_done; i++)
+    uv_run(&loop, UV_RUN_NOWAIT);
+  if (!bosh_done)
+    abort();
+  /* The clients go once the loop turns. */
+  for (int i = 0; i < 10; i++)
+    uv_run(&loop, UV_RUN_NOWAIT);
+  xcm__bosh_free(bosh);
+  bosh = NULL;
+}
+
 static void setup(void) {
   xcm_http_handlers h = {h_websocket, h_bosh, h_gone, &cur};
 
   uv_loop_init(&loop);
   if (xcm__ctx_init(&ctx, &loop, NULL) != 0)
     abort();
-  for (int i = 0; i < 2; i++) {
+  xcm__client_cfg_defaults(&client_cfg);
+  client_cfg.domain = "example.test";
+  client_cfg.max_stanza = MAX_BODY;
+  client_cfg.max_stanza_preauth = MAX_BODY;
+  client_cfg.policy = get_policy;
+  for (int i = 0; i < 3; i++) {
     if (xcm__http_cfg_parse(&cfg[i], NULL, "/http-bind/",
                             "/ws/, /xmpp-websocket", "https://web.example.org",
                             NULL, 0) != 0)
@@ -154,7 +254,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 2)
     return 0;
   piece = (size_t)data[0] + 1;
-  which = data[1] & 1;
+  which = (data[1] & 4) ? 2 : data[1] & 1;
+  if (which == 2)
+    bosh_start();
   memset(&cur, 0, sizeof cur);
   xcm__buf_init(&cur.out, NULL);
   cur.answer_now = (data[1] & 2) != 0;
@@ -185,6 +287,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uv_run(&loop, UV_RUN_NOWAIT);
   if (!cur.closed || xcm__http_server_counters(srv[which])->now != 0)
     abort();
+  if (which == 2)
+    bosh_stop();
   xcm__buf_free(&cur.out);
   return 0;
 }

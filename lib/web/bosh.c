@@ -828,7 +828,14 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
     return;
   }
   s = xcm__calloc(b->ctx->alloc, sizeof(*s));
-  if (s == NULL || make_sid(s->sid) != 0) {
+  if (s != NULL && b->cfg.fixed_sid != NULL) {
+    snprintf(s->sid, sizeof s->sid, "%s", b->cfg.fixed_sid);
+    if (xcm__map_get(&b->sessions, s->sid, strlen(s->sid)) != NULL) {
+      xcm__free(b->ctx->alloc, s);
+      s = NULL;
+    }
+  }
+  if (s == NULL || (b->cfg.fixed_sid == NULL && make_sid(s->sid) != 0)) {
     xcm__free(b->ctx->alloc, s);
     uncount_address(b, a);
     refuse_req(b, r, 0, "internal-server-error");

@@ -62,6 +62,9 @@ typedef struct xcm_bosh_cfg {
   unsigned max_depth;
   size_t high_water; /* held for a session before the client is told
                         to keep the rest itself */
+  /* For the fuzz target only: every session gets this sid (one at a
+   * time), so that its inputs can name it. NULL: random. */
+  const char *fixed_sid;
 } xcm_bosh_cfg;
 
 /* Counted by the layer, for statistics and tests. */
