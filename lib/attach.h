@@ -17,4 +17,9 @@
 int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
                        const char *peer, xcm_client **out);
 
+/* Bytes the BOSH session sid holds now on any listener, its client and
+ * the requests it holds with their HTTP connections included; 0 for no
+ * such session. For tests and the benchmark (lib/web/bosh.h). */
+size_t xcm__cm_bosh_footprint(const xcm_cm *cm, const char *sid);
+
 #endif

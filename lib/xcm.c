@@ -724,6 +724,16 @@ int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
                                  out);
 }
 
+size_t xcm__cm_bosh_footprint(const xcm_cm *cm, const char *sid) {
+  size_t n = 0;
+  unsigned i;
+
+  for (i = 0; i < cm->nlisteners && n == 0; i++)
+    if (cm->listeners[i]->bosh != NULL)
+      n = xcm__bosh_session_footprint(cm->listeners[i]->bosh, sid);
+  return n;
+}
+
 void xcm_conn_input(xcm_conn *c, const char *data, size_t len) {
   xcm__stream_input((xcm_stream *)c, data, len);
 }

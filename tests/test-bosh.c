@@ -11,6 +11,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "attach.h"
 #include "harness.h"
 #include "rawclient.h"
 #include "util/buf.h"
@@ -791,6 +792,36 @@ static void test_per_address(void) {
   xcm_test_world_stop(&w, 1000);
 }
 
+/* Memory follows activity: what a logged-in session holds between
+ * requests, and with the request a waiting client keeps held (its
+ * keep-alive connection included). No parser, no HTTP buffer. */
+static void test_idle_footprint(void) {
+  static const settings s = {.wait = 1};
+  xcm_test_world w;
+  bosh a;
+  size_t idle, held;
+  uint64_t n;
+
+  world_up(&w, &s);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_login(&a, "alice", "web"));
+  REQUIRE(bosh_settle(&a));
+  idle = xcm__cm_bosh_footprint(w.cm, a.sid);
+  n = stats(&w).bosh_requests;
+  post(&a, NULL, NULL);
+  /* The request is read (the counter says so) and held until wait. */
+  REQUIRE(WAIT_STAT(&w, bosh_requests, n + 1));
+  held = xcm__cm_bosh_footprint(w.cm, a.sid);
+  xcm_test_note("an idle BOSH session: %zu bytes between requests (its "
+                "client included), %zu with a held request and its "
+                "keep-alive connection",
+                idle, held);
+  CHECK(idle > 0 && idle < 4096);
+  CHECK(held > idle && held < 8192);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
 /* A shutdown ends BOSH sessions with the rest. */
 static void test_shutdown(void) {
   xcm_test_world w;
@@ -816,6 +847,7 @@ int main(int argc, char **argv) {
       {"empty_after_wait", test_empty_after_wait},
       {"server_terminates", test_server_terminates},
       {"per_address", test_per_address},
+      {"idle_footprint", test_idle_footprint},
       {"shutdown", test_shutdown},
   };
 

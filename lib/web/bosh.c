@@ -1158,9 +1158,12 @@ size_t xcm__bosh_session_footprint(const xcm_bosh *b, const char *sid) {
   for (i = 0; i < MAX_CACHE; i++)
     if (s->cache[i].data != NULL)
       n += s->cache[i].len + 1;
-  for (r = s->reqs; r != NULL; r = r->next)
+  for (r = s->reqs; r != NULL; r = r->next) {
     n +=
         sizeof(*r) + r->answer.cap + r->body.strings.cap + r->body.children.cap;
+    if (r->bc != NULL)
+      n += sizeof(*r->bc) + xcm__http_conn_footprint(r->bc->conn);
+  }
   if (s->client != NULL)
     n += xcm__client_footprint(s->client);
   return n;
