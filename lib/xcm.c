@@ -18,6 +18,7 @@
 #include "upstream/pool.h"
 #include "util/alloc.h"
 #include "util/sized.h"
+#include "web/web.h"
 #include "xml/reader.h"
 
 _Static_assert(XCM_COND_COUNT_ <= XCM_STATS_MAX_COND,
@@ -54,6 +55,7 @@ typedef struct listener {
   xcm_http_cfg *http_cfg;
   xcm_http_server *http;
   char *public_url;
+  xcm_web_listener web; /* the ud of its web layers' handlers */
 } listener;
 
 struct xcm_cm {
@@ -420,6 +422,7 @@ static int http_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
                      char *errbuf, size_t errlen) {
   const xcm_allocator *a = cm->ctx.alloc;
   xcm_http_cfg *hc = xcm__calloc(a, sizeof(*hc));
+  xcm_http_handlers h;
   int err;
 
   l->http_cfg = hc;
@@ -448,9 +451,21 @@ static int http_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
   hc->max_per_address = lo->http_max_per_address;
   hc->header_timeout_ms = lo->http_header_timeout_ms;
   hc->idle_timeout_ms = lo->http_idle_timeout_ms;
-  /* No handlers yet: BOSH and WebSocket requests are answered 404 until
-   * their layers register with xcm__http_server_set_handlers() here. */
-  return xcm__http_server_new(&l->http, &cm->ctx, hc);
+  err = xcm__http_server_new(&l->http, &cm->ctx, hc);
+  if (err != 0)
+    return err;
+  /* The web layers (lib/web/), each with its handlers; the listener
+   * joins the instance as listener cm->nlisteners. */
+  l->web.cm = cm;
+  l->web.ctx = &cm->ctx;
+  l->web.index = cm->nlisteners;
+  l->web.max_stanza = cm->opt.max_stanza;
+  l->web.max_out = cm->opt.max_client_out;
+  memset(&h, 0, sizeof h);
+  h.ud = &l->web;
+  h.websocket = xcm__web_websocket; /* web/websocket.c */
+  xcm__http_server_set_handlers(l->http, &h);
+  return 0;
 }
 
 /* A listener that never joined the instance. */
@@ -930,6 +945,10 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.proxy_headers_refused = c->proxy_headers_refused;
   st.sessions_drained = cm->sessions_drained;
   st.proxy_untrusted = c->proxy_untrusted;
+  st.sessions_tcp_now = c->clients_kind_now[XCM_TRANSPORT_TCP];
+  st.sessions_websocket_now = c->clients_kind_now[XCM_TRANSPORT_WEBSOCKET];
+  st.sessions_bosh_now = c->clients_kind_now[XCM_TRANSPORT_BOSH];
+  st.sessions_custom_now = c->clients_kind_now[XCM_TRANSPORT_CUSTOM];
   for (unsigned i = 0; i < cm->nlisteners; i++) {
     const xcm_http_counters *h;
 
