@@ -676,7 +676,7 @@ static void test_http_listeners(void) {
                              "http_max_header = 16k\n"
                              "http_max_body = 128k\n"
                              "http_max_connections = 500\n"
-                             "http_max_per_address = 20\n"
+                             "http_max_per_address = unlimited\n"
                              "http_header_timeout = 5s\n"
                              "http_idle_timeout = 2m\n";
   static const char *const bad[] = {
@@ -707,7 +707,7 @@ static void test_http_listeners(void) {
   CHECK_INT(cfg.listeners[2].http_max_header, 16384);
   CHECK_INT(cfg.listeners[2].http_max_body, 131072);
   CHECK_INT(cfg.listeners[2].http_max_connections, 500);
-  CHECK_INT(cfg.listeners[2].http_max_per_address, 20);
+  CHECK_INT(cfg.listeners[2].http_max_per_address, XCM_UNLIMITED);
   CHECK_INT(cfg.listeners[2].http_header_timeout_ms, 5000);
   CHECK_INT(cfg.listeners[2].http_idle_timeout_ms, 120000);
   xcmd_config_free(&cfg);

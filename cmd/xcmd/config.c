@@ -528,7 +528,8 @@ static int xcmd_ini_range(xcmd_ini *st, int k, int rc, unsigned long long v,
 }
 
 /* Limits that "unlimited" switches off (XCM_UNLIMITED in xcm.h); all are
- * unsigned fields of xcm_options. */
+ * unsigned fields of xcm_options, or of xcm_listen_options for an HTTP
+ * listener's connection limits. */
 static int xcmd_may_be_unlimited(const xcmd_key *key) {
   static const char *const names[] = {"max_clients",    "max_per_address",
                                       "header_timeout", "auth_timeout",
@@ -536,6 +537,9 @@ static int xcmd_may_be_unlimited(const xcmd_key *key) {
                                       "rate_bytes"};
   size_t i;
 
+  if (key->section == XCMD_SEC_LISTENER)
+    return strcmp(key->name, "http_max_connections") == 0 ||
+           strcmp(key->name, "http_max_per_address") == 0;
   if (key->section != XCMD_SEC_LIMITS)
     return 0;
   for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
