@@ -234,10 +234,10 @@ static void send_header(client *c) {
     return;
   }
   n = snprintf(h, sizeof h,
-                   "<?xml version='1.0'?><stream:stream "
-                   "xmlns:stream='http://etherx.jabber.org/streams' "
-                   "xmlns='jabber:client' to='%s' version='1.0'>",
-                   B.o.domain);
+               "<?xml version='1.0'?><stream:stream "
+               "xmlns:stream='http://etherx.jabber.org/streams' "
+               "xmlns='jabber:client' to='%s' version='1.0'>",
+               B.o.domain);
   send_str(c, h, (size_t)n);
 }
 

@@ -17,4 +17,11 @@
 int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
                        const char *peer, xcm_client **out);
 
+/* A connection the instance does not see as a handle (a WebSocket
+ * closing after its client is gone) holds it: a shutdown closes the
+ * context only once every hold is released. Release exactly once, from
+ * the loop, after the connection's last handle is closed. */
+void xcm__cm_hold(xcm_cm *cm);
+void xcm__cm_release(xcm_cm *cm);
+
 #endif

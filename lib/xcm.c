@@ -73,7 +73,8 @@ struct xcm_cm {
   unsigned nlisteners;
   int started;
   int stopping;
-  int open_handles; /* listeners' handles, the two timers, the pool */
+  int open_handles; /* listeners' handles, the two timers, the pool, and
+                       the holds of web connections (attach.h) */
   uv_timer_t drain;
   unsigned drain_ms;
   xcm_shutdown_fn shutdown_cb;
@@ -741,6 +742,14 @@ static void handle_closed(xcm_cm *cm) {
   if (--cm->open_handles > 0 || !cm->stopping)
     return;
   xcm__ctx_close(&cm->ctx, ctx_closed);
+}
+
+void xcm__cm_hold(xcm_cm *cm) {
+  cm->open_handles++;
+}
+
+void xcm__cm_release(xcm_cm *cm) {
+  handle_closed(cm);
 }
 
 static void pool_closed(void *ud) {

@@ -610,6 +610,49 @@ static void test_wss_secure(void) {
   world_stop(&w);
 }
 
+/* A shutdown with a WebSocket client that never answers the Close: the
+ * client gets system-shutdown, <close/> and the Close; the instance's
+ * shutdown completes only once that WebSocket is closed (after its
+ * close timeout), never while its stream is still on the context. */
+typedef struct shut {
+  wsc *c;
+  int *down;
+} shut;
+
+static int ended_or_down(void *ud) {
+  shut *sd = ud;
+
+  return sd->c->ended || *sd->down;
+}
+
+static void test_shutdown_silent_client(void) {
+  world w;
+  wsc c;
+  shut sd;
+  int down = 0;
+
+  world_start(&w);
+  REQUIRE(c_open(&c, &w, "/ws/") == 101);
+  REQUIRE(ws_login(&c, AUTH_ALICE, "silent"));
+  xcm_test_cm_shutdown(w.w.cm, 1000, &down);
+  CHECK(wait_close(&c) != 0);
+  CHECK(strstr(c.msgs.data, "system-shutdown") != NULL);
+  CHECK(strstr(c.msgs.data, "<close xmlns=\"" FR "\"/>") != NULL);
+  /* Our client reads on and never sends its Close: the server closes
+   * the connection after its close timeout, and only then may the
+   * shutdown finish (its context closes a turn of the loop later). */
+  sd.c = &c;
+  sd.down = &down;
+  CHECK(xcm_test_run_until(&w.w.loop, ended_or_down, &sd, 15000));
+  CHECK(c.ended);
+  CHECK_INT(down, 0);
+  c_free(&c);
+  xcm__tls_config_unref(w.client_tls);
+  xcm__ctx_close(&w.ctx, ctx_closed);
+  CHECK(xcm_test_run_until(&w.w.loop, is_set, &w.ctx_closed, WAIT_MS));
+  xcm_test_world_end(&w.w.loop, w.w.cm, w.w.kit, &down);
+}
+
 /* What an idle, logged-in session costs the CM, over WebSocket and over
  * TCP: the heap of the instance (its allocator) divided by sessions. */
 #define IDLE_N 20
@@ -665,6 +708,7 @@ static const xcm_test tests[] = {
     {"binary", test_binary},
     {"stream_error", test_stream_error},
     {"wss_secure", test_wss_secure},
+    {"shutdown_silent_client", test_shutdown_silent_client},
     {"idle_footprint", test_idle_footprint},
 };
 

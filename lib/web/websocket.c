@@ -40,6 +40,7 @@
 #define WS_TRY_AGAIN 1013
 
 typedef struct wsc {
+  xcm_cm *cm; /* held (xcm__cm_hold) until the xcm_ws is closed */
   xcm_ctx *ctx;
   xcm_ws *ws;
   xcm_client *client; /* NULL before attach and after t.close */
@@ -103,9 +104,13 @@ static void ws_closed(void *ud) {
   /* The WebSocket went without cb.end (a close we asked for while the
    * client was still on it cannot happen: only t.close asks). Kept for
    * safety: the client must not outlive its transport. */
+  xcm_cm *cm = w->cm;
+
   if (w->client != NULL)
     xcm__client_msg_end(w->client, XCM_ECLOSED);
   xcm__free(w->ctx->alloc, w);
+  /* Last: a shutdown may close the context now. */
+  xcm__cm_release(cm);
 }
 
 static const xcm_ws_cb ws_cb = {ws_message, ws_end, ws_drain, ws_closed};
@@ -113,8 +118,9 @@ static const xcm_ws_cb ws_cb = {ws_message, ws_end, ws_drain, ws_closed};
 /* ---- the upgrade -----------------------------------------------------------
  */
 
+/* A stream no xcm_ws could take: it holds the instance until closed. */
 static void orphan_closed(void *ud) {
-  (void)ud;
+  xcm__cm_release(ud);
 }
 
 static const xcm_stream_cb orphan_cb = {NULL, NULL, NULL, NULL, orphan_closed};
@@ -148,9 +154,13 @@ void xcm__web_websocket(void *ud, xcm_http_conn *conn,
   lim.max_message = wl->max_stanza + 1024;
   lim.high_water = WS_HIGH_WATER;
   lim.low_water = WS_LOW_WATER;
+  /* The WebSocket may outlive its client (the close handshake waits for
+   * the peer's Close): the instance's context must outlive it. */
+  w->cm = wl->cm;
+  xcm__cm_hold(w->cm);
   err = xcm__ws_new(&w->ws, wl->ctx, s, early, early_len, &lim, &ws_cb, w);
   if (err != 0) {
-    xcm__stream_set_cb(s, &orphan_cb, NULL);
+    xcm__stream_set_cb(s, &orphan_cb, wl->cm);
     xcm__stream_close(s);
     xcm__free(wl->ctx->alloc, w);
     return;
