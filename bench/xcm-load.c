@@ -15,8 +15,15 @@
  *            waiting mid-stanza costs the CM; "ready" counts those
  *            waiting).
  *
+ * With --websocket PATH every client speaks RFC 7395 instead: an HTTP
+ * upgrade to PATH with the xmpp subprotocol, then one masked text frame
+ * per element (<open/> for the stream header) and one message per
+ * element back; the messages go to the same stream reader behind a
+ * stream header of its own (scenarios idle, flood and latency).
+ *
  * Prints one JSON line of results. Everything runs on one libuv loop in
  * one thread; it parses with libxcm's own stream reader. */
+#define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <signal.h>
 #include <inttypes.h>
@@ -48,10 +55,12 @@ typedef struct opts {
                              unless idle, every one received messages */
   int body;               /* body bytes per message */
   const char *ready_file; /* created once every client is logged in */
+  const char *ws_path;    /* RFC 7395 over a WebSocket at this path */
 } opts;
 
 enum cstate {
   C_CONNECTING,
+  C_UPGRADE, /* --websocket: the 101 not read yet */
   C_STREAM1,
   C_AUTH,
   C_STREAM2,
@@ -75,6 +84,7 @@ struct client {
   xcm_buf out;        /* queued this loop turn, written before the next poll */
   client *next_dirty; /* on B.dirty while out holds bytes */
   int dirty;
+  xcm_buf in; /* --websocket: a frame or response not whole yet */
 };
 
 typedef struct bench {
@@ -121,7 +131,7 @@ static void on_written(uv_write_t *w, int status) {
 /* What a client sends in one loop turn goes out in one write, as a real
  * client's would: a system call per message made the generator, not the
  * CM, the limit of the flood. */
-static void send_str(client *c, const char *s, size_t len) {
+static void send_raw(client *c, const char *s, size_t len) {
   if (xcm__buf_append(&c->out, s, len) != 0) {
     fail_client(c, "out of memory");
     return;
@@ -131,6 +141,45 @@ static void send_str(client *c, const char *s, size_t len) {
     c->next_dirty = B.dirty;
     B.dirty = c;
   }
+}
+
+/* One unit of the stream: as it is on TCP, one masked text frame on a
+ * WebSocket (a fixed mask: the server only checks that there is one). */
+static void send_str(client *c, const char *s, size_t len) {
+  static const unsigned char key[4] = {0x12, 0x34, 0x56, 0x78};
+  unsigned char h[14];
+  size_t n = 0, i, at;
+
+  if (B.o.ws_path == NULL) {
+    send_raw(c, s, len);
+    return;
+  }
+  h[n++] = 0x81;
+  if (len < 126) {
+    h[n++] = (unsigned char)(0x80 | len);
+  } else if (len < 65536) {
+    h[n++] = 0x80 | 126;
+    h[n++] = (unsigned char)(len >> 8);
+    h[n++] = (unsigned char)len;
+  } else {
+    h[n++] = 0x80 | 127;
+    for (i = 0; i < 8; i++)
+      h[n++] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+  }
+  memcpy(h + n, key, 4);
+  n += 4;
+  send_raw(c, (const char *)h, n);
+  at = c->out.len;
+  send_raw(c, s, len);
+  if (c->out.len == at + len)
+    for (i = 0; i < len; i++)
+      c->out.data[at + i] ^= (char)key[i % 4];
+}
+
+/* Stanzas on a WebSocket are documents of their own: they name their
+ * namespace. */
+static const char *ns(void) {
+  return B.o.ws_path != NULL ? " xmlns='jabber:client'" : "";
 }
 
 static void flush_client(client *c) {
@@ -174,11 +223,21 @@ static void flush_all(uv_prepare_t *p) {
 
 static void send_header(client *c) {
   char h[512];
-  int n = snprintf(h, sizeof h,
-                   "<?xml version='1.0'?><stream:stream "
-                   "xmlns:stream='http://etherx.jabber.org/streams' "
-                   "xmlns='jabber:client' to='%s' version='1.0'>",
-                   B.o.domain);
+  int n;
+
+  if (B.o.ws_path != NULL) {
+    n = snprintf(h, sizeof h,
+                 "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='%s' "
+                 "version='1.0'/>",
+                 B.o.domain);
+    send_str(c, h, (size_t)n);
+    return;
+  }
+  n = snprintf(h, sizeof h,
+               "<?xml version='1.0'?><stream:stream "
+               "xmlns:stream='http://etherx.jabber.org/streams' "
+               "xmlns='jabber:client' to='%s' version='1.0'>",
+               B.o.domain);
   send_str(c, h, (size_t)n);
 }
 
@@ -240,8 +299,8 @@ static void send_message(client *c) {
 
   xcm__buf_reset(&B.out);
   n = snprintf(head, sizeof head,
-               "<message to='%s' type='chat'><body>%" PRIu64 " ", c->peer->jid,
-               uv_hrtime());
+               "<message%s to='%s' type='chat'><body>%" PRIu64 " ", ns(),
+               c->peer->jid, uv_hrtime());
   xcm__buf_append(&B.out, head, (size_t)n);
   for (n = 0; n < B.o.body; n++)
     xcm__buf_append_char(&B.out, 'x');
@@ -331,20 +390,24 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
     return XCM_ECLOSED;
   case C_STREAM2:
     if (strcmp(s->name, "features") == 0) {
-      static const char bind[] =
-          "<iq type='set' id='b'><bind "
-          "xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>";
+      char bind[160];
+      int len = snprintf(bind, sizeof bind,
+                         "<iq%s type='set' id='b'><bind "
+                         "xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>",
+                         ns());
       c->state = C_BIND;
-      send_str(c, bind, sizeof bind - 1);
+      send_str(c, bind, (size_t)len);
     }
     return 0;
   case C_BIND: {
     const xcm_xml_node *bind = n ? xcm__xml_node_child(n, NULL, "bind") : NULL;
     const xcm_xml_node *jid =
         bind ? xcm__xml_node_child(bind, NULL, "jid") : NULL;
-    static const char sess[] =
-        "<iq type='set' id='s'><session "
-        "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>";
+    char sess[160];
+    int len = snprintf(sess, sizeof sess,
+                       "<iq%s type='set' id='s'><session "
+                       "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
+                       ns());
 
     if (jid == NULL || jid->text_len >= sizeof c->jid) {
       fail_client(c, "bind failed");
@@ -353,7 +416,7 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
     memcpy(c->jid, jid->text, jid->text_len);
     c->jid[jid->text_len] = '\0';
     c->state = C_SESSION;
-    send_str(c, sess, sizeof sess - 1);
+    send_str(c, sess, (size_t)len);
     return 0;
   }
   case C_SESSION:
@@ -383,6 +446,106 @@ static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   *buf = uv_buf_init(shared, sizeof shared);
 }
 
+static void feed(client *c, const char *p, size_t left) {
+  size_t consumed;
+
+  while (left > 0 && c->state != C_DEAD) {
+    if (xcm__xml_reader_feed(c->reader, p, left, &consumed) != 0) {
+      fail_client(c, xcm__xml_reader_error_text(c->reader));
+      return;
+    }
+    p += consumed;
+    left -= consumed;
+  }
+}
+
+/* The server's header as the reader knows it from TCP: each RFC 7395
+ * <open/> stands for one, and the elements after it read as its
+ * children. */
+static void feed_header(client *c) {
+  static const char hdr[] =
+      "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' "
+      "xmlns='jabber:client' version='1.0'>";
+
+  feed(c, hdr, sizeof hdr - 1);
+}
+
+static void send_upgrade(client *c) {
+  char req[512];
+  int n = snprintf(req, sizeof req,
+                   "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n"
+                   "Sec-WebSocket-Protocol: xmpp\r\n\r\n",
+                   B.o.ws_path, B.o.host, B.o.port);
+
+  send_raw(c, req, (size_t)n);
+}
+
+/* WebSocket input: the 101 first, then whole frames, each text message
+ * to the reader. What is not whole yet waits in c->in. */
+static void ws_input(client *c, const char *data, size_t len) {
+  size_t off = 0;
+
+  if (xcm__buf_append(&c->in, data, len) != 0) {
+    fail_client(c, "out of memory");
+    return;
+  }
+  if (c->state == C_UPGRADE) {
+    const char *e = memmem(c->in.data, c->in.len, "\r\n\r\n", 4);
+
+    if (e == NULL)
+      return;
+    if (c->in.len < 12 || memcmp(c->in.data, "HTTP/1.1 101", 12) != 0) {
+      fail_client(c, "the WebSocket upgrade was refused");
+      return;
+    }
+    off = (size_t)(e - c->in.data) + 4;
+    c->state = C_STREAM1;
+    send_header(c);
+  }
+  while (c->state != C_DEAD) {
+    const unsigned char *p = (const unsigned char *)c->in.data + off;
+    size_t avail = c->in.len - off, hl = 2, i;
+    uint64_t flen;
+
+    if (avail < 2)
+      break;
+    flen = p[1] & 0x7f;
+    if (flen == 126) {
+      if (avail < 4)
+        break;
+      flen = (uint64_t)p[2] << 8 | p[3];
+      hl = 4;
+    } else if (flen == 127) {
+      if (avail < 10)
+        break;
+      for (flen = 0, i = 0; i < 8; i++)
+        flen = flen << 8 | p[2 + i];
+      hl = 10;
+    }
+    if (avail < hl + flen)
+      break;
+    off += hl + (size_t)flen;
+    if ((p[0] & 0xf) == 8) {
+      fail_client(c, "the server closed the WebSocket");
+      break;
+    }
+    if ((p[0] & 0xf) != 1)
+      continue;
+    if (flen >= 5 && memcmp(p + hl, "<open", 5) == 0)
+      feed_header(c);
+    else if (flen >= 6 && memcmp(p + hl, "<close", 6) == 0)
+      fail_client(c, "the server closed the stream");
+    else
+      feed(c, (const char *)p + hl, (size_t)flen);
+  }
+  xcm__buf_consume(&c->in, off);
+  if (c->in.len == 0)
+    xcm__buf_free(&c->in);
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   client *c = st->data;
   const char *p = buf->base;
@@ -390,6 +553,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
 
   if (n < 0) {
     fail_client(c, uv_strerror((int)n));
+    return;
+  }
+  if (B.o.ws_path != NULL) {
+    ws_input(c, p, (size_t)n);
+    xcm__xml_reader_shrink(c->reader);
     return;
   }
   left = (size_t)n;
@@ -415,8 +583,13 @@ static void on_connected(uv_connect_t *req, int status) {
     }
     return;
   }
-  c->state = C_STREAM1;
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  if (B.o.ws_path != NULL) {
+    c->state = C_UPGRADE;
+    send_upgrade(c);
+    return;
+  }
+  c->state = C_STREAM1;
   send_header(c);
 }
 
@@ -576,7 +749,7 @@ static void usage(void) {
           "  [--login-rate R] [--mech PLAIN|ANONYMOUS] [--user-prefix U]\n"
           "  [--scenario idle|flood|latency|half] [--duration S] [--window W]\n"
           "  [--rate MSGS_PER_S] [--body BYTES] [--spread] [--tap]\n"
-          "  [--ready-file PATH]\n");
+          "  [--ready-file PATH] [--websocket PATH]\n");
   exit(2);
 }
 
@@ -635,6 +808,8 @@ int main(int argc, char **argv) {
       B.o.msg_rate = atoi(v);
     else if (strcmp(a, "--body") == 0)
       B.o.body = atoi(v);
+    else if (strcmp(a, "--websocket") == 0)
+      B.o.ws_path = v;
     else
       usage();
   }
@@ -652,6 +827,7 @@ int main(int argc, char **argv) {
   for (i = 0; i < B.o.clients; i++) {
     B.clients[i].index = i;
     xcm__buf_init(&B.clients[i].out, NULL);
+    xcm__buf_init(&B.clients[i].in, NULL);
   }
   uv_prepare_init(B.loop, &B.flusher);
   uv_prepare_start(&B.flusher, flush_all);

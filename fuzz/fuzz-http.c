@@ -176,7 +176,8 @@ static void bosh_closed(void *ud) {
 
 static void bosh_start(void) {
   xcm_bosh_cfg bc;
-  xcm_http_handlers h = {h_websocket, NULL, NULL, &cur};
+  /* The handlers' ud is the BOSH layer's: no WebSocket here (404). */
+  xcm_http_handlers h = {NULL, NULL, NULL, NULL};
 
   memset(&bc, 0, sizeof bc);
   bc.wait = 60;

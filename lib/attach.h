@@ -17,6 +17,13 @@
 int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
                        const char *peer, xcm_client **out);
 
+/* A connection the instance does not see as a handle (a WebSocket
+ * closing after its client is gone) holds it: a shutdown closes the
+ * context only once every hold is released. Release exactly once, from
+ * the loop, after the connection's last handle is closed. */
+void xcm__cm_hold(xcm_cm *cm);
+void xcm__cm_release(xcm_cm *cm);
+
 /* Bytes the BOSH session sid holds now on any listener, its client and
  * the requests it holds with their HTTP connections included; 0 for no
  * such session. For tests and the benchmark (lib/web/bosh.h). */

@@ -19,6 +19,7 @@
 #include "upstream/pool.h"
 #include "util/alloc.h"
 #include "util/sized.h"
+#include "web/web.h"
 #include "xml/reader.h"
 
 _Static_assert(XCM_COND_COUNT_ <= XCM_STATS_MAX_COND,
@@ -55,7 +56,7 @@ typedef struct listener {
   xcm_http_cfg *http_cfg;
   xcm_http_server *http;
   char *public_url;
-  xcm_bosh *bosh; /* its BOSH sessions, when it has a BOSH path */
+  xcm_web_listener web; /* the ud of its web layers' handlers */
 } listener;
 
 struct xcm_cm {
@@ -73,7 +74,8 @@ struct xcm_cm {
   unsigned nlisteners;
   int started;
   int stopping;
-  int open_handles; /* listeners' handles, the two timers, the pool */
+  int open_handles; /* listeners' handles, the two timers, the pool, and
+                       the holds of web connections (attach.h) */
   uv_timer_t drain;
   unsigned drain_ms;
   xcm_shutdown_fn shutdown_cb;
@@ -410,7 +412,7 @@ static void http_free(listener *l) {
   const xcm_allocator *a = l->cm->ctx.alloc;
 
   xcm__http_server_free(l->http);
-  xcm__bosh_free(l->bosh);
+  xcm__bosh_free(l->web.bosh);
   if (l->http_cfg != NULL)
     xcm__http_cfg_free(l->http_cfg, a);
   xcm__free(a, l->http_cfg);
@@ -431,10 +433,8 @@ static int bosh_attach(void *ud, const xcm_msg_transport *t, const char *peer,
 
 /* BOSH on an HTTP listener (lib/web/bosh.h), from lo's bosh_* fields
  * (checked by xcm__listen_options_resolve). */
-static int bosh_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
-                     xcm_http_handlers *h) {
+static int bosh_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo) {
   xcm_bosh_cfg bc;
-  int err;
 
   memset(&bc, 0, sizeof bc);
   bc.wait = lo->bosh_wait;
@@ -446,10 +446,7 @@ static int bosh_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
   bc.max_per_address = lo->bosh_max_per_address;
   bc.max_child = cm->opt.max_stanza;
   bc.max_depth = l->cfg.max_depth + 1;
-  err = xcm__bosh_new(&l->bosh, &cm->ctx, &bc, bosh_attach, l);
-  if (err == 0)
-    xcm__bosh_handlers(l->bosh, h);
-  return err;
+  return xcm__bosh_new(&l->web.bosh, &cm->ctx, &bc, bosh_attach, l);
 }
 
 /* The HTTP side of a listener (lib/http/): settings from lo, checked
@@ -490,13 +487,22 @@ static int http_init(xcm_cm *cm, listener *l, const xcm_listen_options *lo,
   err = xcm__http_server_new(&l->http, &cm->ctx, hc);
   if (err != 0)
     return err;
-  /* Each layer registers its handlers here (lib/http/http.h); a request
-   * for a layer that did not is answered 404. */
+  /* The web layers (lib/web/), each with its handlers; the listener
+   * joins the instance as listener cm->nlisteners. */
+  l->web.cm = cm;
+  l->web.ctx = &cm->ctx;
+  l->web.index = cm->nlisteners;
+  l->web.max_stanza = cm->opt.max_stanza;
+  l->web.max_out = cm->opt.max_client_out;
   memset(&h, 0, sizeof h);
+  h.ud = &l->web;
+  h.websocket = xcm__web_websocket; /* web/websocket.c */
   if (hc->bosh_path[0] != '\0') {
-    err = bosh_init(cm, l, lo, &h);
+    err = bosh_init(cm, l, lo);
     if (err != 0)
       return err;
+    h.bosh = xcm__web_bosh; /* web/bosh.c */
+    h.gone = xcm__web_bosh_gone;
   }
   xcm__http_server_set_handlers(l->http, &h);
   return 0;
@@ -729,8 +735,8 @@ size_t xcm__cm_bosh_footprint(const xcm_cm *cm, const char *sid) {
   unsigned i;
 
   for (i = 0; i < cm->nlisteners && n == 0; i++)
-    if (cm->listeners[i]->bosh != NULL)
-      n = xcm__bosh_session_footprint(cm->listeners[i]->bosh, sid);
+    if (cm->listeners[i]->web.bosh != NULL)
+      n = xcm__bosh_session_footprint(cm->listeners[i]->web.bosh, sid);
   return n;
 }
 
@@ -785,6 +791,14 @@ static void handle_closed(xcm_cm *cm) {
   if (--cm->open_handles > 0 || !cm->stopping)
     return;
   xcm__ctx_close(&cm->ctx, ctx_closed);
+}
+
+void xcm__cm_hold(xcm_cm *cm) {
+  cm->open_handles++;
+}
+
+void xcm__cm_release(xcm_cm *cm) {
+  handle_closed(cm);
 }
 
 static void pool_closed(void *ud) {
@@ -865,9 +879,9 @@ int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms, xcm_shutdown_fn cb,
   /* BOSH sessions end with their connections: nothing could carry a
    * stream error to them. */
   for (unsigned i = 0; i < cm->nlisteners; i++)
-    if (cm->listeners[i]->bosh != NULL) {
+    if (cm->listeners[i]->web.bosh != NULL) {
       cm->open_handles++;
-      xcm__bosh_close(cm->listeners[i]->bosh, http_closed, cm);
+      xcm__bosh_close(cm->listeners[i]->web.bosh, http_closed, cm);
     }
   /* HTTP connections not yet handed to a session end now. */
   for (unsigned i = 0; i < cm->nlisteners; i++)
@@ -996,6 +1010,10 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.proxy_headers_refused = c->proxy_headers_refused;
   st.sessions_drained = cm->sessions_drained;
   st.proxy_untrusted = c->proxy_untrusted;
+  st.sessions_tcp_now = c->clients_kind_now[XCM_TRANSPORT_TCP];
+  st.sessions_websocket_now = c->clients_kind_now[XCM_TRANSPORT_WEBSOCKET];
+  st.sessions_bosh_now = c->clients_kind_now[XCM_TRANSPORT_BOSH];
+  st.sessions_custom_now = c->clients_kind_now[XCM_TRANSPORT_CUSTOM];
   for (unsigned i = 0; i < cm->nlisteners; i++) {
     const xcm_http_counters *h;
 
@@ -1010,8 +1028,9 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
     st.http_header_timeouts += h->header_timeouts;
     st.http_idle_timeouts += h->idle_timeouts;
     st.http_requests_refused += h->errors;
-    if (cm->listeners[i]->bosh != NULL) {
-      const xcm_bosh_counters *b = xcm__bosh_counters(cm->listeners[i]->bosh);
+    if (cm->listeners[i]->web.bosh != NULL) {
+      const xcm_bosh_counters *b =
+          xcm__bosh_counters(cm->listeners[i]->web.bosh);
 
       st.bosh_sessions_now += b->now;
       st.bosh_sessions_created += b->created;

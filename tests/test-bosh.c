@@ -389,6 +389,7 @@ static void test_login_chat_terminate(void) {
   bosh_open(&a, &w, http_port);
   REQUIRE(bosh_login(&a, "alice", "web"));
   CHECK_INT(stats(&w).bosh_sessions_now, 1);
+  CHECK_INT(stats(&w).sessions_bosh_now, 1);
   CHECK(xcm_testkit_jid_state(w.kit, "alice@example.test/web") == 2);
 
   bosh_clear(&a);

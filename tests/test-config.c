@@ -660,6 +660,66 @@ static void test_listeners(void) {
   xcmd_config_free(&cfg);
 }
 
+/* HTTP listeners: web clients (BOSH, WebSocket) in xcmd's own format. */
+static void test_http_listeners(void) {
+  const char *text = MINIMAL "[listener]\n"
+                             "http = yes\n"
+                             "[listener]\n"
+                             "http = yes\n"
+                             "host = ::\n"
+                             "cert = /c.pem\n"
+                             "key = /k.pem\n"
+                             "http_bosh_path = /bosh\n"
+                             "http_ws_paths = /ws/\n"
+                             "http_origins = https://chat.example.org\n"
+                             "http_public_url = https://chat.example.org\n"
+                             "http_max_header = 16k\n"
+                             "http_max_body = 128k\n"
+                             "http_max_connections = 500\n"
+                             "http_max_per_address = unlimited\n"
+                             "http_header_timeout = 5s\n"
+                             "http_idle_timeout = 2m\n";
+  static const char *const bad[] = {
+      MINIMAL "[listener]\nport = 5280\nhttp_ws_paths = /ws/\n",
+      MINIMAL "[listener]\nhttp = yes\ncert = /c.pem\nkey = /k.pem\n"
+              "direct_tls = yes\n",
+      MINIMAL "[listener]\nhttp = yes\nhttp_max_header = 10\n",
+      MINIMAL "[listener]\nhttp = maybe\n",
+  };
+  xcmd_config cfg;
+  char err[512];
+  unsigned i;
+
+  if (!CHECK_INT(parse(text, &cfg, err, sizeof(err)), 0)) {
+    xcm_test_note("%s", err);
+    return;
+  }
+  REQUIRE(cfg.nlisteners == 3);
+  CHECK_INT(cfg.listeners[1].http, 1);
+  CHECK_INT(cfg.listeners[1].port, 5280);
+  CHECK(cfg.listeners[1].cert_file == NULL);
+  CHECK_INT(cfg.listeners[2].port, 5281);
+  CHECK_STR(cfg.listeners[2].cert_file, "/c.pem");
+  CHECK_STR(cfg.listeners[2].http_bosh_path, "/bosh");
+  CHECK_STR(cfg.listeners[2].http_ws_paths, "/ws/");
+  CHECK_STR(cfg.listeners[2].http_origins, "https://chat.example.org");
+  CHECK_STR(cfg.listeners[2].http_public_url, "https://chat.example.org");
+  CHECK_INT(cfg.listeners[2].http_max_header, 16384);
+  CHECK_INT(cfg.listeners[2].http_max_body, 131072);
+  CHECK_INT(cfg.listeners[2].http_max_connections, 500);
+  CHECK_INT(cfg.listeners[2].http_max_per_address, XCM_UNLIMITED);
+  CHECK_INT(cfg.listeners[2].http_header_timeout_ms, 5000);
+  CHECK_INT(cfg.listeners[2].http_idle_timeout_ms, 120000);
+  xcmd_config_free(&cfg);
+  for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int ok = CHECK_INT(parse(bad[i], &cfg, err, sizeof(err)), XCM_ECONFIG);
+
+    if (!ok)
+      xcmd_config_free(&cfg);
+    TRIED("bad-configs", ok);
+  }
+}
+
 static void test_max_listeners(void) {
   char text[4096];
   size_t len;
@@ -1016,14 +1076,17 @@ static void test_example_file(void) {
   CHECK_INT(o->rate, 200);
   CHECK_INT(o->max_clients, 50000);
   CHECK_INT(o->max_per_address, 200);
-  REQUIRE(cfg.nlisteners == 3);
+  REQUIRE(cfg.nlisteners == 4);
   CHECK_STR(cfg.listeners[0].host, "::");
   CHECK_INT(cfg.listeners[0].port, 5222);
   CHECK_INT(cfg.listeners[1].direct_tls, 1);
   CHECK_INT(cfg.listeners[1].port, 5223);
   CHECK_STR(cfg.listeners[1].key_file, "/etc/xcmd/tls/example.com.key");
-  CHECK_STR(cfg.listeners[2].host, "127.0.0.1");
-  CHECK_INT(cfg.listeners[2].port, 15222);
+  CHECK_INT(cfg.listeners[2].http, 1);
+  CHECK_INT(cfg.listeners[2].port, 5281);
+  CHECK_STR(cfg.listeners[2].http_origins, "https://chat.example.com");
+  CHECK_STR(cfg.listeners[3].host, "127.0.0.1");
+  CHECK_INT(cfg.listeners[3].port, 15222);
   CHECK_INT(cfg.log_target, XCMD_LOG_SYSLOG);
   CHECK_INT(cfg.metrics_port, 9322);
   CHECK_STR(cfg.pid_file, "/run/xcmd/xcmd.pid");
@@ -1178,9 +1241,18 @@ static const char *const manager_xml_warnings[] = {
     "(xmpp.server.certificate.fingerprint)",
     "manager.xml:58: xmpp.socket.tcp-nodelay: not translated: xcmd does not "
     "set TCP_NODELAY itself",
-    "manager.xml:68: xmpp.httpbind.enabled: BOSH (HTTP binding) is not "
-    "translated: xcmd has no BOSH listener; every xmpp.httpbind.* property "
-    "is ignored",
+    "manager.xml:74: xmpp.httpbind.scriptSyntax.enabled: not translated: the "
+    "HTTP listeners "
+    "keep xcmd's defaults (http_* keys of [listener] in an xcmd.conf)",
+    "manager.xml:78: xmpp.httpbind.client.requests.polling: not translated: "
+    "the HTTP listeners "
+    "keep xcmd's defaults (http_* keys of [listener] in an xcmd.conf)",
+    "manager.xml:79: xmpp.httpbind.client.requests.max: not translated: the "
+    "HTTP listeners "
+    "keep xcmd's defaults (http_* keys of [listener] in an xcmd.conf)",
+    "manager.xml:81: xmpp.httpbind.client.idle: not translated: the HTTP "
+    "listeners "
+    "keep xcmd's defaults (http_* keys of [listener] in an xcmd.conf)",
     "manager.xml:85: xmpp.audit.active: unknown property, ignored",
 };
 
@@ -1218,14 +1290,21 @@ static void test_manager_xml(void) {
   CHECK_INT(cfg.workers, 4);
   CHECK_INT(cfg.log_level, XCM_LOG_DEBUG);
   CHECK_INT(o->log_level, XCM_LOG_DEBUG);
-  REQUIRE(cfg.nlisteners == 2);
+  REQUIRE(cfg.nlisteners == 4);
   CHECK_STR(cfg.listeners[0].host, "192.0.2.10");
   CHECK_INT(cfg.listeners[0].port, 5222);
   CHECK_INT(cfg.listeners[0].direct_tls, 0);
   CHECK_STR(cfg.listeners[1].host, "192.0.2.10");
   CHECK_INT(cfg.listeners[1].port, 5223);
   CHECK_INT(cfg.listeners[1].direct_tls, 1);
-  CHECK_INT(cfg.cert_wanted, 3);
+  /* xmpp.httpbind: plain HTTP on 7070, HTTPS (--cert) on 7443. */
+  CHECK_STR(cfg.listeners[2].host, "192.0.2.10");
+  CHECK_INT(cfg.listeners[2].port, 7070);
+  CHECK_INT(cfg.listeners[2].http, 1);
+  CHECK_INT(cfg.listeners[3].port, 7443);
+  CHECK_INT(cfg.listeners[3].http, 1);
+  CHECK_INT(cfg.listeners[3].direct_tls, 0);
+  CHECK_INT(cfg.cert_wanted, 1 | 2 | 8);
   CHECK(cfg.listeners[1].cert_file == NULL);
 
   CHECK_INT(cfg.nwarnings, nwant);
@@ -1238,11 +1317,14 @@ static void test_manager_xml(void) {
 
   CHECK_INT(xcmd_config_set_cert(&cfg, NULL, "/k.pem"), XCM_EINVAL);
   CHECK_INT(xcmd_config_set_cert(&cfg, "/c.pem", ""), XCM_EINVAL);
-  CHECK_INT(xcmd_config_set_cert(&cfg, "/c.pem", "/k.pem"), 2);
+  CHECK_INT(xcmd_config_set_cert(&cfg, "/c.pem", "/k.pem"), 3);
   CHECK_STR(cfg.listeners[0].cert_file, "/c.pem");
   CHECK_STR(cfg.listeners[0].key_file, "/k.pem");
   CHECK_STR(cfg.listeners[1].cert_file, "/c.pem");
   CHECK_STR(cfg.listeners[1].key_file, "/k.pem");
+  /* The plain HTTP port stays plain; the secure one is HTTPS. */
+  CHECK(cfg.listeners[2].cert_file == NULL);
+  CHECK_STR(cfg.listeners[3].cert_file, "/c.pem");
   xcmd_config_free(&cfg);
 
   /* The load function tells the formats apart by the first character. */
@@ -1556,6 +1638,7 @@ static const xcm_test tests[] = {
     {"comments", test_comments},
     {"crlf", test_crlf},
     {"listeners", test_listeners},
+    {"http_listeners", test_http_listeners},
     {"max_listeners", test_max_listeners},
     {"errors_values", test_errors_values},
     {"errors_syntax", test_errors_syntax},

@@ -14,7 +14,7 @@
 enum {
   XCMD_MAX_FILE = 1024 * 1024, /* no real configuration comes near */
   XCMD_MAX_VALUE = 4095,
-  XCMD_MAX_KEYS = 64,
+  XCMD_MAX_KEYS = 96,
   XCMD_XML_DEPTH = 16,
   XCMD_XML_PATH = 255,
   XCMD_XML_TEXT = 64 * 1024,
@@ -248,6 +248,28 @@ static const xcmd_key xcmd_keys[] = {
      offsetof(xcm_listen_options, proxy_protocol), 0, 0},
     {XCMD_SEC_LISTENER, "proxy_trusted", XCMD_T_STR,
      offsetof(xcm_listen_options, proxy_trusted), 0, 0},
+    {XCMD_SEC_LISTENER, "http", XCMD_T_BOOL, offsetof(xcm_listen_options, http),
+     0, 0},
+    {XCMD_SEC_LISTENER, "http_bosh_path", XCMD_T_STR,
+     offsetof(xcm_listen_options, http_bosh_path), 0, 0},
+    {XCMD_SEC_LISTENER, "http_ws_paths", XCMD_T_STR,
+     offsetof(xcm_listen_options, http_ws_paths), 0, 0},
+    {XCMD_SEC_LISTENER, "http_origins", XCMD_T_STR,
+     offsetof(xcm_listen_options, http_origins), 0, 0},
+    {XCMD_SEC_LISTENER, "http_public_url", XCMD_T_STR,
+     offsetof(xcm_listen_options, http_public_url), 0, 0},
+    {XCMD_SEC_LISTENER, "http_max_header", XCMD_T_USIZE,
+     offsetof(xcm_listen_options, http_max_header), XCMD_KIB, XCMD_MIB},
+    {XCMD_SEC_LISTENER, "http_max_body", XCMD_T_USIZE,
+     offsetof(xcm_listen_options, http_max_body), XCMD_KIB, 64ULL * XCMD_MIB},
+    {XCMD_SEC_LISTENER, "http_max_connections", XCMD_T_UINT,
+     offsetof(xcm_listen_options, http_max_connections), 1, 10000000},
+    {XCMD_SEC_LISTENER, "http_max_per_address", XCMD_T_UINT,
+     offsetof(xcm_listen_options, http_max_per_address), 1, 10000000},
+    {XCMD_SEC_LISTENER, "http_header_timeout", XCMD_T_MS,
+     offsetof(xcm_listen_options, http_header_timeout_ms), XCMD_SEC, XCMD_HOUR},
+    {XCMD_SEC_LISTENER, "http_idle_timeout", XCMD_T_MS,
+     offsetof(xcm_listen_options, http_idle_timeout_ms), XCMD_SEC, XCMD_DAY},
 
     {XCMD_SEC_LIMITS, "max_stanza_preauth", XCMD_T_SIZE,
      offsetof(xcmd_config, opt.max_stanza_preauth), XCMD_KIB, XCMD_MIB},
@@ -506,7 +528,8 @@ static int xcmd_ini_range(xcmd_ini *st, int k, int rc, unsigned long long v,
 }
 
 /* Limits that "unlimited" switches off (XCM_UNLIMITED in xcm.h); all are
- * unsigned fields of xcm_options. */
+ * unsigned fields of xcm_options, or of xcm_listen_options for an HTTP
+ * listener's connection limits. */
 static int xcmd_may_be_unlimited(const xcmd_key *key) {
   static const char *const names[] = {"max_clients",    "max_per_address",
                                       "header_timeout", "auth_timeout",
@@ -514,6 +537,9 @@ static int xcmd_may_be_unlimited(const xcmd_key *key) {
                                       "rate_bytes"};
   size_t i;
 
+  if (key->section == XCMD_SEC_LISTENER)
+    return strcmp(key->name, "http_max_connections") == 0 ||
+           strcmp(key->name, "http_max_per_address") == 0;
   if (key->section != XCMD_SEC_LIMITS)
     return 0;
   for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -756,6 +782,34 @@ static int xcmd_listener_trusted(xcmd_ini *st, const xcm_listen_options *lo) {
   return 0;
 }
 
+/* The http_* keys mean something only with http = yes; an HTTP
+ * listener with a certificate is HTTPS from the first byte, so
+ * direct_tls has nothing to add there. */
+static int xcmd_listener_http(xcmd_ini *st, const xcm_listen_options *lo) {
+  static const char *const http_keys[] = {
+      "http_bosh_path",       "http_ws_paths",        "http_origins",
+      "http_public_url",      "http_max_header",      "http_max_body",
+      "http_max_connections", "http_max_per_address", "http_header_timeout",
+      "http_idle_timeout"};
+  unsigned i, line;
+
+  if (lo->http) {
+    line = xcmd_line_of(st, XCMD_SEC_LISTENER, "direct_tls");
+    if (lo->direct_tls)
+      return xcmd_key_fail(st, line,
+                           xcmd_known_key(XCMD_SEC_LISTENER, "direct_tls"),
+                           "an HTTP listener with 'cert' is HTTPS from the "
+                           "first byte: leave direct_tls out");
+    return 0;
+  }
+  for (i = 0; i < sizeof http_keys / sizeof http_keys[0]; i++)
+    if ((line = xcmd_line_of(st, XCMD_SEC_LISTENER, http_keys[i])) != 0)
+      return xcmd_key_fail(st, line,
+                           xcmd_known_key(XCMD_SEC_LISTENER, http_keys[i]),
+                           "set without 'http = yes'");
+  return 0;
+}
+
 /* Checks that need a listener's every key, run when its section ends. */
 static int xcmd_listener_done(xcmd_ini *st) {
   unsigned i = st->cfg->nlisteners - 1, j;
@@ -779,6 +833,10 @@ static int xcmd_listener_done(xcmd_ini *st) {
                          "needs 'cert' and 'key'");
   if ((rc = xcmd_listener_trusted(st, lo)) != 0)
     return rc;
+  if ((rc = xcmd_listener_http(st, lo)) != 0)
+    return rc;
+  if (lo->port == 0 && lo->http)
+    lo->port = cert_line != 0 ? 5281 : 5280; /* Prosody's, as clients know */
   if (lo->port == 0)
     lo->port = lo->direct_tls ? 5223 : 5222;
   /* Only the spelling is compared: 0.0.0.0 against 127.0.0.1 on one port
@@ -1602,6 +1660,82 @@ static int xcmd_xml_map_upstream(xcmd_xml *st) {
 }
 
 static int xcmd_xml_listener(xcmd_xml *st, const char *host, int port,
+                             int direct_tls);
+
+/* xmpp.httpbind.*: the Java CM's HTTP binding, on its host, as HTTP
+ * listeners: port.plain as plain HTTP, port.secure as HTTPS with the
+ * certificate of --cert. Both serve BOSH and WebSocket at the paths
+ * clients expect. What has no counterpart is named in a warning. */
+static int xcmd_xml_map_httpbind(xcmd_xml *st) {
+  static const char *const mapped[] = {"xmpp.httpbind.enabled",
+                                       "xmpp.httpbind.port.plain",
+                                       "xmpp.httpbind.port.secure"};
+  xcmd_config *cfg = st->cfg;
+  xcmd_prop *hb, *p;
+  int on = 0, port = 7070, sport = 7443, rc;
+  const char *host = cfg->nlisteners > 0 ? cfg->listeners[0].host : "::";
+  unsigned i, k;
+  long long v;
+
+  if ((hb = xcmd_xml_take(st, "xmpp.httpbind.enabled")) != NULL &&
+      (rc = xcmd_xml_bool(st, hb, &on)) != 0)
+    return rc;
+  if (!on) {
+    /* With the binding off its settings change nothing. */
+    for (i = 0; i < st->nprops; i++)
+      if (strncmp(st->props[i].name, "xmpp.httpbind.", 14) == 0)
+        st->props[i].used = 1;
+    return 0;
+  }
+  if ((p = xcmd_xml_take(st, "xmpp.httpbind.port.plain")) != NULL) {
+    if ((rc = xcmd_xml_int(st, p, 1, 65535, &v)) != 0)
+      return rc;
+    port = (int)v;
+  }
+  if ((p = xcmd_xml_take(st, "xmpp.httpbind.port.secure")) != NULL) {
+    if ((rc = xcmd_xml_int(st, p, 1, 65535, &v)) != 0)
+      return rc;
+    sport = (int)v;
+  }
+  if (port == sport)
+    return xcmd_xml_fail(st, p != NULL ? p->line : 0,
+                         "xmpp.httpbind.port.secure: port %d is the plain "
+                         "port too",
+                         sport);
+  for (i = 0; i < cfg->nlisteners; i++)
+    if (cfg->listeners[i].port == port || cfg->listeners[i].port == sport)
+      return xcmd_xml_fail(st, hb->line,
+                           "xmpp.httpbind: port %d is a client port too",
+                           cfg->listeners[i].port);
+  if (cfg->nlisteners + 2 > XCMD_MAX_LISTENERS)
+    return xcmd_xml_fail(st, hb->line, "xmpp.httpbind: too many listeners");
+  xcmd_xml_listener(st, host, port, 0);
+  cfg->listeners[cfg->nlisteners - 1].http = 1;
+  cfg->cert_wanted &= ~(1u << (cfg->nlisteners - 1));
+  xcmd_xml_listener(st, host, sport, 0);
+  cfg->listeners[cfg->nlisteners - 1].http = 1;
+  for (i = 0; i < st->nprops; i++) {
+    int known = 0;
+
+    if (st->props[i].used ||
+        strncmp(st->props[i].name, "xmpp.httpbind.", 14) != 0)
+      continue;
+    for (k = 0; k < sizeof mapped / sizeof mapped[0]; k++)
+      known |= strcmp(st->props[i].name, mapped[k]) == 0;
+    st->props[i].used = 1;
+    if (known)
+      continue;
+    rc = xcmd_xml_warn(st, st->props[i].line,
+                       "%s: not translated: the HTTP listeners keep xcmd's "
+                       "defaults (http_* keys of [listener] in an xcmd.conf)",
+                       st->props[i].name);
+    if (rc != 0)
+      return rc;
+  }
+  return 0;
+}
+
+static int xcmd_xml_listener(xcmd_xml *st, const char *host, int port,
                              int direct_tls) {
   xcmd_config *cfg = st->cfg;
   xcm_listen_options *lo = &cfg->listeners[cfg->nlisteners];
@@ -1713,8 +1847,8 @@ static int xcmd_xml_map_clients(xcmd_xml *st) {
 
 static int xcmd_xml_map(xcmd_xml *st) {
   xcmd_config *cfg = st->cfg;
-  int httpbind = 0, debug = 0, rc;
-  xcmd_prop *p, *hb;
+  int debug = 0, rc;
+  xcmd_prop *p;
   unsigned i;
   long long v;
 
@@ -1729,20 +1863,7 @@ static int xcmd_xml_map(xcmd_xml *st) {
   }
   if ((rc = xcmd_xml_map_untranslated(st)) != 0)
     return rc;
-  if ((hb = xcmd_xml_take(st, "xmpp.httpbind.enabled")) != NULL &&
-      (rc = xcmd_xml_bool(st, hb, &httpbind)) != 0)
-    return rc;
-  /* With BOSH off its settings change nothing; with it on one warning
-   * covers them all. */
-  for (i = 0; i < st->nprops; i++)
-    if (strncmp(st->props[i].name, "xmpp.httpbind.", 14) == 0)
-      st->props[i].used = 1;
-  if (httpbind &&
-      (rc = xcmd_xml_warn(st, hb->line,
-                          "%s: BOSH (HTTP binding) is not translated: xcmd has "
-                          "no BOSH listener; every xmpp.httpbind.* property is "
-                          "ignored",
-                          hb->name)) != 0)
+  if ((rc = xcmd_xml_map_httpbind(st)) != 0)
     return rc;
   if ((p = xcmd_xml_take(st, "log.debug.enabled")) != NULL) {
     if ((rc = xcmd_xml_bool(st, p, &debug)) != 0)

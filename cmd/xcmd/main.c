@@ -429,7 +429,7 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: xcmd -c FILE [--cert FILE --key FILE]\n"
           "       xcmd --check-config FILE [--cert FILE --key FILE]\n"
-          "       xcmd --demo [--port PORT]\n"
+          "       xcmd --demo [--port PORT] [--http-port PORT]\n"
           "       xcmd --version | --help\n"
           "\n"
           "An XMPP connection manager in front of Openfire.\n"
@@ -441,14 +441,22 @@ static void usage(FILE *out) {
           "                    manager.xml names a Java keystore\n"
           "  --demo            run on a built-in Openfire stand-in: point any\n"
           "                    XMPP client at localhost, domain localhost\n"
-          "  --port PORT       with --demo, the client port (default 5222)\n");
+          "  --port PORT       with --demo, the client port (default 5222)\n"
+          "  --http-port PORT  with --demo, the port for web clients: BOSH\n"
+          "                    at /http-bind/, WebSocket at /ws/ and\n"
+          "                    /xmpp-websocket (default 5280)\n");
 }
 
-static int demo_config(xcmd_config *c, int port) {
+/* The demo: XMPP on loopback, and HTTP for browser clients next to it,
+ * open to pages from any origin (a page opened from a file or another
+ * port): fine on loopback for a demo, never for a real listener. */
+static int demo_config(xcmd_config *c, int port, int http_port) {
   static const char text[] = "[server]\ndomain = localhost\n"
                              "[upstream]\nname = xcmd-demo\n"
                              "secret = demo\nconnections = 2\ntls = off\n"
                              "[listener]\nhost = 127.0.0.1\nport = 5222\n"
+                             "[listener]\nhost = 127.0.0.1\nport = 5280\n"
+                             "http = yes\nhttp_origins = *\n"
                              "[daemon]\nworkers = 1\n";
   char err[512];
 
@@ -458,13 +466,14 @@ static int demo_config(xcmd_config *c, int port) {
     return -1;
   }
   c->listeners[0].port = port;
+  c->listeners[1].port = http_port;
   return 0;
 }
 
 int main(int argc, char **argv) {
   static daemon_state d;
   const char *file = NULL, *cert = NULL, *key = NULL;
-  int check = 0, port = 5222, i, err;
+  int check = 0, port = 5222, http_port = 5280, i, err;
   char msg[1024];
   unsigned n;
 
@@ -502,6 +511,9 @@ int main(int argc, char **argv) {
     } else if (strcmp(a, "--port") == 0 && v) {
       port = atoi(v);
       i++;
+    } else if (strcmp(a, "--http-port") == 0 && v) {
+      http_port = atoi(v);
+      i++;
     } else {
       fprintf(stderr, "xcmd: unknown or incomplete option '%s'\n", a);
       usage(stderr);
@@ -509,7 +521,7 @@ int main(int argc, char **argv) {
     }
   }
   if (d.demo) {
-    if (demo_config(&d.cfg, port) != 0)
+    if (demo_config(&d.cfg, port, http_port) != 0)
       return 1;
   } else if (file == NULL) {
     usage(stderr);
@@ -603,8 +615,10 @@ int main(int argc, char **argv) {
         "demo: point an XMPP client at 127.0.0.1 port %d and log in as "
         "alice@localhost (password alice) or bob@localhost (password bob); "
         "any other name works too. No TLS in the demo: allow plaintext in "
-        "the client. Ctrl-C stops.",
-        port);
+        "the client. Browser clients: WebSocket at "
+        "ws://127.0.0.1:%d/xmpp-websocket, BOSH at "
+        "http://127.0.0.1:%d/http-bind/. Ctrl-C stops.",
+        port, http_port, http_port);
   uv_run(d.main_loop, UV_RUN_DEFAULT);
   for (n = 0; n < d.nworkers; n++)
     uv_thread_join(&d.workers[n].thread);

@@ -200,6 +200,10 @@ static char *render(xcmd_metrics *m, size_t *len) {
     sum.websocket_upgrades += w->stats.websocket_upgrades;
     sum.clients_now += w->stats.clients_now;
     sum.clients_tls_now += w->stats.clients_tls_now;
+    sum.sessions_tcp_now += w->stats.sessions_tcp_now;
+    sum.sessions_websocket_now += w->stats.sessions_websocket_now;
+    sum.sessions_bosh_now += w->stats.sessions_bosh_now;
+    sum.sessions_custom_now += w->stats.sessions_custom_now;
     sum.sessions_authenticated += w->stats.sessions_authenticated;
     sum.stanzas_in += w->stats.stanzas_in;
     sum.stanzas_out += w->stats.stanzas_out;
@@ -221,6 +225,19 @@ static char *render(xcmd_metrics *m, size_t *len) {
       "xcm_connections{transport=\"tls\"} %llu\n",
       (unsigned long long)(sum.clients_now - sum.clients_tls_now),
       (unsigned long long)sum.clients_tls_now);
+  put(&p, &left,
+      "# HELP xcm_sessions Client sessions now, by what carries them (a "
+      "TCP socket, TLS included; a WebSocket; a BOSH session; a custom "
+      "transport).\n"
+      "# TYPE xcm_sessions gauge\n"
+      "xcm_sessions{transport=\"tcp\"} %llu\n"
+      "xcm_sessions{transport=\"websocket\"} %llu\n"
+      "xcm_sessions{transport=\"bosh\"} %llu\n"
+      "xcm_sessions{transport=\"custom\"} %llu\n",
+      (unsigned long long)sum.sessions_tcp_now,
+      (unsigned long long)sum.sessions_websocket_now,
+      (unsigned long long)sum.sessions_bosh_now,
+      (unsigned long long)sum.sessions_custom_now);
   counter(&p, &left, "xcm_clients_accepted_total", "Client connections taken.",
           "counter", sum.clients_accepted);
   counter(&p, &left, "xcm_clients_refused_total",

@@ -20,6 +20,18 @@
 extern "C" {
 #endif
 
+/* What carries a client's stream, for the statistics (xcm_stats'
+ * sessions_*_now): a socket the instance accepted or was given
+ * (xcm_cm_adopt), TLS and zlib included; a WebSocket (RFC 7395); a BOSH
+ * session (XEP-0206); the caller's own transport (xcm_cm_attach). */
+typedef enum xcm_transport_kind {
+  XCM_TRANSPORT_TCP = 0,
+  XCM_TRANSPORT_WEBSOCKET = 1,
+  XCM_TRANSPORT_BOSH = 2,
+  XCM_TRANSPORT_CUSTOM = 3,
+  XCM_TRANSPORT_KIND_COUNT_ /* not a kind: how many there are */
+} xcm_transport_kind;
+
 /* Filled by the caller with .size = sizeof it (it is copied). */
 typedef struct xcm_transport {
   size_t size; /* sizeof the caller's struct */

@@ -343,6 +343,13 @@ typedef struct xcm_stats {
   uint64_t http_idle_timeouts;
   uint64_t http_requests_refused;
   uint64_t websocket_upgrades;
+  /* clients_now by what carries them (xcm_transport_kind): a socket
+   * (TLS and zlib included), a WebSocket, a BOSH session, the caller's
+   * own transport (xcm_cm_attach). They add up to clients_now. */
+  uint64_t sessions_tcp_now;
+  uint64_t sessions_websocket_now;
+  uint64_t sessions_bosh_now;
+  uint64_t sessions_custom_now;
   /* BOSH sessions, all HTTP listeners: open now and created; requests
    * read; answered empty after wait; a repeated rid answered again;
    * sessions ended by inactivity (the client stopped polling); requests

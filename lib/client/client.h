@@ -137,6 +137,10 @@ typedef struct xcm_msg_transport {
   /* Already encrypted (WSS, HTTPS): counts as TLS for the policy's
    * `required`, and STARTTLS is not offered. */
   int secure;
+  /* XCM_TRANSPORT_WEBSOCKET or XCM_TRANSPORT_BOSH, for the per-transport
+   * counts (xcm_stats.sessions_*_now); any other value counts as
+   * custom. */
+  xcm_transport_kind kind;
 } xcm_msg_transport;
 
 /* A client over a message transport (copied), framed as RFC 7395 says.

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "xcm/condition.h"
+#include "xcm/transport.h"
 
 typedef struct xcm_counters {
   uint64_t clients_accepted;
@@ -27,6 +28,8 @@ typedef struct xcm_counters {
   uint64_t reads_shaped;    /* times a client's reads paused for its rate */
   uint64_t proxy_headers_refused; /* no valid PROXY header */
   uint64_t proxy_untrusted;       /* a PROXY listener's untrusted peer */
+  /* clients_now by what carries them (xcm_transport_kind). */
+  uint64_t clients_kind_now[XCM_TRANSPORT_KIND_COUNT_];
 } xcm_counters;
 
 #endif

@@ -16,6 +16,7 @@ struct xcm_session {
   xcm_session *prev, *next;
   struct addr_count *addr;
   void *data; /* the owner's (xcm_cm_session_set_data) */
+  xcm_transport_kind kind;
 };
 
 static void event(xcm_session *s, enum xcm_session_ev ev,
@@ -335,6 +336,7 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
   event(s, XCM__SESSION_CLOSED, end);
   if (xcm__client_secured(s->client))
     t->counters->clients_tls_now--;
+  t->counters->clients_kind_now[s->kind]--;
   xcm__map_remove(&t->by_sid, &s->e);
   xcm__free(t->ctx->alloc, s->jid);
   if (s->up != NULL)
@@ -466,6 +468,12 @@ static int link_session(xcm_sessions *t, xcm_session *s) {
   t->count++;
   t->counters->clients_accepted++;
   t->counters->clients_now = t->count;
+  t->counters->clients_kind_now[s->kind]++;
+  /* A transport encrypted below the client (WSS, HTTPS, a secure custom
+   * one) is secured from the start: cl_secured never runs for it, and
+   * cl_closed counts it out all the same. */
+  if (xcm__client_secured(s->client))
+    t->counters->clients_tls_now++;
   /* A session the API cannot find could not be closed through it. */
   if (err != 0)
     xcm__client_fail(s->client, XCM_COND_RESOURCE_CONSTRAINT, NULL);
@@ -496,6 +504,7 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
   if (s == NULL)
     return XCM_ENOMEM;
   s->table = t;
+  s->kind = XCM_TRANSPORT_CUSTOM;
   err =
       xcm__client_new_custom(&s->client, t->ctx, cfg, tr, peer, &client_cb, s);
   if (err != 0) {
@@ -538,6 +547,10 @@ int xcm__session_attach_msg(xcm_sessions *t, const xcm_client_cfg *cfg,
   }
   s->table = t;
   s->addr = a;
+  s->kind =
+      tr->kind == XCM_TRANSPORT_WEBSOCKET || tr->kind == XCM_TRANSPORT_BOSH
+          ? tr->kind
+          : XCM_TRANSPORT_CUSTOM;
   err = xcm__client_new_msg(&s->client, t->ctx, cfg, tr, peer, &client_cb, s);
   if (err != 0) {
     if (a != NULL)

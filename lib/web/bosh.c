@@ -26,6 +26,7 @@
 #include "util/alloc.h"
 #include "util/map.h"
 #include "web/body.h"
+#include "web/web.h"
 #include "xcm/error.h"
 #include "xml/writer.h"
 
@@ -857,11 +858,13 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
   s->idle_since = now(b);
   xcm__buf_init(&s->out, b->ctx->alloc);
   s->e.key = s->sid;
+  memset(&t, 0, sizeof t);
   t.send = tr_send;
   t.pause = tr_pause;
   t.close = tr_close;
   t.ud = s;
   t.secure = s->secure;
+  t.kind = XCM_TRANSPORT_BOSH;
   err = xcm__map_put(&b->sessions, &s->e);
   if (err == 0)
     err = b->attach(b->attach_ud, &t, peer, &s->client);
@@ -1080,6 +1083,15 @@ static void bosh_gone(void *ud, xcm_http_conn *conn) {
   bc->tail = NULL;
   if (!bc->flushing)
     bconn_free(bc);
+}
+
+void xcm__web_bosh(void *ud, xcm_http_conn *conn, const xcm_http_request *req,
+                   const char *body, size_t len) {
+  bosh_request(((xcm_web_listener *)ud)->bosh, conn, req, body, len);
+}
+
+void xcm__web_bosh_gone(void *ud, xcm_http_conn *conn) {
+  bosh_gone(((xcm_web_listener *)ud)->bosh, conn);
 }
 
 /* ---- the layer ---------------------------------------------------------- */

@@ -18,7 +18,7 @@ check() {
   if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
     echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
 }
-echo "1..27"
+echo "1..31"
 
 "$xcmd" --version | grep -q '^xcmd [0-9]'
 check $? "--version"
@@ -270,4 +270,75 @@ check $? "drained clients got system-shutdown saying to reconnect" "$(cat "$tmp/
 kill -TERM $up3; wait $up3; rc=$?
 [ $rc -eq 0 ] && grep -q "closes_from_cm=2" "$tmp/up3.out"
 check $? "the upstream saw both sessions closed, no violation" "$(cat "$tmp/up3.out")"
+
+# Web clients: a WebSocket client (tests/e2e/ws_client.py, RFC 7395 on a
+# raw socket) reaches the sessions through an HTTP listener of an
+# xcmd.conf, then through a manager.xml's xmpp.httpbind ports.
+"$upstream" "$tmp/up4" example.test cmsecret >"$tmp/up4.out" &
+up4=$!; pids+=($up4)
+for _ in $(seq 100); do [ -s "$tmp/up4" ] && break; sleep 0.05; done
+wport=$((20000 + RANDOM % 10000))
+cat >"$tmp/web.conf" <<CONF
+[server]
+domain = example.test
+[upstream]
+port = $(cat "$tmp/up4")
+name = cmweb
+secret = cmsecret
+tls = off
+wait = 5s
+[listener]
+host = 127.0.0.1
+port = $wport
+[listener]
+host = 127.0.0.1
+port = $((wport + 1))
+http = yes
+http_ws_paths = /xmpp-websocket
+[daemon]
+workers = 1
+[metrics]
+port = $((wport + 2))
+CONF
+"$xcmd" -c "$tmp/web.conf" 2>"$tmp/web.log" &
+wpid=$!; pids+=($wpid)
+for _ in $(seq 100); do grep -q "is up" "$tmp/web.log" && break; sleep 0.05; done
+out=$($py "$src/tests/e2e/ws_client.py" 127.0.0.1 $((wport + 1)) /xmpp-websocket example.test alice "http://127.0.0.1:$((wport + 2))/metrics" 2>&1); rc=$?
+check $rc "xcmd.conf: a WebSocket client logs in, chats and closes through http = yes" "$(echo "$out" | grep -A3 'not ok'; tail -5 "$tmp/web.log")"
+kill -TERM $wpid; wait $wpid
+check $? "xcmd with an HTTP listener stops cleanly"
+
+hport=$((20000 + RANDOM % 10000))
+cat >"$tmp/manager.xml" <<XML
+<?xml version="1.0" encoding="UTF-8"?>
+<jive>
+  <xmpp>
+    <domain>example.test</domain>
+    <hostname>127.0.0.1</hostname>
+    <port>$(cat "$tmp/up4")</port>
+    <password>cmsecret</password>
+    <manager><name>cmxml</name><connections>1</connections></manager>
+    <socket>
+      <network><interface>127.0.0.1</interface></network>
+      <default><active>true</active><port>$hport</port></default>
+      <ssl><active>false</active></ssl>
+    </socket>
+    <httpbind>
+      <enabled>true</enabled>
+      <port><plain>$((hport + 1))</plain><secure>$((hport + 2))</secure></port>
+      <client><idle>30</idle></client>
+    </httpbind>
+  </xmpp>
+</jive>
+XML
+"$xcmd" -c "$tmp/manager.xml" --cert "$certs/server.pem" --key "$certs/server-key.pem" 2>"$tmp/xml.log" &
+mpid=$!; pids+=($mpid)
+for _ in $(seq 100); do grep -q "is up" "$tmp/xml.log" && break; sleep 0.05; done
+out=$($py "$src/tests/e2e/ws_client.py" 127.0.0.1 $((hport + 1)) /ws/ example.test bob 2>&1); rc=$?
+grep -q "xmpp.httpbind.client.idle: not translated" "$tmp/xml.log" &&
+  grep -q "port $((hport + 2))" "$tmp/xml.log"
+check $? "manager.xml: httpbind becomes HTTP listeners (plain and HTTPS), the rest named in a warning" "$(head -20 "$tmp/xml.log")"
+check $rc "manager.xml: a WebSocket client logs in, chats and closes on xmpp.httpbind.port.plain" "$(echo "$out" | grep -A3 'not ok'; tail -5 "$tmp/xml.log")"
+kill -TERM $mpid; wait $mpid
+kill -TERM $up4; wait $up4
 [ $failed -eq 0 ]
