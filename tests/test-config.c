@@ -678,13 +678,23 @@ static void test_http_listeners(void) {
                              "http_max_connections = 500\n"
                              "http_max_per_address = unlimited\n"
                              "http_header_timeout = 5s\n"
-                             "http_idle_timeout = 2m\n";
+                             "http_idle_timeout = 2m\n"
+                             "bosh_wait = 30s\n"
+                             "bosh_hold = 2\n"
+                             "bosh_requests = 3\n"
+                             "bosh_inactivity = 2m\n"
+                             "bosh_polling = 5s\n"
+                             "bosh_maxpause = 10m\n"
+                             "bosh_max_per_address = unlimited\n";
   static const char *const bad[] = {
       MINIMAL "[listener]\nport = 5280\nhttp_ws_paths = /ws/\n",
       MINIMAL "[listener]\nhttp = yes\ncert = /c.pem\nkey = /k.pem\n"
               "direct_tls = yes\n",
       MINIMAL "[listener]\nhttp = yes\nhttp_max_header = 10\n",
       MINIMAL "[listener]\nhttp = maybe\n",
+      MINIMAL "[listener]\nport = 5280\nbosh_wait = 30s\n",
+      MINIMAL "[listener]\nhttp = yes\nbosh_wait = 1500ms\n",
+      MINIMAL "[listener]\nhttp = yes\nbosh_requests = 9\n",
   };
   xcmd_config cfg;
   char err[512];
@@ -710,6 +720,13 @@ static void test_http_listeners(void) {
   CHECK_INT(cfg.listeners[2].http_max_per_address, XCM_UNLIMITED);
   CHECK_INT(cfg.listeners[2].http_header_timeout_ms, 5000);
   CHECK_INT(cfg.listeners[2].http_idle_timeout_ms, 120000);
+  CHECK_INT(cfg.listeners[2].bosh_wait, 30);
+  CHECK_INT(cfg.listeners[2].bosh_hold, 2);
+  CHECK_INT(cfg.listeners[2].bosh_requests, 3);
+  CHECK_INT(cfg.listeners[2].bosh_inactivity, 120);
+  CHECK_INT(cfg.listeners[2].bosh_polling, 5);
+  CHECK_INT(cfg.listeners[2].bosh_maxpause, 600);
+  CHECK_INT(cfg.listeners[2].bosh_max_per_address, XCM_UNLIMITED);
   xcmd_config_free(&cfg);
   for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     int ok = CHECK_INT(parse(bad[i], &cfg, err, sizeof(err)), XCM_ECONFIG);
@@ -1244,15 +1261,6 @@ static const char *const manager_xml_warnings[] = {
     "manager.xml:74: xmpp.httpbind.scriptSyntax.enabled: not translated: the "
     "HTTP listeners "
     "keep xcmd's defaults (http_* keys of [listener] in an xcmd.conf)",
-    "manager.xml:78: xmpp.httpbind.client.requests.polling: not translated: "
-    "the HTTP listeners "
-    "keep xcmd's defaults (http_* keys of [listener] in an xcmd.conf)",
-    "manager.xml:79: xmpp.httpbind.client.requests.max: not translated: the "
-    "HTTP listeners "
-    "keep xcmd's defaults (http_* keys of [listener] in an xcmd.conf)",
-    "manager.xml:81: xmpp.httpbind.client.idle: not translated: the HTTP "
-    "listeners "
-    "keep xcmd's defaults (http_* keys of [listener] in an xcmd.conf)",
     "manager.xml:85: xmpp.audit.active: unknown property, ignored",
 };
 
@@ -1304,6 +1312,12 @@ static void test_manager_xml(void) {
   CHECK_INT(cfg.listeners[3].port, 7443);
   CHECK_INT(cfg.listeners[3].http, 1);
   CHECK_INT(cfg.listeners[3].direct_tls, 0);
+  /* The BOSH settings that map, on both. */
+  for (i = 2; i < 4; i++) {
+    CHECK_INT(cfg.listeners[i].bosh_polling, 5);
+    CHECK_INT(cfg.listeners[i].bosh_requests, 2);
+    CHECK_INT(cfg.listeners[i].bosh_inactivity, 30);
+  }
   CHECK_INT(cfg.cert_wanted, 1 | 2 | 8);
   CHECK(cfg.listeners[1].cert_file == NULL);
 

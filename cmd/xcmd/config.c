@@ -180,6 +180,7 @@ enum xcmd_type {
   XCMD_T_SIZE,   /* size_t */
   XCMD_T_USIZE,  /* unsigned, a size */
   XCMD_T_MS,     /* unsigned, milliseconds */
+  XCMD_T_SEC,    /* unsigned, whole seconds (BOSH counts in them) */
   XCMD_T_LEVEL,  /* int, XCM_LOG_* */
   XCMD_T_TARGET, /* xcmd_log_target */
   XCMD_T_TLS     /* xcm_upstream_tls */
@@ -270,6 +271,20 @@ static const xcmd_key xcmd_keys[] = {
      offsetof(xcm_listen_options, http_header_timeout_ms), XCMD_SEC, XCMD_HOUR},
     {XCMD_SEC_LISTENER, "http_idle_timeout", XCMD_T_MS,
      offsetof(xcm_listen_options, http_idle_timeout_ms), XCMD_SEC, XCMD_DAY},
+    {XCMD_SEC_LISTENER, "bosh_wait", XCMD_T_SEC,
+     offsetof(xcm_listen_options, bosh_wait), XCMD_SEC, XCMD_HOUR},
+    {XCMD_SEC_LISTENER, "bosh_hold", XCMD_T_UINT,
+     offsetof(xcm_listen_options, bosh_hold), 1, 7},
+    {XCMD_SEC_LISTENER, "bosh_requests", XCMD_T_UINT,
+     offsetof(xcm_listen_options, bosh_requests), 2, 8},
+    {XCMD_SEC_LISTENER, "bosh_inactivity", XCMD_T_SEC,
+     offsetof(xcm_listen_options, bosh_inactivity), XCMD_SEC, XCMD_HOUR},
+    {XCMD_SEC_LISTENER, "bosh_polling", XCMD_T_SEC,
+     offsetof(xcm_listen_options, bosh_polling), XCMD_SEC, XCMD_HOUR},
+    {XCMD_SEC_LISTENER, "bosh_maxpause", XCMD_T_SEC,
+     offsetof(xcm_listen_options, bosh_maxpause), XCMD_SEC, XCMD_DAY},
+    {XCMD_SEC_LISTENER, "bosh_max_per_address", XCMD_T_UINT,
+     offsetof(xcm_listen_options, bosh_max_per_address), 1, 10000000},
 
     {XCMD_SEC_LIMITS, "max_stanza_preauth", XCMD_T_SIZE,
      offsetof(xcmd_config, opt.max_stanza_preauth), XCMD_KIB, XCMD_MIB},
@@ -516,7 +531,7 @@ static int xcmd_ini_range(xcmd_ini *st, int k, int rc, unsigned long long v,
   if (key->type == XCMD_T_SIZE || key->type == XCMD_T_USIZE) {
     xcmd_fmt_size(key->min, lo, sizeof(lo));
     xcmd_fmt_size(key->max, hi, sizeof(hi));
-  } else if (key->type == XCMD_T_MS) {
+  } else if (key->type == XCMD_T_MS || key->type == XCMD_T_SEC) {
     xcmd_fmt_ms(key->min, lo, sizeof(lo));
     xcmd_fmt_ms(key->max, hi, sizeof(hi));
   } else {
@@ -539,7 +554,8 @@ static int xcmd_may_be_unlimited(const xcmd_key *key) {
 
   if (key->section == XCMD_SEC_LISTENER)
     return strcmp(key->name, "http_max_connections") == 0 ||
-           strcmp(key->name, "http_max_per_address") == 0;
+           strcmp(key->name, "http_max_per_address") == 0 ||
+           strcmp(key->name, "bosh_max_per_address") == 0;
   if (key->section != XCMD_SEC_LIMITS)
     return 0;
   for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -616,6 +632,17 @@ static int xcmd_ini_apply(xcmd_ini *st, int k, const char *v, size_t len) {
     if ((rc = xcmd_ini_range(st, k, rc, n, shown)) != 0)
       return rc;
     *(unsigned *)(void *)base = (unsigned)n;
+    return 0;
+  case XCMD_T_SEC:
+    rc = xcmd_parse_ms(v, len, &n);
+    if (rc == -1 || (rc == 0 && n % XCMD_SEC != 0))
+      return xcmd_key_fail(st, st->line, k,
+                           "'%s' is not a whole number of seconds (use e.g. "
+                           "30s, 2m)",
+                           shown);
+    if ((rc = xcmd_ini_range(st, k, rc, n, shown)) != 0)
+      return rc;
+    *(unsigned *)(void *)base = (unsigned)(n / XCMD_SEC);
     return 0;
   case XCMD_T_BOOL:
     if (xcmd_parse_bool(v, &b) != 0)
@@ -786,11 +813,23 @@ static int xcmd_listener_trusted(xcmd_ini *st, const xcm_listen_options *lo) {
  * listener with a certificate is HTTPS from the first byte, so
  * direct_tls has nothing to add there. */
 static int xcmd_listener_http(xcmd_ini *st, const xcm_listen_options *lo) {
-  static const char *const http_keys[] = {
-      "http_bosh_path",       "http_ws_paths",        "http_origins",
-      "http_public_url",      "http_max_header",      "http_max_body",
-      "http_max_connections", "http_max_per_address", "http_header_timeout",
-      "http_idle_timeout"};
+  static const char *const http_keys[] = {"http_bosh_path",
+                                          "http_ws_paths",
+                                          "http_origins",
+                                          "http_public_url",
+                                          "http_max_header",
+                                          "http_max_body",
+                                          "http_max_connections",
+                                          "http_max_per_address",
+                                          "http_header_timeout",
+                                          "http_idle_timeout",
+                                          "bosh_wait",
+                                          "bosh_hold",
+                                          "bosh_requests",
+                                          "bosh_inactivity",
+                                          "bosh_polling",
+                                          "bosh_maxpause",
+                                          "bosh_max_per_address"};
   unsigned i, line;
 
   if (lo->http) {
@@ -1670,6 +1709,22 @@ static int xcmd_xml_map_httpbind(xcmd_xml *st) {
   static const char *const mapped[] = {"xmpp.httpbind.enabled",
                                        "xmpp.httpbind.port.plain",
                                        "xmpp.httpbind.port.secure"};
+  static const struct {
+    const char *prop;
+    size_t off;
+    long long min, max;
+  } bosh[] = {
+      {"xmpp.httpbind.client.requests.wait",
+       offsetof(xcm_listen_options, bosh_wait), 1, 3600},
+      {"xmpp.httpbind.client.requests.polling",
+       offsetof(xcm_listen_options, bosh_polling), 1, 3600},
+      {"xmpp.httpbind.client.requests.max",
+       offsetof(xcm_listen_options, bosh_requests), 2, 8},
+      {"xmpp.httpbind.client.idle",
+       offsetof(xcm_listen_options, bosh_inactivity), 1, 3600},
+      {"xmpp.httpbind.client.maxpause",
+       offsetof(xcm_listen_options, bosh_maxpause), 1, 86400},
+  };
   xcmd_config *cfg = st->cfg;
   xcmd_prop *hb, *p;
   int on = 0, port = 7070, sport = 7443, rc;
@@ -1714,6 +1769,17 @@ static int xcmd_xml_map_httpbind(xcmd_xml *st) {
   cfg->cert_wanted &= ~(1u << (cfg->nlisteners - 1));
   xcmd_xml_listener(st, host, sport, 0);
   cfg->listeners[cfg->nlisteners - 1].http = 1;
+  /* The Java CM's (and Openfire's) BOSH settings, in seconds as
+   * bosh_* are, on both listeners. */
+  for (k = 0; k < sizeof bosh / sizeof bosh[0]; k++) {
+    if ((p = xcmd_xml_take(st, bosh[k].prop)) == NULL)
+      continue;
+    if ((rc = xcmd_xml_int(st, p, bosh[k].min, bosh[k].max, &v)) != 0)
+      return rc;
+    for (i = cfg->nlisteners - 2; i < cfg->nlisteners; i++)
+      *(unsigned *)(void *)((char *)&cfg->listeners[i] + bosh[k].off) =
+          (unsigned)v;
+  }
   for (i = 0; i < st->nprops; i++) {
     int known = 0;
 

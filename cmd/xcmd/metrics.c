@@ -198,6 +198,13 @@ static char *render(xcmd_metrics *m, size_t *len) {
     sum.http_idle_timeouts += w->stats.http_idle_timeouts;
     sum.http_requests_refused += w->stats.http_requests_refused;
     sum.websocket_upgrades += w->stats.websocket_upgrades;
+    sum.bosh_sessions_created += w->stats.bosh_sessions_created;
+    sum.bosh_requests += w->stats.bosh_requests;
+    sum.bosh_empty_answers += w->stats.bosh_empty_answers;
+    sum.bosh_repeated_rids += w->stats.bosh_repeated_rids;
+    sum.bosh_inactivity_ends += w->stats.bosh_inactivity_ends;
+    sum.bosh_requests_refused += w->stats.bosh_requests_refused;
+    sum.bosh_refused_address_limit += w->stats.bosh_refused_address_limit;
     sum.clients_now += w->stats.clients_now;
     sum.clients_tls_now += w->stats.clients_tls_now;
     sum.sessions_tcp_now += w->stats.sessions_tcp_now;
@@ -300,6 +307,31 @@ static char *render(xcmd_metrics *m, size_t *len) {
   counter(&p, &left, "xcm_websocket_upgrades_total",
           "WebSocket handshakes accepted (101).", "counter",
           sum.websocket_upgrades);
+  counter(&p, &left, "xcm_bosh_sessions_created_total",
+          "BOSH sessions created (xcm_sessions{transport=\"bosh\"} has "
+          "those open now).",
+          "counter", sum.bosh_sessions_created);
+  counter(&p, &left, "xcm_bosh_requests_total", "BOSH requests read.",
+          "counter", sum.bosh_requests);
+  counter(&p, &left, "xcm_bosh_empty_answers_total",
+          "BOSH requests answered empty after wait (or displaced by a "
+          "newer one beyond hold).",
+          "counter", sum.bosh_empty_answers);
+  counter(&p, &left, "xcm_bosh_repeated_rids_total",
+          "BOSH requests that repeated a rid, answered again.", "counter",
+          sum.bosh_repeated_rids);
+  counter(&p, &left, "xcm_bosh_inactivity_ends_total",
+          "BOSH sessions ended because their client stopped sending "
+          "requests (bosh_inactivity).",
+          "counter", sum.bosh_inactivity_ends);
+  counter(&p, &left, "xcm_bosh_requests_refused_total",
+          "BOSH requests refused: unknown sid, rid out of the window, not a "
+          "body, too many at once, polling too often, over "
+          "bosh_max_per_address (also counted apart).",
+          "counter", sum.bosh_requests_refused);
+  counter(&p, &left, "xcm_bosh_refused_address_limit_total",
+          "BOSH sessions refused at bosh_max_per_address.", "counter",
+          sum.bosh_refused_address_limit);
   counter(&p, &left, "xcm_sessions_authenticated_total",
           "Sessions that authenticated.", "counter",
           sum.sessions_authenticated);

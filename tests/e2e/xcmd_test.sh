@@ -18,7 +18,7 @@ check() {
   if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else
     echo "not ok $n - $2"; failed=$((failed + 1)); [ -n "${3:-}" ] && echo "# $3"; fi
 }
-echo "1..31"
+echo "1..33"
 
 "$xcmd" --version | grep -q '^xcmd [0-9]'
 check $? "--version"
@@ -305,6 +305,8 @@ wpid=$!; pids+=($wpid)
 for _ in $(seq 100); do grep -q "is up" "$tmp/web.log" && break; sleep 0.05; done
 out=$($py "$src/tests/e2e/ws_client.py" 127.0.0.1 $((wport + 1)) /xmpp-websocket example.test alice "http://127.0.0.1:$((wport + 2))/metrics" 2>&1); rc=$?
 check $rc "xcmd.conf: a WebSocket client logs in, chats and closes through http = yes" "$(echo "$out" | grep -A3 'not ok'; tail -5 "$tmp/web.log")"
+out=$($py "$src/tests/e2e/bosh_client.py" 127.0.0.1 $((wport + 1)) /http-bind/ example.test bob "http://127.0.0.1:$((wport + 2))/metrics" 2>&1); rc=$?
+check $rc "xcmd.conf: a BOSH client logs in, chats and terminates through http = yes" "$(echo "$out" | grep -A3 'not ok'; tail -5 "$tmp/web.log")"
 kill -TERM $wpid; wait $wpid
 check $? "xcmd with an HTTP listener stops cleanly"
 
@@ -326,7 +328,8 @@ cat >"$tmp/manager.xml" <<XML
     <httpbind>
       <enabled>true</enabled>
       <port><plain>$((hport + 1))</plain><secure>$((hport + 2))</secure></port>
-      <client><idle>30</idle></client>
+      <client><idle>30</idle><requests><wait>20</wait></requests></client>
+      <scriptSyntax><enabled>false</enabled></scriptSyntax>
     </httpbind>
   </xmpp>
 </jive>
@@ -335,10 +338,13 @@ XML
 mpid=$!; pids+=($mpid)
 for _ in $(seq 100); do grep -q "is up" "$tmp/xml.log" && break; sleep 0.05; done
 out=$($py "$src/tests/e2e/ws_client.py" 127.0.0.1 $((hport + 1)) /ws/ example.test bob 2>&1); rc=$?
-grep -q "xmpp.httpbind.client.idle: not translated" "$tmp/xml.log" &&
+grep -q "xmpp.httpbind.scriptSyntax.enabled: not translated" "$tmp/xml.log" &&
+  ! grep -q "xmpp.httpbind.client.idle: not translated" "$tmp/xml.log" &&
   grep -q "port $((hport + 2))" "$tmp/xml.log"
-check $? "manager.xml: httpbind becomes HTTP listeners (plain and HTTPS), the rest named in a warning" "$(head -20 "$tmp/xml.log")"
+check $? "manager.xml: httpbind becomes HTTP listeners (plain and HTTPS) with its BOSH settings, the rest named in a warning" "$(head -20 "$tmp/xml.log")"
 check $rc "manager.xml: a WebSocket client logs in, chats and closes on xmpp.httpbind.port.plain" "$(echo "$out" | grep -A3 'not ok'; tail -5 "$tmp/xml.log")"
+out=$($py "$src/tests/e2e/bosh_client.py" 127.0.0.1 $((hport + 1)) /http-bind/ example.test alice 2>&1); rc=$?
+check $rc "manager.xml: a BOSH client logs in, chats and terminates on xmpp.httpbind.port.plain" "$(echo "$out" | grep -A3 'not ok'; tail -5 "$tmp/xml.log")"
 kill -TERM $mpid; wait $mpid
 kill -TERM $up4; wait $up4
 [ $failed -eq 0 ]
