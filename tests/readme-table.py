@@ -118,6 +118,13 @@ HOSTILE_CLASSES = [
      'fragments, oversized or fragmented control frames, reserved bits and '
      'opcodes, lengths not in their shortest form, bad close codes), each '
      'closed with its status code'),
+    ('bosh-requests', 'BOSH requests that break XEP-0124 or XEP-0206: a rid '
+     'beyond the window, an unknown or ended sid (legacy and 1.6 clients), '
+     'bodies that are not one (unterminated, another root, no or a bad rid, '
+     'data after it, a DTD, a comment, an unbound prefix, over the size '
+     'limit), an element the client may not send, more requests at once '
+     'than allowed, sessions past the per-address limit, a client that '
+     'stops polling'),
     ('fuzz-regressions', 'fuzz regressions replayed (tests/regress/)'),
 ]
 

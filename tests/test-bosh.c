@@ -500,7 +500,7 @@ static void test_rid_window_and_sid(void) {
   post(&a, NULL, NULL);
   CHECK(bosh_wait(&a, "condition=\"item-not-found\"", 5000));
   CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
-  xcm_test_tried("bosh-rid", before);
+  xcm_test_tried("bosh-requests", before);
 
   before = xcm_test_failures();
   bosh_clear(&a);
@@ -511,7 +511,7 @@ static void test_rid_window_and_sid(void) {
   post(&a, NULL, NULL); /* no ver: legacy */
   CHECK(bosh_wait(&a, NULL, 5000));
   CHECK_INT(a.last_status, 404);
-  xcm_test_tried("bosh-sid", before);
+  xcm_test_tried("bosh-requests", before);
   CHECK(stats(&w).bosh_requests_refused >= 3);
   if (stats(&w).bosh_requests_refused < 3)
     xcm_test_note("refused %llu",
@@ -548,7 +548,7 @@ static void test_bad_bodies(void) {
     post_raw(&a, 1, bad[i]);
     CHECK(bosh_wait(&a, NULL, 5000));
     CHECK_INT(a.last_status, 400);
-    xcm_test_tried("bosh-body", before);
+    xcm_test_tried("bosh-requests", before);
   }
   CHECK_INT(stats(&w).bosh_sessions_now, 1);
   {
@@ -564,7 +564,7 @@ static void test_bad_bodies(void) {
     free(big);
     CHECK(bosh_wait(&a, NULL, 5000));
     CHECK_INT(a.last_status, 413);
-    xcm_test_tried("bosh-body", before);
+    xcm_test_tried("bosh-requests", before);
   }
   bosh_close(&a);
   xcm_test_world_stop(&w, 1000);
@@ -590,7 +590,7 @@ static void test_too_many_requests(void) {
   post_rid(&a, 2, rid + 1, NULL, NULL); /* the third under way */
   CHECK(bosh_wait(&a, "condition=\"policy-violation\"", 5000));
   CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
-  xcm_test_tried("bosh-overactivity", before);
+  xcm_test_tried("bosh-requests", before);
   bosh_close(&a);
   xcm_test_world_stop(&w, 1000);
 }
@@ -698,7 +698,7 @@ static void test_inactivity_and_pause(void) {
   CHECK(xcm_test_run_until(&w.loop, alice_gone, w.kit, 5000));
   CHECK(WAIT_STAT(&w, failed_returned, 1));
   CHECK(xcm_testkit_offline_count(w.kit, "alice") >= 1);
-  xcm_test_tried("bosh-inactivity", before);
+  xcm_test_tried("bosh-requests", before);
   /* bob paused, so he is still there, and comes back. */
   CHECK(xcm_testkit_jid_state(w.kit, "bob@example.test/paused") == 2);
   CHECK_INT(stats(&w).bosh_sessions_now, 1);
@@ -764,7 +764,7 @@ static void test_server_terminates(void) {
   post(&b, NULL, "<foo xmlns='urn:example:nope'/>");
   CHECK(bosh_wait(&b, "unsupported-stanza-type", 5000));
   CHECK(strstr(got(&b), "type=\"terminate\"") != NULL);
-  xcm_test_tried("bosh-body", before);
+  xcm_test_tried("bosh-requests", before);
   bosh_close(&a);
   bosh_close(&b);
   xcm_test_world_stop(&w, 1000);
@@ -786,7 +786,7 @@ static void test_per_address(void) {
   post(&c, "to='example.test' wait='60' hold='1' ver='1.6'", NULL);
   CHECK(bosh_wait(&c, "policy-violation", 5000));
   CHECK_INT(stats(&w).bosh_refused_address_limit, 1);
-  xcm_test_tried("bosh-limits", before);
+  xcm_test_tried("bosh-requests", before);
   bosh_close(&a);
   bosh_close(&b);
   bosh_close(&c);
