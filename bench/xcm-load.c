@@ -21,6 +21,16 @@
  * element back; the messages go to the same stream reader behind a
  * stream header of its own (scenarios idle, flood and latency).
  *
+ * With --bosh PATH every client speaks BOSH (XEP-0124, XEP-0206) on one
+ * keep-alive HTTP connection: each element goes in a request of its own
+ * (<body/> with its rid and sid; the creation and the restart are
+ * requests without a child), and whenever no request is under way the
+ * client sends an empty one, which the CM holds until there is
+ * something for it or its wait (60 s) is over: an idle session is a
+ * held request. The children of each answer go to the stream reader
+ * behind a header of its own, as for --websocket (scenario idle; the
+ * others work but pay a request per message).
+ *
  * Prints one JSON line of results. Everything runs on one libuv loop in
  * one thread; it parses with libxcm's own stream reader. */
 #define _GNU_SOURCE /* memmem */
@@ -56,6 +66,7 @@ typedef struct opts {
   int body;               /* body bytes per message */
   const char *ready_file; /* created once every client is logged in */
   const char *ws_path;    /* RFC 7395 over a WebSocket at this path */
+  const char *bosh_path;  /* BOSH at this path */
 } opts;
 
 enum cstate {
@@ -85,6 +96,12 @@ struct client {
   client *next_dirty; /* on B.dirty while out holds bytes */
   int dirty;
   xcm_buf in; /* --websocket: a frame or response not whole yet */
+  /* --bosh: the session, the next rid, requests under way, and whether
+   * the next answer opens a stream (the creation, a restart). */
+  char sid[64];
+  uint64_t rid;
+  int requests;
+  int open_next;
 };
 
 typedef struct bench {
@@ -143,6 +160,36 @@ static void send_raw(client *c, const char *s, size_t len) {
   }
 }
 
+/* One BOSH request on the client's connection: attrs (may be NULL) on
+ * the <body/>, with one child (may be NULL). */
+static void bosh_post(client *c, const char *attrs, const char *child,
+                      size_t len) {
+  char head[512], body[512];
+  int hn, bn;
+
+  bn = snprintf(body, sizeof body,
+                "<body xmlns='http://jabber.org/protocol/httpbind' "
+                "rid='%" PRIu64 "'%s%s%s %s",
+                c->rid++, c->sid[0] ? " sid='" : "", c->sid,
+                c->sid[0] ? "'" : "", attrs != NULL ? attrs : "");
+  hn = snprintf(head, sizeof head,
+                "POST %s HTTP/1.1\r\nHost: %s:%d\r\n"
+                "Content-Type: text/xml; charset=utf-8\r\n"
+                "Content-Length: %zu\r\n\r\n",
+                B.o.bosh_path, B.o.host, B.o.port,
+                (size_t)bn + (child != NULL ? 1 + len + 7 : 2));
+  send_raw(c, head, (size_t)hn);
+  send_raw(c, body, (size_t)bn);
+  if (child != NULL) {
+    send_raw(c, ">", 1);
+    send_raw(c, child, len);
+    send_raw(c, "</body>", 7);
+  } else {
+    send_raw(c, "/>", 2);
+  }
+  c->requests++;
+}
+
 /* One unit of the stream: as it is on TCP, one masked text frame on a
  * WebSocket (a fixed mask: the server only checks that there is one). */
 static void send_str(client *c, const char *s, size_t len) {
@@ -150,6 +197,10 @@ static void send_str(client *c, const char *s, size_t len) {
   unsigned char h[14];
   size_t n = 0, i, at;
 
+  if (B.o.bosh_path != NULL) {
+    bosh_post(c, NULL, s, len);
+    return;
+  }
   if (B.o.ws_path == NULL) {
     send_raw(c, s, len);
     return;
@@ -179,7 +230,8 @@ static void send_str(client *c, const char *s, size_t len) {
 /* Stanzas on a WebSocket are documents of their own: they name their
  * namespace. */
 static const char *ns(void) {
-  return B.o.ws_path != NULL ? " xmlns='jabber:client'" : "";
+  return B.o.ws_path != NULL || B.o.bosh_path != NULL ? " xmlns='jabber:client'"
+                                                      : "";
 }
 
 static void flush_client(client *c) {
@@ -225,6 +277,16 @@ static void send_header(client *c) {
   char h[512];
   int n;
 
+  if (B.o.bosh_path != NULL) {
+    /* The creation, or a restart: the answer opens a stream. */
+    n = snprintf(
+        h, sizeof h, "to='%s' xmlns:xmpp='urn:xmpp:xbosh' xmpp:version='1.0'%s",
+        B.o.domain,
+        c->sid[0] ? " xmpp:restart='true'" : " wait='60' hold='1' ver='1.6'");
+    c->open_next = 1;
+    bosh_post(c, h, NULL, 0);
+    return;
+  }
   if (B.o.ws_path != NULL) {
     n = snprintf(h, sizeof h,
                  "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='%s' "
@@ -483,6 +545,67 @@ static void send_upgrade(client *c) {
   send_raw(c, req, (size_t)n);
 }
 
+/* BOSH input: whole HTTP answers, each body's children to the reader
+ * (behind a header when the answer opens a stream); with no request
+ * left under way, an empty one to be held. */
+static void bosh_input(client *c, const char *data, size_t len) {
+  size_t off = 0;
+
+  if (xcm__buf_append(&c->in, data, len) != 0) {
+    fail_client(c, "out of memory");
+    return;
+  }
+  while (c->state != C_DEAD) {
+    const char *h = c->in.data + off, *e, *cl, *b, *gt, *end;
+    size_t avail = c->in.len - off, blen;
+
+    e = memmem(h, avail, "\r\n\r\n", 4);
+    if (e == NULL)
+      break;
+    cl = memmem(h, (size_t)(e - h), "Content-Length: ", 16);
+    blen = cl != NULL ? strtoul(cl + 16, NULL, 10) : 0;
+    if ((size_t)(e + 4 - h) + blen > avail)
+      break;
+    off += (size_t)(e + 4 - h) + blen;
+    c->requests--;
+    if (avail < 12 || memcmp(h, "HTTP/1.1 200", 12) != 0) {
+      fail_client(c, "a BOSH request was refused");
+      break;
+    }
+    b = e + 4;
+    if (memmem(b, blen, "type=\"terminate\"", 16) != NULL) {
+      fail_client(c, "the server ended the BOSH session");
+      break;
+    }
+    if (c->sid[0] == '\0') {
+      const char *sp = memmem(b, blen, "sid=\"", 5), *q;
+
+      q = sp != NULL ? memchr(sp + 5, '"', blen - (size_t)(sp + 5 - b)) : NULL;
+      if (q == NULL || (size_t)(q - sp - 5) >= sizeof c->sid) {
+        fail_client(c, "no sid in the creation answer");
+        break;
+      }
+      memcpy(c->sid, sp + 5, (size_t)(q - sp - 5));
+      c->sid[q - sp - 5] = '\0';
+    }
+    gt = memchr(b, '>', blen);
+    end = blen >= 7 ? b + blen - 7 : NULL;
+    if (gt != NULL && gt[-1] != '/' && end != NULL &&
+        memcmp(end, "</body>", 7) == 0 && end > gt + 1) {
+      if (c->open_next) {
+        c->open_next = 0;
+        feed_header(c);
+      }
+      feed(c, gt + 1, (size_t)(end - gt - 1));
+    }
+  }
+  xcm__buf_consume(&c->in, off);
+  if (c->in.len == 0)
+    xcm__buf_free(&c->in);
+  if (c->state != C_DEAD && c->requests == 0)
+    bosh_post(c, NULL, NULL, 0);
+}
+
 /* WebSocket input: the 101 first, then whole frames, each text message
  * to the reader. What is not whole yet waits in c->in. */
 static void ws_input(client *c, const char *data, size_t len) {
@@ -560,6 +683,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     xcm__xml_reader_shrink(c->reader);
     return;
   }
+  if (B.o.bosh_path != NULL) {
+    bosh_input(c, p, (size_t)n);
+    xcm__xml_reader_shrink(c->reader);
+    return;
+  }
   left = (size_t)n;
   while (left > 0 && c->state != C_DEAD) {
     if (xcm__xml_reader_feed(c->reader, p, left, &consumed) != 0) {
@@ -589,6 +717,7 @@ static void on_connected(uv_connect_t *req, int status) {
     send_upgrade(c);
     return;
   }
+  c->rid = 1000 + (uint64_t)c->index;
   c->state = C_STREAM1;
   send_header(c);
 }
@@ -749,7 +878,7 @@ static void usage(void) {
           "  [--login-rate R] [--mech PLAIN|ANONYMOUS] [--user-prefix U]\n"
           "  [--scenario idle|flood|latency|half] [--duration S] [--window W]\n"
           "  [--rate MSGS_PER_S] [--body BYTES] [--spread] [--tap]\n"
-          "  [--ready-file PATH] [--websocket PATH]\n");
+          "  [--ready-file PATH] [--websocket PATH] [--bosh PATH]\n");
   exit(2);
 }
 
@@ -810,6 +939,8 @@ int main(int argc, char **argv) {
       B.o.body = atoi(v);
     else if (strcmp(a, "--websocket") == 0)
       B.o.ws_path = v;
+    else if (strcmp(a, "--bosh") == 0)
+      B.o.bosh_path = v;
     else
       usage();
   }

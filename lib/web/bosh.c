@@ -97,11 +97,12 @@ struct session {
   uint64_t idle_since;
   unsigned wait, hold, requests, pause_ms;
   int legacy, acks, secure;
-  char to[256];
-  char authid[64];
-  xcm_buf out; /* units for the next answer */
+  char authid[32]; /* the client's stream id (22 characters) */
+  xcm_buf out;     /* units for the next answer */
   size_t out_units;
-  cached cache[MAX_CACHE];
+  /* Answers kept for a repeated rid: s->requests slots, allocated while
+   * one is kept (memory follows activity). */
+  cached *cache;
   addr_count *addr;
   unsigned busy;          /* processing a request: answers wait */
   unsigned blocked : 1;   /* tr_send said XCM_EAGAIN */
@@ -111,6 +112,7 @@ struct session {
   unsigned failed : 1;    /* ... with an error */
   unsigned ended : 1;     /* off the map; the timer is closing */
   unsigned pausing : 1;   /* answer every held request now */
+  char to[];              /* the domain the client asked for */
 };
 
 struct xcm_bosh {
@@ -212,11 +214,15 @@ static void ready(breq *r, int status, const char *data, size_t len) {
 
 static void cache_put(session *s, uint64_t rid, const char *data, size_t len) {
   const xcm_allocator *a = s->b->ctx->alloc;
-  cached *slot = &s->cache[0];
+  cached *slot;
   unsigned i;
 
-  /* The slot with the lowest rid when all are taken, else a free one. */
-  for (i = 0; i < MAX_CACHE; i++)
+  if (s->cache == NULL &&
+      (s->cache = xcm__calloc(a, s->requests * sizeof(cached))) == NULL)
+    return; /* a repeated rid then gets an empty answer */
+  slot = &s->cache[0];
+  /* A free slot, else the one with the lowest rid. */
+  for (i = 0; i < s->requests; i++)
     if (s->cache[i].data == NULL) {
       slot = &s->cache[i];
       break;
@@ -232,7 +238,7 @@ static void cache_put(session *s, uint64_t rid, const char *data, size_t len) {
 static const cached *cache_get(const session *s, uint64_t rid) {
   unsigned i;
 
-  for (i = 0; i < MAX_CACHE; i++)
+  for (i = 0; s->cache != NULL && i < s->requests; i++)
     if (s->cache[i].data != NULL && s->cache[i].rid == rid)
       return &s->cache[i];
   return NULL;
@@ -241,15 +247,23 @@ static const cached *cache_get(const session *s, uint64_t rid) {
 /* Forget the answers the client says it has (ack), and those too old
  * to be asked for again. */
 static void cache_trim(session *s, uint64_t ack) {
-  unsigned i;
+  unsigned i, kept = 0;
 
-  for (i = 0; i < MAX_CACHE; i++)
+  if (s->cache == NULL)
+    return;
+  for (i = 0; i < s->requests; i++) {
     if (s->cache[i].data != NULL &&
         (s->cache[i].rid <= ack ||
          s->cache[i].rid + s->requests <= s->last_rid)) {
       xcm__free(s->b->ctx->alloc, s->cache[i].data);
       s->cache[i].data = NULL;
     }
+    kept += s->cache[i].data != NULL;
+  }
+  if (kept == 0) {
+    xcm__free(s->b->ctx->alloc, s->cache);
+    s->cache = NULL;
+  }
 }
 
 /* ---- answers ------------------------------------------------------------ */
@@ -691,8 +705,9 @@ static void timer_closed(uv_handle_t *h) {
   xcm_bosh *b = s->b;
   unsigned i;
 
-  for (i = 0; i < MAX_CACHE; i++)
+  for (i = 0; s->cache != NULL && i < s->requests; i++)
     xcm__free(b->ctx->alloc, s->cache[i].data);
+  xcm__free(b->ctx->alloc, s->cache);
   xcm__buf_free(&s->out);
   xcm__free(b->ctx->alloc, s);
   if (--b->timers == 0 && b->closing && b->done != NULL) {
@@ -814,7 +829,7 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
     refuse_req(b, r, 0, "system-shutdown");
     return;
   }
-  if (to == NULL || strlen(to) >= sizeof s->to ||
+  if (to == NULL || strlen(to) > 1023 ||
       parse_uint(xcm__bosh_body_attr(body, XCM_BA_WAIT), 1u << 30, &wait) !=
           0 ||
       (xcm__bosh_body_attr(body, XCM_BA_HOLD) != NULL &&
@@ -828,7 +843,7 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
     refuse_req(b, r, legacy, "policy-violation");
     return;
   }
-  s = xcm__calloc(b->ctx->alloc, sizeof(*s));
+  s = xcm__calloc(b->ctx->alloc, sizeof(*s) + strlen(to) + 1);
   if (s != NULL && b->cfg.fixed_sid != NULL) {
     snprintf(s->sid, sizeof s->sid, "%s", b->cfg.fixed_sid);
     if (xcm__map_get(&b->sessions, s->sid, strlen(s->sid)) != NULL) {
@@ -1167,7 +1182,10 @@ size_t xcm__bosh_session_footprint(const xcm_bosh *b, const char *sid) {
   if (s == NULL)
     return 0;
   n = sizeof(*s) + s->out.cap;
-  for (i = 0; i < MAX_CACHE; i++)
+  n += strlen(s->to) + 1;
+  if (s->cache != NULL)
+    n += s->requests * sizeof(cached);
+  for (i = 0; s->cache != NULL && i < s->requests; i++)
     if (s->cache[i].data != NULL)
       n += s->cache[i].len + 1;
   for (r = s->reqs; r != NULL; r = r->next) {
