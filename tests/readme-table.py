@@ -118,6 +118,9 @@ HOSTILE_CLASSES = [
      'fragments, oversized or fragmented control frames, reserved bits and '
      'opcodes, lengths not in their shortest form, bad close codes), each '
      'closed with its status code'),
+    ('slow-reader', 'a WebSocket client that stops reading while a TCP '
+     'client floods it: dropped past max_client_out, what it did not get '
+     'returned with `<failed/>`, the sender unharmed'),
     ('fuzz-regressions', 'fuzz regressions replayed (tests/regress/)'),
 ]
 
