@@ -66,14 +66,17 @@ typedef struct world {
   xcm_tls_config *client_tls;
 } world;
 
-/* Small only for the test that fills it. */
+/* Small only for the tests that need them so. */
 static size_t max_client_out = 1024 * 1024;
+static unsigned rate = 200, burst = 1000;
 
 static void tune(xcm_options *o, void *ud) {
   (void)ud;
   o->alloc = &counting;
   o->max_stanza = 65536;
   o->max_client_out = max_client_out;
+  o->rate = rate;
+  o->burst = burst;
 }
 
 static void world_start(world *w) {
@@ -664,6 +667,52 @@ static void test_backpressure_out(void) {
   max_client_out = 1024 * 1024;
 }
 
+/* Over its rate a WebSocket client is shaped, not cut: the client
+ * pauses the WebSocket (it stops reading its socket) until the budget
+ * refills, and every message arrives, in order. */
+static void test_backpressure_in(void) {
+  world w;
+  wsc c;
+  xcm_raw bob;
+  unsigned before = xcm_test_failures();
+  int i, ok = 1;
+  const char *prev;
+
+  rate = 50;
+  burst = 10;
+  world_start(&w);
+  REQUIRE(c_open(&c, &w, "/ws/") == 101);
+  REQUIRE(ws_login(&c, AUTH_ALICE, "fast"));
+  REQUIRE(xcm_raw_open(&bob, &w.w.loop, "127.0.0.1", w.w.port, 1));
+  REQUIRE(xcm_raw_login(&bob, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "tcp"));
+  for (i = 0; i < 60; i++) {
+    char m[200];
+
+    snprintf(m, sizeof m,
+             "<message xmlns='jabber:client' to='bob@example.test/tcp' "
+             "type='chat'><body>r%02d</body></message>",
+             i);
+    c_text(&c, m);
+  }
+  CHECK(xcm_raw_wait(&bob, "r59", 20000));
+  for (i = 0, prev = bob.in.data; i < 60 && prev != NULL; i++) {
+    char m[8];
+
+    snprintf(m, sizeof m, "r%02d<", i);
+    prev = strstr(prev, m);
+    ok = ok && prev != NULL;
+  }
+  CHECK(ok);
+  CHECK(stats(&w).reads_shaped >= 1);
+  CHECK_INT(stats(&w).sessions_websocket_now, 1);
+  xcm_test_tried("rate-flood", before);
+  xcm_raw_free(&bob);
+  c_free(&c);
+  world_stop(&w);
+  rate = 200;
+  burst = 1000;
+}
+
 /* A shutdown with a WebSocket client that never answers the Close: the
  * client gets system-shutdown, <close/> and the Close; the instance's
  * shutdown completes only once that WebSocket is closed (after its
@@ -763,6 +812,7 @@ static const xcm_test tests[] = {
     {"stream_error", test_stream_error},
     {"wss_secure", test_wss_secure},
     {"backpressure_out", test_backpressure_out},
+    {"backpressure_in", test_backpressure_in},
     {"shutdown_silent_client", test_shutdown_silent_client},
     {"idle_footprint", test_idle_footprint},
 };
