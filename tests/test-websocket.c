@@ -66,10 +66,17 @@ typedef struct world {
   xcm_tls_config *client_tls;
 } world;
 
+/* Small only for the tests that need them so. */
+static size_t max_client_out = 1024 * 1024;
+static unsigned rate = 200, burst = 1000;
+
 static void tune(xcm_options *o, void *ud) {
   (void)ud;
   o->alloc = &counting;
   o->max_stanza = 65536;
+  o->max_client_out = max_client_out;
+  o->rate = rate;
+  o->burst = burst;
 }
 
 static void world_start(world *w) {
@@ -495,7 +502,7 @@ static void test_wrong_subprotocol(void) {
   CHECK(status != 101 && status >= 400);
   c_free(&c);
   CHECK_INT(stats(&w).clients_now, 0);
-  xcm_test_tried("websocket-handshake", before);
+  xcm_test_tried("malformed-http", before);
   world_stop(&w);
 }
 
@@ -509,7 +516,7 @@ static void test_bad_origin(void) {
                       "https://evil.example"),
             403);
   c_free(&c);
-  xcm_test_tried("websocket-handshake", before);
+  xcm_test_tried("malformed-http", before);
   CHECK_INT(c_open_ex(&c, &w, w.strict_port, 0, "/ws/", "xmpp",
                       "https://good.example"),
             101);
@@ -610,6 +617,102 @@ static void test_wss_secure(void) {
   world_stop(&w);
 }
 
+/* A WebSocket client that stops reading while a TCP client floods it:
+ * the WebSocket's output fills (XCM_EBUSY, the client keeps what
+ * follows), the client goes over max_client_out and is dropped, and
+ * what it did not get goes back to the server as <failed/>; the sender
+ * is not harmed. */
+static int returned(void *ud) {
+  world *w = ud;
+
+  return stats(w).failed_returned > 0 && stats(w).sessions_websocket_now == 0;
+}
+
+static void test_backpressure_out(void) {
+  world w;
+  wsc c;
+  xcm_raw bob;
+  char body[4096 + 1], m[4300];
+  unsigned before = xcm_test_failures();
+  int i;
+
+  max_client_out = 64 * 1024;
+  world_start(&w);
+  REQUIRE(c_open(&c, &w, "/ws/") == 101);
+  REQUIRE(ws_login(&c, AUTH_ALICE, "slow"));
+  REQUIRE(xcm_raw_open(&bob, &w.w.loop, "127.0.0.1", w.w.port, 1));
+  REQUIRE(xcm_raw_login(&bob, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "fast"));
+  xcm__stream_pause(c.s);
+  memset(body, 'x', sizeof body - 1);
+  body[sizeof body - 1] = '\0';
+  /* Far more than the socket buffers, the WebSocket's queue and
+   * max_client_out together hold: 4 MiB. */
+  for (i = 0; i < 1024; i++) {
+    snprintf(m, sizeof m,
+             "<message to='alice@example.test/slow' type='chat'>"
+             "<body>%d %s</body></message>",
+             i, body);
+    xcm_raw_sends(&bob, m);
+  }
+  CHECK(xcm_test_run_until(&w.w.loop, returned, &w, 20000));
+  CHECK(stats(&w).stream_errors[XCM_COND_POLICY_VIOLATION] +
+            stats(&w).stream_errors[XCM_COND_RESOURCE_CONSTRAINT] >=
+        1);
+  CHECK(!bob.eof);
+  CHECK_INT(stats(&w).sessions_tcp_now, 1);
+  xcm_test_tried("slow-reader", before);
+  xcm_raw_free(&bob);
+  c_free(&c);
+  world_stop(&w);
+  max_client_out = 1024 * 1024;
+}
+
+/* Over its rate a WebSocket client is shaped, not cut: the client
+ * pauses the WebSocket (it stops reading its socket) until the budget
+ * refills, and every message arrives, in order. */
+static void test_backpressure_in(void) {
+  world w;
+  wsc c;
+  xcm_raw bob;
+  unsigned before = xcm_test_failures();
+  int i, ok = 1;
+  const char *prev;
+
+  rate = 50;
+  burst = 10;
+  world_start(&w);
+  REQUIRE(c_open(&c, &w, "/ws/") == 101);
+  REQUIRE(ws_login(&c, AUTH_ALICE, "fast"));
+  REQUIRE(xcm_raw_open(&bob, &w.w.loop, "127.0.0.1", w.w.port, 1));
+  REQUIRE(xcm_raw_login(&bob, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "tcp"));
+  for (i = 0; i < 60; i++) {
+    char m[200];
+
+    snprintf(m, sizeof m,
+             "<message xmlns='jabber:client' to='bob@example.test/tcp' "
+             "type='chat'><body>r%02d</body></message>",
+             i);
+    c_text(&c, m);
+  }
+  CHECK(xcm_raw_wait(&bob, "r59", 20000));
+  for (i = 0, prev = bob.in.data; i < 60 && prev != NULL; i++) {
+    char m[8];
+
+    snprintf(m, sizeof m, "r%02d<", i);
+    prev = strstr(prev, m);
+    ok = ok && prev != NULL;
+  }
+  CHECK(ok);
+  CHECK(stats(&w).reads_shaped >= 1);
+  CHECK_INT(stats(&w).sessions_websocket_now, 1);
+  xcm_test_tried("rate-flood", before);
+  xcm_raw_free(&bob);
+  c_free(&c);
+  world_stop(&w);
+  rate = 200;
+  burst = 1000;
+}
+
 /* A shutdown with a WebSocket client that never answers the Close: the
  * client gets system-shutdown, <close/> and the Close; the instance's
  * shutdown completes only once that WebSocket is closed (after its
@@ -708,6 +811,8 @@ static const xcm_test tests[] = {
     {"binary", test_binary},
     {"stream_error", test_stream_error},
     {"wss_secure", test_wss_secure},
+    {"backpressure_out", test_backpressure_out},
+    {"backpressure_in", test_backpressure_in},
     {"shutdown_silent_client", test_shutdown_silent_client},
     {"idle_footprint", test_idle_footprint},
 };

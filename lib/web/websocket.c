@@ -28,10 +28,14 @@
 #include "web/web.h"
 #include "xcm/error.h"
 
-/* wslay's queue above which the client is told to wait, and where it
- * may go on: a few large stanzas, so that a reader at socket speed
- * never sees it and a stalled one costs no more than this plus what the
- * client keeps (max_out). */
+/* The output queued in the WebSocket's stream (what the kernel did not
+ * take yet) above which the client is told to wait, and where it may go
+ * on: a few large stanzas, so that a reader at socket speed never sees
+ * it and a stalled one costs no more than this plus what the client
+ * keeps (max_out). What the client keeps goes back to the server as
+ * <failed/> if the connection is lost; what sits in this queue, already
+ * framed, does not (an open limitation: the stream's records hold
+ * frame bytes, not messages). */
 #define WS_HIGH_WATER (64 * 1024)
 #define WS_LOW_WATER (16 * 1024)
 
