@@ -12,8 +12,11 @@
 #include <uv.h>
 
 #include "attach.h"
+#include "core/ctx.h"
 #include "harness.h"
 #include "rawclient.h"
+#include "transport/stream.h"
+#include "transport/tls.h"
 #include "util/buf.h"
 #include "world.h"
 #include "xcm/error.h"
@@ -823,6 +826,180 @@ static void test_idle_footprint(void) {
   xcm_test_world_stop(&w, 1000);
 }
 
+/* ---- HTTPS ----------------------------------------------------------------
+ */
+
+typedef struct tls_client {
+  xcm_stream *s;
+  xcm_buf in;
+  int ended, closed, done;
+} tls_client;
+
+static void tc_read(void *ud, const char *data, size_t len) {
+  tls_client *t = ud;
+
+  xcm__buf_append(&t->in, data, len);
+  xcm__buf_append_char(&t->in, '\0');
+  t->in.len--;
+}
+
+static void tc_end(void *ud, int err) {
+  tls_client *t = ud;
+
+  (void)err;
+  t->ended = 1;
+  xcm__stream_close(t->s);
+}
+
+static void tc_done(void *ud, int err) {
+  ((tls_client *)ud)->done = err == 0 ? 1 : -1;
+}
+
+static void tc_closed(void *ud) {
+  ((tls_client *)ud)->closed = 1;
+}
+
+static const xcm_stream_cb tc_cb = {tc_read, tc_end, tc_done, NULL, tc_closed};
+
+typedef struct tc_wait {
+  tls_client *t;
+  const char *needle;
+} tc_wait;
+
+static int tc_has(void *ud) {
+  tc_wait *w = ud;
+
+  return (w->t->in.data && strstr(w->t->in.data, w->needle)) || w->t->ended;
+}
+
+static int int_set(void *ud) {
+  return *(int *)ud != 0;
+}
+
+static int ctx_down;
+
+static void cctx_closed(xcm_ctx *ctx) {
+  (void)ctx;
+  ctx_down = 1;
+}
+
+typedef struct policy_wait {
+  xcm_test_world *w;
+  xcm_tls_policy tls;
+} policy_wait;
+
+static int policy_is(void *ud) {
+  policy_wait *pw = ud;
+  const xcm_policy *p = xcm_cm_policy(pw->w->cm);
+
+  return p != NULL && p->tls == pw->tls;
+}
+
+static void tls_post(tls_client *t, const char *body) {
+  char head[256];
+
+  snprintf(head, sizeof head,
+           "POST /http-bind/ HTTP/1.1\r\nHost: example.test\r\n"
+           "Content-Length: %zu\r\n\r\n",
+           strlen(body));
+  xcm__stream_write(t->s, head, strlen(head));
+  xcm__stream_write(t->s, body, strlen(body));
+}
+
+/* Over HTTPS a session counts as encrypted: with the server's policy
+ * requiring TLS, PLAIN goes through there and is refused over plain
+ * HTTP; the creation answer says secure='true', and no STARTTLS is
+ * offered on either. */
+static void test_https_is_secure(void) {
+  xcm_test_world w;
+  xcm_listen_options lo;
+  xcm_policy pol;
+  policy_wait pw;
+  xcm_ctx *cctx;
+  xcm_tls_options to;
+  xcm_tls_config *ccfg = NULL;
+  struct sockaddr_in sa;
+  tls_client t;
+  tc_wait tw = {&t, "</stream:features>"};
+  char err[512], body[512], sid[80];
+  const char *p;
+  int https_port;
+  bosh a;
+
+  world_up(&w, NULL);
+  xcm_listen_options_init(&lo, sizeof lo);
+  lo.host = "127.0.0.1";
+  lo.http = 1;
+  lo.cert_file = xcm_test_cert("server.pem");
+  lo.key_file = xcm_test_cert("server-key.pem");
+  if (xcm_cm_listen(w.cm, &lo, err, sizeof err) != 0)
+    xcm_test_note("listen: %s", err);
+  https_port = 0;
+  for (unsigned i = 0; xcm_cm_listener_port(w.cm, i) > 0; i++)
+    https_port = xcm_cm_listener_port(w.cm, i);
+  REQUIRE(https_port > 0 && https_port != http_port);
+  pol = *xcm_cm_policy(w.cm);
+  pol.tls = XCM_TLS_REQUIRED;
+  REQUIRE(xcm_testkit_set_policy(w.kit, &pol) == 0);
+  pw.w = &w;
+  pw.tls = XCM_TLS_REQUIRED;
+  REQUIRE(xcm_test_run_until(&w.loop, policy_is, &pw, 5000));
+
+  /* Plain HTTP: not secure, so PLAIN is refused. */
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_create(&a, NULL));
+  CHECK(strstr(got(&a), "secure=\"false\"") != NULL);
+  CHECK(strstr(got(&a), "starttls") == NULL);
+  bosh_clear(&a);
+  post(&a, NULL,
+       "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+       "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>");
+  CHECK(bosh_wait(&a, "TLS is required", 5000));
+  bosh_close(&a);
+
+  /* HTTPS. */
+  cctx = calloc(1, sizeof *cctx);
+  REQUIRE(cctx != NULL && xcm__ctx_init(cctx, &w.loop, NULL) == 0);
+  memset(&to, 0, sizeof to);
+  to.ca_file = xcm_test_cert("ca.pem");
+  to.verify = 1;
+  to.alpn = "http/1.1";
+  REQUIRE(xcm__tls_config_new(&ccfg, cctx, 0, &to, err, sizeof err) == 0);
+  memset(&t, 0, sizeof t);
+  xcm__buf_init(&t.in, NULL);
+  uv_ip4_addr("127.0.0.1", https_port, &sa);
+  REQUIRE(xcm__stream_connect(&t.s, cctx, (struct sockaddr *)&sa, &tc_cb, NULL,
+                              &t, NULL) == 0);
+  REQUIRE(xcm__stream_start_tls(t.s, ccfg, 0, "example.test", NULL, 0) == 0);
+  xcm__tls_config_unref(ccfg);
+  tls_post(&t, "<body rid='500' to='example.test' wait='60' hold='1' "
+               "ver='1.6' xmlns='" NS_BIND "'/>");
+  CHECK(xcm_test_run_until(&w.loop, tc_has, &tw, 5000) && !t.ended);
+  CHECK(t.in.data != NULL && strstr(t.in.data, "secure=\"true\"") != NULL);
+  CHECK(t.in.data != NULL && strstr(t.in.data, "starttls") == NULL);
+  p = t.in.data != NULL ? strstr(t.in.data, "sid=\"") : NULL;
+  REQUIRE(p != NULL);
+  snprintf(sid, sizeof sid, "%.*s", (int)strcspn(p + 5, "\""), p + 5);
+  xcm__buf_reset(&t.in);
+  t.in.data[0] = '\0';
+  snprintf(body, sizeof body,
+           "<body rid='501' sid='%s' xmlns='" NS_BIND "'><auth "
+           "xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+           "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth></body>",
+           sid);
+  tls_post(&t, body);
+  tw.needle = "<success";
+  CHECK(xcm_test_run_until(&w.loop, tc_has, &tw, 5000) && !t.ended);
+  xcm__stream_close(t.s);
+  CHECK(xcm_test_run_until(&w.loop, int_set, &t.closed, 5000));
+  xcm__buf_free(&t.in);
+  ctx_down = 0;
+  xcm__ctx_close(cctx, cctx_closed);
+  CHECK(xcm_test_run_until(&w.loop, int_set, &ctx_down, 5000));
+  free(cctx);
+  xcm_test_world_stop(&w, 1000);
+}
+
 /* A shutdown ends BOSH sessions with the rest. */
 static void test_shutdown(void) {
   xcm_test_world w;
@@ -849,6 +1026,7 @@ int main(int argc, char **argv) {
       {"server_terminates", test_server_terminates},
       {"per_address", test_per_address},
       {"idle_footprint", test_idle_footprint},
+      {"https_is_secure", test_https_is_secure},
       {"shutdown", test_shutdown},
   };
 
