@@ -948,6 +948,9 @@ static void session_request(session *s, breq *r) {
     r->at = old->at;
     r->creation = old->creation;
     if (old->state == R_QUEUED) {
+      /* The first copy is the one processed: the same rid carries the
+       * same body (XEP-0124 14.3). */
+      xcm__bosh_body_free(&r->body);
       r->body = old->body;
       memset(&old->body, 0, sizeof old->body);
     } else {
