@@ -664,6 +664,65 @@ static void test_pipelined(void) {
   xcm_test_world_stop(&w, 1000);
 }
 
+typedef struct out_wait {
+  xcm_test_world *w;
+  uint64_t want;
+} out_wait;
+
+static int stanzas_out(void *ud) {
+  out_wait *o = ud;
+
+  return stats(o->w).stanzas_out >= o->want;
+}
+
+/* What the server sends while no request is held waits, and all of it
+ * goes in the answer to the next request. */
+static void test_held_then_together(void) {
+  static const settings s = {.wait = 1};
+  xcm_test_world w;
+  xcm_raw tcp;
+  bosh a;
+  out_wait o;
+  waiting wt;
+  int i;
+
+  world_up(&w, &s);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_login(&a, "alice", "web"));
+  REQUIRE(xcm_raw_open(&tcp, &w.loop, "127.0.0.1", w.port, 1));
+  REQUIRE(xcm_raw_login(&tcp, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "tcp"));
+  /* bob's presence first, so that only the messages come after. */
+  CHECK(bosh_wait(&a, "from=\"bob@example.test/tcp\"", 5000));
+  REQUIRE(bosh_settle(&a));
+  o.w = &w;
+  o.want = stats(&w).stanzas_out + 3;
+  for (i = 0; i < 3; i++) {
+    char m[160];
+
+    snprintf(m, sizeof m,
+             "<message to='alice@example.test/web'><body>held%d</body>"
+             "</message>",
+             i);
+    xcm_raw_sends(&tcp, m);
+  }
+  /* Routed to her (the CM counts them out), with no request to carry
+   * them. */
+  REQUIRE(xcm_test_run_until(&w.loop, stanzas_out, &o, 5000));
+  bosh_clear(&a);
+  post(&a, NULL, NULL);
+  wt.b = &a;
+  wt.needle = NULL;
+  wt.answers = 0;
+  CHECK(xcm_test_run_until(&w.loop, pump, &wt, 5000));
+  CHECK_INT(wt.answers, 1);
+  CHECK(strstr(got(&a), "held0") != NULL);
+  CHECK(strstr(got(&a), "held1") != NULL);
+  CHECK(strstr(got(&a), "held2") != NULL);
+  xcm_raw_free(&tcp);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
 /* A client that stops polling: after inactivity the session ends, the
  * server hears so, and the messages that waited for it go back as
  * <failed/> (stored offline by the testkit). A sibling session that
@@ -1021,6 +1080,7 @@ int main(int argc, char **argv) {
       {"too_many_requests", test_too_many_requests},
       {"out_of_order", test_out_of_order},
       {"pipelined", test_pipelined},
+      {"held_then_together", test_held_then_together},
       {"inactivity_and_pause", test_inactivity_and_pause},
       {"empty_after_wait", test_empty_after_wait},
       {"server_terminates", test_server_terminates},

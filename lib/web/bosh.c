@@ -618,20 +618,20 @@ static void answer_pending(session *s) {
       r = r->next;
     if (r == NULL)
       break;
+    if (s->blocked && s->client != NULL) {
+      /* A request waits: the client sends what it kept meanwhile (up to
+       * the high water), so that it all goes in this one answer. */
+      s->blocked = 0;
+      s->busy++;
+      xcm__client_writable(s->client);
+      s->busy--;
+      if (s->closed) {
+        answer_pending(s);
+        return;
+      }
+    }
     if (s->out_units > 0) {
       answer(s, r, 1, 0, NULL);
-      if (s->blocked && s->client != NULL) {
-        /* The client sends what it kept; the next held request (if
-         * any) carries it. */
-        s->blocked = 0;
-        s->busy++;
-        xcm__client_writable(s->client);
-        s->busy--;
-        if (s->closed) {
-          answer_pending(s);
-          return;
-        }
-      }
       continue;
     }
     if (s->pausing || s->nheld > s->hold) {
