@@ -442,9 +442,9 @@ static void usage(FILE *out) {
           "  --demo            run on a built-in Openfire stand-in: point any\n"
           "                    XMPP client at localhost, domain localhost\n"
           "  --port PORT       with --demo, the client port (default 5222)\n"
-          "  --http-port PORT  with --demo, the port for web clients:\n"
-          "                    WebSocket at /ws/ and /xmpp-websocket\n"
-          "                    (default 5280)\n");
+          "  --http-port PORT  with --demo, the port for web clients: BOSH\n"
+          "                    at /http-bind/, WebSocket at /ws/ and\n"
+          "                    /xmpp-websocket (default 5280)\n");
 }
 
 /* The demo: XMPP on loopback, and HTTP for browser clients next to it,
@@ -616,8 +616,9 @@ int main(int argc, char **argv) {
         "alice@localhost (password alice) or bob@localhost (password bob); "
         "any other name works too. No TLS in the demo: allow plaintext in "
         "the client. Browser clients: WebSocket at "
-        "ws://127.0.0.1:%d/xmpp-websocket. Ctrl-C stops.",
-        port, http_port);
+        "ws://127.0.0.1:%d/xmpp-websocket, BOSH at "
+        "http://127.0.0.1:%d/http-bind/. Ctrl-C stops.",
+        port, http_port, http_port);
   uv_run(d.main_loop, UV_RUN_DEFAULT);
   for (n = 0; n < d.nworkers; n++)
     uv_thread_join(&d.workers[n].thread);
