@@ -1,6 +1,6 @@
 /* Internal ways into an instance for the layers that carry clients over
  * something other than a socket or a public custom transport: the
- * WebSocket layer now, BOSH next (client/framing.h). lib/xcm.c
+ * WebSocket and BOSH layers (lib/web/, client/framing.h). lib/xcm.c
  * implements them; the session layer below does not see xcm_cm. */
 #ifndef XCM_ATTACH_H
 #define XCM_ATTACH_H

@@ -108,8 +108,8 @@ int xcm__client_new_custom(xcm_client **out, xcm_ctx *ctx,
                            const xcm_client_cfg *cfg, const xcm_transport *t,
                            const char *peer, const xcm_client_cb *cb, void *ud);
 /* A transport that carries whole messages, each one element (RFC 7395
- * WebSocket; BOSH next, see client/framing.h): the WebSocket layer
- * implements it and attaches a client with xcm__client_new_msg(). The
+ * WebSocket, and BOSH: see client/framing.h): the web layers (lib/web/)
+ * implement it and attach a client with xcm__client_new_msg(). The
  * table is copied.
  *
  * Calls into the transport may come from inside any xcm__client_* call

@@ -10,7 +10,7 @@
  *             own byte transport (xcm/          of one call are written
  *             transport.h)                     together
  *   messages  WebSocket (RFC 7395), and       one transport message per
- *             BOSH (XEP-0124/0206) next       unit, each a standalone,
+ *             BOSH (XEP-0124/0206)            unit, each a standalone,
  *                                             well-formed element
  *
  * What each says, for the bytes framing (RFC 6120) and the messages
