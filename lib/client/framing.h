@@ -35,19 +35,22 @@
  *             stream is not secure yet        (HTTPS/WSS count as TLS)
  *   zlib      offered after TLS if allowed   never
  *
- * BOSH fits the messages framing with a transport that batches: the
- * session-creation response carries what open says (from -> from,
- * id -> authid, version -> xmpp:version, xml:lang -> xml:lang, and the
+ * BOSH (lib/web/bosh.c) fits the messages framing with a transport that
+ * batches: the session-creation response carries what open says
+ * (from -> from, id -> authid, version -> xmpp:version, and the
  * transport adds sid, wait, hold, requests, inactivity, polling, ver);
- * a restart is the client's <body xmpp:restart='true'/> (the transport
- * turns it into the open message); features and elements are units that
- * the transport holds until a request waits and then sends together in
- * one <body/>; an error is the <body type='terminate'
- * condition=.../> the transport makes of the error unit, close is an
- * empty terminate. The BOSH transport's send() queues and returns
- * XCM_EAGAIN once it holds more than its high water (the client then
- * keeps what follows, up to max_out, as for a slow socket); its close()
- * says failed when the session ends with an error.
+ * the creation and a restart (the client's <body xmpp:restart='true'/>)
+ * are given to the client as an <open/>, a terminate as a <close/>;
+ * features and elements are units that the transport holds until a
+ * request waits and then sends together in one <body/>; an error unit
+ * becomes <body type='terminate' condition='remote-stream-error'> with
+ * the <stream:error> inside, close an empty terminate. The BOSH
+ * transport's send() takes a unit and returns XCM_EAGAIN when no
+ * request waits for it or it holds more than its high water (the client
+ * then keeps what follows, up to max_out, as for a slow socket, until
+ * the next request makes it writable); a unit it took and could not
+ * deliver before the session ended goes back with
+ * xcm__client_msg_return.
  *
  * Input. A bytes framing feeds whatever arrives to the client's stream
  * reader (xml/reader.h), which finds the headers, the elements and the
