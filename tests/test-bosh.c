@@ -468,7 +468,10 @@ static void test_repeated_rid(void) {
 
   world_up(&w, NULL);
   bosh_open(&a, &w, http_port);
-  REQUIRE(bosh_create(&a, NULL));
+  /* A client that acknowledges (XEP-0124 9): the creation answer says
+   * the CM will too. */
+  REQUIRE(bosh_create(&a, "ack='1'"));
+  CHECK(strstr(got(&a), " ack=\"") != NULL);
   bosh_clear(&a);
   rid = post(&a, NULL,
              "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
@@ -591,6 +594,38 @@ static void test_too_many_requests(void) {
   post_rid(&a, 1, rid + 2, NULL, NULL); /* waits for rid + 1 */
   REQUIRE(WAIT_STAT(&w, bosh_requests, 3));
   post_rid(&a, 2, rid + 1, NULL, NULL); /* the third under way */
+  CHECK(bosh_wait(&a, "condition=\"policy-violation\"", 5000));
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  xcm_test_tried("bosh-requests", before);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* XEP-0124 sections 11 and 12: with as many requests under way as
+ * allowed (one held, one new), an empty one right after the one before
+ * is polling too often. A request that carries something is not. */
+static void test_polling_too_often(void) {
+  static const settings s = {.wait = 3, .polling = 30};
+  xcm_test_world w;
+  bosh a;
+  unsigned long long rid;
+  uint64_t n;
+  unsigned before = xcm_test_failures();
+
+  world_up(&w, &s);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_login(&a, "alice", "web"));
+  REQUIRE(bosh_settle(&a));
+  bosh_clear(&a);
+  n = stats(&w).bosh_requests;
+  rid = a.rid;
+  a.rid += 3;
+  post_rid(&a, 0, rid, NULL, "<presence/>"); /* held */
+  REQUIRE(WAIT_STAT(&w, bosh_requests, n + 1));
+  post_rid(&a, 1, rid + 1, NULL, "<presence/>"); /* answers the first */
+  REQUIRE(WAIT_STAT(&w, bosh_requests, n + 2));
+  CHECK_INT(stats(&w).bosh_sessions_now, 1);
+  post_rid(&a, 2, rid + 2, NULL, NULL); /* empty, too soon */
   CHECK(bosh_wait(&a, "condition=\"policy-violation\"", 5000));
   CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
   xcm_test_tried("bosh-requests", before);
@@ -1078,6 +1113,7 @@ int main(int argc, char **argv) {
       {"rid_window_and_sid", test_rid_window_and_sid},
       {"bad_bodies", test_bad_bodies},
       {"too_many_requests", test_too_many_requests},
+      {"polling_too_often", test_polling_too_often},
       {"out_of_order", test_out_of_order},
       {"pipelined", test_pipelined},
       {"held_then_together", test_held_then_together},
