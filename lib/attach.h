@@ -17,4 +17,9 @@
 int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
                        const char *peer, xcm_client **out);
 
+/* For tests of XEP-0198's 32-bit counters: both counters of every
+ * stream management enabled from now on, on every listener open now,
+ * start at start instead of 0. */
+void xcm__cm_sm_start(xcm_cm *cm, uint32_t start);
+
 #endif

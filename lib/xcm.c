@@ -664,6 +664,13 @@ int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *in,
   return err;
 }
 
+void xcm__cm_sm_start(xcm_cm *cm, uint32_t start) {
+  unsigned i;
+
+  for (i = 0; i < cm->nlisteners; i++)
+    cm->listeners[i]->cfg.sm_start = start;
+}
+
 int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
                        const char *peer, xcm_client **out) {
   *out = NULL;
@@ -930,6 +937,13 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.proxy_headers_refused = c->proxy_headers_refused;
   st.sessions_drained = cm->sessions_drained;
   st.proxy_untrusted = c->proxy_untrusted;
+  st.sm_sessions_now = c->sm_now;
+  st.sm_acks_requested = c->sm_acks_requested;
+  st.sm_acks_received = c->sm_acks_received;
+  st.sm_returned = c->sm_returned;
+  st.sm_return_errors = c->sm_return_errors;
+  st.sm_bad_h = c->sm_bad_h;
+  st.sm_overflows = c->sm_overflows;
   for (unsigned i = 0; i < cm->nlisteners; i++) {
     const xcm_http_counters *h;
 

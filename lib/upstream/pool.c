@@ -670,30 +670,36 @@ static int send_bounce(xcm_pool *p, xcm_up_session *s, const char *id,
 /* A route's payload the session can no longer take: a message goes back
  * to be stored offline (unless it is an error), an iq get or set is
  * answered with an error. inner has its attributes. */
-static void undeliverable_node(xcm_pool *p, xcm_up_session *s,
-                               const xcm_xml_node *inner, const xcm_route *r) {
+static int undeliverable_node(xcm_pool *p, xcm_up_session *s,
+                              const xcm_xml_node *inner, const xcm_route *r) {
   const char *type = xcm__xml_node_attr(inner, "type");
   int err = 0;
 
   if (strcmp(inner->name, "message") == 0 &&
       (type == NULL || strcmp(type, "error") != 0)) {
     err = send_failed(p, s, r->inner, r->inner_len);
+    if (err == 0)
+      err = XCM__RETURNED_MESSAGE;
   } else if (strcmp(inner->name, "iq") == 0 && type != NULL &&
              (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)) {
     err = send_bounce(p, s, xcm__xml_node_attr(inner, "id"),
                       xcm__xml_node_attr(inner, "from"),
                       xcm__xml_node_attr(inner, "to"));
+    if (err == 0)
+      err = XCM__RETURNED_IQ;
   }
-  if (err != 0)
+  if (err < 0)
     xcm__log(p->ctx, XCM_LOG_WARN,
              "upstream: could not return an undeliverable <%s/> for %s: %s",
              inner->name, s->sid, xcm_strerror(err));
+  return err;
 }
 
 typedef struct payload_read {
   xcm_pool *p;
   xcm_up_session *s;
   const xcm_route *r;
+  int result; /* undeliverable_node's */
 } payload_read;
 
 static int payload_levels(void *ud, const char *ns, const char *name) {
@@ -704,7 +710,7 @@ static int payload_levels(void *ud, const char *ns, const char *name) {
 static int payload_stanza(void *ud, const xcm_xml_stanza *st) {
   payload_read *pr = ud;
 
-  undeliverable_node(pr->p, pr->s, st->root, pr->r);
+  pr->result = undeliverable_node(pr->p, pr->s, st->root, pr->r);
   return 0;
 }
 
@@ -717,7 +723,7 @@ static int payload_stanza(void *ud, const xcm_xml_stanza *st) {
 static void undeliverable(xcm_pool *p, xcm_up_session *s,
                           const xcm_xml_stanza *st, const xcm_route *r) {
   const xcm_xml_node *inner = st->root->children;
-  payload_read pr = {p, s, r};
+  payload_read pr = {p, s, r, 0};
   int err;
 
   if (inner == NULL || r->inner == NULL)
@@ -1363,6 +1369,23 @@ int xcm__pool_session_send(xcm_up_session *s, const xcm_xml_stanza *st,
 
 int xcm__pool_session_failed(xcm_up_session *s, const char *msg, size_t len) {
   return send_failed(s->pool, s, msg, len);
+}
+
+int xcm__pool_session_return(xcm_up_session *s, const char *bytes,
+                             size_t len) {
+  xcm_pool *p = s->pool;
+  xcm_route r;
+  payload_read pr = {p, s, &r, 0};
+  int err;
+
+  memset(&r, 0, sizeof r);
+  r.inner = bytes;
+  r.inner_len = len;
+  /* The bytes are what the server routed, read again in the upstream
+   * stream's namespaces as a route's payload is (undeliverable()). */
+  err = xcm__xml_read_standalone(p->ctx->xml, &xcm__stream_cm, bytes, len, 64,
+                                 0, payload_levels, payload_stanza, &pr);
+  return err != 0 ? err : pr.result;
 }
 
 static void send_close(xcm_pool *p, xcm_up_session *s) {

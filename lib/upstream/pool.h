@@ -195,6 +195,16 @@ int xcm__pool_session_send(xcm_up_session *s, const xcm_xml_stanza *st,
  * routed to it): sent as <failed/> with xmlns="jabber:client". */
 int xcm__pool_session_failed(xcm_up_session *s, const char *msg, size_t len);
 
+/* Return a stanza a client with acknowledgements on never acknowledged
+ * (its bytes as routed to it): a message goes back as <failed/>, an iq
+ * get or set is answered with an error on the client's behalf, anything
+ * else (presence, an iq result, a message of type error) is dropped.
+ * XCM__RETURNED_MESSAGE, XCM__RETURNED_IQ, 0 for dropped, or a negative
+ * error (logged). */
+enum { XCM__RETURNED_MESSAGE = 1, XCM__RETURNED_IQ = 2 };
+int xcm__pool_session_return(xcm_up_session *s, const char *bytes,
+                             size_t len);
+
 /* The client is gone: the close follows after linger_ms. Until then, and
  * until the server answers the close, messages routed to the session go
  * back as <failed/> and iq get/set are answered on its behalf. The
