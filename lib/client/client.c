@@ -91,7 +91,7 @@ struct xcm_client {
   xcm_requests *req;     /* requests whose answers we act on; NULL: none */
   xcm_proxy *proxy;      /* reading the PROXY header; NULL: none (any more) */
   char *peer;            /* the address a PROXY header named, or NULL */
-  xcm_sm *sm; /* XEP-0198 acknowledgements once enabled, else NULL */
+  xcm_sm *sm;            /* XEP-0198 acknowledgements once enabled, else NULL */
   char sid[SID_LEN + 1];
   char lang[16];
 };
@@ -927,16 +927,15 @@ static int sm_acked(xcm_client *c, const xcm_xml_stanza *s) {
     return 0;
   if (c->cfg->counters != NULL)
     c->cfg->counters->sm_bad_h++;
-  n = snprintf(e, sizeof e,
-               "<stream:error><undefined-condition xmlns=\"" XCM_NS_STREAM_ERRORS
-               "\"/><handled-count-too-high xmlns=\"" XCM_NS_SM
-               "\" h=\"%u\" send-count=\"%u\"/><text xmlns=\"" XCM_NS_STREAM_ERRORS
-               "\">You acknowledged %u stanzas, but I only sent you %u so "
-               "far.</text></stream:error>",
-               (unsigned)h, (unsigned)c->sm->h_out, (unsigned)h,
-               (unsigned)c->sm->h_out);
-  fail(c, XCM_COND_UNDEFINED_CONDITION, "handled-count-too-high", e,
-       (size_t)n);
+  n = snprintf(
+      e, sizeof e,
+      "<stream:error><undefined-condition xmlns=\"" XCM_NS_STREAM_ERRORS
+      "\"/><handled-count-too-high xmlns=\"" XCM_NS_SM
+      "\" h=\"%u\" send-count=\"%u\"/><text xmlns=\"" XCM_NS_STREAM_ERRORS
+      "\">You acknowledged %u stanzas, but I only sent you %u so "
+      "far.</text></stream:error>",
+      (unsigned)h, (unsigned)c->sm->h_out, (unsigned)h, (unsigned)c->sm->h_out);
+  fail(c, XCM_COND_UNDEFINED_CONDITION, "handled-count-too-high", e, (size_t)n);
   return XCM_ECLOSED;
 }
 

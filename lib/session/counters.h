@@ -28,13 +28,13 @@ typedef struct xcm_counters {
   uint64_t proxy_headers_refused; /* no valid PROXY header */
   uint64_t proxy_untrusted;       /* a PROXY listener's untrusted peer */
   /* XEP-0198 acknowledgements (session/sm.h). */
-  uint64_t sm_now;           /* clients with them on now */
+  uint64_t sm_now;            /* clients with them on now */
   uint64_t sm_acks_requested; /* <r/> sent */
   uint64_t sm_acks_received;  /* <a/> received */
-  uint64_t sm_returned;  /* unacknowledged stanzas given back at an end */
-  uint64_t sm_return_errors; /* ... that could not be (logged) */
-  uint64_t sm_bad_h;     /* ended for acknowledging more than was sent */
-  uint64_t sm_overflows; /* ended for too much unacknowledged */
+  uint64_t sm_returned;       /* unacknowledged stanzas given back at an end */
+  uint64_t sm_return_errors;  /* ... that could not be (logged) */
+  uint64_t sm_bad_h;          /* ended for acknowledging more than was sent */
+  uint64_t sm_overflows;      /* ended for too much unacknowledged */
 } xcm_counters;
 
 #endif

@@ -333,8 +333,8 @@ static void cl_undelivered(void *ud, const char *msg, size_t len) {
 static void cl_unacked(void *ud, const char *data, size_t len) {
   xcm_session *s = ud;
   xcm_counters *c = s->table->counters;
-  int r = s->up != NULL ? xcm__pool_session_return(s->up, data, len)
-                        : XCM_ECLOSED;
+  int r =
+      s->up != NULL ? xcm__pool_session_return(s->up, data, len) : XCM_ECLOSED;
 
   if (r == XCM__RETURNED_MESSAGE)
     c->failed_returned++;
@@ -380,9 +380,9 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
 
 static int cl_proxied(void *ud, const char *address);
 
-static const xcm_client_cb client_cb = {
-    cl_open,   cl_stanza,  cl_authenticated, cl_bound,  cl_secured,
-    cl_undelivered, cl_closed, cl_proxied, cl_unacked};
+static const xcm_client_cb client_cb = {cl_open,   cl_stanza,  cl_authenticated,
+                                        cl_bound,  cl_secured, cl_undelivered,
+                                        cl_closed, cl_proxied, cl_unacked};
 
 /* ---- accepting ---------------------------------------------------------- */
 

@@ -1371,8 +1371,7 @@ int xcm__pool_session_failed(xcm_up_session *s, const char *msg, size_t len) {
   return send_failed(s->pool, s, msg, len);
 }
 
-int xcm__pool_session_return(xcm_up_session *s, const char *bytes,
-                             size_t len) {
+int xcm__pool_session_return(xcm_up_session *s, const char *bytes, size_t len) {
   xcm_pool *p = s->pool;
   xcm_route r;
   payload_read pr = {p, s, &r, 0};
