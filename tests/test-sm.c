@@ -42,8 +42,18 @@ typedef struct knobs {
 
 static knobs K;
 
+static void cm_log(void *ud, int level, const char *msg) {
+  (void)ud;
+  (void)level;
+  xcm_test_note("log: %s", msg);
+}
+
 static void tune(xcm_options *o, void *ud) {
   (void)ud;
+  if (getenv("XCM_TEST_LOG") != NULL) {
+    o->log = cm_log;
+    o->log_level = XCM_LOG_DEBUG;
+  }
   o->sm_enable = K.sm;
   if (K.max_unacked)
     o->sm_max_unacked = K.max_unacked;
@@ -488,8 +498,21 @@ static int stored_exactly(xcm_test_world *w, const char *user, unsigned from,
         seen[c]++)
       ok = 0;
   }
-  if (!ok)
+  if (!ok) {
     xcm_test_note("%s: %u stored, expected %u to %u", user, n, from, to);
+    memset(seen, 0, to + 2);
+    for (i = 0; i < n; i++) {
+      size_t len;
+      const char *m = xcm_testkit_offline_message(w->kit, user, i, &len);
+      const char *b = m != NULL ? strstr(m, "<body>n=") : NULL;
+
+      if (b != NULL && sscanf(b, "<body>n=%u", &c) == 1 && c <= to)
+        seen[c]++;
+    }
+    for (c = from; c <= to; c++)
+      if (seen[c] != 1)
+        xcm_test_note("  n=%u stored %u times", c, seen[c]);
+  }
   free(seen);
   return ok;
 }
@@ -735,6 +758,11 @@ static void run_stops_reading(unsigned nreaders, unsigned per_round, size_t pad,
     rw.want = ks.routes_in + (uint64_t)nreaders * per_round;
     REQUIRE(xcm_test_run_until(&w.loop, routed, &rw, 10000));
     stats(&w, &st);
+    if (getenv("XCM_TEST_LOG") != NULL)
+      xcm_test_note("round to %u at %llu: sm sessions %llu, clients %llu",
+                    sent[0], (unsigned long long)uv_now(&w.loop),
+                    (unsigned long long)st.sm_sessions_now,
+                    (unsigned long long)st.clients_now);
     if (extra > 0 || st.sm_sessions_now == 0)
       extra++;
   }

@@ -41,7 +41,7 @@ struct xcm_up_session {
   xcm_buf *hold;               /* stanzas sent before the create result */
   uint64_t close_at;           /* while lingering: when to send the close */
   xcm_up_session *linger_next; /* in the pool's linger queue */
-  int lingering;
+  int lingering; /* 0, or the spells of linger_ms so far (linger_more) */
   char sid[];
 };
 
@@ -80,6 +80,8 @@ struct xcm_pool {
   xcm_tls_config *tls;
   link_slot *links;
   unsigned nlinks;
+  /* <failed/> returns the server has not answered yet (on_linger). */
+  size_t failed_pending;
   unsigned up;
   node_slot *nodes;
   unsigned nnodes;
@@ -224,6 +226,8 @@ static request *request_new(xcm_pool *p, enum request_kind kind,
     return NULL;
   r->kind = kind;
   r->s = s;
+  if (kind == R_FAILED)
+    p->failed_pending++;
   r->deadline = now(p) + p->opt.request_timeout_ms;
   /* Ids only need to be unique among this pool's pending requests; the
    * prefix keeps them apart from anything the server makes up. */
@@ -244,6 +248,8 @@ static request *request_new(xcm_pool *p, enum request_kind kind,
 }
 
 static void request_free(xcm_pool *p, request *r) {
+  if (r->kind == R_FAILED)
+    p->failed_pending--;
   xcm__map_remove(&p->requests, &r->e);
   if (r->prev != NULL)
     r->prev->next = r->next;
@@ -392,6 +398,28 @@ static void unlinger(xcm_pool *p, xcm_up_session *s) {
   }
   s->lingering = 0;
   s->linger_next = NULL;
+}
+
+/* A route reached a session that lingers: the server still sends to it,
+ * and a <failed/> sent after our close would be refused (the session
+ * gone: item-not-found) and the message lost. The close waits for a
+ * quiet spell of linger_ms again, LINGER_MAX spells at most (at least
+ * LINGER_MAX * linger_ms / 2 in all), so that a sender that never stops
+ * cannot keep the session open. lingering counts the spells. The queue is not
+ * reordered (O(1) per route): a session behind one that waits longer has its
+ * close held back as long, LINGER_MAX * linger_ms at worst, and keeps returning
+ * what reaches it meanwhile. */
+enum { LINGER_MAX = 50 };
+
+static void linger_more(xcm_pool *p, xcm_up_session *s) {
+  uint64_t n = now(p);
+
+  /* A spell counts once it is half gone: a burst of routes is one. */
+  if (s->lingering == 0 || s->lingering >= LINGER_MAX ||
+      s->close_at > n + p->opt.linger_ms / 2)
+    return;
+  s->close_at = n + p->opt.linger_ms;
+  s->lingering++;
 }
 
 static void session_free(xcm_pool *p, xcm_up_session *s) {
@@ -768,6 +796,7 @@ static void on_route(xcm_pool *p, const xcm_xml_stanza *st) {
   }
   if (s->state == S_CLOSING) {
     undeliverable(p, s, st, &r);
+    linger_more(p, s);
     return;
   }
   s->cb->deliver(s->ud, &r);
@@ -1412,13 +1441,41 @@ static void on_linger(uv_timer_t *t) {
   xcm_pool *p = t->data;
   uint64_t n = now(p);
   xcm_up_session *s;
+  unsigned i;
+  /* While returns are unanswered, or a link has output queued (its
+   * clients' reads paused when it is congested), the server is behind:
+   * what clients sent to a lingering session may not have reached it, a
+   * close on a quieter link would overtake it, and the server would
+   * route it to the session after closing it (a <failed/> then finds the
+   * session gone). Seen with many clients dropped at once. */
+  int congested = p->failed_pending > 0;
+
+  for (i = 0; i < p->nlinks; i++)
+    congested |=
+        p->links[i].congested ||
+        (p->links[i].link != NULL && xcm__link_queued(p->links[i].link) > 0);
 
   while ((s = p->linger_head) != NULL && s->close_at <= n) {
     p->linger_head = s->linger_next;
     if (p->linger_head == NULL)
       p->linger_tail = NULL;
-    s->lingering = 0;
     s->linger_next = NULL;
+    /* Late by half a spell (the loop was busy, and routes for the
+     * session may wait unread in a link's socket), or clients held back
+     * by congestion: one more spell (within LINGER_MAX), at the tail, so
+     * that what is on its way arrives before the close. */
+    if ((congested || n - s->close_at > p->opt.linger_ms / 2) &&
+        s->lingering < LINGER_MAX) {
+      s->close_at = n + p->opt.linger_ms;
+      s->lingering++;
+      if (p->linger_tail != NULL)
+        p->linger_tail->linger_next = s;
+      else
+        p->linger_head = s;
+      p->linger_tail = s;
+      continue;
+    }
+    s->lingering = 0;
     send_close(p, s);
   }
   if (p->linger_head != NULL)
