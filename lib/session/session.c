@@ -327,9 +327,11 @@ static void cl_undelivered(void *ud, const char *msg, size_t len) {
 }
 
 /* A stanza the client never acknowledged (XEP-0198): it goes back as
- * any undelivered stanza does. Counted either way, so that a loss shows:
- * one that cannot be returned (no upstream session any more, the link's
- * output full) is logged and counted in sm_return_errors. */
+ * any undelivered stanza does. One that cannot be returned is counted
+ * in sm_return_errors: with the upstream session gone (the server ended
+ * it, or every link was lost) there is nobody to return it to, and it is
+ * logged at debug level only; a return that failed (the link's output
+ * full, no memory) is logged at warn. */
 static void cl_unacked(void *ud, const char *data, size_t len) {
   xcm_session *s = ud;
   xcm_counters *c = s->table->counters;
@@ -338,11 +340,11 @@ static void cl_unacked(void *ud, const char *data, size_t len) {
 
   if (r == XCM__RETURNED_MESSAGE)
     c->failed_returned++;
-  if (r > 0)
+  if (r > 0) {
     c->sm_returned++;
-  else if (r < 0) {
+  } else if (r < 0) {
     c->sm_return_errors++;
-    xcm__log(s->table->ctx, XCM_LOG_WARN,
+    xcm__log(s->table->ctx, s->up != NULL ? XCM_LOG_WARN : XCM_LOG_DEBUG,
              "%s: an unacknowledged stanza could not be returned: %s",
              xcm__client_sid(s->client), xcm_strerror(r));
   }
