@@ -852,11 +852,12 @@ static int sm_failed(xcm_client *c, const char *cond) {
     err = xcm__buf_append_str(&b, cond);
   if (err == 0)
     err = xcm__buf_append_str(&b, " xmlns=\"" XCM_NS_STANZAS "\"/></failed>");
-  if (err != 0)
-    return refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
-  err = write_out(c, b.data, b.len);
+  if (err == 0)
+    err = write_out(c, b.data, b.len) != 0 ? XCM_ECLOSED : 0;
+  else
+    err = refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
   xcm__buf_free(&b);
-  return err != 0 ? XCM_ECLOSED : 0;
+  return err;
 }
 
 /* <enable/>: only once, and only once a resource is bound (XEP-0198
