@@ -670,6 +670,46 @@ static void test_overflow(void) {
   xcm_test_world_stop(&w, 1000);
 }
 
+/* An orderly close (</stream:stream>) with stanzas unacknowledged: they
+ * go back as for a cut. */
+static void test_orderly_close_with_unacked(void) {
+  xcm_test_world w;
+  xcm_raw alice, bob;
+  acker a;
+  xcm_stats st;
+  knobs k = sm_on();
+  handled_wait hw;
+  stored_wait sw;
+  unsigned i;
+
+  k.every = 1000;
+  k.quiet_ms = XCM_UNLIMITED;
+  start(&w, &k);
+  REQUIRE(login(&w, &alice, "alice", "desk"));
+  REQUIRE(login_acking(&w, &bob, &a, "bob", "phone"));
+  a.acking = 0;
+  for (i = 0; i < 4; i++)
+    send_to(&alice, "bob@example.test/phone", i, 10);
+  hw.a = &a;
+  hw.want = 4;
+  CHECK(xcm_test_run_until(&w.loop, handled_at_least, &hw, 3000));
+  /* Two acknowledged, two not. */
+  xcm_raw_sends(&bob, "<a xmlns='" SM_NS "' h='2'/></stream:stream>");
+  CHECK(xcm_test_run_until(&w.loop, xcm_raw_is_eof, &bob, 3000));
+  sw.w = &w;
+  sw.user = "bob";
+  sw.want = 2;
+  CHECK(xcm_test_run_until(&w.loop, stored_at_least, &sw, 3000));
+  CHECK(stored_exactly(&w, "bob", 2, 3));
+  CHECK(xcm_test_run_until(&w.loop, sm_off, &w, 3000));
+  stats(&w, &st);
+  CHECK_INT(st.sm_returned, 2);
+  CHECK_INT(st.sm_acks_received, 1);
+  xcm_raw_free(&bob);
+  xcm_raw_free(&alice);
+  xcm_test_world_stop(&w, 1000);
+}
+
 /* An iq get the client read but never acknowledged is answered for it
  * when its connection is cut, so the asker is not left waiting; a
  * presence is dropped. */
@@ -912,6 +952,7 @@ static const xcm_test tests[] = {
     {"counters_wrap", test_counters_wrap},
     {"bad_h", test_bad_h},
     {"overflow", test_overflow},
+    {"orderly_close_with_unacked", test_orderly_close_with_unacked},
     {"iq_answered_when_cut", test_iq_answered_when_cut},
     {"cut_mid_burst", test_cut_mid_burst},
     {"stops_reading", test_stops_reading},
