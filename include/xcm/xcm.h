@@ -347,8 +347,9 @@ typedef struct xcm_stats {
    * enabled now; <r/> sent to clients and <a/> received from them;
    * unacknowledged stanzas given back when a client ended (messages as
    * <failed/>, also counted in failed_returned; iq get/set answered);
-   * those that could not be (no upstream session left, or the link's
-   * output full; each logged); clients ended for acknowledging more than
+   * those that could not be (no upstream session left: the server ended
+   * it or every link was lost, logged at debug; or a return that failed,
+   * logged at warn); clients ended for acknowledging more than
    * was sent (undefined-condition with <handled-count-too-high/>) and for
    * an unacked queue over its bound (policy-violation). */
   uint64_t sm_sessions_now;
