@@ -20,7 +20,7 @@
  *     lookups of random held sessions.
  *
  * usage: xcm-million [--smoke] [--mech PLAIN|ANONYMOUS] [--window W]
- *                    [--no-presence] [--pings P] [--lookups L] [N]
+ *                    [--no-presence] [--sm] [--pings P] [--lookups L] [N]
  *   N defaults to 1,000,000; --smoke is N = 2,000 with TAP output
  *   (correctness only: every session logged in, a message routed both
  *   ways, every session found by its stream id, the testkit's witness
@@ -89,6 +89,7 @@ static struct {
   uint32_t pong_by;   /* the client that received it, + 1 */
   int anonymous;
   int presence;
+  int sm; /* --sm: XEP-0198 acknowledgements enabled after bind */
   int smoke;
   int closing; /* shutting down: closes are expected */
   heap cm_heap, kit_heap;
@@ -312,6 +313,10 @@ static void step(uint32_t i) {
     break;
   case C_READY:
     /* Just bound. */
+    if (B.sm) {
+      static const char e[] = "<enable xmlns='urn:xmpp:sm:3'/>";
+      xcm_conn_input(c->conn, e, sizeof e - 1);
+    }
     if (B.presence) {
       static const char p[] = "<presence/>";
       B.presences++;
@@ -523,7 +528,7 @@ static void cm_closed(void *ud, xcm_cm *cm) {
 
 static void usage(void) {
   fprintf(stderr, "usage: xcm-million [--smoke] [--mech PLAIN|ANONYMOUS] "
-                  "[--window W] [--no-presence] [--pings P] [--lookups L] "
+                  "[--window W] [--no-presence] [--sm] [--pings P] [--lookups L] "
                   "[N]\n");
   exit(2);
 }
@@ -559,6 +564,8 @@ int main(int argc, char **argv) {
         usage();
     } else if (strcmp(argv[i], "--window") == 0 && i + 1 < argc) {
       window = (uint32_t)strtoul(argv[++i], NULL, 10);
+    } else if (strcmp(argv[i], "--sm") == 0) {
+      B.sm = 1;
     } else if (strcmp(argv[i], "--no-presence") == 0) {
       B.presence = -1;
     } else if (strcmp(argv[i], "--pings") == 0 && i + 1 < argc) {
@@ -604,6 +611,7 @@ int main(int argc, char **argv) {
   o.name = "million";
   o.secret = "bench";
   o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
+  o.sm_enable = B.sm;
   /* A benchmark holds every session from one process: no shaping, no
    * connection limits, no timeouts. */
   o.rate = XCM_UNLIMITED;

@@ -161,7 +161,11 @@ static void c_closed(void *ud, const xcm_client_end *end) {
 }
 
 static const xcm_client_cb client_cb = {
-    c_open, c_stanza, c_authenticated, NULL, NULL, NULL, c_closed, NULL};
+    .open = c_open,
+    .stanza = c_stanza,
+    .authenticated = c_authenticated,
+    .closed = c_closed,
+};
 
 static int bosh_attach(void *ud, const xcm_msg_transport *t, const char *from,
                        xcm_client **out) {

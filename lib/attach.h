@@ -28,5 +28,9 @@ void xcm__cm_release(xcm_cm *cm);
  * the requests it holds with their HTTP connections included; 0 for no
  * such session. For tests and the benchmark (lib/web/bosh.h). */
 size_t xcm__cm_bosh_footprint(const xcm_cm *cm, const char *sid);
+/* For tests of XEP-0198's 32-bit counters: both counters of every
+ * stream management enabled from now on, on every listener open now,
+ * start at start instead of 0. */
+void xcm__cm_sm_start(xcm_cm *cm, uint32_t start);
 
 #endif

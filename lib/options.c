@@ -39,6 +39,12 @@ static const xcm_options defaults = {
     .max_per_address = 100,
     .upstream_wait_ms = 0,
     .log_level = XCM_LOG_INFO,
+    .sm_enable = 0,
+    .sm_max_unacked = 1000,
+    .sm_max_unacked_bytes = 1u << 20,
+    .sm_ack_every = 50,
+    .sm_ack_every_bytes = 65536,
+    .sm_ack_quiet_ms = 2000,
 };
 
 static const xcm_listen_options listen_defaults = {
@@ -237,6 +243,11 @@ int xcm__options_resolve(xcm_options *o, const xcm_options *in, char *errbuf,
   CHECK_UINT(burst_bytes);
   CHECK_LIMIT(max_clients);
   CHECK_LIMIT(max_per_address);
+  CHECK_LIMIT(sm_max_unacked);
+  CHECK_SIZE(sm_max_unacked_bytes);
+  CHECK_LIMIT(sm_ack_every);
+  CHECK_LIMIT(sm_ack_every_bytes);
+  CHECK_LIMIT(sm_ack_quiet_ms);
   if (o->upstream_fingerprint != NULL &&
       (err = check_pin(o, errbuf, errlen)) != 0)
     return err;
@@ -479,6 +490,12 @@ void xcm__client_cfg_from(xcm_client_cfg *cfg, const xcm_options *o) {
   cfg->burst_bytes = o->burst_bytes;
   cfg->compression = o->compression;
   cfg->upstream_wait_ms = o->upstream_wait_ms;
+  cfg->sm = o->sm_enable != 0;
+  cfg->sm_max_unacked = o->sm_max_unacked;
+  cfg->sm_max_unacked_bytes = o->sm_max_unacked_bytes;
+  cfg->sm_ack_every = o->sm_ack_every;
+  cfg->sm_ack_every_bytes = o->sm_ack_every_bytes;
+  cfg->sm_ack_quiet_ms = o->sm_ack_quiet_ms;
 }
 
 void xcm__client_cfg_defaults(xcm_client_cfg *cfg) {

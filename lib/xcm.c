@@ -719,6 +719,13 @@ int xcm_cm_attach(xcm_cm *cm, unsigned i, const xcm_transport *in,
   return err;
 }
 
+void xcm__cm_sm_start(xcm_cm *cm, uint32_t start) {
+  unsigned i;
+
+  for (i = 0; i < cm->nlisteners; i++)
+    cm->listeners[i]->cfg.sm_start = start;
+}
+
 int xcm__cm_attach_msg(xcm_cm *cm, unsigned i, const xcm_msg_transport *t,
                        const char *peer, xcm_client **out) {
   *out = NULL;
@@ -1014,6 +1021,13 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.sessions_websocket_now = c->clients_kind_now[XCM_TRANSPORT_WEBSOCKET];
   st.sessions_bosh_now = c->clients_kind_now[XCM_TRANSPORT_BOSH];
   st.sessions_custom_now = c->clients_kind_now[XCM_TRANSPORT_CUSTOM];
+  st.sm_sessions_now = c->sm_now;
+  st.sm_acks_requested = c->sm_acks_requested;
+  st.sm_acks_received = c->sm_acks_received;
+  st.sm_returned = c->sm_returned;
+  st.sm_return_errors = c->sm_return_errors;
+  st.sm_bad_h = c->sm_bad_h;
+  st.sm_overflows = c->sm_overflows;
   for (unsigned i = 0; i < cm->nlisteners; i++) {
     const xcm_http_counters *h;
 

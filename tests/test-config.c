@@ -422,6 +422,53 @@ static void test_unlimited(void) {
   xcmd_config_free(&cfg);
 }
 
+/* [stream_management]: XEP-0198 acknowledgements, off by default. */
+static void test_stream_management(void) {
+  xcmd_config cfg;
+
+  REQUIRE(parse_ok("", &cfg) == 0);
+  CHECK_INT(cfg.opt.sm_enable, 0);
+  CHECK_INT(cfg.opt.sm_max_unacked, 1000);
+  CHECK_INT(cfg.opt.sm_max_unacked_bytes, 1048576);
+  CHECK_INT(cfg.opt.sm_ack_every, 50);
+  CHECK_INT(cfg.opt.sm_ack_every_bytes, 65536);
+  CHECK_INT(cfg.opt.sm_ack_quiet_ms, 2000);
+  xcmd_config_free(&cfg);
+  REQUIRE(parse_ok("[stream_management]\nenable = yes\nmax_unacked = 200\n"
+                   "max_unacked_bytes = 256k\nack_every = 5\n"
+                   "ack_every_bytes = 4k\nack_quiet = 500ms\n",
+                   &cfg) == 0);
+  CHECK_INT(cfg.opt.sm_enable, 1);
+  CHECK_INT(cfg.opt.sm_max_unacked, 200);
+  CHECK_INT(cfg.opt.sm_max_unacked_bytes, 262144);
+  CHECK_INT(cfg.opt.sm_ack_every, 5);
+  CHECK_INT(cfg.opt.sm_ack_every_bytes, 4096);
+  CHECK_INT(cfg.opt.sm_ack_quiet_ms, 500);
+  CHECK(xcm_options_check(&cfg.opt, NULL, 0) == 0);
+  xcmd_config_free(&cfg);
+  REQUIRE(parse_ok("[stream_management]\nmax_unacked = unlimited\n"
+                   "ack_every = unlimited\nack_every_bytes = unlimited\n"
+                   "ack_quiet = unlimited\n",
+                   &cfg) == 0);
+  CHECK_INT(cfg.opt.sm_max_unacked, XCM_UNLIMITED);
+  CHECK_INT(cfg.opt.sm_ack_every, XCM_UNLIMITED);
+  CHECK_INT(cfg.opt.sm_ack_every_bytes, XCM_UNLIMITED);
+  CHECK_INT(cfg.opt.sm_ack_quiet_ms, XCM_UNLIMITED);
+  xcmd_config_free(&cfg);
+  expect_error(MINIMAL "[stream_management]\nmax_unacked = 0\n",
+               "xcmd.conf:8: key 'max_unacked' in [stream_management]: '0' "
+               "is not a limit: write 'unlimited' to switch it off");
+  expect_error(MINIMAL "[stream_management]\nack_quiet = 5ms\n",
+               "xcmd.conf:8: key 'ack_quiet' in [stream_management]: '5ms' "
+               "is out of range (10ms to 1h)");
+  expect_error(MINIMAL "[stream_management]\nmax_unacked_bytes = unlimited\n",
+               "xcmd.conf:8: key 'max_unacked_bytes' in [stream_management]: "
+               "'unlimited' is not a size (use e.g. 8k, 256k, 1m)");
+  expect_error(MINIMAL "[stream_management]\nenable = maybe\n",
+               "xcmd.conf:8: key 'enable' in [stream_management]: 'maybe' is "
+               "not a boolean (use yes or no)");
+}
+
 /* Every key with a value other than its default. */
 static void test_every_key(void) {
   const char *text = "[server]\n"
@@ -1648,6 +1695,7 @@ static const xcm_test tests[] = {
     {"words", test_words},
     {"every_key", test_every_key},
     {"unlimited", test_unlimited},
+    {"stream_management", test_stream_management},
     {"quoting", test_quoting},
     {"comments", test_comments},
     {"crlf", test_crlf},

@@ -120,7 +120,7 @@ static void u_closed(void *ud, const xcm_client_end *end) {
 
 static const xcm_client_cb u_cb = {u_open,   u_stanza, u_authenticated,
                                    NULL,     NULL,     u_undelivered,
-                                   u_closed, NULL};
+                                   u_closed, NULL,     NULL};
 
 static void u_accept(uv_stream_t *server, int status) {
   unit *u = server->data;

@@ -166,11 +166,13 @@ enum xcmd_section {
   XCMD_SEC_LOG,
   XCMD_SEC_METRICS,
   XCMD_SEC_DAEMON,
+  XCMD_SEC_SM,
   XCMD_NSECTIONS
 };
 
 static const char *const xcmd_section_names[XCMD_NSECTIONS] = {
-    "server", "upstream", "listener", "limits", "log", "metrics", "daemon"};
+    "server", "upstream", "listener", "limits",
+    "log",    "metrics",  "daemon",   "stream_management"};
 
 enum xcmd_type {
   XCMD_T_STR,    /* const char * */
@@ -335,6 +337,19 @@ static const xcmd_key xcmd_keys[] = {
      XCMD_HOUR},
     {XCMD_SEC_DAEMON, "drain_period", XCMD_T_MS,
      offsetof(xcmd_config, drain_period_ms), 0, XCMD_DAY},
+
+    {XCMD_SEC_SM, "enable", XCMD_T_BOOL, offsetof(xcmd_config, opt.sm_enable),
+     0, 0},
+    {XCMD_SEC_SM, "max_unacked", XCMD_T_UINT,
+     offsetof(xcmd_config, opt.sm_max_unacked), 1, 1000000},
+    {XCMD_SEC_SM, "max_unacked_bytes", XCMD_T_SIZE,
+     offsetof(xcmd_config, opt.sm_max_unacked_bytes), XCMD_KIB, XCMD_GIB},
+    {XCMD_SEC_SM, "ack_every", XCMD_T_UINT,
+     offsetof(xcmd_config, opt.sm_ack_every), 1, 1000000},
+    {XCMD_SEC_SM, "ack_every_bytes", XCMD_T_USIZE,
+     offsetof(xcmd_config, opt.sm_ack_every_bytes), XCMD_KIB, XCMD_GIB},
+    {XCMD_SEC_SM, "ack_quiet", XCMD_T_MS,
+     offsetof(xcmd_config, opt.sm_ack_quiet_ms), 10, XCMD_HOUR},
 };
 
 enum { XCMD_NKEYS = sizeof(xcmd_keys) / sizeof(xcmd_keys[0]) };
@@ -550,12 +565,20 @@ static int xcmd_may_be_unlimited(const xcmd_key *key) {
                                       "header_timeout", "auth_timeout",
                                       "idle_timeout",   "rate",
                                       "rate_bytes"};
+  static const char *const sm_names[] = {"max_unacked", "ack_every",
+                                         "ack_every_bytes", "ack_quiet"};
   size_t i;
 
   if (key->section == XCMD_SEC_LISTENER)
     return strcmp(key->name, "http_max_connections") == 0 ||
            strcmp(key->name, "http_max_per_address") == 0 ||
            strcmp(key->name, "bosh_max_per_address") == 0;
+  if (key->section == XCMD_SEC_SM) {
+    for (i = 0; i < sizeof(sm_names) / sizeof(sm_names[0]); i++)
+      if (strcmp(key->name, sm_names[i]) == 0)
+        return 1;
+    return 0;
+  }
   if (key->section != XCMD_SEC_LIMITS)
     return 0;
   for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)

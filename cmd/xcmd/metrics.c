@@ -221,6 +221,13 @@ static char *render(xcmd_metrics *m, size_t *len) {
     sum.sessions_drained += w->stats.sessions_drained;
     sum.hook_dropped += w->stats.hook_dropped;
     sum.xml_parsers_busy += w->stats.xml_parsers_busy;
+    sum.sm_sessions_now += w->stats.sm_sessions_now;
+    sum.sm_acks_requested += w->stats.sm_acks_requested;
+    sum.sm_acks_received += w->stats.sm_acks_received;
+    sum.sm_returned += w->stats.sm_returned;
+    sum.sm_return_errors += w->stats.sm_return_errors;
+    sum.sm_bad_h += w->stats.sm_bad_h;
+    sum.sm_overflows += w->stats.sm_overflows;
     for (c = 0; c < XCM_COND_COUNT_; c++)
       sum.stream_errors[c] += w->stats.stream_errors[c];
     uv_mutex_unlock(&w->lock);
@@ -356,6 +363,32 @@ static char *render(xcmd_metrics *m, size_t *len) {
   counter(&p, &left, "xcm_failed_returned_total",
           "Messages returned to the server with <failed/>.", "counter",
           sum.failed_returned);
+  counter(&p, &left, "xcm_sm_sessions",
+          "Clients with XEP-0198 acknowledgements enabled now.", "gauge",
+          sum.sm_sessions_now);
+  put(&p, &left,
+      "# HELP xcm_sm_acks_total XEP-0198 acknowledgements: <r/> sent "
+      "to clients, <a/> received from them.\n"
+      "# TYPE xcm_sm_acks_total counter\n"
+      "xcm_sm_acks_total{kind=\"requested\"} %llu\n"
+      "xcm_sm_acks_total{kind=\"received\"} %llu\n",
+      (unsigned long long)sum.sm_acks_requested,
+      (unsigned long long)sum.sm_acks_received);
+  counter(&p, &left, "xcm_sm_returned_total",
+          "Unacknowledged stanzas returned to the server when a client "
+          "ended (messages as <failed/>, iq get/set answered).",
+          "counter", sum.sm_returned);
+  counter(&p, &left, "xcm_sm_return_errors_total",
+          "Unacknowledged stanzas that could not be returned (logged).",
+          "counter", sum.sm_return_errors);
+  put(&p, &left,
+      "# HELP xcm_sm_clients_ended_total Clients ended for stream "
+      "management: an h past what was sent, an unacked queue over its "
+      "bound.\n"
+      "# TYPE xcm_sm_clients_ended_total counter\n"
+      "xcm_sm_clients_ended_total{reason=\"bad_h\"} %llu\n"
+      "xcm_sm_clients_ended_total{reason=\"overflow\"} %llu\n",
+      (unsigned long long)sum.sm_bad_h, (unsigned long long)sum.sm_overflows);
   put(&p, &left,
       "# HELP xcm_stream_errors_total Stream errors sent to "
       "clients, by condition.\n"

@@ -101,7 +101,11 @@ enum xcm_feature_flags {
   XCM_FEATURE_IQ_AUTH = 1u << 3,           /* XEP-0078 */
   XCM_FEATURE_IQ_REGISTER = 1u << 4,       /* XEP-0077 */
   XCM_FEATURE_BIND = 1u << 5,
-  XCM_FEATURE_SESSION = 1u << 6 /* RFC 3921 session, marked optional */
+  XCM_FEATURE_SESSION = 1u << 6, /* RFC 3921 session, marked optional */
+  /* XEP-0198 stream management (urn:xmpp:sm:3): never set by
+   * xcm_features_from_policy (Openfire's policy does not carry it); the
+   * CM adds it after authentication when xcm_options.sm_enable is set. */
+  XCM_FEATURE_SM = 1u << 7
 };
 
 /* One <stream:features> element. mechanisms are borrowed; none means no

@@ -156,6 +156,30 @@ typedef struct xcm_options {
    * refuses it unless the list is just that server. [NULL: server_host
    * and server_port, one node] */
   const char *upstream_servers;
+
+  /* XEP-0198 stream management, acknowledgements only (no resumption
+   * yet: <enable resume='true'/> is answered <enabled/> without it).
+   * With sm_enable, <sm xmlns='urn:xmpp:sm:3'/> is offered after
+   * authentication and <enable/> is taken after bind; the CM then counts
+   * stanzas both ways, answers <r/>, asks the client for acks and holds
+   * each stanza it sent until the client acknowledges it. When the
+   * connection ends in any way, what the client had not acknowledged
+   * goes back to the server: messages as <failed/> (stored offline), iq
+   * get/set answered with an error on the client's behalf
+   * (stats.sm_returned). [0] */
+  int sm_enable;
+  /* The unacked queue's bounds; a client past either is ended with
+   * policy-violation (stats.sm_overflows) and all of it goes back. At
+   * least 1, or XCM_UNLIMITED. [1000] stanzas, [1048576] bytes */
+  unsigned sm_max_unacked;
+  size_t sm_max_unacked_bytes;
+  /* Ask for an ack (<r/>) after this many stanzas or bytes sent since the
+   * last request ([50], [65536]), and this long after the last stanza
+   * sent when no request followed it ([2000] ms). At least 1, or
+   * XCM_UNLIMITED for never on that account. */
+  unsigned sm_ack_every;
+  unsigned sm_ack_every_bytes;
+  unsigned sm_ack_quiet_ms;
 } xcm_options;
 
 /* Set size and every field of *opt to its default. size is sizeof *opt
@@ -364,6 +388,22 @@ typedef struct xcm_stats {
   uint64_t bosh_inactivity_ends;
   uint64_t bosh_requests_refused;
   uint64_t bosh_refused_address_limit;
+  /* XEP-0198 acknowledgements (xcm_options.sm_enable): clients with them
+   * enabled now; <r/> sent to clients and <a/> received from them;
+   * unacknowledged stanzas given back when a client ended (messages as
+   * <failed/>, also counted in failed_returned; iq get/set answered);
+   * those that could not be (no upstream session left: the server ended
+   * it or every link was lost, logged at debug; or a return that failed,
+   * logged at warn); clients ended for acknowledging more than
+   * was sent (undefined-condition with <handled-count-too-high/>) and for
+   * an unacked queue over its bound (policy-violation). */
+  uint64_t sm_sessions_now;
+  uint64_t sm_acks_requested;
+  uint64_t sm_acks_received;
+  uint64_t sm_returned;
+  uint64_t sm_return_errors;
+  uint64_t sm_bad_h;
+  uint64_t sm_overflows;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */

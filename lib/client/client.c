@@ -9,6 +9,7 @@
 #include "proto/cmproto.h"
 #include "proto/route.h"
 #include "proto/stream.h"
+#include "session/sm.h"
 #include "transport/proxy.h"
 #include "util/alloc.h"
 #include "xcm/error.h"
@@ -90,6 +91,7 @@ struct xcm_client {
   xcm_requests *req;     /* requests whose answers we act on; NULL: none */
   xcm_proxy *proxy;      /* reading the PROXY header; NULL: none (any more) */
   char *peer;            /* the address a PROXY header named, or NULL */
+  xcm_sm *sm;            /* XEP-0198 acknowledgements once enabled, else NULL */
   char sid[SID_LEN + 1];
   char lang[16];
 };
@@ -128,6 +130,7 @@ static void maybe_free(xcm_client *c) {
   xcm__req_clear(&c->req, c->ctx->alloc);
   xcm__free(c->ctx->alloc, c->proxy);
   xcm__free(c->ctx->alloc, c->peer);
+  xcm__sm_free(c->ctx->alloc, c->sm);
   if (c->msg != NULL)
     xcm__buf_free(&c->msg->q);
   xcm__free(c->ctx->alloc, c->msg);
@@ -143,12 +146,18 @@ static int live(const xcm_client *c) {
   return c->stream != NULL || (c->msg != NULL && !c->msg->closed);
 }
 
+static void sm_return_all(xcm_client *c);
+static void sm_request(xcm_client *c);
+
 static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
   xcm_client_end end;
 
   if (c->flags & F_NOTIFIED)
     return;
   c->flags |= F_NOTIFIED | F_CLOSING;
+  /* Whatever way the client ends, what it did not acknowledge goes back
+   * now, while the owner still has its upstream session. */
+  sm_return_all(c);
   end.cond = cond;
   end.err = err;
   end.text = text;
@@ -225,7 +234,11 @@ static int send_units(xcm_client *c, const xcm_buf *b, const units *u,
   return err;
 }
 
-void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text) {
+/* End with a stream error: cond and text, or (raw not NULL) the whole
+ * <stream:error> element in raw, for one with an application-specific
+ * condition. */
+static void fail(xcm_client *c, xcm_cond cond, const char *text,
+                 const char *raw, size_t raw_len) {
   xcm_buf *b = &c->ctx->scratch;
   const xcm_framing *fr = framing(c);
   units u = {{0}, 0};
@@ -239,7 +252,10 @@ void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text) {
   /* RFC 6120 4.9.1.1: an error before our header still needs one. */
   start_header(c, b);
   unit_end(&u, b);
-  fr->error(b, cond, text);
+  if (raw != NULL)
+    fr->server_error(b, raw, raw_len);
+  else
+    fr->error(b, cond, text);
   unit_end(&u, b);
   fr->close(b);
   unit_end(&u, b);
@@ -249,6 +265,10 @@ void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text) {
   /* A peer that stopped reading would hold a graceful close forever. */
   close_stream(c, !(c->flags & F_ENDED));
   notify(c, cond, 0, text);
+}
+
+void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text) {
+  fail(c, cond, text, NULL, 0);
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -507,6 +527,9 @@ static int features(xcm_client *c, const xcm_policy *p, xcm_buf *b) {
   if (c->cfg->compression && p->compression_zlib && (c->flags & F_SECURED) &&
       !(c->flags & F_COMPRESSED) && (framing(c)->caps & XCM_FRAMING_ZLIB))
     f.flags |= XCM_FEATURE_COMPRESSION;
+  /* XEP-0198 section 2: offered once authenticated, enabled after bind. */
+  if (c->cfg->sm && (c->flags & F_AUTHED))
+    f.flags |= XCM_FEATURE_SM;
   return framing(c)->features(b, &f);
 }
 
@@ -623,6 +646,9 @@ static int levels(void *ud, const char *ns, const char *name) {
     return 2;
   if (strcmp(ns, NS_COMPRESS) == 0)
     return 2;
+  /* <enable resume/>, <a h/>: their attributes. */
+  if (strcmp(ns, XCM_NS_SM) == 0)
+    return 1;
   return 0;
 }
 
@@ -814,9 +840,126 @@ static int preauth_iq(xcm_client *c, const xcm_xml_stanza *s) {
   return relay_request(c, s);
 }
 
+/* ---- stream management: what the client sends (XEP-0198) ------------- */
+
+static int sm_failed(xcm_client *c, const char *cond) {
+  xcm_buf b;
+  int err;
+
+  xcm__buf_init(&b, c->ctx->alloc);
+  err = xcm__buf_append_str(&b, "<failed xmlns=\"" XCM_NS_SM "\"><");
+  if (err == 0)
+    err = xcm__buf_append_str(&b, cond);
+  if (err == 0)
+    err = xcm__buf_append_str(&b, " xmlns=\"" XCM_NS_STANZAS "\"/></failed>");
+  if (err == 0)
+    err = write_out(c, b.data, b.len) != 0 ? XCM_ECLOSED : 0;
+  else
+    err = refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+  xcm__buf_free(&b);
+  return err;
+}
+
+/* <enable/>: only once, and only once a resource is bound (XEP-0198
+ * section 3); a request to resume later is answered without it, since
+ * this CM does not resume sessions yet. */
+static int sm_enable(xcm_client *c) {
+  static const char enabled[] = "<enabled xmlns=\"" XCM_NS_SM "\"/>";
+  xcm_sm *sm;
+
+  if (!c->cfg->sm)
+    return sm_failed(c, "feature-not-implemented");
+  if (!(c->flags & F_BOUND) || c->sm != NULL)
+    return sm_failed(c, "unexpected-request");
+  sm = xcm__sm_new(c->ctx->alloc, c->cfg->sm_start);
+  if (sm == NULL)
+    return sm_failed(c, "resource-constraint");
+  if (write_out(c, enabled, sizeof enabled - 1) != 0) {
+    xcm__sm_free(c->ctx->alloc, sm);
+    return XCM_ECLOSED;
+  }
+  /* Counting starts after <enabled/>, both ways. */
+  c->sm = sm;
+  if (c->cfg->counters != NULL)
+    c->cfg->counters->sm_now++;
+  return 0;
+}
+
+/* <r/>: how many of its stanzas we handled. */
+static int sm_answer(xcm_client *c) {
+  char a[64];
+  int n = snprintf(a, sizeof a, "<a xmlns=\"" XCM_NS_SM "\" h=\"%u\"/>",
+                   (unsigned)c->sm->h_in);
+
+  return write_out(c, a, (size_t)n) != 0 ? XCM_ECLOSED : 0;
+}
+
+/* An h as the XEP's schema has it: an unsigned 32-bit decimal. */
+static int parse_h(const char *v, uint32_t *out) {
+  uint64_t n = 0;
+
+  if (v == NULL || *v == '\0')
+    return -1;
+  for (; *v != '\0'; v++) {
+    if (*v < '0' || *v > '9')
+      return -1;
+    n = n * 10 + (uint64_t)(*v - '0');
+    if (n > UINT32_MAX)
+      return -1;
+  }
+  *out = (uint32_t)n;
+  return 0;
+}
+
+/* <a h/>: what it covers leaves the queue. An h past what was sent is
+ * the XEP's undefined-condition with <handled-count-too-high/>
+ * (section 4). */
+static int sm_acked(xcm_client *c, const xcm_xml_stanza *s) {
+  char e[512];
+  uint32_t h;
+  int n;
+
+  if (s->root == NULL || parse_h(xcm__xml_node_attr(s->root, "h"), &h) != 0)
+    return refuse(c, XCM_COND_BAD_FORMAT,
+                  "<a/> needs h, a number from 0 to 4294967295");
+  if (c->cfg->counters != NULL)
+    c->cfg->counters->sm_acks_received++;
+  if (xcm__sm_ack(c->ctx->alloc, c->sm, h) == 0)
+    return 0;
+  if (c->cfg->counters != NULL)
+    c->cfg->counters->sm_bad_h++;
+  n = snprintf(
+      e, sizeof e,
+      "<stream:error><undefined-condition xmlns=\"" XCM_NS_STREAM_ERRORS
+      "\"/><handled-count-too-high xmlns=\"" XCM_NS_SM
+      "\" h=\"%u\" send-count=\"%u\"/><text xmlns=\"" XCM_NS_STREAM_ERRORS
+      "\">You acknowledged %u stanzas, but I only sent you %u so "
+      "far.</text></stream:error>",
+      (unsigned)h, (unsigned)c->sm->h_out, (unsigned)h, (unsigned)c->sm->h_out);
+  fail(c, XCM_COND_UNDEFINED_CONDITION, "handled-count-too-high", e, (size_t)n);
+  return XCM_ECLOSED;
+}
+
+static int sm_element(xcm_client *c, const xcm_xml_stanza *s) {
+  if (strcmp(s->name, "enable") == 0)
+    return sm_enable(c);
+  if (strcmp(s->name, "resume") == 0)
+    return sm_failed(c, "feature-not-implemented");
+  /* XEP-0198 section 4: <r/> and <a/> only once it is enabled. */
+  if (c->sm == NULL)
+    return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE,
+                  "stream management is not enabled");
+  if (strcmp(s->name, "r") == 0)
+    return sm_answer(c);
+  if (strcmp(s->name, "a") == 0)
+    return sm_acked(c, s);
+  return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+}
+
 static int on_stanza(void *ud, const xcm_xml_stanza *s) {
   xcm_client *c = ud;
   const xcm_policy *p;
+  int err;
 
   if (c->flags & F_CLOSING)
     return XCM_ECLOSED;
@@ -826,8 +969,13 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
   if (strcmp(s->ns, XCM_NS_CLIENT) == 0 &&
       (strcmp(s->name, "message") == 0 || strcmp(s->name, "presence") == 0 ||
        strcmp(s->name, "iq") == 0)) {
-    if (c->flags & F_AUTHED)
-      return (c->flags & F_BOUND) ? relay(c, s) : relay_request(c, s);
+    if (c->flags & F_AUTHED) {
+      err = (c->flags & F_BOUND) ? relay(c, s) : relay_request(c, s);
+      /* Handled: passed on to the server (XEP-0198's h). */
+      if (err == 0 && c->sm != NULL)
+        c->sm->h_in++;
+      return err;
+    }
     if (strcmp(s->name, "iq") == 0)
       return preauth_iq(c, s);
     return refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
@@ -836,6 +984,8 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
     return starttls(c);
   if (strcmp(s->ns, NS_COMPRESS) == 0)
     return compress(c, s);
+  if (strcmp(s->ns, XCM_NS_SM) == 0)
+    return sm_element(c, s);
   if (strcmp(s->ns, NS_SASL) == 0 && !(c->flags & F_AUTHED) &&
       (c->flags & F_V1) &&
       (strcmp(s->name, "auth") == 0 || strcmp(s->name, "response") == 0 ||
@@ -1190,6 +1340,11 @@ static void on_timer(uv_timer_t *t) {
   uint64_t wait_at = (c->flags & F_WAITING)
                          ? c->created + c->cfg->upstream_wait_ms
                          : UINT64_MAX;
+  /* Stanzas sent since our last <r/>, and then quiet: ask for an ack. */
+  uint64_t ack_at = (c->sm != NULL && c->sm->h_out != c->sm->asked &&
+                     c->cfg->sm_ack_quiet_ms != XCM__OFF)
+                        ? c->sm->last_out + c->cfg->sm_ack_quiet_ms
+                        : UINT64_MAX;
 
   if (n >= wait_at) {
     xcm__client_fail(c, XCM_COND_REMOTE_CONNECTION_FAILED,
@@ -1227,9 +1382,17 @@ static void on_timer(uv_timer_t *t) {
         in_resume(c);
     }
   }
+  if (n >= ack_at) {
+    sm_request(c);
+    if (c->flags & F_CLOSING)
+      return;
+    ack_at = UINT64_MAX;
+  }
   /* Reads only note the time; the timer re-arms itself lazily, so an
    * active client costs no timer operations. */
   next = idle_at;
+  if (ack_at < next)
+    next = ack_at;
   if (header_at < next)
     next = header_at;
   if (auth_at < next)
@@ -1470,8 +1633,119 @@ static int deliver_element(xcm_client *c, const char *bytes, size_t len,
   return err;
 }
 
+/* ---- stream management: acknowledgements (XEP-0198) ----------------- */
+
+/* What XEP-0198 counts: the three stanzas, by name as is_message reads
+ * one. Stream-level elements (SASL, features, errors) are not. */
+static int is_stanza(const char *bytes, size_t len) {
+  size_t n = xcm__xml_qname_length(bytes, len);
+
+  return (n == 7 && memcmp(bytes + 1, "message", 7) == 0) ||
+         (n == 8 && memcmp(bytes + 1, "presence", 8) == 0) ||
+         (n == 2 && memcmp(bytes + 1, "iq", 2) == 0);
+}
+
+static void sm_give_back(void *ud, const char *data, size_t len) {
+  xcm_client *c = ud;
+
+  c->cb->unacked(c->ud, data, len);
+}
+
+/* Everything unacknowledged goes back to the owner, oldest first; the
+ * queue is then empty, so nothing can be given twice. */
+static void sm_return_queue(xcm_client *c) {
+  if (c->sm != NULL && c->cb->unacked != NULL)
+    xcm__sm_drain(c->ctx->alloc, c->sm, sm_give_back, c);
+}
+
+/* The client ends: the queue goes back and the state goes. (Resumption
+ * would keep the state for the session here instead.) */
+static void sm_return_all(xcm_client *c) {
+  if (c->sm == NULL)
+    return;
+  sm_return_queue(c);
+  xcm__sm_free(c->ctx->alloc, c->sm);
+  c->sm = NULL;
+  if (c->cfg->counters != NULL)
+    c->cfg->counters->sm_now--;
+}
+
+/* Ask the client how much it has handled. */
+static void sm_request(xcm_client *c) {
+  static const char r[] = "<r xmlns=\"" XCM_NS_SM "\"/>";
+
+  /* Noted first: a failed write ends the client and frees the state. */
+  c->sm->asked = c->sm->h_out;
+  c->sm->since_bytes = 0;
+  if (c->cfg->counters != NULL)
+    c->cfg->counters->sm_acks_requested++;
+  write_out(c, r, sizeof r - 1);
+}
+
+/* The unacked queue is full: the client takes stanzas and does not
+ * acknowledge them. All of them go back, the one that did not fit last,
+ * and the client is ended. */
+static void sm_overflow(xcm_client *c, const char *data, size_t len,
+                        xcm_cond cond, const char *text) {
+  sm_return_queue(c);
+  if (c->cb->unacked != NULL)
+    c->cb->unacked(c->ud, data, len);
+  xcm__client_fail(c, cond, text);
+}
+
+/* A stanza about to be written joins the unacked queue first, so that
+ * it is in exactly one place whatever the write does: if the write
+ * fails, the client's end returns it with the rest. */
+static int sm_hold(xcm_client *c, const char *data, size_t len) {
+  int err = xcm__sm_push(c->ctx->alloc, c->sm, data, len,
+                         c->cfg->sm_max_unacked, c->cfg->sm_max_unacked_bytes);
+
+  if (err == XCM_ELIMIT) {
+    if (c->cfg->counters != NULL)
+      c->cfg->counters->sm_overflows++;
+    sm_overflow(c, data, len, XCM_COND_POLICY_VIOLATION,
+                "too many stanzas not acknowledged");
+  } else if (err != 0) {
+    sm_overflow(c, data, len, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+  }
+  return err;
+}
+
+/* A quiet spell after the last stanza sent asks for an ack: the timer
+ * fires by then at the latest (on_timer works out what is due). */
+static void on_timer(uv_timer_t *t);
+
+static void sm_arm(xcm_client *c) {
+  unsigned q = c->cfg->sm_ack_quiet_ms;
+
+  if (q == XCM__OFF)
+    return;
+  if (!uv_is_active((uv_handle_t *)&c->timer) ||
+      uv_timer_get_due_in(&c->timer) > q)
+    uv_timer_start(&c->timer, on_timer, q, 0);
+}
+
+/* A held stanza was written: ask for an ack past a threshold, else make
+ * sure a quiet spell will. */
+static void sm_sent(xcm_client *c) {
+  xcm_sm *sm = c->sm;
+  const xcm_client_cfg *cfg = c->cfg;
+
+  if (sm == NULL || (c->flags & F_CLOSING))
+    return;
+  sm->last_out = now(c);
+  if ((cfg->sm_ack_every != XCM__OFF &&
+       sm->h_out - sm->asked >= cfg->sm_ack_every) ||
+      (cfg->sm_ack_every_bytes != XCM__OFF &&
+       sm->since_bytes >= cfg->sm_ack_every_bytes))
+    sm_request(c);
+  else
+    sm_arm(c);
+}
+
 void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
   int message = r->inner != NULL && is_message(r->inner, r->inner_len);
+  int counted, record;
 
   if (c->flags & F_CLOSING) {
     if (message && c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED))
@@ -1484,13 +1758,22 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
       write_out(c, r->text, r->text_len);
     return;
   }
+  /* With acknowledgements on, a stanza is held in the unacked queue (as
+   * routed: what goes back upstream) and written as plain bytes, never
+   * as a record the transport would give back too. */
+  counted = c->sm != NULL && is_stanza(r->inner, r->inner_len);
+  if (counted && sm_hold(c, r->inner, r->inner_len) != 0)
+    return;
+  record = message && !counted;
   if (c->msg != NULL && framing(c)->element != NULL &&
       !xcm__xml_declares_default(r->inner, r->inner_len)) {
-    if (deliver_element(c, r->inner, r->inner_len, message) != 0)
+    if (deliver_element(c, r->inner, r->inner_len, record) != 0)
       return;
-  } else if (write_as(c, r->inner, r->inner_len, message) != 0) {
+  } else if (write_as(c, r->inner, r->inner_len, record) != 0) {
     return;
   }
+  if (counted)
+    sm_sent(c);
   if (c->req != NULL)
     watch_answers(c, r->inner, r->inner_len);
 }
@@ -1595,8 +1878,19 @@ int xcm__client_authenticated(const xcm_client *c) {
   return (c->flags & F_AUTHED) != 0;
 }
 
+int xcm__client_sm(const xcm_client *c, uint32_t *h_in, uint32_t *h_out,
+                   uint32_t *unacked) {
+  if (c->sm == NULL)
+    return 0;
+  *h_in = c->sm->h_in;
+  *h_out = c->sm->h_out;
+  *unacked = c->sm->count;
+  return 1;
+}
+
 size_t xcm__client_footprint(const xcm_client *c) {
-  size_t n = sizeof(*c) + (c->stream ? xcm__stream_footprint(c->stream) : 0);
+  size_t n = sizeof(*c) + (c->stream ? xcm__stream_footprint(c->stream) : 0) +
+             xcm__sm_footprint(c->sm);
 
   if (c->msg != NULL)
     n += sizeof(*c->msg) + strlen(c->msg->peer) + 1 + c->msg->q.cap;

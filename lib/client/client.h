@@ -59,6 +59,19 @@ typedef struct xcm_client_cfg {
   void *policy_ud;
   /* Where timeouts and shaped reads are counted; may be NULL. */
   xcm_counters *counters;
+  /* XEP-0198 acknowledgements (session/sm.h): <sm/> offered after
+   * authentication, <enable/> taken after bind. */
+  int sm;
+  unsigned sm_max_unacked;     /* stanzas unacknowledged; XCM__OFF: none */
+  size_t sm_max_unacked_bytes; /* ... their bytes; XCM__OFF: none */
+  /* Ask for an ack (<r/>) after this many stanzas or bytes sent since
+   * the last request, or this long after the last one sent when more
+   * followed no request; XCM__OFF: never for that reason. */
+  unsigned sm_ack_every;
+  unsigned sm_ack_every_bytes;
+  unsigned sm_ack_quiet_ms;
+  /* Both counters start here instead of 0: for tests of the wrap. */
+  uint32_t sm_start;
 } xcm_client_cfg;
 
 /* Why a client went away. */
@@ -95,6 +108,13 @@ typedef struct xcm_client_cb {
    * Return 0, or an error to refuse the client (closed at once, without a
    * word: it has not spoken XMPP yet). May be NULL. */
   int (*proxied)(void *ud, const char *address);
+  /* A stanza delivered with acknowledgements on that the client never
+   * acknowledged, its bytes as the server routed them: called for each,
+   * oldest first, exactly once, when the client ends (or from inside a
+   * stream error it is ended with). The owner returns it to the server
+   * (a message as <failed/>, an iq get or set answered with an error).
+   * May be NULL. */
+  void (*unacked)(void *ud, const char *data, size_t len);
 } xcm_client_cb;
 
 /* Take over an accepted TCP handle (allocated with ctx's allocator). On
@@ -199,6 +219,12 @@ size_t xcm__client_footprint(const xcm_client *c);
 
 /* An upstream link may be up again: a client waiting for one goes on. */
 void xcm__client_retry(xcm_client *c);
+
+/* Stream management (XEP-0198) for tests: whether it is on, and the
+ * counters (handled from the client, sent to it) and stanzas not yet
+ * acknowledged. 0 when it is off. */
+int xcm__client_sm(const xcm_client *c, uint32_t *h_in, uint32_t *h_out,
+                   uint32_t *unacked);
 
 /* Give the parser back to the pool if the client sits between stanzas. */
 void xcm__client_shrink(xcm_client *c);

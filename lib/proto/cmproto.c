@@ -303,6 +303,8 @@ int xcm__client_features(xcm_buf *b, const xcm_features *f) {
     lit(&w, "<bind xmlns=\"" XCM_NS_BIND "\"/>");
   if (f->flags & XCM_FEATURE_SESSION)
     lit(&w, "<session xmlns=\"" XCM_NS_SESSION "\"><optional/></session>");
+  if (f->flags & XCM_FEATURE_SM)
+    lit(&w, "<sm xmlns=\"" XCM_NS_SM "\"/>");
   lit(&w, "</stream:features>");
   return done(&w);
 }

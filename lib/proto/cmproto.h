@@ -26,6 +26,7 @@
 #define XCM_NS_IQ_REGISTER_FEATURE "http://jabber.org/features/iq-register"
 #define XCM_NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
 #define XCM_NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
+#define XCM_NS_SM "urn:xmpp:sm:3"
 
 /* Upstream. */
 int xcm__cm_stream_open(xcm_buf *b, const char *cm_jid);

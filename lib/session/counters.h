@@ -30,6 +30,14 @@ typedef struct xcm_counters {
   uint64_t proxy_untrusted;       /* a PROXY listener's untrusted peer */
   /* clients_now by what carries them (xcm_transport_kind). */
   uint64_t clients_kind_now[XCM_TRANSPORT_KIND_COUNT_];
+  /* XEP-0198 acknowledgements (session/sm.h). */
+  uint64_t sm_now;            /* clients with them on now */
+  uint64_t sm_acks_requested; /* <r/> sent */
+  uint64_t sm_acks_received;  /* <a/> received */
+  uint64_t sm_returned;       /* unacknowledged stanzas given back at an end */
+  uint64_t sm_return_errors;  /* ... that could not be (logged) */
+  uint64_t sm_bad_h;          /* ended for acknowledging more than was sent */
+  uint64_t sm_overflows;      /* ended for too much unacknowledged */
 } xcm_counters;
 
 #endif

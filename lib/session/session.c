@@ -327,6 +327,30 @@ static void cl_undelivered(void *ud, const char *msg, size_t len) {
     s->table->counters->failed_returned++;
 }
 
+/* A stanza the client never acknowledged (XEP-0198): it goes back as
+ * any undelivered stanza does. One that cannot be returned is counted
+ * in sm_return_errors: with the upstream session gone (the server ended
+ * it, or every link was lost) there is nobody to return it to, and it is
+ * logged at debug level only; a return that failed (the link's output
+ * full, no memory) is logged at warn. */
+static void cl_unacked(void *ud, const char *data, size_t len) {
+  xcm_session *s = ud;
+  xcm_counters *c = s->table->counters;
+  int r =
+      s->up != NULL ? xcm__pool_session_return(s->up, data, len) : XCM_ECLOSED;
+
+  if (r == XCM__RETURNED_MESSAGE)
+    c->failed_returned++;
+  if (r > 0) {
+    c->sm_returned++;
+  } else if (r < 0) {
+    c->sm_return_errors++;
+    xcm__log(s->table->ctx, s->up != NULL ? XCM_LOG_WARN : XCM_LOG_DEBUG,
+             "%s: an unacknowledged stanza could not be returned: %s",
+             xcm__client_sid(s->client), xcm_strerror(r));
+  }
+}
+
 static void cl_closed(void *ud, const xcm_client_end *end) {
   xcm_session *s = ud;
   xcm_sessions *t = s->table;
@@ -362,7 +386,7 @@ static int cl_proxied(void *ud, const char *address);
 
 static const xcm_client_cb client_cb = {cl_open,   cl_stanza,  cl_authenticated,
                                         cl_bound,  cl_secured, cl_undelivered,
-                                        cl_closed, cl_proxied};
+                                        cl_closed, cl_proxied, cl_unacked};
 
 /* ---- accepting ---------------------------------------------------------- */
 

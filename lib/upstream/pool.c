@@ -41,7 +41,7 @@ struct xcm_up_session {
   xcm_buf *hold;               /* stanzas sent before the create result */
   uint64_t close_at;           /* while lingering: when to send the close */
   xcm_up_session *linger_next; /* in the pool's linger queue */
-  int lingering;
+  int lingering; /* 0, or the spells of linger_ms so far (linger_more) */
   char sid[];
 };
 
@@ -80,6 +80,8 @@ struct xcm_pool {
   xcm_tls_config *tls;
   link_slot *links;
   unsigned nlinks;
+  /* <failed/> returns the server has not answered yet (on_linger). */
+  size_t failed_pending;
   unsigned up;
   node_slot *nodes;
   unsigned nnodes;
@@ -224,6 +226,8 @@ static request *request_new(xcm_pool *p, enum request_kind kind,
     return NULL;
   r->kind = kind;
   r->s = s;
+  if (kind == R_FAILED)
+    p->failed_pending++;
   r->deadline = now(p) + p->opt.request_timeout_ms;
   /* Ids only need to be unique among this pool's pending requests; the
    * prefix keeps them apart from anything the server makes up. */
@@ -244,6 +248,8 @@ static request *request_new(xcm_pool *p, enum request_kind kind,
 }
 
 static void request_free(xcm_pool *p, request *r) {
+  if (r->kind == R_FAILED)
+    p->failed_pending--;
   xcm__map_remove(&p->requests, &r->e);
   if (r->prev != NULL)
     r->prev->next = r->next;
@@ -392,6 +398,28 @@ static void unlinger(xcm_pool *p, xcm_up_session *s) {
   }
   s->lingering = 0;
   s->linger_next = NULL;
+}
+
+/* A route reached a session that lingers: the server still sends to it,
+ * and a <failed/> sent after our close would be refused (the session
+ * gone: item-not-found) and the message lost. The close waits for a
+ * quiet spell of linger_ms again, LINGER_MAX spells at most (at least
+ * LINGER_MAX * linger_ms / 2 in all), so that a sender that never stops
+ * cannot keep the session open. lingering counts the spells. The queue is not
+ * reordered (O(1) per route): a session behind one that waits longer has its
+ * close held back as long, LINGER_MAX * linger_ms at worst, and keeps returning
+ * what reaches it meanwhile. */
+enum { LINGER_MAX = 50 };
+
+static void linger_more(xcm_pool *p, xcm_up_session *s) {
+  uint64_t n = now(p);
+
+  /* A spell counts once it is half gone: a burst of routes is one. */
+  if (s->lingering == 0 || s->lingering >= LINGER_MAX ||
+      s->close_at > n + p->opt.linger_ms / 2)
+    return;
+  s->close_at = n + p->opt.linger_ms;
+  s->lingering++;
 }
 
 static void session_free(xcm_pool *p, xcm_up_session *s) {
@@ -670,30 +698,36 @@ static int send_bounce(xcm_pool *p, xcm_up_session *s, const char *id,
 /* A route's payload the session can no longer take: a message goes back
  * to be stored offline (unless it is an error), an iq get or set is
  * answered with an error. inner has its attributes. */
-static void undeliverable_node(xcm_pool *p, xcm_up_session *s,
-                               const xcm_xml_node *inner, const xcm_route *r) {
+static int undeliverable_node(xcm_pool *p, xcm_up_session *s,
+                              const xcm_xml_node *inner, const xcm_route *r) {
   const char *type = xcm__xml_node_attr(inner, "type");
   int err = 0;
 
   if (strcmp(inner->name, "message") == 0 &&
       (type == NULL || strcmp(type, "error") != 0)) {
     err = send_failed(p, s, r->inner, r->inner_len);
+    if (err == 0)
+      err = XCM__RETURNED_MESSAGE;
   } else if (strcmp(inner->name, "iq") == 0 && type != NULL &&
              (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)) {
     err = send_bounce(p, s, xcm__xml_node_attr(inner, "id"),
                       xcm__xml_node_attr(inner, "from"),
                       xcm__xml_node_attr(inner, "to"));
+    if (err == 0)
+      err = XCM__RETURNED_IQ;
   }
-  if (err != 0)
+  if (err < 0)
     xcm__log(p->ctx, XCM_LOG_WARN,
              "upstream: could not return an undeliverable <%s/> for %s: %s",
              inner->name, s->sid, xcm_strerror(err));
+  return err;
 }
 
 typedef struct payload_read {
   xcm_pool *p;
   xcm_up_session *s;
   const xcm_route *r;
+  int result; /* undeliverable_node's */
 } payload_read;
 
 static int payload_levels(void *ud, const char *ns, const char *name) {
@@ -704,7 +738,7 @@ static int payload_levels(void *ud, const char *ns, const char *name) {
 static int payload_stanza(void *ud, const xcm_xml_stanza *st) {
   payload_read *pr = ud;
 
-  undeliverable_node(pr->p, pr->s, st->root, pr->r);
+  pr->result = undeliverable_node(pr->p, pr->s, st->root, pr->r);
   return 0;
 }
 
@@ -717,7 +751,7 @@ static int payload_stanza(void *ud, const xcm_xml_stanza *st) {
 static void undeliverable(xcm_pool *p, xcm_up_session *s,
                           const xcm_xml_stanza *st, const xcm_route *r) {
   const xcm_xml_node *inner = st->root->children;
-  payload_read pr = {p, s, r};
+  payload_read pr = {p, s, r, 0};
   int err;
 
   if (inner == NULL || r->inner == NULL)
@@ -762,6 +796,7 @@ static void on_route(xcm_pool *p, const xcm_xml_stanza *st) {
   }
   if (s->state == S_CLOSING) {
     undeliverable(p, s, st, &r);
+    linger_more(p, s);
     return;
   }
   s->cb->deliver(s->ud, &r);
@@ -1365,6 +1400,22 @@ int xcm__pool_session_failed(xcm_up_session *s, const char *msg, size_t len) {
   return send_failed(s->pool, s, msg, len);
 }
 
+int xcm__pool_session_return(xcm_up_session *s, const char *bytes, size_t len) {
+  xcm_pool *p = s->pool;
+  xcm_route r;
+  payload_read pr = {p, s, &r, 0};
+  int err;
+
+  memset(&r, 0, sizeof r);
+  r.inner = bytes;
+  r.inner_len = len;
+  /* The bytes are what the server routed, read again in the upstream
+   * stream's namespaces as a route's payload is (undeliverable()). */
+  err = xcm__xml_read_standalone(p->ctx->xml, &xcm__stream_cm, bytes, len, 64,
+                                 0, payload_levels, payload_stanza, &pr);
+  return err != 0 ? err : pr.result;
+}
+
 static void send_close(xcm_pool *p, xcm_up_session *s) {
   request *r;
   int err;
@@ -1390,13 +1441,41 @@ static void on_linger(uv_timer_t *t) {
   xcm_pool *p = t->data;
   uint64_t n = now(p);
   xcm_up_session *s;
+  unsigned i;
+  /* While returns are unanswered, or a link has output queued (its
+   * clients' reads paused when it is congested), the server is behind:
+   * what clients sent to a lingering session may not have reached it, a
+   * close on a quieter link would overtake it, and the server would
+   * route it to the session after closing it (a <failed/> then finds the
+   * session gone). Seen with many clients dropped at once. */
+  int congested = p->failed_pending > 0;
+
+  for (i = 0; i < p->nlinks; i++)
+    congested |=
+        p->links[i].congested ||
+        (p->links[i].link != NULL && xcm__link_queued(p->links[i].link) > 0);
 
   while ((s = p->linger_head) != NULL && s->close_at <= n) {
     p->linger_head = s->linger_next;
     if (p->linger_head == NULL)
       p->linger_tail = NULL;
-    s->lingering = 0;
     s->linger_next = NULL;
+    /* Late by half a spell (the loop was busy, and routes for the
+     * session may wait unread in a link's socket), or clients held back
+     * by congestion: one more spell (within LINGER_MAX), at the tail, so
+     * that what is on its way arrives before the close. */
+    if ((congested || n - s->close_at > p->opt.linger_ms / 2) &&
+        s->lingering < LINGER_MAX) {
+      s->close_at = n + p->opt.linger_ms;
+      s->lingering++;
+      if (p->linger_tail != NULL)
+        p->linger_tail->linger_next = s;
+      else
+        p->linger_head = s;
+      p->linger_tail = s;
+      continue;
+    }
+    s->lingering = 0;
     send_close(p, s);
   }
   if (p->linger_head != NULL)

@@ -54,9 +54,9 @@ typedef struct xcm_pool_options {
   const char *secret;
   const char *resource_prefix; /* workers make it unique */
   unsigned connections;        /* links to each node */
-  enum xcm_pool_tls tls;  /* optional: used when offered */
-  const char *ca_file;    /* for verifying the server's certificate */
-  int accept_self_signed; /* skip verification; logged loudly */
+  enum xcm_pool_tls tls;       /* optional: used when offered */
+  const char *ca_file;         /* for verifying the server's certificate */
+  int accept_self_signed;      /* skip verification; logged loudly */
   /* The SHA-256 of the server's certificate (32 bytes, copied), or
    * NULL: trusted instead of ca_file and the host name. */
   const unsigned char *pin_sha256;
@@ -194,6 +194,15 @@ int xcm__pool_session_send(xcm_up_session *s, const xcm_xml_stanza *st,
 /* Return a message the client can no longer receive (its exact bytes as
  * routed to it): sent as <failed/> with xmlns="jabber:client". */
 int xcm__pool_session_failed(xcm_up_session *s, const char *msg, size_t len);
+
+/* Return a stanza a client with acknowledgements on never acknowledged
+ * (its bytes as routed to it): a message goes back as <failed/>, an iq
+ * get or set is answered with an error on the client's behalf, anything
+ * else (presence, an iq result, a message of type error) is dropped.
+ * XCM__RETURNED_MESSAGE, XCM__RETURNED_IQ, 0 for dropped, or a negative
+ * error (logged). */
+enum { XCM__RETURNED_MESSAGE = 1, XCM__RETURNED_IQ = 2 };
+int xcm__pool_session_return(xcm_up_session *s, const char *bytes, size_t len);
 
 /* The client is gone: the close follows after linger_ms. Until then, and
  * until the server answers the close, messages routed to the session go
