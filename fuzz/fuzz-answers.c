@@ -402,7 +402,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       "'><jid>alice@example.test/r</jid></bind></iq>",
       "<success xmlns='" NS_SASL "'/>",
   };
-  xcm_transport t = {sizeof t, t_write, t_close, NULL};
+  xcm_transport t = {.size = sizeof t, .write = t_write, .close = t_close};
   xcm_client *c;
   heard h;
   model m;
