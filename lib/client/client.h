@@ -141,6 +141,12 @@ typedef struct xcm_msg_transport {
    * counts (xcm_stats.sessions_*_now); any other value counts as
    * custom. */
   xcm_transport_kind kind;
+  /* The client drops a reader too slow for max_out: give back now,
+   * through xcm__client_msg_unsent() and oldest first, every message
+   * sent that has not reached the peer's kernel, and send nothing
+   * queued any more (close() follows). May be NULL: then what the
+   * transport queued is lost with the connection. */
+  void (*take_unsent)(void *ud);
 } xcm_msg_transport;
 
 /* A client over a message transport (copied), framed as RFC 7395 says.
@@ -157,6 +163,12 @@ void xcm__client_msg_input(xcm_client *c, const char *data, size_t len);
  * negative error): what the client did not get goes back to the server,
  * and close() follows (from inside this call). */
 void xcm__client_msg_end(xcm_client *c, int err);
+/* A unit sent earlier (data lent for the call) that the transport could
+ * not deliver and will never send: a message goes back to the server as
+ * the ones the client keeps do (<failed/>). Call it oldest first, before
+ * xcm__client_msg_end() (what the transport queued is older than what
+ * the client keeps), or from inside take_unsent(). */
+void xcm__client_msg_unsent(xcm_client *c, const char *data, size_t len);
 /* The transport can take messages again after XCM_EAGAIN: the client
  * sends what it kept. */
 void xcm__client_writable(xcm_client *c);
