@@ -69,6 +69,7 @@ typedef struct world {
 /* Small only for the tests that need them so. */
 static size_t max_client_out = 1024 * 1024;
 static unsigned rate = 200, burst = 1000;
+static unsigned rate_bytes = 262144, burst_bytes = 1048576;
 
 static void tune(xcm_options *o, void *ud) {
   (void)ud;
@@ -77,6 +78,8 @@ static void tune(xcm_options *o, void *ud) {
   o->max_client_out = max_client_out;
   o->rate = rate;
   o->burst = burst;
+  o->rate_bytes = rate_bytes;
+  o->burst_bytes = burst_bytes;
 }
 
 static void world_start(world *w) {
@@ -667,6 +670,178 @@ static void test_backpressure_out(void) {
   max_client_out = 1024 * 1024;
 }
 
+/* Nothing lost without a <failed/>: a WebSocket client stops reading
+ * while a TCP client sends it FLOOD_N messages of 16 KB (more than the
+ * kernel's buffers, the WebSocket's queue and max_client_out hold
+ * together); it is dropped past max_client_out. Then it reads again
+ * what reached its socket, to the end. Every message is either read by
+ * it or stored offline from a <failed/> (the testkit's Openfire), each
+ * exactly once: the first ones read, in order, the rest given back, in
+ * order. The drop sends no reset, so the kernel's share reaches the
+ * client; the one message the drop may cut in the middle (partly in
+ * the kernel) is the only one allowed in neither. */
+#define FLOOD_N 900
+#define FLOOD_BODY 16000
+
+typedef struct tally {
+  world *w;
+  wsc *c;
+  int n;              /* messages sent */
+  char seen[FLOOD_N]; /* 1: read by the client, 2: failed, 3+: twice */
+  int read, failed, twice, read_order, failed_order;
+} tally;
+
+/* The number after "<body>" in each message from p on, in order. */
+static void count_bodies(tally *t, const char *p, size_t len, int how) {
+  const char *end = p + len;
+  int last = -1;
+
+  while ((p = memmem(p, (size_t)(end - p), "<body>", 6)) != NULL) {
+    int id = atoi(p + 6);
+
+    p += 6;
+    if (id < 0 || id >= FLOOD_N)
+      continue;
+    if (t->seen[id] != 0)
+      t->twice++;
+    t->seen[id] = (char)(t->seen[id] + how);
+    if (how == 1) {
+      t->read++;
+      t->read_order += id != last + 1;
+    } else {
+      t->failed++;
+      t->failed_order += id <= last;
+    }
+    last = id;
+  }
+}
+
+static void tally_now(tally *t) {
+  unsigned i, n = xcm_testkit_offline_count(t->w->w.kit, "alice");
+  int last = -1;
+
+  memset(t->seen, 0, sizeof t->seen);
+  t->read = t->failed = t->twice = t->read_order = t->failed_order = 0;
+  decode(t->c);
+  if (t->c->msgs.data != NULL)
+    count_bodies(t, t->c->msgs.data, t->c->msgs.len, 1);
+  for (i = 0; i < n; i++) {
+    size_t len;
+    const char *m = xcm_testkit_offline_message(t->w->w.kit, "alice", i, &len);
+    const char *b = m != NULL ? memmem(m, len, "<body>", 6) : NULL;
+    int id = b != NULL ? atoi(b + 6) : -1;
+
+    if (id < 0 || id >= FLOOD_N)
+      continue;
+    if (t->seen[id] != 0)
+      t->twice++;
+    t->seen[id] = (char)(t->seen[id] + 2);
+    t->failed++;
+    t->failed_order += id <= last;
+    last = id;
+  }
+}
+
+/* The client read to its end, and the last message came back. */
+static int flood_settled(void *ud) {
+  tally *t = ud;
+
+  if (!t->c->ended)
+    return 0;
+  tally_now(t);
+  return t->seen[t->n - 1] != 0 && t->read + t->failed >= t->n - 1;
+}
+
+/* The testkit has read all that bob sent. */
+static int kit_has(void *ud) {
+  tally *t = ud;
+  xcm_testkit_stats ks;
+
+  xcm_testkit_get_stats(t->w->w.kit, &ks, sizeof ks);
+  return ks.routes_in >= (uint64_t)t->n;
+}
+
+static void test_slow_reader_nothing_lost(void) {
+  world w;
+  wsc c;
+  xcm_raw bob;
+  static tally t;
+  static char body[FLOOD_BODY + 1], m[FLOOD_BODY + 200];
+  unsigned before = xcm_test_failures();
+  int i, first_failed = FLOOD_N;
+  uint64_t base;
+
+  max_client_out = 256 * 1024;
+  rate = burst = 100000;
+  rate_bytes = burst_bytes = 1u << 30;
+  world_start(&w);
+  REQUIRE(c_open(&c, &w, "/ws/") == 101);
+  REQUIRE(ws_login(&c, AUTH_ALICE, "slow"));
+  REQUIRE(xcm_raw_open(&bob, &w.w.loop, "127.0.0.1", w.w.port, 1));
+  REQUIRE(xcm_raw_login(&bob, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "fast"));
+  /* Forget what the login read: only the flood is counted. */
+  decode(&c);
+  c.msgs.len = 0;
+  xcm__stream_pause(c.s);
+  memset(body, 'x', sizeof body - 1);
+  memset(&t, 0, sizeof t);
+  t.w = &w;
+  t.c = &c;
+  {
+    xcm_testkit_stats ks;
+
+    xcm_testkit_get_stats(w.w.kit, &ks, sizeof ks);
+    base = ks.routes_in;
+  }
+  /* In rounds of 20, each read by the testkit before the next, until
+   * the client is dropped: no message is then still on its way from
+   * bob when alice's session ends (the testkit would route those to a
+   * session the CM closed, which is not this case's subject). */
+  for (i = 0; i < FLOOD_N && !returned(&w); i++) {
+    snprintf(m, sizeof m,
+             "<message to='alice@example.test/slow' type='chat'>"
+             "<body>%d %s</body></message>",
+             i, body);
+    xcm_raw_sends(&bob, m);
+    if (i % 20 == 19) {
+      t.n = (int)base + i + 1;
+      REQUIRE(xcm_test_run_until(&w.w.loop, kit_has, &t, 20000));
+    }
+  }
+  t.n = i;
+  CHECK(xcm_test_run_until(&w.w.loop, returned, &w, 20000));
+  /* It reads again: what reached its socket is its own. */
+  xcm__stream_resume(c.s);
+  CHECK(xcm_test_run_until(&w.w.loop, flood_settled, &t, 20000));
+  tally_now(&t);
+  for (i = 0; i < t.n; i++)
+    if (t.seen[i] == 2 && i < first_failed)
+      first_failed = i;
+  xcm_test_note("%d sent: read %d, failed %d (from #%d), lost %d, twice %d",
+                t.n, t.read, t.failed, first_failed, t.n - t.read - t.failed,
+                t.twice);
+  CHECK_INT(t.twice, 0);
+  CHECK_INT(t.read_order, 0);
+  CHECK_INT(t.failed_order, 0);
+  /* The WebSocket's queue held some when it was dropped: the messages
+   * it gave back come right after the last one read, or after the one
+   * the drop cut. */
+  CHECK(t.failed > 0);
+  CHECK(first_failed == t.read || first_failed == t.read + 1);
+  CHECK(t.n - t.read - t.failed <= 1);
+  CHECK(stats(&w).stream_errors[XCM_COND_POLICY_VIOLATION] >= 1);
+  CHECK(!bob.eof);
+  xcm_test_tried("slow-reader-nothing-lost", before);
+  xcm_raw_free(&bob);
+  c_free(&c);
+  world_stop(&w);
+  max_client_out = 1024 * 1024;
+  rate = 200;
+  burst = 1000;
+  rate_bytes = 262144;
+  burst_bytes = 1048576;
+}
+
 /* Over its rate a WebSocket client is shaped, not cut: the client
  * pauses the WebSocket (it stops reading its socket) until the budget
  * refills, and every message arrives, in order. */
@@ -812,6 +987,7 @@ static const xcm_test tests[] = {
     {"stream_error", test_stream_error},
     {"wss_secure", test_wss_secure},
     {"backpressure_out", test_backpressure_out},
+    {"slow_reader_nothing_lost", test_slow_reader_nothing_lost},
     {"backpressure_in", test_backpressure_in},
     {"shutdown_silent_client", test_shutdown_silent_client},
     {"idle_footprint", test_idle_footprint},
