@@ -5,7 +5,8 @@
  * built here: text both ways, non-ASCII, 60 KB, fragments, 200 in
  * order, ping, the close handshake both ways, every broken rule with its
  * status code, early bytes, backpressure, pause, a peer that never
- * answers our Close, and what an idle connection holds. */
+ * answers our Close, what an idle connection holds, and the messages
+ * given back (cb.unsent) when the peer resets or the owner gives up. */
 #include <malloc.h>
 #include <signal.h>
 #include <stdint.h>

@@ -110,7 +110,8 @@ int xcm__client_new_custom(xcm_client **out, xcm_ctx *ctx,
 /* A transport that carries whole messages, each one element (RFC 7395
  * WebSocket; BOSH next, see client/framing.h): the WebSocket layer
  * implements it and attaches a client with xcm__client_new_msg(). The
- * table is copied.
+ * table is copied; zero it before filling it in, so that optional
+ * fields added later are NULL.
  *
  * Calls into the transport may come from inside any xcm__client_* call
  * (xcm__client_msg_input included) and from the loop. */

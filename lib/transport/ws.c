@@ -6,7 +6,10 @@
  * recv_cb, and whatever is left when it returns (we were paused) is
  * copied to `held` and fed later from the timer. Sends never block:
  * send_cb copies into the stream's output, so wslay's own queues are
- * empty whenever none of its calls is running.
+ * empty whenever none of its calls is running. Each text message's
+ * payload goes in as a stream record: when the connection is lost, the
+ * messages no byte of which reached the kernel are given back to the
+ * owner (cb.unsent) rather than lost with the queue.
  *
  * Messages are reassembled here, not in wslay (no-buffering mode): the
  * buffer comes from the context's allocator, is sized from the frame
