@@ -107,7 +107,7 @@ static void on_closed(void *ud) {
   r->ws = NULL;
 }
 
-static const xcm_ws_cb cbs = {on_message, on_end, NULL, on_closed};
+static const xcm_ws_cb cbs = {on_message, on_end, NULL, on_closed, NULL};
 
 /* The server's frames, parsed as they are written: never masked. */
 static int on_write(void *ud, const char *d, size_t len) {

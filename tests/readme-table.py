@@ -119,8 +119,9 @@ HOSTILE_CLASSES = [
      'opcodes, lengths not in their shortest form, bad close codes), each '
      'closed with its status code'),
     ('slow-reader', 'a WebSocket client that stops reading while a TCP '
-     'client floods it: dropped past max_client_out, what it did not get '
-     'returned with `<failed/>`, the sender unharmed'),
+     'client floods it, then is dropped past max_client_out or resets: '
+     'every message read or returned with `<failed/>`, once and in order, '
+     'none lost but what the kernel held; the sender unharmed'),
     ('bosh-requests', 'BOSH requests that break XEP-0124 or XEP-0206: a rid '
      'beyond the window, an unknown or ended sid (legacy and 1.6 clients), '
      'bodies that are not one (unterminated, another root, no or a bad rid, '

@@ -89,6 +89,7 @@ static void attach(peer *p, xcm_test_world *w, int secure) {
   xcm_msg_transport t;
 
   memset(p, 0, sizeof *p);
+  memset(&t, 0, sizeof t); /* fields added later stay NULL */
   p->w = w;
   t.send = p_send;
   t.pause = p_pause;

@@ -5,9 +5,13 @@
  * test-ws.c's and the HTTP server test-http.c's; here is what joins
  * them to the sessions (lib/web/websocket.c). */
 #define _GNU_SOURCE /* memmem */
+#include <linux/sockios.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include "harness.h"
 #include "rawclient.h"
@@ -69,6 +73,7 @@ typedef struct world {
 /* Small only for the tests that need them so. */
 static size_t max_client_out = 1024 * 1024;
 static unsigned rate = 200, burst = 1000;
+static unsigned rate_bytes = 262144, burst_bytes = 1048576;
 
 static void tune(xcm_options *o, void *ud) {
   (void)ud;
@@ -77,6 +82,8 @@ static void tune(xcm_options *o, void *ud) {
   o->max_client_out = max_client_out;
   o->rate = rate;
   o->burst = burst;
+  o->rate_bytes = rate_bytes;
+  o->burst_bytes = burst_bytes;
 }
 
 static void world_start(world *w) {
@@ -667,6 +674,357 @@ static void test_backpressure_out(void) {
   max_client_out = 1024 * 1024;
 }
 
+/* Nothing lost without a <failed/>: a WebSocket client stops reading
+ * while a TCP client sends it FLOOD_N messages of 16 KB (more than the
+ * kernel's buffers, the WebSocket's queue and max_client_out hold
+ * together); it is dropped past max_client_out. Then it reads again
+ * what reached its socket, to the end. Every message is either read by
+ * it or stored offline from a <failed/> (the testkit's Openfire), each
+ * exactly once: the first ones read, in order, the rest given back, in
+ * order. The drop sends no reset, so the kernel's share reaches the
+ * client; the one message the drop may cut in the middle (partly in
+ * the kernel) is the only one allowed in neither. */
+#define FLOOD_N 900
+#define FLOOD_BODY 16000
+
+typedef struct tally {
+  world *w;
+  wsc *c;
+  int n;              /* messages sent */
+  char seen[FLOOD_N]; /* 1: read by the client, 2: failed, 3+: twice */
+  int read, failed, twice, read_order, failed_order;
+} tally;
+
+/* The number after "<body>" in each message from p on, in order. */
+static void count_bodies(tally *t, const char *p, size_t len, int how) {
+  const char *end = p + len;
+  int last = -1;
+
+  while ((p = memmem(p, (size_t)(end - p), "<body>", 6)) != NULL) {
+    int id = atoi(p + 6);
+
+    p += 6;
+    if (id < 0 || id >= FLOOD_N)
+      continue;
+    if (t->seen[id] != 0)
+      t->twice++;
+    t->seen[id] = (char)(t->seen[id] + how);
+    if (how == 1) {
+      t->read++;
+      t->read_order += id != last + 1;
+    } else {
+      t->failed++;
+      t->failed_order += id <= last;
+    }
+    last = id;
+  }
+}
+
+static void tally_now(tally *t) {
+  unsigned i, n = xcm_testkit_offline_count(t->w->w.kit, "alice");
+  int last = -1;
+
+  memset(t->seen, 0, sizeof t->seen);
+  t->read = t->failed = t->twice = t->read_order = t->failed_order = 0;
+  decode(t->c);
+  if (t->c->msgs.data != NULL)
+    count_bodies(t, t->c->msgs.data, t->c->msgs.len, 1);
+  for (i = 0; i < n; i++) {
+    size_t len;
+    const char *m = xcm_testkit_offline_message(t->w->w.kit, "alice", i, &len);
+    const char *b = m != NULL ? memmem(m, len, "<body>", 6) : NULL;
+    int id = b != NULL ? atoi(b + 6) : -1;
+
+    if (id < 0 || id >= FLOOD_N)
+      continue;
+    if (t->seen[id] != 0)
+      t->twice++;
+    t->seen[id] = (char)(t->seen[id] + 2);
+    t->failed++;
+    t->failed_order += id <= last;
+    last = id;
+  }
+}
+
+/* The client read to its end, and the last message came back. */
+static int flood_settled(void *ud) {
+  tally *t = ud;
+
+  if (!t->c->ended)
+    return 0;
+  tally_now(t);
+  return t->seen[t->n - 1] != 0 && t->read + t->failed >= t->n - 1;
+}
+
+/* The last message came back. */
+static int flood_settled_failed(void *ud) {
+  tally *t = ud;
+
+  tally_now(t);
+  return t->seen[t->n - 1] != 0;
+}
+
+/* The testkit has read all that bob sent. */
+static int kit_has(void *ud) {
+  tally *t = ud;
+  xcm_testkit_stats ks;
+
+  xcm_testkit_get_stats(t->w->w.kit, &ks, sizeof ks);
+  return ks.routes_in >= (uint64_t)t->n;
+}
+
+static void test_slow_reader_nothing_lost(void) {
+  world w;
+  wsc c;
+  xcm_raw bob;
+  static tally t;
+  static char body[FLOOD_BODY + 1], m[FLOOD_BODY + 200];
+  unsigned before = xcm_test_failures();
+  int i, first_failed = FLOOD_N;
+  uint64_t base;
+
+  max_client_out = 256 * 1024;
+  rate = burst = 100000;
+  rate_bytes = burst_bytes = 1u << 30;
+  world_start(&w);
+  REQUIRE(c_open(&c, &w, "/ws/") == 101);
+  REQUIRE(ws_login(&c, AUTH_ALICE, "slow"));
+  REQUIRE(xcm_raw_open(&bob, &w.w.loop, "127.0.0.1", w.w.port, 1));
+  REQUIRE(xcm_raw_login(&bob, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "fast"));
+  /* Forget what the login read: only the flood is counted. */
+  decode(&c);
+  c.msgs.len = 0;
+  xcm__stream_pause(c.s);
+  memset(body, 'x', sizeof body - 1);
+  memset(&t, 0, sizeof t);
+  t.w = &w;
+  t.c = &c;
+  {
+    xcm_testkit_stats ks;
+
+    xcm_testkit_get_stats(w.w.kit, &ks, sizeof ks);
+    base = ks.routes_in;
+  }
+  /* In rounds of 20, each read by the testkit before the next, until
+   * the client is dropped: no message is then still on its way from
+   * bob when alice's session ends (the testkit would route those to a
+   * session the CM closed, which is not this case's subject). */
+  for (i = 0; i < FLOOD_N && !returned(&w); i++) {
+    snprintf(m, sizeof m,
+             "<message to='alice@example.test/slow' type='chat'>"
+             "<body>%d %s</body></message>",
+             i, body);
+    xcm_raw_sends(&bob, m);
+    if (i % 20 == 19) {
+      t.n = (int)base + i + 1;
+      REQUIRE(xcm_test_run_until(&w.w.loop, kit_has, &t, 20000));
+    }
+  }
+  t.n = i;
+  CHECK(xcm_test_run_until(&w.w.loop, returned, &w, 20000));
+  /* It reads again: what reached its socket is its own. */
+  xcm__stream_resume(c.s);
+  CHECK(xcm_test_run_until(&w.w.loop, flood_settled, &t, 20000));
+  tally_now(&t);
+  for (i = 0; i < t.n; i++)
+    if (t.seen[i] == 2 && i < first_failed)
+      first_failed = i;
+  xcm_test_note("%d sent: read %d, failed %d (from #%d), lost %d, twice %d",
+                t.n, t.read, t.failed, first_failed, t.n - t.read - t.failed,
+                t.twice);
+  CHECK_INT(t.twice, 0);
+  CHECK_INT(t.read_order, 0);
+  CHECK_INT(t.failed_order, 0);
+  /* The WebSocket's queue held some when it was dropped: the messages
+   * it gave back come right after the last one read, or after the one
+   * the drop cut. */
+  CHECK(t.failed > 0);
+  CHECK(first_failed == t.read || first_failed == t.read + 1);
+  CHECK(t.n - t.read - t.failed <= 1);
+  CHECK(stats(&w).stream_errors[XCM_COND_POLICY_VIOLATION] >= 1);
+  CHECK(!bob.eof);
+  xcm_test_tried("slow-reader", before);
+  xcm_raw_free(&bob);
+  c_free(&c);
+  world_stop(&w);
+  max_client_out = 1024 * 1024;
+  rate = 200;
+  burst = 1000;
+  rate_bytes = 262144;
+  burst_bytes = 1048576;
+}
+
+/* The most bytes the kernel lets one TCP socket hold for sending. */
+static long kernel_send_max(void) {
+  FILE *f = fopen("/proc/sys/net/ipv4/tcp_wmem", "r");
+  long lo, def, max = 4 << 20;
+
+  if (f != NULL) {
+    if (fscanf(f, "%ld %ld %ld", &lo, &def, &max) != 3)
+      max = 4 << 20;
+    fclose(f);
+  }
+  return max;
+}
+
+/* The bytes the kernel holds between the CM and the one WebSocket client
+ * on port: what the CM's socket has not sent yet (SIOCOUTQNSD: sent but
+ * not acknowledged is already in the client's queue) and what the
+ * client's has not read (FIONREAD). Both sockets are in this process:
+ * found among its descriptors by their addresses. -1 if not found. */
+static long kernel_holds(int port) {
+  long out = -1, in = -1;
+  int fd, cport = -1;
+
+  for (int pass = 0; pass < 2; pass++) {
+    for (fd = 3; fd < 1024; fd++) {
+      struct sockaddr_in me, peer;
+      socklen_t ml = sizeof me, pl = sizeof peer;
+      int v;
+
+      if (getsockname(fd, (struct sockaddr *)&me, &ml) != 0 ||
+          getpeername(fd, (struct sockaddr *)&peer, &pl) != 0 ||
+          me.sin_family != AF_INET)
+        continue;
+      if (pass == 0 && ntohs(peer.sin_port) == port &&
+          ioctl(fd, FIONREAD, &v) == 0) {
+        in = v;
+        cport = ntohs(me.sin_port);
+      } else if (pass == 1 && ntohs(me.sin_port) == port &&
+                 ntohs(peer.sin_port) == cport &&
+                 ioctl(fd, SIOCOUTQNSD, &v) == 0) {
+        out = v;
+      }
+    }
+  }
+  return in < 0 || out < 0 ? -1 : in + out;
+}
+
+static int all_routed(void *ud) {
+  tally *t = ud;
+
+  return stats(t->w).stanzas_out >= (uint64_t)t->n;
+}
+
+/* The same flood, but the client is not dropped (max_client_out is far
+ * above it): every message reaches the client layer, and what the
+ * kernel does not take waits in the WebSocket's queue and in what the
+ * client keeps. Then the WebSocket client resets. What the queue and
+ * the client held comes back, each once and in order, the queue's
+ * first: the messages given back are exactly the last ones sent. Lost:
+ * the first ones, which the kernel held (the reset discards them), at
+ * most what its buffers hold (the server's send buffer, tcp_wmem's
+ * maximum, and the client's receive buffer, bounded here at 4 MiB). */
+static void test_reset_nothing_lost(void) {
+  world w;
+  wsc c;
+  xcm_raw bob;
+  static tally t;
+  static char body[FLOOD_BODY + 1], m[FLOOD_BODY + 200];
+  unsigned before = xcm_test_failures();
+  int i, n, first_failed = -1, suffix = 1;
+  uint64_t out0;
+  long held, frame = 0, acc;
+  int turns;
+
+  n = (int)(kernel_send_max() / FLOOD_BODY) + 64;
+  if (n > FLOOD_N)
+    n = FLOOD_N;
+  max_client_out = 64u << 20;
+  rate = burst = 100000;
+  rate_bytes = burst_bytes = 1u << 30;
+  world_start(&w);
+  REQUIRE(c_open(&c, &w, "/ws/") == 101);
+  REQUIRE(ws_login(&c, AUTH_ALICE, "slow"));
+  REQUIRE(xcm_raw_open(&bob, &w.w.loop, "127.0.0.1", w.w.port, 1));
+  REQUIRE(xcm_raw_login(&bob, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "fast"));
+  memset(body, 'x', sizeof body - 1);
+  /* One like those of the flood, to learn the size of their frames. */
+  snprintf(m, sizeof m,
+           "<message to='alice@example.test/slow' type='chat'>"
+           "<body>100 %s</body></message>",
+           body);
+  xcm_raw_sends(&bob, m);
+  REQUIRE(wait_msg(&c, "<body>100 "));
+  {
+    const char *b = strstr(c.msgs.data, "<body>100 ");
+    const char *a = b, *z = strstr(b, "</message>");
+
+    while (a > c.msgs.data && a[-1] != '\n')
+      a--;
+    REQUIRE(z != NULL);
+    frame = (long)(z + 10 - a) + 4; /* a 16-bit length: 4 header bytes */
+  }
+  decode(&c);
+  c.msgs.len = 0;
+  xcm__stream_pause(c.s);
+  memset(&t, 0, sizeof t);
+  t.w = &w;
+  t.c = &c;
+  out0 = stats(&w).stanzas_out;
+  for (i = 0; i < n; i++) {
+    snprintf(m, sizeof m,
+             "<message to='alice@example.test/slow' type='chat'>"
+             "<body>%d %s</body></message>",
+             i, body);
+    xcm_raw_sends(&bob, m);
+  }
+  t.n = (int)out0 + n;
+  REQUIRE(xcm_test_run_until(&w.w.loop, all_routed, &t, 20000));
+  CHECK_INT(stats(&w).failed_returned, 0);
+  /* Let the kernel take what it will: turns of the loop until what it
+   * holds reads the same three times running (bytes on their way from
+   * one socket to the other between the two readings count in
+   * neither). */
+  for (i = 0, held = -2, turns = 0; i < 3 && turns < 100000; turns++) {
+    long h;
+
+    uv_run(&w.w.loop, UV_RUN_NOWAIT);
+    h = kernel_holds(w.http_port);
+    i = h == held ? i + 1 : 0;
+    held = h;
+  }
+  /* Reset: what the client socket holds is discarded with it. */
+  xcm__stream_abort(c.s);
+  c.ended = 1; /* it reads nothing more */
+  t.n = n;
+  CHECK(xcm_test_run_until(&w.w.loop, flood_settled_failed, &t, 20000));
+  tally_now(&t);
+  for (i = 0; i < n; i++) {
+    if (t.seen[i] == 2 && first_failed < 0)
+      first_failed = i;
+    if (first_failed >= 0 && t.seen[i] != 2)
+      suffix = 0;
+  }
+  xcm_test_note("%d sent: read %d, failed %d (from #%d), lost %d, twice %d", n,
+                t.read, t.failed, first_failed, n - t.read - t.failed, t.twice);
+  CHECK_INT(t.twice, 0);
+  CHECK_INT(t.failed_order, 0);
+  CHECK_INT(t.read, 0);
+  CHECK(t.failed > 0);
+  CHECK(suffix);
+  CHECK((long)(n - t.failed) * FLOOD_BODY <= kernel_send_max() + (4l << 20));
+  /* Exactly the messages the kernel had a byte of are lost: the
+   * frames from the first on, each as long as the probe's less the
+   * digits its number lacks, until held bytes are covered. */
+  for (i = 0, acc = 0; i < n && acc < held; i++)
+    acc += frame - (i < 10 ? 2 : i < 100 ? 1 : 0);
+  xcm_test_note("the kernel held %ld bytes: %d frames", held, i);
+  CHECK(held >= 0);
+  CHECK_INT(n - t.failed, i);
+  CHECK_INT(stats(&w).sessions_websocket_now, 0);
+  CHECK(!bob.eof);
+  xcm_test_tried("slow-reader", before);
+  xcm_raw_free(&bob);
+  c_free(&c);
+  world_stop(&w);
+  max_client_out = 1024 * 1024;
+  rate = 200;
+  burst = 1000;
+  rate_bytes = 262144;
+  burst_bytes = 1048576;
+}
+
 /* Over its rate a WebSocket client is shaped, not cut: the client
  * pauses the WebSocket (it stops reading its socket) until the budget
  * refills, and every message arrives, in order. */
@@ -812,6 +1170,8 @@ static const xcm_test tests[] = {
     {"stream_error", test_stream_error},
     {"wss_secure", test_wss_secure},
     {"backpressure_out", test_backpressure_out},
+    {"slow_reader_nothing_lost", test_slow_reader_nothing_lost},
+    {"reset_nothing_lost", test_reset_nothing_lost},
     {"backpressure_in", test_backpressure_in},
     {"shutdown_silent_client", test_shutdown_silent_client},
     {"idle_footprint", test_idle_footprint},

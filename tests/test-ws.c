@@ -5,7 +5,8 @@
  * built here: text both ways, non-ASCII, 60 KB, fragments, 200 in
  * order, ping, the close handshake both ways, every broken rule with its
  * status code, early bytes, backpressure, pause, a peer that never
- * answers our Close, and what an idle connection holds. */
+ * answers our Close, what an idle connection holds, and the messages
+ * given back (cb.unsent) when the peer resets or the owner gives up. */
 #include <malloc.h>
 #include <signal.h>
 #include <stdint.h>
@@ -184,6 +185,10 @@ typedef struct fixture {
   int cli_eof, cli_closed;
   uv_timer_t timer;
   int timed_out;
+  /* what cb.unsent gave back: the number each message starts with */
+  int unsent[4096];
+  int nunsent;
+  int unsent_after_end; /* given back after end: must never happen */
 } fixture;
 
 static fixture *the;
@@ -227,7 +232,18 @@ static void ws_closed(void *ud) {
   f->ws = NULL;
 }
 
-static const xcm_ws_cb ws_cbs = {ws_message, ws_end, ws_drain, ws_closed};
+static void ws_unsent(void *ud, const char *data, size_t len) {
+  fixture *f = ud;
+
+  if (f->ends > 0)
+    f->unsent_after_end++;
+  REQUIRE(len >= 8);
+  REQUIRE(f->nunsent < (int)(sizeof f->unsent / sizeof f->unsent[0]));
+  f->unsent[f->nunsent++] = atoi(data);
+}
+
+static const xcm_ws_cb ws_cbs = {ws_message, ws_end, ws_drain, ws_closed,
+                                 ws_unsent};
 
 /* The HTTP stand-in: reads to the blank line, hands over the rest. */
 static void http_read(void *ud, const char *data, size_t len) {
@@ -862,6 +878,107 @@ static void test_backpressure(void) {
   fx_free(&f);
 }
 
+/* Send numbered 8 KB messages to a client that reads nothing until its
+ * socket is full and the WebSocket's queue is over high water: how many
+ * were sent. */
+static int fill(fixture *f) {
+  char m[8192];
+  int sent = 0;
+
+  xcm__stream_pause(f->cli);
+  memset(m, 'm', sizeof m);
+  for (;;) {
+    int r;
+
+    do {
+      snprintf(m, 16, "%08d", sent);
+      r = xcm__ws_send(f->ws, m, sizeof m);
+      CHECK(r == 0 || r == XCM_EBUSY);
+      sent++;
+    } while (r == 0 && sent < 4000);
+    over_and_stuck = f->drains;
+    if (!run_until(f, drained, 300) || sent >= 4000)
+      break;
+  }
+  return sent;
+}
+
+/* Whether the numbers given back are from, from + 1, ..., to - 1. */
+static int unsent_run(const fixture *f, int from, int to) {
+  int i;
+
+  if (f->nunsent != to - from)
+    return 0;
+  for (i = 0; i < f->nunsent; i++)
+    if (f->unsent[i] != from + i)
+      return 0;
+  return 1;
+}
+
+/* The peer resets with messages queued: those no byte of reached the
+ * kernel come back through cb.unsent, in order and before end; they
+ * are the last ones sent, and at least what the queue held over its
+ * high water. */
+static void test_take_back_on_reset(void) {
+  fixture f;
+  xcm_ws_limits lim = {0};
+  int sent;
+
+  lim.high_water = 64 * 1024;
+  lim.low_water = 16 * 1024;
+  fx_init(&f, &lim, NULL);
+  sent = fill(&f);
+  xcm__stream_abort(f.cli); /* a reset */
+  REQUIRE(run_until(&f, ws_closed_cond, 5000));
+  CHECK_INT(f.ends, 1);
+  CHECK(f.end_err != 0);
+  CHECK_INT(f.unsent_after_end, 0);
+  xcm_test_note("%d sent, %d given back", sent, f.nunsent);
+  CHECK(f.nunsent >= 64 / 8);
+  CHECK(unsent_run(&f, sent - f.nunsent, sent));
+  fx_free(&f);
+}
+
+/* The owner gives up on a slow reader (xcm__ws_take_unsent, then
+ * close): what comes back and what the client still reads afterwards
+ * (the kernel's share, no Close behind it) are every message, each
+ * once, in order; only a message cut by the drop, partly in the
+ * kernel, is in neither. */
+static void test_take_unsent(void) {
+  fixture f;
+  xcm_ws_limits lim = {0};
+  int sent, read = 0, ok = 1, closes = 0;
+  sframe fr;
+
+  lim.high_water = 64 * 1024;
+  lim.low_water = 16 * 1024;
+  fx_init(&f, &lim, NULL);
+  sent = fill(&f);
+  xcm__ws_take_unsent(f.ws);
+  CHECK_INT(f.ends, 0);
+  CHECK(f.nunsent >= 64 / 8);
+  CHECK(unsent_run(&f, sent - f.nunsent, sent));
+  CHECK_INT(xcm__ws_send(f.ws, "00009999", 8), XCM_ECLOSED);
+  xcm__ws_take_unsent(f.ws); /* once only */
+  CHECK(unsent_run(&f, sent - f.nunsent, sent));
+  xcm__ws_close(f.ws, 1008, NULL);
+  xcm__stream_resume(f.cli);
+  REQUIRE(run_until(&f, cli_eof, 10000));
+  REQUIRE(run_until(&f, ws_closed_cond, 5000));
+  while (next_frame(&f.got, &f.seen, &fr)) {
+    if (fr.op == 8)
+      closes++;
+    else
+      ok &= fr.op == 1 && atoi(fr.data) == read++;
+  }
+  CHECK(ok);
+  CHECK_INT(closes, 0);
+  CHECK_INT(f.ends, 0);
+  xcm_test_note("%d sent, %d read, %d given back", sent, read, f.nunsent);
+  CHECK(read + f.nunsent == sent || read + f.nunsent + 1 == sent);
+  fx_free(&f);
+}
+
 static void resume_later(uv_timer_t *t) {
   fixture *f = t->data;
 
@@ -1088,6 +1205,8 @@ int main(int argc, char **argv) {
       {"close_after_resume", test_close_after_resume},
       {"close_in_callback", test_close_in_callback},
       {"tcp_end", test_tcp_end},
+      {"take_back_on_reset", test_take_back_on_reset},
+      {"take_unsent", test_take_unsent},
       {"idle_footprint", test_idle_footprint},
   };
 

@@ -294,6 +294,9 @@ static void return_record(void *ud, const char *data, size_t len) {
 static void msg_return_kept(xcm_client *c);
 
 static void return_unsent(xcm_client *c) {
+  /* What the transport queued is older than what the client keeps. */
+  if (c->msg != NULL && c->msg->t.take_unsent != NULL && !c->msg->closed)
+    c->msg->t.take_unsent(c->msg->t.ud);
   if (c->msg != NULL)
     msg_return_kept(c);
   if (c->stream != NULL)
@@ -1134,7 +1137,9 @@ void xcm__client_msg_input(xcm_client *c, const char *data, size_t len) {
   shape(c);
 }
 
-void xcm__client_msg_return(xcm_client *c, const char *data, size_t len) {
+void xcm__client_msg_unsent(xcm_client *c, const char *data, size_t len) {
+  /* Units are whole elements as the framing wrote them: a routed
+   * <message> starts with its own name, as on delivery. */
   if (c->msg == NULL || c->msg->closed || c->cb->undelivered == NULL ||
       (c->flags & F_NOTIFIED) || !is_message(data, len))
     return;

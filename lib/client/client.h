@@ -129,8 +129,9 @@ int xcm__client_new_custom(xcm_client **out, xcm_ctx *ctx,
                            const char *peer, const xcm_client_cb *cb, void *ud);
 /* A transport that carries whole messages, each one element (RFC 7395
  * WebSocket, and BOSH: see client/framing.h): the web layers (lib/web/)
- * implement it and attach a client with xcm__client_new_msg(). The
- * table is copied.
+ * implement it and attaches a client with xcm__client_new_msg(). The
+ * table is copied; zero it before filling it in, so that optional
+ * fields added later are NULL.
  *
  * Calls into the transport may come from inside any xcm__client_* call
  * (xcm__client_msg_input included) and from the loop. */
@@ -161,6 +162,12 @@ typedef struct xcm_msg_transport {
    * counts (xcm_stats.sessions_*_now); any other value counts as
    * custom. */
   xcm_transport_kind kind;
+  /* The client drops a reader too slow for max_out: give back now,
+   * through xcm__client_msg_unsent() and oldest first, every message
+   * sent that has not reached the peer's kernel, and send nothing
+   * queued any more (close() follows). May be NULL: then what the
+   * transport queued is lost with the connection. */
+  void (*take_unsent)(void *ud);
 } xcm_msg_transport;
 
 /* A client over a message transport (copied), framed as RFC 7395 says.
@@ -177,12 +184,15 @@ void xcm__client_msg_input(xcm_client *c, const char *data, size_t len);
  * negative error): what the client did not get goes back to the server,
  * and close() follows (from inside this call). */
 void xcm__client_msg_end(xcm_client *c, int err);
-/* A unit the transport took (send() said 0 or XCM_EAGAIN) and will not
- * deliver after all: a BOSH session that ends before a request comes to
- * carry it. A message goes back to the server (<failed/>), as the ones
- * the client kept do; anything else is dropped. Before
- * xcm__client_msg_end, and not from inside a call into the transport. */
-void xcm__client_msg_return(xcm_client *c, const char *data, size_t len);
+/* A unit sent earlier (data lent for the call) that the transport took
+ * (send() said 0 or XCM_EAGAIN) and will never deliver: what a
+ * WebSocket had queued and never wrote, a BOSH session that ends before
+ * a request comes to carry it. A message goes back to the server
+ * (<failed/>) as the ones the client keeps do; anything else is
+ * dropped. Call it oldest first, before xcm__client_msg_end() (what the
+ * transport queued is older than what the client keeps), or from inside
+ * take_unsent(); not from inside another call into the transport. */
+void xcm__client_msg_unsent(xcm_client *c, const char *data, size_t len);
 /* The transport can take messages again after XCM_EAGAIN: the client
  * sends what it kept. */
 void xcm__client_writable(xcm_client *c);

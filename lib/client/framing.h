@@ -50,7 +50,7 @@
  * then keeps what follows, up to max_out, as for a slow socket, until
  * the next request makes it writable); a unit it took and could not
  * deliver before the session ended goes back with
- * xcm__client_msg_return.
+ * xcm__client_msg_unsent.
  *
  * Input. A bytes framing feeds whatever arrives to the client's stream
  * reader (xml/reader.h), which finds the headers, the elements and the

@@ -6,7 +6,10 @@
  * recv_cb, and whatever is left when it returns (we were paused) is
  * copied to `held` and fed later from the timer. Sends never block:
  * send_cb copies into the stream's output, so wslay's own queues are
- * empty whenever none of its calls is running.
+ * empty whenever none of its calls is running. Each text message's
+ * payload goes in as a stream record: when the connection is lost, the
+ * messages no byte of which reached the kernel are given back to the
+ * owner (cb.unsent) rather than lost with the queue.
  *
  * Messages are reassembled here, not in wslay (no-buffering mode): the
  * buffer comes from the context's allocator, is sized from the frame
@@ -46,6 +49,7 @@ struct xcm_ws {
   uint64_t framed;   /* bytes of the frames whose headers wslay read */
   uv_timer_t *timer; /* feeding later, close timeout; only while needed */
   uint64_t deadline; /* loop time when closing gives up; 0: none */
+  size_t rec_len;    /* the payload send_cb is to write as a record */
   int write_err;     /* the stream refused a write */
   int end_err;       /* what end will say, once later is delivered */
   unsigned end_status;
@@ -62,6 +66,9 @@ struct xcm_ws {
   unsigned s_closing : 1;     /* xcm__stream_close or drop called */
   unsigned feeding : 1;       /* feed_later is running */
   unsigned timer_closing : 1; /* the timer handle is being closed */
+  unsigned rec_header : 1;    /* send_cb saw the header of rec_len's frame */
+  unsigned taken : 1;         /* unsent messages handed back: none goes out */
+  unsigned dropped : 1;       /* xcm__stream_drop called */
 };
 
 static const xcm_allocator *walloc(const xcm_ws *ws) {
@@ -87,14 +94,31 @@ static ssize_t recv_cb(wslay_event_context_ptr wc, uint8_t *buf, size_t len,
   return (ssize_t)n;
 }
 
+/* A text message's payload is written as a stream record, so that it
+ * can be taken back while no byte of it reached the kernel
+ * (xcm__ws_take_unsent). wslay hands a frame over as its header (with
+ * WSLAY_MSG_MORE) and then its payload in one piece; anything else
+ * (control frames, a payload cut in two) is written as plain bytes. */
 static ssize_t send_cb(wslay_event_context_ptr wc, const uint8_t *data,
                        size_t len, int flags, void *ud) {
   xcm_ws *ws = ud;
-  int err = ws->s != NULL && !ws->s_closing
-                ? xcm__stream_write(ws->s, data, len)
-                : XCM_ECLOSED;
+  int record = 0, err;
 
-  (void)flags;
+  if (ws->rec_len != 0) {
+    if (!ws->rec_header && (flags & WSLAY_MSG_MORE)) {
+      ws->rec_header = 1;
+    } else {
+      record = ws->rec_header && len == ws->rec_len;
+      ws->rec_len = 0;
+      ws->rec_header = 0;
+    }
+  }
+  if (ws->s == NULL || ws->s_closing || ws->taken)
+    err = XCM_ECLOSED;
+  else if (record)
+    err = xcm__stream_write_record(ws->s, data, len);
+  else
+    err = xcm__stream_write(ws->s, data, len);
   if (err != 0) {
     ws->write_err = err;
     wslay_event_set_error(wc, WSLAY_ERR_CALLBACK_FAILURE);
@@ -244,7 +268,22 @@ static void maybe_release(xcm_ws *ws) {
 
 static void rearm(xcm_ws *ws);
 
+/* Close without sending what is queued: what the kernel holds still
+ * reaches a peer that reads. */
+static void drop_stream(xcm_ws *ws) {
+  ws->s_closing = 1;
+  if (ws->s != NULL && !ws->dropped) {
+    ws->dropped = 1;
+    xcm__stream_drop(ws->s);
+  }
+}
+
 static void close_stream(xcm_ws *ws) {
+  if (ws->taken) {
+    /* What is queued was given back: it must not go out as well. */
+    drop_stream(ws);
+    return;
+  }
   if (ws->s_closing || ws->s == NULL)
     return;
   ws->s_closing = 1;
@@ -252,6 +291,28 @@ static void close_stream(xcm_ws *ws) {
     ws->deadline = uv_now(ws->ctx->loop) + ws->lim.close_timeout_ms;
   xcm__stream_close(ws->s);
   rearm(ws);
+}
+
+static void give_back(void *ud, const char *data, size_t len) {
+  xcm_ws *ws = ud;
+
+  ws->cb->unsent(ws->ud, data, len);
+}
+
+/* The connection is lost with messages still queued: give the owner
+ * back, oldest first, every one of which no byte reached the kernel
+ * (the stream kept each payload as a record; a message partly written
+ * is the kernel's, as on TCP). From then on nothing queued goes out
+ * (the stream is dropped, not flushed), so no message given back can
+ * also reach the peer. Not once the owner closed or heard the end:
+ * then there is no one to give them to, and the queue is flushed as
+ * before. */
+static void take_back(xcm_ws *ws) {
+  if (ws->taken || ws->owner_closing || ws->ended)
+    return;
+  ws->taken = 1;
+  if (ws->s != NULL && ws->cb->unsent != NULL)
+    (void)xcm__stream_unsent_records(ws->s, give_back, ws);
 }
 
 /* Report end (once, and not after the owner's close) and close. */
@@ -286,7 +347,7 @@ static void settle(xcm_ws *ws) {
 }
 
 static void flush(xcm_ws *ws) {
-  if (ws->wc == NULL || ws->ended)
+  if (ws->wc == NULL || ws->ended || ws->taken)
     return;
   if (wslay_event_send(ws->wc) != 0) {
     int err = ws->write_err != 0 ? ws->write_err : XCM_ENOMEM;
@@ -410,14 +471,14 @@ static void timer_cb(uv_timer_t *t) {
   if (ws->deadline != 0 && uv_now(ws->ctx->loop) >= ws->deadline) {
     ws->deadline = 0;
     if (ws->end_owed) {
-      /* Still paused: what was kept for it goes with the connection. */
+      /* Still paused: what was kept for it goes with the connection,
+       * and what waits to be sent goes back first. */
       ws->later.len = 0;
+      take_back(ws);
       settle(ws);
     }
     /* The peer did not answer our Close, or does not read: cut. */
-    ws->s_closing = 1;
-    if (ws->s != NULL)
-      xcm__stream_drop(ws->s);
+    drop_stream(ws);
     return; /* stream closed: s_closed releases the timer */
   }
   feed_later(ws);
@@ -503,9 +564,11 @@ static void s_read(void *ud, const char *data, size_t len) {
 static void s_end(void *ud, int err) {
   xcm_ws *ws = ud;
 
-  /* Messages kept while paused are dropped with the connection. */
+  /* Messages kept while paused are dropped with the connection; what
+   * was never written goes back to the owner before it hears the end. */
   ws->later.len = 0;
   ws->held.len = 0;
+  take_back(ws);
   if (!ws->end_owed)
     owe_end(ws, err, XCM_WS_ABNORMAL);
   settle(ws);
@@ -575,7 +638,8 @@ int xcm__ws_send(xcm_ws *ws, const char *data, size_t len) {
   struct wslay_event_msg m;
   int err;
 
-  if (ws->owner_closing || ws->ended || ws->end_owed || ws->s_closing)
+  if (ws->owner_closing || ws->ended || ws->end_owed || ws->s_closing ||
+      ws->taken)
     return XCM_ECLOSED;
   err = ensure_wc(ws);
   if (err != 0)
@@ -588,7 +652,12 @@ int xcm__ws_send(xcm_ws *ws, const char *data, size_t len) {
     return XCM_ENOMEM;
   }
   ws->write_err = 0;
+  /* wslay sends queued control frames first; flush runs after every
+   * read, so none is queued now and the next frame out is this one. */
+  ws->rec_len = len;
+  ws->rec_header = 0;
   flush(ws);
+  ws->rec_len = 0;
   err = ws->write_err;
   if (!ws->in_recv) {
     settle(ws);
@@ -606,6 +675,11 @@ void xcm__ws_close(xcm_ws *ws, unsigned status, const char *reason) {
     return;
   ws->owner_closing = 1;
   ws->later.len = 0;
+  if (ws->taken) {
+    /* Its queue was given back: no Close can follow it out. */
+    drop_stream(ws);
+    return;
+  }
   if (rlen > 123)
     rlen = 123;
   if (ensure_wc(ws) != 0) {
@@ -656,6 +730,10 @@ size_t xcm__ws_footprint(const xcm_ws *ws) {
   if (ws->s != NULL)
     n += xcm__stream_footprint(ws->s);
   return n;
+}
+
+void xcm__ws_take_unsent(xcm_ws *ws) {
+  take_back(ws);
 }
 
 int xcm__ws_has_frames(const xcm_ws *ws) {

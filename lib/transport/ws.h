@@ -72,6 +72,13 @@ typedef struct xcm_ws_cb {
   void (*drain)(void *ud);
   /* The stream is closed; the xcm_ws is freed once this returns. */
   void (*closed)(void *ud);
+  /* One message sent earlier that never reached the kernel, given back
+   * (data lent for the call), oldest first, each at most once: when the
+   * connection is lost (the stream ended or failed, or the close
+   * timeout cut an owner that was still paused), just before end; or
+   * from inside xcm__ws_take_unsent(). What was given back is never
+   * sent. Must not call into the xcm_ws. May be NULL. */
+  void (*unsent)(void *ud, const char *data, size_t len);
 } xcm_ws_cb;
 
 /* Take over s (its callbacks now come here; the stream is ours to close
@@ -104,6 +111,14 @@ void xcm__ws_close(xcm_ws *ws, unsigned status, const char *reason);
  * paused after close_timeout_ms gets end without them. */
 void xcm__ws_pause(xcm_ws *ws);
 void xcm__ws_resume(xcm_ws *ws);
+
+/* The owner gives up on this connection (its reader is too slow): every
+ * message not yet handed to the kernel goes back through cb.unsent, now,
+ * and nothing queued is sent any more; sends fail with XCM_ECLOSED. The
+ * owner then calls xcm__ws_close(), which closes without a Close frame
+ * (it could not follow what was dropped). Once only; not after end or
+ * xcm__ws_close(). */
+void xcm__ws_take_unsent(xcm_ws *ws);
 
 /* Bytes of memory this connection holds right now, its stream's
  * included. */

@@ -742,7 +742,7 @@ static void session_end(session *s, const char *cond, int err) {
     s->busy++;
     for (at = 0; at < s->out.len; at += sizeof h + h.len) {
       memcpy(&h, s->out.data + at, sizeof h);
-      xcm__client_msg_return(c, s->out.data + at + sizeof h, h.len);
+      xcm__client_msg_unsent(c, s->out.data + at + sizeof h, h.len);
     }
     xcm__buf_free(&s->out);
     s->out_units = 0;

@@ -10,7 +10,9 @@
  *   behind them.
  * - the WebSocket ended (cb.end: the peer's Close, a broken frame, the
  *   TCP stream gone): xcm__client_msg_end, which gives what the client
- *   did not get back to the server (<failed/>) and calls t.close.
+ *   did not get back to the server (<failed/>) and calls t.close. When
+ *   the connection was lost, cb.unsent has given back just before what
+ *   the xcm_ws had queued and never wrote (xcm__client_msg_unsent).
  * The bridge is freed when the xcm_ws is closed (cb.closed), which
  * always comes after t.close: the client never calls into a freed
  * bridge, and the bridge never calls into a closed client (client is
@@ -32,10 +34,13 @@
  * take yet) above which the client is told to wait, and where it may go
  * on: a few large stanzas, so that a reader at socket speed never sees
  * it and a stalled one costs no more than this plus what the client
- * keeps (max_out). What the client keeps goes back to the server as
- * <failed/> if the connection is lost; what sits in this queue, already
- * framed, does not (an open limitation: the stream's records hold
- * frame bytes, not messages). */
+ * keeps (max_out). If the connection is lost (reset, gone, cut by the
+ * close timeout, or dropped as a slow reader), the messages in this
+ * queue that no byte of reached the kernel come back from the xcm_ws
+ * (cb.unsent: the stream keeps each payload as a record) and go to the
+ * server as <failed/> before those the client keeps, in the order they
+ * were sent; the queue is then dropped, not sent. Only what the kernel
+ * took is lost, as on TCP. */
 #define WS_HIGH_WATER (64 * 1024)
 #define WS_LOW_WATER (16 * 1024)
 
@@ -70,6 +75,13 @@ static void t_pause(void *ud, int paused) {
     xcm__ws_resume(w->ws);
 }
 
+/* The client drops a slow reader: what it queued here comes back. */
+static void t_take_unsent(void *ud) {
+  wsc *w = ud;
+
+  xcm__ws_take_unsent(w->ws);
+}
+
 static void t_close(void *ud, int failed) {
   wsc *w = ud;
 
@@ -95,6 +107,13 @@ static void ws_end(void *ud, int err, unsigned status) {
     xcm__client_msg_end(w->client, err == 0 ? UV_EOF : err);
 }
 
+static void ws_unsent(void *ud, const char *data, size_t len) {
+  wsc *w = ud;
+
+  if (w->client != NULL)
+    xcm__client_msg_unsent(w->client, data, len);
+}
+
 static void ws_drain(void *ud) {
   wsc *w = ud;
 
@@ -117,7 +136,8 @@ static void ws_closed(void *ud) {
   xcm__cm_release(cm);
 }
 
-static const xcm_ws_cb ws_cb = {ws_message, ws_end, ws_drain, ws_closed};
+static const xcm_ws_cb ws_cb = {ws_message, ws_end, ws_drain, ws_closed,
+                                ws_unsent};
 
 /* ---- the upgrade -----------------------------------------------------------
  */
@@ -172,6 +192,7 @@ void xcm__web_websocket(void *ud, xcm_http_conn *conn,
   t.send = t_send;
   t.pause = t_pause;
   t.close = t_close;
+  t.take_unsent = t_take_unsent;
   t.ud = w;
   t.kind = XCM_TRANSPORT_WEBSOCKET;
   /* The early bytes are read from the loop, after this: no message can
