@@ -683,7 +683,7 @@ int main(int argc, char **argv) {
     rss = rss_kib();
     route_us = ping(0, B.ready - 1, pings, &done);
     lookup_ns = lookups(B.ready, nlookups, &missed);
-    printf("  %9u %10.0f %9.0f %9.0f %9.0f %10.1f %10.1f %10.1f\n", B.ready,
+    printf("# %9u %10.0f %9.0f %9.0f %9.0f %10.1f %10.1f %10.1f\n", B.ready,
            rate, (double)(rss - rss0) * 1024 / B.ready,
            (double)(B.cm_heap.live - cm0) / B.ready,
            (double)(B.kit_heap.live - kit0) / B.ready, rss / 1024.0, route_us,

@@ -6,12 +6,14 @@ set -u
 gw=$1 up=$2 load=$3
 tmp=$(mktemp -d)
 trap 'kill $upid $gpid 2>/dev/null; rm -rf "$tmp"' EXIT
-"$up" "$tmp/up" example.test secret &
+# Their own output is notes to TAP: each line prefixed with "# ".
+"$up" "$tmp/up" example.test secret > >(sed 's/^/# /') &
 upid=$!
-for _ in $(seq 100); do [ -s "$tmp/up" ] && break; sleep 0.05; done
-"$gw" 127.0.0.1 "$(cat "$tmp/up")" secret example.test "$tmp/gw" 2>"$tmp/log" &
+for _ in $(seq 600); do [ -s "$tmp/up" ] && break; sleep 0.05; done
+"$gw" 127.0.0.1 "$(cat "$tmp/up")" secret example.test "$tmp/gw" 2>"$tmp/log" \
+  > >(sed 's/^/# /') &
 gpid=$!
-for _ in $(seq 100); do [ -s "$tmp/gw" ] && break; sleep 0.05; done
+for _ in $(seq 600); do [ -s "$tmp/gw" ] && break; sleep 0.05; done
 "$load" --port "$(cat "$tmp/gw")" --domain example.test --clients 20 \
   --scenario flood --duration 1 --window 4 --tap
 rc=$?
