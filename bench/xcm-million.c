@@ -527,9 +527,10 @@ static void cm_closed(void *ud, xcm_cm *cm) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: xcm-million [--smoke] [--mech PLAIN|ANONYMOUS] "
-                  "[--window W] [--no-presence] [--sm] [--pings P] [--lookups L] "
-                  "[N]\n");
+  fprintf(stderr,
+          "usage: xcm-million [--smoke] [--mech PLAIN|ANONYMOUS] "
+          "[--window W] [--no-presence] [--sm] [--pings P] [--lookups L] "
+          "[N]\n");
   exit(2);
 }
 
