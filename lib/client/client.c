@@ -12,6 +12,7 @@
 #include "session/sm.h"
 #include "transport/proxy.h"
 #include "util/alloc.h"
+#include "util/dec.h"
 #include "xcm/error.h"
 #include "xcm/proto.h"
 
@@ -846,21 +847,13 @@ static int preauth_iq(xcm_client *c, const xcm_xml_stanza *s) {
 /* ---- stream management: what the client sends (XEP-0198) ------------- */
 
 static int sm_failed(xcm_client *c, const char *cond) {
-  xcm_buf b;
-  int err;
+  char f[160];
+  int n = snprintf(f, sizeof f,
+                   "<failed xmlns=\"" XCM_NS_SM "\"><%s xmlns=\"" XCM_NS_STANZAS
+                   "\"/></failed>",
+                   cond);
 
-  xcm__buf_init(&b, c->ctx->alloc);
-  err = xcm__buf_append_str(&b, "<failed xmlns=\"" XCM_NS_SM "\"><");
-  if (err == 0)
-    err = xcm__buf_append_str(&b, cond);
-  if (err == 0)
-    err = xcm__buf_append_str(&b, " xmlns=\"" XCM_NS_STANZAS "\"/></failed>");
-  if (err == 0)
-    err = write_out(c, b.data, b.len) != 0 ? XCM_ECLOSED : 0;
-  else
-    err = refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
-  xcm__buf_free(&b);
-  return err;
+  return write_out(c, f, (size_t)n) != 0 ? XCM_ECLOSED : 0;
 }
 
 /* <enable/>: only once, and only once a resource is bound (XEP-0198
@@ -897,37 +890,22 @@ static int sm_answer(xcm_client *c) {
   return write_out(c, a, (size_t)n) != 0 ? XCM_ECLOSED : 0;
 }
 
-/* An h as the XEP's schema has it: an unsigned 32-bit decimal. */
-static int parse_h(const char *v, uint32_t *out) {
-  uint64_t n = 0;
-
-  if (v == NULL || *v == '\0')
-    return -1;
-  for (; *v != '\0'; v++) {
-    if (*v < '0' || *v > '9')
-      return -1;
-    n = n * 10 + (uint64_t)(*v - '0');
-    if (n > UINT32_MAX)
-      return -1;
-  }
-  *out = (uint32_t)n;
-  return 0;
-}
-
 /* <a h/>: what it covers leaves the queue. An h past what was sent is
  * the XEP's undefined-condition with <handled-count-too-high/>
  * (section 4). */
 static int sm_acked(xcm_client *c, const xcm_xml_stanza *s) {
   char e[512];
-  uint32_t h;
+  uint64_t h;
   int n;
 
-  if (s->root == NULL || parse_h(xcm__xml_node_attr(s->root, "h"), &h) != 0)
+  /* h is the XEP schema's unsignedInt. */
+  if (s->root == NULL ||
+      xcm__parse_dec(xcm__xml_node_attr(s->root, "h"), UINT32_MAX, &h) != 0)
     return refuse(c, XCM_COND_BAD_FORMAT,
                   "<a/> needs h, a number from 0 to 4294967295");
   if (c->cfg->counters != NULL)
     c->cfg->counters->sm_acks_received++;
-  if (xcm__sm_ack(c->ctx->alloc, c->sm, h) == 0)
+  if (xcm__sm_ack(c->ctx->alloc, c->sm, (uint32_t)h) == 0)
     return 0;
   if (c->cfg->counters != NULL)
     c->cfg->counters->sm_bad_h++;

@@ -382,6 +382,16 @@ static int send_create(xcm_pool *p, xcm_up_session *s, const char *host,
   return 0;
 }
 
+/* Queue s at the tail, to be closed at its close_at (on_linger). */
+static void linger_append(xcm_pool *p, xcm_up_session *s) {
+  s->linger_next = NULL;
+  if (p->linger_tail != NULL)
+    p->linger_tail->linger_next = s;
+  else
+    p->linger_head = s;
+  p->linger_tail = s;
+}
+
 static void unlinger(xcm_pool *p, xcm_up_session *s) {
   xcm_up_session **link = &p->linger_head, *prev = NULL;
 
@@ -1468,11 +1478,7 @@ static void on_linger(uv_timer_t *t) {
         s->lingering < LINGER_MAX) {
       s->close_at = n + p->opt.linger_ms;
       s->lingering++;
-      if (p->linger_tail != NULL)
-        p->linger_tail->linger_next = s;
-      else
-        p->linger_head = s;
-      p->linger_tail = s;
+      linger_append(p, s);
       continue;
     }
     s->lingering = 0;
@@ -1509,11 +1515,7 @@ void xcm__pool_session_close(xcm_up_session *s) {
    * close would find the session gone. Linger first. */
   s->close_at = now(p) + p->opt.linger_ms;
   s->lingering = 1;
-  if (p->linger_tail != NULL)
-    p->linger_tail->linger_next = s;
-  else
-    p->linger_head = s;
-  p->linger_tail = s;
+  linger_append(p, s);
   if (!uv_is_active((uv_handle_t *)&p->linger_timer))
     uv_timer_start(&p->linger_timer, on_linger, p->opt.linger_ms, 0);
 }

@@ -24,6 +24,7 @@
 #include "proto/route.h"
 #include "proto/stream.h"
 #include "util/alloc.h"
+#include "util/dec.h"
 #include "util/map.h"
 #include "web/body.h"
 #include "web/web.h"
@@ -470,18 +471,6 @@ static void tr_close(void *ud, int failed) {
 
 /* ---- processing, in rid order ------------------------------------------- */
 
-static int parse_uint(const char *v, unsigned long long max,
-                      unsigned long long *out) {
-  char *end;
-
-  if (v == NULL || *v < '0' || *v > '9')
-    return XCM_EINVAL;
-  *out = strtoull(v, &end, 10);
-  if (*end != '\0' || *out > max)
-    return XCM_EINVAL;
-  return 0;
-}
-
 static int is_true(const char *v) {
   return v != NULL && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
 }
@@ -518,21 +507,22 @@ static const char *process(session *s, breq *r) {
   const xcm_bosh_body *body = &r->body;
   const char *type = xcm__bosh_body_attr(body, XCM_BA_TYPE);
   const char *v;
-  unsigned long long n;
+  uint64_t n;
   size_t at = 0, len;
   const char *child;
   int empty = body->nchildren == 0;
   uint64_t t = now(s->b);
 
   if ((v = xcm__bosh_body_attr(body, XCM_BA_ACK)) != NULL &&
-      parse_uint(v, RID_MAX, &n) == 0)
+      xcm__parse_dec(v, RID_MAX, &n) == 0)
     cache_trim(s, n);
   else
     cache_trim(s, 0);
   s->pause_ms = 0;
   if ((v = xcm__bosh_body_attr(body, XCM_BA_PAUSE)) != NULL) {
     /* XEP-0124 10: a pause longer than maxpause is a broken rule. */
-    if (s->b->cfg.maxpause == 0 || parse_uint(v, s->b->cfg.maxpause, &n) != 0)
+    if (s->b->cfg.maxpause == 0 ||
+        xcm__parse_dec(v, s->b->cfg.maxpause, &n) != 0)
       return "policy-violation";
     s->pause_ms = (unsigned)n * 1000u;
     s->pausing = 1;
@@ -819,7 +809,7 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
   const char *to = xcm__bosh_body_attr(body, XCM_BA_TO);
   const char *ver = xcm__bosh_body_attr(body, XCM_BA_VER);
   const char *peer = xcm__http_conn_peer(conn);
-  unsigned long long wait, hold = 1;
+  uint64_t wait, hold = 1;
   xcm_msg_transport t;
   session *s;
   addr_count *a = NULL;
@@ -830,11 +820,11 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
     return;
   }
   if (to == NULL || strlen(to) > 1023 ||
-      parse_uint(xcm__bosh_body_attr(body, XCM_BA_WAIT), 1u << 30, &wait) !=
+      xcm__parse_dec(xcm__bosh_body_attr(body, XCM_BA_WAIT), 1u << 30, &wait) !=
           0 ||
       (xcm__bosh_body_attr(body, XCM_BA_HOLD) != NULL &&
-       parse_uint(xcm__bosh_body_attr(body, XCM_BA_HOLD), 1u << 30, &hold) !=
-           0)) {
+       xcm__parse_dec(xcm__bosh_body_attr(body, XCM_BA_HOLD), 1u << 30,
+                      &hold) != 0)) {
     refuse_req(b, r, legacy, "bad-request");
     return;
   }
@@ -1017,7 +1007,7 @@ static void bosh_request(void *ud, xcm_http_conn *conn,
   bconn *bc = xcm__http_conn_data(conn);
   breq *r;
   const char *sid, *rid;
-  unsigned long long n;
+  uint64_t n;
   session *s;
   int err;
 
@@ -1056,7 +1046,7 @@ static void bosh_request(void *ud, xcm_http_conn *conn,
     return;
   }
   if (err != 0 || (rid = xcm__bosh_body_attr(&r->body, XCM_BA_RID)) == NULL ||
-      parse_uint(rid, RID_MAX, &n) != 0 || n == 0) {
+      xcm__parse_dec(rid, RID_MAX, &n) != 0 || n == 0) {
     /* Without a readable body or rid there is no telling which session
      * it is for: it ends none. */
     refuse_req(b, r,
