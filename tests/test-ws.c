@@ -934,7 +934,9 @@ static void test_take_back_on_reset(void) {
   CHECK(f.end_err != 0);
   CHECK_INT(f.unsent_after_end, 0);
   xcm_test_note("%d sent, %d given back", sent, f.nunsent);
-  CHECK(f.nunsent >= 64 / 8);
+  /* Over high water the queue held 64 KiB, eight messages, the oldest
+   * of which may be partly in the kernel already: not given back. */
+  CHECK(f.nunsent >= 64 / 8 - 1);
   CHECK(unsent_run(&f, sent - f.nunsent, sent));
   fx_free(&f);
 }
@@ -956,7 +958,7 @@ static void test_take_unsent(void) {
   sent = fill(&f);
   xcm__ws_take_unsent(f.ws);
   CHECK_INT(f.ends, 0);
-  CHECK(f.nunsent >= 64 / 8);
+  CHECK(f.nunsent >= 64 / 8 - 1); /* as in take_back_on_reset */
   CHECK(unsent_run(&f, sent - f.nunsent, sent));
   CHECK_INT(xcm__ws_send(f.ws, "00009999", 8), XCM_ECLOSED);
   xcm__ws_take_unsent(f.ws); /* once only */
