@@ -45,6 +45,8 @@ static const xcm_options defaults = {
     .sm_ack_every = 50,
     .sm_ack_every_bytes = 65536,
     .sm_ack_quiet_ms = 2000,
+    .sm_resume_ms = 300000,
+    .sm_ack_timeout_ms = 60000,
 };
 
 static const xcm_listen_options listen_defaults = {
@@ -248,6 +250,9 @@ int xcm__options_resolve(xcm_options *o, const xcm_options *in, char *errbuf,
   CHECK_LIMIT(sm_ack_every);
   CHECK_LIMIT(sm_ack_every_bytes);
   CHECK_LIMIT(sm_ack_quiet_ms);
+  CHECK_LIMIT(sm_ack_timeout_ms);
+  if (o->sm_resume_ms > 86400000)
+    return bad(errbuf, errlen, "sm_resume_ms", "0 (no resumption) to 86400000");
   if (o->upstream_fingerprint != NULL &&
       (err = check_pin(o, errbuf, errlen)) != 0)
     return err;
@@ -496,6 +501,8 @@ void xcm__client_cfg_from(xcm_client_cfg *cfg, const xcm_options *o) {
   cfg->sm_ack_every = o->sm_ack_every;
   cfg->sm_ack_every_bytes = o->sm_ack_every_bytes;
   cfg->sm_ack_quiet_ms = o->sm_ack_quiet_ms;
+  cfg->sm_resume_ms = o->sm_enable ? o->sm_resume_ms : 0;
+  cfg->sm_ack_timeout_ms = o->sm_ack_timeout_ms;
 }
 
 void xcm__client_cfg_defaults(xcm_client_cfg *cfg) {

@@ -293,6 +293,9 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
   cm->nnodes = xcm__pool_nodes(cm->pool);
   cm->sessions.max_clients = o.max_clients;
   cm->sessions.max_per_address = o.max_per_address;
+  cm->sessions.resume_ms = o.sm_enable ? o.sm_resume_ms : 0;
+  cm->sessions.sm_max_unacked = o.sm_max_unacked;
+  cm->sessions.sm_max_unacked_bytes = o.sm_max_unacked_bytes;
   uv_timer_init(loop, &cm->drain);
   cm->drain.data = cm;
   uv_timer_init(loop, &cm->tick);
@@ -1028,6 +1031,13 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.sm_return_errors = c->sm_return_errors;
   st.sm_bad_h = c->sm_bad_h;
   st.sm_overflows = c->sm_overflows;
+  st.sm_ack_timeouts = c->sm_ack_timeouts;
+  st.sm_detached_now = c->sm_detached_now;
+  st.sm_detached = c->sm_detached;
+  st.sm_resumed = c->sm_resumed;
+  st.sm_resume_failed = c->sm_resume_failed;
+  st.sm_expired = c->sm_expired;
+  st.sm_expired_returned = c->sm_expired_returned;
   for (unsigned i = 0; i < cm->nlisteners; i++) {
     const xcm_http_counters *h;
 
@@ -1132,13 +1142,16 @@ static void session_info(const xcm_session *s, xcm_session_info *info) {
   info->compressed = v.compressed;
   info->link = v.link;
   info->data = v.data;
+  info->detached = v.detached;
 }
 
 _Static_assert(XCM__SESSION_OPENED == (int)XCM_SESSION_OPENED &&
                    XCM__SESSION_AUTHENTICATED ==
                        (int)XCM_SESSION_AUTHENTICATED &&
                    XCM__SESSION_BOUND == (int)XCM_SESSION_BOUND &&
-                   XCM__SESSION_CLOSED == (int)XCM_SESSION_CLOSED,
+                   XCM__SESSION_CLOSED == (int)XCM_SESSION_CLOSED &&
+                   XCM__SESSION_DETACHED == (int)XCM_SESSION_DETACHED &&
+                   XCM__SESSION_RESUMED == (int)XCM_SESSION_RESUMED,
                "the session layer's events are the public ones");
 
 static void on_session_event(void *ud, enum xcm_session_ev ev,

@@ -294,6 +294,8 @@ static void data_events(void *ud, xcm_session_event ev,
     CHECK_INT(xcm_cm_session_get_data(d->cm, info->sid, &got), 0);
     CHECK(got == t);
     break;
+  case XCM_SESSION_DETACHED:
+  case XCM_SESSION_RESUMED:
   case XCM_SESSION_AUTHENTICATED:
   case XCM_SESSION_BOUND:
     if (ev == XCM_SESSION_BOUND)

@@ -118,9 +118,12 @@ static void u_closed(void *ud, const xcm_client_end *end) {
   u->c = NULL;
 }
 
-static const xcm_client_cb u_cb = {u_open,   u_stanza, u_authenticated,
-                                   NULL,     NULL,     u_undelivered,
-                                   u_closed, NULL,     NULL};
+static const xcm_client_cb u_cb = {
+    .open = u_open,
+    .stanza = u_stanza,
+    .authenticated = u_authenticated,
+    .undelivered = u_undelivered,
+    .closed = u_closed};
 
 static void u_accept(uv_stream_t *server, int status) {
   unit *u = server->data;

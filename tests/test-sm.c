@@ -345,11 +345,20 @@ static void test_enable_before_and_after_bind(void) {
                     "xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
   CHECK(xcm_raw_wait(&r, "id=\"b1\"", 3000));
   xcm__buf_reset(&r.in);
-  /* After bind, with resume asked: enabled, without resume (not built). */
+  /* After bind, with resume asked: enabled, resumable for the default
+   * 300 s, with an id of 128 bits (22 base64url characters). */
   xcm_raw_sends(&r, "<enable xmlns='" SM_NS "' resume='true'/>");
-  CHECK(xcm_raw_wait(&r, ENABLED, 3000));
-  CHECK(strstr(r.in.data, "resume=") == NULL);
-  CHECK(strstr(r.in.data, " id=") == NULL);
+  CHECK(xcm_raw_wait(&r, "resume=\"true\" max=\"300\"/>", 3000));
+  {
+    const char *id = strstr(r.in.data, "<enabled xmlns=\"" SM_NS "\" id=\"");
+    const char *end;
+
+    REQUIRE(id != NULL);
+    id += strlen("<enabled xmlns=\"" SM_NS "\" id=\"");
+    end = strchr(id, '"');
+    REQUIRE(end != NULL);
+    CHECK_INT(end - id, 22);
+  }
   stats(&w, &st);
   CHECK_INT(st.sm_sessions_now, 1);
   /* Twice: failed again, the first still holds. */
@@ -359,9 +368,10 @@ static void test_enable_before_and_after_bind(void) {
                      3000));
   xcm_raw_sends(&r, "<r xmlns='" SM_NS "'/>");
   CHECK(xcm_raw_wait(&r, "<a xmlns=\"" SM_NS "\" h=\"0\"/>", 3000));
-  /* A resume is not offered: failed, feature-not-implemented. */
+  /* A resume on a bound stream: failed, unexpected-request. */
+  xcm__buf_reset(&r.in);
   xcm_raw_sends(&r, "<resume xmlns='" SM_NS "' previd='x' h='0'/>");
-  CHECK(xcm_raw_wait(&r, "<failed xmlns=\"" SM_NS "\"><feature-not-implemented",
+  CHECK(xcm_raw_wait(&r, "<failed xmlns=\"" SM_NS "\"><unexpected-request",
                      3000));
   CHECK(!r.eof);
   xcm_raw_free(&r);

@@ -147,6 +147,19 @@ static void log_session(void *ud, xcm_session_event ev,
         info->cond == XCM_COND_NONE ? "no error" : xcm_cond_name(info->cond),
         info->text ? ": " : "", info->text ? info->text : "", info->peer);
     break;
+  case XCM_SESSION_DETACHED:
+    snprintf(line, sizeof line,
+             "session %s detached (%s%s%s): %s waits to be resumed", info->sid,
+             info->cond == XCM_COND_NONE ? "no error"
+                                         : xcm_cond_name(info->cond),
+             info->text ? ": " : "", info->text ? info->text : "",
+             info->jid ? info->jid : "?");
+    break;
+  case XCM_SESSION_RESUMED:
+    snprintf(line, sizeof line, "session %s resumed: %s, client %s%s",
+             info->sid, info->jid ? info->jid : "?", info->peer,
+             info->tls ? " (TLS)" : "");
+    break;
   default:
     return;
   }

@@ -157,9 +157,7 @@ typedef struct xcm_options {
    * and server_port, one node] */
   const char *upstream_servers;
 
-  /* XEP-0198 stream management, acknowledgements only (no resumption
-   * yet: <enable resume='true'/> is answered <enabled/> without it).
-   * With sm_enable, <sm xmlns='urn:xmpp:sm:3'/> is offered after
+  /* XEP-0198 stream management. With sm_enable, <sm xmlns='urn:xmpp:sm:3'/> is offered after
    * authentication and <enable/> is taken after bind; the CM then counts
    * stanzas both ways, answers <r/>, asks the client for acks and holds
    * each stanza it sent until the client acknowledges it. When the
@@ -180,6 +178,26 @@ typedef struct xcm_options {
   unsigned sm_ack_every;
   unsigned sm_ack_every_bytes;
   unsigned sm_ack_quiet_ms;
+  /* Resumption (XEP-0198 section 5), with sm_enable: <enable
+   * resume='true'/> gets an id of 128 random bits and max (this, in
+   * seconds, rounded up). When such a client's connection drops (it
+   * fails, is cut without </stream:stream>, stops reading or answering
+   * acks), its session stays open upstream this long, holding what the
+   * server sends it within the unacked queue's bounds
+   * (XCM_SESSION_DETACHED). A new connection that authenticates as the
+   * same user (SASL PLAIN or SCRAM, whose initial response names the
+   * user) and sends <resume previd h/> takes it over: <resumed/>, then
+   * everything unacknowledged, in order (XCM_SESSION_RESUMED); its own
+   * session, authenticated and never bound, closes upstream without a
+   * trace. A session not resumed in time ends as any other: messages go
+   * back as <failed/>, iq get/set are answered with an error
+   * (stats.sm_expired_returned). 0: no resumption. [300000], at most
+   * 86400000 */
+  unsigned sm_resume_ms;
+  /* A client that leaves an <r/> unanswered this long is taken for gone:
+   * its connection drops (a resumable session then waits for it). At
+   * least 1, or XCM_UNLIMITED. [60000] */
+  unsigned sm_ack_timeout_ms;
 } xcm_options;
 
 /* Set size and every field of *opt to its default. size is sizeof *opt
@@ -404,6 +422,19 @@ typedef struct xcm_stats {
   uint64_t sm_return_errors;
   uint64_t sm_bad_h;
   uint64_t sm_overflows;
+  /* Clients whose connection dropped for leaving an <r/> unanswered
+   * sm_ack_timeout_ms. Resumption (sm_resume_ms): sessions waiting for
+   * their client now; connections dropped that left one waiting;
+   * sessions resumed; <resume/> refused (unknown or expired id, another
+   * user's, an h past what was sent); sessions that were not resumed in
+   * time, and the stanzas they returned to the server then. */
+  uint64_t sm_ack_timeouts;
+  uint64_t sm_detached_now;
+  uint64_t sm_detached;
+  uint64_t sm_resumed;
+  uint64_t sm_resume_failed;
+  uint64_t sm_expired;
+  uint64_t sm_expired_returned;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */
@@ -546,7 +577,14 @@ typedef enum xcm_session_event {
   XCM_SESSION_OPENED = 1,    /* header accepted; session created upstream */
   XCM_SESSION_AUTHENTICATED, /* SASL success or legacy auth */
   XCM_SESSION_BOUND,         /* a resource was bound: jid is set */
-  XCM_SESSION_CLOSED         /* gone: cond and text say why */
+  XCM_SESSION_CLOSED,        /* gone: cond and text say why */
+  /* XEP-0198 resumption (xcm_options.sm_resume_ms): the connection
+   * dropped and the session waits for its client (cond and text say how
+   * the connection ended; peer is ""); a new connection resumed it (peer
+   * and tls are the new connection's). A session that is never resumed
+   * ends with XCM_SESSION_CLOSED as any other. */
+  XCM_SESSION_DETACHED,
+  XCM_SESSION_RESUMED
 } xcm_session_event;
 
 /* Strings are valid during the call (or until the session changes).
@@ -570,6 +608,8 @@ typedef struct xcm_session_info {
    * XCM_SESSION_CLOSED it is the last chance to free it: libxcm never
    * does. */
   void *data;
+  /* Waiting for its client to resume it (XCM_SESSION_DETACHED). */
+  int detached;
 } xcm_session_info;
 
 typedef void (*xcm_session_fn)(void *ud, xcm_session_event ev,

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "client/authid.h"
 #include "client/framing.h"
 #include "client/request.h"
 #include "proto/cmproto.h"
@@ -46,7 +47,15 @@ enum {
   F_FEEDING = 1u << 12, /* inside the reader: its parser is in use */
   F_SHAPED = 1u << 13,  /* over its rate: reads paused until repaid */
   F_ERROR = 1u << 14,   /* it ends with a stream error */
-  F_MSG_OPEN = 1u << 15 /* messages: the client's <open/> for this stream */
+  F_MSG_OPEN = 1u << 15, /* messages: the client's <open/> for this stream */
+  /* The connection dropped rather than ended: it failed, was cut without
+   * </stream:stream>, stopped reading or answering acks. A resumable
+   * session waits for the client (XEP-0198). */
+  F_DROPPED = 1u << 16,
+  /* The SASL exchange that authenticated the stream names nobody we can
+   * trust (two <auth/> at once): the client cannot resume. */
+  F_NO_AUTHID = 1u << 17,
+  F_RESUMING = 1u << 18 /* <resume/> asked; the owner's answer pending */
 };
 
 /* The side of a client over a message transport (client/framing.h):
@@ -93,6 +102,7 @@ struct xcm_client {
   xcm_proxy *proxy;      /* reading the PROXY header; NULL: none (any more) */
   char *peer;            /* the address a PROXY header named, or NULL */
   xcm_sm *sm;            /* XEP-0198 acknowledgements once enabled, else NULL */
+  char *authid;          /* who SASL names, until bound (client/authid.h) */
   char sid[SID_LEN + 1];
   char lang[16];
 };
@@ -132,6 +142,7 @@ static void maybe_free(xcm_client *c) {
   xcm__free(c->ctx->alloc, c->proxy);
   xcm__free(c->ctx->alloc, c->peer);
   xcm__sm_free(c->ctx->alloc, c->sm);
+  xcm__free(c->ctx->alloc, c->authid);
   if (c->msg != NULL)
     xcm__buf_free(&c->msg->q);
   xcm__free(c->ctx->alloc, c->msg);
@@ -149,6 +160,8 @@ static int live(const xcm_client *c) {
 
 static void sm_return_all(xcm_client *c);
 static void sm_request(xcm_client *c);
+static void sm_arm(xcm_client *c, unsigned q);
+static void sm_detach(xcm_client *c);
 
 static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
   xcm_client_end end;
@@ -156,8 +169,12 @@ static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
   if (c->flags & F_NOTIFIED)
     return;
   c->flags |= F_NOTIFIED | F_CLOSING;
-  /* Whatever way the client ends, what it did not acknowledge goes back
-   * now, while the owner still has its upstream session. */
+  /* A dropped connection of a resumable session leaves its state to the
+   * session, which waits for the client to come back. Otherwise, however
+   * the client ends, what it did not acknowledge goes back now, while the
+   * owner still has its upstream session. */
+  if (c->flags & F_DROPPED)
+    sm_detach(c);
   sm_return_all(c);
   end.cond = cond;
   end.err = err;
@@ -314,7 +331,7 @@ static void overflow(xcm_client *c, const char *data, size_t len, int message) {
     if (message)
       c->cb->undelivered(c->ud, data, len);
   }
-  c->flags |= F_ENDED; /* it would not read the error either */
+  c->flags |= F_ENDED | F_DROPPED; /* it would not read the error either */
   xcm__client_fail(c, XCM_COND_POLICY_VIOLATION,
                    "output buffer full: the client does not read");
 }
@@ -447,7 +464,7 @@ static void msg_return_kept(xcm_client *c) {
 /* The transport refused a unit (data, when it was a message the server
  * must get back): the client ends as if its connection broke. */
 static void msg_failed(xcm_client *c, int err, const char *data, size_t len) {
-  c->flags |= F_ENDED | F_CLOSING;
+  c->flags |= F_ENDED | F_CLOSING | F_DROPPED;
   if (c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED)) {
     if (data != NULL)
       c->cb->undelivered(c->ud, data, len);
@@ -650,6 +667,11 @@ static int levels(void *ud, const char *ns, const char *name) {
     return 2;
   if (strcmp(ns, NS_COMPRESS) == 0)
     return 2;
+  /* <auth mechanism/> and its initial response: who it names
+   * (client/authid.h). */
+  if (strcmp(ns, NS_SASL) == 0 && strcmp(name, "auth") == 0 &&
+      !(c->flags & F_AUTHED))
+    return 1;
   /* <enable resume/>, <a h/>: their attributes. */
   if (strcmp(ns, XCM_NS_SM) == 0)
     return 1;
@@ -846,6 +868,23 @@ static int preauth_iq(xcm_client *c, const xcm_xml_stanza *s) {
 
 /* ---- stream management: what the client sends (XEP-0198) ------------- */
 
+/* An <auth/> on its way to the server: who it names, trusted once the
+ * server's <success/> answers it (client/authid.h). With another <auth/>
+ * still pending, a <success/> could answer either: nobody is named. */
+static void note_authid(xcm_client *c, const xcm_xml_stanza *s) {
+  xcm__free(c->ctx->alloc, c->authid);
+  c->authid = NULL;
+  if (xcm__req_pending(c->req, XCM_REQ_SASL) > 0) {
+    c->flags |= F_NO_AUTHID;
+    return;
+  }
+  if (c->cfg->sm_resume_ms == 0 || s->root == NULL)
+    return;
+  c->authid = xcm__authid_from_auth(
+      c->ctx->alloc, xcm__xml_node_attr(s->root, "mechanism"), s->root->text,
+      s->root->text_len, c->cfg->domain);
+}
+
 static int sm_failed(xcm_client *c, const char *cond) {
   char f[160];
   int n = snprintf(f, sizeof f,
@@ -857,11 +896,14 @@ static int sm_failed(xcm_client *c, const char *cond) {
 }
 
 /* <enable/>: only once, and only once a resource is bound (XEP-0198
- * section 3); a request to resume later is answered without it, since
- * this CM does not resume sessions yet. */
-static int sm_enable(xcm_client *c) {
-  static const char enabled[] = "<enabled xmlns=\"" XCM_NS_SM "\"/>";
+ * section 3). With resume='true' (or '1') and resumption configured,
+ * the owner makes the session resumable and names its id; if it cannot,
+ * the client is enabled without it. */
+static int sm_enable(xcm_client *c, const xcm_xml_stanza *s) {
+  const char *r = s->root != NULL ? xcm__xml_node_attr(s->root, "resume") : NULL;
+  char id[XCM_RESUME_ID_SIZE], e[160];
   xcm_sm *sm;
+  int n;
 
   if (!c->cfg->sm)
     return sm_failed(c, "feature-not-implemented");
@@ -870,7 +912,16 @@ static int sm_enable(xcm_client *c) {
   sm = xcm__sm_new(c->ctx->alloc, c->cfg->sm_start);
   if (sm == NULL)
     return sm_failed(c, "resource-constraint");
-  if (write_out(c, enabled, sizeof enabled - 1) != 0) {
+  if (r != NULL && (strcmp(r, "true") == 0 || strcmp(r, "1") == 0) &&
+      c->cfg->sm_resume_ms != 0 && c->cb->resumable != NULL &&
+      c->cb->resumable(c->ud, id) == 0)
+    n = snprintf(e, sizeof e,
+                 "<enabled xmlns=\"" XCM_NS_SM
+                 "\" id=\"%s\" resume=\"true\" max=\"%u\"/>",
+                 id, (c->cfg->sm_resume_ms + 999) / 1000);
+  else
+    n = snprintf(e, sizeof e, "<enabled xmlns=\"" XCM_NS_SM "\"/>");
+  if (write_out(c, e, (size_t)n) != 0) {
     xcm__sm_free(c->ctx->alloc, sm);
     return XCM_ECLOSED;
   }
@@ -890,23 +941,12 @@ static int sm_answer(xcm_client *c) {
   return write_out(c, a, (size_t)n) != 0 ? XCM_ECLOSED : 0;
 }
 
-/* <a h/>: what it covers leaves the queue. An h past what was sent is
- * the XEP's undefined-condition with <handled-count-too-high/>
- * (section 4). */
-static int sm_acked(xcm_client *c, const xcm_xml_stanza *s) {
+/* An h past what was sent: the XEP's undefined-condition with
+ * <handled-count-too-high/> (section 4). */
+static int sm_too_high(xcm_client *c, uint32_t h, uint32_t sent) {
   char e[512];
-  uint64_t h;
   int n;
 
-  /* h is the XEP schema's unsignedInt. */
-  if (s->root == NULL ||
-      xcm__parse_dec(xcm__xml_node_attr(s->root, "h"), UINT32_MAX, &h) != 0)
-    return refuse(c, XCM_COND_BAD_FORMAT,
-                  "<a/> needs h, a number from 0 to 4294967295");
-  if (c->cfg->counters != NULL)
-    c->cfg->counters->sm_acks_received++;
-  if (xcm__sm_ack(c->ctx->alloc, c->sm, (uint32_t)h) == 0)
-    return 0;
   if (c->cfg->counters != NULL)
     c->cfg->counters->sm_bad_h++;
   n = snprintf(
@@ -916,16 +956,73 @@ static int sm_acked(xcm_client *c, const xcm_xml_stanza *s) {
       "\" h=\"%u\" send-count=\"%u\"/><text xmlns=\"" XCM_NS_STREAM_ERRORS
       "\">You acknowledged %u stanzas, but I only sent you %u so "
       "far.</text></stream:error>",
-      (unsigned)h, (unsigned)c->sm->h_out, (unsigned)h, (unsigned)c->sm->h_out);
+      (unsigned)h, (unsigned)sent, (unsigned)h, (unsigned)sent);
   fail(c, XCM_COND_UNDEFINED_CONDITION, "handled-count-too-high", e, (size_t)n);
   return XCM_ECLOSED;
 }
 
+/* h, the XEP schema's unsignedInt. */
+static int sm_h(const xcm_xml_stanza *s, uint32_t *h) {
+  uint64_t v;
+
+  if (s->root == NULL ||
+      xcm__parse_dec(xcm__xml_node_attr(s->root, "h"), UINT32_MAX, &v) != 0)
+    return XCM_EINVAL;
+  *h = (uint32_t)v;
+  return 0;
+}
+
+/* <a h/>: what it covers leaves the queue. */
+static int sm_acked(xcm_client *c, const xcm_xml_stanza *s) {
+  uint32_t h;
+
+  if (sm_h(s, &h) != 0)
+    return refuse(c, XCM_COND_BAD_FORMAT,
+                  "<a/> needs h, a number from 0 to 4294967295");
+  if (c->cfg->counters != NULL)
+    c->cfg->counters->sm_acks_received++;
+  c->sm->r_at = 0;
+  if (xcm__sm_ack(c->ctx->alloc, c->sm, h) == 0)
+    return 0;
+  return sm_too_high(c, h, c->sm->h_out);
+}
+
+/* <resume previd h/> (XEP-0198 section 5): only in place of a bind, on
+ * a stream the server authenticated. The owner finds the session and,
+ * if it is this user's, moves the client into it
+ * (xcm__client_resumed). */
+static int sm_resume(xcm_client *c, const xcm_xml_stanza *s) {
+  const char *previd = s->root ? xcm__xml_node_attr(s->root, "previd") : NULL;
+  uint32_t h, sent = 0;
+  int err;
+
+  if (c->cfg->sm_resume_ms == 0 || c->cb->resume == NULL)
+    return sm_failed(c, "feature-not-implemented");
+  if (!(c->flags & F_AUTHED) || (c->flags & (F_BOUND | F_RESUMING)) ||
+      c->sm != NULL)
+    return sm_failed(c, "unexpected-request");
+  if (previd == NULL || sm_h(s, &h) != 0)
+    return refuse(c, XCM_COND_BAD_FORMAT,
+                  "<resume/> needs previd and h, a number from 0 to "
+                  "4294967295");
+  c->flags |= F_RESUMING;
+  err = c->cb->resume(c->ud, previd,
+                      h, (c->flags & F_NO_AUTHID) ? NULL : c->authid, &sent);
+  if (err == 0)
+    return 0;
+  c->flags &= ~(unsigned)F_RESUMING;
+  if (c->flags & F_CLOSING)
+    return XCM_ECLOSED;
+  if (err == XCM_EPROTO)
+    return sm_too_high(c, h, sent);
+  return sm_failed(c, "item-not-found");
+}
+
 static int sm_element(xcm_client *c, const xcm_xml_stanza *s) {
   if (strcmp(s->name, "enable") == 0)
-    return sm_enable(c);
+    return sm_enable(c, s);
   if (strcmp(s->name, "resume") == 0)
-    return sm_failed(c, "feature-not-implemented");
+    return sm_resume(c, s);
   /* XEP-0198 section 4: <r/> and <a/> only once it is enabled. */
   if (c->sm == NULL)
     return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE,
@@ -975,6 +1072,8 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
     if (p != NULL && p->tls == XCM_TLS_REQUIRED && !(c->flags & F_SECURED))
       return refuse(c, XCM_COND_POLICY_VIOLATION,
                     "TLS is required before authentication");
+    if (strcmp(s->name, "auth") == 0)
+      note_authid(c, s);
     return relay_request(c, s);
   }
   return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
@@ -1121,13 +1220,16 @@ void xcm__client_msg_unsent(xcm_client *c, const char *data, size_t len) {
   if (c->msg == NULL || c->msg->closed || c->cb->undelivered == NULL ||
       (c->flags & F_NOTIFIED) || !is_message(data, len))
     return;
+  /* With acknowledgements on, the unacked queue holds it already. */
+  if (c->sm != NULL)
+    return;
   c->cb->undelivered(c->ud, data, len);
 }
 
 void xcm__client_msg_end(xcm_client *c, int err) {
   if (c->msg == NULL || c->msg->closed)
     return;
-  c->flags |= F_ENDED | F_CLOSING;
+  c->flags |= F_ENDED | F_CLOSING | F_DROPPED;
   /* What was kept for it goes back to the server. */
   if (c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED))
     msg_return_kept(c);
@@ -1262,7 +1364,7 @@ static void on_read(void *ud, const char *data, size_t len) {
 static void on_stream_end(void *ud, int err) {
   xcm_client *c = ud;
 
-  c->flags |= F_ENDED | F_CLOSING;
+  c->flags |= F_ENDED | F_CLOSING | F_DROPPED;
   /* What was queued for it and never written goes back to the server. */
   if (c->cb->undelivered != NULL)
     return_unsent(c);
@@ -1328,6 +1430,10 @@ static void on_timer(uv_timer_t *t) {
                      c->cfg->sm_ack_quiet_ms != XCM__OFF)
                         ? c->sm->last_out + c->cfg->sm_ack_quiet_ms
                         : UINT64_MAX;
+  /* An <r/> unanswered this long: the client is gone. */
+  uint64_t r_due = (c->sm != NULL && c->sm->r_at != 0)
+                       ? deadline(c->sm->r_at, c->cfg->sm_ack_timeout_ms)
+                       : UINT64_MAX;
 
   if (n >= wait_at) {
     xcm__client_fail(c, XCM_COND_REMOTE_CONNECTION_FAILED,
@@ -1352,7 +1458,16 @@ static void on_timer(uv_timer_t *t) {
                      "authentication took too long");
     return;
   }
+  if (n >= r_due) {
+    if (st != NULL)
+      st->sm_ack_timeouts++;
+    c->flags |= F_DROPPED;
+    xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT,
+                     "no answer to a request for an acknowledgement");
+    return;
+  }
   if (n >= idle_at) {
+    c->flags |= F_DROPPED;
     xcm__client_fail(c, XCM_COND_CONNECTION_TIMEOUT, "idle for too long");
     return;
   }
@@ -1376,6 +1491,8 @@ static void on_timer(uv_timer_t *t) {
   next = idle_at;
   if (ack_at < next)
     next = ack_at;
+  if (r_due < next)
+    next = r_due;
   if (header_at < next)
     next = header_at;
   if (auth_at < next)
@@ -1551,6 +1668,8 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
 static void logged_in(xcm_client *c) {
   c->flags |= F_BOUND;
   xcm__req_clear(&c->req, c->ctx->alloc);
+  xcm__free(c->ctx->alloc, c->authid);
+  c->authid = NULL;
   if (!(c->flags & (F_FEEDING | F_CLOSING)))
     xcm__xml_reader_shrink(c->reader);
 }
@@ -1641,8 +1760,19 @@ static void sm_return_queue(xcm_client *c) {
     xcm__sm_drain(c->ctx->alloc, c->sm, sm_give_back, c);
 }
 
-/* The client ends: the queue goes back and the state goes. (Resumption
- * would keep the state for the session here instead.) */
+/* The connection dropped: a resumable session takes the state and
+ * waits for the client, the unacknowledged stanzas with it. */
+static void sm_detach(xcm_client *c) {
+  if (c->sm == NULL || c->cb->detach == NULL)
+    return;
+  if (c->cb->detach(c->ud, c->sm) != 0)
+    return;
+  c->sm = NULL;
+  if (c->cfg->counters != NULL)
+    c->cfg->counters->sm_now--;
+}
+
+/* The client ends: the queue goes back and the state goes. */
 static void sm_return_all(xcm_client *c) {
   if (c->sm == NULL)
     return;
@@ -1660,9 +1790,13 @@ static void sm_request(xcm_client *c) {
   /* Noted first: a failed write ends the client and frees the state. */
   c->sm->asked = c->sm->h_out;
   c->sm->since_bytes = 0;
+  if (c->sm->r_at == 0)
+    c->sm->r_at = now(c);
   if (c->cfg->counters != NULL)
     c->cfg->counters->sm_acks_requested++;
-  write_out(c, r, sizeof r - 1);
+  if (write_out(c, r, sizeof r - 1) != 0)
+    return;
+  sm_arm(c, c->cfg->sm_ack_timeout_ms);
 }
 
 /* The unacked queue is full: the client takes stanzas and does not
@@ -1698,9 +1832,7 @@ static int sm_hold(xcm_client *c, const char *data, size_t len) {
  * fires by then at the latest (on_timer works out what is due). */
 static void on_timer(uv_timer_t *t);
 
-static void sm_arm(xcm_client *c) {
-  unsigned q = c->cfg->sm_ack_quiet_ms;
-
+static void sm_arm(xcm_client *c, unsigned q) {
   if (q == XCM__OFF)
     return;
   if (!uv_is_active((uv_handle_t *)&c->timer) ||
@@ -1723,12 +1855,23 @@ static void sm_sent(xcm_client *c) {
        sm->since_bytes >= cfg->sm_ack_every_bytes))
     sm_request(c);
   else
-    sm_arm(c);
+    sm_arm(c, cfg->sm_ack_quiet_ms);
+}
+
+/* Write one element the server routed, as its framing needs it; record:
+ * a message the transport may give back. 0, or an error when the client
+ * ended. */
+static int write_element(xcm_client *c, const char *bytes, size_t len,
+                         int record) {
+  if (c->msg != NULL && framing(c)->element != NULL &&
+      !xcm__xml_declares_default(bytes, len))
+    return deliver_element(c, bytes, len, record);
+  return write_as(c, bytes, len, record);
 }
 
 void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
   int message = r->inner != NULL && is_message(r->inner, r->inner_len);
-  int counted, record;
+  int counted;
 
   if (c->flags & F_CLOSING) {
     if (message && c->cb->undelivered != NULL && !(c->flags & F_NOTIFIED))
@@ -1747,18 +1890,69 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
   counted = c->sm != NULL && is_stanza(r->inner, r->inner_len);
   if (counted && sm_hold(c, r->inner, r->inner_len) != 0)
     return;
-  record = message && !counted;
-  if (c->msg != NULL && framing(c)->element != NULL &&
-      !xcm__xml_declares_default(r->inner, r->inner_len)) {
-    if (deliver_element(c, r->inner, r->inner_len, record) != 0)
-      return;
-  } else if (write_as(c, r->inner, r->inner_len, record) != 0) {
+  if (write_element(c, r->inner, r->inner_len, message && !counted) != 0)
     return;
-  }
   if (counted)
     sm_sent(c);
   if (c->req != NULL)
     watch_answers(c, r->inner, r->inner_len);
+}
+
+/* ---- stream management: resumption (XEP-0198 section 5) -------------- */
+
+static void resend(void *ud, const char *data, size_t len) {
+  xcm_client *c = ud;
+
+  /* A write that fails ends the client: what is left goes back with the
+   * state it is in, so the rest are not written. */
+  if (!(c->flags & F_CLOSING))
+    write_element(c, data, len, 0);
+}
+
+int xcm__client_resumed(xcm_client *c, xcm_sm *sm, const char *sid,
+                        const char *previd) {
+  char e[128];
+  int n;
+
+  c->flags &= ~(unsigned)F_RESUMING;
+  c->sm = sm;
+  if (c->cfg->counters != NULL)
+    c->cfg->counters->sm_now++;
+  if (c->flags & F_CLOSING) {
+    /* Gone meanwhile: the state goes back to the owner as at any end. */
+    return XCM_ECLOSED;
+  }
+  /* From now on this is that session's stream (the route's streamid). */
+  snprintf(c->sid, sizeof c->sid, "%s", sid);
+  logged_in(c);
+  sm->r_at = 0;
+  n = snprintf(e, sizeof e,
+               "<resumed xmlns=\"" XCM_NS_SM "\" previd=\"%s\" h=\"%u\"/>",
+               previd, (unsigned)sm->h_in);
+  if (n < 0 || (size_t)n >= sizeof e || write_out(c, e, (size_t)n) != 0)
+    return XCM_ECLOSED;
+  /* Everything unacknowledged, oldest first, then ask how far the
+   * client got. */
+  xcm__sm_each(sm, resend, c);
+  if (c->flags & F_CLOSING)
+    return XCM_ECLOSED;
+  if (sm->count > 0)
+    sm_request(c);
+  return 0;
+}
+
+xcm_sm *xcm__client_release_sm(xcm_client *c) {
+  xcm_sm *sm = c->sm;
+
+  if (sm != NULL && c->cfg->counters != NULL)
+    c->cfg->counters->sm_now--;
+  c->sm = NULL;
+  return sm;
+}
+
+void xcm__client_set_owner(xcm_client *c, const xcm_client_cb *cb, void *ud) {
+  c->cb = cb;
+  c->ud = ud;
 }
 
 void xcm__client_server_closed(xcm_client *c, const char *error, size_t len) {

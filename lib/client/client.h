@@ -25,6 +25,7 @@
 #include "xml/reader.h"
 
 typedef struct xcm_client xcm_client;
+typedef struct xcm_sm xcm_sm; /* session/sm.h */
 
 /* Shared by every client of a listener; owned by the instance. Every
  * field holds its value (options.c has the defaults: xcm__client_cfg_from
@@ -72,6 +73,14 @@ typedef struct xcm_client_cfg {
   unsigned sm_ack_quiet_ms;
   /* Both counters start here instead of 0: for tests of the wrap. */
   uint32_t sm_start;
+  /* XEP-0198 resumption: <enable resume/> is granted with this max (ms;
+   * sent in seconds), and a dropped connection's session waits that
+   * long for a <resume/>. 0: no resumption. */
+  unsigned sm_resume_ms;
+  /* A client that leaves an <r/> unanswered this long is taken for
+   * gone: its connection drops (and a resumable session waits).
+   * XCM__OFF: never. */
+  unsigned sm_ack_timeout_ms;
 } xcm_client_cfg;
 
 /* Why a client went away. */
@@ -115,7 +124,34 @@ typedef struct xcm_client_cb {
    * (a message as <failed/>, an iq get or set answered with an error).
    * May be NULL. */
   void (*unacked)(void *ud, const char *data, size_t len);
+  /* XEP-0198 resumption (session/session.c holds the sessions that wait).
+   * May all be NULL: no resumption.
+   *
+   * <enable resume='true'/>: make the session resumable and write its
+   * resumption id, NUL-terminated, into id (XCM_RESUME_ID_SIZE bytes).
+   * 0, or an error: the client is then enabled without resumption. */
+  int (*resumable)(void *ud, char *id);
+  /* The connection dropped (it failed, was cut without
+   * </stream:stream>, stopped reading or answering acks) while the
+   * session is resumable: take sm (ownership moves; what it holds is
+   * unacknowledged) and keep the session waiting. Returns 0 when taken;
+   * otherwise the client returns sm's stanzas as at any end. Called just
+   * before closed(). */
+  int (*detach)(void *ud, xcm_sm *sm);
+  /* <resume previd h/> from this client, authenticated as authid (a bare
+   * JID, client/authid.h; NULL when unknown). Return 0 once
+   * xcm__client_resumed() was called on c (from inside this call, or
+   * later for a session on another instance: the client reads nothing
+   * meanwhile); XCM_ENOTFOUND for an id that is not live or not
+   * authid's (the client answers <failed/> with item-not-found and may
+   * bind); XCM_EPROTO when h acknowledges more than the session sent,
+   * *sent set to what it sent (a stream error). */
+  int (*resume)(void *ud, const char *previd, uint32_t h, const char *authid,
+                uint32_t *sent);
 } xcm_client_cb;
+
+/* Room for a resumption id and its NUL. */
+#define XCM_RESUME_ID_SIZE 40
 
 /* Take over an accepted TCP handle (allocated with ctx's allocator). On
  * failure the handle is closed and freed all the same. */
@@ -235,6 +271,22 @@ void xcm__client_retry(xcm_client *c);
  * acknowledged. 0 when it is off. */
 int xcm__client_sm(const xcm_client *c, uint32_t *h_in, uint32_t *h_out,
                    uint32_t *unacked);
+
+/* Resumption (see xcm_client_cb.resume): the client takes over sm
+ * (ownership moves, and h from the <resume/> is applied already) for the
+ * session of stream id sid, answers <resumed previd/> and sends again,
+ * oldest first, everything sm holds. Returns 0, or an error when the
+ * client ended meanwhile (sm is then returned as at any end). */
+int xcm__client_resumed(xcm_client *c, xcm_sm *sm, const char *sid,
+                        const char *previd);
+/* Take c's acknowledgement state away (NULL when it has none): for a
+ * session that another connection resumes while c still holds it. The
+ * caller owns it. */
+xcm_sm *xcm__client_release_sm(xcm_client *c);
+/* Hand c to another owner (cb and ud as for xcm__client_new): the
+ * session that a resume moved it into, or a table that ignores a
+ * connection being ended. */
+void xcm__client_set_owner(xcm_client *c, const xcm_client_cb *cb, void *ud);
 
 /* Give the parser back to the pool if the client sits between stanzas. */
 void xcm__client_shrink(xcm_client *c);

@@ -38,6 +38,14 @@ typedef struct xcm_counters {
   uint64_t sm_return_errors;  /* ... that could not be (logged) */
   uint64_t sm_bad_h;          /* ended for acknowledging more than was sent */
   uint64_t sm_overflows;      /* ended for too much unacknowledged */
+  uint64_t sm_ack_timeouts;   /* dropped for leaving an <r/> unanswered */
+  /* Resumption (session/session.c). */
+  uint64_t sm_detached_now;     /* sessions waiting for their client */
+  uint64_t sm_detached;         /* connections dropped that left one waiting */
+  uint64_t sm_resumed;          /* <resumed/> */
+  uint64_t sm_resume_failed;    /* <resume/> answered <failed/> */
+  uint64_t sm_expired;          /* sessions that waited in vain */
+  uint64_t sm_expired_returned; /* stanzas returned as those ended */
 } xcm_counters;
 
 #endif

@@ -2,7 +2,9 @@
 
 #include <string.h>
 
+#include "client/authid.h"
 #include "proto/route.h"
+#include "session/sm.h"
 #include "util/alloc.h"
 #include "xml/element.h"
 #include "xcm/error.h"
@@ -10,14 +12,35 @@
 struct xcm_session {
   xcm_map_entry e; /* by the client's stream id */
   xcm_sessions *table;
-  char *jid; /* once bound */
-  xcm_client *client;
+  char *jid;          /* once bound */
+  xcm_client *client; /* NULL while detached */
   xcm_up_session *up;
   xcm_session *prev, *next;
   struct addr_count *addr;
   void *data; /* the owner's (xcm_cm_session_set_data) */
+  struct resumable *r; /* once the client enabled resumption */
   xcm_transport_kind kind;
+  unsigned char detaching; /* the client is leaving its state to us */
+  unsigned char up_paused; /* the upstream asked us to wait */
 };
+
+/* A session its client may resume (XEP-0198 section 5): found by its
+ * id, and while detached (no client: the connection dropped) on the
+ * table's waiting list. Every session waits as long, so the list is in
+ * the order they expire in, and one timer serves them all. A detached
+ * session holds no socket, TLS state or parser: this, its sm state, and
+ * its upstream session. */
+typedef struct resumable {
+  xcm_map_entry e; /* by id, in by_resume */
+  xcm_session *s;
+  xcm_sm *sm;       /* while detached: unacked, then what arrived since */
+  uint64_t expires; /* loop time, while detached */
+  struct resumable *wprev, *wnext;
+  char id[XCM_RESUME_ID_SIZE];
+  /* The session's stream id: the by_sid key once the client that named
+   * it may go (a copy of the same bytes, so the key's hash holds). */
+  char sid[32];
+} resumable;
 
 static void event(xcm_session *s, enum xcm_session_ev ev,
                   const xcm_client_end *end);
@@ -36,6 +59,7 @@ void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_counters *counters) {
   t->max_clients = t->max_per_address = XCM__OFF;
   xcm__map_init(&t->per_address, ctx->alloc);
   xcm__map_init(&t->by_sid, ctx->alloc);
+  xcm__map_init(&t->by_resume, ctx->alloc);
 }
 
 xcm_session *xcm__sessions_find(const xcm_sessions *t, const char *sid) {
@@ -45,14 +69,22 @@ xcm_session *xcm__sessions_find(const xcm_sessions *t, const char *sid) {
 
 void xcm__session_view(const xcm_session *s, xcm_session_view *out) {
   memset(out, 0, sizeof(*out));
+  out->link = s->up != NULL ? xcm__up_session_link(s->up) : -1;
+  out->data = s->data;
+  out->jid = s->jid;
+  if (s->client == NULL) {
+    out->sid = s->r->sid;
+    out->peer = "";
+    out->authenticated = 1;
+    out->detached = 1;
+    return;
+  }
   out->sid = xcm__client_sid(s->client);
   out->peer = xcm__client_peer(s->client);
   out->jid = s->jid;
   out->authenticated = xcm__client_authenticated(s->client);
   out->tls = xcm__client_secured(s->client);
   out->compressed = xcm__client_compressed(s->client);
-  out->link = s->up != NULL ? xcm__up_session_link(s->up) : -1;
-  out->data = s->data;
 }
 
 void xcm__session_set_data(xcm_session *s, void *data) {
@@ -63,8 +95,13 @@ void *xcm__session_data(const xcm_session *s) {
   return s->data;
 }
 
+static void end_detached(xcm_session *s, int err, const char *text);
+
 void xcm__session_close(xcm_session *s, xcm_cond cond, const char *text) {
-  xcm__client_fail(s->client, cond, text);
+  if (s->client == NULL)
+    end_detached(s, XCM_ECLOSED, text);
+  else
+    xcm__client_fail(s->client, cond, text);
 }
 
 static void free_count(xcm_map_entry *e, void *ud) {
@@ -78,6 +115,7 @@ void xcm__sessions_free(xcm_sessions *t) {
   xcm__map_each(&t->per_address, free_count, t);
   xcm__map_free(&t->per_address);
   xcm__map_free(&t->by_sid);
+  xcm__map_free(&t->by_resume);
 }
 
 /* ---- the stanza hook ----------------------------------------------------- */
@@ -116,6 +154,17 @@ static enum xcm_hook_verdict ask_hook(xcm_session *s, int to_client,
 
 /* ---- the upstream side -------------------------------------------------- */
 
+static void hold(xcm_session *s, const xcm_route *r);
+
+/* What the server routes goes to the client, or while it is away into
+ * the state its resume will send again. */
+static void to_client(xcm_session *s, const xcm_route *r) {
+  if (s->client != NULL)
+    xcm__client_deliver(s->client, r);
+  else
+    hold(s, r);
+}
+
 static void up_created(void *ud, int err) {
   xcm_session *s = ud;
 
@@ -137,10 +186,9 @@ static int deliver_replacement(void *ud, const xcm_xml_stanza *st) {
   xcm_route r;
 
   memset(&r, 0, sizeof r);
-  r.streamid = xcm__client_sid(s->client);
   r.inner = st->bytes;
   r.inner_len = st->len;
-  xcm__client_deliver(s->client, &r);
+  to_client(s, &r);
   return 0;
 }
 
@@ -188,14 +236,17 @@ static void up_deliver(void *ud, const xcm_route *r) {
   }
   s->table->counters->stanzas_out++;
   s->table->counters->bytes_out += r->inner ? r->inner_len : r->text_len;
-  xcm__client_deliver(s->client, r);
+  to_client(s, r);
 }
 
 static void up_closed(void *ud, const char *error, size_t len) {
   xcm_session *s = ud;
 
   s->up = NULL;
-  xcm__client_server_closed(s->client, error, len);
+  if (s->client == NULL)
+    end_detached(s, XCM_ECLOSED, "closed by the server");
+  else
+    xcm__client_server_closed(s->client, error, len);
 }
 
 static void up_lost(void *ud) {
@@ -203,8 +254,11 @@ static void up_lost(void *ud) {
 
   s->up = NULL;
   s->table->counters->sessions_lost++;
-  xcm__client_fail(s->client, XCM_COND_REMOTE_CONNECTION_FAILED,
-                   "the connection to the XMPP server was lost");
+  if (s->client == NULL)
+    end_detached(s, XCM_ECLOSED, "the connection to the XMPP server was lost");
+  else
+    xcm__client_fail(s->client, XCM_COND_REMOTE_CONNECTION_FAILED,
+                     "the connection to the XMPP server was lost");
 }
 
 static void up_route_error(void *ud, const char *inner, size_t len) {
@@ -214,16 +268,27 @@ static void up_route_error(void *ud, const char *inner, size_t len) {
   (void)len;
   /* The server no longer knows this session (or refused our framing):
    * the client must start over. */
-  xcm__client_fail(s->client, XCM_COND_UNDEFINED_CONDITION,
-                   "the server lost this session");
+  if (s->client == NULL)
+    end_detached(s, XCM_ECLOSED, "the server lost this session");
+  else
+    xcm__client_fail(s->client, XCM_COND_UNDEFINED_CONDITION,
+                     "the server lost this session");
 }
 
 static void up_pause(void *ud) {
-  xcm__client_pause(((xcm_session *)ud)->client);
+  xcm_session *s = ud;
+
+  s->up_paused = 1;
+  if (s->client != NULL)
+    xcm__client_pause(s->client);
 }
 
 static void up_resume(void *ud) {
-  xcm__client_resume(((xcm_session *)ud)->client);
+  xcm_session *s = ud;
+
+  s->up_paused = 0;
+  if (s->client != NULL)
+    xcm__client_resume(s->client);
 }
 
 static const xcm_up_session_cb up_cb = {up_created, up_deliver,     up_closed,
@@ -351,24 +416,40 @@ static void cl_unacked(void *ud, const char *data, size_t len) {
   }
 }
 
-static void cl_closed(void *ud, const xcm_client_end *end) {
-  xcm_session *s = ud;
+/* What the session's connection held goes with it: the counts by
+ * transport and TLS, and its place in its address's count. */
+static void conn_release(xcm_session *s) {
   xcm_sessions *t = s->table;
 
-  if (end->cond != XCM_COND_NONE && end->cond < XCM_COND_COUNT_)
-    t->counters->stream_errors[end->cond]++;
-  event(s, XCM__SESSION_CLOSED, end);
   if (xcm__client_secured(s->client))
     t->counters->clients_tls_now--;
   t->counters->clients_kind_now[s->kind]--;
-  xcm__map_remove(&t->by_sid, &s->e);
-  xcm__free(t->ctx->alloc, s->jid);
-  if (s->up != NULL)
-    xcm__pool_session_close(s->up);
   if (s->addr != NULL && --s->addr->n == 0) {
     xcm__map_remove(&t->per_address, &s->addr->e);
     xcm__free(t->ctx->alloc, s->addr);
   }
+  s->addr = NULL;
+}
+
+static void clients_now(xcm_sessions *t) {
+  t->counters->clients_now = t->count - t->detached;
+}
+
+/* The session is over: the owner hears it last, then the upstream
+ * session is closed and everything goes. Its connection is released
+ * already. */
+static void session_free(xcm_session *s, const xcm_client_end *end) {
+  xcm_sessions *t = s->table;
+
+  event(s, XCM__SESSION_CLOSED, end);
+  xcm__map_remove(&t->by_sid, &s->e);
+  if (s->r != NULL) {
+    xcm__map_remove(&t->by_resume, &s->r->e);
+    xcm__free(t->ctx->alloc, s->r);
+  }
+  xcm__free(t->ctx->alloc, s->jid);
+  if (s->up != NULL)
+    xcm__pool_session_close(s->up);
   if (s->prev != NULL)
     s->prev->next = s->next;
   else
@@ -376,17 +457,40 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
   if (s->next != NULL)
     s->next->prev = s->prev;
   t->count--;
-  t->counters->clients_now = t->count;
+  clients_now(t);
   xcm__free(t->ctx->alloc, s);
   if (t->count == 0 && t->empty != NULL)
     t->empty(t->empty_ud);
 }
 
-static int cl_proxied(void *ud, const char *address);
+static void cl_closed(void *ud, const xcm_client_end *end) {
+  xcm_session *s = ud;
+  xcm_sessions *t = s->table;
 
-static const xcm_client_cb client_cb = {cl_open,   cl_stanza,  cl_authenticated,
-                                        cl_bound,  cl_secured, cl_undelivered,
-                                        cl_closed, cl_proxied, cl_unacked};
+  if (end->cond != XCM_COND_NONE && end->cond < XCM_COND_COUNT_)
+    t->counters->stream_errors[end->cond]++;
+  conn_release(s);
+  if (s->detaching) {
+    /* The connection went; the session waits for its client. */
+    s->detaching = 0;
+    s->client = NULL;
+    event(s, XCM__SESSION_DETACHED, end);
+    return;
+  }
+  /* The owner's last look at the session still shows the client. */
+  session_free(s, end);
+}
+
+static int cl_proxied(void *ud, const char *address);
+static int cl_resumable(void *ud, char *id);
+static int cl_detach(void *ud, xcm_sm *sm);
+static int cl_resume(void *ud, const char *previd, uint32_t h,
+                     const char *authid, uint32_t *sent);
+
+static const xcm_client_cb client_cb = {
+    cl_open,    cl_stanza,  cl_authenticated, cl_bound,     cl_secured,
+    cl_undelivered, cl_closed, cl_proxied,    cl_unacked,   cl_resumable,
+    cl_detach,  cl_resume};
 
 /* ---- accepting ---------------------------------------------------------- */
 
@@ -491,7 +595,7 @@ static int link_session(xcm_sessions *t, xcm_session *s) {
   t->head = s;
   t->count++;
   t->counters->clients_accepted++;
-  t->counters->clients_now = t->count;
+  clients_now(t);
   t->counters->clients_kind_now[s->kind]++;
   /* A transport encrypted below the client (WSS, HTTPS, a secure custom
    * one) is secured from the start: cl_secured never runs for it, and
@@ -519,7 +623,7 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
              peer != NULL ? peer : "(no peer)");
     return XCM_EPROTO;
   }
-  if (t->count >= t->max_clients) {
+  if (t->count - t->detached >= t->max_clients) {
     t->counters->clients_refused++;
     t->counters->clients_refused_total_limit++;
     return XCM_EBUSY;
@@ -547,7 +651,7 @@ int xcm__session_attach_msg(xcm_sessions *t, const xcm_client_cfg *cfg,
   int over = 0, err;
 
   *client = NULL;
-  if (t->count >= t->max_clients) {
+  if (t->count - t->detached >= t->max_clients) {
     t->counters->clients_refused++;
     t->counters->clients_refused_total_limit++;
     return XCM_EBUSY;
@@ -594,7 +698,7 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
 
   if (untrusted(t, cfg, tcp))
     return XCM_EPROTO;
-  if (t->count >= t->max_clients) {
+  if (t->count - t->detached >= t->max_clients) {
     refuse(t, tcp, &t->counters->clients_refused_total_limit);
     return XCM_EBUSY;
   }
@@ -631,16 +735,20 @@ void xcm__sessions_retry(xcm_sessions *t) {
 
   for (s = t->head; s != NULL; s = next) {
     next = s->next;
-    xcm__client_retry(s->client);
+    if (s->client != NULL)
+      xcm__client_retry(s->client);
   }
 }
 
 void xcm__sessions_fail_all(xcm_sessions *t, xcm_cond cond, const char *text) {
   xcm_session *s, *next;
 
+  /* Shutting down: no session waits for a client that will not find
+   * this instance. */
+  t->closing = 1;
   for (s = t->head; s != NULL; s = next) {
     next = s->next;
-    xcm__client_fail(s->client, cond, text);
+    xcm__session_close(s, cond, text);
   }
 }
 
@@ -673,7 +781,7 @@ size_t xcm__sessions_fail_some(xcm_sessions *t, size_t n, xcm_cond cond,
   while (done < n && s != NULL) {
     size_t before = t->count;
 
-    xcm__client_fail(s->client, cond, text);
+    xcm__session_close(s, cond, text);
     if (t->count < before) {
       /* s is gone, and the owner's event function may have ended others
        * (s->next among them): start again from the head. */
@@ -684,4 +792,278 @@ size_t xcm__sessions_fail_some(xcm_sessions *t, size_t n, xcm_cond cond,
     }
   }
   return done;
+}
+
+/* ---- resumption (XEP-0198 section 5) -------------------------------------- */
+
+/* The orphan table: a connection whose session another connection
+ * resumed is ended through it, and nobody hears of it any more. */
+static int orphan_open(void *ud, const char *sid, const char *address) {
+  (void)ud;
+  (void)sid;
+  (void)address;
+  return XCM_ECLOSED;
+}
+
+static int orphan_stanza(void *ud, const xcm_xml_stanza *st,
+                         const xcm_xml_nsdecl *decls, size_t ndecls) {
+  (void)ud;
+  (void)st;
+  (void)decls;
+  (void)ndecls;
+  return XCM_ECLOSED;
+}
+
+static void orphan_closed(void *ud, const xcm_client_end *end) {
+  (void)ud;
+  (void)end;
+}
+
+static const xcm_client_cb orphan_cb = {
+    .open = orphan_open, .stanza = orphan_stanza, .closed = orphan_closed};
+
+/* 128 random bits, base64url: nobody guesses a live one. */
+static int make_resume_id(char *out) {
+  static const char abc[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  unsigned char raw[16];
+  unsigned acc = 0, bits = 0;
+  size_t i, o = 0;
+  int err = xcm__random(raw, sizeof raw);
+
+  if (err != 0)
+    return err;
+  for (i = 0; i < sizeof raw; i++) {
+    acc = (acc << 8) | raw[i];
+    bits += 8;
+    while (bits >= 6) {
+      out[o++] = abc[(acc >> (bits - 6)) & 63];
+      bits -= 6;
+    }
+  }
+  out[o++] = abc[(acc << (6 - bits)) & 63];
+  out[o] = '\0';
+  return 0;
+}
+
+static int cl_resumable(void *ud, char *id) {
+  xcm_session *s = ud;
+  xcm_sessions *t = s->table;
+  resumable *r;
+  const char *sid = xcm__client_sid(s->client);
+
+  if (t->resume_ms == 0 || s->r != NULL || strlen(sid) >= sizeof r->sid)
+    return XCM_EINVAL;
+  r = xcm__calloc(t->ctx->alloc, sizeof(*r));
+  if (r == NULL)
+    return XCM_ENOMEM;
+  if (make_resume_id(r->id) != 0) {
+    xcm__free(t->ctx->alloc, r);
+    return XCM_EINVAL;
+  }
+  r->s = s;
+  r->e.key = r->id;
+  if (xcm__map_put(&t->by_resume, &r->e) != 0) {
+    xcm__free(t->ctx->alloc, r);
+    return XCM_ENOMEM;
+  }
+  /* The same key bytes, in memory that stays when the client goes. */
+  memcpy(r->sid, sid, strlen(sid) + 1);
+  s->e.key = r->sid;
+  s->r = r;
+  memcpy(id, r->id, strlen(r->id) + 1);
+  return 0;
+}
+
+static void wait_timer_closed(uv_handle_t *h) {
+  xcm__free((const xcm_allocator *)h->data, h);
+}
+
+static void on_wait_timer(uv_timer_t *h);
+
+/* The timer runs while any session waits, due when the oldest expires. */
+static void wait_arm(xcm_sessions *t) {
+  uint64_t n = uv_now(t->ctx->loop);
+
+  if (t->wait_head == NULL) {
+    if (t->wait_timer != NULL) {
+      t->wait_timer->data = (void *)t->ctx->alloc;
+      uv_close((uv_handle_t *)t->wait_timer, wait_timer_closed);
+      t->wait_timer = NULL;
+    }
+    return;
+  }
+  if (t->wait_timer == NULL) {
+    t->wait_timer = xcm__alloc(t->ctx->alloc, sizeof(*t->wait_timer));
+    if (t->wait_timer == NULL)
+      return; /* on_wait_timer's next run, or the next detach, retries */
+    uv_timer_init(t->ctx->loop, t->wait_timer);
+  }
+  t->wait_timer->data = t;
+  uv_timer_start(t->wait_timer, on_wait_timer,
+                 t->wait_head->expires > n ? t->wait_head->expires - n : 0, 0);
+}
+
+static void wait_unlink(xcm_sessions *t, resumable *r) {
+  if (r->wprev != NULL)
+    r->wprev->wnext = r->wnext;
+  else
+    t->wait_head = r->wnext;
+  if (r->wnext != NULL)
+    r->wnext->wprev = r->wprev;
+  else
+    t->wait_tail = r->wprev;
+  r->wprev = r->wnext = NULL;
+  t->detached--;
+  t->counters->sm_detached_now--;
+}
+
+static int cl_detach(void *ud, xcm_sm *sm) {
+  xcm_session *s = ud;
+  xcm_sessions *t = s->table;
+  resumable *r = s->r;
+
+  /* Only a session the server still has, on an instance that goes on. */
+  if (r == NULL || s->up == NULL || t->closing || t->resume_ms == 0)
+    return XCM_ECLOSED;
+  r->sm = sm;
+  r->expires = uv_now(t->ctx->loop) + t->resume_ms;
+  r->wprev = t->wait_tail;
+  r->wnext = NULL;
+  if (t->wait_tail != NULL)
+    t->wait_tail->wnext = r;
+  else
+    t->wait_head = r;
+  t->wait_tail = r;
+  t->detached++;
+  t->counters->sm_detached_now++;
+  t->counters->sm_detached++;
+  s->detaching = 1;
+  if (t->wait_head == r)
+    wait_arm(t);
+  return 0;
+}
+
+static void return_one(void *ud, const char *data, size_t len) {
+  xcm_session *s = ud;
+  uint64_t before = s->table->counters->sm_returned;
+
+  cl_unacked(s, data, len);
+  if (s->table->counters->sm_returned != before)
+    s->table->counters->sm_expired_returned++;
+}
+
+/* A detached session ends (it waited in vain, the server ended it, the
+ * instance stops): what its client never acknowledged and what arrived
+ * since goes back to the server, then the session closes upstream. */
+static void end_detached(xcm_session *s, int err, const char *text) {
+  xcm_sessions *t = s->table;
+  resumable *r = s->r;
+  xcm_client_end end = {XCM_COND_NONE, err, text};
+
+  wait_unlink(t, r);
+  xcm__sm_drain(t->ctx->alloc, r->sm, return_one, s);
+  xcm__sm_free(t->ctx->alloc, r->sm);
+  r->sm = NULL;
+  session_free(s, &end);
+  wait_arm(t);
+}
+
+static void on_wait_timer(uv_timer_t *h) {
+  xcm_sessions *t = h->data;
+  uint64_t n = uv_now(t->ctx->loop);
+
+  while (t->wait_head != NULL && t->wait_head->expires <= n) {
+    t->counters->sm_expired++;
+    end_detached(t->wait_head->s, XCM_ETIMEDOUT,
+                 "not resumed in time: what it did not get went back to "
+                 "the server");
+  }
+  wait_arm(t);
+}
+
+/* What the server routes to a detached session waits in its state, in
+ * order and counted as sent: the resume sends it with the rest. */
+static void hold(xcm_session *s, const xcm_route *r) {
+  xcm_sessions *t = s->table;
+  xcm_sm *sm = s->r->sm;
+  int err;
+
+  if (r->inner == NULL)
+    return; /* white space between stanzas */
+  err = xcm__sm_push(t->ctx->alloc, sm, r->inner, r->inner_len,
+                     t->sm_max_unacked, t->sm_max_unacked_bytes);
+  if (err == 0)
+    return;
+  /* Too much waits for a client that is not back: it all goes back,
+   * this one last, and the session ends. */
+  t->counters->sm_overflows++;
+  cl_unacked(s, r->inner, r->inner_len);
+  end_detached(s, err, "too much held for a client that did not come back");
+}
+
+static int cl_resume(void *ud, const char *previd, uint32_t h,
+                     const char *authid, uint32_t *sent) {
+  xcm_session *s2 = ud, *s;
+  xcm_sessions *t = s2->table;
+  resumable *r = (resumable *)xcm__map_get(&t->by_resume, previd,
+                                           strlen(previd));
+  xcm_client *c = s2->client, *old;
+  xcm_client_end end = {XCM_COND_NONE, 0, "resumed another session"};
+  uint32_t h_in, h_out, unacked;
+  xcm_sm *sm;
+
+  /* Only a live session of the user the server just authenticated. */
+  s = r != NULL ? r->s : NULL;
+  if (s == NULL || s == s2 || s->up == NULL || s->jid == NULL ||
+      !xcm__authid_matches(authid, s->jid)) {
+    t->counters->sm_resume_failed++;
+    return XCM_ENOTFOUND;
+  }
+  old = s->client;
+  if (old != NULL && !xcm__client_sm(old, &h_in, &h_out, &unacked)) {
+    t->counters->sm_resume_failed++;
+    return XCM_ENOTFOUND;
+  }
+  if (old == NULL) {
+    h_out = r->sm->h_out;
+    unacked = r->sm->count;
+  }
+  if ((uint32_t)(h - (h_out - unacked)) > unacked) {
+    *sent = h_out;
+    t->counters->sm_resume_failed++;
+    return XCM_EPROTO;
+  }
+  if (old != NULL) {
+    /* The old connection has not noticed it is gone, or a second resume
+     * races the first: the newest connection wins, the other ends. */
+    sm = xcm__client_release_sm(old);
+    conn_release(s);
+    s->client = NULL;
+    xcm__client_set_owner(old, &orphan_cb, NULL);
+    xcm__client_fail(old, XCM_COND_CONFLICT,
+                     "the session was resumed on another connection");
+  } else {
+    sm = r->sm;
+    r->sm = NULL;
+    wait_unlink(t, r);
+    wait_arm(t);
+  }
+  xcm__sm_ack(t->ctx->alloc, sm, h);
+  /* The new connection moves into the session, with what it holds; its
+   * own session, authenticated and never bound, closes upstream without
+   * a trace (the owner hears of it with the connection's stream id). */
+  s->kind = s2->kind;
+  s->addr = s2->addr;
+  s2->addr = NULL;
+  session_free(s2, &end);
+  s->client = c;
+  xcm__client_set_owner(c, &client_cb, s);
+  t->counters->sm_resumed++;
+  if (xcm__client_resumed(c, sm, r->sid, r->id) != 0)
+    return 0; /* the client ended meanwhile: its end saw to sm */
+  if (s->up_paused)
+    xcm__client_pause(c);
+  event(s, XCM__SESSION_RESUMED, NULL);
+  return 0;
 }

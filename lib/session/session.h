@@ -22,7 +22,12 @@ enum xcm_session_ev {
   XCM__SESSION_OPENED = 1, /* header accepted; session created upstream */
   XCM__SESSION_AUTHENTICATED,
   XCM__SESSION_BOUND, /* the JID is known */
-  XCM__SESSION_CLOSED /* the last event; end says why */
+  XCM__SESSION_CLOSED, /* the last event; end says why */
+  /* XEP-0198 resumption: the connection dropped and the session waits
+   * for its client (end says how the connection ended); a new
+   * connection took the session over. */
+  XCM__SESSION_DETACHED,
+  XCM__SESSION_RESUMED
 };
 typedef void (*xcm_session_event_fn)(void *ud, enum xcm_session_ev ev,
                                      const xcm_session *s,
@@ -49,6 +54,7 @@ typedef struct xcm_session_view {
   int compressed;
   int link; /* the upstream link carrying it, or -1 */
   void *data;
+  int detached; /* waiting for its client to resume it (XEP-0198) */
 } xcm_session_view;
 
 typedef struct xcm_sessions {
@@ -68,6 +74,18 @@ typedef struct xcm_sessions {
   /* Called when the last session is gone (for the shutdown). */
   void (*empty)(void *ud);
   void *empty_ud;
+  /* XEP-0198 resumption: how long a dropped session waits (ms; 0: none
+   * waits), and what it holds meanwhile at most (stanzas, bytes;
+   * XCM__OFF: no bound), as the unacked queue's bounds. */
+  unsigned resume_ms;
+  unsigned sm_max_unacked;
+  size_t sm_max_unacked_bytes;
+  xcm_map by_resume;             /* resumable sessions, by resumption id */
+  struct resumable *wait_head;   /* detached sessions, oldest first */
+  struct resumable *wait_tail;
+  uv_timer_t *wait_timer;        /* while any waits */
+  size_t detached;               /* sessions waiting (counted in count) */
+  int closing;                   /* fail_all under way: nothing detaches */
 } xcm_sessions;
 
 void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_counters *counters);

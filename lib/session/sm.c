@@ -112,9 +112,9 @@ int xcm__sm_ack(const xcm_allocator *a, xcm_sm *sm, uint32_t h) {
   return 0;
 }
 
-size_t xcm__sm_drain(const xcm_allocator *a, xcm_sm *sm,
-                     void (*fn)(void *ud, const char *data, size_t len),
-                     void *ud) {
+size_t xcm__sm_each(const xcm_sm *sm,
+                    void (*fn)(void *ud, const char *data, size_t len),
+                    void *ud) {
   size_t n = 0;
   uint32_t at, len;
 
@@ -122,6 +122,14 @@ size_t xcm__sm_drain(const xcm_allocator *a, xcm_sm *sm,
     memcpy(&len, sm->q + at, HDR);
     fn(ud, sm->q + at + HDR, len);
   }
+  return n;
+}
+
+size_t xcm__sm_drain(const xcm_allocator *a, xcm_sm *sm,
+                     void (*fn)(void *ud, const char *data, size_t len),
+                     void *ud) {
+  size_t n = xcm__sm_each(sm, fn, ud);
+
   forget(a, sm);
   return n;
 }

@@ -16,7 +16,7 @@
  * outlives it (issue #14 item 2): nothing in it points at the client.
  *
  * Memory follows activity: while nothing is unacknowledged the queue
- * holds no buffer, and the whole costs sizeof(xcm_sm) (48 bytes on
+ * holds no buffer, and the whole costs sizeof(xcm_sm) (56 bytes on
  * 64-bit) beside the client's pointer to it. */
 #ifndef XCM_SESSION_SM_H
 #define XCM_SESSION_SM_H
@@ -41,6 +41,9 @@ typedef struct xcm_sm {
   uint32_t asked;
   uint32_t since_bytes;
   uint64_t last_out; /* loop time of the last stanza sent (ms) */
+  /* Loop time of the oldest <r/> not answered yet, 0 when none: a
+   * client that never answers is gone (sm_ack_timeout_ms). */
+  uint64_t r_at;
 } xcm_sm;
 
 /* A new, empty state with both counters at start (0 but in tests). */
@@ -65,6 +68,13 @@ int xcm__sm_ack(const xcm_allocator *a, xcm_sm *sm, uint32_t h);
 size_t xcm__sm_drain(const xcm_allocator *a, xcm_sm *sm,
                      void (*fn)(void *ud, const char *data, size_t len),
                      void *ud);
+
+/* Call fn, oldest first, with each stanza still unacknowledged (bytes
+ * lent for the call), keeping them: a resumed session sends them again.
+ * fn must not change sm. Returns how many. */
+size_t xcm__sm_each(const xcm_sm *sm,
+                    void (*fn)(void *ud, const char *data, size_t len),
+                    void *ud);
 
 /* Bytes of the queue's stanzas now (for the bound and tests). */
 size_t xcm__sm_bytes(const xcm_sm *sm);
