@@ -13,6 +13,7 @@
 #include "http/http.h"
 #include "web/bosh.h"
 #include "options.h"
+#include "session/group.h"
 #include "session/session.h"
 #include "transport/stream.h"
 #include "transport/tls.h"
@@ -95,7 +96,37 @@ struct xcm_cm {
   uint64_t sessions_drained;
   xcm_drain_fn drain_cb;
   void *drain_ud;
+  /* xcm_options.resume_group: connections moved here to resume a session
+   * of this instance arrive through inbox (session/group.h). */
+  uv_async_t inbox;
+  int in_group;
 };
+
+static void drop_moved(xcm_group_item *it) {
+  xcm__client_moved_free((xcm_client_moved *)it);
+}
+
+/* Connections moved here from other instances of the group. */
+static void on_inbox(uv_async_t *a) {
+  xcm_cm *cm = a->data;
+  xcm_group_item *it, *next;
+
+  if (!cm->in_group)
+    return;
+  for (it = xcm__group_take(cm->sessions.group, cm->sessions.group_index);
+       it != NULL; it = next) {
+    next = it->next;
+    xcm__sessions_adopt(&cm->sessions, (xcm_client_moved *)it);
+  }
+}
+
+static const xcm_client_cfg *listener_cfg(void *ud, unsigned i) {
+  xcm_cm *cm = ud;
+
+  return i < cm->nlisteners && cm->listeners[i]->http == NULL
+             ? &cm->listeners[i]->cfg
+             : NULL;
+}
 
 static void errmsg(char *buf, size_t len, const char *fmt, const char *arg) {
   if (buf != NULL && len > 0)
@@ -300,6 +331,23 @@ int xcm_cm_new(xcm_cm **out, uv_loop_t *loop, const xcm_options *opt,
   cm->drain.data = cm;
   uv_timer_init(loop, &cm->tick);
   cm->tick.data = cm;
+  if (o.resume_group != NULL) {
+    uv_async_init(loop, &cm->inbox, on_inbox);
+    cm->inbox.data = cm;
+    if (xcm__group_join(o.resume_group, &cm->inbox,
+                        &cm->sessions.group_index) == 0) {
+      cm->in_group = 1;
+      cm->sessions.group = o.resume_group;
+      cm->sessions.listener_cfg = listener_cfg;
+      cm->sessions.listener_cfg_ud = cm;
+    } else {
+      /* The shutdown closes the handle all the same. */
+      xcm__log(&cm->ctx, XCM_LOG_ERROR,
+               "resume_group: the group holds %d instances already; this "
+               "one resumes only its own sessions",
+               XCM_GROUP_MAX);
+    }
+  }
   *out = cm;
   return 0;
 }
@@ -579,6 +627,7 @@ int xcm_cm_listen(xcm_cm *cm, const xcm_listen_options *in, char *errbuf,
     }
   }
   xcm__client_cfg_from(&l->cfg, &cm->opt);
+  l->cfg.listener = cm->nlisteners;
   l->cfg.counters = &cm->counters;
   l->cfg.tls = l->tls;
   l->cfg.direct_tls = lo->direct_tls;
@@ -885,6 +934,16 @@ int xcm_cm_shutdown(xcm_cm *cm, unsigned drain_ms, xcm_shutdown_fn cb,
   /* The drain and tick timers and the pool, then the listeners. */
   cm->open_handles += 3;
   uv_close((uv_handle_t *)&cm->tick, uv_handle_closed);
+  if (cm->opt.resume_group != NULL) {
+    /* Nothing moves here any more; what was on its way is dropped (its
+     * connection closes, the client logs in again). */
+    if (cm->in_group)
+      xcm__group_leave(cm->sessions.group, cm->sessions.group_index,
+                       drop_moved);
+    cm->in_group = 0;
+    cm->open_handles++;
+    uv_close((uv_handle_t *)&cm->inbox, uv_handle_closed);
+  }
   close_listeners(cm);
   /* BOSH sessions end with their connections: nothing could carry a
    * stream error to them. */

@@ -50,6 +50,7 @@ extern "C" {
 #endif
 
 typedef struct xcm_cm xcm_cm;
+typedef struct xcm_resume_group xcm_resume_group;
 typedef struct xcm_conn xcm_conn; /* a connection over xcm_transport */
 
 typedef enum xcm_upstream_tls {
@@ -198,7 +199,29 @@ typedef struct xcm_options {
    * its connection drops (a resumable session then waits for it). At
    * least 1, or XCM_UNLIMITED. [60000] */
   unsigned sm_ack_timeout_ms;
+  /* Instances that resume each other's sessions: one per worker thread
+   * of a daemon behind SO_REUSEPORT, where a client's new connection
+   * reaches any worker (see xcm_resume_group_new). Every instance of the
+   * group must have the same listeners, added in the same order. [NULL:
+   * only this instance's sessions are resumed here] */
+  xcm_resume_group *resume_group;
 } xcm_options;
+
+/* A group of instances, each on its own loop and thread, that resume
+ * each other's sessions (XEP-0198): a <resume/> that reaches an
+ * instance other than the session's moves its connection (socket, TLS
+ * and zlib state, what the client sent past <resume/>) to the session's
+ * instance, which resumes it there. The session itself never moves: the
+ * server knows it under its instance's CM name. Works for clients on a
+ * socket of their own (TCP, TLS, zlib); a WebSocket, BOSH or custom
+ * transport client whose session is on another instance gets
+ * <failed/> with item-not-found and binds a new session. The group is
+ * thread-safe; set it as xcm_options.resume_group of each instance, and
+ * free it after every instance in it is shut down and freed. The
+ * instances must share an allocator (xcm_options.alloc): a connection's
+ * memory moves with it. 0, XCM_EINVAL or XCM_ENOMEM. */
+XCM_EXTERN int xcm_resume_group_new(xcm_resume_group **out);
+XCM_EXTERN void xcm_resume_group_free(xcm_resume_group *g);
 
 /* Set size and every field of *opt to its default. size is sizeof *opt
  * as the caller was compiled (xcm_options_init(&opt, sizeof opt)): a

@@ -10,10 +10,12 @@
 #include "proto/cmproto.h"
 #include "proto/route.h"
 #include "proto/stream.h"
+#include "session/group.h"
 #include "session/sm.h"
 #include "transport/proxy.h"
 #include "util/alloc.h"
 #include "util/dec.h"
+#include "xml/writer.h"
 #include "xcm/error.h"
 #include "xcm/proto.h"
 
@@ -55,7 +57,26 @@ enum {
   /* The SASL exchange that authenticated the stream names nobody we can
    * trust (two <auth/> at once): the client cannot resume. */
   F_NO_AUTHID = 1u << 17,
-  F_RESUMING = 1u << 18 /* <resume/> asked; the owner's answer pending */
+  F_RESUMING = 1u << 18, /* <resume/> asked; the owner's answer pending */
+  F_TCP = 1u << 19,      /* over a socket of its own (it can move) */
+  F_MOVED_IN = 1u << 20  /* the header fed to the reader is our own */
+};
+
+/* A client on its way to another instance (client.h). */
+struct xcm_client_moved {
+  xcm_group_item item; /* first: what an inbox links */
+  const xcm_allocator *alloc;
+  xcm_stream_moved *stream;
+  unsigned flags;
+  unsigned listener;
+  uint32_t h;
+  char lang[16];
+  char previd[XCM_RESUME_ID_SIZE];
+  char *authid;
+  char *peer;
+  /* The client's stream header, as our reader must see it again: its
+   * namespace declarations, with the stream element's prefix. */
+  char *header;
 };
 
 /* The side of a client over a message transport (client/framing.h):
@@ -78,7 +99,7 @@ typedef struct kept_hdr {
   int record;
 } kept_hdr;
 
-enum action { A_NONE, A_TLS, A_ZLIB };
+enum action { A_NONE, A_TLS, A_ZLIB, A_MOVE };
 
 struct xcm_client {
   xcm_ctx *ctx;
@@ -103,6 +124,7 @@ struct xcm_client {
   char *peer;            /* the address a PROXY header named, or NULL */
   xcm_sm *sm;            /* XEP-0198 acknowledgements once enabled, else NULL */
   char *authid;          /* who SASL names, until bound (client/authid.h) */
+  xcm_client_moved *moving; /* a <resume/> to take to another instance */
   char sid[SID_LEN + 1];
   char lang[16];
 };
@@ -143,6 +165,7 @@ static void maybe_free(xcm_client *c) {
   xcm__free(c->ctx->alloc, c->peer);
   xcm__sm_free(c->ctx->alloc, c->sm);
   xcm__free(c->ctx->alloc, c->authid);
+  xcm__client_moved_free(c->moving);
   if (c->msg != NULL)
     xcm__buf_free(&c->msg->q);
   xcm__free(c->ctx->alloc, c->msg);
@@ -579,6 +602,10 @@ static int on_header(void *ud, const xcm_xml_header *h) {
   xcm_client *c = ud;
   const char *version, *ns;
 
+  /* The header of a client moved here: read already on its old
+   * instance, and answered there. */
+  if (c->flags & F_MOVED_IN)
+    return 0;
   version = xcm__xml_header_attr(h, "", "version");
   note_open(c, version, xcm__xml_header_attr(h, NS_XML, "lang"));
   if (strcmp(h->ns, XCM_NS_STREAMS) != 0 || strcmp(h->name, "stream") != 0)
@@ -866,6 +893,107 @@ static int preauth_iq(xcm_client *c, const xcm_xml_stanza *s) {
   return relay_request(c, s);
 }
 
+/* ---- moving to another instance (session/group.h) --------------------- */
+
+/* The <resume/> to take along, noted before the connection moves. */
+static int move_note(xcm_client *c, const char *previd, uint32_t h) {
+  xcm_client_moved *m;
+
+  if (strlen(previd) >= sizeof m->previd)
+    return XCM_EINVAL;
+  m = xcm__calloc(c->ctx->alloc, sizeof(*m));
+  if (m == NULL)
+    return XCM_ENOMEM;
+  m->alloc = c->ctx->alloc;
+  m->h = h;
+  m->listener = c->cfg->listener;
+  memcpy(m->previd, previd, strlen(previd) + 1);
+  xcm__client_moved_free(c->moving);
+  c->moving = m;
+  return 0;
+}
+
+/* The client's stream header as our reader knows it: the stream element
+ * under the client's prefix, with every namespace it declared. NULL
+ * without memory, or without a streams prefix (a reader that never saw
+ * the header cannot be moving). */
+static char *header_text(const xcm_client *c) {
+  size_t n, i;
+  const xcm_xml_nsdecl *d = xcm__xml_reader_decls(c->reader, &n);
+  const char *sp = NULL;
+  xcm_buf b;
+  char *out = NULL;
+  int err = 0;
+
+  for (i = 0; i < n; i++)
+    if (strcmp(d[i].uri, XCM_NS_STREAMS) == 0)
+      sp = d[i].prefix;
+  if (sp == NULL)
+    return NULL;
+  xcm__buf_init(&b, c->ctx->alloc);
+  err |= xcm__buf_append(&b, "<", 1);
+  if (sp[0] != '\0') {
+    err |= xcm__buf_append(&b, sp, strlen(sp));
+    err |= xcm__buf_append(&b, ":", 1);
+  }
+  err |= xcm__buf_append(&b, "stream", 6);
+  for (i = 0; i < n && err == 0; i++) {
+    err |= xcm__buf_append(&b, d[i].prefix[0] ? " xmlns:" : " xmlns",
+                           d[i].prefix[0] ? 7 : 6);
+    err |= xcm__buf_append(&b, d[i].prefix, strlen(d[i].prefix));
+    err |= xcm__buf_append(&b, "=\"", 2);
+    err |= xcm__xml_escape_attr(&b, d[i].uri, strlen(d[i].uri));
+    err |= xcm__buf_append(&b, "\"", 1);
+  }
+  err |= xcm__buf_append(&b, ">", 2); /* with its NUL */
+  if (err == 0)
+    out = xcm__strndup(c->ctx->alloc, b.data, b.len - 1);
+  xcm__buf_free(&b);
+  return out;
+}
+
+/* The connection is off the loop (or, m NULL, it ended first: then the
+ * stream's end ends the client as usual). */
+static void moved(void *ud, xcm_stream_moved *sm, int err) {
+  xcm_client *c = ud;
+  xcm_client_moved *m = c->moving;
+
+  (void)err;
+  if (sm == NULL)
+    return;
+  c->moving = NULL;
+  m->stream = sm;
+  m->flags = c->flags & (F_SECURED | F_COMPRESSED | F_AUTHED | F_V1);
+  memcpy(m->lang, c->lang, sizeof m->lang);
+  if (!(c->flags & F_NO_AUTHID)) {
+    m->authid = c->authid;
+    c->authid = NULL;
+  }
+  m->peer = xcm__strndup(c->ctx->alloc, xcm__client_peer(c),
+                         strlen(xcm__client_peer(c)));
+  m->header = header_text(c);
+  /* The stream closes by itself (on_stream_closed counts it out); the
+   * client is over without an end of its own. */
+  c->stream = NULL;
+  c->flags |= F_CLOSING | F_ENDED | F_NOTIFIED;
+  uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+  if (m->peer == NULL || m->header == NULL) {
+    xcm__client_moved_free(m);
+    m = NULL;
+  }
+  c->cb->moved(c->ud, m);
+}
+
+/* Lift the connection off the loop, with rest, the bytes read past
+ * <resume/>. */
+static void move_out(xcm_client *c, const char *rest, size_t len) {
+  if (xcm__stream_move_out(c->stream, rest, len, moved, c) == 0)
+    return;
+  c->flags &= ~(unsigned)F_RESUMING;
+  xcm__client_fail(c, XCM_COND_INTERNAL_SERVER_ERROR,
+                   "could not move the connection to resume its session");
+}
+
 /* ---- stream management: what the client sends (XEP-0198) ------------- */
 
 /* An <auth/> on its way to the server: who it names, trusted once the
@@ -1010,6 +1138,12 @@ static int sm_resume(xcm_client *c, const xcm_xml_stanza *s) {
                       h, (c->flags & F_NO_AUTHID) ? NULL : c->authid, &sent);
   if (err == 0)
     return 0;
+  if (err == XCM_EAGAIN && xcm__client_movable(c) &&
+      move_note(c, previd, h) == 0) {
+    /* The rest of the read goes with the connection (on_read). */
+    c->action = A_MOVE;
+    return XCM_XML_RESTART;
+  }
   c->flags &= ~(unsigned)F_RESUMING;
   if (c->flags & F_CLOSING)
     return XCM_ECLOSED;
@@ -1336,6 +1470,11 @@ static void on_read(void *ud, const char *data, size_t len) {
                          "could not start TLS");
       return;
     }
+    if (c->action == A_MOVE) {
+      c->action = A_NONE;
+      move_out(c, data, len);
+      return;
+    }
     if (c->action == A_ZLIB) {
       c->action = A_NONE;
       c->flags |= F_COMPRESSED;
@@ -1568,24 +1707,16 @@ static int msg_side_new(xcm_client *c, const xcm_msg_transport *mt,
   return 0;
 }
 
-/* One constructor for every kind of connection: over tcp, or (tcp NULL)
- * over the caller's byte transport t, or (both NULL) over a message
- * transport mt. */
-static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
-                      uv_tcp_t *tcp, const xcm_transport *t,
-                      const xcm_msg_transport *mt, const char *peer,
-                      const xcm_client_cb *cb, void *ud) {
-  xcm_client *c;
-  xcm_stream_limits lim;
+/* A client's struct and reader, before any connection. */
+static int client_make(xcm_client **out, xcm_ctx *ctx,
+                       const xcm_client_cfg *cfg, const xcm_client_cb *cb,
+                       void *ud) {
+  xcm_client *c = xcm__calloc(ctx->alloc, sizeof(*c));
   int err;
 
   *out = NULL;
-  c = xcm__calloc(ctx->alloc, sizeof(*c));
-  if (c == NULL) {
-    if (tcp != NULL)
-      close_tcp(ctx, tcp);
+  if (c == NULL)
     return XCM_ENOMEM;
-  }
   c->ctx = ctx;
   c->cfg = cfg;
   c->cb = cb;
@@ -1607,6 +1738,26 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   if (err != 0) {
     xcm__xml_reader_free(c->reader);
     xcm__free(ctx->alloc, c);
+    return err;
+  }
+  *out = c;
+  return 0;
+}
+
+/* One constructor for every kind of connection: over tcp, or (tcp NULL)
+ * over the caller's byte transport t, or (both NULL) over a message
+ * transport mt. */
+static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
+                      uv_tcp_t *tcp, const xcm_transport *t,
+                      const xcm_msg_transport *mt, const char *peer,
+                      const xcm_client_cb *cb, void *ud) {
+  xcm_client *c;
+  xcm_stream_limits lim;
+  int err;
+
+  *out = NULL;
+  err = client_make(&c, ctx, cfg, cb, ud);
+  if (err != 0) {
     if (tcp != NULL)
       close_tcp(ctx, tcp);
     return err;
@@ -1631,6 +1782,8 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   /* A transport encrypted below us counts as TLS (client/framing.h). */
   if ((mt != NULL && mt->secure) || (t != NULL && t->secure))
     c->flags |= F_SECURED;
+  if (tcp != NULL)
+    c->flags |= F_TCP;
   c->handles = mt != NULL ? 1 : 2;
   uv_timer_init(ctx->loop, &c->timer);
   c->timer.data = c;
@@ -2076,4 +2229,86 @@ size_t xcm__client_footprint(const xcm_client *c) {
 
 void xcm__client_shrink(xcm_client *c) {
   xcm__xml_reader_shrink(c->reader);
+}
+
+/* ---- moved clients -------------------------------------------------------- */
+
+int xcm__client_movable(const xcm_client *c) {
+  return (c->flags & F_TCP) && c->stream != NULL && c->proxy == NULL &&
+         c->cb->moved != NULL;
+}
+
+const char *xcm__client_moved_previd(const xcm_client_moved *m) {
+  return m->previd;
+}
+
+uint32_t xcm__client_moved_h(const xcm_client_moved *m) {
+  return m->h;
+}
+
+const char *xcm__client_moved_authid(const xcm_client_moved *m) {
+  return m->authid;
+}
+
+unsigned xcm__client_moved_listener(const xcm_client_moved *m) {
+  return m->listener;
+}
+
+void xcm__client_moved_free(xcm_client_moved *m) {
+  if (m == NULL)
+    return;
+  if (m->stream != NULL)
+    xcm__stream_moved_free(m->stream);
+  xcm__free(m->alloc, m->authid);
+  xcm__free(m->alloc, m->peer);
+  xcm__free(m->alloc, m->header);
+  xcm__free(m->alloc, m);
+}
+
+int xcm__client_move_in(xcm_client **out, xcm_ctx *ctx,
+                        const xcm_client_cfg *cfg, xcm_client_moved *m,
+                        const xcm_client_cb *cb, void *ud) {
+  xcm_client *c;
+  xcm_stream_limits lim;
+  size_t used;
+  int err;
+
+  *out = NULL;
+  err = client_make(&c, ctx, cfg, cb, ud);
+  if (err != 0) {
+    xcm__client_moved_free(m);
+    return err;
+  }
+  c->flags = m->flags | F_OPENED | F_HEADER_SENT | F_RESUMING | F_TCP;
+  memcpy(c->lang, m->lang, sizeof c->lang);
+  c->authid = m->authid;
+  m->authid = NULL;
+  c->peer = m->peer;
+  m->peer = NULL;
+  apply_limits(c);
+  /* The reader takes the client's header again, without an answer. */
+  c->flags |= F_MOVED_IN;
+  err = xcm__xml_reader_feed(c->reader, m->header, strlen(m->header), &used);
+  c->flags &= ~(unsigned)F_MOVED_IN;
+  memset(&lim, 0, sizeof lim);
+  lim.max_out = cfg->max_out;
+  lim.max_inflate = cfg_max_stanza(c) > 262144 ? cfg_max_stanza(c) : 262144;
+  if (err == 0)
+    err = xcm__stream_move_in(&c->stream, ctx, m->stream, cfg->tls,
+                              &stream_cb, c, &lim);
+  m->stream = NULL; /* taken, on failure too */
+  xcm__client_moved_free(m);
+  if (err != 0) {
+    xcm__xml_reader_free(c->reader);
+    xcm__free(ctx->alloc, c->authid);
+    xcm__free(ctx->alloc, c->peer);
+    xcm__free(ctx->alloc, c);
+    return err;
+  }
+  c->handles = 2;
+  uv_timer_init(ctx->loop, &c->timer);
+  c->timer.data = c;
+  on_timer(&c->timer);
+  *out = c;
+  return 0;
 }

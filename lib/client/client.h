@@ -81,6 +81,10 @@ typedef struct xcm_client_cfg {
    * gone: its connection drops (and a resumable session waits).
    * XCM__OFF: never. */
   unsigned sm_ack_timeout_ms;
+  /* The listener's number in its instance: a connection moved to another
+   * instance to resume a session there takes that instance's listener
+   * of the same number (session/group.h). */
+  unsigned listener;
 } xcm_client_cfg;
 
 /* Why a client went away. */
@@ -145,9 +149,18 @@ typedef struct xcm_client_cb {
    * meanwhile); XCM_ENOTFOUND for an id that is not live or not
    * authid's (the client answers <failed/> with item-not-found and may
    * bind); XCM_EPROTO when h acknowledges more than the session sent,
-   * *sent set to what it sent (a stream error). */
+   * *sent set to what it sent (a stream error); XCM_EAGAIN when the
+   * session is on another instance and the client can move there
+   * (xcm__client_movable): the client reads nothing more, lifts its
+   * connection off the loop and hands it over through moved(). */
   int (*resume)(void *ud, const char *previd, uint32_t h, const char *authid,
                 uint32_t *sent);
+  /* The client's connection is lifted off the loop, to resume a session
+   * on another instance: m is the owner's now (xcm__client_move_in
+   * takes it there, xcm__client_moved_free drops it). The client is
+   * over: closed() does not follow, and c must not be used after this
+   * returns. May be NULL only if resume never says XCM_EAGAIN. */
+  void (*moved)(void *ud, struct xcm_client_moved *m);
 } xcm_client_cb;
 
 /* Room for a resumption id and its NUL. */
@@ -287,6 +300,30 @@ xcm_sm *xcm__client_release_sm(xcm_client *c);
  * session that a resume moved it into, or a table that ignores a
  * connection being ended. */
 void xcm__client_set_owner(xcm_client *c, const xcm_client_cb *cb, void *ud);
+
+/* A client lifted off one instance's loop with its connection (socket,
+ * TLS, zlib, the bytes it read past <resume/>) and its stream's state,
+ * on its way to resume a session on another (session/group.h). Plain
+ * memory, tied to no loop: it may cross threads. */
+typedef struct xcm_client_moved xcm_client_moved;
+/* Whether c's connection can move to another instance (a socket of its
+ * own: not a WebSocket, BOSH or custom transport). */
+int xcm__client_movable(const xcm_client *c);
+/* The <resume/> m carries: previd, h, and the user the connection
+ * authenticated as (NULL: unknown); valid while m is. */
+const char *xcm__client_moved_previd(const xcm_client_moved *m);
+uint32_t xcm__client_moved_h(const xcm_client_moved *m);
+const char *xcm__client_moved_authid(const xcm_client_moved *m);
+unsigned xcm__client_moved_listener(const xcm_client_moved *m);
+/* Build a client on ctx's loop from m (taken, on failure too), under
+ * cfg (the same listener's), owned by cb/ud, still waiting for its
+ * resume: the owner completes it with xcm__client_resumed, or ends it
+ * (xcm__client_fail). What the client sent after <resume/> is read only
+ * after that. */
+int xcm__client_move_in(xcm_client **out, xcm_ctx *ctx,
+                        const xcm_client_cfg *cfg, xcm_client_moved *m,
+                        const xcm_client_cb *cb, void *ud);
+void xcm__client_moved_free(xcm_client_moved *m);
 
 /* Give the parser back to the pool if the client sits between stanzas. */
 void xcm__client_shrink(xcm_client *c);

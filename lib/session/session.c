@@ -4,6 +4,7 @@
 
 #include "client/authid.h"
 #include "proto/route.h"
+#include "session/group.h"
 #include "session/sm.h"
 #include "util/alloc.h"
 #include "xml/element.h"
@@ -445,6 +446,8 @@ static void session_free(xcm_session *s, const xcm_client_end *end) {
   xcm__map_remove(&t->by_sid, &s->e);
   if (s->r != NULL) {
     xcm__map_remove(&t->by_resume, &s->r->e);
+    if (t->group != NULL)
+      xcm__group_remove(t->group, s->r->id);
     xcm__free(t->ctx->alloc, s->r);
   }
   xcm__free(t->ctx->alloc, s->jid);
@@ -486,11 +489,13 @@ static int cl_resumable(void *ud, char *id);
 static int cl_detach(void *ud, xcm_sm *sm);
 static int cl_resume(void *ud, const char *previd, uint32_t h,
                      const char *authid, uint32_t *sent);
+static void cl_moved(void *ud, xcm_client_moved *m);
 
 static const xcm_client_cb client_cb = {
-    cl_open,    cl_stanza,  cl_authenticated, cl_bound,     cl_secured,
-    cl_undelivered, cl_closed, cl_proxied,    cl_unacked,   cl_resumable,
-    cl_detach,  cl_resume};
+    cl_open,        cl_stanza, cl_authenticated, cl_bound,
+    cl_secured,     cl_undelivered, cl_closed,   cl_proxied,
+    cl_unacked,     cl_resumable,   cl_detach,   cl_resume,
+    cl_moved};
 
 /* ---- accepting ---------------------------------------------------------- */
 
@@ -867,6 +872,14 @@ static int cl_resumable(void *ud, char *id) {
     xcm__free(t->ctx->alloc, r);
     return XCM_ENOMEM;
   }
+  /* The other instances of the group find it by its id too. */
+  if (t->group != NULL && (s->jid == NULL || xcm__group_add(t->group, r->id,
+                                                            t->group_index,
+                                                            s->jid) != 0)) {
+    xcm__map_remove(&t->by_resume, &r->e);
+    xcm__free(t->ctx->alloc, r);
+    return XCM_ENOMEM;
+  }
   /* The same key bytes, in memory that stays when the client goes. */
   memcpy(r->sid, sid, strlen(sid) + 1);
   s->e.key = r->sid;
@@ -1002,38 +1015,49 @@ static void hold(xcm_session *s, const xcm_route *r) {
   end_detached(s, err, "too much held for a client that did not come back");
 }
 
-static int cl_resume(void *ud, const char *previd, uint32_t h,
-                     const char *authid, uint32_t *sent) {
-  xcm_session *s2 = ud, *s;
-  xcm_sessions *t = s2->table;
-  resumable *r = (resumable *)xcm__map_get(&t->by_resume, previd,
-                                           strlen(previd));
-  xcm_client *c = s2->client, *old;
-  xcm_client_end end = {XCM_COND_NONE, 0, "resumed another session"};
+/* The session of id for user authid, live, whose state h fits: 0 and
+ * *out; XCM_ENOTFOUND; or XCM_EPROTO with *sent (h acknowledges more
+ * than was sent). */
+static int resumable_for(xcm_sessions *t, const char *id, const char *authid,
+                         uint32_t h, xcm_session **out, uint32_t *sent) {
+  resumable *r = (resumable *)xcm__map_get(&t->by_resume, id, strlen(id));
+  xcm_session *s = r != NULL ? r->s : NULL;
   uint32_t h_in, h_out, unacked;
-  xcm_sm *sm;
 
-  /* Only a live session of the user the server just authenticated. */
-  s = r != NULL ? r->s : NULL;
-  if (s == NULL || s == s2 || s->up == NULL || s->jid == NULL ||
-      !xcm__authid_matches(authid, s->jid)) {
-    t->counters->sm_resume_failed++;
+  if (s == NULL || s->up == NULL || s->jid == NULL ||
+      !xcm__authid_matches(authid, s->jid))
     return XCM_ENOTFOUND;
-  }
-  old = s->client;
-  if (old != NULL && !xcm__client_sm(old, &h_in, &h_out, &unacked)) {
-    t->counters->sm_resume_failed++;
-    return XCM_ENOTFOUND;
-  }
-  if (old == NULL) {
+  if (s->client != NULL) {
+    if (!xcm__client_sm(s->client, &h_in, &h_out, &unacked))
+      return XCM_ENOTFOUND;
+  } else {
     h_out = r->sm->h_out;
     unacked = r->sm->count;
   }
   if ((uint32_t)(h - (h_out - unacked)) > unacked) {
     *sent = h_out;
-    t->counters->sm_resume_failed++;
     return XCM_EPROTO;
   }
+  *out = s;
+  return 0;
+}
+
+static void conn_take(xcm_session *s, xcm_client *c);
+
+/* Client c takes session s over (resumable_for said yes): whoever held
+ * it goes, c gets the state with h applied and sends it all again. The
+ * connection's counts come from s2, the session it opened here (which
+ * ends, authenticated and never bound: upstream it closes without a
+ * trace), or (s2 NULL, a connection moved from another instance) are
+ * taken now. */
+static void take_over(xcm_session *s, xcm_client *c, uint32_t h,
+                      xcm_session *s2) {
+  xcm_sessions *t = s->table;
+  resumable *r = s->r;
+  xcm_client *old = s->client;
+  xcm_client_end end = {XCM_COND_NONE, 0, "resumed another session"};
+  xcm_sm *sm;
+
   if (old != NULL) {
     /* The old connection has not noticed it is gone, or a second resume
      * races the first: the newest connection wins, the other ends. */
@@ -1050,20 +1074,117 @@ static int cl_resume(void *ud, const char *previd, uint32_t h,
     wait_arm(t);
   }
   xcm__sm_ack(t->ctx->alloc, sm, h);
-  /* The new connection moves into the session, with what it holds; its
-   * own session, authenticated and never bound, closes upstream without
-   * a trace (the owner hears of it with the connection's stream id). */
-  s->kind = s2->kind;
-  s->addr = s2->addr;
-  s2->addr = NULL;
-  session_free(s2, &end);
+  if (s2 != NULL) {
+    s->kind = s2->kind;
+    s->addr = s2->addr;
+    s2->addr = NULL;
+    session_free(s2, &end);
+  } else {
+    conn_take(s, c);
+  }
   s->client = c;
   xcm__client_set_owner(c, &client_cb, s);
   t->counters->sm_resumed++;
   if (xcm__client_resumed(c, sm, r->sid, r->id) != 0)
-    return 0; /* the client ended meanwhile: its end saw to sm */
+    return; /* the client ended meanwhile: its end saw to sm */
   if (s->up_paused)
     xcm__client_pause(c);
   event(s, XCM__SESSION_RESUMED, NULL);
+}
+
+static int cl_resume(void *ud, const char *previd, uint32_t h,
+                     const char *authid, uint32_t *sent) {
+  xcm_session *s2 = ud, *s = NULL;
+  xcm_sessions *t = s2->table;
+  unsigned where;
+  int err = resumable_for(t, previd, authid, h, &s, sent);
+
+  if (err == XCM_ENOTFOUND && t->group != NULL &&
+      xcm__client_movable(s2->client) &&
+      xcm__group_find(t->group, previd, authid, &where) == 0 &&
+      where != t->group_index) {
+    /* On another instance: the connection goes there (cl_moved). Its
+     * own session ends upstream now, so that nothing more is routed to
+     * a client that is leaving. */
+    if (s2->up != NULL)
+      xcm__pool_session_close(s2->up);
+    s2->up = NULL;
+    return XCM_EAGAIN;
+  }
+  if (err != 0 || s == s2) {
+    t->counters->sm_resume_failed++;
+    return err != 0 ? err : XCM_ENOTFOUND;
+  }
+  take_over(s, s2->client, h, s2);
   return 0;
+}
+
+/* The connection left for the instance holding the session it resumes:
+ * post it there, and end its own session. */
+static void cl_moved(void *ud, xcm_client_moved *m) {
+  xcm_session *s2 = ud;
+  xcm_sessions *t = s2->table;
+  xcm_client_end end = {XCM_COND_NONE, 0,
+                        "moved to the worker holding the session it resumes"};
+  unsigned where;
+
+  if (m != NULL &&
+      (xcm__group_find(t->group, xcm__client_moved_previd(m),
+                       xcm__client_moved_authid(m), &where) != 0 ||
+       xcm__group_post(t->group, where, (xcm_group_item *)m) != 0)) {
+    /* Gone meanwhile: the connection closes, the client logs in again. */
+    t->counters->sm_resume_failed++;
+    xcm__client_moved_free(m);
+  }
+  conn_release(s2);
+  session_free(s2, &end);
+}
+
+/* A moved connection's counts, on the instance it reached. */
+static void conn_take(xcm_session *s, xcm_client *c) {
+  xcm_sessions *t = s->table;
+  int over = 0;
+  const char *peer = xcm__client_peer(c);
+
+  s->kind = XCM_TRANSPORT_TCP;
+  t->counters->clients_kind_now[s->kind]++;
+  if (xcm__client_secured(c))
+    t->counters->clients_tls_now++;
+  /* Counted against its address, never refused: it was let in already. */
+  if (t->max_per_address != XCM__OFF && peer[0] != '\0' &&
+      strlen(peer) < sizeof s->addr->key) {
+    s->addr = count_key(t, peer, &over);
+    if (over)
+      s->addr->n++;
+  }
+}
+
+void xcm__sessions_adopt(xcm_sessions *t, xcm_client_moved *m) {
+  const xcm_client_cfg *cfg =
+      t->listener_cfg(t->listener_cfg_ud, xcm__client_moved_listener(m));
+  uint32_t h = xcm__client_moved_h(m), sent = 0;
+  xcm_session *s = NULL;
+  xcm_client *c;
+  int err;
+
+  if (cfg == NULL) {
+    xcm__client_moved_free(m);
+    return;
+  }
+  err = resumable_for(t, xcm__client_moved_previd(m),
+                      xcm__client_moved_authid(m), h, &s, &sent);
+  if (err != 0) {
+    /* Ended, or a bad h: the client hears it, its connection ends. */
+    t->counters->sm_resume_failed++;
+    if (xcm__client_move_in(&c, t->ctx, cfg, m, &orphan_cb, NULL) == 0)
+      xcm__client_fail(c, XCM_COND_UNDEFINED_CONDITION,
+                       err == XCM_EPROTO
+                           ? "the resume acknowledged more than was sent"
+                           : "the session to resume ended meanwhile: log "
+                             "in again");
+    return;
+  }
+  if (xcm__client_move_in(&c, t->ctx, cfg, m, &orphan_cb, NULL) != 0)
+    return;
+  take_over(s, c, h, NULL);
 }

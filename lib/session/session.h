@@ -86,6 +86,13 @@ typedef struct xcm_sessions {
   uv_timer_t *wait_timer;        /* while any waits */
   size_t detached;               /* sessions waiting (counted in count) */
   int closing;                   /* fail_all under way: nothing detaches */
+  /* Instances that resume each other's sessions (session/group.h), and
+   * this one's number in it; NULL: none. */
+  xcm_resume_group *group;
+  unsigned group_index;
+  /* The listeners' configurations by number, for clients moved here. */
+  const xcm_client_cfg *(*listener_cfg)(void *ud, unsigned i);
+  void *listener_cfg_ud;
 } xcm_sessions;
 
 void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_counters *counters);
@@ -108,6 +115,10 @@ void *xcm__session_data(const xcm_session *s);
 /* End it with a stream error (text static or the caller's until return:
  * it is written at once). */
 void xcm__session_close(xcm_session *s, xcm_cond cond, const char *text);
+
+/* A client moved here from another instance of the group to resume a
+ * session of this one (session/group.h): m is taken. */
+void xcm__sessions_adopt(xcm_sessions *t, struct xcm_client_moved *m);
 
 /* Clients waiting for an upstream link try again. */
 void xcm__sessions_retry(xcm_sessions *t);
