@@ -20,19 +20,26 @@
  * mid-read, or starts a layer with `early` bytes, does input wait in the
  * stream, in heap buffers that go once they are used:
  *
- *   mid  bytes out of TLS (or the socket) not yet inflated; oldest
- *   raw  socket bytes not yet through TLS (or zlib); then the current
- *        read's rest, then the next read.
+ *   plain  plaintext a moved connection brought (see move_out); oldest
+ *   mid    bytes out of TLS (or the socket) not yet inflated
+ *   raw    socket bytes not yet through TLS (or zlib); then the current
+ *          read's rest, then the next read.
+ *
+ * Between mid and raw in age come the bytes inside the layers: zlib's
+ * output not yet taken, and TLS's decrypted bytes and partial records.
  *
  * Both are pumped by the flusher when the owner resumes or starts a
  * layer outside a read callback; the flusher also drives a client's
  * first handshake message. */
 #include "transport/stream.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "transport/tls.h"
 #include "transport/zlib.h"
@@ -42,9 +49,24 @@
 
 /* Input waiting in the stream (see above); allocated while it waits. */
 typedef struct in_state {
+  xcm_buf plain;
   xcm_buf mid;
   xcm_buf raw;
 } in_state;
+
+/* A connection on its way to another context (see stream.h). While the
+ * source waits for its output to drain, only unread (in plain), done and
+ * ud are set; the rest is taken from the stream when the package is
+ * made, and done and ud are cleared. */
+struct xcm_stream_moved {
+  const xcm_allocator *alloc; /* the source's, the same as the target's */
+  int fd;                     /* a dup of the socket, or -1 */
+  xcm_tls *tls;
+  xcm_zlib *zlib;
+  in_state in;
+  xcm_stream_moved_fn done;
+  void *ud;
+};
 
 /* One pass of input through the layers: the stream, the socket read
  * being handled (lent; NULL when the flusher pumps waiting input) and what
@@ -113,6 +135,7 @@ struct xcm_stream {
   in_state *in;
   xcm_tls *tls;
   xcm_zlib *zlib;
+  xcm_stream_moved *move; /* move_out waiting for the output to drain */
   xcm_stream_limits limits;
   const char *peer_name; /* the owner's name for the peer, or NULL */
   unsigned write_calls;  /* wraps; a statistic */
@@ -130,10 +153,14 @@ struct xcm_stream {
   unsigned custom_closed : 1; /* ops->close has run */
   unsigned no_reset : 1;      /* xcm__stream_drop: abort with a plain close */
   unsigned blocked : 1;       /* the custom transport said XCM_EAGAIN: wait */
+  unsigned moved_in : 1;      /* read the socket after the first pump */
 };
 
 static void flush_cb(uv_prepare_t *h);
 static void finish_close(xcm_stream *s);
+static void move_failed(xcm_stream *s, int err);
+static void move_finish_if_sent(xcm_stream *s);
+static int start_reading(xcm_stream *s);
 
 /* Buffers that grew past this during a burst are not worth keeping. */
 #define KEEP_MAX 65536
@@ -240,6 +267,13 @@ static void out_trim(xcm_stream *s) {
 static void report_end(xcm_stream *s, int err) {
   if (s->ended || s->closing)
     return;
+  /* A move under way fails first, so that the owner hears of the move
+   * before the end; it may close the stream in done. */
+  if (s->move != NULL) {
+    move_failed(s, err);
+    if (s->closing)
+      return;
+  }
   s->ended = 1;
   if (s->tcp != NULL)
     uv_read_stop((uv_stream_t *)s->tcp);
@@ -276,6 +310,7 @@ static void after_progress(xcm_stream *s) {
   }
   if (s->closing && all_sent(s))
     finish_close(s);
+  move_finish_if_sent(s);
 }
 
 static void write_cb(uv_write_t *req, int status) {
@@ -413,6 +448,14 @@ static void flush_one(xcm_stream *s) {
     s->need_pump = 0;
     pump(s, NULL, 0);
   }
+  if (s->moved_in && !s->closing) {
+    /* What the package brought is delivered (or waits for a resume):
+     * the socket's bytes come after it. */
+    s->moved_in = 0;
+    err = start_reading(s);
+    if (err != 0)
+      report_end(s, err);
+  }
   if (s->connecting || s->failed || handle_closing(s))
     return;
   s->flushing = 1;
@@ -432,8 +475,10 @@ static void flush_one(xcm_stream *s) {
       finish_close(s);
     return;
   }
-  if (s->out == NULL)
+  if (s->out == NULL) {
+    move_finish_if_sent(s);
     return;
+  }
   if (s->out->wire.len != 0 && s->out->inflight == NULL)
     send_wire(s);
   if (!s->failed)
@@ -632,7 +677,7 @@ unsigned xcm__stream_write_calls(const xcm_stream *s) {
 /* ---- input through the layers ------------------------------------ */
 
 static int stopped(const xcm_stream *s) {
-  return s->paused || s->closing || s->ended || s->failed;
+  return s->paused || s->closing || s->ended || s->failed || s->move != NULL;
 }
 
 static int in_get(xcm_stream *s) {
@@ -641,19 +686,27 @@ static int in_get(xcm_stream *s) {
   s->in = xcm__alloc(salloc(s), sizeof(*s->in));
   if (s->in == NULL)
     return XCM_ENOMEM;
+  xcm__buf_init(&s->in->plain, salloc(s));
   xcm__buf_init(&s->in->mid, salloc(s));
   xcm__buf_init(&s->in->raw, salloc(s));
   return 0;
 }
 
-static void in_trim(xcm_stream *s) {
-  in_state *in = s->in;
+static size_t in_len(const in_state *in) {
+  return in->plain.len + in->mid.len + in->raw.len;
+}
 
-  if (in == NULL || in->mid.len != 0 || in->raw.len != 0)
-    return;
+static void in_free(in_state *in) {
+  xcm__buf_free(&in->plain);
   xcm__buf_free(&in->mid);
   xcm__buf_free(&in->raw);
-  xcm__free(salloc(s), in);
+}
+
+static void in_trim(xcm_stream *s) {
+  if (s->in == NULL || in_len(s->in) != 0)
+    return;
+  in_free(s->in);
+  xcm__free(salloc(s), s->in);
   s->in = NULL;
 }
 
@@ -760,6 +813,16 @@ static void pump_waiting(xcm_stream *s, frame *f, int mid) {
   xcm__buf_free(&b);
 }
 
+/* Plaintext a moved connection brought: the owner gets it whole, as it
+ * would a read. Taken out first, as in pump_waiting. */
+static void pump_plain(xcm_stream *s) {
+  xcm_buf b = s->in->plain;
+
+  xcm__buf_init(&s->in->plain, salloc(s));
+  s->cb->read(s->ud, b.data, b.len);
+  xcm__buf_free(&b);
+}
+
 static void handshake_done(xcm_stream *s) {
   if (s->out != NULL && s->out->app.len != 0)
     schedule_flush(s);
@@ -774,6 +837,15 @@ static int pump_step(xcm_stream *s, frame *f) {
   size_t n, used;
   int r;
 
+  if (s->in != NULL && s->in->plain.len != 0) {
+    pump_plain(s);
+    return 1;
+  }
+  /* Output zlib still holds is older than anything waiting. */
+  if (s->zlib != NULL && xcm__zlib_inflate_held(s->zlib)) {
+    inflate_deliver(s, f, "", 0);
+    return 1;
+  }
   if (s->in != NULL && s->in->mid.len != 0 && s->zlib != NULL) {
     pump_waiting(s, f, 1);
     return 1;
@@ -847,7 +919,7 @@ static void pump(xcm_stream *s, const char *data, size_t len) {
   }
   if (s->closing || s->ended) {
     if (s->in != NULL)
-      s->in->mid.len = s->in->raw.len = 0;
+      s->in->plain.len = s->in->mid.len = s->in->raw.len = 0;
   }
   in_trim(s);
 }
@@ -891,7 +963,8 @@ static int tls_send(void *ud, const char *data, size_t len) {
 /* Input to pump on resume: waiting bytes, bytes inside mbedTLS, or a
  * handshake that a paused client has yet to begin. */
 static int has_waiting_input(const xcm_stream *s) {
-  return (s->in != NULL && (s->in->mid.len != 0 || s->in->raw.len != 0)) ||
+  return (s->in != NULL && in_len(s->in) != 0) ||
+         (s->zlib != NULL && xcm__zlib_inflate_held(s->zlib)) ||
          (s->tls != NULL && (!tls_ready(s) || xcm__tls_has_pending(s->tls)));
 }
 
@@ -933,7 +1006,8 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static int start_reading(xcm_stream *s) {
-  if (s->paused || s->ended || s->closing || s->connecting || s->tcp == NULL)
+  if (s->paused || s->ended || s->closing || s->connecting || s->tcp == NULL ||
+      s->move != NULL || s->moved_in)
     return 0;
   return uv_read_start((uv_stream_t *)s->tcp, alloc_cb, read_cb);
 }
@@ -1047,10 +1121,10 @@ static void destroy(xcm_stream *s) {
   if (s->out != NULL)
     out_free(s);
   if (s->in != NULL) {
-    xcm__buf_free(&s->in->mid);
-    xcm__buf_free(&s->in->raw);
+    in_free(s->in);
     xcm__free(a, s->in);
   }
+  xcm__stream_moved_free(s->move);
   xcm__tls_free(s->tls);
   xcm__zlib_free(s->zlib);
   xcm__free(a, s->tcp);
@@ -1180,10 +1254,18 @@ static void finish_close(xcm_stream *s) {
   uv_close((uv_handle_t *)s->tcp, close_cb);
 }
 
+/* A close cancels a move under way without a word (only cb.closed
+ * follows a close). */
+static void move_cancel(xcm_stream *s) {
+  xcm__stream_moved_free(s->move);
+  s->move = NULL;
+}
+
 void xcm__stream_close(xcm_stream *s) {
   if (s->closing)
     return;
   s->closing = 1;
+  move_cancel(s);
   if (!s->connecting && s->tcp != NULL)
     uv_read_stop((uv_stream_t *)s->tcp);
   /* Plaintext written before the handshake ended can never be sent. */
@@ -1212,6 +1294,7 @@ void xcm__stream_abort(xcm_stream *s) {
     return;
   }
   s->closing = 1;
+  move_cancel(s);
   if (uv_is_closing(h))
     return;
   unlink_flush(s);
@@ -1281,7 +1364,7 @@ size_t xcm__stream_footprint(const xcm_stream *s) {
       n += sizeof(*o->inflight) + o->inflight_cap;
   }
   if (s->in != NULL)
-    n += sizeof(*s->in) + s->in->mid.cap + s->in->raw.cap;
+    n += sizeof(*s->in) + s->in->plain.cap + s->in->mid.cap + s->in->raw.cap;
   if (s->tls != NULL)
     n += xcm__tls_footprint(s->tls);
   if (s->zlib != NULL)
@@ -1310,7 +1393,7 @@ int xcm__stream_start_tls(xcm_stream *s, xcm_tls_config *cfg, int is_server,
   if (s->closing || s->failed)
     return XCM_ECLOSED;
   /* XEP-0138 compresses inside TLS, never the other way round. */
-  if (cfg == NULL || s->tls != NULL || s->zlib != NULL)
+  if (cfg == NULL || s->tls != NULL || s->zlib != NULL || s->move != NULL)
     return XCM_EINVAL;
   err = xcm__tls_new(&s->tls, cfg, is_server, hostname, tls_send, tls_recv, s);
   if (err != 0)
@@ -1331,7 +1414,7 @@ int xcm__stream_start_zlib(xcm_stream *s, const char *early, size_t early_len) {
 
   if (s->closing || s->failed)
     return XCM_ECLOSED;
-  if (s->zlib != NULL || (s->tls != NULL && !tls_ready(s)))
+  if (s->zlib != NULL || (s->tls != NULL && !tls_ready(s)) || s->move != NULL)
     return XCM_EINVAL;
   /* What was written before (the <compressed/>) goes out uncompressed,
    * encrypted if TLS is on. */
@@ -1363,4 +1446,208 @@ void xcm__stream_set_water(xcm_stream *s, size_t high_water, size_t low_water) {
 void xcm__stream_set_cb(xcm_stream *s, const xcm_stream_cb *cb, void *ud) {
   s->cb = cb;
   s->ud = ud;
+}
+
+/* ---- moving to another context ------------------------------------- */
+
+static xcm_stream_moved *moved_new(const xcm_allocator *a) {
+  xcm_stream_moved *m = xcm__calloc(a, sizeof(*m));
+
+  if (m == NULL)
+    return NULL;
+  m->alloc = a;
+  m->fd = -1;
+  xcm__buf_init(&m->in.plain, a);
+  xcm__buf_init(&m->in.mid, a);
+  xcm__buf_init(&m->in.raw, a);
+  return m;
+}
+
+void xcm__stream_moved_free(xcm_stream_moved *m) {
+  if (m == NULL)
+    return;
+  if (m->fd >= 0)
+    close(m->fd);
+  xcm__tls_free(m->tls);
+  xcm__zlib_free(m->zlib);
+  in_free(&m->in);
+  xcm__free(m->alloc, m);
+}
+
+size_t xcm__stream_moved_input(const xcm_stream_moved *m) {
+  return in_len(&m->in);
+}
+
+/* Move a buffer's bytes to another owner, whose allocator frees them. */
+static void buf_take(xcm_buf *to, xcm_buf *from, const xcm_allocator *a) {
+  *to = *from;
+  to->alloc = a;
+  xcm__buf_init(from, from->alloc);
+}
+
+int xcm__stream_move_out(xcm_stream *s, const char *unread, size_t unread_len,
+                         xcm_stream_moved_fn done, void *ud) {
+  xcm_stream_moved *m;
+  int err;
+
+  if (s->tcp == NULL || s->connecting || s->move != NULL || done == NULL ||
+      (s->tls != NULL && !tls_ready(s)))
+    return XCM_EINVAL;
+  if (s->closing || s->ended || s->failed)
+    return XCM_ECLOSED;
+  m = moved_new(salloc(s));
+  if (m == NULL)
+    return XCM_ENOMEM;
+  /* unread is newer than nothing the stream holds: the stream's own
+   * plaintext (a moved connection not yet pumped) was never delivered. */
+  err = xcm__buf_append(&m->in.plain, unread, unread_len);
+  if (err == 0 && s->in != NULL)
+    err = xcm__buf_append(&m->in.plain, s->in->plain.data, s->in->plain.len);
+  if (err != 0) {
+    xcm__stream_moved_free(m);
+    return err;
+  }
+  if (s->in != NULL)
+    xcm__buf_free(&s->in->plain);
+  m->done = done;
+  m->ud = ud;
+  s->move = m;
+  uv_read_stop((uv_stream_t *)s->tcp);
+  /* The flusher sends what is queued and makes the package once the
+   * kernel has it all: at once if nothing is queued. */
+  schedule_flush(s);
+  return 0;
+}
+
+/* Everything written is with the kernel: package what is left and let
+ * the handle go. Closing our descriptor sends nothing while the dup
+ * holds the socket open, and libuv takes it out of this loop's epoll
+ * set before closing it. */
+static void move_finish(xcm_stream *s) {
+  xcm_stream_moved *m = s->move;
+  xcm_stream_moved_fn done = m->done;
+  void *ud = m->ud;
+  uv_os_fd_t fd;
+  int err;
+
+  err = uv_fileno((uv_handle_t *)s->tcp, &fd);
+  if (err == 0) {
+    m->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (m->fd < 0)
+      err = uv_translate_sys_error(errno);
+  }
+  if (err != 0) {
+    report_end(s, err);
+    return;
+  }
+  s->move = NULL;
+  m->done = NULL;
+  m->ud = NULL;
+  if (s->in != NULL) {
+    buf_take(&m->in.mid, &s->in->mid, m->alloc);
+    buf_take(&m->in.raw, &s->in->raw, m->alloc);
+    in_trim(s);
+  }
+  m->tls = s->tls;
+  s->tls = NULL;
+  if (m->tls != NULL)
+    xcm__tls_set_io(m->tls, NULL, NULL, NULL);
+  m->zlib = s->zlib;
+  s->zlib = NULL;
+  s->closing = 1;
+  unlink_flush(s);
+  uv_close((uv_handle_t *)s->tcp, close_cb);
+  done(ud, m, 0);
+}
+
+/* Not from inside a pump of s: the rest of its read is yet to be kept. A
+ * write still in flight is with the kernel once its callback ran. */
+static void move_finish_if_sent(xcm_stream *s) {
+  if (s->move == NULL || s->closing || s->failed || queued(s) != 0 ||
+      (s->out != NULL && s->out->inflight != NULL) ||
+      (pumping != NULL && pumping->s == s))
+    return;
+  move_finish(s);
+}
+
+static void move_failed(xcm_stream *s, int err) {
+  xcm_stream_moved *m = s->move;
+  xcm_stream_moved_fn done = m->done;
+  void *ud = m->ud;
+
+  s->move = NULL;
+  xcm__stream_moved_free(m);
+  done(ud, NULL, err);
+}
+
+/* The package's state becomes the stream's; the package itself is
+ * freed. Only the input state is allocated, first, so that a failure
+ * leaves the package whole. */
+static int moved_attach(xcm_stream *s, xcm_stream_moved *m) {
+  if (in_len(&m->in) != 0) {
+    if (in_get(s) != 0)
+      return XCM_ENOMEM;
+    buf_take(&s->in->plain, &m->in.plain, salloc(s));
+    buf_take(&s->in->mid, &m->in.mid, salloc(s));
+    buf_take(&s->in->raw, &m->in.raw, salloc(s));
+  }
+  s->tls = m->tls;
+  m->tls = NULL;
+  if (s->tls != NULL)
+    xcm__tls_set_io(s->tls, tls_send, tls_recv, s);
+  s->zlib = m->zlib;
+  m->zlib = NULL;
+  if (s->zlib != NULL)
+    xcm__zlib_set_alloc(s->zlib, salloc(s));
+  m->fd = -1;
+  xcm__stream_moved_free(m);
+  return 0;
+}
+
+int xcm__stream_move_in(xcm_stream **out, xcm_ctx *ctx, xcm_stream_moved *m,
+                        xcm_tls_config *tls, const xcm_stream_cb *cb, void *ud,
+                        const xcm_stream_limits *limits) {
+  uv_tcp_t *tcp;
+  xcm_stream *s = NULL;
+  int fd = m->fd, err = 0;
+
+  *out = NULL;
+  if (m->tls != NULL)
+    err = xcm__tls_set_config(m->tls, tls);
+  tcp = err == 0 ? xcm__alloc(ctx->alloc, sizeof(*tcp)) : NULL;
+  if (tcp != NULL)
+    s = stream_new(ctx, tcp, cb, ud, limits);
+  if (err == 0 && (s == NULL || moved_attach(s, m) != 0))
+    err = XCM_ENOMEM;
+  if (err != 0) {
+    xcm__free(ctx->alloc, s);
+    xcm__free(ctx->alloc, tcp);
+    xcm__stream_moved_free(m);
+    return err;
+  }
+  /* The stream owns what the package held, and the descriptor. */
+  s->quiet = 1;
+  err = uv_tcp_init(ctx->loop, tcp);
+  if (err != 0) {
+    close(fd);
+    destroy(s);
+    return err;
+  }
+  tcp->data = s;
+  err = uv_tcp_open(tcp, fd);
+  if (err != 0) {
+    close(fd);
+    s->closing = 1;
+    uv_close((uv_handle_t *)tcp, close_cb);
+    return err;
+  }
+  s->quiet = 0;
+  uv_tcp_nodelay(tcp, 1);
+  /* What the package brought goes first, from the flusher; the socket
+   * is read after it (flush_one). */
+  s->moved_in = 1;
+  s->need_pump = 1;
+  schedule_flush(s);
+  *out = s;
+  return 0;
 }

@@ -205,6 +205,83 @@ void xcm__stream_abort(xcm_stream *s);
  * (one that half-closed, say). */
 void xcm__stream_drop(xcm_stream *s);
 
+/* ---- moving a connection to another instance ----------------------
+ *
+ * A connection can leave this context for another one, on another loop
+ * and perhaps another thread, mid-stream and with its TLS and zlib
+ * state: xcmd's workers each run an instance, and a client resuming a
+ * session (XEP-0198) may connect to a worker other than the one that
+ * holds it. No byte is lost or repeated either way: what this side
+ * wrote reaches the kernel before the connection leaves, and what it
+ * read but did not use travels with it, to be read first on the other
+ * side.
+ *
+ * The package (xcm_stream_moved) holds a dup() of the socket, the TLS
+ * and zlib state and the input not yet used. It points at nothing of the
+ * source's loop or context, so it may cross threads (hand it over with
+ * the usual synchronisation: a mutex, a uv_async). It is allocated
+ * through the source context's allocator and freed through the target's:
+ * both contexts must use the same allocator (xcmd's workers use the C
+ * library's). Its TLS state keeps a reference to the source's TLS
+ * configuration until move_in replaces it; configurations may be
+ * released on any thread. */
+typedef struct xcm_stream_moved xcm_stream_moved;
+
+/* done(ud, m, 0) hands over the package, which the callee then owns
+ * (move it in, or free it). done(ud, NULL, err) says the move failed.
+ * It runs from the loop (the flusher, or a write callback), never from
+ * within move_out. */
+typedef void (*xcm_stream_moved_fn)(void *ud, xcm_stream_moved *m, int err);
+
+/* Move s out of this context. Only a TCP stream (XCM_EINVAL for a
+ * custom transport, one still connecting or in its TLS handshake, and
+ * while a move is under way), not once it ended or the owner closed it
+ * (XCM_ECLOSED). On an error nothing changed.
+ *
+ * Reading stops at once: no cb.read follows the call, and called from
+ * cb.read the rest of that read is kept for the package. unread (copied)
+ * is plaintext the owner was given and did not use, the bytes after the
+ * last element it handled: it is delivered first on the other side.
+ *
+ * Bytes written before the package is made, during this call's wait
+ * too, are sent from here, encrypted and compressed as usual. Once the
+ * kernel holds all of them, the package is made, s's handle is closed
+ * without a word to the peer (no FIN, no close_notify, no reset: the
+ * socket lives on in the package's descriptor), done(ud, m, 0) runs and
+ * then, as for any close, cb.closed.
+ *
+ * The wait ends early if the connection fails (a write meets a reset):
+ * then done(ud, NULL, err), then cb.end(err) unless the owner closed the
+ * stream in done, and the stream ends as usual. A peer that never reads
+ * keeps the move waiting: the owner's timeout may close or abort the
+ * stream, which cancels the move without calling done (as with any
+ * close, only cb.closed runs after it). */
+int xcm__stream_move_out(xcm_stream *s, const char *unread, size_t unread_len,
+                         xcm_stream_moved_fn done, void *ud);
+
+/* Adopt a moved connection in ctx, with callbacks and limits as for
+ * xcm__stream_from_tcp. Takes m in every case: on failure it is freed and
+ * its socket closed (the peer sees the connection end). tls is this
+ * instance's configuration for the listener the connection came
+ * through; it is needed (XCM_EINVAL otherwise) when the connection has
+ * TLS, and the stream takes a reference on it.
+ *
+ * Writing works at once. What the package carries (the unread bytes, then
+ * the input not yet through TLS or zlib) is delivered through cb.read
+ * from the flusher, never from within this call; reading from the socket
+ * begins after it. The owner may pause the stream first. */
+int xcm__stream_move_in(xcm_stream **out, xcm_ctx *ctx, xcm_stream_moved *m,
+                        xcm_tls_config *tls, const xcm_stream_cb *cb, void *ud,
+                        const xcm_stream_limits *limits);
+
+/* Discard a package: its socket is closed (the peer sees the connection
+ * end) and its state freed. Any thread; NULL is ignored. */
+void xcm__stream_moved_free(xcm_stream_moved *m);
+
+/* Input bytes the package carries, the unread ones included (not what
+ * is held inside TLS or zlib), for logs. */
+size_t xcm__stream_moved_input(const xcm_stream_moved *m);
+
 /* Bytes of memory this stream holds right now, for the budget tests. */
 size_t xcm__stream_footprint(const xcm_stream *s);
 

@@ -36,10 +36,15 @@ typedef struct cert_key {
 } cert_key;
 
 struct xcm_tls_config {
+  /* Atomic: a stream moved to another instance (xcm__stream_move_in)
+   * drops its reference on the other instance's thread. */
   int refs;
   int is_server;
   int verify;
-  xcm_ctx *ctx;
+  xcm_ctx *ctx; /* for logs, and the allocator while loading */
+  /* The context's allocator, for freeing: the last reference may go on
+   * another thread, after the context itself. */
+  const xcm_allocator *alloc;
   mbedtls_ssl_config conf;
   mbedtls_entropy_context entropy;
   mbedtls_ctr_drbg_context drbg;
@@ -409,7 +414,7 @@ static const char *system_ca_bundle(void) {
 }
 
 static void config_free(xcm_tls_config *cfg) {
-  const xcm_allocator *a = cfg->ctx->alloc;
+  const xcm_allocator *a = cfg->alloc;
   cert_key *ck, *next;
 
   for (ck = cfg->certs; ck != NULL; ck = next) {
@@ -445,6 +450,7 @@ int xcm__tls_config_load(xcm_tls_config **out, xcm_ctx *ctx, int is_server,
     return XCM_ENOMEM;
   cfg->refs = 1;
   cfg->ctx = ctx;
+  cfg->alloc = ctx->alloc;
   cfg->is_server = is_server;
   cfg->pinned = !is_server && opt->pin_sha256 != NULL;
   /* A pin replaces the CA and the host name checks. */
@@ -591,8 +597,14 @@ int xcm__tls_config_add_cert(xcm_tls_config *cfg, const char *cert_file,
   return load_cert_key(cfg, cert_file, key_file, 1, errbuf, errlen);
 }
 
+static void config_ref(xcm_tls_config *cfg) {
+  __atomic_add_fetch(&cfg->refs, 1, __ATOMIC_RELAXED);
+}
+
+/* Acquire-release, so that the thread that frees sees every write the
+ * other holders made before they let go. */
 void xcm__tls_config_unref(xcm_tls_config *cfg) {
-  if (cfg != NULL && --cfg->refs == 0)
+  if (cfg != NULL && __atomic_sub_fetch(&cfg->refs, 1, __ATOMIC_ACQ_REL) == 0)
     config_free(cfg);
 }
 
@@ -659,7 +671,7 @@ static int on_verify(void *ud, mbedtls_x509_crt *crt, int depth,
   if (depth != 0)
     return 0;
   if (t->leaf == NULL) {
-    t->leaf = xcm__alloc(t->cfg->ctx->alloc, sizeof(*t->leaf));
+    t->leaf = xcm__alloc(t->cfg->alloc, sizeof(*t->leaf));
     if (t->leaf == NULL)
       return MBEDTLS_ERR_X509_ALLOC_FAILED;
   }
@@ -735,7 +747,7 @@ int xcm__tls_new(xcm_tls **out, xcm_tls_config *cfg, int is_server,
     return err == MBEDTLS_ERR_SSL_ALLOC_FAILED ? XCM_ENOMEM : XCM_ETLS;
   }
   mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
-  cfg->refs++;
+  config_ref(cfg);
   *out = t;
   return 0;
 }
@@ -747,9 +759,36 @@ void xcm__tls_free(xcm_tls *t) {
     return;
   cfg = t->cfg;
   mbedtls_ssl_free(&t->ssl);
-  xcm__free(cfg->ctx->alloc, t->leaf);
-  xcm__free(cfg->ctx->alloc, t);
+  xcm__free(cfg->alloc, t->leaf);
+  xcm__free(cfg->alloc, t);
   xcm__tls_config_unref(cfg);
+}
+
+void xcm__tls_set_io(xcm_tls *t, xcm_tls_send_fn send, xcm_tls_recv_fn recv,
+                     void *ud) {
+  t->send = send;
+  t->recv = recv;
+  t->ud = ud;
+}
+
+/* After the handshake an mbedTLS 2.28 context reads its configuration
+ * only through ssl.conf (the random generator for CBC's explicit IVs,
+ * the endpoint, the limits): the handshake's state, which also points at
+ * the certificates SNI chose, is freed once it is done. So the pointer
+ * can change, to a configuration of the same role whose generator this
+ * thread may use. */
+int xcm__tls_set_config(xcm_tls *t, xcm_tls_config *cfg) {
+  xcm_tls_config *old = t->cfg;
+
+  if (cfg == NULL || !t->done || !cfg->is_server != !old->is_server)
+    return XCM_EINVAL;
+  if (cfg == old)
+    return 0;
+  config_ref(cfg);
+  t->ssl.conf = &cfg->conf;
+  t->cfg = cfg;
+  xcm__tls_config_unref(old);
+  return 0;
 }
 
 static void log_failure(xcm_tls *t, const char *what, int err,
@@ -863,7 +902,7 @@ int xcm__tls_handshake(xcm_tls *t, const char *peer) {
                peer, t->leaf->valid_to);
     }
     /* Kept only for a refusal's report. */
-    xcm__free(t->cfg->ctx->alloc, t->leaf);
+    xcm__free(t->cfg->alloc, t->leaf);
     t->leaf = NULL;
     xcm__log(t->cfg->ctx, XCM_LOG_DEBUG, "TLS with %s: %s, %s", peer,
              mbedtls_ssl_get_version(&t->ssl),

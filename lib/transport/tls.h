@@ -39,7 +39,22 @@ int xcm__tls_config_load(xcm_tls_config **out, xcm_ctx *ctx, int is_server,
 int xcm__tls_new(xcm_tls **out, xcm_tls_config *cfg, int is_server,
                  const char *hostname, xcm_tls_send_fn send,
                  xcm_tls_recv_fn recv, void *ud);
+/* Frees through the configuration's allocator, so on any thread. */
 void xcm__tls_free(xcm_tls *t);
+
+/* Hand the connection to another owner (a stream moved to another
+ * instance): send and recv are called with ud from now on. */
+void xcm__tls_set_io(xcm_tls *t, xcm_tls_send_fn send, xcm_tls_recv_fn recv,
+                     void *ud);
+
+/* Use cfg from now on: a reference is taken on it and the old one's is
+ * dropped (perhaps the last: configurations may be released on any
+ * thread). Only after the handshake, and for a configuration of the same
+ * role: XCM_EINVAL otherwise. Used by a moved stream, whose new instance
+ * has its own configuration for the same listener: from then on the
+ * connection draws its random numbers from that one's generator, on
+ * that instance's thread. */
+int xcm__tls_set_config(xcm_tls *t, xcm_tls_config *cfg);
 
 /* Advance the handshake with the input available: 0 when it is done,
  * UV_EAGAIN while it needs more, XCM_ETLS when it failed (logged, naming

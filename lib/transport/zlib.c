@@ -34,6 +34,7 @@ struct xcm_zlib {
   const xcm_allocator *alloc;
   size_t mem;
   int inf_ended;
+  int inf_held; /* the last inflate filled its output */
 };
 
 /* Each block carries its size in front, so frees can be counted too; 16
@@ -123,6 +124,7 @@ int xcm__zlib_inflate(xcm_zlib *z, const char **in, size_t *in_len, char *out,
   *in += used;
   *in_len -= used;
   *produced = cap - z->inf.avail_out;
+  z->inf_held = r == Z_OK && cap > 0 && z->inf.avail_out == 0;
   switch (r) {
   case Z_OK:
   case Z_BUF_ERROR: /* no progress possible: needs input or room */
@@ -136,6 +138,14 @@ int xcm__zlib_inflate(xcm_zlib *z, const char **in, size_t *in_len, char *out,
   default:
     return XCM_EZLIB;
   }
+}
+
+int xcm__zlib_inflate_held(const xcm_zlib *z) {
+  return z->inf_held;
+}
+
+void xcm__zlib_set_alloc(xcm_zlib *z, const xcm_allocator *a) {
+  z->alloc = a;
 }
 
 int xcm__zlib_deflate(xcm_zlib *z, const char *data, size_t len, char *chunk,

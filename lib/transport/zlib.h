@@ -28,6 +28,16 @@ void xcm__zlib_free(xcm_zlib *z);
 int xcm__zlib_inflate(xcm_zlib *z, const char **in, size_t *in_len, char *out,
                       size_t cap, size_t *produced);
 
+/* Whether the last inflate filled its output: zlib may then hold more
+ * output that needs no more input (a reader that stopped there must come
+ * back for it). */
+int xcm__zlib_inflate_held(const xcm_zlib *z);
+
+/* Allocate and free through a from now on (a stream moved to another
+ * instance, whose allocator must be the same one: blocks allocated
+ * through the old are freed through it). */
+void xcm__zlib_set_alloc(xcm_zlib *z, const xcm_allocator *a);
+
 /* Compress all of data and end with a sync flush, so that the peer can
  * inflate every byte given so far. Output goes to chunk (cap bytes) and
  * each full or final chunk is handed to emit; emit returns 0 or an error
