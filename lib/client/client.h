@@ -26,6 +26,7 @@
 
 typedef struct xcm_client xcm_client;
 typedef struct xcm_sm xcm_sm; /* session/sm.h */
+typedef struct xcm_client_moved xcm_client_moved; /* below */
 
 /* Shared by every client of a listener; owned by the instance. Every
  * field holds its value (options.c has the defaults: xcm__client_cfg_from
@@ -160,7 +161,7 @@ typedef struct xcm_client_cb {
    * takes it there, xcm__client_moved_free drops it). The client is
    * over: closed() does not follow, and c must not be used after this
    * returns. May be NULL only if resume never says XCM_EAGAIN. */
-  void (*moved)(void *ud, struct xcm_client_moved *m);
+  void (*moved)(void *ud, xcm_client_moved *m);
 } xcm_client_cb;
 
 /* Room for a resumption id and its NUL. */
@@ -305,7 +306,6 @@ void xcm__client_set_owner(xcm_client *c, const xcm_client_cb *cb, void *ud);
  * TLS, zlib, the bytes it read past <resume/>) and its stream's state,
  * on its way to resume a session on another (session/group.h). Plain
  * memory, tied to no loop: it may cross threads. */
-typedef struct xcm_client_moved xcm_client_moved;
 /* Whether c's connection can move to another instance (a socket of its
  * own: not a WebSocket, BOSH or custom transport). */
 int xcm__client_movable(const xcm_client *c);

@@ -11,6 +11,8 @@
 #include "upstream/pool.h"
 #include "util/map.h"
 
+typedef struct xcm_resume_group xcm_resume_group; /* session/group.h */
+
 /* The layer knows nothing of the public API (xcm/xcm.h): the instance
  * (xcm.c) turns its events, its hook calls and its counters into the
  * public ones. */
@@ -118,7 +120,7 @@ void xcm__session_close(xcm_session *s, xcm_cond cond, const char *text);
 
 /* A client moved here from another instance of the group to resume a
  * session of this one (session/group.h): m is taken. */
-void xcm__sessions_adopt(xcm_sessions *t, struct xcm_client_moved *m);
+void xcm__sessions_adopt(xcm_sessions *t, xcm_client_moved *m);
 
 /* Clients waiting for an upstream link try again. */
 void xcm__sessions_retry(xcm_sessions *t);
