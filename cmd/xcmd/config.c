@@ -350,6 +350,10 @@ static const xcmd_key xcmd_keys[] = {
      offsetof(xcmd_config, opt.sm_ack_every_bytes), XCMD_KIB, XCMD_GIB},
     {XCMD_SEC_SM, "ack_quiet", XCMD_T_MS,
      offsetof(xcmd_config, opt.sm_ack_quiet_ms), 10, XCMD_HOUR},
+    {XCMD_SEC_SM, "resume", XCMD_T_MS, offsetof(xcmd_config, opt.sm_resume_ms),
+     0, XCMD_DAY},
+    {XCMD_SEC_SM, "ack_timeout", XCMD_T_MS,
+     offsetof(xcmd_config, opt.sm_ack_timeout_ms), XCMD_SEC, XCMD_HOUR},
 };
 
 enum { XCMD_NKEYS = sizeof(xcmd_keys) / sizeof(xcmd_keys[0]) };
@@ -566,7 +570,8 @@ static int xcmd_may_be_unlimited(const xcmd_key *key) {
                                       "idle_timeout",   "rate",
                                       "rate_bytes"};
   static const char *const sm_names[] = {"max_unacked", "ack_every",
-                                         "ack_every_bytes", "ack_quiet"};
+                                         "ack_every_bytes", "ack_quiet",
+                                         "ack_timeout"};
   size_t i;
 
   if (key->section == XCMD_SEC_LISTENER)

@@ -58,6 +58,8 @@ typedef struct daemon_state {
    * loop waits for every one of them, with its signals still watched. */
   uv_async_t worker_done;
   int main_closed;
+  /* With several workers: they resume each other's sessions. */
+  xcm_resume_group *resume_group;
 } daemon_state;
 
 /* ---- logging ------------------------------------------------------------ */
@@ -262,6 +264,9 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
     o.max_clients = (o.max_clients + d->nworkers - 1) / d->nworkers;
   o.log = worker_log;
   o.log_ud = w;
+  /* A client's new connection reaches any worker (SO_REUSEPORT's hash):
+   * it moves to the worker holding the session it resumes. */
+  o.resume_group = d->resume_group;
   if (uv_loop_init(&w->loop) != 0)
     return -1;
   w->loop.data = d;
@@ -581,6 +586,11 @@ int main(int argc, char **argv) {
   if (d.nworkers > MAX_WORKERS)
     d.nworkers = MAX_WORKERS;
   d.main_loop = uv_default_loop();
+  if (d.nworkers > 1 && d.cfg.opt.sm_enable &&
+      xcm_resume_group_new(&d.resume_group) != 0) {
+    say(XCM_LOG_ERROR, "out of memory");
+    return 1;
+  }
   for (n = 0; n < d.nworkers; n++)
     if (worker_init(&d, &d.workers[n], n) != 0)
       return 1;
@@ -639,6 +649,7 @@ int main(int argc, char **argv) {
     xcm_cm_free(d.workers[n].cm);
     uv_loop_close(&d.workers[n].loop);
   }
+  xcm_resume_group_free(d.resume_group);
   if (d.cfg.pid_file != NULL)
     unlink(d.cfg.pid_file);
   say(XCM_LOG_INFO, "stopped");
