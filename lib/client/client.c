@@ -9,6 +9,7 @@
 #include "proto/cmproto.h"
 #include "proto/route.h"
 #include "proto/stream.h"
+#include "session/csi.h"
 #include "session/sm.h"
 #include "transport/proxy.h"
 #include "util/alloc.h"
@@ -93,6 +94,7 @@ struct xcm_client {
   xcm_proxy *proxy;      /* reading the PROXY header; NULL: none (any more) */
   char *peer;            /* the address a PROXY header named, or NULL */
   xcm_sm *sm;            /* XEP-0198 acknowledgements once enabled, else NULL */
+  xcm_csi *csi;          /* XEP-0352 state while inactive, else NULL */
   char sid[SID_LEN + 1];
   char lang[16];
 };
@@ -132,6 +134,7 @@ static void maybe_free(xcm_client *c) {
   xcm__free(c->ctx->alloc, c->proxy);
   xcm__free(c->ctx->alloc, c->peer);
   xcm__sm_free(c->ctx->alloc, c->sm);
+  xcm__csi_free(c->ctx->alloc, c->csi);
   if (c->msg != NULL)
     xcm__buf_free(&c->msg->q);
   xcm__free(c->ctx->alloc, c->msg);
@@ -149,6 +152,7 @@ static int live(const xcm_client *c) {
 
 static void sm_return_all(xcm_client *c);
 static void sm_request(xcm_client *c);
+static void csi_end(xcm_client *c);
 
 static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
   xcm_client_end end;
@@ -159,6 +163,7 @@ static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
   /* Whatever way the client ends, what it did not acknowledge goes back
    * now, while the owner still has its upstream session. */
   sm_return_all(c);
+  csi_end(c);
   end.cond = cond;
   end.err = err;
   end.text = text;
@@ -534,6 +539,8 @@ static int features(xcm_client *c, const xcm_policy *p, xcm_buf *b) {
   /* XEP-0198 section 2: offered once authenticated, enabled after bind. */
   if (c->cfg->sm && (c->flags & F_AUTHED))
     f.flags |= XCM_FEATURE_SM;
+  if (c->cfg->csi.enable && (c->flags & F_AUTHED))
+    f.flags |= XCM_FEATURE_CSI;
   return framing(c)->features(b, &f);
 }
 
@@ -937,6 +944,63 @@ static int sm_element(xcm_client *c, const xcm_xml_stanza *s) {
   return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
+/* ---- client state indication (XEP-0352, session/csi.h) ---------------- */
+
+/* A held stanza goes out through the usual path (the CSI layer is
+ * flushing, so the path passes it by): XEP-0198 counts it now, and a
+ * message the client cannot take goes back as any would. */
+static int csi_write(void *ud, const char *bytes, size_t len) {
+  xcm_client *c = ud;
+  xcm_route r;
+
+  memset(&r, 0, sizeof r);
+  r.inner = bytes;
+  r.inner_len = len;
+  xcm__client_deliver(c, &r);
+  return (c->flags & F_CLOSING) ? XCM_ECLOSED : 0;
+}
+
+static void csi_give_back(void *ud, const char *bytes, size_t len) {
+  xcm_client *c = ud;
+
+  if (c->cb->undelivered != NULL)
+    c->cb->undelivered(c->ud, bytes, len);
+}
+
+static xcm_csi_out csi_out(xcm_client *c) {
+  xcm_csi_out o = {csi_write, csi_give_back, c};
+
+  return o;
+}
+
+/* <inactive/> and <active/>: nonzas, never counted in XEP-0198's h, and
+ * only once a resource is bound (before, nothing is routed to hold). A
+ * client that cannot get the state (no memory) stays active. */
+static int csi_element(xcm_client *c, const xcm_xml_stanza *s) {
+  xcm_csi_out o = csi_out(c);
+
+  if (!c->cfg->csi.enable)
+    return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+  if (!(c->flags & F_BOUND))
+    return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE,
+                  "client state indication only after resource binding");
+  if (strcmp(s->name, "inactive") == 0) {
+    xcm__csi_inactive(&c->csi, c->ctx->alloc, c->cfg->counters);
+    return 0;
+  }
+  if (strcmp(s->name, "active") == 0)
+    return xcm__csi_active(&c->csi, c->ctx->alloc, c->cfg->counters, &o) != 0
+               ? XCM_ECLOSED
+               : 0;
+  return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+}
+
+static void csi_end(xcm_client *c) {
+  xcm_csi_out o = csi_out(c);
+
+  xcm__csi_end(&c->csi, c->ctx->alloc, c->cfg->counters, &o);
+}
+
 static int on_stanza(void *ud, const xcm_xml_stanza *s) {
   xcm_client *c = ud;
   const xcm_policy *p;
@@ -967,6 +1031,8 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
     return compress(c, s);
   if (strcmp(s->ns, XCM_NS_SM) == 0)
     return sm_element(c, s);
+  if (strcmp(s->ns, XCM_NS_CSI) == 0)
+    return csi_element(c, s);
   if (strcmp(s->ns, NS_SASL) == 0 && !(c->flags & F_AUTHED) &&
       (c->flags & F_V1) &&
       (strcmp(s->name, "auth") == 0 || strcmp(s->name, "response") == 0 ||
@@ -1735,6 +1801,16 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
       c->cb->undelivered(c->ud, r->inner, r->inner_len);
     return;
   }
+  /* XEP-0352: an inactive client's stanza may wait (session/csi.h). */
+  if (c->csi != NULL && !xcm__csi_flushing(c->csi)) {
+    xcm_csi_out o = csi_out(c);
+    int element = r->inner != NULL;
+
+    if (xcm__csi_route(&c->csi, c->ctx->alloc, &c->cfg->csi, c->cfg->counters,
+                       c->ctx->xml, element ? r->inner : r->text,
+                       element ? r->inner_len : r->text_len, element, &o))
+      return;
+  }
   if (r->inner == NULL) {
     /* Text between elements: a message holds one element or nothing. */
     if (c->msg == NULL)
@@ -1873,7 +1949,7 @@ int xcm__client_sm(const xcm_client *c, uint32_t *h_in, uint32_t *h_out,
 
 size_t xcm__client_footprint(const xcm_client *c) {
   size_t n = sizeof(*c) + (c->stream ? xcm__stream_footprint(c->stream) : 0) +
-             xcm__sm_footprint(c->sm);
+             xcm__sm_footprint(c->sm) + xcm__csi_footprint(c->csi);
 
   if (c->msg != NULL)
     n += sizeof(*c->msg) + strlen(c->msg->peer) + 1 + c->msg->q.cap;

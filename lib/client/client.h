@@ -20,6 +20,7 @@
 #include "xcm/condition.h"
 #include "xcm/policy.h"
 #include "session/counters.h"
+#include "session/csi.h"
 #include "xcm/route.h"
 #include "xcm/transport.h"
 #include "xml/reader.h"
@@ -72,6 +73,8 @@ typedef struct xcm_client_cfg {
   unsigned sm_ack_quiet_ms;
   /* Both counters start here instead of 0: for tests of the wrap. */
   uint32_t sm_start;
+  /* XEP-0352 client state indication (session/csi.h). */
+  xcm_csi_cfg csi;
 } xcm_client_cfg;
 
 /* Why a client went away. */
