@@ -364,6 +364,8 @@ static int push(const xcm_allocator *a, xcm_csi *csi, const char *bytes,
   int err;
 
   *superseded = 0;
+  if (key == NULL)
+    key_len = 0;
   if (key_len > UINT16_MAX || len > UINT32_MAX / 4)
     return XCM_ELIMIT;
   if (old >= 0) {
@@ -582,8 +584,9 @@ int xcm__csi_route(xcm_csi **p, const xcm_allocator *a, const xcm_csi_cfg *cfg,
   if (kind == XCM_CSI_URGENT)
     return flush_with(p, a, st, bytes, len, message, out);
   err = xcm__csi_push(a, *p, bytes, len, message,
-                      kind == XCM_CSI_SUPERSEDE ? key : NULL, key_len,
-                      cfg->max_held, cfg->max_held_bytes, &superseded);
+                      kind == XCM_CSI_SUPERSEDE ? key : NULL,
+                      kind == XCM_CSI_SUPERSEDE ? key_len : 0, cfg->max_held,
+                      cfg->max_held_bytes, &superseded);
   if (err == 0) {
     if (st != NULL) {
       st->csi_held++;
