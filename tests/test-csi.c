@@ -311,6 +311,107 @@ static void test_queue_churn(void) {
   xcm__csi_free(NULL, q);
 }
 
+/* ---- the protocol alone, with a client that ends mid-flush ------------- */
+
+typedef struct fake {
+  xcm_csi **p;
+  xcm_counters *st;
+  const xcm_csi_out *out;
+  unsigned writes, end_at; /* the end_at-th write ends the client */
+  seen written, back;
+} fake;
+
+static int fake_write(void *ud, const char *bytes, size_t len) {
+  fake *f = ud;
+
+  collect(&f->written, bytes, len, 0);
+  if (++f->writes != f->end_at)
+    return 0;
+  /* As the client's notify() does, from inside its write path. */
+  xcm__csi_end(f->p, NULL, f->st, f->out);
+  return XCM_ECLOSED;
+}
+
+static void fake_give_back(void *ud, const char *bytes, size_t len) {
+  fake *f = ud;
+
+  collect(&f->back, bytes, len, 1);
+}
+
+static void test_end_inside_flush(void) {
+  xcm_xml_pool *pool;
+  xcm_csi *csi = NULL;
+  xcm_csi_cfg cfg;
+  xcm_counters st;
+  fake f;
+  xcm_csi_out out = {fake_write, fake_give_back, &f};
+  static const char *const held[] = {
+      "<presence from='a@x/r'/>",
+      "<message><gone xmlns='" CHATSTATES "'/></message>",
+      "<message><paused xmlns='" CHATSTATES "'/></message>",
+  };
+  static const char urgent[] = "<message><body>b</body></message>";
+  size_t i;
+
+  REQUIRE(xcm__xml_pool_new(&pool, NULL, 1) == 0);
+  memset(&cfg, 0, sizeof cfg);
+  cfg.enable = 1;
+  cfg.max_held = 10;
+  cfg.max_held_bytes = 4096;
+  memset(&st, 0, sizeof st);
+  memset(&f, 0, sizeof f);
+  f.p = &csi;
+  f.st = &st;
+  f.out = &out;
+  f.end_at = 2;
+  REQUIRE(xcm__csi_inactive(&csi, NULL, &st) == 0);
+  CHECK_INT(st.csi_now, 1);
+  for (i = 0; i < 3; i++)
+    CHECK_INT(xcm__csi_route(&csi, NULL, &cfg, &st, pool, held[i],
+                             strlen(held[i]), 1, &out),
+              1);
+  CHECK_INT(st.csi_held, 3);
+  CHECK_INT(f.writes, 0);
+  /* The urgent one joins the end; the second write ends the client:
+   * what was not written yet, it included, goes back; nothing twice. */
+  CHECK_INT(xcm__csi_route(&csi, NULL, &cfg, &st, pool, urgent, strlen(urgent),
+                           1, &out),
+            1);
+  CHECK_INT(f.writes, 2);
+  CHECK_INT(f.back.n, 2);
+  CHECK(strstr(f.back.all, "paused") != NULL);
+  CHECK(strstr(f.back.all, "<body>b</body>") != NULL);
+  CHECK(csi == NULL);
+  CHECK_INT(st.csi_now, 0);
+  CHECK_INT(st.csi_flushed, 2);
+  CHECK_INT(st.csi_returned, 1); /* the urgent one was never held */
+  CHECK_INT(st.csi_dropped, 0);
+  /* White space passes what waits; other text flushes it first. */
+  memset(&f, 0, sizeof f);
+  f.p = &csi;
+  f.st = &st;
+  f.out = &out;
+  REQUIRE(xcm__csi_inactive(&csi, NULL, &st) == 0);
+  CHECK_INT(xcm__csi_route(&csi, NULL, &cfg, &st, pool, held[0],
+                           strlen(held[0]), 1, &out),
+            1);
+  CHECK_INT(xcm__csi_route(&csi, NULL, &cfg, &st, pool, " \n", 2, 0, &out), 0);
+  CHECK_INT(f.writes, 0);
+  CHECK_INT(xcm__csi_route(&csi, NULL, &cfg, &st, pool, "<x/>", 4, 0, &out), 0);
+  CHECK_INT(f.writes, 1);
+  CHECK(csi != NULL && csi->q == NULL);
+  /* Ending with a presence held: dropped, and counted so. */
+  CHECK_INT(xcm__csi_route(&csi, NULL, &cfg, &st, pool, held[0],
+                           strlen(held[0]), 1, &out),
+            1);
+  xcm__csi_end(&csi, NULL, &st, &out);
+  CHECK(csi == NULL);
+  CHECK_INT(st.csi_dropped, 1);
+  CHECK_INT(f.back.n, 0);
+  CHECK_INT(st.csi_now, 0);
+  xcm__xml_pool_free(pool);
+}
+
 /* ---- the world ----------------------------------------------------------- */
 
 typedef struct knobs {
@@ -844,6 +945,7 @@ static const xcm_test tests[] = {
     {"rules", test_rules},
     {"queue", test_queue},
     {"queue_churn", test_queue_churn},
+    {"end_inside_flush", test_end_inside_flush},
     {"offered_only_when_enabled", test_offered_only_when_enabled},
     {"hold_and_flush", test_hold_and_flush},
     {"overflow", test_overflow},
