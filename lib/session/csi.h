@@ -30,7 +30,7 @@
  * server sends again at the next login.
  *
  * Memory follows activity: an active client holds a NULL pointer; an
- * inactive one with nothing waiting holds sizeof(xcm_csi) (32 bytes on
+ * inactive one with nothing waiting holds sizeof(xcm_csi) (40 bytes on
  * 64-bit); a queue holds its stanzas' bytes, up to the bounds. */
 #ifndef XCM_SESSION_CSI_H
 #define XCM_SESSION_CSI_H
