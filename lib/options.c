@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "http/http.h"
+#include "session/csi.h"
 #include "transport/proxy.h"
 #include "transport/tls.h"
 #include "upstream/servers.h"
@@ -47,6 +48,9 @@ static const xcm_options defaults = {
     .sm_ack_quiet_ms = 2000,
     .sm_resume_ms = 300000,
     .sm_ack_timeout_ms = 60000,
+    .csi_enable = 0,
+    .csi_max_held = 100,
+    .csi_max_held_bytes = 65536,
 };
 
 static const xcm_listen_options listen_defaults = {
@@ -193,6 +197,15 @@ static int check_servers(const xcm_options *o, char *errbuf, size_t errlen) {
   return 0;
 }
 
+/* The CSI rules' syntax, naming the field. */
+static const char *const csi_fields[2] = {"xcm_options.csi_hold_ns",
+                                          "xcm_options.csi_urgent_ns"};
+
+static int check_csi(const xcm_options *o, char *errbuf, size_t errlen) {
+  return xcm__csi_rules_parse(NULL, o->csi_hold_ns, o->csi_urgent_ns,
+                              csi_fields, errbuf, errlen);
+}
+
 int xcm__options_resolve(xcm_options *o, const xcm_options *in, char *errbuf,
                          size_t errlen) {
   int err;
@@ -253,6 +266,12 @@ int xcm__options_resolve(xcm_options *o, const xcm_options *in, char *errbuf,
   CHECK_LIMIT(sm_ack_timeout_ms);
   if (o->sm_resume_ms > 86400000)
     return bad(errbuf, errlen, "sm_resume_ms", "0 (no resumption) to 86400000");
+  if (o->csi_max_held < 1 || o->csi_max_held > 100000)
+    return bad(errbuf, errlen, "csi_max_held", "1 to 100000");
+  if (o->csi_max_held_bytes < 1 || o->csi_max_held_bytes > (1u << 24))
+    return bad(errbuf, errlen, "csi_max_held_bytes", "1 to 16777216");
+  if ((err = check_csi(o, errbuf, errlen)) != 0)
+    return err;
   if (o->upstream_fingerprint != NULL &&
       (err = check_pin(o, errbuf, errlen)) != 0)
     return err;
@@ -503,6 +522,12 @@ void xcm__client_cfg_from(xcm_client_cfg *cfg, const xcm_options *o) {
   cfg->sm_ack_quiet_ms = o->sm_ack_quiet_ms;
   cfg->sm_resume_ms = o->sm_enable ? o->sm_resume_ms : 0;
   cfg->sm_ack_timeout_ms = o->sm_ack_timeout_ms;
+  cfg->csi.enable = o->csi_enable != 0;
+  cfg->csi.max_held = o->csi_max_held;
+  cfg->csi.max_held_bytes = o->csi_max_held_bytes;
+  /* Checked by xcm__options_resolve; the rules point into o's strings. */
+  xcm__csi_rules_parse(&cfg->csi.rules, o->csi_hold_ns, o->csi_urgent_ns,
+                       csi_fields, NULL, 0);
 }
 
 void xcm__client_cfg_defaults(xcm_client_cfg *cfg) {

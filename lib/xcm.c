@@ -154,7 +154,8 @@ static int copy_options(xcm_cm *cm, const xcm_options *o) {
   size_t size = slen(o->domain) + slen(o->server_host) + slen(o->name) +
                 slen(o->secret) + slen(o->resource_prefix) +
                 slen(o->upstream_ca_file) + slen(o->upstream_fingerprint) +
-                slen(o->upstream_servers);
+                slen(o->upstream_servers) + slen(o->csi_hold_ns) +
+                slen(o->csi_urgent_ns);
 
   cm->strings = xcm__alloc(o->alloc, size);
   if (cm->strings == NULL)
@@ -169,6 +170,8 @@ static int copy_options(xcm_cm *cm, const xcm_options *o) {
   cm->opt.upstream_ca_file = keep(&cursor, o->upstream_ca_file);
   cm->opt.upstream_fingerprint = keep(&cursor, o->upstream_fingerprint);
   cm->opt.upstream_servers = keep(&cursor, o->upstream_servers);
+  cm->opt.csi_hold_ns = keep(&cursor, o->csi_hold_ns);
+  cm->opt.csi_urgent_ns = keep(&cursor, o->csi_urgent_ns);
   return 0;
 }
 
@@ -1097,6 +1100,13 @@ int xcm_cm_stats(const xcm_cm *cm, xcm_stats *out, size_t size) {
   st.sm_resume_failed = c->sm_resume_failed;
   st.sm_expired = c->sm_expired;
   st.sm_expired_returned = c->sm_expired_returned;
+  st.csi_inactive_now = c->csi_now;
+  st.csi_held = c->csi_held;
+  st.csi_superseded = c->csi_superseded;
+  st.csi_flushed = c->csi_flushed;
+  st.csi_returned = c->csi_returned;
+  st.csi_dropped = c->csi_dropped;
+  st.csi_overflows = c->csi_overflows;
   for (unsigned i = 0; i < cm->nlisteners; i++) {
     const xcm_http_counters *h;
 

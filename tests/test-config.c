@@ -422,6 +422,49 @@ static void test_unlimited(void) {
   xcmd_config_free(&cfg);
 }
 
+/* [csi]: XEP-0352 client state indication, off by default; the
+ * namespace lists are read as libxcm reads them, and an error names the
+ * key whose list it is about. */
+static void test_csi(void) {
+  xcmd_config cfg;
+
+  REQUIRE(parse_ok("", &cfg) == 0);
+  CHECK_INT(cfg.opt.csi_enable, 0);
+  CHECK_INT(cfg.opt.csi_max_held, 100);
+  CHECK_INT(cfg.opt.csi_max_held_bytes, 65536);
+  CHECK(cfg.opt.csi_hold_ns == NULL);
+  CHECK(cfg.opt.csi_urgent_ns == NULL);
+  xcmd_config_free(&cfg);
+  REQUIRE(parse_ok("[csi]\nenable = yes\nmax_held = 20\n"
+                   "max_held_bytes = 16k\n"
+                   "hold_ns = urn:xmpp:receipts, urn:xmpp:chat-markers:0\n"
+                   "urgent_ns = http://jabber.org/protocol/muc#user\n",
+                   &cfg) == 0);
+  CHECK_INT(cfg.opt.csi_enable, 1);
+  CHECK_INT(cfg.opt.csi_max_held, 20);
+  CHECK_INT(cfg.opt.csi_max_held_bytes, 16384);
+  CHECK_STR(cfg.opt.csi_hold_ns, "urn:xmpp:receipts, urn:xmpp:chat-markers:0");
+  CHECK_STR(cfg.opt.csi_urgent_ns, "http://jabber.org/protocol/muc#user");
+  CHECK(xcm_options_check(&cfg.opt, NULL, 0) == 0);
+  xcmd_config_free(&cfg);
+  expect_error(MINIMAL "[csi]\nmax_held = 0\n",
+               "xcmd.conf:8: key 'max_held' in [csi]: '0' is out of range "
+               "(1 to 100000)");
+  expect_error(MINIMAL "[csi]\nmax_held_bytes = 32m\n",
+               "xcmd.conf:8: key 'max_held_bytes' in [csi]: '32m' is out of "
+               "range (1k to 16m)");
+  expect_error(MINIMAL "[csi]\nhold_ns = urn:a,,urn:b\n",
+               "xcmd.conf:8: key 'hold_ns' in [csi]: an empty entry: "
+               "namespaces separated by commas");
+  expect_error(MINIMAL "[csi]\nhold_ns = urn:a\nurgent_ns = urn:b, urn:a\n",
+               "xcmd.conf:9: key 'urgent_ns' in [csi]: also in the other "
+               "list (\"urn:a\")");
+  expect_error(MINIMAL "[csi]\nurgent_ns = urn:xmpp:omemo:2\n",
+               "xcmd.conf:8: key 'urgent_ns' in [csi]: chat states and "
+               "encrypted payloads are decided by the CM, not by a rule "
+               "(\"urn:xmpp:omemo:2\")");
+}
+
 /* [stream_management]: XEP-0198 acknowledgements, off by default. */
 static void test_stream_management(void) {
   xcmd_config cfg;
@@ -1696,6 +1739,7 @@ static const xcm_test tests[] = {
     {"every_key", test_every_key},
     {"unlimited", test_unlimited},
     {"stream_management", test_stream_management},
+    {"csi", test_csi},
     {"quoting", test_quoting},
     {"comments", test_comments},
     {"crlf", test_crlf},

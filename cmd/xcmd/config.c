@@ -167,12 +167,13 @@ enum xcmd_section {
   XCMD_SEC_METRICS,
   XCMD_SEC_DAEMON,
   XCMD_SEC_SM,
+  XCMD_SEC_CSI,
   XCMD_NSECTIONS
 };
 
 static const char *const xcmd_section_names[XCMD_NSECTIONS] = {
-    "server", "upstream", "listener", "limits",
-    "log",    "metrics",  "daemon",   "stream_management"};
+    "server",  "upstream", "listener",          "limits", "log",
+    "metrics", "daemon",   "stream_management", "csi"};
 
 enum xcmd_type {
   XCMD_T_STR,    /* const char * */
@@ -354,6 +355,17 @@ static const xcmd_key xcmd_keys[] = {
      0, XCMD_DAY},
     {XCMD_SEC_SM, "ack_timeout", XCMD_T_MS,
      offsetof(xcmd_config, opt.sm_ack_timeout_ms), XCMD_SEC, XCMD_HOUR},
+
+    {XCMD_SEC_CSI, "enable", XCMD_T_BOOL, offsetof(xcmd_config, opt.csi_enable),
+     0, 0},
+    {XCMD_SEC_CSI, "max_held", XCMD_T_UINT,
+     offsetof(xcmd_config, opt.csi_max_held), 1, 100000},
+    {XCMD_SEC_CSI, "max_held_bytes", XCMD_T_SIZE,
+     offsetof(xcmd_config, opt.csi_max_held_bytes), XCMD_KIB, 16 * XCMD_MIB},
+    {XCMD_SEC_CSI, "hold_ns", XCMD_T_STR,
+     offsetof(xcmd_config, opt.csi_hold_ns), 0, 0},
+    {XCMD_SEC_CSI, "urgent_ns", XCMD_T_STR,
+     offsetof(xcmd_config, opt.csi_urgent_ns), 0, 0},
 };
 
 enum { XCMD_NKEYS = sizeof(xcmd_keys) / sizeof(xcmd_keys[0]) };
@@ -1085,6 +1097,42 @@ static int xcmd_ini_servers(xcmd_ini *st) {
   return 0;
 }
 
+/* [csi] hold_ns and urgent_ns, read as libxcm reads them; an error
+ * names the key whose list it is about. */
+static int xcmd_ini_csi(xcmd_ini *st) {
+  static const char hold[] = "xcm_options.csi_hold_ns: ";
+  static const char urgent[] = "xcm_options.csi_urgent_ns: ";
+  const xcm_options *o = &st->cfg->opt;
+  xcm_options check;
+  const char *key = "hold_ns", *msg;
+  char why[512];
+
+  if (o->csi_hold_ns == NULL && o->csi_urgent_ns == NULL)
+    return 0;
+  if ((o->csi_hold_ns != NULL &&
+       strcmp(o->csi_hold_ns, XCMD_PLACEHOLDER) == 0) ||
+      (o->csi_urgent_ns != NULL &&
+       strcmp(o->csi_urgent_ns, XCMD_PLACEHOLDER) == 0))
+    return 0; /* reported with the other placeholders */
+  xcm_options_init(&check, sizeof check);
+  check.domain = "example.com";
+  check.name = "cm";
+  check.secret = "secret";
+  check.csi_hold_ns = o->csi_hold_ns;
+  check.csi_urgent_ns = o->csi_urgent_ns;
+  if (xcm_options_check(&check, why, sizeof why) == 0)
+    return 0;
+  msg = why;
+  if (strncmp(why, hold, sizeof hold - 1) == 0) {
+    msg = why + sizeof hold - 1;
+  } else if (strncmp(why, urgent, sizeof urgent - 1) == 0) {
+    msg = why + sizeof urgent - 1;
+    key = "urgent_ns";
+  }
+  return xcmd_key_fail(st, xcmd_line_of(st, XCMD_SEC_CSI, key),
+                       xcmd_known_key(XCMD_SEC_CSI, key), "%s", msg);
+}
+
 /* Checks across keys, once the whole file is read. */
 static int xcmd_ini_finish(xcmd_ini *st) {
   xcmd_config *cfg = st->cfg;
@@ -1102,6 +1150,8 @@ static int xcmd_ini_finish(xcmd_ini *st) {
   if (cfg->nlisteners == 0)
     return xcmd_ini_fail(st, 0, "at least one [listener] is required");
   if ((rc = xcmd_ini_servers(st)) != 0)
+    return rc;
+  if ((rc = xcmd_ini_csi(st)) != 0)
     return rc;
   if (o->max_stanza_preauth > o->max_stanza) {
     xcmd_fmt_size(o->max_stanza_preauth, a, sizeof(a));

@@ -228,6 +228,13 @@ static char *render(xcmd_metrics *m, size_t *len) {
     sum.sm_return_errors += w->stats.sm_return_errors;
     sum.sm_bad_h += w->stats.sm_bad_h;
     sum.sm_overflows += w->stats.sm_overflows;
+    sum.csi_inactive_now += w->stats.csi_inactive_now;
+    sum.csi_held += w->stats.csi_held;
+    sum.csi_superseded += w->stats.csi_superseded;
+    sum.csi_flushed += w->stats.csi_flushed;
+    sum.csi_returned += w->stats.csi_returned;
+    sum.csi_dropped += w->stats.csi_dropped;
+    sum.csi_overflows += w->stats.csi_overflows;
     for (c = 0; c < XCM_COND_COUNT_; c++)
       sum.stream_errors[c] += w->stats.stream_errors[c];
     uv_mutex_unlock(&w->lock);
@@ -389,6 +396,28 @@ static char *render(xcmd_metrics *m, size_t *len) {
       "xcm_sm_clients_ended_total{reason=\"bad_h\"} %llu\n"
       "xcm_sm_clients_ended_total{reason=\"overflow\"} %llu\n",
       (unsigned long long)sum.sm_bad_h, (unsigned long long)sum.sm_overflows);
+  counter(&p, &left, "xcm_csi_inactive_clients",
+          "Clients that said they are inactive (XEP-0352) now.", "gauge",
+          sum.csi_inactive_now);
+  put(&p, &left,
+      "# HELP xcm_csi_stanzas_total Stanzas held for inactive clients "
+      "(XEP-0352), and what became of them: dropped for a newer presence "
+      "from the same sender, written once something made them go, "
+      "messages returned to the server and presences dropped when the "
+      "client ended.\n"
+      "# TYPE xcm_csi_stanzas_total counter\n"
+      "xcm_csi_stanzas_total{outcome=\"held\"} %llu\n"
+      "xcm_csi_stanzas_total{outcome=\"superseded\"} %llu\n"
+      "xcm_csi_stanzas_total{outcome=\"flushed\"} %llu\n"
+      "xcm_csi_stanzas_total{outcome=\"returned\"} %llu\n"
+      "xcm_csi_stanzas_total{outcome=\"dropped\"} %llu\n",
+      (unsigned long long)sum.csi_held, (unsigned long long)sum.csi_superseded,
+      (unsigned long long)sum.csi_flushed, (unsigned long long)sum.csi_returned,
+      (unsigned long long)sum.csi_dropped);
+  counter(&p, &left, "xcm_csi_overflows_total",
+          "Flushes of an inactive client's held stanzas because they "
+          "reached csi max_held or max_held_bytes.",
+          "counter", sum.csi_overflows);
   put(&p, &left,
       "# HELP xcm_stream_errors_total Stream errors sent to "
       "clients, by condition.\n"

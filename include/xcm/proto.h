@@ -105,7 +105,10 @@ enum xcm_feature_flags {
   /* XEP-0198 stream management (urn:xmpp:sm:3): never set by
    * xcm_features_from_policy (Openfire's policy does not carry it); the
    * CM adds it after authentication when xcm_options.sm_enable is set. */
-  XCM_FEATURE_SM = 1u << 7
+  XCM_FEATURE_SM = 1u << 7,
+  /* XEP-0352 client state indication (urn:xmpp:csi:0): likewise, after
+   * authentication when xcm_options.csi_enable is set. */
+  XCM_FEATURE_CSI = 1u << 8
 };
 
 /* One <stream:features> element. mechanisms are borrowed; none means no

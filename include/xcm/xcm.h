@@ -205,6 +205,33 @@ typedef struct xcm_options {
    * group must have the same listeners, added in the same order. [NULL:
    * only this instance's sessions are resumed here] */
   xcm_resume_group *resume_group;
+
+  /* XEP-0352 client state indication. With csi_enable, <csi
+   * xmlns='urn:xmpp:csi:0'/> is offered after authentication, and a
+   * bound client may say <inactive/> (its app is in the background) and
+   * <active/>. While it is inactive, what it does not need at once waits
+   * at the CM: presences (only the latest from each sender is kept;
+   * older ones are dropped, stats.csi_superseded), chat states without a
+   * body, and stanzas with a child in a namespace of csi_hold_ns. The
+   * first stanza that matters now (a message with a body or an
+   * encrypted payload, any iq, a subscription request, a child in a
+   * namespace of csi_urgent_ns) goes out at once, right after everything
+   * that waited, in order; so does everything at <active/>, and when the
+   * queue would pass a bound (stats.csi_overflows). When the connection
+   * ends, messages that waited go back to the server (<failed/>: stored
+   * offline), presences are dropped. [0] */
+  int csi_enable;
+  /* What waits for one client, at most: 1 to 100000 stanzas [100], 1 to
+   * 16777216 bytes [65536]. */
+  unsigned csi_max_held;
+  size_t csi_max_held_bytes;
+  /* Namespaces, separated by commas, of children that make a message or
+   * presence wait (hold) or go at once (urgent), e.g.
+   * "urn:xmpp:receipts" to hold delivery receipts; urgent wins when a
+   * stanza has both. At most 16 in each, none in both; chat states and
+   * encrypted payloads are decided by the CM. [NULL: none] */
+  const char *csi_hold_ns;
+  const char *csi_urgent_ns;
 } xcm_options;
 
 /* A group of instances, each on its own loop and thread, that resume
@@ -458,6 +485,19 @@ typedef struct xcm_stats {
   uint64_t sm_resume_failed;
   uint64_t sm_expired;
   uint64_t sm_expired_returned;
+  /* XEP-0352 client state indication (xcm_options.csi_enable): clients
+   * inactive now; stanzas held for inactive clients; of those, presences
+   * dropped for a newer one from the same sender, stanzas written once
+   * something made them go, messages given back to the server when the
+   * client ended (also in failed_returned) and presences dropped then;
+   * and flushes because a queue reached its bound. */
+  uint64_t csi_inactive_now;
+  uint64_t csi_held;
+  uint64_t csi_superseded;
+  uint64_t csi_flushed;
+  uint64_t csi_returned;
+  uint64_t csi_dropped;
+  uint64_t csi_overflows;
 } xcm_stats;
 
 /* The stanza hook sees every stanza routed either way. */

@@ -11,6 +11,7 @@
 #include "proto/route.h"
 #include "proto/stream.h"
 #include "session/group.h"
+#include "session/csi.h"
 #include "session/sm.h"
 #include "transport/proxy.h"
 #include "util/alloc.h"
@@ -125,6 +126,7 @@ struct xcm_client {
   xcm_sm *sm;            /* XEP-0198 acknowledgements once enabled, else NULL */
   char *authid;          /* who SASL names, until bound (client/authid.h) */
   xcm_client_moved *moving; /* a <resume/> to take to another instance */
+  xcm_csi *csi;          /* XEP-0352 state while inactive, else NULL */
   char sid[SID_LEN + 1];
   char lang[16];
 };
@@ -166,6 +168,7 @@ static void maybe_free(xcm_client *c) {
   xcm__sm_free(c->ctx->alloc, c->sm);
   xcm__free(c->ctx->alloc, c->authid);
   xcm__client_moved_free(c->moving);
+  xcm__csi_free(c->ctx->alloc, c->csi);
   if (c->msg != NULL)
     xcm__buf_free(&c->msg->q);
   xcm__free(c->ctx->alloc, c->msg);
@@ -185,6 +188,8 @@ static void sm_return_all(xcm_client *c);
 static void sm_request(xcm_client *c);
 static void sm_arm(xcm_client *c, unsigned q);
 static void sm_detach(xcm_client *c);
+static void csi_end(xcm_client *c);
+static void csi_to_sm(xcm_client *c);
 
 static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
   xcm_client_end end;
@@ -196,9 +201,12 @@ static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
    * session, which waits for the client to come back. Otherwise, however
    * the client ends, what it did not acknowledge goes back now, while the
    * owner still has its upstream session. */
-  if (c->flags & F_DROPPED)
+  if (c->flags & F_DROPPED) {
+    csi_to_sm(c);
     sm_detach(c);
+  }
   sm_return_all(c);
+  csi_end(c);
   end.cond = cond;
   end.err = err;
   end.text = text;
@@ -574,6 +582,8 @@ static int features(xcm_client *c, const xcm_policy *p, xcm_buf *b) {
   /* XEP-0198 section 2: offered once authenticated, enabled after bind. */
   if (c->cfg->sm && (c->flags & F_AUTHED))
     f.flags |= XCM_FEATURE_SM;
+  if (c->cfg->csi.enable && (c->flags & F_AUTHED))
+    f.flags |= XCM_FEATURE_CSI;
   return framing(c)->features(b, &f);
 }
 
@@ -1168,6 +1178,87 @@ static int sm_element(xcm_client *c, const xcm_xml_stanza *s) {
   return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
+/* ---- client state indication (XEP-0352, session/csi.h) ---------------- */
+
+/* A held stanza goes out through the usual path (the CSI layer is
+ * flushing, so the path passes it by): XEP-0198 counts it now, and a
+ * message the client cannot take goes back as any would. */
+static int csi_write(void *ud, const char *bytes, size_t len) {
+  xcm_client *c = ud;
+  xcm_route r;
+
+  memset(&r, 0, sizeof r);
+  r.inner = bytes;
+  r.inner_len = len;
+  xcm__client_deliver(c, &r);
+  return (c->flags & F_CLOSING) ? XCM_ECLOSED : 0;
+}
+
+static void csi_give_back(void *ud, const char *bytes, size_t len) {
+  xcm_client *c = ud;
+
+  if (c->cb->undelivered != NULL)
+    c->cb->undelivered(c->ud, bytes, len);
+}
+
+static xcm_csi_out csi_out(xcm_client *c) {
+  xcm_csi_out o = {csi_write, csi_give_back, c};
+
+  return o;
+}
+
+/* <inactive/> and <active/>: nonzas, never counted in XEP-0198's h, and
+ * only once a resource is bound (before, nothing is routed to hold). A
+ * client that cannot get the state (no memory) stays active. */
+static int csi_element(xcm_client *c, const xcm_xml_stanza *s) {
+  xcm_csi_out o = csi_out(c);
+
+  if (!c->cfg->csi.enable)
+    return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+  if (!(c->flags & F_BOUND))
+    return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE,
+                  "client state indication only after resource binding");
+  if (strcmp(s->name, "inactive") == 0) {
+    xcm__csi_inactive(&c->csi, c->ctx->alloc, c->cfg->counters);
+    return 0;
+  }
+  if (strcmp(s->name, "active") == 0)
+    return xcm__csi_active(&c->csi, c->ctx->alloc, c->cfg->counters, &o) != 0
+               ? XCM_ECLOSED
+               : 0;
+  return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+}
+
+static void held_to_sm(void *ud, const char *bytes, size_t len, int message) {
+  xcm_client *c = ud;
+
+  /* Unbounded here: the CSI queue's own bound held it. */
+  if (xcm__sm_push(c->ctx->alloc, c->sm, bytes, len, XCM__OFF, XCM__OFF) !=
+          0 &&
+      message && c->cb->undelivered != NULL)
+    c->cb->undelivered(c->ud, bytes, len);
+}
+
+/* The connection dropped with acknowledgements on: what waited for an
+ * inactive client joins the unacked queue as if sent, after what was, so
+ * that a resumed session sends it too, in order (and an end that does
+ * not resume returns it with the rest). */
+static void csi_to_sm(xcm_client *c) {
+  size_t n;
+
+  if (c->sm == NULL || c->csi == NULL || xcm__csi_flushing(c->csi))
+    return;
+  n = xcm__csi_drain(c->ctx->alloc, c->csi, held_to_sm, c);
+  if (c->cfg->counters != NULL)
+    c->cfg->counters->csi_flushed += n;
+}
+
+static void csi_end(xcm_client *c) {
+  xcm_csi_out o = csi_out(c);
+
+  xcm__csi_end(&c->csi, c->ctx->alloc, c->cfg->counters, &o);
+}
+
 static int on_stanza(void *ud, const xcm_xml_stanza *s) {
   xcm_client *c = ud;
   const xcm_policy *p;
@@ -1198,6 +1289,8 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
     return compress(c, s);
   if (strcmp(s->ns, XCM_NS_SM) == 0)
     return sm_element(c, s);
+  if (strcmp(s->ns, XCM_NS_CSI) == 0)
+    return csi_element(c, s);
   if (strcmp(s->ns, NS_SASL) == 0 && !(c->flags & F_AUTHED) &&
       (c->flags & F_V1) &&
       (strcmp(s->name, "auth") == 0 || strcmp(s->name, "response") == 0 ||
@@ -2031,6 +2124,16 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
       c->cb->undelivered(c->ud, r->inner, r->inner_len);
     return;
   }
+  /* XEP-0352: an inactive client's stanza may wait (session/csi.h). */
+  if (c->csi != NULL && !xcm__csi_flushing(c->csi)) {
+    xcm_csi_out o = csi_out(c);
+    int element = r->inner != NULL;
+
+    if (xcm__csi_route(&c->csi, c->ctx->alloc, &c->cfg->csi, c->cfg->counters,
+                       c->ctx->xml, element ? r->inner : r->text,
+                       element ? r->inner_len : r->text_len, element, &o))
+      return;
+  }
   if (r->inner == NULL) {
     /* Text between elements: a message holds one element or nothing. */
     if (c->msg == NULL)
@@ -2220,7 +2323,7 @@ int xcm__client_sm(const xcm_client *c, uint32_t *h_in, uint32_t *h_out,
 
 size_t xcm__client_footprint(const xcm_client *c) {
   size_t n = sizeof(*c) + (c->stream ? xcm__stream_footprint(c->stream) : 0) +
-             xcm__sm_footprint(c->sm);
+             xcm__sm_footprint(c->sm) + xcm__csi_footprint(c->csi);
 
   if (c->msg != NULL)
     n += sizeof(*c->msg) + strlen(c->msg->peer) + 1 + c->msg->q.cap;

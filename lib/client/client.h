@@ -20,6 +20,7 @@
 #include "xcm/condition.h"
 #include "xcm/policy.h"
 #include "session/counters.h"
+#include "session/csi.h"
 #include "xcm/route.h"
 #include "xcm/transport.h"
 #include "xml/reader.h"
@@ -86,6 +87,8 @@ typedef struct xcm_client_cfg {
    * instance to resume a session there takes that instance's listener
    * of the same number (session/group.h). */
   unsigned listener;
+  /* XEP-0352 client state indication (session/csi.h). */
+  xcm_csi_cfg csi;
 } xcm_client_cfg;
 
 /* Why a client went away. */

@@ -305,6 +305,8 @@ int xcm__client_features(xcm_buf *b, const xcm_features *f) {
     lit(&w, "<session xmlns=\"" XCM_NS_SESSION "\"><optional/></session>");
   if (f->flags & XCM_FEATURE_SM)
     lit(&w, "<sm xmlns=\"" XCM_NS_SM "\"/>");
+  if (f->flags & XCM_FEATURE_CSI)
+    lit(&w, "<csi xmlns=\"urn:xmpp:csi:0\"/>");
   lit(&w, "</stream:features>");
   return done(&w);
 }

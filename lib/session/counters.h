@@ -46,6 +46,14 @@ typedef struct xcm_counters {
   uint64_t sm_resume_failed;    /* <resume/> answered <failed/> */
   uint64_t sm_expired;          /* sessions that waited in vain */
   uint64_t sm_expired_returned; /* stanzas returned as those ended */
+  /* XEP-0352 client state indication (session/csi.h). */
+  uint64_t csi_now;        /* clients inactive now */
+  uint64_t csi_held;       /* stanzas held for an inactive client */
+  uint64_t csi_superseded; /* ... dropped for a newer presence */
+  uint64_t csi_flushed;    /* ... written once something made them go */
+  uint64_t csi_overflows;  /* flushes for a queue at its bound */
+  uint64_t csi_returned;   /* held messages given back at an end */
+  uint64_t csi_dropped;    /* held presences dropped at an end */
 } xcm_counters;
 
 #endif
