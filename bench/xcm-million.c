@@ -20,11 +20,17 @@
  *     lookups of random held sessions.
  *
  * usage: xcm-million [--smoke] [--mech PLAIN|ANONYMOUS] [--window W]
- *                    [--no-presence] [--sm] [--pings P] [--lookups L] [N]
+ *                    [--no-presence] [--sm] [--resume] [--pings P]
+ *                    [--lookups L] [N]
  *   N defaults to 1,000,000; --smoke is N = 2,000 with TAP output
  *   (correctness only: every session logged in, a message routed both
  *   ways, every session found by its stream id, the testkit's witness
  *   saw no violation) and a full shutdown at the end.
+ *   --resume: --sm with resumption asked (<enable resume='true'/>); after
+ *   the last checkpoint every connection is cut (its end of the custom
+ *   transport, without </stream:stream>), so that every session waits
+ *   to be resumed, and the CM's heap per waiting session is measured:
+ *   what a phone that lost its network costs while the CM waits.
  *
  * Exits 0 when all is well, 1 otherwise. */
 #define _GNU_SOURCE
@@ -89,7 +95,8 @@ static struct {
   uint32_t pong_by;   /* the client that received it, + 1 */
   int anonymous;
   int presence;
-  int sm; /* --sm: XEP-0198 acknowledgements enabled after bind */
+  int sm;     /* --sm: XEP-0198 acknowledgements enabled after bind */
+  int resume; /* --resume: ... with resumption, then every client cut */
   int smoke;
   int closing; /* shutting down: closes are expected */
   heap cm_heap, kit_heap;
@@ -313,7 +320,10 @@ static void step(uint32_t i) {
     break;
   case C_READY:
     /* Just bound. */
-    if (B.sm) {
+    if (B.resume) {
+      static const char e[] = "<enable xmlns='urn:xmpp:sm:3' resume='true'/>";
+      xcm_conn_input(c->conn, e, sizeof e - 1);
+    } else if (B.sm) {
       static const char e[] = "<enable xmlns='urn:xmpp:sm:3'/>";
       xcm_conn_input(c->conn, e, sizeof e - 1);
     }
@@ -526,10 +536,50 @@ static void cm_closed(void *ud, xcm_cm *cm) {
   *(int *)ud = 1;
 }
 
+/* Cut every client's connection without a word: each session waits to
+ * be resumed, holding no connection, TLS state or parser. What the CM's
+ * heap holds then, per session, against cm0 (before the first). */
+static int cut_all(size_t cm0, unsigned *tap) {
+  size_t attached = B.cm_heap.live;
+  uint32_t i, n = B.ready;
+  xcm_stats st;
+  int ok;
+
+  B.closing = 1;
+  for (i = 0; i < B.n; i++)
+    if (B.c[i].conn != NULL) {
+      xcm_conn *conn = B.c[i].conn;
+
+      B.c[i].state = C_DEAD; /* closes are expected now */
+      xcm_conn_input_end(conn);
+    }
+  do {
+    turn();
+    xcm_cm_stats(B.cm, &st, sizeof st);
+  } while (st.sm_detached_now + st.sm_expired < n && st.clients_now > 0);
+  /* The connections' handles go on the loop's next turns. */
+  for (i = 0; i < 4; i++)
+    turn();
+  xcm_cm_stats(B.cm, &st, sizeof st);
+  ok = st.sm_detached_now == n && st.clients_now == 0;
+  printf("# %u sessions waiting to be resumed: CM heap %.0f B each "
+         "(attached, with acknowledgements: %.0f)\n",
+         (unsigned)st.sm_detached_now,
+         (double)(B.cm_heap.live - cm0) / (n ? n : 1),
+         (double)(attached - cm0) / (n ? n : 1));
+  if (B.smoke)
+    printf("%s %u - every cut session waits to be resumed (%" PRIu64
+           " of %u, %" PRIu64 " clients left)\n",
+           ok ? "ok" : "not ok", ++*tap, st.sm_detached_now, n,
+           st.clients_now);
+  return ok;
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage: xcm-million [--smoke] [--mech PLAIN|ANONYMOUS] "
-          "[--window W] [--no-presence] [--sm] [--pings P] [--lookups L] "
+          "[--window W] [--no-presence] [--sm] [--resume] [--pings P] "
+          "[--lookups L] "
           "[N]\n");
   exit(2);
 }
@@ -567,6 +617,8 @@ int main(int argc, char **argv) {
       window = (uint32_t)strtoul(argv[++i], NULL, 10);
     } else if (strcmp(argv[i], "--sm") == 0) {
       B.sm = 1;
+    } else if (strcmp(argv[i], "--resume") == 0) {
+      B.sm = B.resume = 1;
     } else if (strcmp(argv[i], "--no-presence") == 0) {
       B.presence = -1;
     } else if (strcmp(argv[i], "--pings") == 0 && i + 1 < argc) {
@@ -613,6 +665,7 @@ int main(int argc, char **argv) {
   o.secret = "bench";
   o.upstream_tls = XCM_UPSTREAM_TLS_OFF;
   o.sm_enable = B.sm;
+  o.sm_resume_ms = 3600000;
   /* A benchmark holds every session from one process: no shaping, no
    * connection limits, no timeouts. */
   o.rate = XCM_UNLIMITED;
@@ -716,6 +769,8 @@ int main(int argc, char **argv) {
     t_prev = uv_hrtime();
   }
 
+  if (B.resume && ok && !cut_all(cm0, &tap))
+    ok = 0;
   xcm_cm_stats(B.cm, &st, sizeof st);
   xcm_testkit_get_stats(B.kit, &ks, sizeof ks);
   printf("# CM: %" PRIu64 " clients, %" PRIu64 " stanzas in, %" PRIu64
