@@ -724,8 +724,9 @@ int main(int argc, char **argv) {
         start(B.started);
       turn();
     }
-    /* Presences accounted for too. */
-    while (B.available < B.presences && B.dead == 0)
+    /* The last steps sent (the newest bound client's enable and
+     * presence wait for a flush), and presences accounted for too. */
+    while ((B.pending_head != 0 || B.available < B.presences) && B.dead == 0)
       turn();
     now = uv_hrtime();
     rate = (double)(B.ready - prev) / ((double)(now - t_prev) / 1e9);

@@ -929,6 +929,7 @@ static void wait_unlink(xcm_sessions *t, resumable *r) {
   r->wprev = r->wnext = NULL;
   t->detached--;
   t->counters->sm_detached_now--;
+  clients_now(t);
 }
 
 static int cl_detach(void *ud, xcm_sm *sm) {
@@ -950,6 +951,7 @@ static int cl_detach(void *ud, xcm_sm *sm) {
   t->wait_tail = r;
   t->detached++;
   t->counters->sm_detached_now++;
+  clients_now(t);
   t->counters->sm_detached++;
   s->detaching = 1;
   if (t->wait_head == r)
