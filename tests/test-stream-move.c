@@ -69,7 +69,7 @@ typedef struct owner {
   int ends, end_err, end_seq, closed, tls_done;
 } owner;
 
-enum { TLS = 1, ZLIB = 2, THREAD = 4, BIG = 8, KEEP = 16 };
+enum { TLS = 1, ZLIB = 2, THREAD = 4, BIG = 8, KEEP = 16, HOP = 32 };
 
 struct world {
   int opt;
@@ -79,8 +79,9 @@ struct world {
   struct sockaddr_storage addr;
   xcm_tls_config *tls_a, *tls_b;
   owner cli, src, dst; /* dst's fields are under mu (thread B) */
+  owner hop;           /* HOP: src -> hop (B) -> dst (A) */
   /* What each side writes, made up front. */
-  xcm_buf c2s, c2s_late, s2c_a, s2c_a2, s2c_b;
+  xcm_buf c2s, c2s_late, s2c_a, s2c_a2, s2c_hop, s2c_b;
   size_t marker_end; /* where the marker ends in c2s */
   int seq, dones, done_err, done_seq, cli_paused, moving;
   unsigned calls_at_move; /* src's write calls when it moved */
@@ -121,6 +122,8 @@ static void make_data(world *w) {
   /* Random bytes, so that neither zlib nor the kernel can shrink them. */
   for (i = 0; (w->opt & BIG) && i < 4 * 1024 * 1024; i++)
     REQUIRE(xcm__buf_append_char(&w->s2c_a2, (char)xcm_test_rand()) == 0);
+  if (w->opt & HOP)
+    lines(&w->s2c_hop, "s2c via B %06d\n", 100);
   lines(&w->s2c_b, "s2c from B %06d\n", 1000);
 }
 
@@ -187,15 +190,52 @@ static const xcm_stream_cb cli_cb = {cli_read, on_end, on_tls_done, NULL,
 static const xcm_stream_cb dst_cb = {dst_read, on_end, on_tls_done, NULL,
                                      on_closed};
 
-/* On B's thread: adopt the package and write at once. */
-static void adopt(world *w, xcm_stream_moved *m) {
+static void hop_read(void *ud, const char *data, size_t len) {
+  (void)ud;
+  (void)data;
+  (void)len;
+  CHECK(!"a stream moved out before its first pump reads nothing");
+}
+
+static const xcm_stream_cb hop_cb = {hop_read, on_end, NULL, NULL, on_closed};
+
+/* Adopt the package and write at once. */
+static void adopt_in(world *w, xcm_stream_moved *m, xcm_ctx *ctx,
+                     xcm_tls_config *tls) {
   owner *o = &w->dst;
 
-  REQUIRE(xcm__stream_move_in(&o->s, &w->cb, m, w->tls_b, &dst_cb, o, NULL) ==
-          0);
+  REQUIRE(xcm__stream_move_in(&o->s, ctx, m, tls, &dst_cb, o, NULL) == 0);
   CHECK_INT(xcm__stream_is_tls(o->s), !!(w->opt & TLS));
   CHECK_INT(xcm__stream_is_zlib(o->s), !!(w->opt & ZLIB));
   CHECK_INT(xcm__stream_write(o->s, w->s2c_b.data, w->s2c_b.len), 0);
+}
+
+static void on_hopped(void *ud, xcm_stream_moved *m, int err) {
+  world *w = ud;
+
+  CHECK_INT(err, 0);
+  REQUIRE(m != NULL);
+  adopt_in(w, m, &w->ca, w->tls_a);
+}
+
+/* HOP: moved in, written to and moved out again at once, before the
+ * flusher delivered what the package brought: all of it goes on, after
+ * what was written here. */
+static void hop(world *w, xcm_stream_moved *m) {
+  xcm_stream *s;
+
+  REQUIRE(xcm__stream_move_in(&w->hop.s, &w->cb, m, w->tls_b, &hop_cb, &w->hop,
+                              NULL) == 0);
+  s = w->hop.s;
+  CHECK_INT(xcm__stream_write(s, w->s2c_hop.data, w->s2c_hop.len), 0);
+  CHECK_INT(xcm__stream_move_out(s, NULL, 0, on_hopped, w), 0);
+}
+
+static void adopt(world *w, xcm_stream_moved *m) {
+  if (w->opt & HOP)
+    hop(w, m);
+  else
+    adopt_in(w, m, &w->cb, w->tls_b);
 }
 
 static void on_moved(void *ud, xcm_stream_moved *m, int err) {
@@ -391,7 +431,7 @@ static void world_init(world *w, int opt) {
 
   memset(w, 0, sizeof(*w));
   w->opt = opt;
-  w->cli.w = w->src.w = w->dst.w = w;
+  w->cli.w = w->src.w = w->dst.w = w->hop.w = w;
   xcm__buf_init(&w->cli.got, NULL);
   xcm__buf_init(&w->src.got, NULL);
   xcm__buf_init(&w->dst.got, NULL);
@@ -399,6 +439,7 @@ static void world_init(world *w, int opt) {
   xcm__buf_init(&w->c2s_late, NULL);
   xcm__buf_init(&w->s2c_a, NULL);
   xcm__buf_init(&w->s2c_a2, NULL);
+  xcm__buf_init(&w->s2c_hop, NULL);
   xcm__buf_init(&w->s2c_b, NULL);
   make_data(w);
   REQUIRE(uv_mutex_init(&w->mu) == 0);
@@ -431,7 +472,8 @@ static void a_closed(xcm_ctx *ctx) {
 }
 
 static int all_closed(world *w) {
-  return w->cli.s == NULL && w->src.s == NULL && w->dst.s == NULL;
+  return w->cli.s == NULL && w->src.s == NULL && w->dst.s == NULL &&
+         w->hop.s == NULL;
 }
 
 /* Streams still open are aborted; everything must be freed. */
@@ -476,6 +518,7 @@ static void world_free(world *w) {
   xcm__buf_free(&w->c2s_late);
   xcm__buf_free(&w->s2c_a);
   xcm__buf_free(&w->s2c_a2);
+  xcm__buf_free(&w->s2c_hop);
   xcm__buf_free(&w->s2c_b);
 }
 
@@ -495,7 +538,8 @@ static int moved(world *w) {
 }
 
 static int cli_got_all(world *w) {
-  return w->cli.got.len >= w->s2c_a.len + w->s2c_a2.len + w->s2c_b.len ||
+  return w->cli.got.len >=
+             w->s2c_a.len + w->s2c_a2.len + w->s2c_hop.len + w->s2c_b.len ||
          w->cli.ends > 0;
 }
 
@@ -549,6 +593,7 @@ static void check_bytes(world *w) {
   want.len = 0;
   REQUIRE(xcm__buf_append(&want, w->s2c_a.data, w->s2c_a.len) == 0);
   REQUIRE(xcm__buf_append(&want, w->s2c_a2.data, w->s2c_a2.len) == 0);
+  REQUIRE(xcm__buf_append(&want, w->s2c_hop.data, w->s2c_hop.len) == 0);
   REQUIRE(xcm__buf_append(&want, w->s2c_b.data, w->s2c_b.len) == 0);
   CHECK(w->cli.got.len == want.len &&
         memcmp(w->cli.got.data, want.data, want.len) == 0);
@@ -606,6 +651,10 @@ static void test_zlib(void) {
 
 static void test_plain_thread(void) {
   move_case(THREAD);
+}
+
+static void test_hop(void) {
+  move_case(TLS | ZLIB | HOP);
 }
 
 /* 4 MB queued when the move starts, and a client that does not read:
@@ -762,6 +811,7 @@ static const xcm_test tests[] = {
     {"plain_thread", test_plain_thread},
     {"tls", test_tls},
     {"zlib", test_zlib},
+    {"hop", test_hop},
     {"big_write", test_big_write},
     {"reset_while_waiting", test_reset_while_waiting},
     {"abort_while_waiting", test_abort_while_waiting},

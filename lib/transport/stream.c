@@ -1498,8 +1498,8 @@ int xcm__stream_move_out(xcm_stream *s, const char *unread, size_t unread_len,
   m = moved_new(salloc(s));
   if (m == NULL)
     return XCM_ENOMEM;
-  /* unread is newer than nothing the stream holds: the stream's own
-   * plaintext (a moved connection not yet pumped) was never delivered. */
+  /* unread first: the owner was given it, while the stream's own
+   * plaintext (from a move in, not yet pumped) never was. */
   err = xcm__buf_append(&m->in.plain, unread, unread_len);
   if (err == 0 && s->in != NULL)
     err = xcm__buf_append(&m->in.plain, s->in->plain.data, s->in->plain.len);
@@ -1507,8 +1507,10 @@ int xcm__stream_move_out(xcm_stream *s, const char *unread, size_t unread_len,
     xcm__stream_moved_free(m);
     return err;
   }
-  if (s->in != NULL)
+  if (s->in != NULL) {
     xcm__buf_free(&s->in->plain);
+    in_trim(s);
+  }
   m->done = done;
   m->ud = ud;
   s->move = m;

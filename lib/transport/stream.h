@@ -264,7 +264,8 @@ int xcm__stream_move_out(xcm_stream *s, const char *unread, size_t unread_len,
  * its socket closed (the peer sees the connection end). tls is this
  * instance's configuration for the listener the connection came
  * through; it is needed (XCM_EINVAL otherwise) when the connection has
- * TLS, and the stream takes a reference on it.
+ * TLS, and the stream takes a reference on it; without TLS it is
+ * ignored.
  *
  * Writing works at once. What the package carries (the unread bytes, then
  * the input not yet through TLS or zlib) is delivered through cb.read
@@ -336,10 +337,13 @@ int xcm__tls_config_new(xcm_tls_config **out, xcm_ctx *ctx, int is_server,
 /* Add another certificate chosen by SNI (server). */
 int xcm__tls_config_add_cert(xcm_tls_config *cfg, const char *cert_file,
                              const char *key_file, char *errbuf, size_t errlen);
-/* Configs are reference-counted: streams hold one while alive, so a
- * reload can swap in a new one without touching live sessions. A config
- * allocates and logs through its context: the last reference must go
- * before the context closes. */
+/* Configs are reference-counted (atomically): streams hold one while
+ * alive, so a reload can swap in a new one without touching live
+ * sessions. A config allocates and logs through its context, for itself
+ * and its streams; it frees through the context's allocator, which it
+ * keeps, so that the last reference may go on any thread, even after
+ * the context closed (a moved connection's package holds its source's
+ * configuration until move_in replaces it). */
 void xcm__tls_config_unref(xcm_tls_config *cfg);
 
 #endif
