@@ -905,7 +905,11 @@ static int preauth_iq(xcm_client *c, const xcm_xml_stanza *s) {
 
 /* ---- moving to another instance (session/group.h) --------------------- */
 
-/* The <resume/> to take along, noted before the connection moves. */
+static char *header_text(const xcm_client *c);
+
+/* The <resume/> to take along, noted before the connection moves, with
+ * the stream header as the reader knows it now (the restart that stops
+ * the reader at <resume/> forgets it). */
 static int move_note(xcm_client *c, const char *previd, uint32_t h) {
   xcm_client_moved *m;
 
@@ -918,6 +922,11 @@ static int move_note(xcm_client *c, const char *previd, uint32_t h) {
   m->h = h;
   m->listener = c->cfg->listener;
   memcpy(m->previd, previd, strlen(previd) + 1);
+  m->header = header_text(c);
+  if (m->header == NULL) {
+    xcm__free(c->ctx->alloc, m);
+    return XCM_ENOMEM;
+  }
   xcm__client_moved_free(c->moving);
   c->moving = m;
   return 0;
@@ -981,13 +990,12 @@ static void moved(void *ud, xcm_stream_moved *sm, int err) {
   }
   m->peer = xcm__strndup(c->ctx->alloc, xcm__client_peer(c),
                          strlen(xcm__client_peer(c)));
-  m->header = header_text(c);
   /* The stream closes by itself (on_stream_closed counts it out); the
    * client is over without an end of its own. */
   c->stream = NULL;
   c->flags |= F_CLOSING | F_ENDED | F_NOTIFIED;
   uv_close((uv_handle_t *)&c->timer, on_timer_closed);
-  if (m->peer == NULL || m->header == NULL) {
+  if (m->peer == NULL) {
     xcm__client_moved_free(m);
     m = NULL;
   }
