@@ -474,6 +474,7 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
     /* The connection went; the session waits for its client. */
     s->detaching = 0;
     s->client = NULL;
+    clients_now(t); /* a waiting session holds no connection */
     event(s, XCM__SESSION_DETACHED, end);
     return;
   }
