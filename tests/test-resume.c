@@ -601,6 +601,7 @@ static void test_expired(void) {
   CHECK_INT(st.sm_resume_failed, 1);
   CHECK_INT(xcm_testkit_offline_count(w.kit, "bob"), 4);
   xcm_raw_free(&bob2);
+  xcm_raw_free(&bob);
   xcm_raw_free(&alice);
   stop(&w);
 }
