@@ -412,7 +412,8 @@ static void cl_unacked(void *ud, const char *data, size_t len) {
     c->sm_return_errors++;
     xcm__log(s->table->ctx, s->up != NULL ? XCM_LOG_WARN : XCM_LOG_DEBUG,
              "%s: an unacknowledged stanza could not be returned: %s",
-             xcm__client_sid(s->client), xcm_strerror(r));
+             s->client != NULL ? xcm__client_sid(s->client) : s->r->sid,
+             xcm_strerror(r));
   }
 }
 
