@@ -20,8 +20,18 @@ static void cm_log(void *ud, int level, const char *msg) {
   xcm_test_note("log: %s", msg);
 }
 
+static void log_sink(void *ud, int level, const char *msg) {
+  (void)ud;
+  (void)level;
+  (void)msg;
+}
+
 static void tune(xcm_options *o, void *ud) {
   (void)ud;
+  if (K.log_all) {
+    o->log = log_sink;
+    o->log_level = XCM_LOG_DEBUG;
+  }
   if (getenv("XCM_TEST_LOG") != NULL) {
     o->log = cm_log;
     o->log_level = XCM_LOG_DEBUG;

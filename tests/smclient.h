@@ -28,6 +28,9 @@ typedef struct xcm_smc_knobs {
   unsigned resume_ms;      /* 0: the default */
   unsigned ack_timeout_ms; /* 0: the default */
   int roster;              /* alice and bob see each other */
+  /* The CM logs everything (debug level) into a sink that drops it: every
+   * message is formatted, whatever state it speaks of. */
+  int log_all;
   /* The testkit's events and the CM's session events (may be NULL),
    * both given ud. */
   xcm_testkit_event_fn on_event;

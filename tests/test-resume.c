@@ -791,6 +791,43 @@ static void test_ack_timeout(void) {
   stop(&w);
 }
 
+/* The server ends a detached session (as an admin's kick would): it is
+ * gone at once, what it held cannot go back to a session the server
+ * closed and is counted as such, and the id is unknown from then on.
+ * The CM logs everything meanwhile: the messages about a session
+ * without a connection must not look for one. */
+static void test_server_ends_detached(void) {
+  xcm_test_world w;
+  xcm_raw alice, bob2;
+  xcm_smc_knobs k = knobs();
+  xcm_stats st;
+  char id[64];
+  uint32_t h;
+  unsigned closed_want = 1;
+
+  k.log_all = 1;
+  start(&w, &k);
+  detached_bob(&w, &alice, id, sizeof id, 2, &h);
+  alice_sends(&w, &alice, 2, 1, 10);
+  REQUIRE(W.bob_sid[0] != '\0');
+  REQUIRE(xcm_testkit_close_session(w.kit, W.bob_sid, XCM_COND_CONFLICT) == 0);
+  CHECK(xcm_test_run_until(&w.loop, kit_closed_at_least, &closed_want, 3000));
+  WAIT_STAT(&w, sm_return_errors, 3);
+  xcm_smc_stats(&w, &st);
+  CHECK_INT(st.sm_detached_now, 0);
+  CHECK_INT(st.sm_expired, 0);
+  /* The two bob read and the one held: no more (the stream error the
+   * server routed before its close is not a stanza). */
+  CHECK_INT(st.sm_return_errors, 3);
+  CHECK_INT(W.ev[XCM_SESSION_CLOSED], 1);
+  REQUIRE(open_authed(&w, &bob2, "bob", NULL, 0));
+  send_resume(&bob2, id, h);
+  CHECK(xcm_raw_wait(&bob2, FAILED_NOT_FOUND, 3000));
+  xcm_raw_free(&bob2);
+  xcm_raw_free(&alice);
+  stop(&w);
+}
+
 /* SCRAM-SHA-1 names the user in its first message (n=): a session
  * bound after SCRAM resumes after SCRAM, and after PLAIN. */
 static void test_scram(void) {
@@ -995,6 +1032,7 @@ static const xcm_test tests[] = {
     {"overflow_while_detached", test_overflow_while_detached},
     {"ack_timeout", test_ack_timeout},
     {"scram", test_scram},
+    {"server_ends_detached", test_server_ends_detached},
 };
 
 int main(int argc, char **argv) {
