@@ -115,7 +115,8 @@ static void c_closed(void *ud, const xcm_client_end *end) {
 
 static const xcm_client_cb client_cb = {c_open,   c_stanza, c_authenticated,
                                         c_bound,  NULL,     NULL,
-                                        c_closed, NULL,     NULL};
+                                        c_closed, NULL,     NULL,
+                                        NULL,     NULL,     NULL};
 
 static void setup(void) {
   uv_loop_init(&loop);

@@ -22,217 +22,15 @@
 #include "session/sm.h"
 #include "xcm/error.h"
 #include "rawclient.h"
+#include "smclient.h"
 #include "util/buf.h"
 #include "world.h"
 #include "xcm/testkit.h"
 #include "xcm/xcm.h"
 
-#define SM_NS "urn:xmpp:sm:3"
-#define ENABLE "<enable xmlns='" SM_NS "'/>"
-#define ENABLED "<enabled xmlns=\"" SM_NS "\"/>"
-#define R_ELEM "<r xmlns=\"" SM_NS "\"/>"
-
-/* ---- the world --------------------------------------------------------- */
-
-typedef struct knobs {
-  int sm;
-  unsigned max_unacked;
-  size_t max_unacked_bytes;
-  unsigned every, every_bytes, quiet_ms;
-  size_t max_client_out;
-} knobs;
-
-static knobs K;
-
-static void cm_log(void *ud, int level, const char *msg) {
-  (void)ud;
-  (void)level;
-  xcm_test_note("log: %s", msg);
-}
-
-static void tune(xcm_options *o, void *ud) {
-  (void)ud;
-  if (getenv("XCM_TEST_LOG") != NULL) {
-    o->log = cm_log;
-    o->log_level = XCM_LOG_DEBUG;
-  }
-  o->sm_enable = K.sm;
-  if (K.max_unacked)
-    o->sm_max_unacked = K.max_unacked;
-  if (K.max_unacked_bytes)
-    o->sm_max_unacked_bytes = K.max_unacked_bytes;
-  if (K.every)
-    o->sm_ack_every = K.every;
-  if (K.every_bytes)
-    o->sm_ack_every_bytes = K.every_bytes;
-  if (K.quiet_ms)
-    o->sm_ack_quiet_ms = K.quiet_ms;
-  if (K.max_client_out)
-    o->max_client_out = K.max_client_out;
-  /* The senders flood on purpose: they are not what is tested. */
-  o->rate = XCM_UNLIMITED;
-  o->rate_bytes = XCM_UNLIMITED;
-}
-
-static const char *const accounts[] = {"alice", "bob",  "carol",
-                                       "dave",  "erin", NULL};
-
-static void start(xcm_test_world *w, const knobs *k) {
-  xcm_test_world_setup s;
-
-  memset(&s, 0, sizeof s);
-  s.seed = 198;
-  s.offline_max = 100000;
-  s.accounts = accounts;
-  s.tune = tune;
-  K = *k;
-  xcm_test_world_start(w, &s);
-}
-
-static knobs sm_on(void) {
-  knobs k;
-
-  memset(&k, 0, sizeof k);
-  k.sm = 1;
-  return k;
-}
-
-static void stats(xcm_test_world *w, xcm_stats *st) {
-  xcm_cm_stats(w->cm, st, sizeof *st);
-}
-
-/* SASL PLAIN for user, whose password is its name. */
-static void auth_for(char *out, size_t cap, const char *user) {
-  static const char b64[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  unsigned char raw[128];
-  size_t n = 0, i, o;
-  char enc[176];
-
-  raw[n++] = 0;
-  memcpy(raw + n, user, strlen(user));
-  n += strlen(user);
-  raw[n++] = 0;
-  memcpy(raw + n, user, strlen(user));
-  n += strlen(user);
-  for (i = 0, o = 0; i < n; i += 3) {
-    unsigned v = (unsigned)raw[i] << 16;
-
-    if (i + 1 < n)
-      v |= (unsigned)raw[i + 1] << 8;
-    if (i + 2 < n)
-      v |= raw[i + 2];
-    enc[o++] = b64[(v >> 18) & 63];
-    enc[o++] = b64[(v >> 12) & 63];
-    enc[o++] = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-    enc[o++] = i + 2 < n ? b64[v & 63] : '=';
-  }
-  enc[o] = '\0';
-  snprintf(out, cap,
-           "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
-           "mechanism='PLAIN'>%s</auth>",
-           enc);
-}
-
-static int login(xcm_test_world *w, xcm_raw *r, const char *user,
-                 const char *resource) {
-  char auth[320];
-
-  auth_for(auth, sizeof auth, user);
-  if (!xcm_raw_open(r, &w->loop, "127.0.0.1", w->port, 1))
-    return 0;
-  return xcm_raw_login(r, XCM_RAW_HDR, auth, resource);
-}
-
-/* ---- a client that acknowledges what it read whole ---------------------- */
-
-typedef struct acker {
-  xcm_raw *r;
-  size_t scan;       /* where the next look starts in r->in */
-  uint32_t handled;  /* stanzas read whole since <enabled/> */
-  uint32_t last_h;   /* the h of our last <a/> */
-  unsigned acks;     /* <a/> sent */
-  unsigned requests; /* <r/> seen */
-  int acking;
-} acker;
-
-/* The earliest of the patterns in s, or NULL. */
-static const char *first_of(const char *s, int *which) {
-  static const char *const pat[] = {"</message>", "<presence", "<iq ", R_ELEM};
-  const char *best = NULL;
-  int i;
-
-  for (i = 0; i < 4; i++) {
-    const char *p = strstr(s, pat[i]);
-
-    if (p != NULL && (best == NULL || p < best)) {
-      best = p;
-      *which = i;
-    }
-  }
-  return best;
-}
-
-static void acker_read(xcm_raw *r, int eof) {
-  acker *a = r->ud;
-  const char *p;
-  int which = 0;
-  char ans[96];
-
-  if (eof || r->in.len == 0)
-    return;
-  if (a->scan > r->in.len) /* the test cleared what was read */
-    a->scan = 0;
-  while ((p = first_of(r->in.data + a->scan, &which)) != NULL) {
-    a->scan = (size_t)(p - r->in.data) + 4;
-    if (which < 3) {
-      a->handled++;
-      continue;
-    }
-    a->requests++;
-    if (!a->acking)
-      continue;
-    snprintf(ans, sizeof ans, "<a xmlns='" SM_NS "' h='%u'/>",
-             (unsigned)a->handled);
-    xcm_raw_sends(r, ans);
-    a->last_h = a->handled;
-    a->acks++;
-  }
-  /* A pattern cut by the read's end is found again next time. */
-  if (r->in.len > a->scan + 16)
-    a->scan = r->in.len - 16;
-}
-
-/* Log user in, enable acknowledgements, and acknowledge from then on. */
-static int login_acking(xcm_test_world *w, xcm_raw *r, acker *a,
-                        const char *user, const char *resource) {
-  memset(a, 0, sizeof *a);
-  if (!login(w, r, user, resource))
-    return 0;
-  xcm__buf_reset(&r->in);
-  xcm_raw_sends(r, ENABLE);
-  if (!xcm_raw_wait(r, ENABLED, 3000))
-    return 0;
-  xcm__buf_reset(&r->in);
-  a->r = r;
-  a->acking = 1;
-  r->ud = a;
-  r->on_data = acker_read;
-  return 1;
-}
-
-typedef struct acks_wait {
-  xcm_test_world *w;
-  uint64_t want;
-} acks_wait;
-
-static int acks_arrived(void *ud) {
-  acks_wait *aw = ud;
-  xcm_stats st;
-
-  stats(aw->w, &st);
-  return st.sm_acks_received >= aw->want;
-}
+#define SM_NS XCM_SMC_NS
+#define ENABLE XCM_SMC_ENABLE
+#define ENABLED XCM_SMC_ENABLED
 
 /* ---- the queue alone --------------------------------------------------- */
 
@@ -294,10 +92,10 @@ static void test_queue(void) {
 static void test_offered_only_when_enabled(void) {
   xcm_test_world w;
   xcm_raw r;
-  knobs k;
+  xcm_smc_knobs k;
 
   memset(&k, 0, sizeof k);
-  start(&w, &k);
+  xcm_smc_start(&w, &k);
   REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
   REQUIRE(xcm_raw_sasl(&r, XCM_RAW_HDR, XCM_RAW_AUTH_BOB));
   CHECK(xcm_raw_wait(&r, "</stream:features>", 3000));
@@ -311,8 +109,8 @@ static void test_offered_only_when_enabled(void) {
   xcm_raw_free(&r);
   xcm_test_world_stop(&w, 1000);
 
-  k = sm_on();
-  start(&w, &k);
+  k = xcm_smc_on();
+  xcm_smc_start(&w, &k);
   REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
   xcm_raw_sends(&r, XCM_RAW_HDR);
   CHECK(xcm_raw_wait(&r, "</stream:features>", 3000));
@@ -331,9 +129,9 @@ static void test_enable_before_and_after_bind(void) {
   xcm_test_world w;
   xcm_raw r;
   xcm_stats st;
-  knobs k = sm_on();
+  xcm_smc_knobs k = xcm_smc_on();
 
-  start(&w, &k);
+  xcm_smc_start(&w, &k);
   REQUIRE(xcm_raw_open(&r, &w.loop, "127.0.0.1", w.port, 1));
   REQUIRE(xcm_raw_sasl(&r, XCM_RAW_HDR, XCM_RAW_AUTH_BOB));
   xcm__buf_reset(&r.in);
@@ -359,7 +157,7 @@ static void test_enable_before_and_after_bind(void) {
     REQUIRE(end != NULL);
     CHECK_INT(end - id, 22);
   }
-  stats(&w, &st);
+  xcm_smc_stats(&w, &st);
   CHECK_INT(st.sm_sessions_now, 1);
   /* Twice: failed again, the first still holds. */
   xcm__buf_reset(&r.in);
@@ -381,7 +179,7 @@ static void test_enable_before_and_after_bind(void) {
 static int sm_gone(void *ud) {
   xcm_stats st;
 
-  stats(ud, &st);
+  xcm_smc_stats(ud, &st);
   return st.sm_sessions_now == 0 && st.clients_now == 0;
 }
 
@@ -389,7 +187,7 @@ static int sm_gone(void *ud) {
 static int sm_off(void *ud) {
   xcm_stats st;
 
-  stats(ud, &st);
+  xcm_smc_stats(ud, &st);
   return st.sm_sessions_now == 0;
 }
 
@@ -399,12 +197,12 @@ static void test_r_before_enable(void) {
                                       "<a xmlns='" SM_NS "' h='0'/>"};
   xcm_test_world w;
   xcm_raw r;
-  knobs k = sm_on();
+  xcm_smc_knobs k = xcm_smc_on();
   unsigned i;
 
-  start(&w, &k);
+  xcm_smc_start(&w, &k);
   for (i = 0; i < 2; i++) {
-    REQUIRE(login(&w, &r, "bob", "phone"));
+    REQUIRE(xcm_smc_login(&w, &r, "bob", "phone"));
     xcm__buf_reset(&r.in);
     xcm_raw_sends(&r, elems[i]);
     CHECK(xcm_raw_wait(&r, "<unsupported-stanza-type", 3000));
@@ -415,69 +213,42 @@ static void test_r_before_enable(void) {
   xcm_test_world_stop(&w, 1000);
 }
 
-static void send_to(xcm_raw *from, const char *to, unsigned n, size_t pad) {
-  char head[160];
-  xcm_buf b;
-
-  xcm__buf_init(&b, NULL);
-  snprintf(head, sizeof head,
-           "<message to='%s' type='chat' id='m%05u'><body>n=%05u ", to, n, n);
-  REQUIRE(xcm__buf_append_str(&b, head) == 0);
-  REQUIRE(xcm__buf_reserve(&b, pad) == 0);
-  memset(b.data + b.len, 'p', pad);
-  b.len += pad;
-  REQUIRE(xcm__buf_append_str(&b, "</body></message>") == 0);
-  xcm_raw_send(from, b.data, b.len);
-  xcm__buf_free(&b);
-}
-
-typedef struct handled_wait {
-  acker *a;
-  uint32_t want;
-} handled_wait;
-
-static int handled_at_least(void *ud) {
-  handled_wait *h = ud;
-
-  return h->a->handled >= h->want;
-}
-
 /* The exchange both ways, with requests after N stanzas and when the
  * connection goes quiet. */
 static void test_r_a_exchange(void) {
   xcm_test_world w;
   xcm_raw alice, bob;
-  acker a;
+  xcm_smc_acker a;
   xcm_stats st;
-  knobs k = sm_on();
-  handled_wait hw;
-  acks_wait aw;
+  xcm_smc_knobs k = xcm_smc_on();
+  xcm_smc_handled_wait hw;
+  xcm_smc_acks_wait aw;
   unsigned i;
 
   k.every = 5;
   k.quiet_ms = 100;
-  start(&w, &k);
-  REQUIRE(login(&w, &alice, "alice", "desk"));
-  REQUIRE(login_acking(&w, &bob, &a, "bob", "phone"));
+  xcm_smc_start(&w, &k);
+  REQUIRE(xcm_smc_login(&w, &alice, "alice", "desk"));
+  REQUIRE(xcm_smc_login_acking(&w, &bob, &a, "bob", "phone"));
   /* Our h: stanzas bob sent that the CM passed on. */
   for (i = 0; i < 3; i++)
-    send_to(&bob, "alice@example.test/desk", i, 10);
+    xcm_smc_send_to(&bob, "alice@example.test/desk", i, 10);
   xcm_raw_sends(&bob, "<r xmlns='" SM_NS "'/>");
   CHECK(xcm_raw_wait(&bob, "<a xmlns=\"" SM_NS "\" h=\"3\"/>", 3000));
   CHECK(xcm_raw_wait(&alice, "n=00002", 3000));
   /* 12 to bob: requests after 5 and 10, then the quiet one for the last
    * two. */
   for (i = 0; i < 12; i++)
-    send_to(&alice, "bob@example.test/phone", i, 10);
+    xcm_smc_send_to(&alice, "bob@example.test/phone", i, 10);
   hw.a = &a;
   hw.want = 12;
-  CHECK(xcm_test_run_until(&w.loop, handled_at_least, &hw, 3000));
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_handled_at_least, &hw, 3000));
   aw.w = &w;
   aw.want = 3;
-  CHECK(xcm_test_run_until(&w.loop, acks_arrived, &aw, 3000));
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_acks_arrived, &aw, 3000));
   CHECK_INT(a.requests, 3);
   CHECK_INT(a.last_h, 12);
-  stats(&w, &st);
+  xcm_smc_stats(&w, &st);
   CHECK_INT(st.sm_acks_requested, 3);
   CHECK_INT(st.sm_acks_received, 3);
   /* Quiet once all is acknowledged: no more requests. */
@@ -486,7 +257,7 @@ static void test_r_a_exchange(void) {
   /* Everything was acknowledged: nothing goes back at the end. */
   xcm_raw_reset(&bob);
   CHECK(xcm_test_run_until(&w.loop, sm_off, &w, 3000));
-  stats(&w, &st);
+  xcm_smc_stats(&w, &st);
   CHECK_INT(st.sm_returned, 0);
   CHECK_INT(st.sm_sessions_now, 0);
   CHECK_INT(xcm_testkit_offline_count(w.kit, "bob"), 0);
@@ -500,35 +271,35 @@ static void test_r_a_exchange(void) {
 static void test_counters_wrap(void) {
   xcm_test_world w;
   xcm_raw alice, bob;
-  acker a;
+  xcm_smc_acker a;
   xcm_stats st;
-  knobs k = sm_on();
-  handled_wait hw;
+  xcm_smc_knobs k = xcm_smc_on();
+  xcm_smc_handled_wait hw;
   unsigned i;
 
   k.every = 1000;
   k.quiet_ms = XCM_UNLIMITED;
-  start(&w, &k);
+  xcm_smc_start(&w, &k);
   xcm__cm_sm_start(w.cm, 0xfffffffeu);
-  REQUIRE(login(&w, &alice, "alice", "desk"));
-  REQUIRE(login_acking(&w, &bob, &a, "bob", "phone"));
+  REQUIRE(xcm_smc_login(&w, &alice, "alice", "desk"));
+  REQUIRE(xcm_smc_login_acking(&w, &bob, &a, "bob", "phone"));
   a.acking = 0;
   for (i = 0; i < 3; i++)
-    send_to(&bob, "alice@example.test/desk", i, 10);
+    xcm_smc_send_to(&bob, "alice@example.test/desk", i, 10);
   xcm_raw_sends(&bob, "<r xmlns='" SM_NS "'/>");
   CHECK(xcm_raw_wait(&bob, "<a xmlns=\"" SM_NS "\" h=\"1\"/>", 3000));
   for (i = 0; i < 3; i++)
-    send_to(&alice, "bob@example.test/phone", i, 10);
+    xcm_smc_send_to(&alice, "bob@example.test/phone", i, 10);
   hw.a = &a;
   hw.want = 3;
-  CHECK(xcm_test_run_until(&w.loop, handled_at_least, &hw, 3000));
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_handled_at_least, &hw, 3000));
   /* 2^32 - 2 + 3 = 1 (mod 2^32): h='0' acknowledges two, h='1' all. */
   xcm_raw_sends(&bob, "<a xmlns='" SM_NS "' h='0'/>");
   xcm_raw_sends(&bob, "<a xmlns='" SM_NS "' h='1'/>");
   xcm__buf_reset(&bob.in);
   xcm_raw_sends(&bob, "<r xmlns='" SM_NS "'/>");
   CHECK(xcm_raw_wait(&bob, "<a xmlns=\"" SM_NS "\" h=\"1\"/>", 3000));
-  stats(&w, &st);
+  xcm_smc_stats(&w, &st);
   CHECK_INT(st.sm_bad_h, 0);
   CHECK_INT(st.sm_acks_received, 2);
   /* One past what was sent, across the wrap. */
@@ -536,7 +307,7 @@ static void test_counters_wrap(void) {
   CHECK(xcm_raw_wait(&bob, "h=\"2\" send-count=\"1\"", 3000));
   CHECK(xcm_test_run_until(&w.loop, xcm_raw_is_eof, &bob, 3000));
   CHECK(xcm_test_run_until(&w.loop, sm_off, &w, 3000));
-  stats(&w, &st);
+  xcm_smc_stats(&w, &st);
   CHECK_INT(st.sm_bad_h, 1);
   CHECK_INT(st.sm_returned, 0);
   xcm_raw_free(&bob);
@@ -544,77 +315,29 @@ static void test_counters_wrap(void) {
   xcm_test_world_stop(&w, 1000);
 }
 
-typedef struct stored_wait {
-  xcm_test_world *w;
-  const char *user;
-  unsigned want;
-} stored_wait;
-
-static int stored_at_least(void *ud) {
-  stored_wait *s = ud;
-
-  return xcm_testkit_offline_count(s->w->kit, s->user) >= s->want;
-}
-
-/* What the testkit stores for user: each counter n=... once, and they
- * run exactly from `from` to `to` (inclusive). */
-static int stored_exactly(xcm_test_world *w, const char *user, unsigned from,
-                          unsigned to) {
-  unsigned n = xcm_testkit_offline_count(w->kit, user), i, c;
-  unsigned char *seen = calloc(to + 2, 1);
-  int ok = seen != NULL && n == to + 1 - from;
-
-  for (i = 0; ok && i < n; i++) {
-    size_t len;
-    const char *m = xcm_testkit_offline_message(w->kit, user, i, &len);
-    const char *b = m != NULL ? strstr(m, "<body>n=") : NULL;
-
-    if (b == NULL || sscanf(b, "<body>n=%u", &c) != 1 || c < from || c > to ||
-        seen[c]++)
-      ok = 0;
-  }
-  if (!ok) {
-    xcm_test_note("%s: %u stored, expected %u to %u", user, n, from, to);
-    memset(seen, 0, to + 2);
-    for (i = 0; i < n; i++) {
-      size_t len;
-      const char *m = xcm_testkit_offline_message(w->kit, user, i, &len);
-      const char *b = m != NULL ? strstr(m, "<body>n=") : NULL;
-
-      if (b != NULL && sscanf(b, "<body>n=%u", &c) == 1 && c <= to)
-        seen[c]++;
-    }
-    for (c = from; c <= to; c++)
-      if (seen[c] != 1)
-        xcm_test_note("  n=%u stored %u times", c, seen[c]);
-  }
-  free(seen);
-  return ok;
-}
-
 /* An h past what was sent: undefined-condition with the XEP's
  * <handled-count-too-high/>, and what was not acknowledged goes back. */
 static void test_bad_h(void) {
   xcm_test_world w;
   xcm_raw alice, bob;
-  acker a;
+  xcm_smc_acker a;
   xcm_stats st;
-  knobs k = sm_on();
-  handled_wait hw;
-  stored_wait sw;
+  xcm_smc_knobs k = xcm_smc_on();
+  xcm_smc_handled_wait hw;
+  xcm_smc_stored_wait sw;
   unsigned i;
 
   k.every = 1000;
   k.quiet_ms = XCM_UNLIMITED;
-  start(&w, &k);
-  REQUIRE(login(&w, &alice, "alice", "desk"));
-  REQUIRE(login_acking(&w, &bob, &a, "bob", "phone"));
+  xcm_smc_start(&w, &k);
+  REQUIRE(xcm_smc_login(&w, &alice, "alice", "desk"));
+  REQUIRE(xcm_smc_login_acking(&w, &bob, &a, "bob", "phone"));
   a.acking = 0;
   for (i = 0; i < 2; i++)
-    send_to(&alice, "bob@example.test/phone", i, 10);
+    xcm_smc_send_to(&alice, "bob@example.test/phone", i, 10);
   hw.a = &a;
   hw.want = 2;
-  CHECK(xcm_test_run_until(&w.loop, handled_at_least, &hw, 3000));
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_handled_at_least, &hw, 3000));
   xcm_raw_sends(&bob, "<a xmlns='" SM_NS "' h='5'/>");
   CHECK(xcm_raw_wait(
       &bob,
@@ -629,9 +352,9 @@ static void test_bad_h(void) {
   sw.w = &w;
   sw.user = "bob";
   sw.want = 2;
-  CHECK(xcm_test_run_until(&w.loop, stored_at_least, &sw, 3000));
-  CHECK(stored_exactly(&w, "bob", 0, 1));
-  stats(&w, &st);
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_stored_at_least, &sw, 3000));
+  CHECK(xcm_smc_stored_exactly(&w, "bob", 0, 1));
+  xcm_smc_stats(&w, &st);
   CHECK_INT(st.sm_bad_h, 1);
   CHECK_INT(st.sm_returned, 2);
   CHECK_INT(st.stream_errors[XCM_COND_UNDEFINED_CONDITION], 1);
@@ -646,34 +369,34 @@ static void test_bad_h(void) {
 static void test_overflow(void) {
   xcm_test_world w;
   xcm_raw alice, bob;
-  acker a;
+  xcm_smc_acker a;
   xcm_stats st;
-  knobs k = sm_on();
-  stored_wait sw;
+  xcm_smc_knobs k = xcm_smc_on();
+  xcm_smc_stored_wait sw;
   unsigned i;
 
   k.max_unacked = 5;
   k.every = 2;
-  start(&w, &k);
-  REQUIRE(login(&w, &alice, "alice", "desk"));
-  REQUIRE(login_acking(&w, &bob, &a, "bob", "phone"));
+  xcm_smc_start(&w, &k);
+  REQUIRE(xcm_smc_login(&w, &alice, "alice", "desk"));
+  REQUIRE(xcm_smc_login_acking(&w, &bob, &a, "bob", "phone"));
   a.acking = 0;
   for (i = 0; i < 6; i++)
-    send_to(&alice, "bob@example.test/phone", i, 10);
+    xcm_smc_send_to(&alice, "bob@example.test/phone", i, 10);
   CHECK(xcm_raw_wait(&bob, "<policy-violation", 3000));
   CHECK(xcm_raw_wait(&bob, "too many stanzas not acknowledged", 3000));
   sw.w = &w;
   sw.user = "bob";
   sw.want = 6;
-  CHECK(xcm_test_run_until(&w.loop, stored_at_least, &sw, 3000));
-  CHECK(stored_exactly(&w, "bob", 0, 5));
-  stats(&w, &st);
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_stored_at_least, &sw, 3000));
+  CHECK(xcm_smc_stored_exactly(&w, "bob", 0, 5));
+  xcm_smc_stats(&w, &st);
   CHECK_INT(st.sm_overflows, 1);
   CHECK_INT(st.sm_returned, 6);
   CHECK_INT(st.sm_return_errors, 0);
   /* The store reaches bob at his next login. */
   xcm_raw_free(&bob);
-  REQUIRE(login(&w, &bob, "bob", "phone"));
+  REQUIRE(xcm_smc_login(&w, &bob, "bob", "phone"));
   CHECK(xcm_raw_wait(&bob, "n=00005", 3000));
   xcm_raw_free(&bob);
   xcm_raw_free(&alice);
@@ -685,34 +408,34 @@ static void test_overflow(void) {
 static void test_orderly_close_with_unacked(void) {
   xcm_test_world w;
   xcm_raw alice, bob;
-  acker a;
+  xcm_smc_acker a;
   xcm_stats st;
-  knobs k = sm_on();
-  handled_wait hw;
-  stored_wait sw;
+  xcm_smc_knobs k = xcm_smc_on();
+  xcm_smc_handled_wait hw;
+  xcm_smc_stored_wait sw;
   unsigned i;
 
   k.every = 1000;
   k.quiet_ms = XCM_UNLIMITED;
-  start(&w, &k);
-  REQUIRE(login(&w, &alice, "alice", "desk"));
-  REQUIRE(login_acking(&w, &bob, &a, "bob", "phone"));
+  xcm_smc_start(&w, &k);
+  REQUIRE(xcm_smc_login(&w, &alice, "alice", "desk"));
+  REQUIRE(xcm_smc_login_acking(&w, &bob, &a, "bob", "phone"));
   a.acking = 0;
   for (i = 0; i < 4; i++)
-    send_to(&alice, "bob@example.test/phone", i, 10);
+    xcm_smc_send_to(&alice, "bob@example.test/phone", i, 10);
   hw.a = &a;
   hw.want = 4;
-  CHECK(xcm_test_run_until(&w.loop, handled_at_least, &hw, 3000));
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_handled_at_least, &hw, 3000));
   /* Two acknowledged, two not. */
   xcm_raw_sends(&bob, "<a xmlns='" SM_NS "' h='2'/></stream:stream>");
   CHECK(xcm_test_run_until(&w.loop, xcm_raw_is_eof, &bob, 3000));
   sw.w = &w;
   sw.user = "bob";
   sw.want = 2;
-  CHECK(xcm_test_run_until(&w.loop, stored_at_least, &sw, 3000));
-  CHECK(stored_exactly(&w, "bob", 2, 3));
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_stored_at_least, &sw, 3000));
+  CHECK(xcm_smc_stored_exactly(&w, "bob", 2, 3));
   CHECK(xcm_test_run_until(&w.loop, sm_off, &w, 3000));
-  stats(&w, &st);
+  xcm_smc_stats(&w, &st);
   CHECK_INT(st.sm_returned, 2);
   CHECK_INT(st.sm_acks_received, 1);
   xcm_raw_free(&bob);
@@ -726,30 +449,30 @@ static void test_orderly_close_with_unacked(void) {
 static void test_iq_answered_when_cut(void) {
   xcm_test_world w;
   xcm_raw alice, bob;
-  acker a;
+  xcm_smc_acker a;
   xcm_stats st;
-  knobs k = sm_on();
-  handled_wait hw;
+  xcm_smc_knobs k = xcm_smc_on();
+  xcm_smc_handled_wait hw;
 
   k.every = 1000;
   k.quiet_ms = XCM_UNLIMITED;
-  start(&w, &k);
-  REQUIRE(login(&w, &alice, "alice", "desk"));
-  REQUIRE(login_acking(&w, &bob, &a, "bob", "phone"));
+  xcm_smc_start(&w, &k);
+  REQUIRE(xcm_smc_login(&w, &alice, "alice", "desk"));
+  REQUIRE(xcm_smc_login_acking(&w, &bob, &a, "bob", "phone"));
   a.acking = 0;
   xcm__buf_reset(&alice.in);
   xcm_raw_sends(&alice, "<iq type='get' id='v1' to='bob@example.test/phone'>"
                         "<query xmlns='jabber:iq:version'/></iq>");
   hw.a = &a;
   hw.want = 1;
-  CHECK(xcm_test_run_until(&w.loop, handled_at_least, &hw, 3000));
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_handled_at_least, &hw, 3000));
   CHECK(strstr(bob.in.data, "id=\"v1\"") != NULL ||
         strstr(bob.in.data, "id='v1'") != NULL);
   xcm_raw_reset(&bob);
   CHECK(xcm_raw_wait(&alice, "type=\"error\"", 3000));
   CHECK(strstr(alice.in.data, "v1") != NULL);
   CHECK(xcm_test_run_until(&w.loop, sm_off, &w, 3000));
-  stats(&w, &st);
+  xcm_smc_stats(&w, &st);
   CHECK_INT(st.sm_returned, 1);
   CHECK_INT(st.failed_returned, 0);
   xcm_raw_free(&bob);
@@ -758,19 +481,6 @@ static void test_iq_answered_when_cut(void) {
 }
 
 /* ---- nothing lost ------------------------------------------------------ */
-
-typedef struct routed_wait {
-  xcm_test_world *w;
-  uint64_t want;
-} routed_wait;
-
-static int routed(void *ud) {
-  routed_wait *r = ud;
-  xcm_testkit_stats ks;
-
-  xcm_testkit_get_stats(r->w->kit, &ks, sizeof ks);
-  return ks.routes_in >= r->want;
-}
 
 /* alice sends bob 200 messages in rounds of 10; bob acknowledges as he
  * reads until the 80th, then stops, and his connection is cut (a reset,
@@ -782,14 +492,14 @@ static void test_cut_mid_burst(void) {
   enum { N = 200, ROUND = 10, CUT_AT = 80 };
   xcm_test_world w;
   xcm_raw alice, bob;
-  acker a;
+  xcm_smc_acker a;
   xcm_stats st;
   xcm_testkit_stats ks;
-  knobs k = sm_on();
-  handled_wait hw;
-  acks_wait aw;
-  routed_wait rw;
-  stored_wait sw;
+  xcm_smc_knobs k = xcm_smc_on();
+  xcm_smc_handled_wait hw;
+  xcm_smc_acks_wait aw;
+  xcm_smc_routed_wait rw;
+  xcm_smc_stored_wait sw;
   unsigned sent = 0, i, h;
   int cut = 0;
   const char *p;
@@ -797,24 +507,24 @@ static void test_cut_mid_burst(void) {
 
   k.every = 7;
   k.quiet_ms = 50;
-  start(&w, &k);
-  REQUIRE(login(&w, &alice, "alice", "desk"));
-  REQUIRE(login_acking(&w, &bob, &a, "bob", "phone"));
+  xcm_smc_start(&w, &k);
+  REQUIRE(xcm_smc_login(&w, &alice, "alice", "desk"));
+  REQUIRE(xcm_smc_login_acking(&w, &bob, &a, "bob", "phone"));
   rw.w = &w;
   while (sent < N) {
     xcm_testkit_get_stats(w.kit, &ks, sizeof ks);
     for (i = 0; i < ROUND; i++)
-      send_to(&alice, "bob@example.test/phone", sent++, 200);
+      xcm_smc_send_to(&alice, "bob@example.test/phone", sent++, 200);
     rw.want = ks.routes_in + ROUND;
-    REQUIRE(xcm_test_run_until(&w.loop, routed, &rw, 5000));
+    REQUIRE(xcm_test_run_until(&w.loop, xcm_smc_routed, &rw, 5000));
     if (!cut && sent >= CUT_AT + ROUND) {
       hw.a = &a;
       hw.want = CUT_AT;
-      CHECK(xcm_test_run_until(&w.loop, handled_at_least, &hw, 5000));
+      CHECK(xcm_test_run_until(&w.loop, xcm_smc_handled_at_least, &hw, 5000));
       a.acking = 0;
       aw.w = &w;
       aw.want = a.acks;
-      CHECK(xcm_test_run_until(&w.loop, acks_arrived, &aw, 5000));
+      CHECK(xcm_test_run_until(&w.loop, xcm_smc_acks_arrived, &aw, 5000));
       xcm_raw_reset(&bob);
       cut = 1;
     }
@@ -826,17 +536,17 @@ static void test_cut_mid_burst(void) {
   sw.w = &w;
   sw.user = "bob";
   sw.want = N - h;
-  CHECK(xcm_test_run_until(&w.loop, stored_at_least, &sw, 5000));
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_stored_at_least, &sw, 5000));
   xcm_test_run_until(&w.loop, sm_gone, &w, 1000);
-  CHECK(stored_exactly(&w, "bob", h, N - 1));
+  CHECK(xcm_smc_stored_exactly(&w, "bob", h, N - 1));
   stored = xcm_testkit_offline_count(w.kit, "bob");
-  stats(&w, &st);
+  xcm_smc_stats(&w, &st);
   xcm_test_note("returned by the CM: %llu", (unsigned long long)st.sm_returned);
   CHECK(st.sm_returned >= 1);
   CHECK_INT(st.sm_return_errors, 0);
   /* At his next login, bob gets all of it. */
   xcm_raw_free(&bob);
-  REQUIRE(login(&w, &bob, "bob", "phone"));
+  REQUIRE(xcm_smc_login(&w, &bob, "bob", "phone"));
   CHECK(xcm_raw_wait(&bob, "n=00199", 5000));
   for (p = bob.in.data; (p = strstr(p, "<body>n=")) != NULL; p++)
     got++;
@@ -860,12 +570,12 @@ static void run_stops_reading(unsigned nreaders, unsigned per_round, size_t pad,
   static const char *const users[] = {"bob", "carol", "dave", "erin"};
   xcm_test_world w;
   xcm_raw alice, r[4];
-  acker a[4];
+  xcm_smc_acker a[4];
   xcm_stats st;
   xcm_testkit_stats ks;
-  knobs k = sm_on();
-  routed_wait rw;
-  acks_wait aw;
+  xcm_smc_knobs k = xcm_smc_on();
+  xcm_smc_routed_wait rw;
+  xcm_smc_acks_wait aw;
   unsigned sent[4] = {0}, i, j, total = 0, acked = 0, stored = 0;
   unsigned dropped_at = 0;
   uint64_t acks = 0;
@@ -873,10 +583,10 @@ static void run_stops_reading(unsigned nreaders, unsigned per_round, size_t pad,
 
   k.every = 16;
   k.quiet_ms = 50;
-  start(&w, &k);
-  REQUIRE(login(&w, &alice, "alice", "desk"));
+  xcm_smc_start(&w, &k);
+  REQUIRE(xcm_smc_login(&w, &alice, "alice", "desk"));
   for (j = 0; j < nreaders; j++)
-    REQUIRE(login_acking(&w, &r[j], &a[j], users[j], "phone"));
+    REQUIRE(xcm_smc_login_acking(&w, &r[j], &a[j], users[j], "phone"));
   rw.w = &w;
   /* A few rounds read and acknowledged, then nobody reads. */
   for (i = 0; i < 4; i++) {
@@ -886,10 +596,10 @@ static void run_stops_reading(unsigned nreaders, unsigned per_round, size_t pad,
 
       snprintf(to, sizeof to, "%s@example.test/phone", users[j]);
       for (m = 0; m < per_round; m++)
-        send_to(&alice, to, sent[j]++, pad);
+        xcm_smc_send_to(&alice, to, sent[j]++, pad);
     }
     rw.want = ks.routes_in + (uint64_t)nreaders * per_round;
-    REQUIRE(xcm_test_run_until(&w.loop, routed, &rw, 10000));
+    REQUIRE(xcm_test_run_until(&w.loop, xcm_smc_routed, &rw, 10000));
   }
   for (j = 0; j < nreaders; j++) {
     a[j].acking = 0;
@@ -898,7 +608,7 @@ static void run_stops_reading(unsigned nreaders, unsigned per_round, size_t pad,
   }
   aw.w = &w;
   aw.want = acks;
-  CHECK(xcm_test_run_until(&w.loop, acks_arrived, &aw, 5000));
+  CHECK(xcm_test_run_until(&w.loop, xcm_smc_acks_arrived, &aw, 5000));
   /* A fixed number of rounds (the README's table wants sent exact), by
    * far enough for every reader to pass its unacked queue's bound (1 MiB)
    * with rounds to spare after. */
@@ -909,11 +619,11 @@ static void run_stops_reading(unsigned nreaders, unsigned per_round, size_t pad,
 
       snprintf(to, sizeof to, "%s@example.test/phone", users[j]);
       for (m = 0; m < per_round; m++)
-        send_to(&alice, to, sent[j]++, pad);
+        xcm_smc_send_to(&alice, to, sent[j]++, pad);
     }
     rw.want = ks.routes_in + (uint64_t)nreaders * per_round;
-    REQUIRE(xcm_test_run_until(&w.loop, routed, &rw, 10000));
-    stats(&w, &st);
+    REQUIRE(xcm_test_run_until(&w.loop, xcm_smc_routed, &rw, 10000));
+    xcm_smc_stats(&w, &st);
     if (getenv("XCM_TEST_LOG") != NULL)
       xcm_test_note("round to %u at %llu: sm sessions %llu, clients %llu",
                     sent[0], (unsigned long long)uv_now(&w.loop),
@@ -926,15 +636,15 @@ static void run_stops_reading(unsigned nreaders, unsigned per_round, size_t pad,
                 dropped_at, ROUNDS_AFTER);
   CHECK(dropped_at > 0 && dropped_at + 4 <= ROUNDS_AFTER);
   for (j = 0; j < nreaders; j++) {
-    stored_wait sw = {&w, users[j], sent[j] - a[j].last_h};
+    xcm_smc_stored_wait sw = {&w, users[j], sent[j] - a[j].last_h};
 
-    CHECK(xcm_test_run_until(&w.loop, stored_at_least, &sw, 10000));
-    CHECK(stored_exactly(&w, users[j], a[j].last_h, sent[j] - 1));
+    CHECK(xcm_test_run_until(&w.loop, xcm_smc_stored_at_least, &sw, 10000));
+    CHECK(xcm_smc_stored_exactly(&w, users[j], a[j].last_h, sent[j] - 1));
     total += sent[j];
     acked += a[j].last_h;
     stored += xcm_testkit_offline_count(w.kit, users[j]);
   }
-  stats(&w, &st);
+  xcm_smc_stats(&w, &st);
   xcm_test_note("%u readers: sent %u, acknowledged %u, stored %u; the CM "
                 "returned %llu (%llu errors), overflows %llu",
                 nreaders, total, acked, stored,

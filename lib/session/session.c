@@ -413,7 +413,8 @@ static void cl_unacked(void *ud, const char *data, size_t len) {
     c->sm_return_errors++;
     xcm__log(s->table->ctx, s->up != NULL ? XCM_LOG_WARN : XCM_LOG_DEBUG,
              "%s: an unacknowledged stanza could not be returned: %s",
-             xcm__client_sid(s->client), xcm_strerror(r));
+             s->client != NULL ? xcm__client_sid(s->client) : s->r->sid,
+             xcm_strerror(r));
   }
 }
 
@@ -477,6 +478,7 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
     /* The connection went; the session waits for its client. */
     s->detaching = 0;
     s->client = NULL;
+    clients_now(t); /* a waiting session holds no connection */
     event(s, XCM__SESSION_DETACHED, end);
     return;
   }
@@ -997,6 +999,14 @@ static void on_wait_timer(uv_timer_t *h) {
   wait_arm(t);
 }
 
+static int is_stanza(const char *b, size_t len) {
+  size_t n = xcm__xml_qname_length(b, len);
+
+  return (n == 7 && memcmp(b + 1, "message", 7) == 0) ||
+         (n == 8 && memcmp(b + 1, "presence", 8) == 0) ||
+         (n == 2 && memcmp(b + 1, "iq", 2) == 0);
+}
+
 /* What the server routes to a detached session waits in its state, in
  * order and counted as sent: the resume sends it with the rest. */
 static void hold(xcm_session *s, const xcm_route *r) {
@@ -1006,6 +1016,11 @@ static void hold(xcm_session *s, const xcm_route *r) {
 
   if (r->inner == NULL)
     return; /* white space between stanzas */
+  /* Only stanzas are counted and held, as a connected client counts
+   * them (client.c): anything else the server routes (a stream error
+   * before it closes the session) has no connection to go to. */
+  if (!is_stanza(r->inner, r->inner_len))
+    return;
   err = xcm__sm_push(t->ctx->alloc, sm, r->inner, r->inner_len,
                      t->sm_max_unacked, t->sm_max_unacked_bytes);
   if (err == 0)
