@@ -74,6 +74,7 @@ typedef struct world {
 static size_t max_client_out = 1024 * 1024;
 static unsigned rate = 200, burst = 1000;
 static unsigned rate_bytes = 262144, burst_bytes = 1048576;
+static int sm_enable;
 
 static void tune(xcm_options *o, void *ud) {
   (void)ud;
@@ -84,6 +85,7 @@ static void tune(xcm_options *o, void *ud) {
   o->burst = burst;
   o->rate_bytes = rate_bytes;
   o->burst_bytes = burst_bytes;
+  o->sm_enable = sm_enable;
 }
 
 static void world_start(world *w) {
@@ -1158,6 +1160,108 @@ static void test_idle_footprint(void) {
   world_stop(&w);
 }
 
+static int one_detached(void *ud) {
+  return stats(ud).sm_detached_now == 1;
+}
+
+static int acked(void *ud) {
+  return stats(ud).sm_acks_received == 1;
+}
+
+static uint64_t out0;
+
+static int routed_one_more(void *ud) {
+  return stats(ud).stanzas_out == out0 + 1;
+}
+
+/* XEP-0198 over WebSocket: acknowledgements, a connection reset, and a
+ * resume on a new WebSocket; every message once, in order. */
+static void test_sm_resume(void) {
+  world w;
+  wsc c, c2;
+  xcm_raw bob;
+  char id[64], buf[256];
+  const char *p, *e;
+  int i;
+
+  sm_enable = 1;
+  world_start(&w);
+  sm_enable = 0;
+  REQUIRE(c_open(&c, &w, "/ws/") == 101);
+  REQUIRE(ws_login(&c, AUTH_ALICE, "web"));
+  c_text(&c, "<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
+  REQUIRE(wait_msg(&c, "resume=\"true\""));
+  p = strstr(c.msgs.data, "<enabled ");
+  REQUIRE(p != NULL);
+  p = strstr(p, " id=\"");
+  REQUIRE(p != NULL);
+  p += 5;
+  e = strchr(p, '"');
+  REQUIRE(e != NULL && (size_t)(e - p) < sizeof id);
+  memcpy(id, p, (size_t)(e - p));
+  id[e - p] = '\0';
+  REQUIRE(xcm_raw_open(&bob, &w.w.loop, "127.0.0.1", w.w.port, 1));
+  REQUIRE(xcm_raw_login(&bob, XCM_RAW_HDR, XCM_RAW_AUTH_BOB, "tcp"));
+  for (i = 1; i <= 5; i++) {
+    snprintf(buf, sizeof buf,
+             "<message to='alice@example.test/web' type='chat'>"
+             "<body>s%d</body></message>",
+             i);
+    xcm_raw_sends(&bob, buf);
+  }
+  REQUIRE(wait_msg(&c, "s5"));
+  c_text(&c, "<a xmlns='urn:xmpp:sm:3' h='2'/>");
+  CHECK(xcm_test_run_until(&w.w.loop, acked, &w, WAIT_MS));
+  xcm__stream_abort(c.s);
+  c.ended = 1;
+  CHECK(xcm_test_run_until(&w.w.loop, is_set, &c.closed, WAIT_MS));
+  CHECK(xcm_test_run_until(&w.w.loop, one_detached, &w, WAIT_MS));
+  out0 = stats(&w).stanzas_out;
+  xcm_raw_sends(&bob, "<message to='alice@example.test/web' type='chat'>"
+                      "<body>s6</body></message>");
+  CHECK(xcm_test_run_until(&w.w.loop, routed_one_more, &w, WAIT_MS));
+  /* Back on a new WebSocket: SASL, the restart, then resume. */
+  REQUIRE(c_open(&c2, &w, "/ws/") == 101);
+  c_text(&c2, OPEN);
+  REQUIRE(wait_msg(&c2, "</stream:features>"));
+  c_text(&c2, AUTH_ALICE);
+  REQUIRE(wait_msg(&c2, "<success"));
+  c_text(&c2, OPEN);
+  REQUIRE(wait_msg(&c2, "urn:xmpp:sm:3"));
+  snprintf(buf, sizeof buf, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='2'/>",
+           id);
+  c_text(&c2, buf);
+  CHECK(wait_msg(&c2, "s6"));
+  p = strstr(c2.msgs.data, "<resumed xmlns=\"urn:xmpp:sm:3\"");
+  CHECK(p != NULL);
+  if (p != NULL) {
+    const char *at = p;
+
+    for (i = 3; i <= 6; i++) {
+      char m[8];
+
+      snprintf(m, sizeof m, ">s%d<", i);
+      at = strstr(at, m);
+      CHECK(at != NULL);
+      if (at == NULL)
+        break;
+      CHECK(strstr(at + 1, m) == NULL); /* once */
+    }
+    CHECK(strstr(c2.msgs.data, ">s1<") == NULL);
+    CHECK(strstr(c2.msgs.data, ">s2<") == NULL);
+  }
+  /* The session goes on over the new WebSocket. */
+  xcm_raw_sends(&bob, "<message to='alice@example.test/web' type='chat'>"
+                      "<body>s7</body></message>");
+  CHECK(wait_msg(&c2, "s7"));
+  CHECK_INT(stats(&w).sm_resumed, 1);
+  CHECK_INT(stats(&w).sessions_websocket_now, 1);
+  c_free(&c2);
+  c_free(&c);
+  xcm_raw_free(&bob);
+  world_stop(&w);
+}
+
 static const xcm_test tests[] = {
     {"login_chat_close", test_login_chat_close},
     {"fragments", test_fragments},
@@ -1175,6 +1279,7 @@ static const xcm_test tests[] = {
     {"backpressure_in", test_backpressure_in},
     {"shutdown_silent_client", test_shutdown_silent_client},
     {"idle_footprint", test_idle_footprint},
+    {"sm_resume", test_sm_resume},
 };
 
 int main(int argc, char **argv) {
