@@ -2182,10 +2182,13 @@ int xcm__client_resumed(xcm_client *c, xcm_sm *sm, const char *sid,
   c->sm = sm;
   if (c->cfg->counters != NULL)
     c->cfg->counters->sm_now++;
-  if (c->flags & F_CLOSING) {
-    /* Gone meanwhile: the state goes back to the owner as at any end. */
+  if (c->flags & F_NOTIFIED) {
+    /* Over already: what the state holds goes back now. */
+    sm_return_all(c);
     return XCM_ECLOSED;
   }
+  if (c->flags & F_CLOSING)
+    return XCM_ECLOSED; /* its end (notify) sees to the state */
   /* From now on this is that session's stream (the route's streamid). */
   snprintf(c->sid, sizeof c->sid, "%s", sid);
   logged_in(c);
