@@ -26,8 +26,6 @@
 #define NS_IQ_AUTH "jabber:iq:auth"
 #define NS_IQ_REGISTER "jabber:iq:register"
 
-/* 128 random bits, base64url without padding. */
-#define SID_LEN 22
 
 /* Parsers kept between reads by clients still logging in, at most (see
  * on_read): about 15 KB each. A login takes about six reads; a client
@@ -127,7 +125,7 @@ struct xcm_client {
   char *authid;          /* who SASL names, until bound (client/authid.h) */
   xcm_client_moved *moving; /* a <resume/> to take to another instance */
   xcm_csi *csi;          /* XEP-0352 state while inactive, else NULL */
-  char sid[SID_LEN + 1];
+  char sid[XCM__TOKEN_SIZE]; /* 128 random bits (xcm__random_token) */
   char lang[16];
 };
 
@@ -1756,29 +1754,6 @@ static void on_timer_closed(uv_handle_t *h) {
 
 /* ---- public face -------------------------------------------------------- */
 
-static int make_sid(char *out) {
-  static const char abc[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  unsigned char raw[17];
-  unsigned bits = 0, acc = 0;
-  size_t i, o = 0;
-  int err = xcm__random(raw, 16);
-
-  if (err != 0)
-    return err;
-  raw[16] = 0;
-  for (i = 0; i < 17 && o < SID_LEN; i++) {
-    acc = (acc << 8) | raw[i];
-    bits += 8;
-    while (bits >= 6 && o < SID_LEN) {
-      out[o++] = abc[(acc >> (bits - 6)) & 63];
-      bits -= 6;
-    }
-  }
-  out[o] = '\0';
-  return 0;
-}
-
 static void free_tcp(uv_handle_t *h) {
   xcm_ctx *ctx = h->data;
 
@@ -1825,7 +1800,7 @@ static int client_make(xcm_client **out, xcm_ctx *ctx,
   c->created = c->last_active = c->bucket_at = uv_now(ctx->loop);
   c->tokens = (int64_t)cfg->burst * 1000;
   c->byte_tokens = (int64_t)cfg->burst_bytes * 1000;
-  err = make_sid(c->sid);
+  err = xcm__random_token(c->sid);
   if (err == 0)
     err = xcm__xml_reader_new(&c->reader, ctx->xml, &reader_cb, c, NULL);
   /* Clients' headers mostly bind the same two namespaces: an idle client

@@ -73,3 +73,27 @@ void xcm__log(xcm_ctx *ctx, int level, const char *fmt, ...) {
 int xcm__random(void *buf, size_t len) {
   return uv_random(NULL, NULL, buf, len, 0, NULL);
 }
+
+int xcm__random_token(char *out) {
+  static const char abc[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  unsigned char raw[16];
+  unsigned acc = 0, bits = 0;
+  size_t i, o = 0;
+  int err = xcm__random(raw, sizeof raw);
+
+  if (err != 0)
+    return err;
+  for (i = 0; i < sizeof raw; i++) {
+    acc = (acc << 8) | raw[i];
+    bits += 8;
+    while (bits >= 6) {
+      out[o++] = abc[(acc >> (bits - 6)) & 63];
+      bits -= 6;
+    }
+  }
+  /* 128 = 21 * 6 + 2: the last two bits make the 22nd character. */
+  out[o++] = abc[(acc << (6 - bits)) & 63];
+  out[o] = '\0';
+  return 0;
+}

@@ -62,5 +62,10 @@ void xcm__log(xcm_ctx *ctx, int level, const char *fmt, ...)
 
 /* Fill buf with len bytes from the system's random source. */
 int xcm__random(void *buf, size_t len);
+/* 128 random bits as 22 characters of base64url and a NUL, into out
+ * (XCM__TOKEN_SIZE bytes): stream ids and resumption ids, which nobody
+ * may guess. 0, or an error from xcm__random. */
+#define XCM__TOKEN_SIZE 23
+int xcm__random_token(char *out);
 
 #endif

@@ -829,30 +829,6 @@ static void orphan_closed(void *ud, const xcm_client_end *end) {
 static const xcm_client_cb orphan_cb = {
     .open = orphan_open, .stanza = orphan_stanza, .closed = orphan_closed};
 
-/* 128 random bits, base64url: nobody guesses a live one. */
-static int make_resume_id(char *out) {
-  static const char abc[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  unsigned char raw[16];
-  unsigned acc = 0, bits = 0;
-  size_t i, o = 0;
-  int err = xcm__random(raw, sizeof raw);
-
-  if (err != 0)
-    return err;
-  for (i = 0; i < sizeof raw; i++) {
-    acc = (acc << 8) | raw[i];
-    bits += 8;
-    while (bits >= 6) {
-      out[o++] = abc[(acc >> (bits - 6)) & 63];
-      bits -= 6;
-    }
-  }
-  out[o++] = abc[(acc << (6 - bits)) & 63];
-  out[o] = '\0';
-  return 0;
-}
-
 static int cl_resumable(void *ud, char *id) {
   xcm_session *s = ud;
   xcm_sessions *t = s->table;
@@ -864,7 +840,7 @@ static int cl_resumable(void *ud, char *id) {
   r = xcm__calloc(t->ctx->alloc, sizeof(*r));
   if (r == NULL)
     return XCM_ENOMEM;
-  if (make_resume_id(r->id) != 0) {
+  if (xcm__random_token(r->id) != 0) {
     xcm__free(t->ctx->alloc, r);
     return XCM_EINVAL;
   }
