@@ -217,6 +217,21 @@ static void send_resume(xcm_raw *r, const char *id, uint32_t h) {
   xcm_raw_sends(r, e);
 }
 
+/* user, authenticated on a new connection, resumes id with h: whether
+ * it got <failed/> with item-not-found. */
+static int resume_refused(xcm_test_world *w, const char *user, const char *id,
+                          uint32_t h) {
+  xcm_raw r;
+  int ok;
+
+  if (!open_authed(w, &r, user, NULL, 0))
+    return 0;
+  send_resume(&r, id, h);
+  ok = xcm_raw_wait(&r, FAILED_NOT_FOUND, 3000);
+  xcm_raw_free(&r);
+  return ok;
+}
+
 static int resumed_with(xcm_raw *r, const char *id, uint32_t h_in) {
   char want[160];
 
@@ -718,7 +733,7 @@ static void test_resume_races_old_connection(void) {
  * session ends and everything goes back, each message once. */
 static void test_overflow_while_detached(void) {
   xcm_test_world w;
-  xcm_raw alice, bob2;
+  xcm_raw alice;
   xcm_smc_knobs k = knobs();
   xcm_smc_stored_wait sw;
   xcm_stats st;
@@ -741,10 +756,7 @@ static void test_overflow_while_detached(void) {
   CHECK_INT(st.sm_returned, 6);
   CHECK_INT(st.sm_return_errors, 0);
   CHECK_INT(W.ev[XCM_SESSION_CLOSED], 1);
-  REQUIRE(open_authed(&w, &bob2, "bob", NULL, 0));
-  send_resume(&bob2, id, h);
-  CHECK(xcm_raw_wait(&bob2, FAILED_NOT_FOUND, 3000));
-  xcm_raw_free(&bob2);
+  CHECK(resume_refused(&w, "bob", id, h));
   xcm_raw_free(&alice);
   stop(&w);
 }
@@ -798,7 +810,7 @@ static void test_ack_timeout(void) {
  * without a connection must not look for one. */
 static void test_server_ends_detached(void) {
   xcm_test_world w;
-  xcm_raw alice, bob2;
+  xcm_raw alice;
   xcm_smc_knobs k = knobs();
   xcm_stats st;
   char id[64];
@@ -820,10 +832,7 @@ static void test_server_ends_detached(void) {
    * server routed before its close is not a stanza). */
   CHECK_INT(st.sm_return_errors, 3);
   CHECK_INT(W.ev[XCM_SESSION_CLOSED], 1);
-  REQUIRE(open_authed(&w, &bob2, "bob", NULL, 0));
-  send_resume(&bob2, id, h);
-  CHECK(xcm_raw_wait(&bob2, FAILED_NOT_FOUND, 3000));
-  xcm_raw_free(&bob2);
+  CHECK(resume_refused(&w, "bob", id, h));
   xcm_raw_free(&alice);
   stop(&w);
 }
