@@ -1,22 +1,17 @@
-#include "client/client.h"
+#include "client/client_int.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
-#include "client/authid.h"
 #include "client/framing.h"
-#include "client/request.h"
 #include "proto/cmproto.h"
 #include "proto/route.h"
 #include "proto/stream.h"
-#include "session/group.h"
 #include "session/csi.h"
 #include "session/sm.h"
 #include "transport/proxy.h"
 #include "util/alloc.h"
-#include "util/dec.h"
-#include "xml/writer.h"
 #include "xcm/error.h"
 #include "xcm/proto.h"
 
@@ -26,126 +21,18 @@
 #define NS_IQ_AUTH "jabber:iq:auth"
 #define NS_IQ_REGISTER "jabber:iq:register"
 
-
-/* Parsers kept between reads by clients still logging in, at most (see
- * on_read): about 15 KB each. A login takes about six reads; a client
- * that is not bound after LOGIN_READS is treated as logged in. */
-enum { WARM_MAX = 128, LOGIN_READS = 8 };
-
-enum {
-  F_HEADER_SENT = 1u << 0, /* our header for the current stream */
-  F_SECURED = 1u << 1,
-  F_COMPRESSED = 1u << 2,
-  F_AUTHED = 1u << 3,
-  F_V1 = 1u << 4,       /* the client's stream has version 1.0 */
-  F_OPENED = 1u << 5,   /* the owner accepted the session */
-  F_CLOSING = 1u << 6,  /* no more input: an end is under way */
-  F_NOTIFIED = 1u << 7, /* the owner heard of the end */
-  F_PAUSED = 1u << 8,   /* the upstream asked us to stop reading */
-  F_ENDED = 1u << 9,    /* the stream ended (EOF or error) */
-  F_WAITING = 1u << 10, /* header read; waiting for an upstream link */
-  F_BOUND = 1u << 11,   /* a resource was bound (or legacy auth passed) */
-  F_FEEDING = 1u << 12, /* inside the reader: its parser is in use */
-  F_SHAPED = 1u << 13,  /* over its rate: reads paused until repaid */
-  F_ERROR = 1u << 14,   /* it ends with a stream error */
-  F_MSG_OPEN = 1u << 15, /* messages: the client's <open/> for this stream */
-  /* The connection dropped rather than ended: it failed, was cut without
-   * </stream:stream>, stopped reading or answering acks. A resumable
-   * session waits for the client (XEP-0198). */
-  F_DROPPED = 1u << 16,
-  /* The SASL exchange that authenticated the stream names nobody we can
-   * trust (two <auth/> at once): the client cannot resume. */
-  F_NO_AUTHID = 1u << 17,
-  F_RESUMING = 1u << 18, /* <resume/> asked; the owner's answer pending */
-  F_TCP = 1u << 19,      /* over a socket of its own (it can move) */
-  F_MOVED_IN = 1u << 20  /* the header fed to the reader is our own */
-};
-
-/* A client on its way to another instance (client.h). */
-struct xcm_client_moved {
-  xcm_group_item item; /* first: what an inbox links */
-  const xcm_allocator *alloc;
-  xcm_stream_moved *stream;
-  unsigned flags;
-  unsigned listener;
-  uint32_t h;
-  char lang[16];
-  char previd[XCM_RESUME_ID_SIZE];
-  char *authid;
-  char *peer;
-  /* The client's stream header, as our reader must see it again: its
-   * namespace declarations, with the stream element's prefix. */
-  char *header;
-};
-
-/* The side of a client over a message transport (client/framing.h):
- * the transport's table, what the client keeps while the transport is
- * full, and the peer's name. A byte client has none. */
-typedef struct msg_side {
-  xcm_msg_transport t;
-  /* Messages kept while the transport is full, oldest first from head:
-   * each a kept_hdr and its bytes. Freed when empty. */
-  xcm_buf q;
-  size_t head;
-  size_t kept;          /* what counts against max_out */
-  unsigned blocked : 1; /* send() said XCM_EAGAIN; no writable() yet */
-  unsigned closed : 1;  /* close() has run */
-  char peer[];
-} msg_side;
-
-typedef struct kept_hdr {
-  size_t len;
-  int record;
-} kept_hdr;
-
-enum action { A_NONE, A_TLS, A_ZLIB, A_MOVE };
-
-struct xcm_client {
-  xcm_ctx *ctx;
-  const xcm_client_cfg *cfg;
-  xcm_stream *stream; /* NULL once gone, and for a message client */
-  msg_side *msg;      /* a message client's side, else NULL */
-  xcm_xml_reader *reader;
-  const xcm_client_cb *cb;
-  void *ud;
-  uv_timer_t timer;
-  uint64_t created;
-  uint64_t last_active;
-  uint64_t bucket_at;
-  int64_t tokens;      /* thousandths of a stanza; below 0, in debt */
-  int64_t byte_tokens; /* thousandths of a byte; below 0, in debt */
-  unsigned flags;
-  unsigned reads; /* counted up to LOGIN_READS */
-  unsigned char action;
-  unsigned char handles; /* stream and timer still open */
-  xcm_requests *req;     /* requests whose answers we act on; NULL: none */
-  xcm_proxy *proxy;      /* reading the PROXY header; NULL: none (any more) */
-  char *peer;            /* the address a PROXY header named, or NULL */
-  xcm_sm *sm;            /* XEP-0198 acknowledgements once enabled, else NULL */
-  char *authid;          /* who SASL names, until bound (client/authid.h) */
-  xcm_client_moved *moving; /* a <resume/> to take to another instance */
-  xcm_csi *csi;          /* XEP-0352 state while inactive, else NULL */
-  char sid[XCM__TOKEN_SIZE]; /* 128 random bits (xcm__random_token) */
-  char lang[16];
-};
-
 static const xcm_xml_callbacks reader_cb;
-static const xcm_stream_cb stream_cb;
 static void on_timer_closed(uv_handle_t *h);
 
-static uint64_t now(const xcm_client *c) {
-  return uv_now(c->ctx->loop);
-}
-
-static size_t cfg_max_stanza(const xcm_client *c) {
+size_t xcm__cl_max_stanza(const xcm_client *c) {
   return (c->flags & F_AUTHED) ? c->cfg->max_stanza
                                : c->cfg->max_stanza_preauth;
 }
 
-static void apply_limits(xcm_client *c) {
+void xcm__cl_apply_limits(xcm_client *c) {
   xcm_xml_limits l;
 
-  l.max_stanza = cfg_max_stanza(c);
+  l.max_stanza = xcm__cl_max_stanza(c);
   l.max_depth = c->cfg->max_depth;
   /* Trees are built only for what the CM must read itself (pre-auth
    * iqs, <compress>, bind); none of those is anywhere near this, and the
@@ -182,10 +69,6 @@ static int live(const xcm_client *c) {
   return c->stream != NULL || (c->msg != NULL && !c->msg->closed);
 }
 
-static void sm_return_all(xcm_client *c);
-static void sm_request(xcm_client *c);
-static void sm_arm(xcm_client *c, unsigned q);
-static void sm_detach(xcm_client *c);
 static void csi_end(xcm_client *c);
 static void csi_to_sm(xcm_client *c);
 
@@ -201,9 +84,9 @@ static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
    * owner still has its upstream session. */
   if (c->flags & F_DROPPED) {
     csi_to_sm(c);
-    sm_detach(c);
+    xcm__cl_sm_detach(c);
   }
-  sm_return_all(c);
+  xcm__cl_sm_return_all(c);
   csi_end(c);
   end.cond = cond;
   end.err = err;
@@ -212,7 +95,6 @@ static void notify(xcm_client *c, xcm_cond cond, int err, const char *text) {
   c->cb->closed(c->ud, &end);
 }
 
-static int write_out(xcm_client *c, const char *data, size_t len);
 static void msg_close(xcm_client *c, int graceful);
 
 static void close_stream(xcm_client *c, int graceful) {
@@ -272,7 +154,7 @@ static int send_units(xcm_client *c, const xcm_buf *b, const units *u,
   if (c->msg == NULL) {
     if (force)
       return xcm__stream_write(c->stream, b->data, b->len);
-    return write_out(c, b->data, b->len);
+    return xcm__cl_write_out(c, b->data, b->len);
   }
   for (i = 0; i < u->n && err == 0; i++) {
     err = msg_write(c, b->data + at, u->cut[i] - at, 0, force);
@@ -284,8 +166,8 @@ static int send_units(xcm_client *c, const xcm_buf *b, const units *u,
 /* End with a stream error: cond and text, or (raw not NULL) the whole
  * <stream:error> element in raw, for one with an application-specific
  * condition. */
-static void fail(xcm_client *c, xcm_cond cond, const char *text,
-                 const char *raw, size_t raw_len) {
+void xcm__cl_fail_raw(xcm_client *c, xcm_cond cond, const char *text,
+                      const char *raw, size_t raw_len) {
   xcm_buf *b = &c->ctx->scratch;
   const xcm_framing *fr = framing(c);
   units u = {{0}, 0};
@@ -315,7 +197,7 @@ static void fail(xcm_client *c, xcm_cond cond, const char *text,
 }
 
 void xcm__client_fail(xcm_client *c, xcm_cond cond, const char *text) {
-  fail(c, cond, text, NULL, 0);
+  xcm__cl_fail_raw(c, cond, text, NULL, 0);
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -393,7 +275,7 @@ static int write_as(xcm_client *c, const char *data, size_t len, int message) {
   return err;
 }
 
-static int write_out(xcm_client *c, const char *data, size_t len) {
+int xcm__cl_write_out(xcm_client *c, const char *data, size_t len) {
   return write_as(c, data, len, 0);
 }
 
@@ -684,7 +566,7 @@ static int finish_header(xcm_client *c, const xcm_policy *p) {
 
 /* ---- what a client may send --------------------------------------------- */
 
-static int refuse(xcm_client *c, xcm_cond cond, const char *text) {
+int xcm__cl_refuse(xcm_client *c, xcm_cond cond, const char *text) {
   xcm__client_fail(c, cond, text);
   return XCM_ECLOSED;
 }
@@ -739,7 +621,7 @@ static int64_t refill(int64_t t, uint64_t ms, unsigned rate, unsigned burst) {
 }
 
 static void refill_buckets(xcm_client *c) {
-  uint64_t n = now(c), ms = n - c->bucket_at;
+  uint64_t n = xcm__cl_now(c), ms = n - c->bucket_at;
 
   c->bucket_at = n;
   if (stanza_rate(c) != XCM__OFF)
@@ -812,13 +694,13 @@ static int relay(xcm_client *c, const xcm_xml_stanza *s) {
   }
   err = c->cb->stanza(c->ud, s, decls, n);
   if (err == XCM_ELIMIT)
-    return refuse(c, XCM_COND_POLICY_VIOLATION,
-                  "too much sent before the server answered");
+    return xcm__cl_refuse(c, XCM_COND_POLICY_VIOLATION,
+                          "too much sent before the server answered");
   if (err == XCM_ENOMEM)
-    return refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+    return xcm__cl_refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
   if (err != 0)
-    return refuse(c, XCM_COND_INTERNAL_SERVER_ERROR,
-                  "could not pass the stanza on");
+    return xcm__cl_refuse(c, XCM_COND_INTERNAL_SERVER_ERROR,
+                          "could not pass the stanza on");
   return 0;
 }
 
@@ -829,15 +711,16 @@ static int relay_request(xcm_client *c, const xcm_xml_stanza *s) {
   int err = xcm__req_note(&c->req, c->ctx->alloc, s, state);
 
   if (err == XCM_EBUSY)
-    return refuse(c, XCM_COND_POLICY_VIOLATION,
-                  "an iq reuses the id of a request still pending");
+    return xcm__cl_refuse(c, XCM_COND_POLICY_VIOLATION,
+                          "an iq reuses the id of a request still pending");
   if (err == XCM_ELIMIT)
-    return refuse(c, XCM_COND_POLICY_VIOLATION, "too many requests pending");
+    return xcm__cl_refuse(c, XCM_COND_POLICY_VIOLATION,
+                          "too many requests pending");
   if (err == XCM_EINVAL)
-    return refuse(c, XCM_COND_POLICY_VIOLATION,
-                  "an authentication or bind request needs an id");
+    return xcm__cl_refuse(c, XCM_COND_POLICY_VIOLATION,
+                          "an authentication or bind request needs an id");
   if (err != 0)
-    return refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
+    return xcm__cl_refuse(c, XCM_COND_RESOURCE_CONSTRAINT, NULL);
   return relay(c, s);
 }
 
@@ -848,11 +731,12 @@ static int starttls(xcm_client *c) {
   if (c->cfg->tls == NULL || !(framing(c)->caps & XCM_FRAMING_STARTTLS) ||
       (c->flags & (F_SECURED | F_AUTHED))) {
     /* RFC 6120 5.4.2.2: failure, then the stream ends. */
-    write_out(c, failure, sizeof failure - 1);
+    xcm__cl_write_out(c, failure, sizeof failure - 1);
     c->flags |= F_HEADER_SENT;
-    return refuse(c, XCM_COND_POLICY_VIOLATION, "STARTTLS not possible now");
+    return xcm__cl_refuse(c, XCM_COND_POLICY_VIOLATION,
+                          "STARTTLS not possible now");
   }
-  if (write_out(c, proceed, sizeof proceed - 1) != 0)
+  if (xcm__cl_write_out(c, proceed, sizeof proceed - 1) != 0)
     return XCM_ECLOSED;
   c->action = A_TLS;
   return XCM_XML_RESTART;
@@ -869,14 +753,14 @@ static int compress(xcm_client *c, const xcm_xml_stanza *s) {
       s->root ? xcm__xml_node_child(s->root, NS_COMPRESS, "method") : NULL;
 
   if (strcmp(s->name, "compress") != 0)
-    return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+    return xcm__cl_refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
   if (p == NULL || !p->compression_zlib || !c->cfg->compression ||
       !(c->flags & F_SECURED) || (c->flags & F_COMPRESSED) ||
       !(framing(c)->caps & XCM_FRAMING_ZLIB))
-    return write_out(c, setup, sizeof setup - 1);
+    return xcm__cl_write_out(c, setup, sizeof setup - 1);
   if (m == NULL || m->text_len != 4 || memcmp(m->text, "zlib", 4) != 0)
-    return write_out(c, method, sizeof method - 1);
-  if (write_out(c, done, sizeof done - 1) != 0)
+    return xcm__cl_write_out(c, method, sizeof method - 1);
+  if (xcm__cl_write_out(c, done, sizeof done - 1) != 0)
     return XCM_ECLOSED;
   c->action = A_ZLIB;
   return XCM_XML_RESTART;
@@ -889,300 +773,21 @@ static int preauth_iq(xcm_client *c, const xcm_xml_stanza *s) {
   int reg;
 
   if (p == NULL || q == NULL || q->next != NULL)
-    return refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
+    return xcm__cl_refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
   reg = strcmp(q->ns, NS_IQ_REGISTER) == 0 && p->registration;
   if (!reg && (strcmp(q->ns, NS_IQ_AUTH) != 0 || !p->legacy_auth))
-    return refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
+    return xcm__cl_refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
   /* A registration carries a password as much as legacy auth does. */
   if (p->tls == XCM_TLS_REQUIRED && !(c->flags & F_SECURED))
-    return refuse(c, XCM_COND_POLICY_VIOLATION,
-                  reg ? "TLS is required before registration"
-                      : "TLS is required before authentication");
+    return xcm__cl_refuse(c, XCM_COND_POLICY_VIOLATION,
+                          reg ? "TLS is required before registration"
+                              : "TLS is required before authentication");
   return relay_request(c, s);
 }
 
 /* ---- moving to another instance (session/group.h) --------------------- */
 
-static char *header_text(const xcm_client *c);
-
-/* The <resume/> to take along, noted before the connection moves, with
- * the stream header as the reader knows it now (the restart that stops
- * the reader at <resume/> forgets it). */
-static int move_note(xcm_client *c, const char *previd, uint32_t h) {
-  xcm_client_moved *m;
-
-  if (strlen(previd) >= sizeof m->previd)
-    return XCM_EINVAL;
-  m = xcm__calloc(c->ctx->alloc, sizeof(*m));
-  if (m == NULL)
-    return XCM_ENOMEM;
-  m->alloc = c->ctx->alloc;
-  m->h = h;
-  m->listener = c->cfg->listener;
-  memcpy(m->previd, previd, strlen(previd) + 1);
-  m->header = header_text(c);
-  if (m->header == NULL) {
-    xcm__free(c->ctx->alloc, m);
-    return XCM_ENOMEM;
-  }
-  xcm__client_moved_free(c->moving);
-  c->moving = m;
-  return 0;
-}
-
-/* The client's stream header as our reader knows it: the stream element
- * under the client's prefix, with every namespace it declared. NULL
- * without memory, or without a streams prefix (a reader that never saw
- * the header cannot be moving). */
-static char *header_text(const xcm_client *c) {
-  size_t n, i;
-  const xcm_xml_nsdecl *d = xcm__xml_reader_decls(c->reader, &n);
-  const char *sp = NULL;
-  xcm_buf b;
-  char *out = NULL;
-  int err = 0;
-
-  for (i = 0; i < n; i++)
-    if (strcmp(d[i].uri, XCM_NS_STREAMS) == 0)
-      sp = d[i].prefix;
-  if (sp == NULL)
-    return NULL;
-  xcm__buf_init(&b, c->ctx->alloc);
-  err |= xcm__buf_append(&b, "<", 1);
-  if (sp[0] != '\0') {
-    err |= xcm__buf_append(&b, sp, strlen(sp));
-    err |= xcm__buf_append(&b, ":", 1);
-  }
-  err |= xcm__buf_append(&b, "stream", 6);
-  for (i = 0; i < n && err == 0; i++) {
-    err |= xcm__buf_append(&b, d[i].prefix[0] ? " xmlns:" : " xmlns",
-                           d[i].prefix[0] ? 7 : 6);
-    err |= xcm__buf_append(&b, d[i].prefix, strlen(d[i].prefix));
-    err |= xcm__buf_append(&b, "=\"", 2);
-    err |= xcm__xml_escape_attr(&b, d[i].uri, strlen(d[i].uri));
-    err |= xcm__buf_append(&b, "\"", 1);
-  }
-  err |= xcm__buf_append(&b, ">", 2); /* with its NUL */
-  if (err == 0)
-    out = xcm__strndup(c->ctx->alloc, b.data, b.len - 1);
-  xcm__buf_free(&b);
-  return out;
-}
-
-/* The connection is off the loop (or, m NULL, it ended first: then the
- * stream's end ends the client as usual). */
-static void moved(void *ud, xcm_stream_moved *sm, int err) {
-  xcm_client *c = ud;
-  xcm_client_moved *m = c->moving;
-
-  (void)err;
-  if (sm == NULL)
-    return;
-  c->moving = NULL;
-  m->stream = sm;
-  m->flags = c->flags & (F_SECURED | F_COMPRESSED | F_AUTHED | F_V1);
-  memcpy(m->lang, c->lang, sizeof m->lang);
-  if (!(c->flags & F_NO_AUTHID)) {
-    m->authid = c->authid;
-    c->authid = NULL;
-  }
-  m->peer = xcm__strndup(c->ctx->alloc, xcm__client_peer(c),
-                         strlen(xcm__client_peer(c)));
-  /* The stream closes by itself (on_stream_closed counts it out); the
-   * client is over without an end of its own. */
-  c->stream = NULL;
-  c->flags |= F_CLOSING | F_ENDED | F_NOTIFIED;
-  uv_close((uv_handle_t *)&c->timer, on_timer_closed);
-  if (m->peer == NULL) {
-    xcm__client_moved_free(m);
-    m = NULL;
-  }
-  c->cb->moved(c->ud, m);
-}
-
-/* Lift the connection off the loop, with rest, the bytes read past
- * <resume/>. */
-static void move_out(xcm_client *c, const char *rest, size_t len) {
-  if (xcm__stream_move_out(c->stream, rest, len, moved, c) == 0)
-    return;
-  c->flags &= ~(unsigned)F_RESUMING;
-  xcm__client_fail(c, XCM_COND_INTERNAL_SERVER_ERROR,
-                   "could not move the connection to resume its session");
-}
-
 /* ---- stream management: what the client sends (XEP-0198) ------------- */
-
-/* An <auth/> on its way to the server: who it names, trusted once the
- * server's <success/> answers it (client/authid.h). With another <auth/>
- * still pending, a <success/> could answer either: nobody is named. */
-static void note_authid(xcm_client *c, const xcm_xml_stanza *s) {
-  xcm__free(c->ctx->alloc, c->authid);
-  c->authid = NULL;
-  if (xcm__req_pending(c->req, XCM_REQ_SASL) > 0) {
-    c->flags |= F_NO_AUTHID;
-    return;
-  }
-  if (c->cfg->sm_resume_ms == 0 || s->root == NULL)
-    return;
-  c->authid = xcm__authid_from_auth(
-      c->ctx->alloc, xcm__xml_node_attr(s->root, "mechanism"), s->root->text,
-      s->root->text_len, c->cfg->domain);
-}
-
-static int sm_failed(xcm_client *c, const char *cond) {
-  char f[160];
-  int n = snprintf(f, sizeof f,
-                   "<failed xmlns=\"" XCM_NS_SM "\"><%s xmlns=\"" XCM_NS_STANZAS
-                   "\"/></failed>",
-                   cond);
-
-  return write_out(c, f, (size_t)n) != 0 ? XCM_ECLOSED : 0;
-}
-
-/* <enable/>: only once, and only once a resource is bound (XEP-0198
- * section 3). With resume='true' (or '1') and resumption configured,
- * the owner makes the session resumable and names its id; if it cannot,
- * the client is enabled without it. */
-static int sm_enable(xcm_client *c, const xcm_xml_stanza *s) {
-  const char *r = s->root != NULL ? xcm__xml_node_attr(s->root, "resume") : NULL;
-  char id[XCM_RESUME_ID_SIZE], e[160];
-  xcm_sm *sm;
-  int n;
-
-  if (!c->cfg->sm)
-    return sm_failed(c, "feature-not-implemented");
-  if (!(c->flags & F_BOUND) || c->sm != NULL)
-    return sm_failed(c, "unexpected-request");
-  sm = xcm__sm_new(c->ctx->alloc, c->cfg->sm_start);
-  if (sm == NULL)
-    return sm_failed(c, "resource-constraint");
-  if (r != NULL && (strcmp(r, "true") == 0 || strcmp(r, "1") == 0) &&
-      c->cfg->sm_resume_ms != 0 && c->cb->resumable != NULL &&
-      c->cb->resumable(c->ud, id) == 0)
-    n = snprintf(e, sizeof e,
-                 "<enabled xmlns=\"" XCM_NS_SM
-                 "\" id=\"%s\" resume=\"true\" max=\"%u\"/>",
-                 id, (c->cfg->sm_resume_ms + 999) / 1000);
-  else
-    n = snprintf(e, sizeof e, "<enabled xmlns=\"" XCM_NS_SM "\"/>");
-  if (write_out(c, e, (size_t)n) != 0) {
-    xcm__sm_free(c->ctx->alloc, sm);
-    return XCM_ECLOSED;
-  }
-  /* Counting starts after <enabled/>, both ways. */
-  c->sm = sm;
-  if (c->cfg->counters != NULL)
-    c->cfg->counters->sm_now++;
-  return 0;
-}
-
-/* <r/>: how many of its stanzas we handled. */
-static int sm_answer(xcm_client *c) {
-  char a[64];
-  int n = snprintf(a, sizeof a, "<a xmlns=\"" XCM_NS_SM "\" h=\"%u\"/>",
-                   (unsigned)c->sm->h_in);
-
-  return write_out(c, a, (size_t)n) != 0 ? XCM_ECLOSED : 0;
-}
-
-/* An h past what was sent: the XEP's undefined-condition with
- * <handled-count-too-high/> (section 4). */
-static int sm_too_high(xcm_client *c, uint32_t h, uint32_t sent) {
-  char e[512];
-  int n;
-
-  if (c->cfg->counters != NULL)
-    c->cfg->counters->sm_bad_h++;
-  n = snprintf(
-      e, sizeof e,
-      "<stream:error><undefined-condition xmlns=\"" XCM_NS_STREAM_ERRORS
-      "\"/><handled-count-too-high xmlns=\"" XCM_NS_SM
-      "\" h=\"%u\" send-count=\"%u\"/><text xmlns=\"" XCM_NS_STREAM_ERRORS
-      "\">You acknowledged %u stanzas, but I only sent you %u so "
-      "far.</text></stream:error>",
-      (unsigned)h, (unsigned)sent, (unsigned)h, (unsigned)sent);
-  fail(c, XCM_COND_UNDEFINED_CONDITION, "handled-count-too-high", e, (size_t)n);
-  return XCM_ECLOSED;
-}
-
-/* h, the XEP schema's unsignedInt. */
-static int sm_h(const xcm_xml_stanza *s, uint32_t *h) {
-  uint64_t v;
-
-  if (s->root == NULL ||
-      xcm__parse_dec(xcm__xml_node_attr(s->root, "h"), UINT32_MAX, &v) != 0)
-    return XCM_EINVAL;
-  *h = (uint32_t)v;
-  return 0;
-}
-
-/* <a h/>: what it covers leaves the queue. */
-static int sm_acked(xcm_client *c, const xcm_xml_stanza *s) {
-  uint32_t h;
-
-  if (sm_h(s, &h) != 0)
-    return refuse(c, XCM_COND_BAD_FORMAT,
-                  "<a/> needs h, a number from 0 to 4294967295");
-  if (c->cfg->counters != NULL)
-    c->cfg->counters->sm_acks_received++;
-  c->sm->r_at = 0;
-  if (xcm__sm_ack(c->ctx->alloc, c->sm, h) == 0)
-    return 0;
-  return sm_too_high(c, h, c->sm->h_out);
-}
-
-/* <resume previd h/> (XEP-0198 section 5): only in place of a bind, on
- * a stream the server authenticated. The owner finds the session and,
- * if it is this user's, moves the client into it
- * (xcm__client_resumed). */
-static int sm_resume(xcm_client *c, const xcm_xml_stanza *s) {
-  const char *previd = s->root ? xcm__xml_node_attr(s->root, "previd") : NULL;
-  uint32_t h, sent = 0;
-  int err;
-
-  if (c->cfg->sm_resume_ms == 0 || c->cb->resume == NULL)
-    return sm_failed(c, "feature-not-implemented");
-  if (!(c->flags & F_AUTHED) || (c->flags & (F_BOUND | F_RESUMING)) ||
-      c->sm != NULL)
-    return sm_failed(c, "unexpected-request");
-  if (previd == NULL || sm_h(s, &h) != 0)
-    return refuse(c, XCM_COND_BAD_FORMAT,
-                  "<resume/> needs previd and h, a number from 0 to "
-                  "4294967295");
-  c->flags |= F_RESUMING;
-  err = c->cb->resume(c->ud, previd,
-                      h, (c->flags & F_NO_AUTHID) ? NULL : c->authid, &sent);
-  if (err == 0)
-    return 0;
-  if (err == XCM_EAGAIN && xcm__client_movable(c) &&
-      move_note(c, previd, h) == 0) {
-    /* The rest of the read goes with the connection (on_read). */
-    c->action = A_MOVE;
-    return XCM_XML_RESTART;
-  }
-  c->flags &= ~(unsigned)F_RESUMING;
-  if (c->flags & F_CLOSING)
-    return XCM_ECLOSED;
-  if (err == XCM_EPROTO)
-    return sm_too_high(c, h, sent);
-  return sm_failed(c, "item-not-found");
-}
-
-static int sm_element(xcm_client *c, const xcm_xml_stanza *s) {
-  if (strcmp(s->name, "enable") == 0)
-    return sm_enable(c, s);
-  if (strcmp(s->name, "resume") == 0)
-    return sm_resume(c, s);
-  /* XEP-0198 section 4: <r/> and <a/> only once it is enabled. */
-  if (c->sm == NULL)
-    return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE,
-                  "stream management is not enabled");
-  if (strcmp(s->name, "r") == 0)
-    return sm_answer(c);
-  if (strcmp(s->name, "a") == 0)
-    return sm_acked(c, s);
-  return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
-}
 
 /* ---- client state indication (XEP-0352, session/csi.h) ---------------- */
 
@@ -1220,10 +825,11 @@ static int csi_element(xcm_client *c, const xcm_xml_stanza *s) {
   xcm_csi_out o = csi_out(c);
 
   if (!c->cfg->csi.enable)
-    return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+    return xcm__cl_refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
   if (!(c->flags & F_BOUND))
-    return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE,
-                  "client state indication only after resource binding");
+    return xcm__cl_refuse(
+        c, XCM_COND_UNSUPPORTED_STANZA_TYPE,
+        "client state indication only after resource binding");
   if (strcmp(s->name, "inactive") == 0) {
     xcm__csi_inactive(&c->csi, c->ctx->alloc, c->cfg->counters);
     return 0;
@@ -1232,15 +838,14 @@ static int csi_element(xcm_client *c, const xcm_xml_stanza *s) {
     return xcm__csi_active(&c->csi, c->ctx->alloc, c->cfg->counters, &o) != 0
                ? XCM_ECLOSED
                : 0;
-  return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+  return xcm__cl_refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
 static void held_to_sm(void *ud, const char *bytes, size_t len, int message) {
   xcm_client *c = ud;
 
   /* Unbounded here: the CSI queue's own bound held it. */
-  if (xcm__sm_push(c->ctx->alloc, c->sm, bytes, len, XCM__OFF, XCM__OFF) !=
-          0 &&
+  if (xcm__sm_push(c->ctx->alloc, c->sm, bytes, len, XCM__OFF, XCM__OFF) != 0 &&
       message && c->cb->undelivered != NULL)
     c->cb->undelivered(c->ud, bytes, len);
 }
@@ -1273,7 +878,8 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
   if (c->flags & F_CLOSING)
     return XCM_ECLOSED;
   if (c->flags & F_WAITING)
-    return refuse(c, XCM_COND_NOT_AUTHORIZED, "wait for the stream features");
+    return xcm__cl_refuse(c, XCM_COND_NOT_AUTHORIZED,
+                          "wait for the stream features");
   take_stanza(c);
   if (strcmp(s->ns, XCM_NS_CLIENT) == 0 &&
       (strcmp(s->name, "message") == 0 || strcmp(s->name, "presence") == 0 ||
@@ -1287,14 +893,14 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
     }
     if (strcmp(s->name, "iq") == 0)
       return preauth_iq(c, s);
-    return refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
+    return xcm__cl_refuse(c, XCM_COND_NOT_AUTHORIZED, "authenticate first");
   }
   if (strcmp(s->ns, NS_TLS) == 0 && strcmp(s->name, "starttls") == 0)
     return starttls(c);
   if (strcmp(s->ns, NS_COMPRESS) == 0)
     return compress(c, s);
   if (strcmp(s->ns, XCM_NS_SM) == 0)
-    return sm_element(c, s);
+    return xcm__cl_sm_element(c, s);
   if (strcmp(s->ns, XCM_NS_CSI) == 0)
     return csi_element(c, s);
   if (strcmp(s->ns, NS_SASL) == 0 && !(c->flags & F_AUTHED) &&
@@ -1303,13 +909,13 @@ static int on_stanza(void *ud, const xcm_xml_stanza *s) {
        strcmp(s->name, "abort") == 0)) {
     p = c->cfg->policy(c->cfg->policy_ud);
     if (p != NULL && p->tls == XCM_TLS_REQUIRED && !(c->flags & F_SECURED))
-      return refuse(c, XCM_COND_POLICY_VIOLATION,
-                    "TLS is required before authentication");
+      return xcm__cl_refuse(c, XCM_COND_POLICY_VIOLATION,
+                            "TLS is required before authentication");
     if (strcmp(s->name, "auth") == 0)
-      note_authid(c, s);
+      xcm__cl_note_authid(c, s);
     return relay_request(c, s);
   }
-  return refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
+  return xcm__cl_refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
 static void on_end(void *ud) {
@@ -1365,15 +971,15 @@ static int msg_open_stream(xcm_client *c, const xcm_xml_node *open) {
   const char *version = xcm__xml_node_attr(open, "version");
 
   if (c->flags & F_MSG_OPEN)
-    return refuse(c, XCM_COND_BAD_FORMAT,
-                  "the stream is open already: <open/> comes once, and "
-                  "again only after authentication");
+    return xcm__cl_refuse(c, XCM_COND_BAD_FORMAT,
+                          "the stream is open already: <open/> comes once, and "
+                          "again only after authentication");
   note_open(c, version, node_attr_ns(open, NS_XML, "lang"));
   c->flags |= F_MSG_OPEN;
   /* RFC 7395 3.3.2: version 1.0, always. */
   if (version == NULL)
-    return refuse(c, XCM_COND_UNSUPPORTED_VERSION,
-                  "<open/> must say version='1.0'");
+    return xcm__cl_refuse(c, XCM_COND_UNSUPPORTED_VERSION,
+                          "<open/> must say version='1.0'");
   return stream_opened(c, xcm__xml_node_attr(open, "to"), version);
 }
 
@@ -1393,8 +999,8 @@ static int msg_element(void *ud, const xcm_xml_stanza *s) {
     return 0;
   default:
     if (!(c->flags & F_MSG_OPEN))
-      return refuse(c, XCM_COND_BAD_FORMAT,
-                    "open the stream with <open/> first");
+      return xcm__cl_refuse(c, XCM_COND_BAD_FORMAT,
+                            "open the stream with <open/> first");
     return on_stanza(c, s);
   }
 }
@@ -1410,7 +1016,7 @@ void xcm__client_msg_input(xcm_client *c, const char *data, size_t len) {
 
   if (c->msg == NULL || (c->flags & F_CLOSING))
     return;
-  c->last_active = now(c);
+  c->last_active = xcm__cl_now(c);
   refill_buckets(c);
   take_bytes(c, len);
   while (a < z && is_space(data[a]))
@@ -1420,7 +1026,7 @@ void xcm__client_msg_input(xcm_client *c, const char *data, size_t len) {
   /* Only white space: a keepalive, as between stanzas on a stream. */
   if (a == z)
     return;
-  if (z - a > cfg_max_stanza(c)) {
+  if (z - a > xcm__cl_max_stanza(c)) {
     xcm__client_fail(c, XCM_COND_POLICY_VIOLATION,
                      "message larger than the stanza size limit");
     return;
@@ -1539,7 +1145,7 @@ static void on_read(void *ud, const char *data, size_t len) {
   size_t consumed;
   int err;
 
-  c->last_active = now(c);
+  c->last_active = xcm__cl_now(c);
   if (c->reads < LOGIN_READS)
     c->reads++;
   refill_buckets(c);
@@ -1571,7 +1177,7 @@ static void on_read(void *ud, const char *data, size_t len) {
     }
     if (c->action == A_MOVE) {
       c->action = A_NONE;
-      move_out(c, data, len);
+      xcm__cl_move_out(c, data, len);
       return;
     }
     if (c->action == A_ZLIB) {
@@ -1636,8 +1242,8 @@ static void on_stream_closed(void *ud) {
   maybe_free(c);
 }
 
-static const xcm_stream_cb stream_cb = {on_read, on_stream_end, on_tls_done,
-                                        NULL, on_stream_closed};
+const xcm_stream_cb xcm__cl_stream_cb = {on_read, on_stream_end, on_tls_done,
+                                         NULL, on_stream_closed};
 
 /* ---- timers ------------------------------------------------------------- */
 
@@ -1650,7 +1256,7 @@ static uint64_t deadline(uint64_t from, unsigned ms) {
 static void on_timer(uv_timer_t *t) {
   xcm_client *c = t->data;
   xcm_counters *st = c->cfg->counters;
-  uint64_t n = now(c), next, wait;
+  uint64_t n = xcm__cl_now(c), next, wait;
   /* A header that was read either opened the session or waits for an
    * upstream link; a refused one ended the client. */
   uint64_t header_at = (c->flags & (F_OPENED | F_WAITING))
@@ -1719,7 +1325,7 @@ static void on_timer(uv_timer_t *t) {
     }
   }
   if (n >= ack_at) {
-    sm_request(c);
+    xcm__cl_sm_request(c);
     if (c->flags & F_CLOSING)
       return;
     ack_at = UINT64_MAX;
@@ -1750,6 +1356,29 @@ static void on_timer_closed(uv_handle_t *h) {
 
   c->handles--;
   maybe_free(c);
+}
+
+void xcm__cl_start_timer(xcm_client *c) {
+  uv_timer_init(c->ctx->loop, &c->timer);
+  c->timer.data = c;
+  on_timer(&c->timer);
+}
+
+/* The timer re-arms itself lazily (on_timer works out what is due): a
+ * deadline sooner than the one it waits for moves it. */
+void xcm__cl_due(xcm_client *c, unsigned ms) {
+  if (ms == XCM__OFF)
+    return;
+  if (!uv_is_active((uv_handle_t *)&c->timer) ||
+      uv_timer_get_due_in(&c->timer) > ms)
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+void xcm__cl_end_quietly(xcm_client *c) {
+  /* The stream closes by itself (on_stream_closed counts it out). */
+  c->stream = NULL;
+  c->flags |= F_CLOSING | F_ENDED | F_NOTIFIED;
+  uv_close((uv_handle_t *)&c->timer, on_timer_closed);
 }
 
 /* ---- public face -------------------------------------------------------- */
@@ -1784,9 +1413,8 @@ static int msg_side_new(xcm_client *c, const xcm_msg_transport *mt,
 }
 
 /* A client's struct and reader, before any connection. */
-static int client_make(xcm_client **out, xcm_ctx *ctx,
-                       const xcm_client_cfg *cfg, const xcm_client_cb *cb,
-                       void *ud) {
+int xcm__cl_make(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
+                 const xcm_client_cb *cb, void *ud) {
   xcm_client *c = xcm__calloc(ctx->alloc, sizeof(*c));
   int err;
 
@@ -1832,22 +1460,25 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   int err;
 
   *out = NULL;
-  err = client_make(&c, ctx, cfg, cb, ud);
+  err = xcm__cl_make(&c, ctx, cfg, cb, ud);
   if (err != 0) {
     if (tcp != NULL)
       close_tcp(ctx, tcp);
     return err;
   }
-  apply_limits(c);
+  xcm__cl_apply_limits(c);
   memset(&lim, 0, sizeof lim);
   lim.max_out = cfg->max_out;
-  lim.max_inflate = cfg_max_stanza(c) > 262144 ? cfg_max_stanza(c) : 262144;
+  lim.max_inflate =
+      xcm__cl_max_stanza(c) > 262144 ? xcm__cl_max_stanza(c) : 262144;
   if (mt != NULL)
     err = msg_side_new(c, mt, peer);
   else if (tcp != NULL)
-    err = xcm__stream_from_tcp(&c->stream, ctx, tcp, &stream_cb, c, &lim);
+    err =
+        xcm__stream_from_tcp(&c->stream, ctx, tcp, &xcm__cl_stream_cb, c, &lim);
   else
-    err = xcm__stream_custom(&c->stream, ctx, t, peer, &stream_cb, c, &lim);
+    err = xcm__stream_custom(&c->stream, ctx, t, peer, &xcm__cl_stream_cb, c,
+                             &lim);
   if (err != 0) {
     xcm__xml_reader_free(c->reader);
     xcm__free(ctx->alloc, c);
@@ -1861,9 +1492,7 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
   if (tcp != NULL)
     c->flags |= F_TCP;
   c->handles = mt != NULL ? 1 : 2;
-  uv_timer_init(ctx->loop, &c->timer);
-  c->timer.data = c;
-  on_timer(&c->timer);
+  xcm__cl_start_timer(c);
   /* The PROXY header comes before anything else, TLS included; a
    * message transport has neither. */
   if (mt != NULL) {
@@ -1894,7 +1523,7 @@ static int client_new(xcm_client **out, xcm_ctx *ctx, const xcm_client_cfg *cfg,
 
 /* The login is over: the table goes, and so does the parser kept for
  * the login. */
-static void logged_in(xcm_client *c) {
+void xcm__cl_logged_in(xcm_client *c) {
   c->flags |= F_BOUND;
   xcm__req_clear(&c->req, c->ctx->alloc);
   xcm__free(c->ctx->alloc, c->authid);
@@ -1914,9 +1543,9 @@ static void authenticated(xcm_client *c, int sasl) {
     c->flags &= ~(unsigned)(F_HEADER_SENT | F_MSG_OPEN);
     xcm__req_clear(&c->req, c->ctx->alloc);
   } else {
-    logged_in(c);
+    xcm__cl_logged_in(c);
   }
-  apply_limits(c);
+  xcm__cl_apply_limits(c);
   if (c->cb->authenticated != NULL)
     c->cb->authenticated(c->ud);
 }
@@ -1938,7 +1567,7 @@ static void watch_answers(xcm_client *c, const char *bytes, size_t len) {
   else if (a.kind == XCM_ANSWER_LEGACY_OK && !(c->flags & F_AUTHED))
     authenticated(c, 0);
   else if (a.kind == XCM_ANSWER_BOUND && !(c->flags & F_BOUND)) {
-    logged_in(c);
+    xcm__cl_logged_in(c);
     if (c->cb->bound != NULL)
       c->cb->bound(c->ud, a.jid, a.jid_len);
   }
@@ -1966,132 +1595,15 @@ static int deliver_element(xcm_client *c, const char *bytes, size_t len,
 
 /* ---- stream management: acknowledgements (XEP-0198) ----------------- */
 
-/* What XEP-0198 counts: the three stanzas, by name as is_message reads
- * one. Stream-level elements (SASL, features, errors) are not. */
-static int is_stanza(const char *bytes, size_t len) {
-  size_t n = xcm__xml_qname_length(bytes, len);
-
-  return (n == 7 && memcmp(bytes + 1, "message", 7) == 0) ||
-         (n == 8 && memcmp(bytes + 1, "presence", 8) == 0) ||
-         (n == 2 && memcmp(bytes + 1, "iq", 2) == 0);
-}
-
-static void sm_give_back(void *ud, const char *data, size_t len) {
-  xcm_client *c = ud;
-
-  c->cb->unacked(c->ud, data, len);
-}
-
-/* Everything unacknowledged goes back to the owner, oldest first; the
- * queue is then empty, so nothing can be given twice. */
-static void sm_return_queue(xcm_client *c) {
-  if (c->sm != NULL && c->cb->unacked != NULL)
-    xcm__sm_drain(c->ctx->alloc, c->sm, sm_give_back, c);
-}
-
-/* The connection dropped: a resumable session takes the state and
- * waits for the client, the unacknowledged stanzas with it. */
-static void sm_detach(xcm_client *c) {
-  if (c->sm == NULL || c->cb->detach == NULL)
-    return;
-  if (c->cb->detach(c->ud, c->sm) != 0)
-    return;
-  c->sm = NULL;
-  if (c->cfg->counters != NULL)
-    c->cfg->counters->sm_now--;
-}
-
-/* The client ends: the queue goes back and the state goes. */
-static void sm_return_all(xcm_client *c) {
-  if (c->sm == NULL)
-    return;
-  sm_return_queue(c);
-  xcm__sm_free(c->ctx->alloc, c->sm);
-  c->sm = NULL;
-  if (c->cfg->counters != NULL)
-    c->cfg->counters->sm_now--;
-}
-
-/* Ask the client how much it has handled. */
-static void sm_request(xcm_client *c) {
-  static const char r[] = "<r xmlns=\"" XCM_NS_SM "\"/>";
-
-  /* Noted first: a failed write ends the client and frees the state. */
-  c->sm->asked = c->sm->h_out;
-  c->sm->since_bytes = 0;
-  if (c->sm->r_at == 0)
-    c->sm->r_at = now(c);
-  if (c->cfg->counters != NULL)
-    c->cfg->counters->sm_acks_requested++;
-  if (write_out(c, r, sizeof r - 1) != 0)
-    return;
-  sm_arm(c, c->cfg->sm_ack_timeout_ms);
-}
-
-/* The unacked queue is full: the client takes stanzas and does not
- * acknowledge them. All of them go back, the one that did not fit last,
- * and the client is ended. */
-static void sm_overflow(xcm_client *c, const char *data, size_t len,
-                        xcm_cond cond, const char *text) {
-  sm_return_queue(c);
-  if (c->cb->unacked != NULL)
-    c->cb->unacked(c->ud, data, len);
-  xcm__client_fail(c, cond, text);
-}
-
-/* A stanza about to be written joins the unacked queue first, so that
- * it is in exactly one place whatever the write does: if the write
- * fails, the client's end returns it with the rest. */
-static int sm_hold(xcm_client *c, const char *data, size_t len) {
-  int err = xcm__sm_push(c->ctx->alloc, c->sm, data, len,
-                         c->cfg->sm_max_unacked, c->cfg->sm_max_unacked_bytes);
-
-  if (err == XCM_ELIMIT) {
-    if (c->cfg->counters != NULL)
-      c->cfg->counters->sm_overflows++;
-    sm_overflow(c, data, len, XCM_COND_POLICY_VIOLATION,
-                "too many stanzas not acknowledged");
-  } else if (err != 0) {
-    sm_overflow(c, data, len, XCM_COND_RESOURCE_CONSTRAINT, NULL);
-  }
-  return err;
-}
-
 /* A quiet spell after the last stanza sent asks for an ack: the timer
  * fires by then at the latest (on_timer works out what is due). */
 static void on_timer(uv_timer_t *t);
 
-static void sm_arm(xcm_client *c, unsigned q) {
-  if (q == XCM__OFF)
-    return;
-  if (!uv_is_active((uv_handle_t *)&c->timer) ||
-      uv_timer_get_due_in(&c->timer) > q)
-    uv_timer_start(&c->timer, on_timer, q, 0);
-}
-
-/* A held stanza was written: ask for an ack past a threshold, else make
- * sure a quiet spell will. */
-static void sm_sent(xcm_client *c) {
-  xcm_sm *sm = c->sm;
-  const xcm_client_cfg *cfg = c->cfg;
-
-  if (sm == NULL || (c->flags & F_CLOSING))
-    return;
-  sm->last_out = now(c);
-  if ((cfg->sm_ack_every != XCM__OFF &&
-       sm->h_out - sm->asked >= cfg->sm_ack_every) ||
-      (cfg->sm_ack_every_bytes != XCM__OFF &&
-       sm->since_bytes >= cfg->sm_ack_every_bytes))
-    sm_request(c);
-  else
-    sm_arm(c, cfg->sm_ack_quiet_ms);
-}
-
 /* Write one element the server routed, as its framing needs it; record:
  * a message the transport may give back. 0, or an error when the client
  * ended. */
-static int write_element(xcm_client *c, const char *bytes, size_t len,
-                         int record) {
+int xcm__cl_write_element(xcm_client *c, const char *bytes, size_t len,
+                          int record) {
   if (c->msg != NULL && framing(c)->element != NULL &&
       !xcm__xml_declares_default(bytes, len))
     return deliver_element(c, bytes, len, record);
@@ -2120,77 +1632,25 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
   if (r->inner == NULL) {
     /* Text between elements: a message holds one element or nothing. */
     if (c->msg == NULL)
-      write_out(c, r->text, r->text_len);
+      xcm__cl_write_out(c, r->text, r->text_len);
     return;
   }
   /* With acknowledgements on, a stanza is held in the unacked queue (as
    * routed: what goes back upstream) and written as plain bytes, never
    * as a record the transport would give back too. */
-  counted = c->sm != NULL && is_stanza(r->inner, r->inner_len);
-  if (counted && sm_hold(c, r->inner, r->inner_len) != 0)
+  counted = c->sm != NULL && xcm__cl_is_stanza(r->inner, r->inner_len);
+  if (counted && xcm__cl_sm_hold(c, r->inner, r->inner_len) != 0)
     return;
-  if (write_element(c, r->inner, r->inner_len, message && !counted) != 0)
+  if (xcm__cl_write_element(c, r->inner, r->inner_len, message && !counted) !=
+      0)
     return;
   if (counted)
-    sm_sent(c);
+    xcm__cl_sm_sent(c);
   if (c->req != NULL)
     watch_answers(c, r->inner, r->inner_len);
 }
 
 /* ---- stream management: resumption (XEP-0198 section 5) -------------- */
-
-static void resend(void *ud, const char *data, size_t len) {
-  xcm_client *c = ud;
-
-  /* A write that fails ends the client: what is left goes back with the
-   * state it is in, so the rest are not written. */
-  if (!(c->flags & F_CLOSING))
-    write_element(c, data, len, 0);
-}
-
-int xcm__client_resumed(xcm_client *c, xcm_sm *sm, const char *sid,
-                        const char *previd) {
-  char e[128];
-  int n;
-
-  c->flags &= ~(unsigned)F_RESUMING;
-  c->sm = sm;
-  if (c->cfg->counters != NULL)
-    c->cfg->counters->sm_now++;
-  if (c->flags & F_NOTIFIED) {
-    /* Over already: what the state holds goes back now. */
-    sm_return_all(c);
-    return XCM_ECLOSED;
-  }
-  if (c->flags & F_CLOSING)
-    return XCM_ECLOSED; /* its end (notify) sees to the state */
-  /* From now on this is that session's stream (the route's streamid). */
-  snprintf(c->sid, sizeof c->sid, "%s", sid);
-  logged_in(c);
-  sm->r_at = 0;
-  n = snprintf(e, sizeof e,
-               "<resumed xmlns=\"" XCM_NS_SM "\" previd=\"%s\" h=\"%u\"/>",
-               previd, (unsigned)sm->h_in);
-  if (n < 0 || (size_t)n >= sizeof e || write_out(c, e, (size_t)n) != 0)
-    return XCM_ECLOSED;
-  /* Everything unacknowledged, oldest first, then ask how far the
-   * client got. */
-  xcm__sm_each(sm, resend, c);
-  if (c->flags & F_CLOSING)
-    return XCM_ECLOSED;
-  if (sm->count > 0)
-    sm_request(c);
-  return 0;
-}
-
-xcm_sm *xcm__client_release_sm(xcm_client *c) {
-  xcm_sm *sm = c->sm;
-
-  if (sm != NULL && c->cfg->counters != NULL)
-    c->cfg->counters->sm_now--;
-  c->sm = NULL;
-  return sm;
-}
 
 void xcm__client_set_owner(xcm_client *c, const xcm_client_cb *cb, void *ud) {
   c->cb = cb;
@@ -2297,16 +1757,6 @@ int xcm__client_authenticated(const xcm_client *c) {
   return (c->flags & F_AUTHED) != 0;
 }
 
-int xcm__client_sm(const xcm_client *c, uint32_t *h_in, uint32_t *h_out,
-                   uint32_t *unacked) {
-  if (c->sm == NULL)
-    return 0;
-  *h_in = c->sm->h_in;
-  *h_out = c->sm->h_out;
-  *unacked = c->sm->count;
-  return 1;
-}
-
 size_t xcm__client_footprint(const xcm_client *c) {
   size_t n = sizeof(*c) + (c->stream ? xcm__stream_footprint(c->stream) : 0) +
              xcm__sm_footprint(c->sm) + xcm__csi_footprint(c->csi);
@@ -2320,84 +1770,5 @@ void xcm__client_shrink(xcm_client *c) {
   xcm__xml_reader_shrink(c->reader);
 }
 
-/* ---- moved clients -------------------------------------------------------- */
-
-int xcm__client_movable(const xcm_client *c) {
-  return (c->flags & F_TCP) && c->stream != NULL && c->proxy == NULL &&
-         c->cb->moved != NULL;
-}
-
-const char *xcm__client_moved_previd(const xcm_client_moved *m) {
-  return m->previd;
-}
-
-uint32_t xcm__client_moved_h(const xcm_client_moved *m) {
-  return m->h;
-}
-
-const char *xcm__client_moved_authid(const xcm_client_moved *m) {
-  return m->authid;
-}
-
-unsigned xcm__client_moved_listener(const xcm_client_moved *m) {
-  return m->listener;
-}
-
-void xcm__client_moved_free(xcm_client_moved *m) {
-  if (m == NULL)
-    return;
-  if (m->stream != NULL)
-    xcm__stream_moved_free(m->stream);
-  xcm__free(m->alloc, m->authid);
-  xcm__free(m->alloc, m->peer);
-  xcm__free(m->alloc, m->header);
-  xcm__free(m->alloc, m);
-}
-
-int xcm__client_move_in(xcm_client **out, xcm_ctx *ctx,
-                        const xcm_client_cfg *cfg, xcm_client_moved *m,
-                        const xcm_client_cb *cb, void *ud) {
-  xcm_client *c;
-  xcm_stream_limits lim;
-  size_t used;
-  int err;
-
-  *out = NULL;
-  err = client_make(&c, ctx, cfg, cb, ud);
-  if (err != 0) {
-    xcm__client_moved_free(m);
-    return err;
-  }
-  c->flags = m->flags | F_OPENED | F_HEADER_SENT | F_RESUMING | F_TCP;
-  memcpy(c->lang, m->lang, sizeof c->lang);
-  c->authid = m->authid;
-  m->authid = NULL;
-  c->peer = m->peer;
-  m->peer = NULL;
-  apply_limits(c);
-  /* The reader takes the client's header again, without an answer. */
-  c->flags |= F_MOVED_IN;
-  err = xcm__xml_reader_feed(c->reader, m->header, strlen(m->header), &used);
-  c->flags &= ~(unsigned)F_MOVED_IN;
-  memset(&lim, 0, sizeof lim);
-  lim.max_out = cfg->max_out;
-  lim.max_inflate = cfg_max_stanza(c) > 262144 ? cfg_max_stanza(c) : 262144;
-  if (err == 0)
-    err = xcm__stream_move_in(&c->stream, ctx, m->stream, cfg->tls,
-                              &stream_cb, c, &lim);
-  m->stream = NULL; /* taken, on failure too */
-  xcm__client_moved_free(m);
-  if (err != 0) {
-    xcm__xml_reader_free(c->reader);
-    xcm__free(ctx->alloc, c->authid);
-    xcm__free(ctx->alloc, c->peer);
-    xcm__free(ctx->alloc, c);
-    return err;
-  }
-  c->handles = 2;
-  uv_timer_init(ctx->loop, &c->timer);
-  c->timer.data = c;
-  on_timer(&c->timer);
-  *out = c;
-  return 0;
-}
+/* ---- moved clients --------------------------------------------------------
+ */
