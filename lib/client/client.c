@@ -1638,7 +1638,7 @@ void xcm__client_deliver(xcm_client *c, const xcm_route *r) {
   /* With acknowledgements on, a stanza is held in the unacked queue (as
    * routed: what goes back upstream) and written as plain bytes, never
    * as a record the transport would give back too. */
-  counted = c->sm != NULL && xcm__cl_is_stanza(r->inner, r->inner_len);
+  counted = c->sm != NULL && xcm__xml_is_stanza(r->inner, r->inner_len);
   if (counted && xcm__cl_sm_hold(c, r->inner, r->inner_len) != 0)
     return;
   if (xcm__cl_write_element(c, r->inner, r->inner_len, message && !counted) !=

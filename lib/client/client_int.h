@@ -142,8 +142,6 @@ void xcm__cl_logged_in(xcm_client *c);
 int xcm__cl_sm_element(xcm_client *c, const xcm_xml_stanza *s);
 /* An <auth/> on its way to the server: who it names. */
 void xcm__cl_note_authid(xcm_client *c, const xcm_xml_stanza *s);
-/* Whether routed bytes are a stanza XEP-0198 counts. */
-int xcm__cl_is_stanza(const char *bytes, size_t len);
 /* A stanza about to be written joins the unacked queue (0), or the
  * client was ended; it was written (ask for an ack if due). */
 int xcm__cl_sm_hold(xcm_client *c, const char *data, size_t len);

@@ -191,16 +191,6 @@ int xcm__cl_sm_element(xcm_client *c, const xcm_xml_stanza *s) {
   return xcm__cl_refuse(c, XCM_COND_UNSUPPORTED_STANZA_TYPE, NULL);
 }
 
-/* What XEP-0198 counts: the three stanzas, by name as is_message reads
- * one. Stream-level elements (SASL, features, errors) are not. */
-int xcm__cl_is_stanza(const char *bytes, size_t len) {
-  size_t n = xcm__xml_qname_length(bytes, len);
-
-  return (n == 7 && memcmp(bytes + 1, "message", 7) == 0) ||
-         (n == 8 && memcmp(bytes + 1, "presence", 8) == 0) ||
-         (n == 2 && memcmp(bytes + 1, "iq", 2) == 0);
-}
-
 static void sm_give_back(void *ud, const char *data, size_t len) {
   xcm_client *c = ud;
 

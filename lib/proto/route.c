@@ -395,3 +395,11 @@ int xcm_route_unwrap(const char *bytes, size_t len, xcm_route **out) {
 void xcm_route_free(xcm_route *route) {
   xcm__free(NULL, route);
 }
+
+int xcm__xml_is_stanza(const char *bytes, size_t len) {
+  size_t n = xcm__xml_qname_length(bytes, len);
+
+  return (n == 7 && memcmp(bytes + 1, "message", 7) == 0) ||
+         (n == 8 && memcmp(bytes + 1, "presence", 8) == 0) ||
+         (n == 2 && memcmp(bytes + 1, "iq", 2) == 0);
+}

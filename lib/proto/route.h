@@ -41,6 +41,11 @@ int xcm__route_wrap_bytes(xcm_buf *b, const char *bytes, size_t len,
 /* The length of the element's name as written (bytes[1..]). */
 size_t xcm__xml_qname_length(const char *bytes, size_t len);
 
+/* Whether the element in bytes is one of the three stanzas (message,
+ * presence, iq), by its name as written: what XEP-0198 counts.
+ * Stream-level elements (SASL, features, errors) are not. */
+int xcm__xml_is_stanza(const char *bytes, size_t len);
+
 /* Whether the start tag of the well-formed element in bytes declares the
  * default namespace (xmlns="..."). */
 int xcm__xml_declares_default(const char *bytes, size_t len);

@@ -1,4 +1,4 @@
-#include "session/session.h"
+#include "session/session_int.h"
 
 #include <string.h>
 
@@ -9,49 +9,6 @@
 #include "util/alloc.h"
 #include "xml/element.h"
 #include "xcm/error.h"
-
-struct xcm_session {
-  xcm_map_entry e; /* by the client's stream id */
-  xcm_sessions *table;
-  char *jid;          /* once bound */
-  xcm_client *client; /* NULL while detached */
-  xcm_up_session *up;
-  xcm_session *prev, *next;
-  struct addr_count *addr;
-  void *data; /* the owner's (xcm_cm_session_set_data) */
-  struct resumable *r; /* once the client enabled resumption */
-  xcm_transport_kind kind;
-  unsigned char detaching; /* the client is leaving its state to us */
-  unsigned char up_paused; /* the upstream asked us to wait */
-};
-
-/* A session its client may resume (XEP-0198 section 5): found by its
- * id, and while detached (no client: the connection dropped) on the
- * table's waiting list. Every session waits as long, so the list is in
- * the order they expire in, and one timer serves them all. A detached
- * session holds no socket, TLS state or parser: this, its sm state, and
- * its upstream session. */
-typedef struct resumable {
-  xcm_map_entry e; /* by id, in by_resume */
-  xcm_session *s;
-  xcm_sm *sm;       /* while detached: unacked, then what arrived since */
-  uint64_t expires; /* loop time, while detached */
-  struct resumable *wprev, *wnext;
-  char id[XCM_RESUME_ID_SIZE];
-  /* The session's stream id: the by_sid key once the client that named
-   * it may go (a copy of the same bytes, so the key's hash holds). */
-  char sid[32];
-} resumable;
-
-static void event(xcm_session *s, enum xcm_session_ev ev,
-                  const xcm_client_end *end);
-
-/* Connections from one source address. */
-typedef struct addr_count {
-  xcm_map_entry e;
-  unsigned n;
-  char key[46]; /* INET6_ADDRSTRLEN */
-} addr_count;
 
 void xcm__sessions_init(xcm_sessions *t, xcm_ctx *ctx, xcm_counters *counters) {
   memset(t, 0, sizeof(*t));
@@ -96,11 +53,9 @@ void *xcm__session_data(const xcm_session *s) {
   return s->data;
 }
 
-static void end_detached(xcm_session *s, int err, const char *text);
-
 void xcm__session_close(xcm_session *s, xcm_cond cond, const char *text) {
   if (s->client == NULL)
-    end_detached(s, XCM_ECLOSED, text);
+    xcm__ses_end_detached(s, XCM_ECLOSED, text);
   else
     xcm__client_fail(s->client, cond, text);
 }
@@ -155,15 +110,13 @@ static enum xcm_hook_verdict ask_hook(xcm_session *s, int to_client,
 
 /* ---- the upstream side -------------------------------------------------- */
 
-static void hold(xcm_session *s, const xcm_route *r);
-
 /* What the server routes goes to the client, or while it is away into
  * the state its resume will send again. */
 static void to_client(xcm_session *s, const xcm_route *r) {
   if (s->client != NULL)
     xcm__client_deliver(s->client, r);
   else
-    hold(s, r);
+    xcm__ses_hold(s, r);
 }
 
 static void up_created(void *ud, int err) {
@@ -245,7 +198,7 @@ static void up_closed(void *ud, const char *error, size_t len) {
 
   s->up = NULL;
   if (s->client == NULL)
-    end_detached(s, XCM_ECLOSED, "closed by the server");
+    xcm__ses_end_detached(s, XCM_ECLOSED, "closed by the server");
   else
     xcm__client_server_closed(s->client, error, len);
 }
@@ -256,7 +209,8 @@ static void up_lost(void *ud) {
   s->up = NULL;
   s->table->counters->sessions_lost++;
   if (s->client == NULL)
-    end_detached(s, XCM_ECLOSED, "the connection to the XMPP server was lost");
+    xcm__ses_end_detached(s, XCM_ECLOSED,
+                          "the connection to the XMPP server was lost");
   else
     xcm__client_fail(s->client, XCM_COND_REMOTE_CONNECTION_FAILED,
                      "the connection to the XMPP server was lost");
@@ -270,7 +224,7 @@ static void up_route_error(void *ud, const char *inner, size_t len) {
   /* The server no longer knows this session (or refused our framing):
    * the client must start over. */
   if (s->client == NULL)
-    end_detached(s, XCM_ECLOSED, "the server lost this session");
+    xcm__ses_end_detached(s, XCM_ECLOSED, "the server lost this session");
   else
     xcm__client_fail(s->client, XCM_COND_UNDEFINED_CONDITION,
                      "the server lost this session");
@@ -307,7 +261,7 @@ static int cl_open(void *ud, const char *sid, const char *address) {
   err = xcm__pool_session_open(s->table->pool, sid, address, address, &up_cb, s,
                                &s->up);
   if (err == 0)
-    event(s, XCM__SESSION_OPENED, NULL);
+    xcm__ses_event(s, XCM__SESSION_OPENED, NULL);
   return err;
 }
 
@@ -353,9 +307,9 @@ static int cl_stanza(void *ud, const xcm_xml_stanza *st,
   return xcm__pool_session_send(s->up, st, decls, ndecls);
 }
 
-/* Tell the owner's session-event function, if any. */
-static void event(xcm_session *s, enum xcm_session_ev ev,
-                  const xcm_client_end *end) {
+/* Tell the owner's session-xcm__ses_event function, if any. */
+void xcm__ses_event(xcm_session *s, enum xcm_session_ev ev,
+                    const xcm_client_end *end) {
   if (s->table->events != NULL)
     s->table->events(s->table->events_ud, ev, s, end);
 }
@@ -364,7 +318,7 @@ static void cl_authenticated(void *ud) {
   xcm_session *s = ud;
 
   s->table->counters->sessions_authenticated++;
-  event(s, XCM__SESSION_AUTHENTICATED, NULL);
+  xcm__ses_event(s, XCM__SESSION_AUTHENTICATED, NULL);
 }
 
 static void cl_secured(void *ud) {
@@ -383,7 +337,7 @@ static void cl_bound(void *ud, const char *jid, size_t len) {
     xcm__client_fail(s->client, XCM_COND_RESOURCE_CONSTRAINT, NULL);
     return;
   }
-  event(s, XCM__SESSION_BOUND, NULL);
+  xcm__ses_event(s, XCM__SESSION_BOUND, NULL);
 }
 
 static void cl_undelivered(void *ud, const char *msg, size_t len) {
@@ -399,7 +353,7 @@ static void cl_undelivered(void *ud, const char *msg, size_t len) {
  * it, or every link was lost) there is nobody to return it to, and it is
  * logged at debug level only; a return that failed (the link's output
  * full, no memory) is logged at warn. */
-static void cl_unacked(void *ud, const char *data, size_t len) {
+void xcm__ses_unacked(void *ud, const char *data, size_t len) {
   xcm_session *s = ud;
   xcm_counters *c = s->table->counters;
   int r =
@@ -420,7 +374,7 @@ static void cl_unacked(void *ud, const char *data, size_t len) {
 
 /* What the session's connection held goes with it: the counts by
  * transport and TLS, and its place in its address's count. */
-static void conn_release(xcm_session *s) {
+void xcm__ses_conn_release(xcm_session *s) {
   xcm_sessions *t = s->table;
 
   if (xcm__client_secured(s->client))
@@ -433,17 +387,17 @@ static void conn_release(xcm_session *s) {
   s->addr = NULL;
 }
 
-static void clients_now(xcm_sessions *t) {
+void xcm__ses_clients_now(xcm_sessions *t) {
   t->counters->clients_now = t->count - t->detached;
 }
 
 /* The session is over: the owner hears it last, then the upstream
  * session is closed and everything goes. Its connection is released
  * already. */
-static void session_free(xcm_session *s, const xcm_client_end *end) {
+void xcm__ses_free(xcm_session *s, const xcm_client_end *end) {
   xcm_sessions *t = s->table;
 
-  event(s, XCM__SESSION_CLOSED, end);
+  xcm__ses_event(s, XCM__SESSION_CLOSED, end);
   xcm__map_remove(&t->by_sid, &s->e);
   if (s->r != NULL) {
     xcm__map_remove(&t->by_resume, &s->r->e);
@@ -461,7 +415,7 @@ static void session_free(xcm_session *s, const xcm_client_end *end) {
   if (s->next != NULL)
     s->next->prev = s->prev;
   t->count--;
-  clients_now(t);
+  xcm__ses_clients_now(t);
   xcm__free(t->ctx->alloc, s);
   if (t->count == 0 && t->empty != NULL)
     t->empty(t->empty_ud);
@@ -473,31 +427,26 @@ static void cl_closed(void *ud, const xcm_client_end *end) {
 
   if (end->cond != XCM_COND_NONE && end->cond < XCM_COND_COUNT_)
     t->counters->stream_errors[end->cond]++;
-  conn_release(s);
+  xcm__ses_conn_release(s);
   if (s->detaching) {
     /* The connection went; the session waits for its client. */
     s->detaching = 0;
     s->client = NULL;
-    clients_now(t); /* a waiting session holds no connection */
-    event(s, XCM__SESSION_DETACHED, end);
+    xcm__ses_clients_now(t); /* a waiting session holds no connection */
+    xcm__ses_event(s, XCM__SESSION_DETACHED, end);
     return;
   }
   /* The owner's last look at the session still shows the client. */
-  session_free(s, end);
+  xcm__ses_free(s, end);
 }
 
 static int cl_proxied(void *ud, const char *address);
-static int cl_resumable(void *ud, char *id);
-static int cl_detach(void *ud, xcm_sm *sm);
-static int cl_resume(void *ud, const char *previd, uint32_t h,
-                     const char *authid, uint32_t *sent);
-static void cl_moved(void *ud, xcm_client_moved *m);
 
-static const xcm_client_cb client_cb = {
-    cl_open,        cl_stanza, cl_authenticated, cl_bound,
-    cl_secured,     cl_undelivered, cl_closed,   cl_proxied,
-    cl_unacked,     cl_resumable,   cl_detach,   cl_resume,
-    cl_moved};
+const xcm_client_cb xcm__ses_client_cb = {
+    cl_open,          cl_stanza,          cl_authenticated, cl_bound,
+    cl_secured,       cl_undelivered,     cl_closed,        cl_proxied,
+    xcm__ses_unacked, xcm__ses_resumable, xcm__ses_detach,  xcm__ses_resume,
+    xcm__ses_moved};
 
 /* ---- accepting ---------------------------------------------------------- */
 
@@ -549,8 +498,6 @@ static int untrusted(xcm_sessions *t, const xcm_client_cfg *cfg,
   return 1;
 }
 
-static addr_count *count_key(xcm_sessions *t, const char *key, int *over);
-
 static addr_count *count_address(xcm_sessions *t, uv_tcp_t *tcp, int *over) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
@@ -563,10 +510,10 @@ static addr_count *count_address(xcm_sessions *t, uv_tcp_t *tcp, int *over) {
     uv_ip6_name((struct sockaddr_in6 *)&ss, key, sizeof key);
   else
     uv_ip4_name((struct sockaddr_in *)&ss, key, sizeof key);
-  return count_key(t, key, over);
+  return xcm__ses_count_key(t, key, over);
 }
 
-static addr_count *count_key(xcm_sessions *t, const char *key, int *over) {
+addr_count *xcm__ses_count_key(xcm_sessions *t, const char *key, int *over) {
   addr_count *a;
 
   *over = 0;
@@ -602,7 +549,7 @@ static int link_session(xcm_sessions *t, xcm_session *s) {
   t->head = s;
   t->count++;
   t->counters->clients_accepted++;
-  clients_now(t);
+  xcm__ses_clients_now(t);
   t->counters->clients_kind_now[s->kind]++;
   /* A transport encrypted below the client (WSS, HTTPS, a secure custom
    * one) is secured from the start: cl_secured never runs for it, and
@@ -640,8 +587,8 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
     return XCM_ENOMEM;
   s->table = t;
   s->kind = XCM_TRANSPORT_CUSTOM;
-  err =
-      xcm__client_new_custom(&s->client, t->ctx, cfg, tr, peer, &client_cb, s);
+  err = xcm__client_new_custom(&s->client, t->ctx, cfg, tr, peer,
+                               &xcm__ses_client_cb, s);
   if (err != 0) {
     xcm__free(t->ctx->alloc, s);
     return err;
@@ -667,7 +614,7 @@ int xcm__session_attach_msg(xcm_sessions *t, const xcm_client_cfg *cfg,
    * forwarding header it trusts), so it counts as a socket's does. */
   if (t->max_per_address != XCM__OFF && peer != NULL && peer[0] != '\0' &&
       strlen(peer) < sizeof a->key) {
-    a = count_key(t, peer, &over);
+    a = xcm__ses_count_key(t, peer, &over);
     if (over) {
       t->counters->clients_refused++;
       t->counters->clients_refused_address_limit++;
@@ -686,7 +633,8 @@ int xcm__session_attach_msg(xcm_sessions *t, const xcm_client_cfg *cfg,
       tr->kind == XCM_TRANSPORT_WEBSOCKET || tr->kind == XCM_TRANSPORT_BOSH
           ? tr->kind
           : XCM_TRANSPORT_CUSTOM;
-  err = xcm__client_new_msg(&s->client, t->ctx, cfg, tr, peer, &client_cb, s);
+  err = xcm__client_new_msg(&s->client, t->ctx, cfg, tr, peer,
+                            &xcm__ses_client_cb, s);
   if (err != 0) {
     if (a != NULL)
       a->n--;
@@ -727,7 +675,7 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
   }
   s->table = t;
   s->addr = a;
-  err = xcm__client_new(&s->client, t->ctx, cfg, tcp, &client_cb, s);
+  err = xcm__client_new(&s->client, t->ctx, cfg, tcp, &xcm__ses_client_cb, s);
   if (err != 0) {
     if (a != NULL)
       a->n--;
@@ -769,7 +717,7 @@ static int cl_proxied(void *ud, const char *address) {
 
   if (t->max_per_address == XCM__OFF || s->addr != NULL)
     return 0;
-  s->addr = count_key(
+  s->addr = xcm__ses_count_key(
       t, address != NULL ? address : xcm__client_peer(s->client), &over);
   if (over) {
     s->addr = NULL;
@@ -790,8 +738,8 @@ size_t xcm__sessions_fail_some(xcm_sessions *t, size_t n, xcm_cond cond,
 
     xcm__session_close(s, cond, text);
     if (t->count < before) {
-      /* s is gone, and the owner's event function may have ended others
-       * (s->next among them): start again from the head. */
+      /* s is gone, and the owner's xcm__ses_event function may have ended
+       * others (s->next among them): start again from the head. */
       done++;
       s = t->head;
     } else {
@@ -799,385 +747,4 @@ size_t xcm__sessions_fail_some(xcm_sessions *t, size_t n, xcm_cond cond,
     }
   }
   return done;
-}
-
-/* ---- resumption (XEP-0198 section 5) -------------------------------------- */
-
-/* The orphan table: a connection whose session another connection
- * resumed is ended through it, and nobody hears of it any more. */
-static int orphan_open(void *ud, const char *sid, const char *address) {
-  (void)ud;
-  (void)sid;
-  (void)address;
-  return XCM_ECLOSED;
-}
-
-static int orphan_stanza(void *ud, const xcm_xml_stanza *st,
-                         const xcm_xml_nsdecl *decls, size_t ndecls) {
-  (void)ud;
-  (void)st;
-  (void)decls;
-  (void)ndecls;
-  return XCM_ECLOSED;
-}
-
-static void orphan_closed(void *ud, const xcm_client_end *end) {
-  (void)ud;
-  (void)end;
-}
-
-static const xcm_client_cb orphan_cb = {
-    .open = orphan_open, .stanza = orphan_stanza, .closed = orphan_closed};
-
-static int cl_resumable(void *ud, char *id) {
-  xcm_session *s = ud;
-  xcm_sessions *t = s->table;
-  resumable *r;
-  const char *sid = xcm__client_sid(s->client);
-
-  if (t->resume_ms == 0 || s->r != NULL || strlen(sid) >= sizeof r->sid)
-    return XCM_EINVAL;
-  r = xcm__calloc(t->ctx->alloc, sizeof(*r));
-  if (r == NULL)
-    return XCM_ENOMEM;
-  if (xcm__random_token(r->id) != 0) {
-    xcm__free(t->ctx->alloc, r);
-    return XCM_EINVAL;
-  }
-  r->s = s;
-  r->e.key = r->id;
-  if (xcm__map_put(&t->by_resume, &r->e) != 0) {
-    xcm__free(t->ctx->alloc, r);
-    return XCM_ENOMEM;
-  }
-  /* The other instances of the group find it by its id too. */
-  if (t->group != NULL && (s->jid == NULL || xcm__group_add(t->group, r->id,
-                                                            t->group_index,
-                                                            s->jid) != 0)) {
-    xcm__map_remove(&t->by_resume, &r->e);
-    xcm__free(t->ctx->alloc, r);
-    return XCM_ENOMEM;
-  }
-  /* The same key bytes, in memory that stays when the client goes. */
-  memcpy(r->sid, sid, strlen(sid) + 1);
-  s->e.key = r->sid;
-  s->r = r;
-  memcpy(id, r->id, strlen(r->id) + 1);
-  return 0;
-}
-
-static void wait_timer_closed(uv_handle_t *h) {
-  xcm__free((const xcm_allocator *)h->data, h);
-}
-
-static void on_wait_timer(uv_timer_t *h);
-
-/* The timer runs while any session waits, due when the oldest expires. */
-static void wait_arm(xcm_sessions *t) {
-  uint64_t n = uv_now(t->ctx->loop);
-
-  if (t->wait_head == NULL) {
-    if (t->wait_timer != NULL) {
-      t->wait_timer->data = (void *)t->ctx->alloc;
-      uv_close((uv_handle_t *)t->wait_timer, wait_timer_closed);
-      t->wait_timer = NULL;
-    }
-    return;
-  }
-  if (t->wait_timer == NULL) {
-    t->wait_timer = xcm__alloc(t->ctx->alloc, sizeof(*t->wait_timer));
-    if (t->wait_timer == NULL)
-      return; /* on_wait_timer's next run, or the next detach, retries */
-    uv_timer_init(t->ctx->loop, t->wait_timer);
-  }
-  t->wait_timer->data = t;
-  uv_timer_start(t->wait_timer, on_wait_timer,
-                 t->wait_head->expires > n ? t->wait_head->expires - n : 0, 0);
-}
-
-static void wait_unlink(xcm_sessions *t, resumable *r) {
-  if (r->wprev != NULL)
-    r->wprev->wnext = r->wnext;
-  else
-    t->wait_head = r->wnext;
-  if (r->wnext != NULL)
-    r->wnext->wprev = r->wprev;
-  else
-    t->wait_tail = r->wprev;
-  r->wprev = r->wnext = NULL;
-  t->detached--;
-  t->counters->sm_detached_now--;
-  clients_now(t);
-}
-
-static int cl_detach(void *ud, xcm_sm *sm) {
-  xcm_session *s = ud;
-  xcm_sessions *t = s->table;
-  resumable *r = s->r;
-
-  /* Only a session the server still has, on an instance that goes on. */
-  if (r == NULL || s->up == NULL || t->closing || t->resume_ms == 0)
-    return XCM_ECLOSED;
-  r->sm = sm;
-  r->expires = uv_now(t->ctx->loop) + t->resume_ms;
-  r->wprev = t->wait_tail;
-  r->wnext = NULL;
-  if (t->wait_tail != NULL)
-    t->wait_tail->wnext = r;
-  else
-    t->wait_head = r;
-  t->wait_tail = r;
-  t->detached++;
-  t->counters->sm_detached_now++;
-  clients_now(t);
-  t->counters->sm_detached++;
-  s->detaching = 1;
-  if (t->wait_head == r)
-    wait_arm(t);
-  return 0;
-}
-
-static void return_one(void *ud, const char *data, size_t len) {
-  xcm_session *s = ud;
-  uint64_t before = s->table->counters->sm_returned;
-
-  cl_unacked(s, data, len);
-  if (s->table->counters->sm_returned != before)
-    s->table->counters->sm_expired_returned++;
-}
-
-/* A detached session ends (it waited in vain, the server ended it, the
- * instance stops): what its client never acknowledged and what arrived
- * since goes back to the server, then the session closes upstream. */
-static void end_detached(xcm_session *s, int err, const char *text) {
-  xcm_sessions *t = s->table;
-  resumable *r = s->r;
-  xcm_client_end end = {XCM_COND_NONE, err, text};
-
-  wait_unlink(t, r);
-  xcm__sm_drain(t->ctx->alloc, r->sm, return_one, s);
-  xcm__sm_free(t->ctx->alloc, r->sm);
-  r->sm = NULL;
-  session_free(s, &end);
-  wait_arm(t);
-}
-
-static void on_wait_timer(uv_timer_t *h) {
-  xcm_sessions *t = h->data;
-  uint64_t n = uv_now(t->ctx->loop);
-
-  while (t->wait_head != NULL && t->wait_head->expires <= n) {
-    t->counters->sm_expired++;
-    end_detached(t->wait_head->s, XCM_ETIMEDOUT,
-                 "not resumed in time: what it did not get went back to "
-                 "the server");
-  }
-  wait_arm(t);
-}
-
-static int is_stanza(const char *b, size_t len) {
-  size_t n = xcm__xml_qname_length(b, len);
-
-  return (n == 7 && memcmp(b + 1, "message", 7) == 0) ||
-         (n == 8 && memcmp(b + 1, "presence", 8) == 0) ||
-         (n == 2 && memcmp(b + 1, "iq", 2) == 0);
-}
-
-/* What the server routes to a detached session waits in its state, in
- * order and counted as sent: the resume sends it with the rest. */
-static void hold(xcm_session *s, const xcm_route *r) {
-  xcm_sessions *t = s->table;
-  xcm_sm *sm = s->r->sm;
-  int err;
-
-  if (r->inner == NULL)
-    return; /* white space between stanzas */
-  /* Only stanzas are counted and held, as a connected client counts
-   * them (client.c): anything else the server routes (a stream error
-   * before it closes the session) has no connection to go to. */
-  if (!is_stanza(r->inner, r->inner_len))
-    return;
-  err = xcm__sm_push(t->ctx->alloc, sm, r->inner, r->inner_len,
-                     t->sm_max_unacked, t->sm_max_unacked_bytes);
-  if (err == 0)
-    return;
-  /* Too much waits for a client that is not back: it all goes back,
-   * this one last, and the session ends. */
-  t->counters->sm_overflows++;
-  cl_unacked(s, r->inner, r->inner_len);
-  end_detached(s, err, "too much held for a client that did not come back");
-}
-
-/* The session of id for user authid, live, whose state h fits: 0 and
- * *out; XCM_ENOTFOUND; or XCM_EPROTO with *sent (h acknowledges more
- * than was sent). */
-static int resumable_for(xcm_sessions *t, const char *id, const char *authid,
-                         uint32_t h, xcm_session **out, uint32_t *sent) {
-  resumable *r = (resumable *)xcm__map_get(&t->by_resume, id, strlen(id));
-  xcm_session *s = r != NULL ? r->s : NULL;
-  uint32_t h_in, h_out, unacked;
-
-  if (s == NULL || s->up == NULL || s->jid == NULL ||
-      !xcm__authid_matches(authid, s->jid))
-    return XCM_ENOTFOUND;
-  if (s->client != NULL) {
-    if (!xcm__client_sm(s->client, &h_in, &h_out, &unacked))
-      return XCM_ENOTFOUND;
-  } else {
-    h_out = r->sm->h_out;
-    unacked = r->sm->count;
-  }
-  if ((uint32_t)(h - (h_out - unacked)) > unacked) {
-    *sent = h_out;
-    return XCM_EPROTO;
-  }
-  *out = s;
-  return 0;
-}
-
-static void conn_take(xcm_session *s, xcm_client *c);
-
-/* Client c takes session s over (resumable_for said yes): whoever held
- * it goes, c gets the state with h applied and sends it all again. The
- * connection's counts come from s2, the session it opened here (which
- * ends, authenticated and never bound: upstream it closes without a
- * trace), or (s2 NULL, a connection moved from another instance) are
- * taken now. */
-static void take_over(xcm_session *s, xcm_client *c, uint32_t h,
-                      xcm_session *s2) {
-  xcm_sessions *t = s->table;
-  resumable *r = s->r;
-  xcm_client *old = s->client;
-  xcm_client_end end = {XCM_COND_NONE, 0, "resumed another session"};
-  xcm_sm *sm;
-
-  if (old != NULL) {
-    /* The old connection has not noticed it is gone, or a second resume
-     * races the first: the newest connection wins, the other ends. */
-    sm = xcm__client_release_sm(old);
-    conn_release(s);
-    s->client = NULL;
-    xcm__client_set_owner(old, &orphan_cb, NULL);
-    xcm__client_fail(old, XCM_COND_CONFLICT,
-                     "the session was resumed on another connection");
-  } else {
-    sm = r->sm;
-    r->sm = NULL;
-    wait_unlink(t, r);
-    wait_arm(t);
-  }
-  xcm__sm_ack(t->ctx->alloc, sm, h);
-  if (s2 != NULL) {
-    s->kind = s2->kind;
-    s->addr = s2->addr;
-    s2->addr = NULL;
-    session_free(s2, &end);
-  } else {
-    conn_take(s, c);
-  }
-  s->client = c;
-  xcm__client_set_owner(c, &client_cb, s);
-  t->counters->sm_resumed++;
-  if (xcm__client_resumed(c, sm, r->sid, r->id) != 0)
-    return; /* the client ended meanwhile: its end saw to sm */
-  if (s->up_paused)
-    xcm__client_pause(c);
-  event(s, XCM__SESSION_RESUMED, NULL);
-}
-
-static int cl_resume(void *ud, const char *previd, uint32_t h,
-                     const char *authid, uint32_t *sent) {
-  xcm_session *s2 = ud, *s = NULL;
-  xcm_sessions *t = s2->table;
-  unsigned where;
-  int err = resumable_for(t, previd, authid, h, &s, sent);
-
-  if (err == XCM_ENOTFOUND && t->group != NULL &&
-      xcm__client_movable(s2->client) &&
-      xcm__group_find(t->group, previd, authid, &where) == 0 &&
-      where != t->group_index) {
-    /* On another instance: the connection goes there (cl_moved). Its
-     * own session ends upstream now, so that nothing more is routed to
-     * a client that is leaving. */
-    if (s2->up != NULL)
-      xcm__pool_session_close(s2->up);
-    s2->up = NULL;
-    return XCM_EAGAIN;
-  }
-  if (err != 0 || s == s2) {
-    t->counters->sm_resume_failed++;
-    return err != 0 ? err : XCM_ENOTFOUND;
-  }
-  take_over(s, s2->client, h, s2);
-  return 0;
-}
-
-/* The connection left for the instance holding the session it resumes:
- * post it there, and end its own session. */
-static void cl_moved(void *ud, xcm_client_moved *m) {
-  xcm_session *s2 = ud;
-  xcm_sessions *t = s2->table;
-  xcm_client_end end = {XCM_COND_NONE, 0,
-                        "moved to the worker holding the session it resumes"};
-  unsigned where;
-
-  if (m != NULL &&
-      (xcm__group_find(t->group, xcm__client_moved_previd(m),
-                       xcm__client_moved_authid(m), &where) != 0 ||
-       xcm__group_post(t->group, where, (xcm_group_item *)m) != 0)) {
-    /* Gone meanwhile: the connection closes, the client logs in again. */
-    t->counters->sm_resume_failed++;
-    xcm__client_moved_free(m);
-  }
-  conn_release(s2);
-  session_free(s2, &end);
-}
-
-/* A moved connection's counts, on the instance it reached. */
-static void conn_take(xcm_session *s, xcm_client *c) {
-  xcm_sessions *t = s->table;
-  int over = 0;
-  const char *peer = xcm__client_peer(c);
-
-  s->kind = XCM_TRANSPORT_TCP;
-  t->counters->clients_kind_now[s->kind]++;
-  if (xcm__client_secured(c))
-    t->counters->clients_tls_now++;
-  /* Counted against its address, never refused: it was let in already. */
-  if (t->max_per_address != XCM__OFF && peer[0] != '\0' &&
-      strlen(peer) < sizeof s->addr->key) {
-    s->addr = count_key(t, peer, &over);
-    if (over)
-      s->addr->n++;
-  }
-}
-
-void xcm__sessions_adopt(xcm_sessions *t, xcm_client_moved *m) {
-  const xcm_client_cfg *cfg =
-      t->listener_cfg(t->listener_cfg_ud, xcm__client_moved_listener(m));
-  uint32_t h = xcm__client_moved_h(m), sent = 0;
-  xcm_session *s = NULL;
-  xcm_client *c;
-  int err;
-
-  if (cfg == NULL) {
-    xcm__client_moved_free(m);
-    return;
-  }
-  err = resumable_for(t, xcm__client_moved_previd(m),
-                      xcm__client_moved_authid(m), h, &s, &sent);
-  if (err != 0) {
-    /* Ended, or a bad h: the client hears it, its connection ends. */
-    t->counters->sm_resume_failed++;
-    if (xcm__client_move_in(&c, t->ctx, cfg, m, &orphan_cb, NULL) == 0)
-      xcm__client_fail(c, XCM_COND_UNDEFINED_CONDITION,
-                       err == XCM_EPROTO
-                           ? "the resume acknowledged more than was sent"
-                           : "the session to resume ended meanwhile: log "
-                             "in again");
-    return;
-  }
-  if (xcm__client_move_in(&c, t->ctx, cfg, m, &orphan_cb, NULL) != 0)
-    return;
-  take_over(s, c, h, NULL);
 }
