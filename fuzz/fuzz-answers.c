@@ -113,10 +113,11 @@ static void c_closed(void *ud, const xcm_client_end *end) {
   ((heard *)ud)->closed = 1;
 }
 
-static const xcm_client_cb client_cb = {c_open,   c_stanza, c_authenticated,
-                                        c_bound,  NULL,     NULL,
-                                        c_closed, NULL,     NULL,
-                                        NULL,     NULL,     NULL};
+static const xcm_client_cb client_cb = {.open = c_open,
+                                        .stanza = c_stanza,
+                                        .authenticated = c_authenticated,
+                                        .bound = c_bound,
+                                        .closed = c_closed};
 
 static void setup(void) {
   uv_loop_init(&loop);
