@@ -238,10 +238,36 @@ static void worker_main(void *arg) {
   xcmd_demo_free(w->demo, worker_log, w);
 }
 
+/* The XMPP listeners on every worker (SO_REUSEPORT shares their
+ * connections out), first and in the same order everywhere, as the
+ * resume group needs; the HTTP ones after them, on the first worker
+ * only. A BOSH session is many requests over several connections, each
+ * of which SO_REUSEPORT would send to any worker, and only the one
+ * holding the session can answer them; so web clients, WebSocket ones
+ * too, all live on one worker. */
+static int listen_all(daemon_state *d, worker *w) {
+  char err[512];
+  unsigned i;
+  int http;
+
+  for (http = 0; http <= 1; http++)
+    for (i = 0; i < d->cfg.nlisteners; i++) {
+      xcm_listen_options lo = d->cfg.listeners[i];
+
+      if ((lo.http != 0) != http || (http && w->index > 0))
+        continue;
+      lo.reuseport = lo.reuseport || d->nworkers > 1;
+      if (xcm_cm_listen(w->cm, &lo, err, sizeof err) != 0) {
+        say(XCM_LOG_ERROR, "%s", err);
+        return -1;
+      }
+    }
+  return 0;
+}
+
 static int worker_init(daemon_state *d, worker *w, unsigned index) {
   xcm_options o = d->cfg.opt;
   char err[512];
-  unsigned i;
 
   w->index = index;
   snprintf(w->name, sizeof w->name, "w%u", index + 1);
@@ -279,15 +305,8 @@ static int worker_init(daemon_state *d, worker *w, unsigned index) {
     say(XCM_LOG_ERROR, "%s", err);
     return -1;
   }
-  for (i = 0; i < d->cfg.nlisteners; i++) {
-    xcm_listen_options lo = d->cfg.listeners[i];
-
-    lo.reuseport = lo.reuseport || d->nworkers > 1;
-    if (xcm_cm_listen(w->cm, &lo, err, sizeof err) != 0) {
-      say(XCM_LOG_ERROR, "%s", err);
-      return -1;
-    }
-  }
+  if (listen_all(d, w) != 0)
+    return -1;
   if (d->cfg.log_bodies)
     xcm_cm_set_stanza_hook(w->cm, log_stanza, w);
   if (d->cfg.log_level >= XCM_LOG_DEBUG)
@@ -633,6 +652,13 @@ int main(int argc, char **argv) {
   say(XCM_LOG_INFO, "xcmd %s started: %u worker%s, domain %s",
       xcm_version_string(), d.nworkers, d.nworkers == 1 ? "" : "s",
       d.cfg.opt.domain);
+  for (n = 0; n < d.cfg.nlisteners; n++)
+    if (d.cfg.listeners[n].http && d.nworkers > 1) {
+      say(XCM_LOG_INFO, "web clients (BOSH, WebSocket) are served by worker "
+                        "1 only: a BOSH session's requests must all reach "
+                        "the worker that holds it");
+      break;
+    }
   if (d.demo)
     say(XCM_LOG_INFO,
         "demo: point an XMPP client at 127.0.0.1 port %d and log in as "
