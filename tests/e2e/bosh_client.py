@@ -5,10 +5,12 @@ binds, sends a message to its own full JID and waits for it to come
 back, optionally reads a metrics URL while logged in (printing its
 xcm_sessions lines), then terminates and expects the terminate answer.
 One request under way at a time: each is held until there is something
-for it, and the client polls with an empty one while it waits. Prints
-TAP.
+for it, and the client polls with an empty one while it waits. With
+--fresh, each request goes over a new connection (a browser's requests
+may come over any of its connections; behind SO_REUSEPORT each new one
+may reach any xcmd worker). Prints TAP.
 
-usage: bosh_client.py HOST PORT PATH DOMAIN USER [METRICS_URL]"""
+usage: bosh_client.py [--fresh] HOST PORT PATH DOMAIN USER [METRICS_URL]"""
 import base64
 import http.client
 import random
@@ -17,8 +19,12 @@ import sys
 import time
 import urllib.request
 
-host, port, path, domain, user = sys.argv[1:6]
-metrics = sys.argv[6] if len(sys.argv) > 6 else None
+args = sys.argv[1:]
+fresh = args[:1] == ["--fresh"]
+if fresh:
+    args = args[1:]
+host, port, path, domain, user = args[0:5]
+metrics = args[5] if len(args) > 5 else None
 NS = "http://jabber.org/protocol/httpbind"
 n = 0
 failed = 0
@@ -46,6 +52,10 @@ def post(attrs="", children=""):
         body += f" sid='{sid}'"
     body += (" " + attrs if attrs else "")
     body += f">{children}</body>" if children else "/>"
+    global conn
+    if fresh:
+        conn.close()
+        conn = http.client.HTTPConnection(host, int(port), timeout=20)
     conn.request("POST", path, body.encode(),
                  {"Content-Type": "text/xml; charset=utf-8"})
     r = conn.getresponse()

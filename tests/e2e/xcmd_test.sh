@@ -296,7 +296,7 @@ port = $((wport + 1))
 http = yes
 http_ws_paths = /xmpp-websocket
 [daemon]
-workers = 1
+workers = 2
 [metrics]
 port = $((wport + 2))
 CONF
@@ -305,8 +305,8 @@ wpid=$!; pids+=($wpid)
 for _ in $(seq 100); do grep -q "is up" "$tmp/web.log" && break; sleep 0.05; done
 out=$($py "$src/tests/e2e/ws_client.py" 127.0.0.1 $((wport + 1)) /xmpp-websocket example.test alice "http://127.0.0.1:$((wport + 2))/metrics" 2>&1); rc=$?
 check $rc "xcmd.conf: a WebSocket client logs in, chats and closes through http = yes" "$(echo "$out" | grep -A3 'not ok'; tail -5 "$tmp/web.log")"
-out=$($py "$src/tests/e2e/bosh_client.py" 127.0.0.1 $((wport + 1)) /http-bind/ example.test bob "http://127.0.0.1:$((wport + 2))/metrics" 2>&1); rc=$?
-check $rc "xcmd.conf: a BOSH client logs in, chats and terminates through http = yes" "$(echo "$out" | grep -A3 'not ok'; tail -5 "$tmp/web.log")"
+out=$($py "$src/tests/e2e/bosh_client.py" --fresh 127.0.0.1 $((wport + 1)) /http-bind/ example.test bob "http://127.0.0.1:$((wport + 2))/metrics" 2>&1); rc=$?
+check $rc "xcmd.conf, two workers: a BOSH client logs in, chats and terminates through http = yes, each request on a new connection" "$(echo "$out" | grep -A3 'not ok'; tail -5 "$tmp/web.log")"
 kill -TERM $wpid; wait $wpid
 check $? "xcmd with an HTTP listener stops cleanly"
 
