@@ -192,8 +192,9 @@ typedef struct xcm_options {
    * session, authenticated and never bound, closes upstream without a
    * trace. A session not resumed in time ends as any other: messages go
    * back as <failed/>, iq get/set are answered with an error
-   * (stats.sm_expired_returned). 0: no resumption. [300000], at most
-   * 86400000 */
+   * (stats.sm_expired_returned). At most max_clients sessions wait at
+   * once (a connection that drops beyond that ends its session). 0: no
+   * resumption. [300000], at most 86400000 */
   unsigned sm_resume_ms;
   /* A client that leaves an <r/> unanswered this long is taken for gone:
    * its connection drops (a resumable session then waits for it). At

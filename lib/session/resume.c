@@ -127,9 +127,13 @@ int xcm__ses_detach(void *ud, xcm_sm *sm) {
   xcm_sessions *t = s->table;
   resumable *r = s->r;
 
-  /* Only a session the server still has, on an instance that goes on. */
+  /* Only a session the server still has, on an instance that goes on.
+   * Waiting sessions hold no descriptor, but memory: as many may wait as
+   * may be connected, no more. */
   if (r == NULL || s->up == NULL || t->closing || t->resume_ms == 0)
     return XCM_ECLOSED;
+  if (t->max_clients != XCM__OFF && t->detached >= t->max_clients)
+    return XCM_ELIMIT;
   r->sm = sm;
   r->expires = uv_now(t->ctx->loop) + t->resume_ms;
   r->wprev = t->wait_tail;
