@@ -1109,7 +1109,16 @@ static int sm_acked(xcm_client *c, const xcm_xml_stanza *s) {
                   "<a/> needs h, a number from 0 to 4294967295");
   if (c->cfg->counters != NULL)
     c->cfg->counters->sm_acks_received++;
-  c->sm->r_at = 0;
+  /* An <a/> may answer an older <r/> than our last (we asked again before
+   * its answer came, as a burst does every ack_every stanzas): the last
+   * one is still open. Clearing the wait then would let a client that
+   * stops reading right after it never be taken for gone. It starts over
+   * instead, the client having just shown it reads; only an h covering
+   * our last request ends it. */
+  if ((int32_t)(c->sm->asked - h) <= 0)
+    c->sm->r_at = 0;
+  else if (c->sm->r_at != 0)
+    c->sm->r_at = now(c);
   if (xcm__sm_ack(c->ctx->alloc, c->sm, h) == 0)
     return 0;
   return sm_too_high(c, h, c->sm->h_out);

@@ -41,7 +41,8 @@ typedef struct xcm_sm {
   uint32_t asked;
   uint32_t since_bytes;
   uint64_t last_out; /* loop time of the last stanza sent (ms) */
-  /* Loop time of the oldest <r/> not answered yet, 0 when none: a
+  /* Loop time of the oldest <r/> not answered yet (or of the last <a/>,
+   * when that answered an older <r/> than our last), 0 when none: a
    * client that never answers is gone (sm_ack_timeout_ms). */
   uint64_t r_at;
 } xcm_sm;
