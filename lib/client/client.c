@@ -895,8 +895,11 @@ static int preauth_iq(xcm_client *c, const xcm_xml_stanza *s) {
 
 /* ---- moving to another instance (session/group.h) --------------------- */
 
+static char *header_text(const xcm_client *c);
+
 /* The <resume/> to take along, noted before the connection moves. */
 static int move_note(xcm_client *c, const char *previd, uint32_t h) {
+  const char *peer = xcm__client_peer(c);
   xcm_client_moved *m;
 
   if (strlen(previd) >= sizeof m->previd)
@@ -908,6 +911,15 @@ static int move_note(xcm_client *c, const char *previd, uint32_t h) {
   m->h = h;
   m->listener = c->cfg->listener;
   memcpy(m->previd, previd, strlen(previd) + 1);
+  /* Both now, not once the connection is off the loop: the reader
+   * forgets the header when it stops for the move (XCM_XML_RESTART resets
+   * its document), and a socket that moved names no peer. */
+  m->peer = xcm__strndup(c->ctx->alloc, peer, strlen(peer));
+  m->header = header_text(c);
+  if (m->peer == NULL || m->header == NULL) {
+    xcm__client_moved_free(m);
+    return XCM_ENOMEM;
+  }
   xcm__client_moved_free(c->moving);
   c->moving = m;
   return 0;
@@ -969,18 +981,11 @@ static void moved(void *ud, xcm_stream_moved *sm, int err) {
     m->authid = c->authid;
     c->authid = NULL;
   }
-  m->peer = xcm__strndup(c->ctx->alloc, xcm__client_peer(c),
-                         strlen(xcm__client_peer(c)));
-  m->header = header_text(c);
   /* The stream closes by itself (on_stream_closed counts it out); the
    * client is over without an end of its own. */
   c->stream = NULL;
   c->flags |= F_CLOSING | F_ENDED | F_NOTIFIED;
   uv_close((uv_handle_t *)&c->timer, on_timer_closed);
-  if (m->peer == NULL || m->header == NULL) {
-    xcm__client_moved_free(m);
-    m = NULL;
-  }
   c->cb->moved(c->ud, m);
 }
 
