@@ -235,6 +235,13 @@ static char *render(xcmd_metrics *m, size_t *len) {
     sum.csi_returned += w->stats.csi_returned;
     sum.csi_dropped += w->stats.csi_dropped;
     sum.csi_overflows += w->stats.csi_overflows;
+    sum.sm_ack_timeouts += w->stats.sm_ack_timeouts;
+    sum.sm_detached_now += w->stats.sm_detached_now;
+    sum.sm_detached += w->stats.sm_detached;
+    sum.sm_resumed += w->stats.sm_resumed;
+    sum.sm_resume_failed += w->stats.sm_resume_failed;
+    sum.sm_expired += w->stats.sm_expired;
+    sum.sm_expired_returned += w->stats.sm_expired_returned;
     for (c = 0; c < XCM_COND_COUNT_; c++)
       sum.stream_errors[c] += w->stats.stream_errors[c];
     uv_mutex_unlock(&w->lock);
@@ -418,6 +425,29 @@ static char *render(xcmd_metrics *m, size_t *len) {
           "Flushes of an inactive client's held stanzas because they "
           "reached csi max_held or max_held_bytes.",
           "counter", sum.csi_overflows);
+  counter(&p, &left, "xcm_sm_ack_timeouts_total",
+          "Client connections dropped for leaving an <r/> unanswered "
+          "[stream_management] ack_timeout.",
+          "counter", sum.sm_ack_timeouts);
+  counter(&p, &left, "xcm_sm_detached_now",
+          "Sessions waiting now for their client to resume them.", "gauge",
+          sum.sm_detached_now);
+  counter(&p, &left, "xcm_sm_detached_total",
+          "Client connections that dropped and left a session waiting to "
+          "be resumed.",
+          "counter", sum.sm_detached);
+  counter(&p, &left, "xcm_sm_resumed_total", "Sessions resumed.", "counter",
+          sum.sm_resumed);
+  counter(&p, &left, "xcm_sm_resume_failed_total",
+          "<resume/> refused: an unknown or expired id, another user's, an "
+          "h past what was sent.",
+          "counter", sum.sm_resume_failed);
+  counter(&p, &left, "xcm_sm_expired_total",
+          "Sessions not resumed within [stream_management] resume.", "counter",
+          sum.sm_expired);
+  counter(&p, &left, "xcm_sm_expired_returned_total",
+          "Unacknowledged stanzas those sessions returned to the server.",
+          "counter", sum.sm_expired_returned);
   put(&p, &left,
       "# HELP xcm_stream_errors_total Stream errors sent to "
       "clients, by condition.\n"

@@ -34,6 +34,7 @@ struct xcm_client_moved {
  * the stream header as the reader knows it now (the restart that stops
  * the reader at <resume/> forgets it). */
 int xcm__cl_move_note(xcm_client *c, const char *previd, uint32_t h) {
+  const char *peer = xcm__client_peer(c);
   xcm_client_moved *m;
 
   if (strlen(previd) >= sizeof m->previd)
@@ -45,9 +46,13 @@ int xcm__cl_move_note(xcm_client *c, const char *previd, uint32_t h) {
   m->h = h;
   m->listener = c->cfg->listener;
   memcpy(m->previd, previd, strlen(previd) + 1);
+  /* Both now, not once the connection is off the loop: the reader
+   * forgets the header when it stops for the move (XCM_XML_RESTART resets
+   * its document), and a socket that moved names no peer. */
+  m->peer = xcm__strndup(c->ctx->alloc, peer, strlen(peer));
   m->header = header_text(c);
-  if (m->header == NULL) {
-    xcm__free(c->ctx->alloc, m);
+  if (m->peer == NULL || m->header == NULL) {
+    xcm__client_moved_free(m);
     return XCM_ENOMEM;
   }
   xcm__client_moved_free(c->moving);
@@ -111,13 +116,7 @@ static void moved(void *ud, xcm_stream_moved *sm, int err) {
     m->authid = c->authid;
     c->authid = NULL;
   }
-  m->peer = xcm__strndup(c->ctx->alloc, xcm__client_peer(c),
-                         strlen(xcm__client_peer(c)));
   xcm__cl_end_quietly(c);
-  if (m->peer == NULL) {
-    xcm__client_moved_free(m);
-    m = NULL;
-  }
   c->cb->moved(c->ud, m);
 }
 

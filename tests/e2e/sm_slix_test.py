@@ -4,8 +4,8 @@ xep_0198 plugin (Debian's python3-slixmpp) as the client.
 
 xcm-upstream (the testkit as a process, standing in for Openfire) and a
 real xcmd with [stream_management] enable = yes. Two slixmpp clients log
-in, enable stream management (the plugin asks for resumption; the CM
-answers <enabled/> without it), exchange 200 messages each way and
+in, enable stream management (the plugin asks for resumption, and gets
+an id: resume_slix_test.py resumes), exchange 200 messages each way and
 request acks. Checked: every message arrives, in order; each client's
 outgoing queue is acknowledged exactly (the CM's h equals the client's
 count of stanzas sent, so nothing is left unacked and no h was refused);
@@ -20,15 +20,14 @@ Prints TAP; run with Debian's /usr/bin/python3.
 import asyncio
 import logging
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from xcmd_harness import Tap, free_port, metrics, read, wait_for  # noqa: E402
 
 try:
     import slixmpp
@@ -40,7 +39,6 @@ DOMAIN = "example.test"
 SECRET = "cmsecret"
 N = 200
 PLAN = 10
-LONG = 30.0
 
 XCMD_CONF = """
 [server]
@@ -66,45 +64,6 @@ level = info
 [metrics]
 port = {mport}
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-async def wait_for(pred, timeout=LONG):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        await asyncio.sleep(0.02)
-    return pred()
-
-
-class Tap:
-    def __init__(self, plan):
-        self.n = 0
-        self.failed = 0
-        print(f"1..{plan}", flush=True)
-
-    def check(self, ok, name, detail=""):
-        self.n += 1
-        print(f"{'ok' if ok else 'not ok'} {self.n} - {name}", flush=True)
-        if not ok:
-            self.failed += 1
-            if detail:
-                print(f"# {detail}", flush=True)
-        return ok
 
 
 class Client(slixmpp.ClientXMPP):
@@ -135,21 +94,6 @@ class Client(slixmpp.ClientXMPP):
 
     def sm(self):
         return self.plugin["xep_0198"]
-
-
-def metrics(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
-                                    timeout=5) as r:
-            text = r.read().decode()
-    except OSError:
-        return {}
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r"^(xcm_sm\w*(?:\{[^}]*\})?) (\d+)$", line)
-        if m:
-            out[m.group(1)] = int(m.group(2))
-    return out
 
 
 async def scenario(tap, xcmd, upstream, tmp, procs):
@@ -186,8 +130,9 @@ async def scenario(tap, xcmd, upstream, tmp, procs):
                                     for c in (alice, bob)))
     tap.check(ok, "both log in and enable stream management",
               f"alice in={alice.sm().enabled_in} bob in={bob.sm().enabled_in}")
-    tap.check(alice.sm().sm_id is None and bob.sm().sm_id is None,
-              "enabled without resumption (not offered yet)")
+    tap.check(alice.sm().sm_id is not None and bob.sm().sm_id is not None,
+              "enabled with resumption (resume is on by default): an id "
+              "each (resume_slix_test.py resumes)")
     # The workers' figures reach the endpoint on their next sample.
     ok = await wait_for(lambda: metrics(mport).get("xcm_sm_sessions") == 2)
     tap.check(ok, "the metrics count 2 sessions", str(metrics(mport)))
