@@ -60,8 +60,10 @@ except ImportError:
 
 DOMAIN = "example.test"
 SECRET = "cmsecret"
-PLAN = 21
+PLAN = 27
 CYCLES = 50
+TLS_CYCLES = 20
+CERTS = os.environ.get("XCM_CERTS_DIR", "")
 
 XCMD_CONF = """
 [server]
@@ -76,6 +78,7 @@ wait = 10s
 [listener]
 host = 127.0.0.1
 port = {{port}}
+{tls_lines}
 [stream_management]
 enable = yes
 ack_every = 10
@@ -92,9 +95,12 @@ port = {{mport}}
 
 
 class Client(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, addr, reconnect=True):
+    def __init__(self, jid, password, addr, reconnect=True, tls=False):
         super().__init__(jid, password, sasl_mech="PLAIN")
         self.addr = addr
+        self.tls = tls
+        if tls:
+            self.ca_certs = os.path.join(CERTS, "ca.pem")
         self.reconnect_on_loss = reconnect
         self.messages = []
         self.started = asyncio.Event()
@@ -120,7 +126,11 @@ class Client(slixmpp.ClientXMPP):
         self.add_filter("out_sync", outgoing)
 
     def start(self):
-        self.connect(self.addr, force_starttls=False, disable_starttls=True)
+        if self.tls:
+            self.connect(self.addr, force_starttls=True)
+        else:
+            self.connect(self.addr, force_starttls=False,
+                         disable_starttls=True)
 
     def on_start(self, _):
         self.send_presence()
@@ -183,13 +193,16 @@ def table(tap, case, sent, delivered, failed):
 
 
 async def pair_up(tap, procs, name, users, resume, ack_timeout="60s",
-                  workers=1, reconnect=True):
+                  workers=1, reconnect=True, tls=False):
     """An xcmd, a relay in front of it, alice through the relay and bob
     direct, both with stream management on. Returns (alice, bob, relay,
     mport, log) or None."""
+    tls_lines = (f"cert = {CERTS}/server.pem\nkey = {CERTS}/server-key.pem"
+                 if tls else "")
     conf = XCMD_CONF.format(domain=DOMAIN, up=procs.up_port, name=name,
                             secret=SECRET, resume=resume,
-                            ack_timeout=ack_timeout, workers=workers)
+                            ack_timeout=ack_timeout, workers=workers,
+                            tls_lines=tls_lines)
     port, mport, log, up = await procs.start_xcmd(name, conf)
     if not up:
         tap.note(f"{name} did not come up: {read(log)[-1500:]}")
@@ -197,9 +210,9 @@ async def pair_up(tap, procs, name, users, resume, ack_timeout="60s",
     relay = Relay(port)
     await relay.start()
     alice = Client(f"{users[0]}@{DOMAIN}/phone", users[0],
-                   ("127.0.0.1", relay.port), reconnect=reconnect)
+                   ("127.0.0.1", relay.port), reconnect=reconnect, tls=tls)
     bob = Client(f"{users[1]}@{DOMAIN}/phone", users[1], ("127.0.0.1", port),
-                 reconnect=False)
+                 reconnect=False, tls=tls)
     alice.start()
     bob.start()
     if not await wait_for(lambda: alice.ready() and bob.ready() and
@@ -406,23 +419,31 @@ async def never_returns(tap, procs):
 # ---- 5: two workers -----------------------------------------------------
 
 LINE = re.compile(r"^\S+ (w\d+) debug: session (\S+) (opened|resumed): "
-                  r"(?:[^,\n]*, )?client (\S+)$", re.M)
+                  r"(?:[^,\n]*, )?client (\S+)(?: \(TLS\))?$", re.M)
 
 
-async def two_workers(tap, procs):
-    s = await pair_up(tap, procs, "cm-two", ("gina", "hank"), "60s",
-                      workers=2)
-    if not tap.check(s is not None, "xcmd with workers = 2: gina (through "
-                     "the relay) and hank log in"):
+async def two_workers(tap, procs, tls=False):
+    """Cut and resume, CYCLES times over two workers; with tls, over
+    STARTTLS, TLS_CYCLES times: a resume that reaches the other worker
+    then moves the TLS session itself. The relay cannot read TLS, so there
+    it cuts once the messages arrived rather than after the fifth."""
+    cycles = TLS_CYCLES if tls else CYCLES
+    how = "STARTTLS" if tls else "plain"
+    s = await pair_up(tap, procs, "cm-two-tls" if tls else "cm-two",
+                      ("ivy", "jack") if tls else ("gina", "hank"), "60s",
+                      workers=2, tls=tls)
+    if not tap.check(s is not None, f"xcmd with workers = 2, {how}: gina "
+                     "(through the relay) and hank log in"):
         return
     gina, hank, relay, mport, log = s
     want, mine = [], []
     failures = []
-    for k in range(CYCLES):
+    for k in range(cycles):
         batch = [f"h{k}.{i}" for i in range(10)]
         want += batch
         pair = relay.current()
-        pair.hold_after("s2c", 5)
+        if not tls:
+            pair.hold_after("s2c", 5)
         ok = await send_acked(hank, gina, batch)
         ok = ok and await wait_for(lambda: len(gina.messages) >= len(want) - 5)
         pair.cut()
@@ -437,8 +458,8 @@ async def two_workers(tap, procs):
                             f"failed={gina.sm_failed} "
                             f"got {len(gina.messages)} of {len(want)}")
             break
-    tap.check(not failures and gina.resumed == CYCLES,
-              f"{CYCLES} cuts, each resumed (session_resumed)",
+    tap.check(not failures and gina.resumed == cycles,
+              f"{how}: {cycles} cuts, each resumed (session_resumed)",
               "; ".join(failures) + f" {metrics(mport)}")
     once, dup, lost, ordered = exactly(gina.messages, want)
     tap.check(ordered, f"{len(want)} messages to gina, each once, in order",
@@ -447,13 +468,14 @@ async def two_workers(tap, procs):
     tap.check(hank.messages == mine, f"{len(mine)} messages from gina (sent "
               "right after each resume), each once, in order",
               describe(hank.messages, mine))
-    table(tap, "resume-cut-50-times-two-workers", len(want), once, 0)
+    table(tap, "resume-cut-20-times-two-workers-starttls" if tls else
+          "resume-cut-50-times-two-workers", len(want), once, 0)
     # The workers' figures reach the endpoint on their next sample.
-    await wait_for(lambda: m(mport, "xcm_sm_resumed_total") >= CYCLES)
+    await wait_for(lambda: m(mport, "xcm_sm_resumed_total") >= cycles)
     mt = metrics(mport)
-    tap.check(mt.get("xcm_sm_resumed_total") == CYCLES and
+    tap.check(mt.get("xcm_sm_resumed_total") == cycles and
               mt.get("xcm_sm_resume_failed_total") == 0,
-              f"the metrics count {CYCLES} resumed, none refused", str(mt))
+              f"the metrics count {cycles} resumed, none refused", str(mt))
 
     # Where each of gina's connections landed and where it resumed, by the
     # relay's own address towards xcmd (the client address in the log).
@@ -470,7 +492,7 @@ async def two_workers(tap, procs):
              "the other worker")
     # One new connection a cut: a resume that failed would have shown as
     # a connection closed after <resume/> and another one.
-    tap.check(len(relay.pairs) == CYCLES + 1 and len(resumed) == CYCLES and
+    tap.check(len(relay.pairs) == cycles + 1 and len(resumed) == cycles and
               landed == {"w1", "w2"} and
               len(home) == 1 and crossed > 0,
               "both workers took gina's new connections; every resume "
@@ -492,6 +514,7 @@ async def scenario(tap, procs):
         await stops_reading(tap, procs)
         await never_returns(tap, procs)
         await two_workers(tap, procs)
+        await two_workers(tap, procs, tls=True)
     finally:
         for c in procs.clients:
             c.reconnect_on_loss = False
