@@ -1769,6 +1769,3 @@ size_t xcm__client_footprint(const xcm_client *c) {
 void xcm__client_shrink(xcm_client *c) {
   xcm__xml_reader_shrink(c->reader);
 }
-
-/* ---- moved clients --------------------------------------------------------
- */

@@ -12,9 +12,6 @@
 #include "util/alloc.h"
 #include "xcm/error.h"
 
-/* ---- resumption (XEP-0198 section 5) --------------------------------------
- */
-
 /* The orphan table: a connection whose session another connection
  * resumed is ended through it, and nobody hears of it any more. */
 static int orphan_open(void *ud, const char *sid, const char *address) {
