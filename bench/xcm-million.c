@@ -570,17 +570,15 @@ static int cut_all(size_t cm0, unsigned *tap) {
   if (B.smoke)
     printf("%s %u - every cut session waits to be resumed (%" PRIu64
            " of %u, %" PRIu64 " clients left)\n",
-           ok ? "ok" : "not ok", ++*tap, st.sm_detached_now, n,
-           st.clients_now);
+           ok ? "ok" : "not ok", ++*tap, st.sm_detached_now, n, st.clients_now);
   return ok;
 }
 
 static void usage(void) {
-  fprintf(stderr,
-          "usage: xcm-million [--smoke] [--mech PLAIN|ANONYMOUS] "
-          "[--window W] [--no-presence] [--sm] [--resume] [--pings P] "
-          "[--lookups L] "
-          "[N]\n");
+  fprintf(stderr, "usage: xcm-million [--smoke] [--mech PLAIN|ANONYMOUS] "
+                  "[--window W] [--no-presence] [--sm] [--resume] [--pings P] "
+                  "[--lookups L] "
+                  "[N]\n");
   exit(2);
 }
 

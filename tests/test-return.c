@@ -118,12 +118,11 @@ static void u_closed(void *ud, const xcm_client_end *end) {
   u->c = NULL;
 }
 
-static const xcm_client_cb u_cb = {
-    .open = u_open,
-    .stanza = u_stanza,
-    .authenticated = u_authenticated,
-    .undelivered = u_undelivered,
-    .closed = u_closed};
+static const xcm_client_cb u_cb = {.open = u_open,
+                                   .stanza = u_stanza,
+                                   .authenticated = u_authenticated,
+                                   .undelivered = u_undelivered,
+                                   .closed = u_closed};
 
 static void u_accept(uv_stream_t *server, int status) {
   unit *u = server->data;

@@ -158,9 +158,9 @@ typedef struct xcm_options {
    * and server_port, one node] */
   const char *upstream_servers;
 
-  /* XEP-0198 stream management. With sm_enable, <sm xmlns='urn:xmpp:sm:3'/> is offered after
-   * authentication and <enable/> is taken after bind; the CM then counts
-   * stanzas both ways, answers <r/>, asks the client for acks and holds
+  /* XEP-0198 stream management. With sm_enable, <sm xmlns='urn:xmpp:sm:3'/> is
+   * offered after authentication and <enable/> is taken after bind; the CM then
+   * counts stanzas both ways, answers <r/>, asks the client for acks and holds
    * each stanza it sent until the client acknowledges it. When the
    * connection ends in any way, what the client had not acknowledged
    * goes back to the server: messages as <failed/> (stored offline), iq

@@ -26,7 +26,7 @@
 #include "xml/reader.h"
 
 typedef struct xcm_client xcm_client;
-typedef struct xcm_sm xcm_sm; /* session/sm.h */
+typedef struct xcm_sm xcm_sm;                     /* session/sm.h */
 typedef struct xcm_client_moved xcm_client_moved; /* below */
 
 /* Shared by every client of a listener; owned by the instance. Every

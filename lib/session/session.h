@@ -23,7 +23,7 @@ typedef struct xcm_session xcm_session;
 enum xcm_session_ev {
   XCM__SESSION_OPENED = 1, /* header accepted; session created upstream */
   XCM__SESSION_AUTHENTICATED,
-  XCM__SESSION_BOUND, /* the JID is known */
+  XCM__SESSION_BOUND,  /* the JID is known */
   XCM__SESSION_CLOSED, /* the last event; end says why */
   /* XEP-0198 resumption: the connection dropped and the session waits
    * for its client (end says how the connection ended); a new
@@ -82,12 +82,12 @@ typedef struct xcm_sessions {
   unsigned resume_ms;
   unsigned sm_max_unacked;
   size_t sm_max_unacked_bytes;
-  xcm_map by_resume;             /* resumable sessions, by resumption id */
-  struct resumable *wait_head;   /* detached sessions, oldest first */
+  xcm_map by_resume;           /* resumable sessions, by resumption id */
+  struct resumable *wait_head; /* detached sessions, oldest first */
   struct resumable *wait_tail;
-  uv_timer_t *wait_timer;        /* while any waits */
-  size_t detached;               /* sessions waiting (counted in count) */
-  int closing;                   /* fail_all under way: nothing detaches */
+  uv_timer_t *wait_timer; /* while any waits */
+  size_t detached;        /* sessions waiting (counted in count) */
+  int closing;            /* fail_all under way: nothing detaches */
   /* Instances that resume each other's sessions (session/group.h), and
    * this one's number in it; NULL: none. */
   xcm_resume_group *group;
