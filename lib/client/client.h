@@ -167,8 +167,9 @@ typedef struct xcm_client_cb {
   void (*moved)(void *ud, xcm_client_moved *m);
 } xcm_client_cb;
 
-/* Room for a resumption id and its NUL. */
-#define XCM_RESUME_ID_SIZE 40
+/* Room for a resumption id and its NUL: 128 random bits
+ * (xcm__random_token). A longer previd names no session of ours. */
+#define XCM_RESUME_ID_SIZE XCM__TOKEN_SIZE
 
 /* Take over an accepted TCP handle (allocated with ctx's allocator). On
  * failure the handle is closed and freed all the same. */

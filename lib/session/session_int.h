@@ -40,7 +40,7 @@ typedef struct resumable {
   char id[XCM_RESUME_ID_SIZE];
   /* The session's stream id: the by_sid key once the client that named
    * it may go (a copy of the same bytes, so the key's hash holds). */
-  char sid[32];
+  char sid[XCM__TOKEN_SIZE];
 } resumable;
 
 /* Connections from one source address. */
