@@ -892,7 +892,8 @@ static void test_per_address(void) {
 
 /* Memory follows activity: what a logged-in session holds between
  * requests, and with the request a waiting client keeps held (its
- * keep-alive connection included). No parser, no HTTP buffer. */
+ * keep-alive connection included). No parser, no HTTP buffer, no
+ * HTTP timer. */
 static void test_idle_footprint(void) {
   static const settings s = {.wait = 1};
   xcm_test_world w;
@@ -914,8 +915,11 @@ static void test_idle_footprint(void) {
                 "client included), %zu with a held request and its "
                 "keep-alive connection",
                 idle, held);
-  CHECK(idle > 0 && idle < 4096);
-  CHECK(held > idle && held < 8192);
+  /* Measured 1,203 and 1,749 (2026-12-04): a held request keeps no
+   * body, no answer buffer, and its connection no timer. A little
+   * margin, so that a regression fails here. */
+  CHECK(idle > 0 && idle < 1400);
+  CHECK(held > idle && held < 1900);
   bosh_close(&a);
   xcm_test_world_stop(&w, 1000);
 }

@@ -22,7 +22,8 @@
  * struct, its stream and its timer, and no parser and no buffer (the
  * parser and the header strings are allocated at a request's first byte
  * and freed once it is read: xcm__http_conn_footprint, measured by
- * tests/test-http.c). */
+ * tests/test-http.c); while the owner holds a request (a waiting BOSH
+ * client) it holds no timer either. */
 #ifndef XCM_HTTP_HTTP_H
 #define XCM_HTTP_HTTP_H
 
@@ -138,11 +139,11 @@ void xcm__http_server_free(xcm_http_server *srv);
  * headers. body is copied. XCM_EINVAL when none is waiting. */
 int xcm__http_respond(xcm_http_conn *conn, int status, const char *content_type,
                       const char *body, size_t len);
-/* From the websocket handler only: take the stream, with the bytes the
- * client sent after its request (lent for the handler's call: copy
- * them, or feed them to the new owner's reader now). The caller sets
- * its callbacks with xcm__stream_set_cb() before the handler returns;
- * conn is freed after the handler returns. */
+/* From the websocket handler only: take the stream (NULL when out of
+ * memory: not taken), with the bytes the client sent after its request (lent
+ * for the handler's call: copy them, or feed them to the new owner's reader
+ * now). The caller sets its callbacks with xcm__stream_set_cb() before the
+ * handler returns; conn is freed after the handler returns. */
 xcm_stream *xcm__http_conn_detach(xcm_http_conn *conn, const char **early,
                                   size_t *early_len);
 /* The client's address (the PROXY header's behind a balancer), and

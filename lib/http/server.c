@@ -40,7 +40,7 @@ struct xcm_http_conn {
   xcm_http_server *srv;
   xcm_http_conn *prev, *next;
   xcm_stream *stream;
-  uv_timer_t timer;
+  uv_timer_t *timer; /* NULL while the owner holds a request: see arm() */
   reading *rd;
   xcm_proxy *proxy;
   char *peer; /* the PROXY header's client, or NULL */
@@ -51,7 +51,7 @@ struct xcm_http_conn {
   size_t held_len;
   uint64_t created, last;
   unsigned requests;
-  unsigned handles;
+  unsigned handles; /* the stream, and the timer while it is allocated */
   unsigned flags;
   void *data;
   const char *early;
@@ -741,13 +741,13 @@ static void on_drain(void *ud) {
 }
 
 static void handle_gone(xcm_http_conn *c);
-static void timer_closed(uv_handle_t *h);
+static void timer_drop(xcm_http_conn *c);
 
 static void on_closed(void *ud) {
   xcm_http_conn *c = ud;
 
   c->stream = NULL;
-  uv_close((uv_handle_t *)&c->timer, timer_closed);
+  timer_drop(c);
   handle_gone(c);
 }
 
@@ -757,6 +757,37 @@ static const xcm_stream_cb stream_cb = {on_read, on_end, NULL, on_drain,
 /* ---- timers ------------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *t);
+
+/* The timer is allocated while a deadline may be armed, and given back
+ * while the owner holds a request (a waiting BOSH client always has
+ * one): that connection then holds no timer (memory follows activity).
+ * Each allocated timer counts as a handle of the connection, so that
+ * the connection outlives the timer's close. */
+static int timer_get(xcm_http_conn *c) {
+  if (c->timer != NULL)
+    return 0;
+  c->timer = xcm__alloc(c->srv->ctx->alloc, sizeof(*c->timer));
+  if (c->timer == NULL)
+    return XCM_ENOMEM;
+  uv_timer_init(c->srv->ctx->loop, c->timer);
+  c->timer->data = c;
+  c->handles++;
+  return 0;
+}
+
+static void timer_closed(uv_handle_t *h) {
+  xcm_http_conn *c = h->data;
+
+  xcm__free(c->srv->ctx->alloc, h);
+  handle_gone(c);
+}
+
+static void timer_drop(xcm_http_conn *c) {
+  if (c->timer == NULL)
+    return;
+  uv_close((uv_handle_t *)c->timer, timer_closed);
+  c->timer = NULL;
+}
 
 /* The next deadline: the header timeout while a request's line and
  * headers are being read (or before the first request), the idle
@@ -769,8 +800,8 @@ static void arm(xcm_http_conn *c) {
   unsigned ms;
 
   if (c->flags & (CF_CLOSING | CF_DETACHED | CF_REFUSED)) {
-    if (!(c->flags & (CF_CLOSING | CF_DETACHED)))
-      uv_timer_stop(&c->timer);
+    if (!(c->flags & (CF_CLOSING | CF_DETACHED)) && c->timer != NULL)
+      uv_timer_stop(c->timer);
     return;
   }
   if (c->flags & CF_KICK)
@@ -784,11 +815,15 @@ static void arm(xcm_http_conn *c) {
   else
     have = 0; /* the owner holds a request */
   if (!have) {
-    uv_timer_stop(&c->timer);
+    timer_drop(c);
+    return;
+  }
+  if (timer_get(c) != 0) {
+    conn_drop(c);
     return;
   }
   ms = due > n ? (unsigned)(due - n) : 0;
-  uv_timer_start(&c->timer, on_timer, ms, 0);
+  uv_timer_start(c->timer, on_timer, ms, 0);
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -876,10 +911,6 @@ static void handle_gone(xcm_http_conn *c) {
     conn_free(c);
 }
 
-static void timer_closed(uv_handle_t *h) {
-  handle_gone(h->data);
-}
-
 /* Leave the server's list and counts; the memory goes once both handles
  * (or the timer alone, after a detach) are closed. */
 static void unlink_conn(xcm_http_conn *c) {
@@ -921,7 +952,9 @@ static void conn_end(xcm_http_conn *c, int drop) {
     return;
   c->flags |= CF_CLOSING;
   unlink_conn(c);
-  uv_timer_start(&c->timer, linger, c->srv->cfg->header_timeout_ms, 0);
+  /* Without a timer (no memory for one) the close goes on unguarded. */
+  if (timer_get(c) == 0)
+    uv_timer_start(c->timer, linger, c->srv->cfg->header_timeout_ms, 0);
   if (drop)
     xcm__stream_drop(c->stream);
   else
@@ -942,13 +975,18 @@ xcm_stream *xcm__http_conn_detach(xcm_http_conn *c, const char **early,
 
   if (c->flags & (CF_CLOSING | CF_DETACHED))
     return NULL;
+  /* The timer's close is what frees the connection after the caller is
+   * done with it (a connection with an upgrade under way has one: it
+   * holds no request of the owner's). */
+  if (timer_get(c) != 0)
+    return NULL;
   *early = c->early;
   *early_len = c->early_len;
   c->flags |= CF_DETACHED;
   unlink_conn(c);
   c->stream = NULL;
   c->handles--; /* the stream's, now the new owner's */
-  uv_close((uv_handle_t *)&c->timer, timer_closed);
+  timer_drop(c);
   return s;
 }
 
@@ -1067,9 +1105,7 @@ static int start(xcm_http_server *srv, uv_tcp_t *tcp, const xcm_transport *t,
     *out = c->stream;
   srv->open++;
   srv->counters.accepted++;
-  c->handles = 2;
-  uv_timer_init(srv->ctx->loop, &c->timer);
-  c->timer.data = c;
+  c->handles = 1; /* the stream; arm() adds the timer */
   c->created = c->last = now(c);
   c->next = srv->head;
   if (srv->head != NULL)
@@ -1159,6 +1195,8 @@ void *xcm__http_conn_data(const xcm_http_conn *c) {
 size_t xcm__http_conn_footprint(const xcm_http_conn *c) {
   size_t n = sizeof(*c) + c->held_len;
 
+  if (c->timer != NULL)
+    n += sizeof(*c->timer);
   if (c->stream != NULL)
     n += xcm__stream_footprint(c->stream);
   if (c->rd != NULL)

@@ -37,6 +37,8 @@
 #define BODY_OPEN                                                              \
   "<body xmlns=\"" XCM_NS_HTTPBIND "\" xmlns:xmpp=\"" XCM_NS_XBOSH             \
   "\" xmlns:stream=\"" XCM_NS_STREAMS "\""
+#define BODY_OPEN_LEN (sizeof BODY_OPEN - 1)
+#define EMPTY_BODY "<body xmlns=\"" XCM_NS_HTTPBIND "\"/>"
 /* The largest rid XEP-0124 allows: 2^53 - 1. */
 #define RID_MAX 9007199254740991ull
 
@@ -46,18 +48,23 @@ typedef struct bconn bconn;
 
 enum { R_QUEUED, R_HELD, R_READY };
 
+/* A held request is what a waiting client always has, so it keeps only
+ * its links and numbers: the body lives from its arrival until it is
+ * processed, the answer from when it is made until the HTTP layer has
+ * it (memory follows activity). */
 struct breq {
   breq *next;  /* the session's list, by rid */
   breq *cnext; /* the connection's, in arrival order */
   bconn *bc;
   session *s; /* while on the session's list */
   uint64_t rid;
-  uint64_t at; /* when it came */
-  int state;
-  int creation;       /* its answer creates the session */
-  xcm_bosh_body body; /* while queued */
-  int status;         /* once ready */
-  xcm_buf answer;
+  uint64_t at;         /* when it came */
+  xcm_bosh_body *body; /* until processed */
+  char *answer;        /* once ready, until handed on */
+  size_t answer_len;
+  int status;            /* once ready */
+  unsigned state : 2;    /* R_QUEUED, R_HELD, R_READY */
+  unsigned creation : 1; /* its answer creates the session */
 };
 
 struct bconn {
@@ -146,9 +153,38 @@ static void bconn_free(bconn *bc) {
   xcm__free(bc->b->ctx->alloc, bc);
 }
 
+static void body_drop(xcm_bosh *b, breq *r) {
+  if (r->body == NULL)
+    return;
+  xcm__bosh_body_free(r->body);
+  xcm__free(b->ctx->alloc, r->body);
+  r->body = NULL;
+}
+
+/* r's answer is data (len bytes, copied), after prefix when not NULL. */
+static int set_answer(xcm_bosh *b, breq *r, const char *prefix,
+                      const char *data, size_t len) {
+  size_t pn = prefix != NULL ? strlen(prefix) : 0;
+
+  xcm__free(b->ctx->alloc, r->answer);
+  r->answer = NULL;
+  r->answer_len = 0;
+  if (pn + len == 0)
+    return 0;
+  r->answer = xcm__alloc(b->ctx->alloc, pn + len);
+  if (r->answer == NULL)
+    return XCM_ENOMEM;
+  if (pn > 0)
+    memcpy(r->answer, prefix, pn);
+  if (len > 0)
+    memcpy(r->answer + pn, data, len);
+  r->answer_len = pn + len;
+  return 0;
+}
+
 static void breq_free(xcm_bosh *b, breq *r) {
-  xcm__bosh_body_free(&r->body);
-  xcm__buf_free(&r->answer);
+  body_drop(b, r);
+  xcm__free(b->ctx->alloc, r->answer);
   xcm__free(b->ctx->alloc, r);
 }
 
@@ -167,8 +203,8 @@ static void conn_flush(bconn *bc) {
     bc->head = r->cnext;
     if (bc->head == NULL)
       bc->tail = NULL;
-    xcm__http_respond(bc->conn, r->status, r->answer.len ? CTYPE : NULL,
-                      r->answer.data, r->answer.len);
+    xcm__http_respond(bc->conn, r->status, r->answer_len ? CTYPE : NULL,
+                      r->answer, r->answer_len);
     breq_free(b, r);
   }
   bc->flushing = 0;
@@ -201,16 +237,21 @@ static void unlink_req(breq *r) {
 
 /* r's answer is made: out of its session's lists and to its connection
  * (which may be gone already: the answer then only stays in the cache). */
-static void ready(breq *r, int status, const char *data, size_t len) {
+static void ready_after(xcm_bosh *b, breq *r, int status, const char *prefix,
+                        const char *data, size_t len) {
   unlink_req(r);
-  xcm__bosh_body_free(&r->body);
+  body_drop(b, r);
   r->state = R_READY;
   r->status = status;
-  xcm__buf_reset(&r->answer);
-  if (len > 0 && xcm__buf_append(&r->answer, data, len) != 0)
+  if (set_answer(b, r, prefix, data, len) != 0)
     r->status = 500;
   if (r->bc != NULL)
     conn_flush(r->bc);
+}
+
+static void ready(xcm_bosh *b, breq *r, int status, const char *data,
+                  size_t len) {
+  ready_after(b, r, status, NULL, data, len);
 }
 
 static void cache_put(session *s, uint64_t rid, const char *data, size_t len) {
@@ -351,7 +392,7 @@ static void answer(session *s, breq *r, int take, int terminate,
   }
   if (err != 0) {
     xcm__buf_reset(b);
-    ready(r, 500, NULL, 0);
+    ready(s->b, r, 500, NULL, 0);
     return;
   }
   if (take) {
@@ -359,14 +400,15 @@ static void answer(session *s, breq *r, int take, int terminate,
     s->out_units = 0;
   }
   /* Kept for a repeated rid, unless it says nothing that an empty
-   * answer made afresh would not (bosh.h). */
+   * answer made afresh would not (bosh.h); without the BODY_OPEN every
+   * answer begins with, which a repeat puts back. */
   if (nchild > 0 || terminate)
-    cache_put(s, r->rid, b->data, b->len);
+    cache_put(s, r->rid, b->data + BODY_OPEN_LEN, b->len - BODY_OPEN_LEN);
   if (nchild == 0 && !terminate && !r->creation)
     s->b->counters.empty++;
   {
     /* ready() may flush into the HTTP layer, which never uses scratch. */
-    ready(r, 200, b->data, b->len);
+    ready(s->b, r, 200, b->data, b->len);
   }
   xcm__buf_reset(b);
 }
@@ -385,14 +427,14 @@ static void refuse_req(xcm_bosh *b, breq *r, int legacy, const char *cond) {
                                                      : 200;
   }
   if (status != 200) {
-    ready(r, status, NULL, 0);
+    ready(b, r, status, NULL, 0);
     return;
   }
   n = snprintf(body, sizeof body,
                "<body xmlns=\"" XCM_NS_HTTPBIND "\" type=\"terminate\" "
                "condition=\"%s\"/>",
                cond);
-  ready(r, 200, body, (size_t)n);
+  ready(b, r, 200, body, (size_t)n);
 }
 
 /* ---- the transport the client sees -------------------------------------- */
@@ -504,7 +546,7 @@ static void feed_open(session *s, const char *lang) {
 /* Give the client what r carries. Returns a condition when r breaks a
  * rule (the session ends), else NULL. */
 static const char *process(session *s, breq *r) {
-  const xcm_bosh_body *body = &r->body;
+  const xcm_bosh_body *body = r->body;
   const char *type = xcm__bosh_body_attr(body, XCM_BA_TYPE);
   const char *v;
   uint64_t n;
@@ -570,7 +612,7 @@ static void process_ready(session *s) {
     s->busy++;
     cond = process(s, r);
     s->busy--;
-    xcm__bosh_body_free(&r->body);
+    body_drop(s->b, r);
     if (cond != NULL) {
       refuse_req(s->b, r, s->legacy, cond);
       session_end(s, cond, XCM_EPROTO);
@@ -805,7 +847,7 @@ static int is_legacy(const char *ver) {
 /* A request without a sid: a new session, answered once the client has
  * opened its stream (its features then go in the same answer). */
 static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
-  const xcm_bosh_body *body = &r->body;
+  const xcm_bosh_body *body = r->body;
   const char *to = xcm__bosh_body_attr(body, XCM_BA_TO);
   const char *ver = xcm__bosh_body_attr(body, XCM_BA_VER);
   const char *peer = xcm__http_conn_peer(conn);
@@ -902,7 +944,7 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
   s->busy++;
   feed_open(s, xcm__bosh_body_attr(body, XCM_BA_LANG));
   s->busy--;
-  xcm__bosh_body_free(&r->body);
+  body_drop(b, r);
   answer_pending(s);
 }
 
@@ -937,14 +979,12 @@ static void session_request(session *s, breq *r) {
     r->state = old->state;
     r->at = old->at;
     r->creation = old->creation;
+    body_drop(b, r);
     if (old->state == R_QUEUED) {
       /* The first copy is the one processed: the same rid carries the
        * same body (XEP-0124 14.3). */
-      xcm__bosh_body_free(&r->body);
       r->body = old->body;
-      memset(&old->body, 0, sizeof old->body);
-    } else {
-      xcm__bosh_body_free(&r->body);
+      old->body = NULL;
     }
     for (pp = &s->reqs; *pp != old; pp = &(*pp)->next)
       ;
@@ -954,9 +994,10 @@ static void session_request(session *s, breq *r) {
     old->next = NULL;
     old->s = NULL;
     old->state = R_READY;
-    old->status = 200;
-    xcm__buf_reset(&old->answer);
-    xcm__buf_append_str(&old->answer, "<body xmlns=\"" XCM_NS_HTTPBIND "\"/>");
+    if (set_answer(b, old, NULL, EMPTY_BODY, strlen(EMPTY_BODY)) == 0)
+      old->status = 200;
+    else
+      old->status = 500;
     if (old->bc != NULL)
       conn_flush(old->bc);
     answer_pending(s);
@@ -967,13 +1008,11 @@ static void session_request(session *s, breq *r) {
      * older than the window, the session ends (14.3). */
     if ((c = cache_get(s, r->rid)) != NULL) {
       b->counters.repeated++;
-      ready(r, 200, c->data, c->len);
+      ready_after(b, r, 200, BODY_OPEN, c->data, c->len);
     } else if (r->rid + s->requests > s->last_rid) {
       b->counters.repeated++;
       r->s = NULL;
-      xcm__buf_reset(&r->answer);
-      ready(r, 200, "<body xmlns=\"" XCM_NS_HTTPBIND "\"/>",
-            strlen("<body xmlns=\"" XCM_NS_HTTPBIND "\"/>"));
+      ready(b, r, 200, EMPTY_BODY, strlen(EMPTY_BODY));
     } else {
       refuse_req(b, r, s->legacy, "item-not-found");
       session_end(s, "item-not-found", XCM_EPROTO);
@@ -1032,37 +1071,39 @@ static void bosh_request(void *ud, xcm_http_conn *conn,
   }
   r->bc = bc;
   r->at = now(b);
-  xcm__buf_init(&r->answer, b->ctx->alloc);
   if (bc->tail != NULL)
     bc->tail->cnext = r;
   else
     bc->head = r;
   bc->tail = r;
-  err = xcm__bosh_body_parse(&r->body, b->ctx->xml, b->ctx->alloc, data, len,
-                             b->cfg.max_child, b->cfg.max_depth);
+  r->body = xcm__alloc(b->ctx->alloc, sizeof(*r->body));
+  err = r->body == NULL
+            ? XCM_ENOMEM
+            : xcm__bosh_body_parse(r->body, b->ctx->xml, b->ctx->alloc, data,
+                                   len, b->cfg.max_child, b->cfg.max_depth);
   if (err == XCM_ENOMEM) {
     b->counters.errors++;
-    ready(r, 500, NULL, 0);
+    ready(b, r, 500, NULL, 0);
     return;
   }
-  if (err != 0 || (rid = xcm__bosh_body_attr(&r->body, XCM_BA_RID)) == NULL ||
+  if (err != 0 || (rid = xcm__bosh_body_attr(r->body, XCM_BA_RID)) == NULL ||
       xcm__parse_dec(rid, RID_MAX, &n) != 0 || n == 0) {
     /* Without a readable body or rid there is no telling which session
      * it is for: it ends none. */
     refuse_req(b, r,
-               err != 0 || is_legacy(xcm__bosh_body_attr(&r->body, XCM_BA_VER)),
+               err != 0 || is_legacy(xcm__bosh_body_attr(r->body, XCM_BA_VER)),
                "bad-request");
     return;
   }
   r->rid = n;
-  sid = xcm__bosh_body_attr(&r->body, XCM_BA_SID);
+  sid = xcm__bosh_body_attr(r->body, XCM_BA_SID);
   if (sid == NULL) {
     create(b, r, conn);
     return;
   }
   s = (session *)xcm__map_get(&b->sessions, sid, strlen(sid));
   if (s == NULL) {
-    refuse_req(b, r, is_legacy(xcm__bosh_body_attr(&r->body, XCM_BA_VER)),
+    refuse_req(b, r, is_legacy(xcm__bosh_body_attr(r->body, XCM_BA_VER)),
                "item-not-found");
     return;
   }
@@ -1182,8 +1223,9 @@ size_t xcm__bosh_session_footprint(const xcm_bosh *b, const char *sid) {
     if (s->cache[i].data != NULL)
       n += s->cache[i].len + 1;
   for (r = s->reqs; r != NULL; r = r->next) {
-    n +=
-        sizeof(*r) + r->answer.cap + r->body.strings.cap + r->body.children.cap;
+    n += sizeof(*r) + r->answer_len;
+    if (r->body != NULL)
+      n += sizeof(*r->body) + r->body->strings.cap + r->body->children.cap;
     if (r->bc != NULL)
       n += sizeof(*r->bc) + xcm__http_conn_footprint(r->bc->conn);
   }

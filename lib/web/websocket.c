@@ -171,6 +171,10 @@ void xcm__web_websocket(void *ud, xcm_http_conn *conn,
     return; /* not detached: the HTTP layer closes the connection */
   w->ctx = wl->ctx;
   s = xcm__http_conn_detach(conn, &early, &early_len);
+  if (s == NULL) {
+    xcm__free(wl->ctx->alloc, w);
+    return; /* no memory for the HTTP layer's timer: it closes */
+  }
   memset(&lim, 0, sizeof lim);
   /* A message a little over the stanza limit is the client's to refuse
    * with policy-violation, as on a socket; only far over it is the
