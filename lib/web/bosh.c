@@ -19,12 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "client/framing.h"
+#include "proto/cmproto.h"
 #include "proto/route.h"
 #include "proto/stream.h"
 #include "util/alloc.h"
 #include "util/dec.h"
+#include "util/hex.h"
 #include "util/map.h"
 #include "web/body.h"
 #include "web/web.h"
@@ -39,6 +42,8 @@
   "\" xmlns:stream=\"" XCM_NS_STREAMS "\""
 /* The largest rid XEP-0124 allows: 2^53 - 1. */
 #define RID_MAX 9007199254740991ull
+/* A key of XEP-0124 section 15: a SHA-1 digest in hexadecimal. */
+#define KEY_LEN 40
 
 typedef struct session session;
 typedef struct breq breq;
@@ -54,9 +59,10 @@ struct breq {
   uint64_t rid;
   uint64_t at; /* when it came */
   int state;
-  int creation;       /* its answer creates the session */
-  xcm_bosh_body body; /* while queued */
-  int status;         /* once ready */
+  int creation;          /* its answer creates the session */
+  char key[KEY_LEN + 1]; /* the key it carried ("": none, or not one) */
+  xcm_bosh_body body;    /* while queued */
+  int status;            /* once ready */
   xcm_buf answer;
 };
 
@@ -71,6 +77,7 @@ typedef struct cached {
   uint64_t rid;
   char *data; /* NULL: a free slot */
   size_t len;
+  char key[KEY_LEN + 1]; /* its request's: a repeat must carry it too */
 } cached;
 
 typedef struct addr_count {
@@ -99,7 +106,10 @@ struct session {
   unsigned wait, hold, requests, pause_ms;
   int legacy, acks, secure;
   char authid[32]; /* the client's stream id (22 characters) */
-  xcm_buf out;     /* units for the next answer */
+  /* XEP-0124 15: what the next request's key must hash to, the last
+   * key (or newkey) the client sent; "" when it asked for no keys. */
+  char key[KEY_LEN + 1];
+  xcm_buf out; /* units for the next answer */
   size_t out_units;
   /* Answers kept for a repeated rid: s->requests slots, allocated while
    * one is kept (memory follows activity). */
@@ -213,7 +223,8 @@ static void ready(breq *r, int status, const char *data, size_t len) {
     conn_flush(r->bc);
 }
 
-static void cache_put(session *s, uint64_t rid, const char *data, size_t len) {
+static void cache_put(session *s, uint64_t rid, const char *key,
+                      const char *data, size_t len) {
   const xcm_allocator *a = s->b->ctx->alloc;
   cached *slot;
   unsigned i;
@@ -234,6 +245,7 @@ static void cache_put(session *s, uint64_t rid, const char *data, size_t len) {
   slot->data = xcm__strndup(a, data, len);
   slot->len = slot->data != NULL ? len : 0;
   slot->rid = rid;
+  memcpy(slot->key, key, sizeof slot->key);
 }
 
 static const cached *cache_get(const session *s, uint64_t rid) {
@@ -361,7 +373,7 @@ static void answer(session *s, breq *r, int take, int terminate,
   /* Kept for a repeated rid, unless it says nothing that an empty
    * answer made afresh would not (bosh.h). */
   if (nchild > 0 || terminate)
-    cache_put(s, r->rid, b->data, b->len);
+    cache_put(s, r->rid, r->key, b->data, b->len);
   if (nchild == 0 && !terminate && !r->creation)
     s->b->counters.empty++;
   {
@@ -469,6 +481,102 @@ static void tr_close(void *ud, int failed) {
   flush_soon(s);
 }
 
+/* ---- keys (XEP-0124 15) ------------------------------------------------- */
+
+/* A client that sent newkey at creation proves with every request that
+ * it is the one that did: it made a sequence K(n) .. K(1), each key the
+ * hexadecimal SHA-1 of the one after it, sent K(n) as newkey and sends
+ * the keys down from K(n-1), one per request (and, at K(1), a new
+ * sequence's first as newkey). Whoever saw only the sid cannot find the
+ * next key. A request whose key does not fit ends the session with
+ * item-not-found, as the XEP says, and is not processed; that gives an
+ * attacker who knows the sid nothing that a rid out of the window did
+ * not already give (the session's end), and neither payload nor answer
+ * to read. */
+
+static int key_valid(const char *k) {
+  size_t i;
+
+  if (k == NULL || strlen(k) != KEY_LEN)
+    return 0;
+  for (i = 0; i < KEY_LEN; i++)
+    if (xcm__hex_digit((unsigned char)k[i]) < 0)
+      return 0;
+  return 1;
+}
+
+/* out: hex(SHA-1(key)), the key sent before key in its sequence. The
+ * upstream handshake's digest of (key, nothing) is exactly that. */
+static int key_before(char out[KEY_LEN + 1], const char *key) {
+  return xcm__cm_handshake_digest(out, key, strlen(key), "", 0);
+}
+
+static int key_same(const char *a, const char *b) {
+  return strcasecmp(a, b) == 0; /* hexadecimal, of either case */
+}
+
+/* Whether key is the one for the next request or one up to `requests`
+ * ahead (requests may overtake each other): hashed that many times at
+ * most, it gives the session's key, or the newkey of a request queued
+ * before it (a switch of sequence not yet processed). */
+static int key_ahead(const session *s, const char *key) {
+  char h[2][KEY_LEN + 1];
+  const breq *q;
+  const char *nk;
+  unsigned i;
+
+  memcpy(h[0], key, sizeof h[0]);
+  for (i = 0; i < s->requests; i++) {
+    if (key_before(h[(i + 1) & 1], h[i & 1]) != 0)
+      return 0;
+    if (key_same(h[(i + 1) & 1], s->key))
+      return 1;
+    for (q = s->reqs; q != NULL; q = q->next)
+      if (q->state == R_QUEUED &&
+          (nk = xcm__bosh_body_attr(&q->body, XCM_BA_NEWKEY)) != NULL &&
+          key_same(h[(i + 1) & 1], nk))
+        return 1;
+  }
+  return 0;
+}
+
+/* Whether key is one sent before, for a repeated rid whose answer was
+ * not kept: the session's key hashed fewer than `requests` times. */
+static int key_behind(const session *s, const char *key) {
+  char h[2][KEY_LEN + 1];
+  unsigned i;
+
+  memcpy(h[0], s->key, sizeof h[0]);
+  for (i = 0; i < s->requests; i++) {
+    if (key_same(h[i & 1], key))
+      return 1;
+    if (key_before(h[(i + 1) & 1], h[i & 1]) != 0)
+      return 0;
+  }
+  return 0;
+}
+
+/* Whether r, for keyed session s, may be looked at at all: before it can
+ * displace a request, be answered from the cache, carry the end or be
+ * queued. Its own turn checks it exactly (process). */
+static int key_admits(const session *s, const breq *r) {
+  const breq *old;
+  const cached *c;
+
+  if (r->key[0] == '\0')
+    return 0;
+  /* The same rid again: the same request, so the same key (14.3). */
+  for (old = s->reqs; old != NULL && old->rid != r->rid; old = old->next)
+    ;
+  if (old != NULL)
+    return strcmp(old->key, r->key) == 0;
+  if (r->rid <= s->last_rid) {
+    c = cache_get(s, r->rid);
+    return c != NULL ? strcmp(c->key, r->key) == 0 : key_behind(s, r->key);
+  }
+  return key_ahead(s, r->key);
+}
+
 /* ---- processing, in rid order ------------------------------------------- */
 
 static int is_true(const char *v) {
@@ -513,6 +621,17 @@ static const char *process(session *s, breq *r) {
   int empty = body->nchildren == 0;
   uint64_t t = now(s->b);
 
+  if (s->key[0] != '\0') {
+    /* In rid order, the key is exactly the one after the last (15). */
+    char h[KEY_LEN + 1];
+
+    if (key_before(h, r->key) != 0 || !key_same(h, s->key))
+      return "item-not-found";
+    v = xcm__bosh_body_attr(body, XCM_BA_NEWKEY);
+    if (v != NULL && !key_valid(v))
+      return "bad-request";
+    memcpy(s->key, v != NULL ? v : r->key, sizeof s->key);
+  }
   if ((v = xcm__bosh_body_attr(body, XCM_BA_ACK)) != NULL &&
       xcm__parse_dec(v, RID_MAX, &n) == 0)
     cache_trim(s, n);
@@ -808,6 +927,7 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
   const xcm_bosh_body *body = &r->body;
   const char *to = xcm__bosh_body_attr(body, XCM_BA_TO);
   const char *ver = xcm__bosh_body_attr(body, XCM_BA_VER);
+  const char *newkey = xcm__bosh_body_attr(body, XCM_BA_NEWKEY);
   const char *peer = xcm__http_conn_peer(conn);
   uint64_t wait, hold = 1;
   xcm_msg_transport t;
@@ -820,6 +940,7 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
     return;
   }
   if (to == NULL || strlen(to) > 1023 ||
+      (newkey != NULL && !key_valid(newkey)) ||
       xcm__parse_dec(xcm__bosh_body_attr(body, XCM_BA_WAIT), 1u << 30, &wait) !=
           0 ||
       (xcm__bosh_body_attr(body, XCM_BA_HOLD) != NULL &&
@@ -851,6 +972,8 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
   s->addr = a;
   s->legacy = legacy;
   s->acks = xcm__bosh_body_attr(body, XCM_BA_ACK) != NULL;
+  if (newkey != NULL)
+    memcpy(s->key, newkey, sizeof s->key);
   s->secure = xcm__http_conn_secure(conn);
   memcpy(s->to, to, strlen(to) + 1);
   s->wait = wait < b->cfg.wait ? (unsigned)wait : b->cfg.wait;
@@ -912,6 +1035,11 @@ static void session_request(session *s, breq *r) {
   breq *old, **pp;
   const cached *c;
 
+  if (s->key[0] != '\0' && !key_admits(s, r)) {
+    refuse_req(b, r, s->legacy, "item-not-found");
+    session_end(s, "item-not-found", XCM_EPROTO);
+    return;
+  }
   if (s->closed) {
     /* The end waits for this request (answer_pending). */
     r->s = s;
@@ -1055,6 +1183,8 @@ static void bosh_request(void *ud, xcm_http_conn *conn,
     return;
   }
   r->rid = n;
+  if (key_valid(xcm__bosh_body_attr(&r->body, XCM_BA_KEY)))
+    memcpy(r->key, xcm__bosh_body_attr(&r->body, XCM_BA_KEY), sizeof r->key);
   sid = xcm__bosh_body_attr(&r->body, XCM_BA_SID);
   if (sid == NULL) {
     create(b, r, conn);
