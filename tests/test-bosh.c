@@ -1066,6 +1066,19 @@ static void test_keys(void) {
   bosh_close(&x);
   bosh_close(&a);
 
+  /* In its turn a key must be exactly the next one: one that skips a
+   * key (allowed on arrival, as a later request's) is refused then. */
+  bosh_open(&a, &w, http_port);
+  snprintf(attrs, sizeof attrs, "newkey='%s'", k[7]);
+  REQUIRE(bosh_create(&a, attrs));
+  bosh_clear(&a);
+  snprintf(attrs, sizeof attrs, "key='%s'", k[5]);
+  post(&a, attrs, AUTH_ALICE);
+  CHECK(bosh_wait(&a, "condition=\"item-not-found\"", 5000));
+  CHECK(strstr(got(&a), "success") == NULL);
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  bosh_close(&a);
+
   /* A newkey that is no key is a bad request. */
   bosh_open(&a, &w, http_port);
   post(&a, CREATE_ATTRS " hold='1' newkey='not-a-key'", NULL);
