@@ -1149,6 +1149,27 @@ static void test_hold_zero(void) {
   xcm_test_world_stop(&w, 1000);
 }
 
+/* XEP-0124 10, bounds of pause: with bosh_maxpause XCM_UNLIMITED the
+ * CM offers no pause (no maxpause in the creation answer), and any
+ * pause is a policy-violation, as one over maxpause is
+ * (inactivity_and_pause). */
+static void test_pause_not_offered(void) {
+  static const settings s = {.maxpause = XCM_UNLIMITED};
+  xcm_test_world w;
+  bosh a;
+
+  world_up(&w, &s);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_create(&a, NULL));
+  CHECK(strstr(got(&a), "maxpause=") == NULL);
+  bosh_clear(&a);
+  post(&a, "pause='1'", NULL);
+  CHECK(bosh_wait(&a, "condition=\"policy-violation\"", 5000));
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
 static int links_down(void *ud) {
   return stats(ud).upstream_links_up == 0;
 }
@@ -1383,6 +1404,7 @@ int main(int argc, char **argv) {
       {"route_accept_ignored", test_route_accept_ignored},
       {"hold_zero", test_hold_zero},
       {"no_upstream", test_no_upstream},
+      {"pause_not_offered", test_pause_not_offered},
   };
 
   return xcm_test_main(argc, argv, XCM_TESTS(tests));
