@@ -128,7 +128,7 @@ HOSTILE_CLASSES = [
      'data after it, a DTD, a comment, an unbound prefix, over the size '
      'limit), an element the client may not send, more requests at once '
      'than allowed, sessions past the per-address limit, a client that '
-     'stops polling'),
+     'stops polling, a missing or wrong key (XEP-0124 section 15)'),
     ('fuzz-regressions', 'fuzz regressions replayed (tests/regress/)'),
 ]
 

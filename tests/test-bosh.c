@@ -14,6 +14,7 @@
 #include "attach.h"
 #include "core/ctx.h"
 #include "harness.h"
+#include "proto/cmproto.h"
 #include "rawclient.h"
 #include "transport/stream.h"
 #include "transport/tls.h"
@@ -235,17 +236,13 @@ static void bosh_clear(bosh *b) {
     b->got.data[0] = '\0';
 }
 
-/* Create a session: the sid from the answer. */
-static int bosh_create(bosh *b, const char *attrs) {
-  char extra[256];
+/* Create a session with exactly these attributes: the sid from the
+ * answer. */
+static int bosh_create_as(bosh *b, const char *attrs) {
   const char *p;
   size_t n;
 
-  snprintf(extra, sizeof extra,
-           "to='example.test' wait='60' hold='1' ver='1.6' xml:lang='en' "
-           "xmpp:version='1.0' xmlns:xmpp='urn:xmpp:xbosh'%s%s",
-           attrs ? " " : "", attrs ? attrs : "");
-  post(b, extra, NULL);
+  post(b, attrs, NULL);
   if (!bosh_wait(b, "</stream:features>", 5000))
     return 0;
   p = strstr(got(b), "sid=\"");
@@ -259,6 +256,23 @@ static int bosh_create(bosh *b, const char *attrs) {
   b->sid[n] = '\0';
   return 1;
 }
+
+#define CREATE_ATTRS                                                           \
+  "to='example.test' wait='60' ver='1.6' xml:lang='en' xmpp:version='1.0' "    \
+  "xmlns:xmpp='urn:xmpp:xbosh'"
+
+/* Create a session (hold 1, and attrs): the sid from the answer. */
+static int bosh_create(bosh *b, const char *attrs) {
+  char extra[1024];
+
+  snprintf(extra, sizeof extra, CREATE_ATTRS " hold='1'%s%s", attrs ? " " : "",
+           attrs ? attrs : "");
+  return bosh_create_as(b, extra);
+}
+
+#define AUTH_ALICE                                                             \
+  "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "                            \
+  "mechanism='PLAIN'>AGFsaWNlAGFsaWNl</auth>"
 
 /* Create, authenticate (PLAIN), restart, bind and open a session with
  * initial presence, as user (the testkit's alice or bob). */
@@ -924,6 +938,268 @@ static void test_idle_footprint(void) {
   xcm_test_world_stop(&w, 1000);
 }
 
+/* ---- keys, creation attributes, hold 0, no upstream -----------------------
+ */
+
+/* A key sequence (XEP-0124 15): k[i + 1] is hex(SHA-1(k[i])); a client
+ * sends k[NKEYS - 1] as newkey at creation, then the keys downwards, one
+ * per request. */
+#define NKEYS 8
+typedef char key_seq[NKEYS][41];
+
+static void make_keys(key_seq k, const char *seed) {
+  int i;
+
+  REQUIRE(xcm__cm_handshake_digest(k[0], seed, strlen(seed), "", 0) == 0);
+  for (i = 1; i < NKEYS; i++)
+    REQUIRE(xcm__cm_handshake_digest(k[i], k[i - 1], 40, "", 0) == 0);
+}
+
+/* A second client that knows a's sid (and its rids), not its keys. */
+static void intruder(bosh *x, xcm_test_world *w, const bosh *a) {
+  bosh_open(x, w, http_port);
+  memcpy(x->sid, a->sid, sizeof x->sid);
+  x->rid = a->rid;
+}
+
+/* XEP-0124 15. A client that sent newkey at creation sends the next key
+ * of its sequence with every request, and switches sequences with
+ * newkey; the whole login works so. A request with a wrong key or none
+ * is not processed, gets no answer the session held, and ends the
+ * session (item-not-found), so that who knows the sid but not the keys
+ * can neither act for the client nor read what it is sent: a forged next
+ * request, a repeat of an answered rid (its answer kept), a repeat of a
+ * held one (which would take its answer). */
+static void test_keys(void) {
+  static const char wrong[] = "0123456789abcdef0123456789abcdef01234567";
+  xcm_test_world w;
+  key_seq k, l;
+  bosh a, x;
+  char attrs[512], hx[41];
+  unsigned long long rid;
+  uint64_t in;
+  unsigned before = xcm_test_failures();
+
+  /* The keys' digest is SHA-1 (FIPS 180-2's "abc"). */
+  REQUIRE(xcm__cm_handshake_digest(hx, "abc", 3, "", 0) == 0);
+  CHECK_STR(hx, "a9993e364706816aba3e25717850c26c9cd0d89d");
+  make_keys(k, "first sequence");
+  make_keys(l, "second sequence");
+  world_up(&w, NULL);
+
+  /* Login with keys, switching sequences at the restart (the new one's
+   * first key in capitals: hexadecimal of either case). */
+  bosh_open(&a, &w, http_port);
+  snprintf(attrs, sizeof attrs, "newkey='%s'", k[7]);
+  REQUIRE(bosh_create(&a, attrs));
+  bosh_clear(&a);
+  snprintf(attrs, sizeof attrs, "key='%s'", k[6]);
+  post(&a, attrs, AUTH_ALICE);
+  REQUIRE(bosh_wait(&a, "<success", 5000));
+  bosh_clear(&a);
+  {
+    char up[41];
+    int i;
+
+    for (i = 0; i < 41; i++)
+      up[i] = (char)(l[7][i] >= 'a' && l[7][i] <= 'f' ? l[7][i] - 32 : l[7][i]);
+    snprintf(attrs, sizeof attrs,
+             "key='%s' newkey='%s' xmpp:restart='true' "
+             "xmlns:xmpp='urn:xmpp:xbosh' to='example.test'",
+             k[5], up);
+  }
+  post(&a, attrs, NULL);
+  REQUIRE(bosh_wait(&a, "urn:ietf:params:xml:ns:xmpp-bind", 5000));
+  bosh_clear(&a);
+  snprintf(attrs, sizeof attrs, "key='%s'", l[6]);
+  post(&a, attrs,
+       "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+       "<resource>web</resource></bind></iq>");
+  REQUIRE(bosh_wait(&a, "</jid>", 5000));
+
+  /* A forged next request: a key of the old sequence, a stanza. */
+  in = stats(&w).stanzas_in;
+  intruder(&x, &w, &a);
+  snprintf(attrs, sizeof attrs, "key='%s'", k[4]);
+  post(&x, attrs,
+       "<message to='bob@example.test'><body>forged</body>"
+       "</message>");
+  CHECK(bosh_wait(&x, "condition=\"item-not-found\"", 5000));
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  CHECK(stats(&w).stanzas_in == in);
+  /* The client's own next key finds no session either (15.3). */
+  bosh_clear(&a);
+  snprintf(attrs, sizeof attrs, "key='%s' ver='1.6'", l[5]);
+  post(&a, attrs, NULL);
+  CHECK(bosh_wait(&a, "item-not-found", 5000));
+  bosh_close(&x);
+  bosh_close(&a);
+
+  /* A repeat of the rid whose answer said <success>, without a key. */
+  bosh_open(&a, &w, http_port);
+  snprintf(attrs, sizeof attrs, "newkey='%s'", k[7]);
+  REQUIRE(bosh_create(&a, attrs));
+  snprintf(attrs, sizeof attrs, "key='%s'", k[6]);
+  rid = post(&a, attrs, AUTH_ALICE);
+  REQUIRE(bosh_wait(&a, "<success", 5000));
+  intruder(&x, &w, &a);
+  post_rid(&x, 0, rid, NULL, AUTH_ALICE);
+  CHECK(bosh_wait(&x, "condition=\"item-not-found\"", 5000));
+  CHECK(strstr(got(&x), "success") == NULL);
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  bosh_close(&x);
+  bosh_close(&a);
+
+  /* A repeat of a held request, with a wrong key: it would take the
+   * held one's place and its answer. Both hear of the end, no more. */
+  bosh_open(&a, &w, http_port);
+  snprintf(attrs, sizeof attrs, "newkey='%s'", k[7]);
+  REQUIRE(bosh_create(&a, attrs));
+  bosh_clear(&a);
+  in = stats(&w).bosh_requests;
+  snprintf(attrs, sizeof attrs, "key='%s'", k[6]);
+  rid = post(&a, attrs, NULL); /* held */
+  REQUIRE(WAIT_STAT(&w, bosh_requests, in + 1));
+  CHECK_INT(stats(&w).bosh_empty_answers, 0);
+  intruder(&x, &w, &a);
+  snprintf(attrs, sizeof attrs, "key='%s'", wrong);
+  post_rid(&x, 0, rid, attrs, NULL);
+  CHECK(bosh_wait(&x, "condition=\"item-not-found\"", 5000));
+  CHECK(bosh_wait(&a, "type=\"terminate\"", 5000));
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  bosh_close(&x);
+  bosh_close(&a);
+
+  /* In its turn a key must be exactly the next one: one that skips a
+   * key (allowed on arrival, as a later request's) is refused then. */
+  bosh_open(&a, &w, http_port);
+  snprintf(attrs, sizeof attrs, "newkey='%s'", k[7]);
+  REQUIRE(bosh_create(&a, attrs));
+  bosh_clear(&a);
+  snprintf(attrs, sizeof attrs, "key='%s'", k[5]);
+  post(&a, attrs, AUTH_ALICE);
+  CHECK(bosh_wait(&a, "condition=\"item-not-found\"", 5000));
+  CHECK(strstr(got(&a), "success") == NULL);
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  bosh_close(&a);
+
+  /* A newkey that is no key is a bad request. */
+  bosh_open(&a, &w, http_port);
+  post(&a, CREATE_ATTRS " hold='1' newkey='not-a-key'", NULL);
+  CHECK(bosh_wait(&a, "condition=\"bad-request\"", 5000));
+  CHECK_INT(stats(&w).bosh_sessions_now, 0);
+  xcm_test_tried("bosh-requests", before);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* XEP-0124 7.1: route (for a CM that proxies to several servers),
+ * accept (encodings for the answers) and charsets are ignored: the CM
+ * serves its one domain, in UTF-8, uncompressed. The session is made
+ * all the same, for the domain in `to`, and the answer offers neither
+ * accept nor charsets. */
+static void test_route_accept_ignored(void) {
+  xcm_test_world w;
+  bosh a;
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_create(&a, "route='xmpp:elsewhere.example:5269' "
+                          "accept='deflate,gzip' "
+                          "charsets='ISO_8859-1 ISO-2022-JP'"));
+  CHECK(strstr(got(&a), "from=\"example.test\"") != NULL);
+  CHECK(strstr(got(&a), "accept=") == NULL);
+  CHECK(strstr(got(&a), "charsets=") == NULL);
+  CHECK(strstr(got(&a), "PLAIN") != NULL);
+  bosh_clear(&a);
+  a.poll = 1;
+  post(&a, NULL, AUTH_ALICE);
+  CHECK(bosh_wait(&a, "<success", 5000));
+  CHECK_INT(stats(&w).bosh_sessions_now, 1);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* hold='0': no request is held; every one is answered at once, empty
+ * when there is nothing for the client (wait is 60 s here), and what
+ * comes for the client meanwhile goes with the next. */
+static void test_hold_zero(void) {
+  xcm_test_world w;
+  bosh a;
+  int i;
+
+  world_up(&w, NULL);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_create_as(&a, CREATE_ATTRS " hold='0'"));
+  CHECK(strstr(got(&a), "hold=\"0\"") != NULL);
+  CHECK(strstr(got(&a), "wait=\"60\"") != NULL);
+  for (i = 0; i < 3; i++) {
+    bosh_clear(&a);
+    post(&a, NULL, NULL);
+    CHECK(bosh_wait(&a, NULL, 5000));
+    CHECK_INT(a.last_status, 200);
+    CHECK_STR(got(&a), "<body xmlns=\"" NS_BIND "\" "
+                       "xmlns:xmpp=\"urn:xmpp:xbosh\" "
+                       "xmlns:stream=\"http://etherx.jabber.org/streams\"/>");
+  }
+  /* What the server says later waits for the next request (polling),
+   * which carries it at once. */
+  bosh_clear(&a);
+  a.poll = 1;
+  post(&a, NULL, AUTH_ALICE);
+  CHECK(bosh_wait(&a, "<success", 5000));
+  CHECK_INT(stats(&w).bosh_sessions_now, 1);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+/* XEP-0124 10, bounds of pause: with bosh_maxpause XCM_UNLIMITED the
+ * CM offers no pause (no maxpause in the creation answer), and any
+ * pause is a policy-violation, as one over maxpause is
+ * (inactivity_and_pause). */
+static void test_pause_not_offered(void) {
+  static const settings s = {.maxpause = XCM_UNLIMITED};
+  xcm_test_world w;
+  bosh a;
+
+  world_up(&w, &s);
+  bosh_open(&a, &w, http_port);
+  REQUIRE(bosh_create(&a, NULL));
+  CHECK(strstr(got(&a), "maxpause=") == NULL);
+  bosh_clear(&a);
+  post(&a, "pause='1'", NULL);
+  CHECK(bosh_wait(&a, "condition=\"policy-violation\"", 5000));
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
+static int links_down(void *ud) {
+  return stats(ud).upstream_links_up == 0;
+}
+
+/* A session asked for while no upstream link is up (upstream_wait_ms 0,
+ * the default): the creation is answered at once with the end,
+ * remote-stream-error with <remote-connection-failed/> inside, and no
+ * session stays. */
+static void test_no_upstream(void) {
+  xcm_test_world w;
+  bosh a;
+
+  world_up(&w, NULL);
+  xcm_testkit_stall(w.kit, 1);
+  xcm_testkit_drop_all(w.kit);
+  REQUIRE(xcm_test_run_until(&w.loop, links_down, &w, 5000));
+  bosh_open(&a, &w, http_port);
+  post(&a, CREATE_ATTRS " hold='1'", NULL);
+  CHECK(bosh_wait(&a, "type=\"terminate\"", 5000));
+  CHECK(strstr(got(&a), "remote-connection-failed") != NULL);
+  CHECK(xcm_test_run_until(&w.loop, now_zero, &w, 5000));
+  xcm_testkit_stall(w.kit, 0);
+  bosh_close(&a);
+  xcm_test_world_stop(&w, 1000);
+}
+
 /* ---- HTTPS ----------------------------------------------------------------
  */
 
@@ -1128,6 +1404,11 @@ int main(int argc, char **argv) {
       {"idle_footprint", test_idle_footprint},
       {"https_is_secure", test_https_is_secure},
       {"shutdown", test_shutdown},
+      {"keys", test_keys},
+      {"route_accept_ignored", test_route_accept_ignored},
+      {"hold_zero", test_hold_zero},
+      {"no_upstream", test_no_upstream},
+      {"pause_not_offered", test_pause_not_offered},
   };
 
   return xcm_test_main(argc, argv, XCM_TESTS(tests));

@@ -32,6 +32,8 @@ static const struct {
     [XCM_BA_PAUSE] = {"", "pause"},
     [XCM_BA_XMPP_VERSION] = {XCM_NS_XBOSH, "version"},
     [XCM_BA_RESTART] = {XCM_NS_XBOSH, "restart"},
+    [XCM_BA_KEY] = {"", "key"},
+    [XCM_BA_NEWKEY] = {"", "newkey"},
 };
 
 static int on_header(void *ud, const xcm_xml_header *h) {

@@ -38,6 +38,8 @@ enum {
   XCM_BA_PAUSE,
   XCM_BA_XMPP_VERSION, /* xmpp:version */
   XCM_BA_RESTART,      /* xmpp:restart */
+  XCM_BA_KEY,          /* XEP-0124 15: the key sequence */
+  XCM_BA_NEWKEY,
   XCM_BA_COUNT
 };
 

@@ -19,12 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "client/framing.h"
+#include "proto/cmproto.h"
 #include "proto/route.h"
 #include "proto/stream.h"
 #include "util/alloc.h"
 #include "util/dec.h"
+#include "util/hex.h"
 #include "util/map.h"
 #include "web/body.h"
 #include "web/web.h"
@@ -41,6 +44,8 @@
 #define EMPTY_BODY "<body xmlns=\"" XCM_NS_HTTPBIND "\"/>"
 /* The largest rid XEP-0124 allows: 2^53 - 1. */
 #define RID_MAX 9007199254740991ull
+/* A key of XEP-0124 section 15: a SHA-1 digest in hexadecimal. */
+#define KEY_LEN 40
 
 typedef struct session session;
 typedef struct breq breq;
@@ -65,6 +70,7 @@ struct breq {
   int status;            /* once ready */
   unsigned state : 2;    /* R_QUEUED, R_HELD, R_READY */
   unsigned creation : 1; /* its answer creates the session */
+  char *key;             /* the key it carried; NULL: none, or not one */
 };
 
 struct bconn {
@@ -78,6 +84,7 @@ typedef struct cached {
   uint64_t rid;
   char *data; /* NULL: a free slot */
   size_t len;
+  char *key; /* its request's, after data in its block; NULL: none */
 } cached;
 
 typedef struct addr_count {
@@ -106,7 +113,11 @@ struct session {
   unsigned wait, hold, requests, pause_ms;
   int legacy, acks, secure;
   char authid[32]; /* the client's stream id (22 characters) */
-  xcm_buf out;     /* units for the next answer */
+  /* XEP-0124 15: what the next request's key must hash to, the last
+   * key (or newkey) the client sent; NULL when it asked for no keys (as
+   * most clients do: they pay a pointer). */
+  char *key;
+  xcm_buf out; /* units for the next answer */
   size_t out_units;
   /* Answers kept for a repeated rid: s->requests slots, allocated while
    * one is kept (memory follows activity). */
@@ -185,6 +196,7 @@ static int set_answer(xcm_bosh *b, breq *r, const char *prefix,
 static void breq_free(xcm_bosh *b, breq *r) {
   body_drop(b, r);
   xcm__free(b->ctx->alloc, r->answer);
+  xcm__free(b->ctx->alloc, r->key);
   xcm__free(b->ctx->alloc, r);
 }
 
@@ -254,7 +266,8 @@ static void ready(xcm_bosh *b, breq *r, int status, const char *data,
   ready_after(b, r, status, NULL, data, len);
 }
 
-static void cache_put(session *s, uint64_t rid, const char *data, size_t len) {
+static void cache_put(session *s, uint64_t rid, const char *key,
+                      const char *data, size_t len) {
   const xcm_allocator *a = s->b->ctx->alloc;
   cached *slot;
   unsigned i;
@@ -272,9 +285,19 @@ static void cache_put(session *s, uint64_t rid, const char *data, size_t len) {
       slot = &s->cache[i];
     }
   xcm__free(a, slot->data);
-  slot->data = xcm__strndup(a, data, len);
+  /* The key, if any, after the answer, in the same block. */
+  slot->data = xcm__alloc(a, len + (key != NULL ? KEY_LEN + 1 : 0) + 1);
   slot->len = slot->data != NULL ? len : 0;
   slot->rid = rid;
+  slot->key = NULL;
+  if (slot->data == NULL)
+    return;
+  memcpy(slot->data, data, len);
+  slot->data[len] = '\0';
+  if (key != NULL) {
+    slot->key = slot->data + len + 1;
+    memcpy(slot->key, key, KEY_LEN + 1);
+  }
 }
 
 static const cached *cache_get(const session *s, uint64_t rid) {
@@ -403,7 +426,8 @@ static void answer(session *s, breq *r, int take, int terminate,
    * answer made afresh would not (bosh.h); without the BODY_OPEN every
    * answer begins with, which a repeat puts back. */
   if (nchild > 0 || terminate)
-    cache_put(s, r->rid, b->data + BODY_OPEN_LEN, b->len - BODY_OPEN_LEN);
+    cache_put(s, r->rid, r->key, b->data + BODY_OPEN_LEN,
+              b->len - BODY_OPEN_LEN);
   if (nchild == 0 && !terminate && !r->creation)
     s->b->counters.empty++;
   {
@@ -511,6 +535,103 @@ static void tr_close(void *ud, int failed) {
   flush_soon(s);
 }
 
+/* ---- keys (XEP-0124 15) ------------------------------------------------- */
+
+/* A client that sent newkey at creation proves with every request that
+ * it is the one that did: it made a sequence K(n) .. K(1), each key the
+ * hexadecimal SHA-1 of the one after it, sent K(n) as newkey and sends
+ * the keys down from K(n-1), one per request (and, at K(1), a new
+ * sequence's first as newkey). Whoever saw only the sid cannot find the
+ * next key. A request whose key does not fit ends the session with
+ * item-not-found, as the XEP says, and is not processed; that gives an
+ * attacker who knows the sid nothing that a rid out of the window did
+ * not already give (the session's end), and neither payload nor answer
+ * to read. */
+
+static int key_valid(const char *k) {
+  size_t i;
+
+  if (k == NULL || strlen(k) != KEY_LEN)
+    return 0;
+  for (i = 0; i < KEY_LEN; i++)
+    if (xcm__hex_digit((unsigned char)k[i]) < 0)
+      return 0;
+  return 1;
+}
+
+/* out: hex(SHA-1(key)), the key sent before key in its sequence. The
+ * upstream handshake's digest of (key, nothing) is exactly that. */
+static int key_before(char out[KEY_LEN + 1], const char *key) {
+  return xcm__cm_handshake_digest(out, key, strlen(key), "", 0);
+}
+
+static int key_same(const char *a, const char *b) {
+  return strcasecmp(a, b) == 0; /* hexadecimal, of either case */
+}
+
+/* Whether key is the one for the next request or one up to `requests`
+ * ahead (requests may overtake each other): hashed that many times at
+ * most, it gives the session's key, or the newkey of a request queued
+ * before it (a switch of sequence not yet processed). */
+static int key_ahead(const session *s, const char *key) {
+  char h[2][KEY_LEN + 1];
+  const breq *q;
+  const char *nk;
+  unsigned i;
+
+  memcpy(h[0], key, sizeof h[0]);
+  for (i = 0; i < s->requests; i++) {
+    if (key_before(h[(i + 1) & 1], h[i & 1]) != 0)
+      return 0;
+    if (key_same(h[(i + 1) & 1], s->key))
+      return 1;
+    for (q = s->reqs; q != NULL; q = q->next)
+      if (q->state == R_QUEUED &&
+          (nk = xcm__bosh_body_attr(q->body, XCM_BA_NEWKEY)) != NULL &&
+          key_same(h[(i + 1) & 1], nk))
+        return 1;
+  }
+  return 0;
+}
+
+/* Whether key is one sent before, for a repeated rid whose answer was
+ * not kept: the session's key hashed fewer than `requests` times. */
+static int key_behind(const session *s, const char *key) {
+  char h[2][KEY_LEN + 1];
+  unsigned i;
+
+  memcpy(h[0], s->key, sizeof h[0]);
+  for (i = 0; i < s->requests; i++) {
+    if (key_same(h[i & 1], key))
+      return 1;
+    if (key_before(h[(i + 1) & 1], h[i & 1]) != 0)
+      return 0;
+  }
+  return 0;
+}
+
+/* Whether r, for keyed session s, may be looked at at all: before it can
+ * displace a request, be answered from the cache, carry the end or be
+ * queued. Its own turn checks it exactly (process). */
+static int key_admits(const session *s, const breq *r) {
+  const breq *old;
+  const cached *c;
+
+  if (r->key == NULL)
+    return 0;
+  /* The same rid again: the same request, so the same key (14.3). */
+  for (old = s->reqs; old != NULL && old->rid != r->rid; old = old->next)
+    ;
+  if (old != NULL)
+    return old->key != NULL && strcmp(old->key, r->key) == 0;
+  if (r->rid <= s->last_rid) {
+    c = cache_get(s, r->rid);
+    return c != NULL ? c->key != NULL && strcmp(c->key, r->key) == 0
+                     : key_behind(s, r->key);
+  }
+  return key_ahead(s, r->key);
+}
+
 /* ---- processing, in rid order ------------------------------------------- */
 
 static int is_true(const char *v) {
@@ -555,6 +676,17 @@ static const char *process(session *s, breq *r) {
   int empty = body->nchildren == 0;
   uint64_t t = now(s->b);
 
+  if (s->key != NULL) {
+    /* In rid order, the key is exactly the one after the last (15). */
+    char h[KEY_LEN + 1];
+
+    if (r->key == NULL || key_before(h, r->key) != 0 || !key_same(h, s->key))
+      return "item-not-found";
+    v = xcm__bosh_body_attr(body, XCM_BA_NEWKEY);
+    if (v != NULL && !key_valid(v))
+      return "bad-request";
+    memcpy(s->key, v != NULL ? v : r->key, KEY_LEN + 1);
+  }
   if ((v = xcm__bosh_body_attr(body, XCM_BA_ACK)) != NULL &&
       xcm__parse_dec(v, RID_MAX, &n) == 0)
     cache_trim(s, n);
@@ -741,6 +873,7 @@ static void timer_closed(uv_handle_t *h) {
     xcm__free(b->ctx->alloc, s->cache[i].data);
   xcm__free(b->ctx->alloc, s->cache);
   xcm__buf_free(&s->out);
+  xcm__free(b->ctx->alloc, s->key);
   xcm__free(b->ctx->alloc, s);
   if (--b->timers == 0 && b->closing && b->done != NULL) {
     void (*done)(void *) = b->done;
@@ -850,6 +983,7 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
   const xcm_bosh_body *body = r->body;
   const char *to = xcm__bosh_body_attr(body, XCM_BA_TO);
   const char *ver = xcm__bosh_body_attr(body, XCM_BA_VER);
+  const char *newkey = xcm__bosh_body_attr(body, XCM_BA_NEWKEY);
   const char *peer = xcm__http_conn_peer(conn);
   uint64_t wait, hold = 1;
   xcm_msg_transport t;
@@ -862,6 +996,7 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
     return;
   }
   if (to == NULL || strlen(to) > 1023 ||
+      (newkey != NULL && !key_valid(newkey)) ||
       xcm__parse_dec(xcm__bosh_body_attr(body, XCM_BA_WAIT), 1u << 30, &wait) !=
           0 ||
       (xcm__bosh_body_attr(body, XCM_BA_HOLD) != NULL &&
@@ -893,6 +1028,13 @@ static void create(xcm_bosh *b, breq *r, xcm_http_conn *conn) {
   s->addr = a;
   s->legacy = legacy;
   s->acks = xcm__bosh_body_attr(body, XCM_BA_ACK) != NULL;
+  if (newkey != NULL &&
+      (s->key = xcm__strndup(b->ctx->alloc, newkey, KEY_LEN)) == NULL) {
+    xcm__free(b->ctx->alloc, s);
+    uncount_address(b, a);
+    refuse_req(b, r, 0, "internal-server-error");
+    return;
+  }
   s->secure = xcm__http_conn_secure(conn);
   memcpy(s->to, to, strlen(to) + 1);
   s->wait = wait < b->cfg.wait ? (unsigned)wait : b->cfg.wait;
@@ -954,6 +1096,11 @@ static void session_request(session *s, breq *r) {
   breq *old, **pp;
   const cached *c;
 
+  if (s->key != NULL && !key_admits(s, r)) {
+    refuse_req(b, r, s->legacy, "item-not-found");
+    session_end(s, "item-not-found", XCM_EPROTO);
+    return;
+  }
   if (s->closed) {
     /* The end waits for this request (answer_pending). */
     r->s = s;
@@ -1096,6 +1243,9 @@ static void bosh_request(void *ud, xcm_http_conn *conn,
     return;
   }
   r->rid = n;
+  if (key_valid(xcm__bosh_body_attr(r->body, XCM_BA_KEY)))
+    r->key = xcm__strndup(b->ctx->alloc,
+                          xcm__bosh_body_attr(r->body, XCM_BA_KEY), KEY_LEN);
   sid = xcm__bosh_body_attr(r->body, XCM_BA_SID);
   if (sid == NULL) {
     create(b, r, conn);

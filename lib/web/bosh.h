@@ -17,12 +17,19 @@
  *   holding   at most `hold` processed requests wait for data; a newer
  *             one answers the oldest; after `wait` seconds a request is
  *             answered empty
+ *   keys      a client that sent newkey at creation sends the next key
+ *             of its sequence (XEP-0124 15) with every request: checked
+ *             on arrival before the request touches anything, and
+ *             exactly in rid order; a wrong or missing one ends the
+ *             session (item-not-found) unprocessed. route, accept and
+ *             charsets are ignored (one server, UTF-8, no compression)
  *   answers   in the order the requests came on each HTTP connection
  *             (HTTP/1.1 pipelining), whatever order they are made in
  *   ends      the client's terminate, the server's (a stream error, as
  *             remote-stream-error with the error inside), a broken rule
- *             (policy-violation for too many requests at once or polling
- *             too often, item-not-found, bad-request), and inactivity:
+ *             (policy-violation for too many requests at once, polling
+ *             too often or a pause over maxpause, item-not-found,
+ *             bad-request), and inactivity:
  *             no request for `inactivity` seconds (or the client's
  *             pause), after which the client ends as if its connection
  *             broke: the messages it did not get go back to the server
