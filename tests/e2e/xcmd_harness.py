@@ -177,6 +177,10 @@ class Pair:
                 data = await reader.read(65536)
                 if not data:
                     break
+                # A pause that came while the read was under way holds
+                # what it brought too: nothing goes on once paused (a
+                # loaded machine lets a whole burst arrive in that read).
+                await self.reading[direction].wait()
                 # What a match needs across reads: the end of the last.
                 buf = carry + data
                 ends = [m.end() - len(carry)
