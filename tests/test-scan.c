@@ -181,6 +181,7 @@ static void test_tells_cut_off_from_declined(void) {
       "<m>]",
       "<m>]]",
       "<m>x]",
+      "<m>x]]]]",
       "<m>\xc3",
       "<m>\xe2\x82",
       "<m>\xf0\x9f\x98",
@@ -197,6 +198,10 @@ static void test_tells_cut_off_from_declined(void) {
       "<m a='1' a",
   };
   static const char *const declined[] = {
+      /* A byte expat refuses at once, right after a ']' (fuzz-scan). */
+      "<m>x]\x01",
+      "<m>x]]]\x01",
+      "<m>x]a\x01",
       "<m a='1' a=",
       "<m a='1'b",
       "<m>&#123456789",

@@ -320,10 +320,15 @@ static size_t chars(xcm_xml_scan *sc, const unsigned char *u, size_t i,
     if (u[i] == '"' || u[i] == '\'') {
       k = 1; /* the other quote */
     } else if (u[i] == ']') {
-      /* Text needs a '<' after it anyway: near the end, wait. */
-      if (i + 2 >= len)
+      /* No "]]>" in text. Near the end, wait only while the bytes so far
+       * could still begin one: what follows may be a byte expat refuses
+       * at once, and it must be refused here as soon. */
+      if (i + 1 < len && u[i + 1] != ']')
+        k = 1;
+      else if (i + 2 >= len)
         return more(sc);
-      k = !(u[i + 1] == ']' && u[i + 2] == '>'); /* no ]]> */
+      else
+        k = !(u[i + 1] == ']' && u[i + 2] == '>');
     } else if (u[i] == '&') {
       k = reference(u + i, len - i, &cp);
       if (k == 0 && reference_prefix(u + i, len - i))
