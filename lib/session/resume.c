@@ -114,7 +114,6 @@ static void wait_unlink(xcm_sessions *t, resumable *r) {
   else
     t->wait_tail = r->wprev;
   r->wprev = r->wnext = NULL;
-  t->detached--;
   t->counters->sm_detached_now--;
   xcm__ses_clients_now(t);
 }
@@ -129,7 +128,8 @@ int xcm__ses_detach(void *ud, xcm_sm *sm) {
    * may be connected, no more. */
   if (r == NULL || s->up == NULL || t->closing || t->resume_ms == 0)
     return XCM_ECLOSED;
-  if (t->max_clients != XCM__OFF && t->detached >= t->max_clients)
+  if (t->max_clients != XCM__OFF &&
+      t->counters->sm_detached_now >= t->max_clients)
     return XCM_ELIMIT;
   r->sm = sm;
   r->expires = uv_now(t->ctx->loop) + t->resume_ms;
@@ -140,7 +140,6 @@ int xcm__ses_detach(void *ud, xcm_sm *sm) {
   else
     t->wait_head = r;
   t->wait_tail = r;
-  t->detached++;
   t->counters->sm_detached_now++;
   xcm__ses_clients_now(t);
   t->counters->sm_detached++;

@@ -388,7 +388,7 @@ void xcm__ses_conn_release(xcm_session *s) {
 }
 
 void xcm__ses_clients_now(xcm_sessions *t) {
-  t->counters->clients_now = t->count - t->detached;
+  t->counters->clients_now = t->count - t->counters->sm_detached_now;
 }
 
 /* The session is over: the owner hears it last, then the upstream
@@ -577,7 +577,7 @@ int xcm__session_attach(xcm_sessions *t, const xcm_client_cfg *cfg,
              peer != NULL ? peer : "(no peer)");
     return XCM_EPROTO;
   }
-  if (t->count - t->detached >= t->max_clients) {
+  if (t->count - t->counters->sm_detached_now >= t->max_clients) {
     t->counters->clients_refused++;
     t->counters->clients_refused_total_limit++;
     return XCM_EBUSY;
@@ -605,7 +605,7 @@ int xcm__session_attach_msg(xcm_sessions *t, const xcm_client_cfg *cfg,
   int over = 0, err;
 
   *client = NULL;
-  if (t->count - t->detached >= t->max_clients) {
+  if (t->count - t->counters->sm_detached_now >= t->max_clients) {
     t->counters->clients_refused++;
     t->counters->clients_refused_total_limit++;
     return XCM_EBUSY;
@@ -653,7 +653,7 @@ int xcm__session_accept(xcm_sessions *t, const xcm_client_cfg *cfg,
 
   if (untrusted(t, cfg, tcp))
     return XCM_EPROTO;
-  if (t->count - t->detached >= t->max_clients) {
+  if (t->count - t->counters->sm_detached_now >= t->max_clients) {
     refuse(t, tcp, &t->counters->clients_refused_total_limit);
     return XCM_EBUSY;
   }

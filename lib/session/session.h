@@ -86,7 +86,6 @@ typedef struct xcm_sessions {
   struct resumable *wait_head; /* detached sessions, oldest first */
   struct resumable *wait_tail;
   uv_timer_t *wait_timer; /* while any waits */
-  size_t detached;        /* sessions waiting (counted in count) */
   int closing;            /* fail_all under way: nothing detaches */
   /* Instances that resume each other's sessions (session/group.h), and
    * this one's number in it; NULL: none. */
