@@ -16,6 +16,7 @@
 #include "harness.h"
 #include "proto/cmproto.h"
 #include "rawclient.h"
+#include "tlsclient.h"
 #include "transport/stream.h"
 #include "transport/tls.h"
 #include "util/buf.h"
@@ -1202,49 +1203,6 @@ static void test_no_upstream(void) {
 
 /* ---- HTTPS ----------------------------------------------------------------
  */
-
-typedef struct tls_client {
-  xcm_stream *s;
-  xcm_buf in;
-  int ended, closed, done;
-} tls_client;
-
-static void tc_read(void *ud, const char *data, size_t len) {
-  tls_client *t = ud;
-
-  xcm__buf_append(&t->in, data, len);
-  xcm__buf_append_char(&t->in, '\0');
-  t->in.len--;
-}
-
-static void tc_end(void *ud, int err) {
-  tls_client *t = ud;
-
-  (void)err;
-  t->ended = 1;
-  xcm__stream_close(t->s);
-}
-
-static void tc_done(void *ud, int err) {
-  ((tls_client *)ud)->done = err == 0 ? 1 : -1;
-}
-
-static void tc_closed(void *ud) {
-  ((tls_client *)ud)->closed = 1;
-}
-
-static const xcm_stream_cb tc_cb = {tc_read, tc_end, tc_done, NULL, tc_closed};
-
-typedef struct tc_wait {
-  tls_client *t;
-  const char *needle;
-} tc_wait;
-
-static int tc_has(void *ud) {
-  tc_wait *w = ud;
-
-  return (w->t->in.data && strstr(w->t->in.data, w->needle)) || w->t->ended;
-}
 
 static int int_set(void *ud) {
   return *(int *)ud != 0;

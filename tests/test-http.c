@@ -11,6 +11,7 @@
 #include "harness.h"
 #include "http/http.h"
 #include "rawclient.h"
+#include "tlsclient.h"
 #include "transport/stream.h"
 #include "util/alloc.h"
 #include "xcm/xcm.h"
@@ -880,47 +881,6 @@ static void test_malformed(void) {
 
 /* ---- TLS ------------------------------------------------------------------
  */
-
-typedef struct tls_client {
-  xcm_stream *s;
-  xcm_buf in;
-  int ended, closed, done;
-} tls_client;
-
-static void tc_read(void *ud, const char *data, size_t len) {
-  xcm__buf_append(&((tls_client *)ud)->in, data, len);
-  xcm__buf_append(&((tls_client *)ud)->in, "", 1);
-  ((tls_client *)ud)->in.len--;
-}
-
-static void tc_end(void *ud, int err) {
-  tls_client *t = ud;
-
-  (void)err;
-  t->ended = 1;
-  xcm__stream_close(t->s);
-}
-
-static void tc_done(void *ud, int err) {
-  ((tls_client *)ud)->done = err == 0 ? 1 : -1;
-}
-
-static void tc_closed(void *ud) {
-  ((tls_client *)ud)->closed = 1;
-}
-
-static const xcm_stream_cb tc_cb = {tc_read, tc_end, tc_done, NULL, tc_closed};
-
-typedef struct tc_wait {
-  tls_client *t;
-  const char *needle;
-} tc_wait;
-
-static int tc_has(void *ud) {
-  tc_wait *w = ud;
-
-  return (w->t->in.data && strstr(w->t->in.data, w->needle)) || w->t->ended;
-}
 
 static void test_tls(void) {
   fixture f;
